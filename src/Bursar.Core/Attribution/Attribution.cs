@@ -1,0 +1,82 @@
+using Bursar.Core.Keys;
+
+namespace Bursar.Core.Attribution;
+
+/// <summary>Who a call is for and what it is for: from the virtual key, then from <c>x-bursar-*</c> headers the key's policy allows.</summary>
+public sealed record CallAttribution
+{
+    public string? KeyId { get; init; }
+    public string? Team { get; init; }
+    public string? Customer { get; init; }
+    public string? Feature { get; init; }
+    public string? Task { get; init; }
+    public string? Template { get; init; }
+    public string? RunId { get; init; }
+
+    public static CallAttribution None { get; } = new();
+}
+
+/// <summary>A tag header the key may not set: answered with a permission error that names the header.</summary>
+public sealed record AttributionError(string Header, string Message);
+
+public static class AttributionResolver
+{
+    public const string FeatureHeader = "x-bursar-feature";
+    public const string TeamHeader = "x-bursar-team";
+    public const string CustomerHeader = "x-bursar-customer";
+    public const string TaskHeader = "x-bursar-task";
+    public const string TemplateHeader = "x-bursar-template";
+    public const string RunHeader = "x-bursar-run";
+
+    public static readonly string[] AllTags = ["team", "customer", "feature", "task", "template", "run"];
+
+    /// <summary>Longest tag value accepted; longer values are refused rather than stored.</summary>
+    public const int MaxTagLength = 128;
+
+    /// <summary>
+    /// Default policy: a caller may set feature, task, template and run; team and customer only when the key does not fix them.
+    /// A key with <see cref="VirtualKey.AllowedTagHeaders"/> allows exactly those (a tag the key fixes is still never overridden).
+    /// </summary>
+    public static bool MaySet(VirtualKey key, string tag)
+    {
+        if (tag == "team" && key.Team is not null) return false;
+        if (tag == "customer" && key.Customer is not null) return false;
+        if (tag == "feature" && key.Feature is not null) return false;
+        if (key.AllowedTagHeaders is { } allowed) return allowed.Contains(tag, StringComparer.OrdinalIgnoreCase);
+        return true;
+    }
+
+    public static CallAttribution Resolve(VirtualKey key, Func<string, string?> header, out AttributionError? error)
+    {
+        error = null;
+        string? Tag(string tag, string headerName, string? fixedValue, ref AttributionError? err)
+        {
+            var v = header(headerName);
+            if (string.IsNullOrEmpty(v)) return fixedValue;
+            if (v.Length > MaxTagLength)
+            {
+                err ??= new AttributionError(headerName, $"Header {headerName} is {v.Length} characters long; the limit is {MaxTagLength}.");
+                return fixedValue;
+            }
+            if (!MaySet(key, tag))
+            {
+                err ??= new AttributionError(headerName, fixedValue is not null
+                    ? $"Key {key.Prefix}… fixes {tag} to '{fixedValue}'; remove the {headerName} header."
+                    : $"Key {key.Prefix}… may not set {headerName}; its policy allows: {string.Join(", ", AllTags.Where(t => MaySet(key, t)))}.");
+                return fixedValue;
+            }
+            return v;
+        }
+        var a = new CallAttribution
+        {
+            KeyId = key.Id,
+            Team = Tag("team", TeamHeader, key.Team, ref error),
+            Customer = Tag("customer", CustomerHeader, key.Customer, ref error),
+            Feature = Tag("feature", FeatureHeader, key.Feature, ref error),
+            Task = Tag("task", TaskHeader, null, ref error),
+            Template = Tag("template", TemplateHeader, null, ref error),
+            RunId = Tag("run", RunHeader, null, ref error),
+        };
+        return a;
+    }
+}

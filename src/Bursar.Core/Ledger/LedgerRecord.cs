@@ -1,0 +1,72 @@
+using System.Text.Json.Serialization;
+using Bursar.Core.Usage;
+
+namespace Bursar.Core.Ledger;
+
+/// <summary>
+/// One ledger record: every call leaves exactly one, success or failure, streamed or not.
+/// <see cref="Cost"/> is null when the served model has no price (<see cref="Priced"/> false): unpriced is never $0.
+/// </summary>
+public sealed record LedgerRecord
+{
+    public required string Id { get; init; }
+    public required DateTimeOffset Timestamp { get; init; }
+
+    // who
+    public string? KeyId { get; init; }
+    public string? Team { get; init; }
+    public string? Customer { get; init; }
+
+    // what for
+    public string? Feature { get; init; }
+    public string? Route { get; init; }
+    public string? Task { get; init; }
+    public string? Template { get; init; }
+    public string? RunId { get; init; }
+
+    // how
+    public required string Dialect { get; init; }
+    public string? Provider { get; init; }
+    public string? RequestedModel { get; init; }
+    public string? ServedModel { get; init; }
+    public bool Streamed { get; init; }
+    public bool Batch { get; init; }
+
+    // tokens
+    public long InputTokens { get; init; }
+    public long CacheReadTokens { get; init; }
+    public long CacheWrite5mTokens { get; init; }
+    public long CacheWrite1hTokens { get; init; }
+    public long OutputTokens { get; init; }
+    public long ReasoningTokens { get; init; }
+
+    // money (USD)
+    public bool Priced { get; init; }
+    public decimal? Cost { get; init; }
+    /// <summary>What the call would have cost without Bursar: <see cref="Cost"/> plus every lever's saving.</summary>
+    public decimal? CounterfactualCost { get; init; }
+    public decimal SavingRouting { get; init; }
+    public decimal SavingResponseCache { get; init; }
+    public decimal SavingPromptCache { get; init; }
+    public decimal SavingBatch { get; init; }
+    public decimal SavingCompaction { get; init; }
+    public decimal SavingOutputCap { get; init; }
+
+    // timing and outcome
+    public double LatencyMs { get; init; }
+    public double? TimeToFirstTokenMs { get; init; }
+    /// <summary>ok, client_error, upstream_error, canceled, refused.</summary>
+    public required string Outcome { get; init; }
+    public int StatusCode { get; init; }
+    public string? ErrorType { get; init; }
+    public string? ErrorMessage { get; init; }
+    public string? FinishReason { get; init; }
+    public string? UpstreamRequestId { get; init; }
+
+    [JsonIgnore]
+    public TokenUsage Usage => new(InputTokens, CacheReadTokens, CacheWrite5mTokens, CacheWrite1hTokens, OutputTokens, ReasoningTokens);
+}
+
+[JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+[JsonSerializable(typeof(LedgerRecord))]
+public sealed partial class LedgerJsonContext : JsonSerializerContext;
