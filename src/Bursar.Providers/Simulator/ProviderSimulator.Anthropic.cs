@@ -1,0 +1,393 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Bursar.Providers.Dialects;
+
+namespace Bursar.Providers.Simulator;
+
+public sealed partial class ProviderSimulator
+{
+    private const int ImageTokens = 1_000;
+    private const int MessageOverheadTokens = 3;
+    private static readonly TimeSpan FiveMinutes = TimeSpan.FromMinutes(5);
+    private static readonly TimeSpan OneHour = TimeSpan.FromHours(1);
+
+    private sealed record AnthropicPrompt(string Model, List<PromptBlock> Blocks, string AllText, string LastUserText, bool LastIsToolResult, string? ToolResultText);
+
+    private AnthropicPrompt ReadAnthropicPrompt(JsonObject body, bool requireMaxTokens)
+    {
+        const Dialect d = Dialect.Anthropic;
+        if (body["model"] is not JsonValue mv || !mv.TryGetValue<string>(out var model) || string.IsNullOrWhiteSpace(model))
+            throw Bad(d, body.ContainsKey("model") ? "model: Input should be a valid string" : "model: Field required");
+        if (requireMaxTokens)
+        {
+            if (!body.ContainsKey("max_tokens")) throw Bad(d, "max_tokens: Field required");
+            if (body["max_tokens"] is not JsonValue mt || !mt.TryGetValue<long>(out var max) || max < 0)
+                throw Bad(d, "max_tokens: Input should be a valid integer greater than or equal to 0");
+        }
+        if (body["messages"] is not JsonArray messages) throw Bad(d, body.ContainsKey("messages") ? "messages: Input should be a valid list" : "messages: Field required");
+        if (messages.Count == 0) throw Bad(d, "messages: at least one message is required");
+        if (body["stop_sequences"] is { } ss && (ss is not JsonArray ssa || ssa.Any(s => s is not JsonValue sv || !sv.TryGetValue<string>(out _))))
+            throw Bad(d, "stop_sequences: Input should be a valid list of strings");
+        if (body["temperature"] is { } temp && (temp is not JsonValue tv || !tv.TryGetValue<double>(out var t) || t is < 0 or > 1))
+            throw Bad(d, "temperature: Input should be a number between 0 and 1");
+        if (body["stream"] is { } st && (st is not JsonValue sv2 || !sv2.TryGetValue<bool>(out _)))
+            throw Bad(d, "stream: Input should be a valid boolean");
+
+        var blocks = new List<PromptBlock>();
+        var all = new StringBuilder();
+        var breakpoints = 0;
+
+        TimeSpan? Breakpoint(JsonNode? block, string where)
+        {
+            if (block is not JsonObject o || o["cache_control"] is not { } cc) return null;
+            if (cc is not JsonObject cco || cco["type"]?.GetValue<string>() != "ephemeral")
+                throw Bad(d, $"{where}.cache_control: Input tag must be 'ephemeral'");
+            breakpoints++;
+            var ttl = cco["ttl"]?.GetValue<string>();
+            return ttl switch
+            {
+                null or "5m" => FiveMinutes,
+                "1h" => OneHour,
+                _ => throw Bad(d, $"{where}.cache_control.ttl: Input should be '5m' or '1h'"),
+            };
+        }
+
+        void Add(JsonNode content, int tokens, TimeSpan? bp)
+        {
+            var clone = content.DeepClone();
+            if (clone is JsonObject co) co.Remove("cache_control");
+            blocks.Add(new PromptBlock(PromptCacheModel.HashBytes(Encoding.UTF8.GetBytes(clone.ToJsonString())), tokens, bp));
+        }
+
+        if (body["tools"] is { } toolsNode)
+        {
+            if (toolsNode is not JsonArray tools) throw Bad(d, "tools: Input should be a valid list");
+            for (var i = 0; i < tools.Count; i++)
+            {
+                if (tools[i] is not JsonObject tool || tool["name"] is not JsonValue) throw Bad(d, $"tools.{i}.name: Field required");
+                var text = tool.ToJsonString();
+                Add(tool, _counter.Count(model, text), Breakpoint(tool, $"tools.{i}"));
+            }
+        }
+        switch (body["system"])
+        {
+            case null:
+                break;
+            case JsonValue sys when sys.TryGetValue<string>(out var s):
+                Add(sys, _counter.Count(model, s), null);
+                all.Append(s).Append('\n');
+                break;
+            case JsonArray sysBlocks:
+                for (var i = 0; i < sysBlocks.Count; i++)
+                {
+                    if (sysBlocks[i] is not JsonObject sb || sb["text"] is not JsonValue stv || !stv.TryGetValue<string>(out var s))
+                        throw Bad(d, $"system.{i}: Input should be a text block with a 'text' string");
+                    Add(sb, _counter.Count(model, s), Breakpoint(sb, $"system.{i}"));
+                    all.Append(s).Append('\n');
+                }
+                break;
+            default:
+                throw Bad(d, "system: Input should be a valid string or list of text blocks");
+        }
+
+        string lastUser = "";
+        var lastIsToolResult = false;
+        string? toolResultText = null;
+        for (var i = 0; i < messages.Count; i++)
+        {
+            if (messages[i] is not JsonObject msg) throw Bad(d, $"messages.{i}: Input should be a valid dictionary");
+            var role = msg["role"] is JsonValue rv && rv.TryGetValue<string>(out var r) ? r : null;
+            if (role is not ("user" or "assistant" or "system")) throw Bad(d, $"messages.{i}.role: Input should be 'user' or 'assistant'");
+            var isLast = i == messages.Count - 1;
+            switch (msg["content"])
+            {
+                case JsonValue cv when cv.TryGetValue<string>(out var text):
+                    Add(cv, _counter.Count(model, text) + MessageOverheadTokens, null);
+                    all.Append(text).Append('\n');
+                    if (role == "user") { lastUser = text; if (isLast) lastIsToolResult = false; }
+                    break;
+                case JsonArray parts:
+                    if (parts.Count == 0) throw Bad(d, $"messages.{i}.content: List should have at least 1 item");
+                    var sbText = new StringBuilder();
+                    var hasToolResult = false;
+                    for (var j = 0; j < parts.Count; j++)
+                    {
+                        if (parts[j] is not JsonObject part || part["type"] is not JsonValue ptv || !ptv.TryGetValue<string>(out var ptype))
+                            throw Bad(d, $"messages.{i}.content.{j}.type: Field required");
+                        int tokens;
+                        switch (ptype)
+                        {
+                            case "text":
+                                var tx = part["text"] is JsonValue txv && txv.TryGetValue<string>(out var tt) ? tt : throw Bad(d, $"messages.{i}.content.{j}.text: Field required");
+                                tokens = _counter.Count(model, tx);
+                                sbText.Append(tx);
+                                break;
+                            case "image":
+                                if (part["source"] is not JsonObject) throw Bad(d, $"messages.{i}.content.{j}.source: Field required");
+                                tokens = ImageTokens;
+                                break;
+                            case "tool_result":
+                                hasToolResult = true;
+                                var rc = part["content"];
+                                var rtext = rc is JsonValue rcv && rcv.TryGetValue<string>(out var rs) ? rs : rc?.ToJsonString() ?? "";
+                                toolResultText = rtext;
+                                tokens = _counter.Count(model, rtext) + MessageOverheadTokens;
+                                break;
+                            default:
+                                tokens = _counter.Count(model, part.ToJsonString());
+                                break;
+                        }
+                        if (j == 0) tokens += MessageOverheadTokens;
+                        Add(part, tokens, Breakpoint(part, $"messages.{i}.content.{j}"));
+                    }
+                    all.Append(sbText).Append('\n');
+                    if (role == "user")
+                    {
+                        if (sbText.Length > 0) lastUser = sbText.ToString();
+                        if (isLast) lastIsToolResult = hasToolResult;
+                    }
+                    break;
+                default:
+                    throw Bad(d, $"messages.{i}.content: Input should be a valid string or list of content blocks");
+            }
+        }
+        if (body["cache_control"] is JsonObject top)
+        {
+            // automatic caching: a breakpoint on the last cacheable block
+            breakpoints++;
+            var ttl = top["ttl"]?.GetValue<string>() == "1h" ? OneHour : FiveMinutes;
+            if (blocks.Count > 0 && blocks[^1].Breakpoint is null) blocks[^1] = blocks[^1] with { Breakpoint = ttl };
+        }
+        if (breakpoints > 4)
+            throw Bad(d, $"A maximum of 4 blocks with cache_control may be provided. Found {breakpoints}.");
+        return new AnthropicPrompt(model, blocks, all.ToString(), lastUser, lastIsToolResult, toolResultText);
+    }
+
+    private async Task CountTokensAsync(SimulatorExchange x, CancellationToken ct)
+    {
+        var body = ParseBody(x, Dialect.Anthropic);
+        var p = ReadAnthropicPrompt(body, requireMaxTokens: false);
+        var total = p.Blocks.Sum(b => (long)b.Tokens);
+        x.SetStatus(200);
+        x.SetHeader("content-type", "application/json");
+        await x.WriteAsync(Json(w => { w.WriteStartObject(); w.WriteNumber("input_tokens", total); w.WriteEndObject(); }), ct).ConfigureAwait(false);
+    }
+
+    private async Task MessagesAsync(SimulatorExchange x, CancellationToken ct)
+    {
+        var body = ParseBody(x, Dialect.Anthropic);
+        if (string.IsNullOrEmpty(x.Header("x-api-key")) && string.IsNullOrEmpty(x.Header("authorization")))
+            throw new SimulatorRequestException(Dialect.Anthropic, new ProviderError(401, "x-api-key header is required"));
+        var p = ReadAnthropicPrompt(body, requireMaxTokens: true);
+        var maxTokens = body["max_tokens"]!.GetValue<long>();
+        var stream = body["stream"]?.GetValue<bool>() ?? false;
+        var fault = TakeFault(p.AllText);
+        if (fault is { MidStream: false }) throw new SimulatorRequestException(Dialect.Anthropic, FaultError(fault));
+
+        var minCache = (int)(_catalog.Find(p.Model).Price?.PromptCacheMinTokens ?? _options.DefaultAnthropicMinCacheTokens);
+        var cache = Cache.Anthropic(p.Model, p.Blocks, minCache);
+
+        // decide the answer: a tool call, or text
+        JsonObject? toolUse = null;
+        var tools = body["tools"] as JsonArray;
+        var choice = body["tool_choice"] as JsonObject;
+        var choiceType = choice?["type"]?.GetValue<string>() ?? "auto";
+        if (tools is { Count: > 0 } && choiceType != "none" && !p.LastIsToolResult && maxTokens > 0)
+        {
+            var name = choiceType == "tool" ? choice!["name"]?.GetValue<string>() : null;
+            var tool = (name is null ? tools[0] : tools.FirstOrDefault(t => t?["name"]?.GetValue<string>() == name)) as JsonObject
+                ?? throw Bad(Dialect.Anthropic, $"tool_choice.name: no tool named '{name}' in tools");
+            toolUse = new JsonObject
+            {
+                ["type"] = "tool_use",
+                ["id"] = NextId("toolu_sim_"),
+                ["name"] = tool["name"]!.GetValue<string>(),
+                ["input"] = ToolArguments(tool["input_schema"]),
+            };
+        }
+        string text;
+        int outTokens;
+        string stopReason;
+        string? stopSeq = null;
+        if (toolUse is not null)
+        {
+            text = "";
+            outTokens = _counter.Count(p.Model, toolUse.ToJsonString());
+            stopReason = "tool_use";
+        }
+        else
+        {
+            var prefix = p.LastIsToolResult ? $"Based on the tool result ({Truncate(p.ToolResultText, 60)}):" : null;
+            var (t, n, truncated) = Answer(p.Model, p.LastUserText, RequestedOutputTokens(p.AllText), maxTokens, prefix);
+            var stops = (body["stop_sequences"] as JsonArray)?.Select(s => s!.GetValue<string>()).ToArray() ?? [];
+            (text, stopSeq) = ApplyStop(t, stops);
+            outTokens = stopSeq is null ? n : _counter.Count(p.Model, text);
+            stopReason = stopSeq is not null ? "stop_sequence" : truncated ? "max_tokens" : "end_turn";
+        }
+        var id = NextId("msg_sim_");
+        var reqId = NextId("req_sim_");
+        x.SetHeader("request-id", reqId);
+
+        if (!stream)
+        {
+            await PaceAsync(first: true, outTokens, ct).ConfigureAwait(false);
+            x.SetStatus(200);
+            x.SetHeader("content-type", "application/json");
+            await x.WriteAsync(Json(w =>
+            {
+                w.WriteStartObject();
+                w.WriteString("id", id);
+                w.WriteString("type", "message");
+                w.WriteString("role", "assistant");
+                w.WriteString("model", p.Model);
+                w.WriteStartArray("content");
+                if (toolUse is not null) toolUse.WriteTo(w);
+                else
+                {
+                    w.WriteStartObject();
+                    w.WriteString("type", "text");
+                    w.WriteString("text", text);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+                w.WriteString("stop_reason", stopReason);
+                if (stopSeq is null) w.WriteNull("stop_sequence"); else w.WriteString("stop_sequence", stopSeq);
+                WriteAnthropicUsage(w, cache, outTokens, full: true);
+                w.WriteEndObject();
+            }), ct).ConfigureAwait(false);
+            return;
+        }
+
+        x.SetStatus(200);
+        x.SetHeader("content-type", "text/event-stream");
+        x.SetHeader("cache-control", "no-cache");
+        await Event(x, "message_start", w =>
+        {
+            w.WriteString("type", "message_start");
+            w.WriteStartObject("message");
+            w.WriteString("id", id);
+            w.WriteString("type", "message");
+            w.WriteString("role", "assistant");
+            w.WriteString("model", p.Model);
+            w.WriteStartArray("content");
+            w.WriteEndArray();
+            w.WriteNull("stop_reason");
+            w.WriteNull("stop_sequence");
+            WriteAnthropicUsage(w, cache, 1, full: true);
+            w.WriteEndObject();
+        }, ct).ConfigureAwait(false);
+        await Event(x, "content_block_start", w =>
+        {
+            w.WriteString("type", "content_block_start");
+            w.WriteNumber("index", 0);
+            w.WritePropertyName("content_block");
+            if (toolUse is not null)
+            {
+                w.WriteStartObject();
+                w.WriteString("type", "tool_use");
+                w.WriteString("id", toolUse["id"]!.GetValue<string>());
+                w.WriteString("name", toolUse["name"]!.GetValue<string>());
+                w.WriteStartObject("input");
+                w.WriteEndObject();
+                w.WriteEndObject();
+            }
+            else
+            {
+                w.WriteStartObject();
+                w.WriteString("type", "text");
+                w.WriteString("text", "");
+                w.WriteEndObject();
+            }
+        }, ct).ConfigureAwait(false);
+        await Event(x, "ping", w => w.WriteString("type", "ping"), ct).ConfigureAwait(false);
+
+        var pieces = toolUse is not null ? SplitJson(toolUse["input"]!.ToJsonString()) : Chunks(text).ToList();
+        var first = true;
+        foreach (var piece in pieces)
+        {
+            await PaceAsync(first, 1, ct).ConfigureAwait(false);
+            await Event(x, "content_block_delta", w =>
+            {
+                w.WriteString("type", "content_block_delta");
+                w.WriteNumber("index", 0);
+                w.WriteStartObject("delta");
+                if (toolUse is not null)
+                {
+                    w.WriteString("type", "input_json_delta");
+                    w.WriteString("partial_json", piece);
+                }
+                else
+                {
+                    w.WriteString("type", "text_delta");
+                    w.WriteString("text", piece);
+                }
+                w.WriteEndObject();
+            }, ct).ConfigureAwait(false);
+            if (first && fault is { MidStream: true })
+            {
+                await Event(x, "error", w =>
+                {
+                    w.WriteString("type", "error");
+                    w.WriteStartObject("error");
+                    w.WriteString("type", "overloaded_error");
+                    w.WriteString("message", "Overloaded");
+                    w.WriteEndObject();
+                }, ct).ConfigureAwait(false);
+                return;
+            }
+            first = false;
+        }
+        await Event(x, "content_block_stop", w => { w.WriteString("type", "content_block_stop"); w.WriteNumber("index", 0); }, ct).ConfigureAwait(false);
+        await Event(x, "message_delta", w =>
+        {
+            w.WriteString("type", "message_delta");
+            w.WriteStartObject("delta");
+            w.WriteString("stop_reason", stopReason);
+            if (stopSeq is null) w.WriteNull("stop_sequence"); else w.WriteString("stop_sequence", stopSeq);
+            w.WriteEndObject();
+            WriteAnthropicUsage(w, cache, outTokens, full: false);
+        }, ct).ConfigureAwait(false);
+        await Event(x, "message_stop", w => w.WriteString("type", "message_stop"), ct).ConfigureAwait(false);
+    }
+
+    private static string Truncate(string? s, int n) => s is null ? "" : s.Length <= n ? s : s[..n];
+
+    private static List<string> SplitJson(string json)
+    {
+        var mid = json.Length / 2;
+        return json.Length < 4 ? [json] : [json[..mid], json[mid..]];
+    }
+
+    private static void WriteAnthropicUsage(Utf8JsonWriter w, CacheOutcome c, long output, bool full)
+    {
+        w.WriteStartObject("usage");
+        w.WriteNumber("input_tokens", c.Input);
+        w.WriteNumber("cache_creation_input_tokens", c.Write5m + c.Write1h);
+        w.WriteNumber("cache_read_input_tokens", c.CacheRead);
+        if (full)
+        {
+            w.WriteStartObject("cache_creation");
+            w.WriteNumber("ephemeral_5m_input_tokens", c.Write5m);
+            w.WriteNumber("ephemeral_1h_input_tokens", c.Write1h);
+            w.WriteEndObject();
+        }
+        w.WriteNumber("output_tokens", output);
+        if (full) w.WriteString("service_tier", "standard");
+        w.WriteEndObject();
+    }
+
+    private static async Task Event(SimulatorExchange x, string name, Action<Utf8JsonWriter> data, CancellationToken ct)
+    {
+        var json = Json(w => { w.WriteStartObject(); data(w); w.WriteEndObject(); });
+        var frame = new byte[json.Length + name.Length + 17];
+        var n = Encoding.ASCII.GetBytes("event: " + name + "\ndata: ", frame);
+        json.CopyTo(frame, n);
+        frame[n + json.Length] = (byte)'\n';
+        frame[n + json.Length + 1] = (byte)'\n';
+        await x.WriteAsync(frame.AsMemory(0, n + json.Length + 2), ct).ConfigureAwait(false);
+    }
+
+    internal static string FormatInvariant(long v) => v.ToString(CultureInfo.InvariantCulture);
+}

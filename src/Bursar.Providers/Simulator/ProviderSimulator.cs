@@ -1,0 +1,273 @@
+using System.Buffers;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Bursar.Core.Pricing;
+using Bursar.Core.Tokens;
+using Bursar.Providers.Dialects;
+
+namespace Bursar.Providers.Simulator;
+
+/// <summary>
+/// The built-in provider Simulator: serves Anthropic Messages and OpenAI Chat Completions as
+/// <c>../shared/reference/PROVIDER_API.md</c> describes them, with deterministic answers, real token counts,
+/// the exact streaming event sequences, tool calls, both providers' prompt-cache rules, configurable latency
+/// and injected errors. Hosted on Kestrel (<c>bursar simulate-provider</c>) or in-process (<see cref="SimulatorHttpHandler"/>).
+/// </summary>
+public sealed partial class ProviderSimulator
+{
+    private static readonly string[] Vocabulary =
+    [
+        "the", "answer", "is", "clear", "and", "simple", "we", "can", "see", "that", "this", "works", "because", "of", "a",
+        "good", "plan", "for", "each", "step", "in", "order", "to", "make", "it", "right", "with", "care", "so", "you", "get",
+        "what", "need", "from", "data", "here", "now", "then", "more", "less", "time", "cost", "value", "model", "result",
+        "test", "case", "point", "way", "part", "team", "work", "best", "next", "first", "last", "long", "short", "fast", "well",
+    ];
+
+    private readonly SimulatorOptions _options;
+    private readonly TimeProvider _time;
+    private readonly PriceCatalog _catalog;
+    private readonly TokenCounter _counter;
+    private long _ids;
+
+    public ProviderSimulator(SimulatorOptions options, TimeProvider? time = null, PriceCatalog? catalog = null, TokenCounter? counter = null)
+    {
+        _options = options;
+        _time = time ?? TimeProvider.System;
+        _catalog = catalog ?? new PriceCatalog(PriceFiles.LoadBuiltIn());
+        _counter = counter ?? TokenCounter.Default;
+        Cache = new PromptCacheModel(_time);
+    }
+
+    public PromptCacheModel Cache { get; }
+
+    public SimulatorOptions Options => _options;
+
+    /// <summary>Requests served, by path.</summary>
+    public long RequestCount => Interlocked.Read(ref _requests);
+    private long _requests;
+
+    public async Task HandleAsync(SimulatorExchange x, CancellationToken ct)
+    {
+        Interlocked.Increment(ref _requests);
+        var path = x.Path.TrimEnd('/');
+        try
+        {
+            switch (x.Method, path)
+            {
+                case ("POST", "/v1/messages"):
+                    await MessagesAsync(x, ct).ConfigureAwait(false);
+                    break;
+                case ("POST", "/v1/messages/count_tokens"):
+                    await CountTokensAsync(x, ct).ConfigureAwait(false);
+                    break;
+                case ("POST", "/v1/chat/completions"):
+                    await ChatAsync(x, ct).ConfigureAwait(false);
+                    break;
+                case ("GET", "/v1/models"):
+                    await ModelsAsync(x, ct).ConfigureAwait(false);
+                    break;
+                default:
+                    await ErrorAsync(x, path.Contains("messages", StringComparison.Ordinal) ? Dialect.Anthropic : Dialect.OpenAI,
+                        new ProviderError(404, $"The Simulator has no endpoint {x.Method} {x.Path}."), ct).ConfigureAwait(false);
+                    break;
+            }
+        }
+        catch (SimulatorRequestException e)
+        {
+            await ErrorAsync(x, e.Dialect, e.Error, ct).ConfigureAwait(false);
+        }
+    }
+
+    private sealed class SimulatorRequestException(Dialect dialect, ProviderError error) : Exception(error.Message)
+    {
+        public Dialect Dialect { get; } = dialect;
+        public ProviderError Error { get; } = error;
+    }
+
+    private static SimulatorRequestException Bad(Dialect d, string message, string? param = null) => new(d, ProviderError.BadRequest(message, param));
+
+    // ---------------------------------------------------------------- shared
+
+    private static JsonObject ParseBody(SimulatorExchange x, Dialect d)
+    {
+        JsonNode? node;
+        try
+        {
+            node = JsonNode.Parse(x.Body.Span);
+        }
+        catch (JsonException e)
+        {
+            throw Bad(d, $"The request body is not valid JSON: {e.Message}");
+        }
+        return node as JsonObject ?? throw Bad(d, "The request body must be a JSON object.");
+    }
+
+    private SimulatorFault? TakeFault(string allText)
+    {
+        var i = allText.IndexOf("[[sim:fault=", StringComparison.Ordinal);
+        if (i >= 0)
+        {
+            var end = allText.IndexOf("]]", i, StringComparison.Ordinal);
+            if (end > i && SimulatorFault.Parse(allText[(i + 12)..end]) is { } f) return f;
+        }
+        return _options.Faults.TryTake(out var q) ? q : null;
+    }
+
+    private static int? RequestedOutputTokens(string allText)
+    {
+        var i = allText.IndexOf("[[sim:tokens=", StringComparison.Ordinal);
+        if (i < 0) return null;
+        var end = allText.IndexOf("]]", i, StringComparison.Ordinal);
+        return end > i && int.TryParse(allText.AsSpan(i + 13, end - i - 13), NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? Math.Clamp(n, 1, 32_768) : null;
+    }
+
+    private async Task ErrorAsync(SimulatorExchange x, Dialect d, ProviderError e, CancellationToken ct)
+    {
+        x.SetStatus(e.Status);
+        x.SetHeader("content-type", "application/json");
+        if (e.RetryAfterSeconds is { } ra) x.SetHeader("retry-after", ra.ToString(CultureInfo.InvariantCulture));
+        var reqId = "req_sim_" + Interlocked.Increment(ref _ids).ToString("x8", CultureInfo.InvariantCulture);
+        x.SetHeader(d == Dialect.Anthropic ? "request-id" : "x-request-id", reqId);
+        await x.WriteAsync(e.ToJson(d, d == Dialect.Anthropic ? reqId : null), ct).ConfigureAwait(false);
+    }
+
+    private static ProviderError FaultError(SimulatorFault f) => f.Status switch
+    {
+        429 => new ProviderError(429, "Simulated rate limit: number of requests has exceeded your per-minute rate limit.", ErrorSource.Upstream) { RetryAfterSeconds = f.RetryAfterSeconds ?? 1, Code = "rate_limit_exceeded" },
+        529 => new ProviderError(529, "Overloaded", ErrorSource.Upstream),
+        _ => new ProviderError(f.Status, $"Simulated upstream error {f.Status}.", ErrorSource.Upstream),
+    };
+
+    private string NextId(string prefix) => prefix + Interlocked.Increment(ref _ids).ToString("x12", CultureInfo.InvariantCulture);
+
+    /// <summary>Deterministic answer words for a prompt, within the output budget.</summary>
+    private (string Text, int Tokens, bool Truncated) Answer(string model, string seedText, int? wanted, long maxTokens, string? prefix)
+    {
+        var seed = PromptCacheModel.HashBytes(Encoding.UTF8.GetBytes(model + "\n" + seedText));
+        var target = wanted ?? (int)(12 + seed % 40);
+        var sb = new StringBuilder(prefix);
+        var tokens = prefix is null ? 0 : _counter.Count(model, prefix);
+        var truncated = false;
+        var rng = seed;
+        var isClaude = TokenCounter.IsClaude(model);
+        while (tokens < target)
+        {
+            rng = rng * 6364136223846793005UL + 1442695040888963407UL;
+            var word = Vocabulary[(int)(rng >> 33) % Vocabulary.Length];
+            var piece = sb.Length == 0 ? char.ToUpperInvariant(word[0]) + word[1..] : " " + word;
+            var wt = isClaude ? 1 : _counter.Count(model, piece);
+            if (tokens + wt > maxTokens)
+            {
+                truncated = true;
+                break;
+            }
+            sb.Append(piece);
+            tokens += wt;
+        }
+        if (!truncated && tokens < maxTokens)
+        {
+            sb.Append('.');
+            tokens += isClaude ? 1 : _counter.Count(model, ".");
+        }
+        return (sb.ToString(), tokens, truncated);
+    }
+
+    private static (string Text, string? Stop) ApplyStop(string text, IReadOnlyList<string> stops)
+    {
+        var best = -1;
+        string? which = null;
+        foreach (var s in stops)
+        {
+            if (string.IsNullOrEmpty(s)) continue;
+            var i = text.IndexOf(s, StringComparison.Ordinal);
+            if (i >= 0 && (best < 0 || i < best))
+            {
+                best = i;
+                which = s;
+            }
+        }
+        return best < 0 ? (text, null) : (text[..best], which);
+    }
+
+    /// <summary>Arguments for a tool call generated from its JSON schema: required properties (all if none are required).</summary>
+    private static JsonObject ToolArguments(JsonNode? schema)
+    {
+        var args = new JsonObject();
+        if (schema?["properties"] is not JsonObject props) return args;
+        var required = (schema["required"] as JsonArray)?.Select(n => n?.GetValue<string>()).Where(s => s is not null).ToHashSet() ?? [];
+        foreach (var (name, def) in props)
+        {
+            if (required.Count > 0 && !required.Contains(name)) continue;
+            args[name] = SampleValue(name, def);
+        }
+        return args;
+    }
+
+    private static JsonNode? SampleValue(string name, JsonNode? def)
+    {
+        if (def?["enum"] is JsonArray { Count: > 0 } en) return en[0]?.DeepClone();
+        var type = def?["type"] is JsonValue tv && tv.TryGetValue<string>(out var t) ? t : "string";
+        return type switch
+        {
+            "integer" => 42,
+            "number" => 3.5,
+            "boolean" => true,
+            "array" => new JsonArray(),
+            "object" => ToolArguments(def),
+            _ => name.Contains("city", StringComparison.OrdinalIgnoreCase) || name.Contains("location", StringComparison.OrdinalIgnoreCase) ? "Paris" : "sample " + name,
+        };
+    }
+
+    private async Task PaceAsync(bool first, int tokens, CancellationToken ct)
+    {
+        var delay = first ? _options.TimeToFirstToken : TimeSpan.Zero;
+        if (_options.TokensPerSecond > 0 && tokens > 0) delay += TimeSpan.FromSeconds(tokens / _options.TokensPerSecond);
+        if (delay > TimeSpan.Zero) await Task.Delay(delay, _time, ct).ConfigureAwait(false);
+    }
+
+    private static IEnumerable<string> Chunks(string text)
+    {
+        var start = 0;
+        for (var i = 1; i < text.Length; i++)
+        {
+            if (text[i] == ' ')
+            {
+                yield return text[start..i];
+                start = i;
+            }
+        }
+        if (start < text.Length) yield return text[start..];
+    }
+
+    private static byte[] Json(Action<Utf8JsonWriter> write)
+    {
+        var buf = new ArrayBufferWriter<byte>(512);
+        using (var w = new Utf8JsonWriter(buf)) write(w);
+        return buf.WrittenSpan.ToArray();
+    }
+
+    private async Task ModelsAsync(SimulatorExchange x, CancellationToken ct)
+    {
+        x.SetStatus(200);
+        x.SetHeader("content-type", "application/json");
+        await x.WriteAsync(Json(w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("object", "list");
+            w.WriteStartArray("data");
+            foreach (var m in _catalog.Models.Where(m => m.Provider is "openai" or "anthropic"))
+            {
+                w.WriteStartObject();
+                w.WriteString("id", m.Model);
+                w.WriteString("object", "model");
+                w.WriteNumber("created", 1_700_000_000);
+                w.WriteString("owned_by", m.Provider);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }), ct).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,94 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using Bursar.Providers.Dialects;
+
+namespace Bursar.Providers.Sse;
+
+/// <summary>
+/// Sees every SSE frame of an upstream stream on its way to the caller: forwards it, drops it or rewrites it
+/// into <c>output</c>, and meters usage into <see cref="Summary"/>. One instance per stream.
+/// </summary>
+public abstract class SseStreamHandler(CallSummary summary, TimeProvider time)
+{
+    public CallSummary Summary { get; } = summary;
+    protected TimeProvider Time { get; } = time;
+
+    public abstract void OnFrame(ReadOnlySpan<byte> raw, ReadOnlySpan<byte> eventName, ReadOnlySpan<byte> data, IBufferWriter<byte> output);
+
+    /// <summary>Called once when the upstream stream ends normally.</summary>
+    public virtual void OnEnd(IBufferWriter<byte> output) { }
+
+    protected void MarkFirstToken()
+    {
+        Summary.FirstTokenTimestamp ??= Time.GetTimestamp();
+    }
+}
+
+public static class SsePump
+{
+    /// <summary>
+    /// Copies <paramref name="upstream"/> to <paramref name="downstream"/> frame by frame as it arrives (no buffering
+    /// of the whole body), flushing whenever the upstream has nothing more ready.
+    /// </summary>
+    public static async Task PumpAsync(Stream upstream, PipeWriter downstream, SseStreamHandler handler, CancellationToken cancellationToken)
+    {
+        var reader = PipeReader.Create(upstream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, leaveOpen: true));
+        var scratch = new ArrayBufferWriter<byte>(256);
+        byte[]? joined = null;
+        try
+        {
+            while (true)
+            {
+                var result = await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+                var buffer = result.Buffer;
+                var wrote = false;
+                while (SseFrames.TryTakeFrame(ref buffer, out var frame))
+                {
+                    ReadOnlySpan<byte> span;
+                    if (frame.IsSingleSegment)
+                    {
+                        span = frame.FirstSpan;
+                    }
+                    else
+                    {
+                        var len = (int)frame.Length;
+                        if (joined is null || joined.Length < len)
+                        {
+                            if (joined is not null) ArrayPool<byte>.Shared.Return(joined);
+                            joined = ArrayPool<byte>.Shared.Rent(len);
+                        }
+                        frame.CopyTo(joined);
+                        span = joined.AsSpan(0, len);
+                    }
+                    SseFrames.Parse(span, out var ev, out var data, scratch);
+                    handler.OnFrame(span, ev, data, downstream);
+                    wrote = true;
+                }
+                reader.AdvanceTo(buffer.Start, buffer.End);
+                if (result.IsCompleted)
+                {
+                    // a trailing frame without its blank line still counts
+                    if (!buffer.IsEmpty)
+                    {
+                        var rest = buffer.ToArray();
+                        SseFrames.Parse(rest, out var ev, out var data, scratch);
+                        if (!data.IsEmpty) handler.OnFrame([.. rest, (byte)'\n', (byte)'\n'], ev, data, downstream);
+                    }
+                    handler.OnEnd(downstream);
+                    await downstream.FlushAsync(cancellationToken).ConfigureAwait(false);
+                    return;
+                }
+                if (wrote)
+                {
+                    var flush = await downstream.FlushAsync(cancellationToken).ConfigureAwait(false);
+                    if (flush.IsCanceled || flush.IsCompleted) throw new OperationCanceledException("The caller closed the stream.");
+                }
+            }
+        }
+        finally
+        {
+            if (joined is not null) ArrayPool<byte>.Shared.Return(joined);
+            await reader.CompleteAsync().ConfigureAwait(false);
+        }
+    }
+}
