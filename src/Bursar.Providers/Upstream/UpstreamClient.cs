@@ -1,0 +1,103 @@
+using System.Globalization;
+using System.Net.Http.Headers;
+using Bursar.Providers.Dialects;
+using Microsoft.Extensions.Logging;
+
+namespace Bursar.Providers.Upstream;
+
+/// <summary>
+/// Sends a request to a deployment with the provider's own authentication, and retries with backoff on
+/// 408, 429, 5xx and 529 (before any byte of the response reached the caller), honouring <c>retry-after-ms</c>,
+/// <c>retry-after</c> and <c>x-should-retry</c>.
+/// </summary>
+public sealed partial class UpstreamClient(ProvidersOptions options, TimeProvider time, ILogger<UpstreamClient> logger)
+{
+    public const string DefaultAnthropicVersion = "2023-06-01";
+
+    private static readonly MediaTypeHeaderValue Json = new("application/json");
+
+    public static bool IsRetryable(int status) => status is 408 or 429 or 500 or 502 or 503 or 504 or 529;
+
+    public async Task<UpstreamResponse> SendAsync(UpstreamDeployment deployment, string path, ReadOnlyMemory<byte> body, Func<string, string?> callerHeader, CancellationToken cancellationToken)
+    {
+        var uri = new Uri(deployment.BaseUri, path.TrimStart('/'));
+        var attempt = 0;
+        while (true)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, uri);
+            var content = new ReadOnlyMemoryContent(body);
+            content.Headers.ContentType = Json;
+            request.Content = content;
+            Authenticate(deployment, request, callerHeader);
+            HttpResponseMessage? response = null;
+            try
+            {
+                response = await deployment.Invoker.SendAsync(request, cancellationToken).ConfigureAwait(false);
+            }
+            catch (HttpRequestException e) when (attempt < deployment.Options.MaxRetries && !cancellationToken.IsCancellationRequested)
+            {
+                LogRetryConnect(logger, deployment.Name, attempt + 1, e.Message);
+                await Task.Delay(Backoff(attempt), time, cancellationToken).ConfigureAwait(false);
+                attempt++;
+                continue;
+            }
+            var status = (int)response.StatusCode;
+            if (!IsRetryable(status) || attempt >= deployment.Options.MaxRetries || ShouldNotRetry(response))
+                return new UpstreamResponse(response, attempt);
+            var delay = RetryDelay(response) ?? Backoff(attempt);
+            LogRetry(logger, deployment.Name, status, attempt + 1, delay.TotalMilliseconds);
+            response.Dispose();
+            await Task.Delay(delay, time, cancellationToken).ConfigureAwait(false);
+            attempt++;
+        }
+    }
+
+    private static void Authenticate(UpstreamDeployment d, HttpRequestMessage request, Func<string, string?> callerHeader)
+    {
+        var key = string.IsNullOrEmpty(d.Options.ApiKey) ? (d.Simulated ? "simulator" : null) : d.Options.ApiKey;
+        if (d.Dialect == Dialect.Anthropic)
+        {
+            if (key is not null) request.Headers.TryAddWithoutValidation("x-api-key", key);
+            request.Headers.TryAddWithoutValidation("anthropic-version", callerHeader("anthropic-version") ?? DefaultAnthropicVersion);
+            if (callerHeader("anthropic-beta") is { Length: > 0 } beta) request.Headers.TryAddWithoutValidation("anthropic-beta", beta);
+        }
+        else if (key is not null)
+        {
+            request.Headers.TryAddWithoutValidation("Authorization", "Bearer " + key);
+        }
+        foreach (var (name, value) in d.Options.Headers) request.Headers.TryAddWithoutValidation(name, value);
+    }
+
+    private static bool ShouldNotRetry(HttpResponseMessage r) =>
+        r.Headers.TryGetValues("x-should-retry", out var v) && v.FirstOrDefault() is "false";
+
+    private TimeSpan? RetryDelay(HttpResponseMessage r)
+    {
+        TimeSpan? d = null;
+        if (r.Headers.TryGetValues("retry-after-ms", out var ms) && double.TryParse(ms.FirstOrDefault(), NumberStyles.Float, CultureInfo.InvariantCulture, out var m))
+            d = TimeSpan.FromMilliseconds(m);
+        else if (r.Headers.RetryAfter is { } ra)
+            d = ra.Delta ?? (ra.Date is { } date ? date - time.GetUtcNow() : null);
+        if (d is null) return null;
+        if (d < TimeSpan.Zero) return TimeSpan.Zero;
+        return d > options.MaxRetryDelay ? options.MaxRetryDelay : d;
+    }
+
+    private TimeSpan Backoff(int attempt)
+    {
+        var baseMs = options.BaseRetryDelay.TotalMilliseconds * Math.Pow(2, attempt);
+        var jitter = 0.8 + Random.Shared.NextDouble() * 0.4;
+        return TimeSpan.FromMilliseconds(Math.Min(baseMs * jitter, options.MaxRetryDelay.TotalMilliseconds));
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Upstream {Deployment} answered {Status}; retry {Attempt} in {DelayMs} ms")]
+    private static partial void LogRetry(ILogger logger, string deployment, int status, int attempt, double delayMs);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Upstream {Deployment} unreachable ({Reason}); retry {Attempt}")]
+    private static partial void LogRetryConnect(ILogger logger, string deployment, int attempt, string reason);
+}
+
+public sealed record UpstreamResponse(HttpResponseMessage Message, int Retries) : IDisposable
+{
+    public void Dispose() => Message.Dispose();
+}

@@ -1,0 +1,103 @@
+using System.Net;
+using Bursar.Providers.Dialects;
+using Bursar.Providers.Simulator;
+
+namespace Bursar.Providers.Upstream;
+
+/// <summary>A configured upstream: where calls for its models go, with which key, over which connection pool.</summary>
+public sealed class UpstreamDeployment
+{
+    internal UpstreamDeployment(string name, DeploymentOptions options, HttpMessageInvoker invoker, bool simulated)
+    {
+        Name = name;
+        Options = options;
+        Dialect = options.ParsedDialect;
+        BaseUri = new Uri(options.BaseUrl!.TrimEnd('/') + "/");
+        Invoker = invoker;
+        Simulated = simulated;
+        _exact = options.Models.Where(m => !m.EndsWith('*')).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        _prefixes = options.Models.Where(m => m.EndsWith('*')).Select(m => m[..^1]).ToArray();
+    }
+
+    private readonly HashSet<string> _exact;
+    private readonly string[] _prefixes;
+
+    public string Name { get; }
+    public Dialect Dialect { get; }
+    public Uri BaseUri { get; }
+    public DeploymentOptions Options { get; }
+    public HttpMessageInvoker Invoker { get; }
+    /// <summary>True when this deployment has no key and is served by the built-in Simulator.</summary>
+    public bool Simulated { get; }
+    public string ProviderName => Simulated ? Name + " (simulator)" : Name;
+
+    public bool Serves(string model)
+    {
+        if (_exact.Contains(model)) return true;
+        foreach (var p in _prefixes)
+            if (model.StartsWith(p, StringComparison.OrdinalIgnoreCase)) return true;
+        return false;
+    }
+}
+
+/// <summary>Finds the deployment for a model. Immutable; built once from validated options.</summary>
+public sealed class UpstreamRegistry : IDisposable
+{
+    private readonly List<IDisposable> _owned = [];
+
+    public UpstreamRegistry(ProvidersOptions options, ProviderSimulator simulator)
+    {
+        var opts = ProvidersOptions.WithDefaults(options);
+        Options = opts;
+        HttpMessageInvoker? simInvoker = null;
+        var list = new List<UpstreamDeployment>();
+        foreach (var (name, d) in opts.Deployments)
+        {
+            var simulated = string.IsNullOrEmpty(d.ApiKey);
+            if (simulated && !opts.UseSimulatorWhenNoKey)
+            {
+                // a deployment without a key that may not fall back to the Simulator still exists: it answers 401 upstream
+                simulated = false;
+            }
+            HttpMessageInvoker invoker;
+            if (simulated)
+            {
+                invoker = simInvoker ??= new HttpMessageInvoker(new SimulatorHttpHandler(simulator), disposeHandler: true);
+            }
+            else
+            {
+                var handler = new SocketsHttpHandler
+                {
+                    PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+                    PooledConnectionIdleTimeout = TimeSpan.FromMinutes(1),
+                    AutomaticDecompression = DecompressionMethods.None,
+                    UseCookies = false,
+                    UseProxy = false,
+                    ConnectTimeout = TimeSpan.FromSeconds(15),
+                    MaxConnectionsPerServer = int.MaxValue,
+                };
+                invoker = new HttpMessageInvoker(handler, disposeHandler: true);
+                _owned.Add(invoker);
+            }
+            list.Add(new UpstreamDeployment(name, d, invoker, simulated));
+        }
+        if (simInvoker is not null) _owned.Add(simInvoker);
+        Deployments = list;
+    }
+
+    public ProvidersOptions Options { get; }
+
+    public IReadOnlyList<UpstreamDeployment> Deployments { get; }
+
+    public UpstreamDeployment? Find(string model)
+    {
+        foreach (var d in Deployments)
+            if (d.Serves(model)) return d;
+        return null;
+    }
+
+    public void Dispose()
+    {
+        foreach (var d in _owned) d.Dispose();
+    }
+}

@@ -1,0 +1,288 @@
+using System.Globalization;
+using System.Text.Json;
+using Bursar.Core.Keys;
+using Bursar.Core.Ledger;
+using Bursar.Core.Pricing;
+using Microsoft.Data.Sqlite;
+
+namespace Bursar.Storage.Sqlite;
+
+/// <summary>
+/// The embedded default store: one SQLite file in WAL mode holding the ledger, virtual keys and imported prices.
+/// Money is stored as exact decimal text, never as floating point.
+/// </summary>
+public sealed class SqliteStore : ILedgerStore, IKeyStore
+{
+    private readonly string _connectionString;
+
+    public SqliteStore(string path)
+    {
+        Path = System.IO.Path.GetFullPath(path);
+        var dir = System.IO.Path.GetDirectoryName(Path);
+        if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
+        _connectionString = new SqliteConnectionStringBuilder { DataSource = Path, Mode = SqliteOpenMode.ReadWriteCreate, Cache = SqliteCacheMode.Private, DefaultTimeout = 30, Pooling = true }.ToString();
+        Migrate();
+    }
+
+    public string Path { get; }
+
+    private SqliteConnection Open()
+    {
+        var c = new SqliteConnection(_connectionString);
+        c.Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "PRAGMA busy_timeout=30000; PRAGMA synchronous=NORMAL;";
+        cmd.ExecuteNonQuery();
+        return c;
+    }
+
+    private void Migrate()
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = """
+            PRAGMA journal_mode=WAL;
+            CREATE TABLE IF NOT EXISTS ledger (
+              id TEXT PRIMARY KEY,
+              ts TEXT NOT NULL,
+              ts_unix_ms INTEGER NOT NULL,
+              key_id TEXT, team TEXT, customer TEXT, feature TEXT, route TEXT, task TEXT, template TEXT, run_id TEXT,
+              dialect TEXT NOT NULL, provider TEXT, requested_model TEXT, served_model TEXT,
+              streamed INTEGER NOT NULL, batch INTEGER NOT NULL,
+              input_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL, cache_write_5m_tokens INTEGER NOT NULL,
+              cache_write_1h_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL,
+              priced INTEGER NOT NULL, cost TEXT, counterfactual_cost TEXT,
+              saving_routing TEXT NOT NULL, saving_response_cache TEXT NOT NULL, saving_prompt_cache TEXT NOT NULL,
+              saving_batch TEXT NOT NULL, saving_compaction TEXT NOT NULL, saving_output_cap TEXT NOT NULL,
+              latency_ms REAL NOT NULL, ttft_ms REAL,
+              outcome TEXT NOT NULL, status_code INTEGER NOT NULL, error_type TEXT, error_message TEXT, finish_reason TEXT, upstream_request_id TEXT
+            );
+            CREATE INDEX IF NOT EXISTS ledger_ts ON ledger(ts_unix_ms);
+            CREATE TABLE IF NOT EXISTS keys (
+              id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL, name TEXT, team TEXT, customer TEXT, feature TEXT,
+              allowed_tags TEXT, created_at TEXT NOT NULL, revoked_at TEXT
+            );
+            CREATE TABLE IF NOT EXISTS prices (model TEXT PRIMARY KEY, source TEXT NOT NULL, entry TEXT NOT NULL, imported_at TEXT NOT NULL);
+            """;
+        cmd.ExecuteNonQuery();
+    }
+
+    // ---------------------------------------------------------------- ledger
+
+    private static readonly string[] LedgerColumns =
+    [
+        "id", "ts", "ts_unix_ms", "key_id", "team", "customer", "feature", "route", "task", "template", "run_id",
+        "dialect", "provider", "requested_model", "served_model", "streamed", "batch",
+        "input_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "output_tokens", "reasoning_tokens",
+        "priced", "cost", "counterfactual_cost", "saving_routing", "saving_response_cache", "saving_prompt_cache",
+        "saving_batch", "saving_compaction", "saving_output_cap", "latency_ms", "ttft_ms",
+        "outcome", "status_code", "error_type", "error_message", "finish_reason", "upstream_request_id",
+    ];
+
+    public Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken cancellationToken)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        using var cmd = c.CreateCommand();
+        cmd.Transaction = tx;
+        cmd.CommandText = $"INSERT OR IGNORE INTO ledger ({string.Join(',', LedgerColumns)}) VALUES ({string.Join(',', LedgerColumns.Select(x => "$" + x))})";
+        var p = LedgerColumns.ToDictionary(x => x, x => cmd.Parameters.Add(new SqliteParameter("$" + x, null)));
+        cmd.Prepare();
+        foreach (var r in records)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            p["id"].Value = r.Id;
+            p["ts"].Value = r.Timestamp.UtcDateTime.ToString("O", CultureInfo.InvariantCulture);
+            p["ts_unix_ms"].Value = r.Timestamp.ToUnixTimeMilliseconds();
+            p["key_id"].Value = Db(r.KeyId);
+            p["team"].Value = Db(r.Team);
+            p["customer"].Value = Db(r.Customer);
+            p["feature"].Value = Db(r.Feature);
+            p["route"].Value = Db(r.Route);
+            p["task"].Value = Db(r.Task);
+            p["template"].Value = Db(r.Template);
+            p["run_id"].Value = Db(r.RunId);
+            p["dialect"].Value = r.Dialect;
+            p["provider"].Value = Db(r.Provider);
+            p["requested_model"].Value = Db(r.RequestedModel);
+            p["served_model"].Value = Db(r.ServedModel);
+            p["streamed"].Value = r.Streamed ? 1 : 0;
+            p["batch"].Value = r.Batch ? 1 : 0;
+            p["input_tokens"].Value = r.InputTokens;
+            p["cache_read_tokens"].Value = r.CacheReadTokens;
+            p["cache_write_5m_tokens"].Value = r.CacheWrite5mTokens;
+            p["cache_write_1h_tokens"].Value = r.CacheWrite1hTokens;
+            p["output_tokens"].Value = r.OutputTokens;
+            p["reasoning_tokens"].Value = r.ReasoningTokens;
+            p["priced"].Value = r.Priced ? 1 : 0;
+            p["cost"].Value = Db(r.Cost);
+            p["counterfactual_cost"].Value = Db(r.CounterfactualCost);
+            p["saving_routing"].Value = Dec(r.SavingRouting);
+            p["saving_response_cache"].Value = Dec(r.SavingResponseCache);
+            p["saving_prompt_cache"].Value = Dec(r.SavingPromptCache);
+            p["saving_batch"].Value = Dec(r.SavingBatch);
+            p["saving_compaction"].Value = Dec(r.SavingCompaction);
+            p["saving_output_cap"].Value = Dec(r.SavingOutputCap);
+            p["latency_ms"].Value = r.LatencyMs;
+            p["ttft_ms"].Value = r.TimeToFirstTokenMs is { } t ? t : DBNull.Value;
+            p["outcome"].Value = r.Outcome;
+            p["status_code"].Value = r.StatusCode;
+            p["error_type"].Value = Db(r.ErrorType);
+            p["error_message"].Value = Db(r.ErrorMessage);
+            p["finish_reason"].Value = Db(r.FinishReason);
+            p["upstream_request_id"].Value = Db(r.UpstreamRequestId);
+            cmd.ExecuteNonQuery();
+        }
+        tx.Commit();
+        return Task.CompletedTask;
+    }
+
+    private static object Db(string? s) => s is null ? DBNull.Value : s;
+    private static object Db(decimal? d) => d is null ? DBNull.Value : Dec(d.Value);
+    private static string Dec(decimal d) => d.ToString(CultureInfo.InvariantCulture);
+
+    public Task<IReadOnlyList<LedgerRecord>> ReadAsync(LedgerQuery query, CancellationToken cancellationToken)
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = $"SELECT {string.Join(',', LedgerColumns)} FROM ledger WHERE ts_unix_ms >= $from AND ts_unix_ms < $to ORDER BY ts_unix_ms LIMIT $limit";
+        cmd.Parameters.AddWithValue("$from", query.From?.ToUnixTimeMilliseconds() ?? long.MinValue);
+        cmd.Parameters.AddWithValue("$to", query.To?.ToUnixTimeMilliseconds() ?? long.MaxValue);
+        cmd.Parameters.AddWithValue("$limit", query.Limit);
+        using var r = cmd.ExecuteReader();
+        var list = new List<LedgerRecord>();
+        while (r.Read())
+        {
+            string? S(int i) => r.IsDBNull(i) ? null : r.GetString(i);
+            decimal? D(int i) => r.IsDBNull(i) ? null : decimal.Parse(r.GetString(i), NumberStyles.Float, CultureInfo.InvariantCulture);
+            list.Add(new LedgerRecord
+            {
+                Id = r.GetString(0),
+                Timestamp = DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(2)),
+                KeyId = S(3), Team = S(4), Customer = S(5), Feature = S(6), Route = S(7), Task = S(8), Template = S(9), RunId = S(10),
+                Dialect = r.GetString(11), Provider = S(12), RequestedModel = S(13), ServedModel = S(14),
+                Streamed = r.GetInt64(15) != 0, Batch = r.GetInt64(16) != 0,
+                InputTokens = r.GetInt64(17), CacheReadTokens = r.GetInt64(18), CacheWrite5mTokens = r.GetInt64(19),
+                CacheWrite1hTokens = r.GetInt64(20), OutputTokens = r.GetInt64(21), ReasoningTokens = r.GetInt64(22),
+                Priced = r.GetInt64(23) != 0, Cost = D(24), CounterfactualCost = D(25),
+                SavingRouting = D(26) ?? 0, SavingResponseCache = D(27) ?? 0, SavingPromptCache = D(28) ?? 0,
+                SavingBatch = D(29) ?? 0, SavingCompaction = D(30) ?? 0, SavingOutputCap = D(31) ?? 0,
+                LatencyMs = r.GetDouble(32), TimeToFirstTokenMs = r.IsDBNull(33) ? null : r.GetDouble(33),
+                Outcome = r.GetString(34), StatusCode = (int)r.GetInt64(35), ErrorType = S(36), ErrorMessage = S(37),
+                FinishReason = S(38), UpstreamRequestId = S(39),
+            });
+        }
+        return Task.FromResult<IReadOnlyList<LedgerRecord>>(list);
+    }
+
+    public Task<long> CountAsync(CancellationToken cancellationToken)
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT COUNT(*) FROM ledger";
+        return Task.FromResult((long)cmd.ExecuteScalar()!);
+    }
+
+    // ---------------------------------------------------------------- keys
+
+    public Task AddAsync(VirtualKey key, CancellationToken cancellationToken)
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "INSERT INTO keys (id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at) VALUES ($id,$hash,$prefix,$name,$team,$customer,$feature,$allowed,$created,NULL)";
+        cmd.Parameters.AddWithValue("$id", key.Id);
+        cmd.Parameters.AddWithValue("$hash", key.Hash);
+        cmd.Parameters.AddWithValue("$prefix", key.Prefix);
+        cmd.Parameters.AddWithValue("$name", Db(key.Name));
+        cmd.Parameters.AddWithValue("$team", Db(key.Team));
+        cmd.Parameters.AddWithValue("$customer", Db(key.Customer));
+        cmd.Parameters.AddWithValue("$feature", Db(key.Feature));
+        cmd.Parameters.AddWithValue("$allowed", key.AllowedTagHeaders is null ? DBNull.Value : string.Join(',', key.AllowedTagHeaders));
+        cmd.Parameters.AddWithValue("$created", key.CreatedAt.ToString("O", CultureInfo.InvariantCulture));
+        cmd.ExecuteNonQuery();
+        return Task.CompletedTask;
+    }
+
+    public Task<VirtualKey?> FindByHashAsync(string hash, CancellationToken cancellationToken)
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at FROM keys WHERE hash = $h";
+        cmd.Parameters.AddWithValue("$h", hash);
+        using var r = cmd.ExecuteReader();
+        return Task.FromResult(r.Read() ? ReadKey(r) : null);
+    }
+
+    public Task<IReadOnlyList<VirtualKey>> ListAsync(CancellationToken cancellationToken)
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at FROM keys ORDER BY created_at";
+        using var r = cmd.ExecuteReader();
+        var list = new List<VirtualKey>();
+        while (r.Read()) list.Add(ReadKey(r));
+        return Task.FromResult<IReadOnlyList<VirtualKey>>(list);
+    }
+
+    public Task<bool> RevokeAsync(string idOrPrefix, DateTimeOffset when, CancellationToken cancellationToken)
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "UPDATE keys SET revoked_at = $when WHERE (id = $k OR prefix = $k) AND revoked_at IS NULL";
+        cmd.Parameters.AddWithValue("$when", when.ToString("O", CultureInfo.InvariantCulture));
+        cmd.Parameters.AddWithValue("$k", idOrPrefix);
+        return Task.FromResult(cmd.ExecuteNonQuery() > 0);
+    }
+
+    private static VirtualKey ReadKey(SqliteDataReader r)
+    {
+        string? S(int i) => r.IsDBNull(i) ? null : r.GetString(i);
+        return new VirtualKey
+        {
+            Id = r.GetString(0), Hash = r.GetString(1), Prefix = r.GetString(2), Name = S(3), Team = S(4), Customer = S(5), Feature = S(6),
+            AllowedTagHeaders = S(7)?.Split(',', StringSplitOptions.RemoveEmptyEntries),
+            CreatedAt = DateTimeOffset.Parse(r.GetString(8), CultureInfo.InvariantCulture),
+            RevokedAt = S(9) is { } rv ? DateTimeOffset.Parse(rv, CultureInfo.InvariantCulture) : null,
+        };
+    }
+
+    // ---------------------------------------------------------------- prices
+
+    private static readonly JsonSerializerOptions PriceJson = new(JsonSerializerDefaults.Web);
+
+    /// <summary>Stores imported prices (replacing earlier imports of the same model); they override the built-in catalog.</summary>
+    public int ImportPrices(IEnumerable<ModelPrice> prices, DateTimeOffset when)
+    {
+        using var c = Open();
+        using var tx = c.BeginTransaction();
+        using var cmd = c.CreateCommand();
+        cmd.Transaction = tx;
+        cmd.CommandText = "INSERT INTO prices (model, source, entry, imported_at) VALUES ($m,$s,$e,$t) ON CONFLICT(model) DO UPDATE SET source=excluded.source, entry=excluded.entry, imported_at=excluded.imported_at";
+        var pm = cmd.Parameters.Add("$m", SqliteType.Text);
+        var ps = cmd.Parameters.Add("$s", SqliteType.Text);
+        var pe = cmd.Parameters.Add("$e", SqliteType.Text);
+        cmd.Parameters.AddWithValue("$t", when.ToString("O", CultureInfo.InvariantCulture));
+        var n = 0;
+        foreach (var p in prices)
+        {
+            pm.Value = p.Model;
+            ps.Value = p.Source;
+            pe.Value = JsonSerializer.Serialize(p, PriceJson);
+            cmd.ExecuteNonQuery();
+            n++;
+        }
+        tx.Commit();
+        return n;
+    }
+
+    public IReadOnlyList<ModelPrice> LoadImportedPrices()
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT entry FROM prices ORDER BY model";
+        using var r = cmd.ExecuteReader();
+        var list = new List<ModelPrice>();
+        while (r.Read()) list.Add(JsonSerializer.Deserialize<ModelPrice>(r.GetString(0), PriceJson)!);
+        return list;
+    }
+}
