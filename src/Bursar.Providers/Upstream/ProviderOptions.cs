@@ -8,7 +8,7 @@ public sealed class DeploymentOptions
     /// <summary>Wire format the upstream speaks: <c>openai</c> or <c>anthropic</c>.</summary>
     public string Dialect { get; set; } = "openai";
 
-    /// <summary>Base URL without the <c>/v1/...</c> path. Defaults: https://api.anthropic.com, https://api.openai.com.</summary>
+    /// <summary>Base URL as the provider's SDK takes it: https://api.anthropic.com (calls go to {base}/v1/messages), https://api.openai.com/v1 (calls go to {base}/chat/completions).</summary>
     public string? BaseUrl { get; set; }
 
     /// <summary>The provider key. When empty, calls for this deployment go to the built-in Simulator (if allowed).</summary>
@@ -66,7 +66,7 @@ public sealed class ProvidersOptions
             if (d.BaseUrl is not null && !Uri.TryCreate(d.BaseUrl, UriKind.Absolute, out _))
                 throw new InvalidOperationException($"Deployment '{name}' has an invalid BaseUrl '{d.BaseUrl}'.");
             if (d.MaxRetries is < 0 or > 10) throw new InvalidOperationException($"Deployment '{name}' MaxRetries must be 0-10, not {d.MaxRetries}.");
-            d.BaseUrl ??= d.ParsedDialect == Dialect.Anthropic ? "https://api.anthropic.com" : "https://api.openai.com";
+            d.BaseUrl ??= d.ParsedDialect == Dialect.Anthropic ? "https://api.anthropic.com" : "https://api.openai.com/v1";
         }
         return result;
     }

@@ -1,0 +1,71 @@
+using Bursar.Core.Pricing;
+
+namespace Bursar.Gateway.Hosting;
+
+/// <summary>The <c>Bursar</c> configuration section. Validated once at startup.</summary>
+public sealed class BursarOptions
+{
+    public const string Section = "Bursar";
+
+    /// <summary>Folder for the SQLite file and the ledger spool. Default <c>.bursar</c> in the working directory.</summary>
+    public string DataDirectory { get; set; } = ".bursar";
+
+    /// <summary>SQLite file; default <c>{DataDirectory}/bursar.db</c>.</summary>
+    public string? DatabasePath { get; set; }
+
+    /// <summary>Largest request body accepted, in bytes. Default 32 MB (Anthropic's Messages limit).</summary>
+    public long MaxRequestBodyBytes { get; set; } = 32 * 1024 * 1024;
+
+    /// <summary>Claude tokens per o200k token for pre-call estimates. Default 1.15.</summary>
+    public double ClaudeTokenFactor { get; set; } = 1.15;
+
+    /// <summary>How long a looked-up virtual key is trusted before it is read again (revocations take effect within this). Default 5 s.</summary>
+    public TimeSpan KeyCacheDuration { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Per-deployment price overrides, USD per million tokens; they win over built-in and imported prices.</summary>
+    public List<PriceOverride> Prices { get; set; } = [];
+
+    public string ResolvedDatabasePath => DatabasePath ?? Path.Combine(DataDirectory, "bursar.db");
+
+    public string SpoolDirectory => Path.Combine(DataDirectory, "spool");
+
+    public void Validate()
+    {
+        if (MaxRequestBodyBytes < 1024) throw new InvalidOperationException($"Bursar:MaxRequestBodyBytes must be at least 1024, not {MaxRequestBodyBytes}.");
+        if (ClaudeTokenFactor is <= 0 or > 10) throw new InvalidOperationException($"Bursar:ClaudeTokenFactor must be in (0, 10], not {ClaudeTokenFactor}.");
+        foreach (var p in Prices) p.Validate();
+    }
+}
+
+/// <summary>A configured price: <c>{"Model":"my-llama","Provider":"local","Input":0,"Output":0}</c>.</summary>
+public sealed class PriceOverride
+{
+    public string Model { get; set; } = "";
+    public string Provider { get; set; } = "custom";
+    public decimal? Input { get; set; }
+    public decimal? Output { get; set; }
+    public decimal? CacheRead { get; set; }
+    public decimal? CacheWrite5m { get; set; }
+    public decimal? CacheWrite1h { get; set; }
+    public decimal? Reasoning { get; set; }
+    public List<string> Aliases { get; set; } = [];
+    public long? ContextWindow { get; set; }
+
+    public void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(Model)) throw new InvalidOperationException("A Bursar:Prices entry has no Model.");
+        if (Input is null || Output is null) throw new InvalidOperationException($"Bursar:Prices entry '{Model}' needs both Input and Output (USD per million tokens).");
+        if (Input < 0 || Output < 0 || CacheRead < 0 || CacheWrite5m < 0 || CacheWrite1h < 0 || Reasoning < 0)
+            throw new InvalidOperationException($"Bursar:Prices entry '{Model}' has a negative rate.");
+    }
+
+    public ModelPrice ToPrice() => new()
+    {
+        Model = Model,
+        Provider = Provider,
+        Rates = new PriceRates { Input = Input!.Value, Output = Output!.Value, CacheRead = CacheRead, CacheWrite5m = CacheWrite5m, CacheWrite1h = CacheWrite1h, Reasoning = Reasoning },
+        Aliases = Aliases,
+        ContextWindow = ContextWindow,
+        Source = "config",
+    };
+}

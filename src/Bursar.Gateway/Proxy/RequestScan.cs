@@ -1,0 +1,110 @@
+using System.Text.Json;
+using Bursar.Providers.Dialects;
+
+namespace Bursar.Gateway.Proxy;
+
+/// <summary>
+/// One pass over a request body with <see cref="Utf8JsonReader"/>: checks it is well-formed JSON and reads the top-level
+/// fields the gateway needs, without building a DOM. Field shapes a provider would reject outright are reported here
+/// with a message that names the field; deeper validation is the provider's.
+/// </summary>
+public ref struct RequestScan
+{
+    public string? Model;
+    public bool Stream;
+    public bool IncludeUsage;
+    public ProviderError? Error;
+
+    public static RequestScan Run(ReadOnlySpan<byte> body, Dialect dialect, bool countTokens = false)
+    {
+        var s = new RequestScan();
+        if (body.IsEmpty)
+        {
+            s.Error = ProviderError.BadRequest("The request body is empty; send a JSON object with 'model' and 'messages'.");
+            return s;
+        }
+        var r = new Utf8JsonReader(body, new JsonReaderOptions { MaxDepth = 128 });
+        bool sawMessages = false, sawMaxTokens = false;
+        try
+        {
+            if (!r.Read() || r.TokenType != JsonTokenType.StartObject)
+            {
+                s.Error = ProviderError.BadRequest("The request body must be a JSON object.");
+                return s;
+            }
+            while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+            {
+                if (r.ValueTextEquals("model"u8))
+                {
+                    r.Read();
+                    if (r.TokenType != JsonTokenType.String) return Fail(ref s, "model", "'model' must be a string naming the model, e.g. \"gpt-4o-mini\" or \"claude-sonnet-4-5\".");
+                    s.Model = r.GetString();
+                }
+                else if (r.ValueTextEquals("stream"u8))
+                {
+                    r.Read();
+                    if (r.TokenType is not (JsonTokenType.True or JsonTokenType.False or JsonTokenType.Null)) return Fail(ref s, "stream", "'stream' must be true or false.");
+                    s.Stream = r.TokenType == JsonTokenType.True;
+                }
+                else if (r.ValueTextEquals("messages"u8))
+                {
+                    r.Read();
+                    if (r.TokenType != JsonTokenType.StartArray) return Fail(ref s, "messages", "'messages' must be an array of message objects.");
+                    sawMessages = true;
+                    r.Skip();
+                }
+                else if (r.ValueTextEquals("max_tokens"u8) || r.ValueTextEquals("max_completion_tokens"u8))
+                {
+                    var name = r.GetString()!;
+                    r.Read();
+                    if (r.TokenType == JsonTokenType.Null && dialect == Dialect.OpenAI) continue;
+                    if (r.TokenType != JsonTokenType.Number || !r.TryGetInt64(out var mt) || mt < 0)
+                        return Fail(ref s, name, $"'{name}' must be a non-negative integer.");
+                    sawMaxTokens |= name == "max_tokens";
+                }
+                else if (r.ValueTextEquals("stream_options"u8))
+                {
+                    r.Read();
+                    if (r.TokenType == JsonTokenType.Null) continue;
+                    if (r.TokenType != JsonTokenType.StartObject) return Fail(ref s, "stream_options", "'stream_options' must be an object.");
+                    var depth = r.CurrentDepth;
+                    while (r.Read() && !(r.TokenType == JsonTokenType.EndObject && r.CurrentDepth == depth))
+                    {
+                        if (r.TokenType == JsonTokenType.PropertyName && r.CurrentDepth == depth + 1 && r.ValueTextEquals("include_usage"u8))
+                        {
+                            r.Read();
+                            s.IncludeUsage = r.TokenType == JsonTokenType.True;
+                        }
+                        else if (r.TokenType is JsonTokenType.StartObject or JsonTokenType.StartArray)
+                        {
+                            r.Skip();
+                        }
+                    }
+                }
+                else
+                {
+                    r.Read();
+                    r.Skip();
+                }
+            }
+            if (r.TokenType != JsonTokenType.EndObject || r.Read())
+                throw new JsonException("unexpected content after the top-level object");
+        }
+        catch (JsonException e)
+        {
+            s.Error = ProviderError.BadRequest($"The request body is not valid JSON (at byte {r.BytesConsumed}): {e.Message}");
+            return s;
+        }
+        if (s.Model is null) return Fail(ref s, "model", "'model' is required.");
+        if (s.Model.Length == 0 || s.Model.Length > 256) return Fail(ref s, "model", "'model' must be 1-256 characters.");
+        if (!sawMessages) return Fail(ref s, "messages", "'messages' is required: an array of message objects.");
+        if (dialect == Dialect.Anthropic && !sawMaxTokens && !countTokens) return Fail(ref s, "max_tokens", "'max_tokens' is required for the Messages API.");
+        return s;
+    }
+
+    private static RequestScan Fail(ref RequestScan s, string field, string message)
+    {
+        s.Error = ProviderError.BadRequest(message, field);
+        return s;
+    }
+}
