@@ -25,6 +25,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     private long _spooled;
     private long _written;
     private long _storeFailures;
+    private int _disposed;
 
     public LedgerWriter(ILedgerStore store, LedgerWriterOptions options, ILogger<LedgerWriter> logger, TimeProvider? time = null)
     {
@@ -212,6 +213,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     /// <summary>Stops the loop after writing everything queued.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
         _queue.Writer.TryComplete();
         if (_loop is not null)
         {

@@ -128,10 +128,10 @@ public sealed partial class CallMeter
         if (cost is { } usd) _cost.Add((double)usd, new KeyValuePair<string, object?>("model", served));
         if (!usage.IsEmpty)
         {
-            _tokens.Add(usage.InputTokens, new("gen_ai.token.type", "input"));
-            _tokens.Add(usage.CacheReadTokens, new("gen_ai.token.type", "cache_read"));
-            _tokens.Add(usage.CacheWriteTokens, new("gen_ai.token.type", "cache_write"));
-            _tokens.Add(usage.OutputTokens, new("gen_ai.token.type", "output"));
+            _tokens.Add(usage.InputTokens, new KeyValuePair<string, object?>("gen_ai.token.type", "input"));
+            _tokens.Add(usage.CacheReadTokens, new KeyValuePair<string, object?>("gen_ai.token.type", "cache_read"));
+            _tokens.Add(usage.CacheWriteTokens, new KeyValuePair<string, object?>("gen_ai.token.type", "cache_write"));
+            _tokens.Add(usage.OutputTokens, new KeyValuePair<string, object?>("gen_ai.token.type", "output"));
         }
         return record;
     }

@@ -8,7 +8,7 @@ namespace Bursar.Gateway.Proxy;
 /// fields the gateway needs, without building a DOM. Field shapes a provider would reject outright are reported here
 /// with a message that names the field; deeper validation is the provider's.
 /// </summary>
-public ref struct RequestScan
+public struct RequestScan
 {
     public string? Model;
     public bool Stream;

@@ -1,0 +1,32 @@
+using System.CommandLine;
+using Microsoft.Extensions.Hosting;
+using Bursar.Gateway.Hosting;
+using Bursar.Providers.Upstream;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Bursar.Cli.Commands;
+
+internal static class ServeCommand
+{
+    public static readonly Option<string> Urls = new("--urls") { Description = "Addresses to listen on", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
+
+    public static Command Create()
+    {
+        var cmd = new Command("serve", "Run the gateway (OpenAI and Anthropic wire formats). Deployments without a provider key are served by the built-in Simulator.");
+        cmd.Options.Add(Urls);
+        cmd.TreatUnmatchedTokensAsErrors = false;
+        cmd.SetAction(async (pr, ct) =>
+        {
+            var app = GatewayHost.Build(CliOptions.HostArgs(pr, pr.GetValue(Urls)!, pr.UnmatchedTokens));
+            var registry = app.Services.GetRequiredService<UpstreamRegistry>();
+            Console.WriteLine($"Bursar gateway on {pr.GetValue(Urls)}  (data: {Path.GetFullPath(pr.GetValue(CliOptions.DataDir)!)})");
+            foreach (var d in registry.Deployments)
+                Console.WriteLine($"  {d.Name,-12} {d.Dialect,-9} {(d.Simulated ? "SIMULATOR (no API key configured)" : d.BaseUri.ToString()),-40} models: {string.Join(' ', d.Options.Models)}");
+            Console.WriteLine("  OpenAI SDK:    base_url = <url>/v1      Anthropic SDK: base_url = <url>      key: a Bursar virtual key (bursar keys create)");
+            await app.StartAsync(ct); await app.WaitForShutdownAsync(ct);
+            return 0;
+        });
+        return cmd;
+    }
+}

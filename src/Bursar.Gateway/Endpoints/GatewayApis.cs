@@ -1,0 +1,145 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Bursar.Core.Pricing;
+using Bursar.Core.Tokens;
+using Bursar.Gateway.Auth;
+using Bursar.Gateway.Hosting;
+using Bursar.Gateway.Proxy;
+using Bursar.Providers.Dialects;
+using Bursar.Providers.Upstream;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+
+namespace Bursar.Gateway.Endpoints;
+
+/// <summary><c>POST /v1/chat/completions</c>: the OpenAI Chat Completions face.</summary>
+public static class ChatCompletionsApi
+{
+    public static IEndpointRouteBuilder MapChatCompletionsApi(this IEndpointRouteBuilder app)
+    {
+        app.MapPost("/v1/chat/completions", (HttpContext ctx, ProxyPipeline pipeline) => pipeline.HandleAsync(ctx, Dialect.OpenAI));
+        return app;
+    }
+}
+
+/// <summary><c>POST /v1/messages</c> and <c>POST /v1/messages/count_tokens</c>: the Anthropic Messages face.</summary>
+public static class MessagesApi
+{
+    public static IEndpointRouteBuilder MapMessagesApi(this IEndpointRouteBuilder app)
+    {
+        app.MapPost("/v1/messages", (HttpContext ctx, ProxyPipeline pipeline) => pipeline.HandleAsync(ctx, Dialect.Anthropic));
+        app.MapPost("/v1/messages/count_tokens", CountTokensAsync);
+        return app;
+    }
+
+    /// <summary>Answers from the local token counter (an estimate for Claude, exact tiktoken for OpenAI models); free, no upstream call.</summary>
+    private static async Task CountTokensAsync(HttpContext ctx, KeyAuthenticator auth, PromptTokenEstimator estimator, BursarOptions options)
+    {
+        var (_, error) = await auth.AuthenticateAsync(ctx.Request, ctx.RequestAborted);
+        if (error is not null)
+        {
+            await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, error);
+            return;
+        }
+        if (ctx.Request.ContentLength > options.MaxRequestBodyBytes)
+        {
+            await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.TooLarge($"The request body is {ctx.Request.ContentLength} bytes; the limit is {options.MaxRequestBodyBytes}."));
+            return;
+        }
+        using var ms = new MemoryStream();
+        await ctx.Request.Body.CopyToAsync(ms, ctx.RequestAborted);
+        if (ms.Length > options.MaxRequestBodyBytes)
+        {
+            await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.TooLarge($"The request body exceeds the limit of {options.MaxRequestBodyBytes} bytes."));
+            return;
+        }
+        var scan = RequestScan.Run(ms.GetBuffer().AsSpan(0, (int)ms.Length), Dialect.Anthropic, countTokens: true);
+        if (scan.Error is not null)
+        {
+            await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, scan.Error);
+            return;
+        }
+        var body = (JsonObject)JsonNode.Parse(ms.GetBuffer().AsSpan(0, (int)ms.Length))!;
+        long n;
+        try
+        {
+            n = estimator.Estimate(scan.Model!, body);
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException)
+        {
+            await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.BadRequest($"The messages could not be read for counting: {e.Message}", "messages"));
+            return;
+        }
+        ctx.Response.ContentType = "application/json";
+        await ctx.Response.WriteAsync($"{{\"input_tokens\":{n}}}", ctx.RequestAborted);
+    }
+}
+
+/// <summary><c>GET /v1/models</c>: the models the configured deployments serve, in the caller's dialect.</summary>
+public static class ModelsApi
+{
+    public static IEndpointRouteBuilder MapModelsApi(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/v1/models", async (HttpContext ctx, KeyAuthenticator auth, PriceCatalog catalog, UpstreamRegistry registry) =>
+        {
+            var anthropic = ctx.Request.Headers.ContainsKey("anthropic-version");
+            var dialect = anthropic ? Dialect.Anthropic : Dialect.OpenAI;
+            var (_, error) = await auth.AuthenticateAsync(ctx.Request, ctx.RequestAborted);
+            if (error is not null)
+            {
+                await ProxyPipeline.WriteErrorAsync(ctx, dialect, error);
+                return;
+            }
+            var models = catalog.Models.Where(m => registry.Find(m.Model) is not null).ToArray();
+            ctx.Response.ContentType = "application/json";
+            await using var w = new Utf8JsonWriter(ctx.Response.Body);
+            w.WriteStartObject();
+            if (!anthropic) w.WriteString("object", "list");
+            w.WriteStartArray("data");
+            foreach (var m in models)
+            {
+                w.WriteStartObject();
+                w.WriteString("id", m.Model);
+                if (anthropic)
+                {
+                    w.WriteString("type", "model");
+                    w.WriteString("display_name", m.Model);
+                    w.WriteString("created_at", "2025-01-01T00:00:00Z");
+                }
+                else
+                {
+                    w.WriteString("object", "model");
+                    w.WriteNumber("created", 1_735_689_600);
+                    w.WriteString("owned_by", m.Provider);
+                }
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            if (anthropic)
+            {
+                w.WriteBoolean("has_more", false);
+                if (models.Length > 0) { w.WriteString("first_id", models[0].Model); w.WriteString("last_id", models[^1].Model); }
+            }
+            w.WriteEndObject();
+        });
+        // anything else under /v1 gets a provider-shaped 404 naming the path
+        app.Map("/v1/{**rest}", (HttpContext ctx) =>
+        {
+            var dialect = ctx.Request.Headers.ContainsKey("anthropic-version") || ctx.Request.Path.StartsWithSegments("/v1/messages") ? Dialect.Anthropic : Dialect.OpenAI;
+            return ProxyPipeline.WriteErrorAsync(ctx, dialect, new ProviderError(404, $"Bursar has no endpoint {ctx.Request.Method} {ctx.Request.Path}. It serves POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens and GET /v1/models."));
+        });
+        return app;
+    }
+}
+
+public static class HealthApi
+{
+    public static IEndpointRouteBuilder MapHealthApi(this IEndpointRouteBuilder app)
+    {
+        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = c => c.Tags.Contains("live") });
+        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
+        return app;
+    }
+}

@@ -1,0 +1,125 @@
+using Bursar.Core.Keys;
+using Bursar.Core.Ledger;
+using Bursar.Core.Pricing;
+using Bursar.Core.Tokens;
+using Bursar.Gateway.Auth;
+using Bursar.Gateway.Endpoints;
+using Bursar.Gateway.Metering;
+using Bursar.Gateway.Proxy;
+using Bursar.Providers.Simulator;
+using Bursar.Providers.Upstream;
+using Bursar.Storage.Sqlite;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Bursar.Gateway.Hosting;
+
+/// <summary>Builds the Bursar gateway: used by <c>bursar serve</c>, <c>bursar demo</c>, the tests and the benchmarks.</summary>
+public static class GatewayHost
+{
+    public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
+    {
+        var builder = WebApplication.CreateSlimBuilder(args);
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Logging.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning);
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Limits.MaxRequestBodySize = null; // the gateway enforces its own limit with a provider-shaped 413
+            k.AddServerHeader = false;
+        });
+        configure?.Invoke(builder);
+        AddBursarGateway(builder.Services, builder.Configuration);
+        var app = builder.Build();
+        app.MapBursarGateway();
+        return app;
+    }
+
+    public static IServiceCollection AddBursarGateway(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.TryAddSingletonTimeProvider();
+        services.AddOptions<BursarOptions>().Bind(configuration.GetSection(BursarOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddOptions<ProvidersOptions>().Bind(configuration.GetSection(ProvidersOptions.Section))
+            .Validate(o => { ProvidersOptions.WithDefaults(o); return true; }).ValidateOnStart();
+        services.AddOptions<SimulatorOptions>().Bind(configuration.GetSection(SimulatorOptions.Section));
+
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<BursarOptions>>().Value);
+        services.AddSingleton(sp => ProvidersOptions.WithDefaults(sp.GetRequiredService<IOptions<ProvidersOptions>>().Value));
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<SimulatorOptions>>().Value);
+        services.AddSingleton(sp => new SqliteStore(sp.GetRequiredService<BursarOptions>().ResolvedDatabasePath));
+        services.AddSingleton<IKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<ILedgerStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton(sp => LoadCatalog(sp.GetRequiredService<SqliteStore>(), sp.GetRequiredService<BursarOptions>()));
+        services.AddSingleton(sp => new TokenCounter(sp.GetRequiredService<BursarOptions>().ClaudeTokenFactor));
+        services.AddSingleton(sp => new PromptTokenEstimator(sp.GetRequiredService<TokenCounter>()));
+        services.AddSingleton(sp => new LedgerWriter(
+            sp.GetRequiredService<ILedgerStore>(),
+            new LedgerWriterOptions { SpoolDirectory = sp.GetRequiredService<BursarOptions>().SpoolDirectory },
+            sp.GetRequiredService<ILogger<LedgerWriter>>(),
+            sp.GetRequiredService<TimeProvider>()));
+        services.AddHostedService<LedgerService>();
+        services.AddSingleton(sp => new ProviderSimulator(sp.GetRequiredService<SimulatorOptions>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<PriceCatalog>(), sp.GetRequiredService<TokenCounter>()));
+        services.AddSingleton(sp => new UpstreamRegistry(sp.GetRequiredService<ProvidersOptions>(), sp.GetRequiredService<ProviderSimulator>()));
+        services.AddSingleton<UpstreamClient>();
+        services.AddSingleton<KeyAuthenticator>();
+        services.AddSingleton(sp => new CallMeter(() => sp.GetRequiredService<PriceCatalog>(), sp.GetRequiredService<LedgerWriter>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<CallMeter>>(), sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>()));
+        services.AddSingleton<ProxyPipeline>();
+        services.AddMetrics();
+        services.AddHealthChecks()
+            .AddCheck("live", () => HealthCheckResult.Healthy(), tags: ["live"])
+            .AddCheck<StoreHealthCheck>("store", tags: ["ready"]);
+        return services;
+    }
+
+    private static void TryAddSingletonTimeProvider(this IServiceCollection services)
+    {
+        if (!services.Any(d => d.ServiceType == typeof(TimeProvider))) services.AddSingleton(TimeProvider.System);
+    }
+
+    /// <summary>Built-in prices, then prices imported into the store, then configured overrides (last wins).</summary>
+    public static PriceCatalog LoadCatalog(SqliteStore store, BursarOptions options) =>
+        new(PriceFiles.LoadBuiltIn().Concat(store.LoadImportedPrices()).Concat(options.Prices.Select(p => p.ToPrice())));
+
+    public static WebApplication MapBursarGateway(this WebApplication app)
+    {
+        app.MapChatCompletionsApi();
+        app.MapMessagesApi();
+        app.MapModelsApi();
+        app.MapHealthApi();
+        return app;
+    }
+}
+
+/// <summary>Starts the ledger writer (replaying any spool) and drains it on shutdown so no record is lost.</summary>
+internal sealed class LedgerService(LedgerWriter writer) : IHostedService
+{
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        writer.Start();
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken) => await writer.DisposeAsync().ConfigureAwait(false);
+}
+
+internal sealed class StoreHealthCheck(ILedgerStore store, LedgerWriter writer) : IHealthCheck
+{
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            var n = await store.CountAsync(cancellationToken).ConfigureAwait(false);
+            var data = new Dictionary<string, object> { ["ledger_records"] = n, ["ledger_pending"] = writer.Pending, ["ledger_store_failures"] = writer.StoreFailures };
+            return HealthCheckResult.Healthy("ledger store reachable", data);
+        }
+        catch (Exception e)
+        {
+            return HealthCheckResult.Unhealthy("ledger store unreachable; records are spooled to disk", e);
+        }
+    }
+}

@@ -1,0 +1,276 @@
+using System.Buffers;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Bursar.Core.Attribution;
+using Bursar.Gateway.Auth;
+using Bursar.Gateway.Hosting;
+using Bursar.Gateway.Metering;
+using Bursar.Providers.Dialects;
+using Bursar.Providers.Sse;
+using Bursar.Providers.Translation;
+using Bursar.Providers.Upstream;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
+
+namespace Bursar.Gateway.Proxy;
+
+/// <summary>
+/// The request path: authenticate the virtual key, attribute, read and check the body, pick the deployment,
+/// translate if the dialects differ, call upstream (with retries), stream or copy the answer back while metering it,
+/// and leave exactly one ledger record, whatever happened.
+/// </summary>
+public sealed partial class ProxyPipeline(
+    KeyAuthenticator auth,
+    UpstreamRegistry registry,
+    UpstreamClient upstream,
+    CallMeter meter,
+    BursarOptions options,
+    TimeProvider time,
+    ILogger<ProxyPipeline> logger)
+{
+    private static readonly string[] ForwardedResponseHeaders = ["request-id", "x-request-id", "retry-after", "retry-after-ms"];
+
+    public async Task HandleAsync(HttpContext ctx, Dialect dialect)
+    {
+        var call = new CallContext
+        {
+            Id = Guid.CreateVersion7(time.GetUtcNow()).ToString("N"),
+            Started = time.GetUtcNow(),
+            StartTimestamp = time.GetTimestamp(),
+            Dialect = dialect,
+        };
+        ctx.Response.Headers["x-bursar-request-id"] = call.Id;
+        byte[]? rented = null;
+        try
+        {
+            var (key, authError) = await auth.AuthenticateAsync(ctx.Request, ctx.RequestAborted).ConfigureAwait(false);
+            if (authError is not null)
+            {
+                await RefuseAsync(ctx, call, authError).ConfigureAwait(false);
+                return;
+            }
+            call.Attribution = AttributionResolver.Resolve(key!, name => ctx.Request.Headers.TryGetValue(name, out var v) ? v.ToString() : null, out var tagError);
+            if (tagError is not null)
+            {
+                await RefuseAsync(ctx, call, ProviderError.Forbidden(tagError.Message)).ConfigureAwait(false);
+                return;
+            }
+
+            var (buffer, length, sizeError) = await ReadBodyAsync(ctx.Request, options.MaxRequestBodyBytes, ctx.RequestAborted).ConfigureAwait(false);
+            rented = buffer;
+            if (sizeError is not null)
+            {
+                await RefuseAsync(ctx, call, sizeError).ConfigureAwait(false);
+                return;
+            }
+            var body = new ReadOnlyMemory<byte>(buffer, 0, length);
+            var scan = RequestScan.Run(body.Span, dialect);
+            call.RequestedModel = scan.Model;
+            call.Streamed = scan.Stream;
+            if (scan.Error is not null)
+            {
+                await RefuseAsync(ctx, call, scan.Error).ConfigureAwait(false);
+                return;
+            }
+            var deployment = registry.Find(scan.Model!);
+            if (deployment is null)
+            {
+                await RefuseAsync(ctx, call, ProviderError.ModelNotFound(scan.Model!,
+                    $"The model '{scan.Model}' is not served by any configured deployment (configured: {string.Join(", ", registry.Deployments.Select(d => $"{d.Name} [{string.Join(' ', d.Options.Models)}]"))}). Add it to Bursar:Providers:Deployments:<name>:Models.")).ConfigureAwait(false);
+                return;
+            }
+            call.Provider = deployment.ProviderName;
+
+            // what goes upstream: the caller's bytes unchanged unless a translation or metering needs a change
+            var upstreamBody = body;
+            var injectedUsage = false;
+            if (deployment.Dialect != dialect)
+            {
+                JsonObject translated;
+                try
+                {
+                    translated = RequestTranslator.Translate(dialect, deployment.Dialect, (JsonObject)JsonNode.Parse(body.Span)!);
+                }
+                catch (RequestTranslator.TranslationException e)
+                {
+                    await RefuseAsync(ctx, call, e.Error).ConfigureAwait(false);
+                    return;
+                }
+                upstreamBody = JsonSerializer.SerializeToUtf8Bytes(translated, GatewayJson.Default.JsonObject);
+            }
+            else if (dialect == Dialect.OpenAI && scan.Stream && !scan.IncludeUsage)
+            {
+                // no streamed call goes unmetered: ask for usage, strip the extra chunk on the way back
+                var node = (JsonObject)JsonNode.Parse(body.Span)!;
+                var so = node["stream_options"] as JsonObject ?? new JsonObject();
+                so["include_usage"] = true;
+                node["stream_options"] = so;
+                upstreamBody = JsonSerializer.SerializeToUtf8Bytes(node, GatewayJson.Default.JsonObject);
+                injectedUsage = true;
+            }
+
+            var path = deployment.Dialect == Dialect.Anthropic ? "v1/messages" : "chat/completions";
+            UpstreamResponse response;
+            try
+            {
+                response = await upstream.SendAsync(deployment, path, upstreamBody, name => ctx.Request.Headers.TryGetValue(name, out var v) ? v.ToString() : null, ctx.RequestAborted).ConfigureAwait(false);
+            }
+            catch (HttpRequestException e)
+            {
+                await RefuseAsync(ctx, call, new ProviderError(502, $"Upstream deployment '{deployment.Name}' ({deployment.BaseUri}) could not be reached: {e.Message}", ErrorSource.Upstream), "upstream_error").ConfigureAwait(false);
+                return;
+            }
+            using (response)
+            {
+                await RelayAsync(ctx, call, dialect, deployment, response.Message, injectedUsage, scan.IncludeUsage).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
+        {
+            call.Outcome = "canceled";
+            call.StatusCode = 499;
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException && ctx.Response.HasStarted)
+        {
+            // the caller went away mid-stream, or the upstream connection broke
+            call.Outcome = ctx.RequestAborted.IsCancellationRequested ? "canceled" : "upstream_error";
+            call.ErrorMessage ??= e.Message;
+        }
+        catch (Exception e)
+        {
+            LogUnexpected(logger, call.Id, call.RequestedModel, e);
+            call.Outcome = "gateway_error";
+            call.ErrorMessage = e.Message;
+            if (!ctx.Response.HasStarted)
+            {
+                await WriteErrorAsync(ctx, dialect, new ProviderError(502, $"Bursar could not complete this call ({e.GetType().Name}); request id {call.Id}.", ErrorSource.Gateway)).ConfigureAwait(false);
+                call.StatusCode = 502;
+            }
+        }
+        finally
+        {
+            if (rented is not null) ArrayPool<byte>.Shared.Return(rented);
+            meter.Finish(call);
+        }
+    }
+
+    private async Task RelayAsync(HttpContext ctx, CallContext call, Dialect dialect, UpstreamDeployment deployment, HttpResponseMessage response, bool injectedUsage, bool callerWantsUsage)
+    {
+        var status = (int)response.StatusCode;
+        call.StatusCode = status;
+        foreach (var name in ForwardedResponseHeaders)
+        {
+            if (response.Headers.TryGetValues(name, out var values)) ctx.Response.Headers[name] = values.ToArray();
+        }
+        call.UpstreamRequestId = response.Headers.TryGetValues(deployment.Dialect == Dialect.Anthropic ? "request-id" : "x-request-id", out var rid) ? rid.FirstOrDefault() : null;
+        var isSse = response.Content.Headers.ContentType?.MediaType == "text/event-stream";
+        if (status != 200 || !isSse)
+        {
+            var bytes = await response.Content.ReadAsByteArrayAsync(ctx.RequestAborted).ConfigureAwait(false);
+            if (status != 200)
+            {
+                var err = ProviderError.TryParse(status, bytes);
+                call.Outcome = "upstream_error";
+                call.ErrorType = err?.TypeOverride ?? "http_" + status;
+                call.ErrorMessage = err?.Message;
+                if (deployment.Dialect != dialect || err is null)
+                {
+                    bytes = (err ?? new ProviderError(status, $"Upstream '{deployment.Name}' answered HTTP {status}.", ErrorSource.Upstream)).ToJson(dialect);
+                }
+                await WriteJsonAsync(ctx, status, bytes).ConfigureAwait(false);
+                return;
+            }
+            if (!UsageReader.TryReadResponse(deployment.Dialect, bytes, call.Summary))
+            {
+                call.Outcome = "upstream_error";
+                call.ErrorType = "malformed_response";
+                await WriteErrorAsync(ctx, dialect, new ProviderError(502, $"Upstream '{deployment.Name}' returned a body that is not JSON.", ErrorSource.Upstream)).ConfigureAwait(false);
+                call.StatusCode = 502;
+                return;
+            }
+            if (deployment.Dialect != dialect)
+                bytes = ResponseTranslator.Translate(deployment.Dialect, dialect, bytes, time.GetUtcNow().ToUnixTimeSeconds());
+            await WriteJsonAsync(ctx, 200, bytes).ConfigureAwait(false);
+            return;
+        }
+
+        ctx.Response.StatusCode = 200;
+        ctx.Response.ContentType = "text/event-stream";
+        ctx.Response.Headers.CacheControl = "no-cache";
+        ctx.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+        SseStreamHandler handler = (deployment.Dialect, dialect) switch
+        {
+            (Dialect.Anthropic, Dialect.Anthropic) => new AnthropicMeteringHandler(call.Summary, time),
+            (Dialect.OpenAI, Dialect.OpenAI) => new OpenAIMeteringHandler(call.Summary, time, injectedUsage),
+            (Dialect.Anthropic, Dialect.OpenAI) => new AnthropicToOpenAIStream(call.Summary, time, includeUsage: callerWantsUsage, time.GetUtcNow().ToUnixTimeSeconds()),
+            _ => new OpenAIToAnthropicStream(call.Summary, time),
+        };
+        await using var upstreamStream = await response.Content.ReadAsStreamAsync(ctx.RequestAborted).ConfigureAwait(false);
+        await SsePump.PumpAsync(upstreamStream, ctx.Response.BodyWriter, handler, ctx.RequestAborted).ConfigureAwait(false);
+        if (call.Summary.ErrorType is not null)
+        {
+            call.Outcome = "upstream_error";
+            call.ErrorType = call.Summary.ErrorType;
+        }
+    }
+
+    private static async Task<(byte[] Buffer, int Length, ProviderError? Error)> ReadBodyAsync(HttpRequest request, long max, CancellationToken ct)
+    {
+        if (request.ContentLength > max)
+            return ([], 0, ProviderError.TooLarge($"The request body is {request.ContentLength} bytes; the limit is {max} bytes (Bursar:MaxRequestBodyBytes)."));
+        var size = request.ContentLength is { } cl and > 0 ? (int)cl : 16 * 1024;
+        var buffer = ArrayPool<byte>.Shared.Rent(size);
+        var length = 0;
+        while (true)
+        {
+            if (length == buffer.Length)
+            {
+                if (buffer.Length >= max)
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    return ([], 0, ProviderError.TooLarge($"The request body exceeds the limit of {max} bytes (Bursar:MaxRequestBodyBytes)."));
+                }
+                var bigger = ArrayPool<byte>.Shared.Rent((int)Math.Min((long)buffer.Length * 2, max + 1));
+                buffer.AsSpan(0, length).CopyTo(bigger);
+                ArrayPool<byte>.Shared.Return(buffer);
+                buffer = bigger;
+            }
+            var n = await request.Body.ReadAsync(buffer.AsMemory(length), ct).ConfigureAwait(false);
+            if (n == 0) break;
+            length += n;
+            if (length > max)
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+                return ([], 0, ProviderError.TooLarge($"The request body exceeds the limit of {max} bytes (Bursar:MaxRequestBodyBytes)."));
+            }
+        }
+        return (buffer, length, null);
+    }
+
+    private static async Task RefuseAsync(HttpContext ctx, CallContext call, ProviderError error, string? outcome = null)
+    {
+        call.Outcome = outcome ?? (error.Source == ErrorSource.Upstream ? "upstream_error" : "client_error");
+        call.StatusCode = error.Status;
+        call.ErrorType = call.Dialect == Dialect.Anthropic ? error.AnthropicType : error.Code ?? error.OpenAIType;
+        call.ErrorMessage = error.Message;
+        await WriteErrorAsync(ctx, call.Dialect, error).ConfigureAwait(false);
+    }
+
+    internal static Task WriteErrorAsync(HttpContext ctx, Dialect dialect, ProviderError error)
+    {
+        if (error.RetryAfterSeconds is { } ra) ctx.Response.Headers.RetryAfter = ra.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return WriteJsonAsync(ctx, error.Status, error.ToJson(dialect));
+    }
+
+    private static async Task WriteJsonAsync(HttpContext ctx, int status, byte[] bytes)
+    {
+        ctx.Response.StatusCode = status;
+        ctx.Response.ContentType = "application/json";
+        ctx.Response.ContentLength = bytes.Length;
+        await ctx.Response.Body.WriteAsync(bytes, ctx.RequestAborted).ConfigureAwait(false);
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Call {CallId} for model {Model} failed inside the gateway")]
+    private static partial void LogUnexpected(ILogger logger, string callId, string? model, Exception exception);
+}
