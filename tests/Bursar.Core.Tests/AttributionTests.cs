@@ -1,0 +1,60 @@
+using Bursar.Core.Attribution;
+using Bursar.Core.Keys;
+
+namespace Bursar.Core.Tests;
+
+public sealed class AttributionTests
+{
+    private static VirtualKey Key(string? team = null, string? customer = null, string[]? allowed = null) => new()
+    {
+        Id = "key_1", Hash = "h", Prefix = "bsr_abcdefgh", Team = team, Customer = customer, AllowedTagHeaders = allowed, CreatedAt = DateTimeOffset.UnixEpoch,
+    };
+
+    private static Func<string, string?> Headers(params (string, string)[] h) => name => h.FirstOrDefault(x => x.Item1 == name).Item2;
+
+    [Fact]
+    public void Key_tags_apply_and_headers_add_the_rest()
+    {
+        var a = AttributionResolver.Resolve(Key(team: "eng"), Headers(("x-bursar-feature", "search"), ("x-bursar-customer", "acme"), ("x-bursar-run", "r1")), out var err);
+        Assert.Null(err);
+        Assert.Equal(("eng", "acme", "search", "r1", "key_1"), (a.Team, a.Customer, a.Feature, a.RunId, a.KeyId));
+    }
+
+    [Fact]
+    public void A_header_cannot_override_a_tag_the_key_fixes()
+    {
+        AttributionResolver.Resolve(Key(team: "eng"), Headers(("x-bursar-team", "finance")), out var err);
+        Assert.NotNull(err);
+        Assert.Equal("x-bursar-team", err!.Header);
+        Assert.Contains("eng", err.Message);
+    }
+
+    [Fact]
+    public void A_key_policy_limits_which_headers_callers_may_set()
+    {
+        AttributionResolver.Resolve(Key(allowed: ["feature"]), Headers(("x-bursar-feature", "a")), out var ok);
+        Assert.Null(ok);
+        AttributionResolver.Resolve(Key(allowed: ["feature"]), Headers(("x-bursar-customer", "acme")), out var err);
+        Assert.Equal("x-bursar-customer", err!.Header);
+        Assert.Contains("feature", err.Message);
+    }
+
+    [Fact]
+    public void Overlong_tag_values_are_refused()
+    {
+        AttributionResolver.Resolve(Key(), Headers(("x-bursar-feature", new string('x', 500))), out var err);
+        Assert.Contains("128", err!.Message);
+    }
+
+    [Fact]
+    public void Secrets_are_hashed_and_random()
+    {
+        var a = VirtualKey.NewSecret();
+        var b = VirtualKey.NewSecret();
+        Assert.StartsWith("bsr_", a);
+        Assert.NotEqual(a, b);
+        Assert.Equal(VirtualKey.HashSecret(a), VirtualKey.HashSecret(a));
+        Assert.NotEqual(VirtualKey.HashSecret(a), VirtualKey.HashSecret(b));
+        Assert.Equal(64, VirtualKey.HashSecret(a).Length);
+    }
+}

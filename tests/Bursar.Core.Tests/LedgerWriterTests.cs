@@ -1,0 +1,175 @@
+using Bursar.Core.Ledger;
+using Bursar.Storage.Sqlite;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Bursar.Core.Tests;
+
+public sealed class LedgerWriterTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "bursar-ledger-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose()
+    {
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        try { Directory.Delete(_dir, true); } catch (IOException) { }
+    }
+
+    private LedgerWriterOptions Options(int capacity = 1024, int batch = 64) => new()
+    {
+        SpoolDirectory = Path.Combine(_dir, "spool"),
+        QueueCapacity = capacity,
+        MaxBatchSize = batch,
+        RetryDelay = TimeSpan.FromMilliseconds(20),
+    };
+
+    private static LedgerRecord Record(int i) => new()
+    {
+        Id = $"rec-{i:D6}",
+        Timestamp = DateTimeOffset.FromUnixTimeSeconds(1_800_000_000 + i),
+        Dialect = "openai",
+        Outcome = "ok",
+        Feature = "f" + (i % 3),
+        InputTokens = i,
+        OutputTokens = 2 * i,
+        Priced = true,
+        Cost = i * 0.000001m,
+    };
+
+    private static async Task Eventually(Func<Task<bool>> condition, string what)
+    {
+        for (var i = 0; i < 400; i++)
+        {
+            if (await condition()) return;
+            await Task.Delay(25);
+        }
+        Assert.Fail("Timed out waiting for: " + what);
+    }
+
+    [Fact]
+    public async Task Every_enqueued_record_reaches_the_store_with_exact_money()
+    {
+        var store = new SqliteStore(Path.Combine(_dir, "a.db"));
+        await using (var w = new LedgerWriter(store, Options(), NullLogger<LedgerWriter>.Instance))
+        {
+            w.Start();
+            for (var i = 0; i < 1000; i++) w.Enqueue(Record(i));
+        }
+        Assert.Equal(1000, await store.CountAsync(default));
+        var back = await store.ReadAsync(new LedgerQuery { Limit = 5000 }, default);
+        Assert.Equal(Enumerable.Range(0, 1000).Sum(i => i * 0.000001m), back.Sum(r => r.Cost!.Value));
+        Assert.Equal(0.000999m, back.Single(r => r.Id == "rec-000999").Cost);
+        Assert.Empty(Directory.GetFiles(Path.Combine(_dir, "spool")));
+    }
+
+    /// <summary>A store that commits part of a batch and then dies: a writer killed mid-batch.</summary>
+    private sealed class DiesMidBatch(ILedgerStore inner, int commitBeforeDying) : ILedgerStore
+    {
+        public async Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken ct)
+        {
+            await inner.WriteAsync(records.Take(commitBeforeDying).ToArray(), ct);
+            throw new IOException("writer killed mid-batch");
+        }
+
+        public Task<IReadOnlyList<LedgerRecord>> ReadAsync(LedgerQuery q, CancellationToken ct) => inner.ReadAsync(q, ct);
+        public Task<long> CountAsync(CancellationToken ct) => inner.CountAsync(ct);
+    }
+
+    [Fact]
+    public async Task A_writer_killed_mid_batch_loses_nothing_and_duplicates_nothing_after_restart()
+    {
+        var store = new SqliteStore(Path.Combine(_dir, "b.db"));
+        var dying = new DiesMidBatch(store, commitBeforeDying: 20);
+        var w1 = new LedgerWriter(dying, Options(batch: 50), NullLogger<LedgerWriter>.Instance);
+        w1.Start();
+        for (var i = 0; i < 200; i++) w1.Enqueue(Record(i));
+        await w1.DisposeAsync();
+        Assert.True(await store.CountAsync(default) < 200, "the dying store should have lost the tail of its batches");
+        Assert.NotEmpty(Directory.GetFiles(Path.Combine(_dir, "spool"), "*.jsonl"));
+
+        // restart on the same spool with a healthy store
+        await using (var w2 = new LedgerWriter(store, Options(), NullLogger<LedgerWriter>.Instance))
+        {
+            var replayed = await w2.ReplaySpoolAsync(default);
+            Assert.True(replayed > 0);
+        }
+        Assert.Equal(200, await store.CountAsync(default));
+        var ids = (await store.ReadAsync(new LedgerQuery { Limit = 1000 }, default)).Select(r => r.Id).ToArray();
+        Assert.Equal(200, ids.Distinct().Count());
+    }
+
+    private sealed class OutageStore(ILedgerStore inner) : ILedgerStore
+    {
+        public volatile bool Down = true;
+        public int Failures;
+
+        public Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken ct)
+        {
+            if (Down)
+            {
+                Interlocked.Increment(ref Failures);
+                throw new Microsoft.Data.Sqlite.SqliteException("database is locked", 5);
+            }
+            return inner.WriteAsync(records, ct);
+        }
+
+        public Task<IReadOnlyList<LedgerRecord>> ReadAsync(LedgerQuery q, CancellationToken ct) => inner.ReadAsync(q, ct);
+        public Task<long> CountAsync(CancellationToken ct) => inner.CountAsync(ct);
+    }
+
+    [Fact]
+    public async Task Records_written_during_a_store_outage_are_replayed_when_it_returns()
+    {
+        var store = new SqliteStore(Path.Combine(_dir, "c.db"));
+        var outage = new OutageStore(store);
+        await using var w = new LedgerWriter(outage, Options(batch: 10), NullLogger<LedgerWriter>.Instance);
+        w.Start();
+        for (var i = 0; i < 100; i++) w.Enqueue(Record(i));
+        await Eventually(() => Task.FromResult(outage.Failures > 0), "the store to fail");
+        Assert.Equal(0, await store.CountAsync(default));
+        outage.Down = false;
+        w.Enqueue(Record(100)); // wakes the loop, which replays the spool after its batch
+        await Eventually(async () => await store.CountAsync(default) == 101, "all records after recovery");
+        Assert.True(w.StoreFailures > 0);
+    }
+
+    private sealed class BlockedStore(ILedgerStore inner) : ILedgerStore
+    {
+        public readonly TaskCompletionSource Gate = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public async Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken ct)
+        {
+            await Gate.Task;
+            await inner.WriteAsync(records, ct);
+        }
+
+        public Task<IReadOnlyList<LedgerRecord>> ReadAsync(LedgerQuery q, CancellationToken ct) => inner.ReadAsync(q, ct);
+        public Task<long> CountAsync(CancellationToken ct) => inner.CountAsync(ct);
+    }
+
+    [Fact]
+    public async Task A_full_queue_spools_to_disk_instead_of_dropping_or_blocking()
+    {
+        var store = new SqliteStore(Path.Combine(_dir, "d.db"));
+        var blocked = new BlockedStore(store);
+        var w = new LedgerWriter(blocked, Options(capacity: 4, batch: 2), NullLogger<LedgerWriter>.Instance);
+        w.Start();
+        for (var i = 0; i < 100; i++) w.Enqueue(Record(i)); // never blocks
+        Assert.True(w.Spooled > 50, $"spooled {w.Spooled}");
+        blocked.Gate.SetResult();
+        await w.DisposeAsync();
+        await using (var again = new LedgerWriter(store, Options(), NullLogger<LedgerWriter>.Instance))
+            await again.ReplaySpoolAsync(default);
+        Assert.Equal(100, await store.CountAsync(default));
+    }
+
+    [Fact]
+    public void A_spool_line_cut_off_by_a_crash_is_skipped_and_the_rest_is_kept()
+    {
+        Directory.CreateDirectory(_dir);
+        var path = Path.Combine(_dir, "cut.jsonl");
+        var good = System.Text.Json.JsonSerializer.Serialize(Record(1), LedgerJsonContext.Default.LedgerRecord);
+        File.WriteAllText(path, good + "\n" + good.Replace("rec-000001", "rec-000002") + "\n" + good[..20]);
+        var records = LedgerWriter.ReadSpoolFile(path);
+        Assert.Equal(["rec-000001", "rec-000002"], records.Select(r => r.Id));
+    }
+}
