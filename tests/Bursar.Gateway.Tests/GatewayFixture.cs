@@ -1,0 +1,96 @@
+using System.Net.Http.Headers;
+using System.Text;
+using Bursar.Core.Keys;
+using Bursar.Core.Ledger;
+using Bursar.Gateway.Hosting;
+using Bursar.Providers.Simulator;
+using Bursar.Storage.Sqlite;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Bursar.Gateway.Tests;
+
+/// <summary>A real gateway on a loopback port, backed by the in-process Simulator and a fresh SQLite file.</summary>
+public class GatewayFixture : IAsyncLifetime
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "bursar-gw-" + Guid.NewGuid().ToString("N"));
+    private WebApplication? _app;
+
+    public string BaseUrl { get; private set; } = "";
+    public string Key { get; private set; } = "";
+    public HttpClient Http { get; private set; } = null!;
+    public SqliteStore Store => _app!.Services.GetRequiredService<SqliteStore>();
+    public ProviderSimulator Simulator => _app!.Services.GetRequiredService<ProviderSimulator>();
+    public IServiceProvider Services => _app!.Services;
+
+    /// <summary>Extra configuration for a fixture subclass.</summary>
+    protected virtual IEnumerable<string> ExtraArgs => [];
+
+    public async Task InitializeAsync()
+    {
+        _app = GatewayHost.Build(
+            ["--urls=http://127.0.0.1:0", $"--Bursar:DataDirectory={_dir}", "--Bursar:MaxRequestBodyBytes=1048576", "--Bursar:Providers:BaseRetryDelay=00:00:00.010", .. ExtraArgs],
+            b => b.Logging.SetMinimumLevel(LogLevel.Warning));
+        await _app.StartAsync();
+        BaseUrl = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        Key = await CreateKeyAsync(team: null);
+        Http = new HttpClient { BaseAddress = new Uri(BaseUrl) };
+    }
+
+    public async Task<string> CreateKeyAsync(string? team, string? customer = null)
+    {
+        var secret = VirtualKey.NewSecret();
+        await Store.AddAsync(new VirtualKey
+        {
+            Id = "key_" + Guid.NewGuid().ToString("N")[..10],
+            Hash = VirtualKey.HashSecret(secret),
+            Prefix = VirtualKey.DisplayPrefix(secret),
+            Team = team,
+            Customer = customer,
+            CreatedAt = DateTimeOffset.UtcNow,
+        }, default);
+        return secret;
+    }
+
+    public HttpRequestMessage Post(string path, string json, string? key = null, string? feature = null)
+    {
+        var req = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(json, Encoding.UTF8, "application/json") };
+        req.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key ?? Key);
+        if (feature is not null) req.Headers.Add("x-bursar-feature", feature);
+        return req;
+    }
+
+    /// <summary>Waits until the ledger holds <paramref name="count"/> records for <paramref name="feature"/> (written off the request path).</summary>
+    public async Task<IReadOnlyList<LedgerRecord>> LedgerAsync(string feature, int count = 1)
+    {
+        IReadOnlyList<LedgerRecord> rows = [];
+        for (var i = 0; i < 200; i++)
+        {
+            rows = (await Store.ReadAsync(new LedgerQuery { Limit = 100_000 }, default)).Where(r => r.Feature == feature).ToArray();
+            if (rows.Count >= count) return rows;
+            await Task.Delay(25);
+        }
+        throw new Xunit.Sdk.XunitException($"expected {count} ledger records for feature '{feature}', found {rows.Count}");
+    }
+
+    public async Task DisposeAsync()
+    {
+        Http?.Dispose();
+        if (_app is not null)
+        {
+            await _app.StopAsync();
+            await _app.DisposeAsync();
+        }
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        try { Directory.Delete(_dir, true); } catch (IOException) { }
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class GatewayCollection : ICollectionFixture<GatewayFixture>
+{
+    public const string Name = "gateway";
+}
