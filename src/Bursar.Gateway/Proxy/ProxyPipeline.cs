@@ -97,17 +97,30 @@ public sealed partial class ProxyPipeline(
                     await RefuseAsync(ctx, call, e.Error).ConfigureAwait(false);
                     return;
                 }
+                catch (Exception e) when (IsBadJson(e))
+                {
+                    await RefuseAsync(ctx, call, ProviderError.BadRequest($"The request cannot be translated for {deployment.Dialect.Name()}: {e.Message}")).ConfigureAwait(false);
+                    return;
+                }
                 upstreamBody = JsonSerializer.SerializeToUtf8Bytes(translated, GatewayJson.Default.JsonObject);
             }
             else if (dialect == Dialect.OpenAI && scan.Stream && !scan.IncludeUsage)
             {
                 // no streamed call goes unmetered: ask for usage, strip the extra chunk on the way back
-                var node = (JsonObject)JsonNode.Parse(body.Span)!;
-                var so = node["stream_options"] as JsonObject ?? new JsonObject();
-                so["include_usage"] = true;
-                node["stream_options"] = so;
-                upstreamBody = JsonSerializer.SerializeToUtf8Bytes(node, GatewayJson.Default.JsonObject);
-                injectedUsage = true;
+                try
+                {
+                    var node = (JsonObject)JsonNode.Parse(body.Span)!;
+                    var so = node["stream_options"] as JsonObject ?? new JsonObject();
+                    so["include_usage"] = true;
+                    node["stream_options"] = so;
+                    upstreamBody = JsonSerializer.SerializeToUtf8Bytes(node, GatewayJson.Default.JsonObject);
+                    injectedUsage = true;
+                }
+                catch (Exception e) when (IsBadJson(e))
+                {
+                    await RefuseAsync(ctx, call, ProviderError.BadRequest($"The request body cannot be read: {e.Message}")).ConfigureAwait(false);
+                    return;
+                }
             }
 
             var path = deployment.Dialect == Dialect.Anthropic ? "v1/messages" : "chat/completions";
@@ -247,6 +260,9 @@ public sealed partial class ProxyPipeline(
         }
         return (buffer, length, null);
     }
+
+    /// <summary>What reading a caller's JSON into a DOM can throw: duplicate keys, text that is not valid UTF-16, wrong node kinds.</summary>
+    private static bool IsBadJson(Exception e) => e is JsonException or InvalidOperationException or ArgumentException or FormatException or InvalidCastException;
 
     private static async Task RefuseAsync(HttpContext ctx, CallContext call, ProviderError error, string? outcome = null)
     {

@@ -95,6 +95,12 @@ public struct RequestScan
             s.Error = ProviderError.BadRequest($"The request body is not valid JSON (at byte {r.BytesConsumed}): {e.Message}");
             return s;
         }
+        catch (InvalidOperationException e)
+        {
+            // e.g. a string with a lone surrogate escape (\ud800) that cannot become text
+            s.Error = ProviderError.BadRequest($"The request body has a string that is not valid text (at byte {r.BytesConsumed}): {e.Message}");
+            return s;
+        }
         if (s.Model is null) return Fail(ref s, "model", "'model' is required.");
         if (s.Model.Length == 0 || s.Model.Length > 256) return Fail(ref s, "model", "'model' must be 1-256 characters.");
         if (!sawMessages) return Fail(ref s, "messages", "'messages' is required: an array of message objects.");

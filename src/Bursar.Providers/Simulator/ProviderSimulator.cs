@@ -78,6 +78,12 @@ public sealed partial class ProviderSimulator
         {
             await ErrorAsync(x, e.Dialect, e.Error, ct).ConfigureAwait(false);
         }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or FormatException or InvalidCastException or JsonException)
+        {
+            // a field of an unexpected kind or text that is not valid: the provider answers 400, so does the Simulator
+            await ErrorAsync(x, path.Contains("messages", StringComparison.Ordinal) ? Dialect.Anthropic : Dialect.OpenAI,
+                ProviderError.BadRequest($"Invalid request: {e.Message}"), ct).ConfigureAwait(false);
+        }
     }
 
     private sealed class SimulatorRequestException(Dialect dialect, ProviderError error) : Exception(error.Message)
