@@ -26,6 +26,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     private long _written;
     private long _storeFailures;
     private int _disposed;
+    private volatile bool _closing;
 
     public LedgerWriter(ILedgerStore store, LedgerWriterOptions options, ILogger<LedgerWriter> logger, TimeProvider? time = null)
     {
@@ -113,7 +114,22 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                 break;
             }
             batch.Clear();
-            while (batch.Count < _options.MaxBatchSize && reader.TryRead(out var r)) batch.Add(r);
+            // let the batch fill for up to FlushInterval: one journal write and one transaction serve many calls
+            var deadline = _time.GetTimestamp() + (long)(_options.FlushInterval.TotalSeconds * _time.TimestampFrequency);
+            while (batch.Count < _options.MaxBatchSize)
+            {
+                while (batch.Count < _options.MaxBatchSize && reader.TryRead(out var r)) batch.Add(r);
+                var left = deadline - _time.GetTimestamp();
+                if (batch.Count >= _options.MaxBatchSize || left <= 0 || _closing || stop.IsCancellationRequested) break;
+                try
+                {
+                    await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5, left * 1000.0 / _time.TimestampFrequency)), _time, stop).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+            }
             await CommitAsync(batch, CancellationToken.None).ConfigureAwait(false);
             if (Directory.EnumerateFiles(_options.SpoolDirectory, "*.jsonl").Any())
                 await TryReplayAsync(CancellationToken.None).ConfigureAwait(false);
@@ -214,6 +230,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
+        _closing = true;
         _queue.Writer.TryComplete();
         if (_loop is not null)
         {

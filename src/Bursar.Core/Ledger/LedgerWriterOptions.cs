@@ -8,6 +8,9 @@ public sealed class LedgerWriterOptions
     /// <summary>Most records written to the store in one transaction. Default 512.</summary>
     public int MaxBatchSize { get; set; } = 512;
 
+    /// <summary>How long the writer waits for a batch to fill before committing what it has. Default 50 ms: a record reaches the store within this (plus the commit), and a busy gateway commits in large batches.</summary>
+    public TimeSpan FlushInterval { get; set; } = TimeSpan.FromMilliseconds(50);
+
     /// <summary>Folder for the durable spool: batches are journaled here before they reach the store, and stay here while the store is down.</summary>
     public string SpoolDirectory { get; set; } = Path.Combine(".bursar", "spool");
 

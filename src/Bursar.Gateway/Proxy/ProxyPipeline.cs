@@ -285,6 +285,7 @@ public sealed partial class ProxyPipeline(
         ctx.Response.ContentType = "application/json";
         ctx.Response.ContentLength = bytes.Length;
         await ctx.Response.Body.WriteAsync(bytes, ctx.RequestAborted).ConfigureAwait(false);
+        await ctx.Response.CompleteAsync().ConfigureAwait(false); // the caller has its answer before metering runs
     }
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Call {CallId} for model {Model} failed inside the gateway")]

@@ -1,0 +1,200 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using Bursar.Core.Keys;
+using Bursar.Gateway.Hosting;
+using Bursar.Storage.Sqlite;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+
+// Loopback load benchmark: the same requests sent straight to a static upstream and through the Bursar gateway
+// (authentication, metering and the SQLite ledger on), p50 / p99 and throughput at several concurrencies.
+// Three processes on one machine: this load generator, the upstream, the gateway.
+//   dotnet run -c Release --project bench/Bursar.LoadBench -- run [--seconds 5] [--concurrency 1,16,64]
+var mode = args.FirstOrDefault() ?? "run";
+string Arg(string name, string fallback) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() ?? fallback;
+
+switch (mode)
+{
+    case "upstream":
+        await Upstream.RunAsync(int.Parse(Arg("--port", "5301"), CultureInfo.InvariantCulture));
+        return 0;
+    case "gateway":
+        var app = GatewayHost.Build(
+        [
+            $"--urls=http://127.0.0.1:{Arg("--port", "5302")}",
+            $"--Bursar:DataDirectory={Arg("--data", "bench-data")}",
+            "--Bursar:Providers:Deployments:bench:Dialect=openai",
+            $"--Bursar:Providers:Deployments:bench:BaseUrl={Arg("--upstream", "http://127.0.0.1:5301")}/v1",
+            "--Bursar:Providers:Deployments:bench:ApiKey=sk-bench-upstream",
+            "--Bursar:Providers:Deployments:bench:Models:0=gpt-4o-mini",
+            "--Logging:LogLevel:Default=Warning",
+        ], b => b.Logging.SetMinimumLevel(LogLevel.Warning));
+        await app.RunAsync();
+        return 0;
+    default:
+        return await Runner.RunAsync(int.Parse(Arg("--seconds", "5"), CultureInfo.InvariantCulture),
+            Arg("--concurrency", "1,16,64").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray());
+}
+
+internal static class Upstream
+{
+    private static readonly byte[] Json = Encoding.UTF8.GetBytes("""{"id":"chatcmpl-static","object":"chat.completion","created":1741569952,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Paris.","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":2,"total_tokens":33,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_static"}""");
+
+    private static readonly byte[] Sse = BuildSse();
+
+    private static byte[] BuildSse()
+    {
+        var sb = new StringBuilder();
+        const string head = "{\"id\":\"chatcmpl-static\",\"object\":\"chat.completion.chunk\",\"created\":1741569952,\"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_static\",";
+        sb.Append("data: ").Append(head).Append("\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n");
+        foreach (var w in new[] { "The", " capital", " is", " Paris", "." })
+            sb.Append("data: ").Append(head).Append("\"choices\":[{\"index\":0,\"delta\":{\"content\":\"").Append(w).Append("\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n");
+        sb.Append("data: ").Append(head).Append("\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":null}\n\n");
+        sb.Append("data: ").Append(head).Append("\"choices\":[],\"usage\":{\"prompt_tokens\":31,\"completion_tokens\":5,\"total_tokens\":36,\"prompt_tokens_details\":{\"cached_tokens\":0},\"completion_tokens_details\":{\"reasoning_tokens\":0}}}\n\n");
+        sb.Append("data: [DONE]\n\n");
+        return Encoding.UTF8.GetBytes(sb.ToString());
+    }
+
+    public static async Task RunAsync(int port)
+    {
+        var builder = WebApplication.CreateSlimBuilder([$"--urls=http://127.0.0.1:{port}"]);
+        builder.Logging.ClearProviders();
+        var app = builder.Build();
+        app.MapGet("/ready", () => "ok");
+        app.MapPost("/v1/chat/completions", async (HttpContext ctx) =>
+        {
+            var buf = new byte[64 * 1024];
+            var n = 0;
+            int r;
+            while ((r = await ctx.Request.Body.ReadAsync(buf.AsMemory(n))) > 0) n += r;
+            var stream = buf.AsSpan(0, n).IndexOf("\"stream\":true"u8) >= 0;
+            ctx.Response.ContentType = stream ? "text/event-stream" : "application/json";
+            var body = stream ? Sse : Json;
+            ctx.Response.ContentLength = body.Length;
+            await ctx.Response.Body.WriteAsync(body);
+        });
+        await app.RunAsync();
+    }
+}
+
+internal static class Runner
+{
+    private const string Body = """{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You answer briefly."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":16}""";
+    private const string StreamBody = """{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You answer briefly."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":16,"stream":true,"stream_options":{"include_usage":true}}""";
+
+    public static async Task<int> RunAsync(int seconds, int[] concurrencies)
+    {
+        var self = typeof(Runner).Assembly.Location;
+        var data = Path.Combine(Path.GetTempPath(), "bursar-loadbench-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(data);
+        var store = new SqliteStore(Path.Combine(data, "bursar.db"));
+        var secret = VirtualKey.NewSecret();
+        await store.AddAsync(new VirtualKey { Id = "key_bench", Hash = VirtualKey.HashSecret(secret), Prefix = VirtualKey.DisplayPrefix(secret), Team = "bench", CreatedAt = DateTimeOffset.UtcNow }, default);
+
+        using var upstream = Spawn(self, "upstream --port 5301");
+        using var gateway = Spawn(self, $"gateway --port 5302 --upstream http://127.0.0.1:5301 --data {data}");
+        try
+        {
+            using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1024, UseProxy = false, PooledConnectionLifetime = Timeout.InfiniteTimeSpan }) { Timeout = TimeSpan.FromSeconds(30) };
+            await WaitReady(http, "http://127.0.0.1:5301/ready");
+            await WaitReady(http, "http://127.0.0.1:5302/health/live");
+
+            // warm up both paths (JIT tiering, connection pools) before anything is recorded
+            foreach (var st in new[] { false, true })
+            {
+                await Load(http, "http://127.0.0.1:5301/v1/chat/completions", null, st, 4, 2);
+                await Load(http, "http://127.0.0.1:5302/v1/chat/completions", secret, st, 4, 2);
+            }
+            Console.WriteLine($"Bursar loopback load benchmark, {DateTime.UtcNow:yyyy-MM-dd}, {Environment.ProcessorCount} cores, {seconds} s per cell after a 1 s warm-up; DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS={Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") ?? "unset"}");
+            Console.WriteLine();
+            Console.WriteLine("| mode | concurrency | direct p50 ms | gateway p50 ms | added p50 ms | direct p99 ms | gateway p99 ms | direct req/s | gateway req/s | errors |");
+            Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (var stream in new[] { false, true })
+            {
+                foreach (var c in concurrencies)
+                {
+                    var direct = await Load(http, "http://127.0.0.1:5301/v1/chat/completions", null, stream, c, seconds);
+                    var through = await Load(http, "http://127.0.0.1:5302/v1/chat/completions", secret, stream, c, seconds);
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"| {(stream ? "stream" : "json")} | {c} | {direct.P50:F3} | {through.P50:F3} | {through.P50 - direct.P50:F3} | {direct.P99:F3} | {through.P99:F3} | {direct.Rps:F0} | {through.Rps:F0} | {direct.Errors + through.Errors} |"));
+                }
+            }
+            await Task.Delay(1500);
+            Console.WriteLine();
+            Console.WriteLine($"Ledger records written by the gateway: {await store.CountAsync(default)}");
+            return 0;
+        }
+        finally
+        {
+            Kill(gateway);
+            Kill(upstream);
+        }
+    }
+
+    private sealed record Result(double P50, double P99, double Rps, long Errors);
+
+    private static async Task<Result> Load(HttpClient http, string url, string? key, bool stream, int concurrency, int seconds)
+    {
+        var body = Encoding.UTF8.GetBytes(stream ? StreamBody : Body);
+        var latencies = new List<double>[concurrency];
+        long errors = 0;
+        var warmUntil = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
+        var stopAt = warmUntil + seconds * Stopwatch.Frequency;
+        var workers = Enumerable.Range(0, concurrency).Select(w => Task.Run(async () =>
+        {
+            var mine = latencies[w] = new List<double>(100_000);
+            var buf = new byte[16 * 1024];
+            while (true)
+            {
+                var t0 = Stopwatch.GetTimestamp();
+                if (t0 >= stopAt) break;
+                using var req = new HttpRequestMessage(HttpMethod.Post, url) { Content = new ByteArrayContent(body) };
+                req.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+                if (key is not null) req.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+                try
+                {
+                    using var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead);
+                    await using var s = await resp.Content.ReadAsStreamAsync();
+                    while (await s.ReadAsync(buf) > 0) { }
+                    if (resp.StatusCode != HttpStatusCode.OK) Interlocked.Increment(ref errors);
+                }
+                catch (HttpRequestException)
+                {
+                    Interlocked.Increment(ref errors);
+                }
+                var t1 = Stopwatch.GetTimestamp();
+                if (t0 >= warmUntil) mine.Add((t1 - t0) * 1000.0 / Stopwatch.Frequency);
+            }
+        })).ToArray();
+        await Task.WhenAll(workers);
+        var all = latencies.SelectMany(l => l).OrderBy(x => x).ToArray();
+        if (all.Length == 0) return new Result(double.NaN, double.NaN, 0, errors);
+        return new Result(all[(int)(all.Length * 0.50)], all[Math.Min(all.Length - 1, (int)(all.Length * 0.99))], all.Length / (double)seconds, errors);
+    }
+
+    private static async Task WaitReady(HttpClient http, string url)
+    {
+        for (var i = 0; i < 200; i++)
+        {
+            try
+            {
+                if ((await http.GetAsync(url)).IsSuccessStatusCode) return;
+            }
+            catch (HttpRequestException) { }
+            await Task.Delay(100);
+        }
+        throw new InvalidOperationException("not ready: " + url);
+    }
+
+    private static Process Spawn(string dll, string arguments) =>
+        Process.Start(new ProcessStartInfo("dotnet", $"\"{dll}\" {arguments}") { UseShellExecute = false, RedirectStandardOutput = false, RedirectStandardError = false })!;
+
+    private static void Kill(Process p)
+    {
+        try { p.Kill(entireProcessTree: true); p.WaitForExit(5000); } catch (InvalidOperationException) { }
+    }
+}
