@@ -93,7 +93,7 @@ internal static class Runner
         Directory.CreateDirectory(data);
         var store = new SqliteStore(Path.Combine(data, "bursar.db"));
         var secret = VirtualKey.NewSecret();
-        await store.AddAsync(new VirtualKey { Id = "key_bench", Hash = VirtualKey.HashSecret(secret), Prefix = VirtualKey.DisplayPrefix(secret), Team = "bench", CreatedAt = DateTimeOffset.UtcNow }, default);
+        await store.AddAsync(new VirtualKey { Id = "key_bench", Hash = VirtualKey.HashSecret(secret), Prefix = VirtualKey.DisplayPrefix(secret), Team = "bench", CreatedAt = TimeProvider.System.GetUtcNow() }, default);
 
         using var upstream = Spawn(self, "upstream --port 5301");
         using var gateway = Spawn(self, $"gateway --port 5302 --upstream http://127.0.0.1:5301 --data {data}");
@@ -109,7 +109,7 @@ internal static class Runner
                 await Load(http, "http://127.0.0.1:5301/v1/chat/completions", null, st, 4, 2);
                 await Load(http, "http://127.0.0.1:5302/v1/chat/completions", secret, st, 4, 2);
             }
-            Console.WriteLine($"Bursar loopback load benchmark, {DateTime.UtcNow:yyyy-MM-dd}, {Environment.ProcessorCount} cores, {seconds} s per cell after a 1 s warm-up; DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS={Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") ?? "unset"}");
+            Console.WriteLine($"Bursar loopback load benchmark, {TimeProvider.System.GetUtcNow():yyyy-MM-dd}, {Environment.ProcessorCount} cores, {seconds} s per cell after a 1 s warm-up; DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS={Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") ?? "unset"}");
             Console.WriteLine();
             Console.WriteLine("| mode | concurrency | direct p50 ms | gateway p50 ms | added p50 ms | direct p99 ms | gateway p99 ms | direct req/s | gateway req/s | errors |");
             Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");

@@ -108,7 +108,7 @@ public sealed class BadInputTests(GatewayFixture gw)
         Assert.Equal(HttpStatusCode.OK, (await Send("/v1/chat/completions", ok, key: key)).Status);
         var keys = await gw.Store.ListAsync(default);
         var id = keys.Single(k => k.Hash == Bursar.Core.Keys.VirtualKey.HashSecret(key)).Id;
-        Assert.True(await gw.Store.RevokeAsync(id, DateTimeOffset.UtcNow, default));
+        Assert.True(await gw.Store.RevokeAsync(id, TimeProvider.System.GetUtcNow(), default));
         await Task.Delay(TimeSpan.FromSeconds(5.5)); // Bursar:KeyCacheDuration
         var (s2, b2, _) = await Send("/v1/chat/completions", ok, key: key);
         Assert.Equal(HttpStatusCode.Unauthorized, s2);
@@ -217,5 +217,44 @@ public sealed class BadInputTests(GatewayFixture gw)
         Assert.Contains(models["data"]!.AsArray(), m => m!["id"]!.GetValue<string>() == "claude-sonnet-4-5");
         Assert.Equal(HttpStatusCode.OK, (await gw.Http.GetAsync("/health/live")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await gw.Http.GetAsync("/health/ready")).StatusCode);
+    }
+
+    [Theory]
+    [InlineData("/v1/messages", """{"model":"claude-haiku-4-5","max_tokens":5,"model":"\ud800","messages":[{"role":"user","content":"hi"}]}""")]
+    [InlineData("/v1/chat/completions", """{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"\ud800"}]}""")]
+    [InlineData("/v1/chat/completions", """{"model":"claude-haiku-4-5","messages":[{"role":"user","content":"a","content":"b"}]}""")]
+    public async Task Lone_surrogates_and_duplicate_keys_are_400s_not_gateway_errors(string path, string json)
+    {
+        // found by the fuzz test: these used to escape as 502 "Bursar could not complete this call"
+        var (status, body, _) = await Send(path, json);
+        Assert.True((int)status is 200 or 400, $"{status}: {body}");
+        if (status != HttpStatusCode.OK) Assert.DoesNotContain("could not complete", body["error"]!["message"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task A_client_that_drops_a_stream_midway_is_recorded_as_canceled_with_the_usage_seen()
+    {
+        var options = gw.Simulator.Options;
+        options.TokensPerSecond = 20;
+        try
+        {
+            using var req = gw.Post("/v1/messages", """{"model":"claude-sonnet-4-5","max_tokens":400,"stream":true,"messages":[{"role":"user","content":"long answer please [[sim:tokens=200]]"}]}""", feature: "dropped");
+            using (var resp = await gw.Http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead))
+            {
+                using var reader = new StreamReader(await resp.Content.ReadAsStreamAsync());
+                string? line;
+                while ((line = await reader.ReadLineAsync()) is not null && !line.Contains("content_block_delta")) { }
+                Assert.NotNull(line);
+            } // the caller goes away after the first delta
+            var r = Assert.Single(await gw.LedgerAsync("dropped"));
+            Assert.Equal("canceled", r.Outcome);
+            Assert.True(r.Streamed);
+            Assert.True(r.InputTokens > 0, "input tokens from message_start are kept");
+            Assert.True(r.Cost > 0);
+        }
+        finally
+        {
+            options.TokensPerSecond = 0;
+        }
     }
 }

@@ -50,7 +50,7 @@ public class GatewayFixture : IAsyncLifetime
             Prefix = VirtualKey.DisplayPrefix(secret),
             Team = team,
             Customer = customer,
-            CreatedAt = DateTimeOffset.UtcNow,
+            CreatedAt = TimeProvider.System.GetUtcNow(),
         }, default);
         return secret;
     }
