@@ -219,12 +219,10 @@ public sealed partial class ProviderSimulator
         }
         else
         {
-            var prefix = p.LastIsToolResult ? $"Based on the tool result ({Truncate(p.ToolResultText, 60)}):" : null;
-            var (t, n, truncated) = Answer(p.Model, p.LastUserText, RequestedOutputTokens(p.AllText), maxTokens, prefix);
             var stops = (body["stop_sequences"] as JsonArray)?.Select(s => s!.GetValue<string>()).ToArray() ?? [];
-            (text, stopSeq) = ApplyStop(t, stops);
-            outTokens = stopSeq is null ? n : _counter.Count(p.Model, text);
-            stopReason = stopSeq is not null ? "stop_sequence" : truncated ? "max_tokens" : "end_turn";
+            var answer = TextAnswer(p.Model, p.LastUserText, p.AllText, maxTokens, p.LastIsToolResult ? p.ToolResultText : null, stops);
+            (text, outTokens, stopSeq) = (answer.Text, answer.Tokens, answer.Stop);
+            stopReason = stopSeq is not null ? "stop_sequence" : answer.Truncated ? "max_tokens" : "end_turn";
         }
         var id = NextId("msg_sim_");
         var reqId = NextId("req_sim_");
@@ -232,12 +230,8 @@ public sealed partial class ProviderSimulator
 
         if (!stream)
         {
-            await PaceAsync(first: true, outTokens, ct).ConfigureAwait(false);
-            x.SetStatus(200);
-            x.SetHeader("content-type", "application/json");
-            await x.WriteAsync(Json(w =>
+            await WriteAnswerAsync(x, outTokens, w =>
             {
-                w.WriteStartObject();
                 w.WriteString("id", id);
                 w.WriteString("type", "message");
                 w.WriteString("role", "assistant");
@@ -255,14 +249,11 @@ public sealed partial class ProviderSimulator
                 w.WriteString("stop_reason", stopReason);
                 if (stopSeq is null) w.WriteNull("stop_sequence"); else w.WriteString("stop_sequence", stopSeq);
                 WriteAnthropicUsage(w, cache, outTokens, full: true);
-                w.WriteEndObject();
-            }), ct).ConfigureAwait(false);
+            }, ct).ConfigureAwait(false);
             return;
         }
 
-        x.SetStatus(200);
-        x.SetHeader("content-type", "text/event-stream");
-        x.SetHeader("cache-control", "no-cache");
+        StartStream(x);
         await Event(x, "message_start", w =>
         {
             w.WriteString("type", "message_start");
@@ -351,8 +342,6 @@ public sealed partial class ProviderSimulator
         }, ct).ConfigureAwait(false);
         await Event(x, "message_stop", w => w.WriteString("type", "message_stop"), ct).ConfigureAwait(false);
     }
-
-    private static string Truncate(string? s, int n) => s is null ? "" : s.Length <= n ? s : s[..n];
 
     private static List<string> SplitJson(string json)
     {

@@ -129,12 +129,9 @@ public sealed partial class ProviderSimulator
         }
         else
         {
-            var prefix = lastIsTool ? $"Based on the tool result ({Truncate(toolText, 60)}):" : null;
-            var (t, tokens, truncated) = Answer(model, lastUser, RequestedOutputTokens(allText), Math.Max(1, maxTokens - reasoning), prefix);
-            var (cut, stop) = ApplyStop(t, stops);
-            text2 = cut;
-            outTokens = stop is null ? tokens : _counter.Count(model, cut);
-            finish = truncated ? "length" : "stop";
+            var answer = TextAnswer(model, lastUser, allText, Math.Max(1, maxTokens - reasoning), lastIsTool ? toolText : null, stops);
+            (text2, outTokens) = (answer.Text, answer.Tokens);
+            finish = answer.Truncated ? "length" : "stop";
         }
         var completion = (long)(outTokens + reasoning) * n;
         var id = NextId("chatcmpl-sim");
@@ -162,12 +159,8 @@ public sealed partial class ProviderSimulator
 
         if (!stream)
         {
-            await PaceAsync(first: true, outTokens, ct).ConfigureAwait(false);
-            x.SetStatus(200);
-            x.SetHeader("content-type", "application/json");
-            await x.WriteAsync(Json(w =>
+            await WriteAnswerAsync(x, outTokens, w =>
             {
-                w.WriteStartObject();
                 w.WriteString("id", id);
                 w.WriteString("object", "chat.completion");
                 w.WriteNumber("created", created);
@@ -198,14 +191,11 @@ public sealed partial class ProviderSimulator
                 Usage(w);
                 w.WriteString("service_tier", "default");
                 w.WriteString("system_fingerprint", "fp_bursar_sim");
-                w.WriteEndObject();
-            }), ct).ConfigureAwait(false);
+            }, ct).ConfigureAwait(false);
             return;
         }
 
-        x.SetStatus(200);
-        x.SetHeader("content-type", "text/event-stream");
-        x.SetHeader("cache-control", "no-cache");
+        StartStream(x);
 
         async Task Chunk(Action<Utf8JsonWriter> choices, bool usageChunk = false)
         {

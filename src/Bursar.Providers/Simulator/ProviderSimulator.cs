@@ -180,6 +180,34 @@ public sealed partial class ProviderSimulator
         return (sb.ToString(), tokens, truncated);
     }
 
+    private readonly record struct TextReply(string Text, int Tokens, bool Truncated, string? Stop);
+
+    /// <summary>The deterministic text reply both dialects give: after a tool result it quotes the result; stop sequences cut it.</summary>
+    private TextReply TextAnswer(string model, string lastUser, string allText, long maxTokens, string? toolResult, IReadOnlyList<string> stops)
+    {
+        var prefix = toolResult is not null ? $"Based on the tool result ({Truncate(toolResult, 60)}):" : null;
+        var (text, tokens, truncated) = Answer(model, lastUser, RequestedOutputTokens(allText), maxTokens, prefix);
+        var (cut, stop) = ApplyStop(text, stops);
+        return new TextReply(cut, stop is null ? tokens : _counter.Count(model, cut), truncated, stop);
+    }
+
+    private async Task WriteAnswerAsync(SimulatorExchange x, int outTokens, Action<Utf8JsonWriter> body, CancellationToken ct)
+    {
+        await PaceAsync(first: true, outTokens, ct).ConfigureAwait(false);
+        x.SetStatus(200);
+        x.SetHeader("content-type", "application/json");
+        await x.WriteAsync(Json(w => { w.WriteStartObject(); body(w); w.WriteEndObject(); }), ct).ConfigureAwait(false);
+    }
+
+    private static void StartStream(SimulatorExchange x)
+    {
+        x.SetStatus(200);
+        x.SetHeader("content-type", "text/event-stream");
+        x.SetHeader("cache-control", "no-cache");
+    }
+
+    private static string Truncate(string? s, int n) => s is null ? "" : s.Length <= n ? s : s[..n];
+
     private static (string Text, string? Stop) ApplyStop(string text, IReadOnlyList<string> stops)
     {
         var best = -1;
