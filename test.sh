@@ -10,8 +10,12 @@ trap cleanup EXIT
 
 # --- what the tests need -------------------------------------------------------------------------
 # The .NET SDK comes with the machine; NuGet packages restore from the registry.
+# Node.js and npm (for the official openai and @anthropic-ai/sdk clients) come from Debian if missing.
 # (PostgreSQL, Redis and Chromium join this list with the issues whose tests need them.)
 command -v dotnet >/dev/null || { echo "The .NET 10 SDK is required (dotnet not on PATH)." >&2; exit 1; }
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
 [ -f ../shared/data/litellm_model_prices.json ] || { echo "../shared/data is missing: the tests read the shared price file and evaluation sets from there." >&2; exit 1; }
 
 # --- build and test ------------------------------------------------------------------------------
@@ -24,10 +28,26 @@ dotnet test Bursar.slnx -c Release --no-build --nologo 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
-passed=$(grep -oE 'Passed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
-failed=$(grep -oE 'Failed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
+# --- the npm SDKs against a real gateway process ----------------------------------------------------
+(cd tests/sdk-js && npm ci --no-audit --no-fund --loglevel=error)
+data=$(mktemp -d)
+bursar=(dotnet src/Bursar.Cli/bin/Release/net10.0/bursar.dll --data-dir "$data")
+key=$("${bursar[@]}" keys create --team sdk-js 2>/dev/null)
+port=$((20000 + RANDOM % 20000))
+"${bursar[@]}" serve --urls "http://127.0.0.1:$port" > "$data/serve.log" 2>&1 &
+started+=($!)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health/live" >/dev/null && break; sleep 0.2; done
+set +e
+(cd tests/sdk-js && BURSAR_URL="http://127.0.0.1:$port" BURSAR_KEY="$key" node --test 2>&1) | tee -a "$log"
+js_status=${PIPESTATUS[0]}
+set -e
+[ "$js_status" -eq 0 ] || { echo "--- gateway log ---"; tail -50 "$data/serve.log"; }
+
+passed=$(( $(grep -oE 'Passed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}') + $(grep -oE '^# pass [0-9]+' "$log" | awk '{s+=$3} END {print s+0}') ))
+failed=$(( $(grep -oE 'Failed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}') + $(grep -oE '^# fail [0-9]+' "$log" | awk '{s+=$3} END {print s+0}') ))
 skipped=$(grep -oE 'Skipped: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
 rm -f "$log"
+[ "$status" -eq 0 ] && status=$js_status
 echo
 echo "Tests: ${passed} passed, ${failed} failed, ${skipped} skipped"
 [ "$passed" -gt 0 ] || { echo "No test ran." >&2; exit 1; }
