@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text.Json;
+using Bursar.Core.Budgets;
 using Bursar.Core.Keys;
+using Bursar.Core.Limits;
 using Bursar.Core.Ledger;
 using Bursar.Core.Pricing;
 using Microsoft.Data.Sqlite;
@@ -11,7 +13,7 @@ namespace Bursar.Storage.Sqlite;
 /// The embedded default store: one SQLite file in WAL mode holding the ledger, virtual keys and imported prices.
 /// Money is stored as exact decimal text, never as floating point.
 /// </summary>
-public sealed class SqliteStore : ILedgerStore, IKeyStore
+public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLimitStore
 {
     private readonly string _connectionString;
 
@@ -63,8 +65,28 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore
               allowed_tags TEXT, created_at TEXT NOT NULL, revoked_at TEXT
             );
             CREATE TABLE IF NOT EXISTS prices (model TEXT PRIMARY KEY, source TEXT NOT NULL, entry TEXT NOT NULL, imported_at TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS budgets (id TEXT PRIMARY KEY, scope TEXT NOT NULL, value TEXT, period TEXT NOT NULL, limit_usd TEXT NOT NULL, soft_fraction TEXT NOT NULL, time_zone TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS rate_limits (scope TEXT NOT NULL, value TEXT NOT NULL, rpm INTEGER, tpm INTEGER, PRIMARY KEY (scope, value));
             """;
         cmd.ExecuteNonQuery();
+        // columns added after the first release: add them to older files
+        AddColumn(c, "ledger", "routing_reason", "TEXT");
+        AddColumn(c, "ledger", "run_end_reason", "TEXT");
+        AddColumn(c, "keys", "downgrade_model", "TEXT");
+        AddColumn(c, "keys", "unpriced_policy", "TEXT");
+        using var idx = c.CreateCommand();
+        idx.CommandText = "CREATE INDEX IF NOT EXISTS ledger_customer_ts ON ledger(customer, ts_unix_ms); CREATE INDEX IF NOT EXISTS ledger_team_ts ON ledger(team, ts_unix_ms);";
+        idx.ExecuteNonQuery();
+    }
+
+    private static void AddColumn(SqliteConnection c, string table, string column, string type)
+    {
+        using var check = c.CreateCommand();
+        check.CommandText = $"SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = '{column}'";
+        if ((long)check.ExecuteScalar()! > 0) return;
+        using var alter = c.CreateCommand();
+        alter.CommandText = $"ALTER TABLE {table} ADD COLUMN {column} {type}";
+        alter.ExecuteNonQuery();
     }
 
     // ---------------------------------------------------------------- ledger
@@ -77,6 +99,7 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore
         "priced", "cost", "counterfactual_cost", "saving_routing", "saving_response_cache", "saving_prompt_cache",
         "saving_batch", "saving_compaction", "saving_output_cap", "latency_ms", "ttft_ms",
         "outcome", "status_code", "error_type", "error_message", "finish_reason", "upstream_request_id",
+        "routing_reason", "run_end_reason",
     ];
 
     public Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken cancellationToken)
@@ -131,6 +154,8 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore
             p["error_message"].Value = Db(r.ErrorMessage);
             p["finish_reason"].Value = Db(r.FinishReason);
             p["upstream_request_id"].Value = Db(r.UpstreamRequestId);
+            p["routing_reason"].Value = Db(r.RoutingReason);
+            p["run_end_reason"].Value = Db(r.RunEndReason);
             cmd.ExecuteNonQuery();
         }
         tx.Commit();
@@ -169,7 +194,7 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore
                 SavingBatch = D(29) ?? 0, SavingCompaction = D(30) ?? 0, SavingOutputCap = D(31) ?? 0,
                 LatencyMs = r.GetDouble(32), TimeToFirstTokenMs = r.IsDBNull(33) ? null : r.GetDouble(33),
                 Outcome = r.GetString(34), StatusCode = (int)r.GetInt64(35), ErrorType = S(36), ErrorMessage = S(37),
-                FinishReason = S(38), UpstreamRequestId = S(39),
+                FinishReason = S(38), UpstreamRequestId = S(39), RoutingReason = S(40), RunEndReason = S(41),
             });
         }
         return Task.FromResult<IReadOnlyList<LedgerRecord>>(list);
@@ -189,7 +214,9 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore
     {
         using var c = Open();
         using var cmd = c.CreateCommand();
-        cmd.CommandText = "INSERT INTO keys (id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at) VALUES ($id,$hash,$prefix,$name,$team,$customer,$feature,$allowed,$created,NULL)";
+        cmd.CommandText = "INSERT INTO keys (id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at, downgrade_model, unpriced_policy) VALUES ($id,$hash,$prefix,$name,$team,$customer,$feature,$allowed,$created,NULL,$downgrade,$unpriced)";
+        cmd.Parameters.AddWithValue("$downgrade", Db(key.DowngradeModel));
+        cmd.Parameters.AddWithValue("$unpriced", key.UnpricedPolicy);
         cmd.Parameters.AddWithValue("$id", key.Id);
         cmd.Parameters.AddWithValue("$hash", key.Hash);
         cmd.Parameters.AddWithValue("$prefix", key.Prefix);
@@ -207,7 +234,7 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore
     {
         using var c = Open();
         using var cmd = c.CreateCommand();
-        cmd.CommandText = "SELECT id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at FROM keys WHERE hash = $h";
+        cmd.CommandText = "SELECT id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at, downgrade_model, unpriced_policy FROM keys WHERE hash = $h";
         cmd.Parameters.AddWithValue("$h", hash);
         using var r = cmd.ExecuteReader();
         return Task.FromResult(r.Read() ? ReadKey(r) : null);
@@ -217,7 +244,7 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore
     {
         using var c = Open();
         using var cmd = c.CreateCommand();
-        cmd.CommandText = "SELECT id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at FROM keys ORDER BY created_at";
+        cmd.CommandText = "SELECT id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at, downgrade_model, unpriced_policy FROM keys ORDER BY created_at";
         using var r = cmd.ExecuteReader();
         var list = new List<VirtualKey>();
         while (r.Read()) list.Add(ReadKey(r));
@@ -243,6 +270,8 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore
             AllowedTagHeaders = S(7)?.Split(',', StringSplitOptions.RemoveEmptyEntries),
             CreatedAt = DateTimeOffset.Parse(r.GetString(8), CultureInfo.InvariantCulture),
             RevokedAt = S(9) is { } rv ? DateTimeOffset.Parse(rv, CultureInfo.InvariantCulture) : null,
+            DowngradeModel = S(10),
+            UnpricedPolicy = S(11) ?? "allow",
         };
     }
 
@@ -284,5 +313,114 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore
         var list = new List<ModelPrice>();
         while (r.Read()) list.Add(JsonSerializer.Deserialize<ModelPrice>(r.GetString(0), PriceJson)!);
         return list;
+    }
+
+    // ---------------------------------------------------------------- budgets and rate limits
+
+    public Task<IReadOnlyList<BudgetDefinition>> ListBudgetsAsync(CancellationToken cancellationToken)
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT id, scope, value, period, limit_usd, soft_fraction, time_zone FROM budgets ORDER BY id";
+        using var r = cmd.ExecuteReader();
+        var list = new List<BudgetDefinition>();
+        while (r.Read())
+        {
+            list.Add(new BudgetDefinition
+            {
+                Id = r.GetString(0),
+                Scope = Enum.Parse<BudgetScope>(r.GetString(1)),
+                Value = r.IsDBNull(2) ? null : r.GetString(2),
+                Period = Enum.Parse<BudgetPeriod>(r.GetString(3)),
+                LimitUsd = decimal.Parse(r.GetString(4), CultureInfo.InvariantCulture),
+                SoftLimitFraction = decimal.Parse(r.GetString(5), CultureInfo.InvariantCulture),
+                TimeZone = r.GetString(6),
+            });
+        }
+        return Task.FromResult<IReadOnlyList<BudgetDefinition>>(list);
+    }
+
+    public Task UpsertBudgetAsync(BudgetDefinition b, CancellationToken cancellationToken)
+    {
+        b.Validate();
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "INSERT INTO budgets (id, scope, value, period, limit_usd, soft_fraction, time_zone) VALUES ($id,$scope,$value,$period,$limit,$soft,$tz) ON CONFLICT(id) DO UPDATE SET scope=excluded.scope, value=excluded.value, period=excluded.period, limit_usd=excluded.limit_usd, soft_fraction=excluded.soft_fraction, time_zone=excluded.time_zone";
+        cmd.Parameters.AddWithValue("$id", b.Id);
+        cmd.Parameters.AddWithValue("$scope", b.Scope.ToString());
+        cmd.Parameters.AddWithValue("$value", Db(b.Value));
+        cmd.Parameters.AddWithValue("$period", b.Period.ToString());
+        cmd.Parameters.AddWithValue("$limit", Dec(b.LimitUsd));
+        cmd.Parameters.AddWithValue("$soft", Dec(b.SoftLimitFraction));
+        cmd.Parameters.AddWithValue("$tz", b.TimeZone);
+        cmd.ExecuteNonQuery();
+        return Task.CompletedTask;
+    }
+
+    public Task<bool> DeleteBudgetAsync(string id, CancellationToken cancellationToken)
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "DELETE FROM budgets WHERE id = $id";
+        cmd.Parameters.AddWithValue("$id", id);
+        return Task.FromResult(cmd.ExecuteNonQuery() > 0);
+    }
+
+    public Task<decimal> SpentSinceAsync(BudgetDefinition b, DateTimeOffset since, CancellationToken cancellationToken)
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        var column = b.Scope switch
+        {
+            BudgetScope.Key => "key_id",
+            BudgetScope.Team => "team",
+            BudgetScope.Customer => "customer",
+            BudgetScope.Feature => "feature",
+            BudgetScope.Model => "served_model",
+            _ => null,
+        };
+        cmd.CommandText = "SELECT cost FROM ledger WHERE cost IS NOT NULL AND ts_unix_ms >= $since" + (column is null ? "" : $" AND {column} = $value");
+        cmd.Parameters.AddWithValue("$since", since == DateTimeOffset.MinValue ? long.MinValue : since.ToUnixTimeMilliseconds());
+        if (column is not null) cmd.Parameters.AddWithValue("$value", b.Value);
+        using var r = cmd.ExecuteReader();
+        decimal sum = 0;
+        while (r.Read()) sum += decimal.Parse(r.GetString(0), NumberStyles.Float, CultureInfo.InvariantCulture);
+        return Task.FromResult(sum);
+    }
+
+    public Task<IReadOnlyList<RateLimitDefinition>> ListRateLimitsAsync(CancellationToken cancellationToken)
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT scope, value, rpm, tpm FROM rate_limits ORDER BY scope, value";
+        using var r = cmd.ExecuteReader();
+        var list = new List<RateLimitDefinition>();
+        while (r.Read())
+            list.Add(new RateLimitDefinition(Enum.Parse<RateLimitScope>(r.GetString(0)), r.GetString(1), r.IsDBNull(2) ? null : (int)r.GetInt64(2), r.IsDBNull(3) ? null : r.GetInt64(3)));
+        return Task.FromResult<IReadOnlyList<RateLimitDefinition>>(list);
+    }
+
+    public Task UpsertRateLimitAsync(RateLimitDefinition l, CancellationToken cancellationToken)
+    {
+        l.Validate();
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "INSERT INTO rate_limits (scope, value, rpm, tpm) VALUES ($s,$v,$rpm,$tpm) ON CONFLICT(scope, value) DO UPDATE SET rpm=excluded.rpm, tpm=excluded.tpm";
+        cmd.Parameters.AddWithValue("$s", l.Scope.ToString());
+        cmd.Parameters.AddWithValue("$v", l.Value);
+        cmd.Parameters.AddWithValue("$rpm", l.RequestsPerMinute is { } rpm ? rpm : DBNull.Value);
+        cmd.Parameters.AddWithValue("$tpm", l.TokensPerMinute is { } tpm ? tpm : DBNull.Value);
+        cmd.ExecuteNonQuery();
+        return Task.CompletedTask;
+    }
+
+    public Task<bool> DeleteRateLimitAsync(RateLimitScope scope, string value, CancellationToken cancellationToken)
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "DELETE FROM rate_limits WHERE scope = $s AND value = $v";
+        cmd.Parameters.AddWithValue("$s", scope.ToString());
+        cmd.Parameters.AddWithValue("$v", value);
+        return Task.FromResult(cmd.ExecuteNonQuery() > 0);
     }
 }

@@ -29,6 +29,10 @@ public sealed record LedgerRecord
     public string? Provider { get; init; }
     public string? RequestedModel { get; init; }
     public string? ServedModel { get; init; }
+    /// <summary>Why the served model differs from the requested one (e.g. <c>budget_downgrade: customer 'acme' month budget</c>).</summary>
+    public string? RoutingReason { get; init; }
+    /// <summary>Set on the call that ended its run: the cap or done-condition that ended it.</summary>
+    public string? RunEndReason { get; init; }
     public bool Streamed { get; init; }
     public bool Batch { get; init; }
 

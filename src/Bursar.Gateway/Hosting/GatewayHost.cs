@@ -2,6 +2,10 @@ using Bursar.Core.Keys;
 using Bursar.Core.Ledger;
 using Bursar.Core.Pricing;
 using Bursar.Core.Tokens;
+using Bursar.Core.Budgets;
+using Bursar.Core.Limits;
+using Bursar.Core.Runs;
+using Bursar.Gateway.Admission;
 using Bursar.Gateway.Auth;
 using Bursar.Gateway.Endpoints;
 using Bursar.Gateway.Metering;
@@ -68,6 +72,21 @@ public static class GatewayHost
         services.AddSingleton<UpstreamClient>();
         services.AddSingleton<KeyAuthenticator>();
         services.AddSingleton(sp => new CallMeter(() => sp.GetRequiredService<PriceCatalog>(), sp.GetRequiredService<LedgerWriter>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<CallMeter>>(), sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>()));
+        services.AddSingleton<IBudgetStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<IRateLimitStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddOptions<BudgetAlertOptions>().Bind(configuration.GetSection("Bursar:Alerts"))
+            .Validate(o => o.WebhookUrl is null || Uri.TryCreate(o.WebhookUrl, UriKind.Absolute, out _), "Bursar:Alerts:WebhookUrl must be an absolute URL.").ValidateOnStart();
+        services.AddOptions<RunCapOptions>().Bind(configuration.GetSection(RunCapOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<RunCapOptions>>().Value);
+        services.AddSingleton(sp => new WebhookAlertSink(sp.GetRequiredService<IOptions<BudgetAlertOptions>>().Value,
+            new HttpMessageInvoker(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) }), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<WebhookAlertSink>>()));
+        services.AddSingleton<IBudgetAlertSink>(sp => sp.GetRequiredService<WebhookAlertSink>());
+        services.AddSingleton<BudgetManager>();
+        services.AddSingleton(sp => new RateLimiter(sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<RunTracker>();
+        services.AddSingleton<AdmissionControl>();
+        services.AddHostedService<PolicyLoader>();
         services.AddSingleton<ProxyPipeline>();
         services.AddMetrics();
         services.AddHealthChecks()
@@ -95,13 +114,27 @@ public static class GatewayHost
     }
 }
 
+/// <summary>Loads budgets and rate limits from the store at start (the admin API reloads them on change).</summary>
+internal sealed class PolicyLoader(BudgetManager budgets, RateLimiter limiter, IRateLimitStore limits) : IHostedService
+{
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        await budgets.ReloadAsync(cancellationToken).ConfigureAwait(false);
+        limiter.Load(await limits.ListRateLimitsAsync(cancellationToken).ConfigureAwait(false));
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+}
+
 /// <summary>Starts the ledger writer (replaying any spool) and drains it on shutdown so no record is lost.</summary>
 internal sealed class LedgerService(LedgerWriter writer) : IHostedService
 {
-    public Task StartAsync(CancellationToken cancellationToken)
+    public async Task StartAsync(CancellationToken cancellationToken)
     {
+        // replay first: budgets are seeded from the ledger right after this
+        try { await writer.ReplaySpoolAsync(cancellationToken).ConfigureAwait(false); }
+        catch (Exception e) when (e is not OperationCanceledException) { /* the writer loop retries the replay */ }
         writer.Start();
-        return Task.CompletedTask;
     }
 
     public async Task StopAsync(CancellationToken cancellationToken) => await writer.DisposeAsync().ConfigureAwait(false);

@@ -25,6 +25,7 @@ public sealed class CallContext
     public string? ErrorType { get; set; }
     public string? ErrorMessage { get; set; }
     public string? UpstreamRequestId { get; set; }
+    public string? RoutingReason { get; set; }
 }
 
 /// <summary>Prices a finished call, writes its ledger record, and counts it in the <c>Bursar.Gateway</c> meter.</summary>
@@ -57,11 +58,27 @@ public sealed partial class CallMeter
     public long UnpricedCalls => Interlocked.Read(ref _unpricedCount);
     private long _unpricedCount;
 
-    public LedgerRecord Finish(CallContext c)
+    /// <summary>Prices the call, counts it, and enqueues its ledger record (after <paramref name="complete"/> may add to it).</summary>
+    public LedgerRecord Finish(CallContext c, Func<LedgerRecord, LedgerRecord>? complete = null)
+    {
+        var record = Build(c);
+        if (complete is not null) record = complete(record);
+        _ledger.Enqueue(record);
+        return record;
+    }
+
+    public LedgerRecord Build(CallContext c)
     {
         var s = c.Summary;
         var served = s.Model ?? c.RequestedModel;
         var usage = s.Usage;
+        string? estimated = null;
+        if (s.UsageSeen && !s.UsageFinal && s.Deltas > usage.OutputTokens)
+        {
+            // the stream ended before its final usage: bill at least one token per delta that passed through
+            usage = usage with { OutputTokens = s.Deltas };
+            estimated = $"output tokens estimated ({s.Deltas} deltas): the stream ended before the provider's final usage";
+        }
         decimal? cost = null;
         var priced = false;
         if (served is not null)
@@ -118,11 +135,11 @@ public sealed partial class CallMeter
             Outcome = c.Outcome,
             StatusCode = c.StatusCode,
             ErrorType = c.ErrorType ?? s.ErrorType,
-            ErrorMessage = c.ErrorMessage ?? s.ErrorMessage,
+            ErrorMessage = c.ErrorMessage ?? s.ErrorMessage ?? estimated,
+            RoutingReason = c.RoutingReason,
             FinishReason = s.FinishReason,
             UpstreamRequestId = c.UpstreamRequestId ?? s.ResponseId,
         };
-        _ledger.Enqueue(record);
         var outcome = new KeyValuePair<string, object?>("outcome", c.Outcome);
         _calls.Add(1, outcome);
         if (cost is { } usd) _cost.Add((double)usd, new KeyValuePair<string, object?>("model", served));

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Bursar.Core.Attribution;
+using Bursar.Gateway.Admission;
 using Bursar.Gateway.Auth;
 using Bursar.Gateway.Hosting;
 using Bursar.Gateway.Metering;
@@ -22,6 +23,7 @@ namespace Bursar.Gateway.Proxy;
 /// </summary>
 public sealed partial class ProxyPipeline(
     KeyAuthenticator auth,
+    AdmissionControl admission,
     UpstreamRegistry registry,
     UpstreamClient upstream,
     CallMeter meter,
@@ -42,6 +44,7 @@ public sealed partial class ProxyPipeline(
         };
         ctx.Response.Headers["x-bursar-request-id"] = call.Id;
         byte[]? rented = null;
+        var admitted = Admission.Admission.None;
         try
         {
             var (key, authError) = await auth.AuthenticateAsync(ctx.Request, ctx.RequestAborted).ConfigureAwait(false);
@@ -80,9 +83,21 @@ public sealed partial class ProxyPipeline(
                     $"The model '{scan.Model}' is not served by any configured deployment (configured: {string.Join(", ", registry.Deployments.Select(d => $"{d.Name} [{string.Join(' ', d.Options.Models)}]"))}). Add it to Bursar:Providers:Deployments:<name>:Models.")).ConfigureAwait(false);
                 return;
             }
-            call.Provider = deployment.ProviderName;
 
-            // what goes upstream: the caller's bytes unchanged unless a translation or metering needs a change
+            // rate limits, run caps, budgets: before any money is spent
+            admitted = admission.Admit(key!, call.Attribution, scan.Model!, deployment, scan.EstimatedInputTokens, scan.MaxTokens, out var refusal);
+            if (refusal is not null)
+            {
+                await RefuseAsync(ctx, call, refusal, "refused").ConfigureAwait(false);
+                return;
+            }
+            deployment = admitted.Deployment!;
+            var model = admitted.Model!;
+            call.RoutingReason = admitted.RoutingReason;
+            call.Provider = deployment.ProviderName;
+            if (admitted.RunId is not null && admission.Runs.Options.NeedsText) call.Summary.Text = new System.Text.StringBuilder();
+
+            // what goes upstream: the caller's bytes unchanged unless a translation, a downgrade or metering needs a change
             var upstreamBody = body;
             var injectedUsage = false;
             if (deployment.Dialect != dialect)
@@ -91,6 +106,7 @@ public sealed partial class ProxyPipeline(
                 try
                 {
                     translated = RequestTranslator.Translate(dialect, deployment.Dialect, (JsonObject)JsonNode.Parse(body.Span)!);
+                    translated["model"] = model;
                 }
                 catch (RequestTranslator.TranslationException e)
                 {
@@ -104,17 +120,21 @@ public sealed partial class ProxyPipeline(
                 }
                 upstreamBody = JsonSerializer.SerializeToUtf8Bytes(translated, GatewayJson.Default.JsonObject);
             }
-            else if (dialect == Dialect.OpenAI && scan.Stream && !scan.IncludeUsage)
+            else if ((dialect == Dialect.OpenAI && scan.Stream && !scan.IncludeUsage) || model != scan.Model)
             {
-                // no streamed call goes unmetered: ask for usage, strip the extra chunk on the way back
                 try
                 {
                     var node = (JsonObject)JsonNode.Parse(body.Span)!;
-                    var so = node["stream_options"] as JsonObject ?? new JsonObject();
-                    so["include_usage"] = true;
-                    node["stream_options"] = so;
+                    node["model"] = model;
+                    if (dialect == Dialect.OpenAI && scan.Stream && !scan.IncludeUsage)
+                    {
+                        // no streamed call goes unmetered: ask for usage, strip the extra chunk on the way back
+                        var so = node["stream_options"] as JsonObject ?? new JsonObject();
+                        so["include_usage"] = true;
+                        node["stream_options"] = so;
+                        injectedUsage = true;
+                    }
                     upstreamBody = JsonSerializer.SerializeToUtf8Bytes(node, GatewayJson.Default.JsonObject);
-                    injectedUsage = true;
                 }
                 catch (Exception e) when (IsBadJson(e))
                 {
@@ -164,7 +184,12 @@ public sealed partial class ProxyPipeline(
         finally
         {
             if (rented is not null) ArrayPool<byte>.Shared.Return(rented);
-            meter.Finish(call);
+            var a = admitted;
+            meter.Finish(call, record =>
+            {
+                var runEnd = admission.Complete(a, record, call.Summary.ToolCalls, call.Summary.Text?.ToString());
+                return runEnd is null ? record : record with { RunEndReason = runEnd };
+            });
         }
     }
 
@@ -266,7 +291,7 @@ public sealed partial class ProxyPipeline(
 
     private static async Task RefuseAsync(HttpContext ctx, CallContext call, ProviderError error, string? outcome = null)
     {
-        call.Outcome = outcome ?? (error.Source == ErrorSource.Upstream ? "upstream_error" : "client_error");
+        call.Outcome = outcome ?? (error.Source switch { ErrorSource.Upstream => "upstream_error", ErrorSource.Policy => "refused", _ => "client_error" });
         call.StatusCode = error.Status;
         call.ErrorType = call.Dialect == Dialect.Anthropic ? error.AnthropicType : error.Code ?? error.OpenAIType;
         call.ErrorMessage = error.Message;

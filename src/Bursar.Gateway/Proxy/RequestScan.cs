@@ -13,7 +13,19 @@ public struct RequestScan
     public string? Model;
     public bool Stream;
     public bool IncludeUsage;
+    /// <summary>The caller's output limit (<c>max_tokens</c> or <c>max_completion_tokens</c>), if any.</summary>
+    public long? MaxTokens;
+    /// <summary>
+    /// A cheap, deliberately high estimate of the input tokens: UTF-8 bytes of every string in messages, system and tools
+    /// divided by <see cref="BytesPerToken"/>, plus <see cref="ImageTokens"/> per image and a few tokens per message.
+    /// Used to reserve budget and count rate limits before the call; billing always uses the provider's usage.
+    /// </summary>
+    public long EstimatedInputTokens;
     public ProviderError? Error;
+
+    /// <summary>English text runs about 4 bytes per token; 3 keeps the estimate on the safe (high) side.</summary>
+    public const double BytesPerToken = 3.0;
+    public const int ImageTokens = 1_600;
 
     public static RequestScan Run(ReadOnlySpan<byte> body, Dialect dialect, bool countTokens = false)
     {
@@ -25,6 +37,7 @@ public struct RequestScan
         }
         var r = new Utf8JsonReader(body, new JsonReaderOptions { MaxDepth = 128 });
         bool sawMessages = false, sawMaxTokens = false;
+        long textBytes = 0, images = 0, messageCount = 0;
         try
         {
             if (!r.Read() || r.TokenType != JsonTokenType.StartObject)
@@ -51,7 +64,12 @@ public struct RequestScan
                     r.Read();
                     if (r.TokenType != JsonTokenType.StartArray) return Fail(ref s, "messages", "'messages' must be an array of message objects.");
                     sawMessages = true;
-                    r.Skip();
+                    CountPrompt(ref r, ref textBytes, ref images, ref messageCount);
+                }
+                else if (r.ValueTextEquals("system"u8) || r.ValueTextEquals("tools"u8))
+                {
+                    r.Read();
+                    CountPrompt(ref r, ref textBytes, ref images, ref messageCount);
                 }
                 else if (r.ValueTextEquals("max_tokens"u8) || r.ValueTextEquals("max_completion_tokens"u8))
                 {
@@ -61,6 +79,7 @@ public struct RequestScan
                     if (r.TokenType != JsonTokenType.Number || !r.TryGetInt64(out var mt) || mt < 0)
                         return Fail(ref s, name, $"'{name}' must be a non-negative integer.");
                     sawMaxTokens |= name == "max_tokens";
+                    s.MaxTokens = mt;
                 }
                 else if (r.ValueTextEquals("stream_options"u8))
                 {
@@ -101,11 +120,43 @@ public struct RequestScan
             s.Error = ProviderError.BadRequest($"The request body has a string that is not valid text (at byte {r.BytesConsumed}): {e.Message}");
             return s;
         }
+        s.EstimatedInputTokens = (long)Math.Ceiling(textBytes / BytesPerToken) + images * ImageTokens + messageCount * 4 + 3;
         if (s.Model is null) return Fail(ref s, "model", "'model' is required.");
         if (s.Model.Length == 0 || s.Model.Length > 256) return Fail(ref s, "model", "'model' must be 1-256 characters.");
         if (!sawMessages) return Fail(ref s, "messages", "'messages' is required: an array of message objects.");
         if (dialect == Dialect.Anthropic && !sawMaxTokens && !countTokens) return Fail(ref s, "max_tokens", "'max_tokens' is required for the Messages API.");
         return s;
+    }
+
+    /// <summary>Walks one value (array, object or scalar), summing string bytes; base64 image data and URLs count as images.</summary>
+    private static void CountPrompt(ref Utf8JsonReader r, ref long textBytes, ref long images, ref long messages)
+    {
+        if (r.TokenType == JsonTokenType.String)
+        {
+            textBytes += r.HasValueSequence ? r.ValueSequence.Length : r.ValueSpan.Length;
+            return;
+        }
+        if (r.TokenType is not (JsonTokenType.StartArray or JsonTokenType.StartObject)) return;
+        var depth = r.CurrentDepth;
+        var topArray = r.TokenType == JsonTokenType.StartArray;
+        var image = false;
+        while (r.Read() && r.CurrentDepth > depth)
+        {
+            switch (r.TokenType)
+            {
+                case JsonTokenType.StartObject when topArray && r.CurrentDepth == depth + 1:
+                    messages++;
+                    break;
+                case JsonTokenType.PropertyName:
+                    image = r.ValueTextEquals("data"u8) || r.ValueTextEquals("url"u8) || r.ValueTextEquals("image_url"u8);
+                    break;
+                case JsonTokenType.String:
+                    if (image) images++;
+                    else textBytes += r.HasValueSequence ? r.ValueSequence.Length : r.ValueSpan.Length;
+                    image = false;
+                    break;
+            }
+        }
     }
 
     private static RequestScan Fail(ref RequestScan s, string field, string message)

@@ -58,20 +58,36 @@ public static class UsageReader
             if (dialect == Dialect.Anthropic)
             {
                 summary.FinishReason = Str(root, "stop_reason");
+                if (root.TryGetProperty("content", out var blocks) && blocks.ValueKind == JsonValueKind.Array)
+                {
+                    foreach (var b in blocks.EnumerateArray())
+                    {
+                        var type = Str(b, "type");
+                        if (type == "tool_use") summary.ToolCalls++;
+                        else if (type == "text") summary.AppendText(Str(b, "text"));
+                    }
+                }
                 if (root.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object)
                 {
                     summary.Usage = ReadAnthropic(u);
-                    summary.UsageSeen = true;
+                    summary.UsageSeen = summary.UsageFinal = true;
                 }
             }
             else
             {
                 if (root.TryGetProperty("choices", out var ch) && ch.ValueKind == JsonValueKind.Array && ch.GetArrayLength() > 0)
+                {
                     summary.FinishReason = Str(ch[0], "finish_reason");
+                    if (ch[0].TryGetProperty("message", out var msg) && msg.ValueKind == JsonValueKind.Object)
+                    {
+                        if (msg.TryGetProperty("tool_calls", out var calls) && calls.ValueKind == JsonValueKind.Array) summary.ToolCalls += calls.GetArrayLength();
+                        summary.AppendText(Str(msg, "content"));
+                    }
+                }
                 if (root.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object)
                 {
                     summary.Usage = ReadOpenAI(u);
-                    summary.UsageSeen = true;
+                    summary.UsageSeen = summary.UsageFinal = true;
                 }
             }
             return true;

@@ -19,6 +19,13 @@ public sealed class AnthropicMeteringHandler(CallSummary summary, TimeProvider t
         {
             MarkFirstToken();
             Summary.OutputChars += data.Length;
+            Summary.Deltas++;
+            if (Summary.Text is not null) AnthropicEvents.AppendDeltaText(data, Summary);
+            return;
+        }
+        if (eventName.SequenceEqual("content_block_start"u8))
+        {
+            if (data.IndexOf("\"type\":\"tool_use\""u8) >= 0) Summary.ToolCalls++;
             return;
         }
         if (eventName.SequenceEqual("message_start"u8) || eventName.SequenceEqual("message_delta"u8) || eventName.SequenceEqual("error"u8))
@@ -28,6 +35,19 @@ public sealed class AnthropicMeteringHandler(CallSummary summary, TimeProvider t
 
 internal static class AnthropicEvents
 {
+    public static void AppendDeltaText(ReadOnlySpan<byte> data, CallSummary summary)
+    {
+        try
+        {
+            var reader = new Utf8JsonReader(data);
+            using var doc = JsonDocument.ParseValue(ref reader);
+            if (doc.RootElement.TryGetProperty("delta", out var d)) summary.AppendText(UsageReader.Str(d, "text"));
+        }
+        catch (JsonException)
+        {
+        }
+    }
+
     public static void Observe(ReadOnlySpan<byte> data, CallSummary summary)
     {
         try
@@ -51,7 +71,7 @@ internal static class AnthropicEvents
                     if (root.TryGetProperty("usage", out var du) && du.ValueKind == JsonValueKind.Object)
                     {
                         summary.Usage = UsageReader.ReadAnthropic(du, summary.Usage);
-                        summary.UsageSeen = true;
+                        summary.UsageSeen = summary.UsageFinal = true;
                     }
                     break;
                 case "error" when root.TryGetProperty("error", out var e):
@@ -98,8 +118,14 @@ internal static class OpenAIChunks
         }
         if (summary.Model is null || data.IndexOf("\"finish_reason\":\""u8) >= 0)
             ReadHeader(data, summary);
-        if (summary.FirstTokenTimestamp is null && data.IndexOf("\"delta\":{"u8) >= 0) handler?.FirstToken();
+        if (data.IndexOf("\"delta\":{\""u8) >= 0)
+        {
+            summary.Deltas++;
+            if (summary.FirstTokenTimestamp is null) handler?.FirstToken();
+        }
         summary.OutputChars += data.Length;
+        if (data.IndexOf("\"tool_calls\""u8) >= 0) summary.ToolCalls += Count(data, "\"type\":\"function\""u8);
+        if (summary.Text is not null && data.IndexOf("\"content\":\""u8) >= 0) AppendContent(data, summary);
         var ui = data.IndexOf(UsageObject);
         if (ui < 0) return false;
         try
@@ -109,7 +135,7 @@ internal static class OpenAIChunks
             if (doc.RootElement.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object)
             {
                 summary.Usage = UsageReader.ReadOpenAI(u);
-                summary.UsageSeen = true;
+                summary.UsageSeen = summary.UsageFinal = true;
             }
         }
         catch (JsonException)
@@ -117,6 +143,32 @@ internal static class OpenAIChunks
             return false;
         }
         return data.IndexOf(EmptyChoices) >= 0;
+    }
+
+    private static int Count(ReadOnlySpan<byte> data, ReadOnlySpan<byte> what)
+    {
+        var n = 0;
+        int i;
+        while ((i = data.IndexOf(what)) >= 0)
+        {
+            n++;
+            data = data[(i + what.Length)..];
+        }
+        return n;
+    }
+
+    private static void AppendContent(ReadOnlySpan<byte> data, CallSummary summary)
+    {
+        try
+        {
+            var reader = new Utf8JsonReader(data);
+            using var doc = JsonDocument.ParseValue(ref reader);
+            if (doc.RootElement.TryGetProperty("choices", out var ch) && ch.ValueKind == JsonValueKind.Array && ch.GetArrayLength() > 0 && ch[0].TryGetProperty("delta", out var d))
+                summary.AppendText(UsageReader.Str(d, "content"));
+        }
+        catch (JsonException)
+        {
+        }
     }
 
     private static void ReadHeader(ReadOnlySpan<byte> data, CallSummary summary)

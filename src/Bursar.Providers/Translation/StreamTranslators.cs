@@ -30,6 +30,7 @@ public sealed class AnthropicToOpenAIStream(CallSummary summary, TimeProvider ti
                 break;
             case "content_block_start" when root.GetProperty("content_block") is var cb && cb.GetProperty("type").GetString() == "tool_use":
                 _toolIndex++;
+                Summary.ToolCalls++;
                 MarkFirstToken();
                 Chunk(output, w =>
                 {
@@ -49,10 +50,12 @@ public sealed class AnthropicToOpenAIStream(CallSummary summary, TimeProvider ti
             case "content_block_delta":
                 var delta = root.GetProperty("delta");
                 MarkFirstToken();
+                Summary.Deltas++;
                 Summary.OutputChars += data.Length;
                 switch (delta.GetProperty("type").GetString())
                 {
                     case "text_delta":
+                        Summary.AppendText(delta.GetProperty("text").GetString());
                         Chunk(output, w => w.WriteString("content", delta.GetProperty("text").GetString()), null);
                         break;
                     case "input_json_delta":

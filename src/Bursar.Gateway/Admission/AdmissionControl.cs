@@ -1,0 +1,111 @@
+using System.Globalization;
+using Bursar.Core.Attribution;
+using Bursar.Core.Budgets;
+using Bursar.Core.Keys;
+using Bursar.Core.Ledger;
+using Bursar.Core.Limits;
+using Bursar.Core.Pricing;
+using Bursar.Core.Runs;
+using Bursar.Providers.Dialects;
+using Bursar.Providers.Upstream;
+
+namespace Bursar.Gateway.Admission;
+
+/// <summary>What admission decided for one call: the model to serve, the money held, the run it belongs to.</summary>
+public sealed class Admission
+{
+    public static Admission None { get; } = new();
+
+    public string? Model { get; init; }
+    public UpstreamDeployment? Deployment { get; init; }
+    public BudgetReservation Reservation { get; init; } = BudgetReservation.None;
+    public decimal WorstCaseUsd { get; init; }
+    public string? RoutingReason { get; init; }
+    public string? RunId { get; init; }
+    public string? KeyId { get; init; }
+}
+
+/// <summary>
+/// The checks before a call reaches the provider, in order: rate limits (requests and tokens per minute), run caps,
+/// then budgets: the worst-case cost (estimated input at the served model's input rate plus the output limit at its
+/// output rate) is reserved atomically against every budget that applies, or the key's downgrade model is tried, or the
+/// call is refused with the budget, its limit, the spend so far and the reset time.
+/// </summary>
+public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter, RunTracker runs, PriceCatalog catalog, UpstreamRegistry registry, TimeProvider time)
+{
+    /// <summary>Output limit assumed for an OpenAI call that sets none and a model whose maximum is unknown.</summary>
+    public const long DefaultMaxOutputTokens = 4_096;
+
+    public RunTracker Runs => runs;
+
+    public Admission Admit(VirtualKey key, CallAttribution a, string model, UpstreamDeployment deployment, long estimatedInputTokens, long? maxTokens, out ProviderError? refusal)
+    {
+        refusal = null;
+        var price = catalog.Find(model).Price;
+        var output = maxTokens ?? price?.MaxOutputTokens ?? DefaultMaxOutputTokens;
+
+        if (limiter.Any && !limiter.TryAcquire(key.Id, a.Team, a.Customer, estimatedInputTokens + output, out var rl))
+        {
+            refusal = new ProviderError(429, rl!.Message, ErrorSource.Policy) { RetryAfterSeconds = (int)Math.Ceiling(rl.RetryAfter.TotalSeconds), Code = "rate_limit_exceeded" };
+            return Admission.None;
+        }
+
+        var worst = WorstCase(price, estimatedInputTokens, output);
+        if (a.RunId is { } runId && !runs.TryStart(key.Id, runId, worst, out var rr))
+        {
+            refusal = new ProviderError(429, rr!.Message, ErrorSource.Policy) { TypeOverride = "run_limit_exceeded", Code = "run_limit_exceeded" };
+            return Admission.None;
+        }
+
+        if (!budgets.Any)
+            return new Admission { Model = model, Deployment = deployment, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = worst };
+
+        if (price is null && key.UnpricedPolicy == "refuse")
+        {
+            refusal = new ProviderError(403, $"Model '{model}' has no price, and key {key.Prefix}…'s policy refuses unpriced models while budgets apply. Add its price (bursar prices import, or Bursar:Prices) or use a priced model.", ErrorSource.Policy) { TypeOverride = "unpriced_model", Code = "unpriced_model", Param = "model" };
+            return Admission.None;
+        }
+        // a free (local) model never consumes budget; an unpriced one allowed by policy is flagged in the ledger, not reserved
+        if (price is null || price.IsFree)
+            return new Admission { Model = model, Deployment = deployment, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = 0 };
+
+        var subject = new BudgetSubject(key.Id, a.Team, a.Customer, a.Feature, price.Model);
+        if (budgets.TryReserve(subject, worst, out var reservation, out var br))
+            return new Admission { Model = model, Deployment = deployment, Reservation = reservation, WorstCaseUsd = worst, RunId = a.RunId, KeyId = key.Id };
+
+        if (key.DowngradeModel is { } cheaper && !string.Equals(cheaper, model, StringComparison.OrdinalIgnoreCase)
+            && registry.Find(cheaper) is { } cheaperDeployment && catalog.Find(cheaper).Price is { } cheaperPrice)
+        {
+            var worstCheaper = WorstCase(cheaperPrice, estimatedInputTokens, maxTokens ?? cheaperPrice.MaxOutputTokens ?? DefaultMaxOutputTokens);
+            if (budgets.TryReserve(subject with { Model = cheaperPrice.Model }, worstCheaper, out var r2, out _))
+            {
+                return new Admission
+                {
+                    Model = cheaper, Deployment = cheaperDeployment, Reservation = r2, WorstCaseUsd = worstCheaper, RunId = a.RunId, KeyId = key.Id,
+                    RoutingReason = $"budget_downgrade: {br!.Budget.Describe()} ({br.Budget.Id}) would be exceeded on {model}",
+                };
+            }
+        }
+        var secs = br!.ResetsAt == DateTimeOffset.MaxValue ? (int?)null : (int)Math.Max(1, Math.Ceiling((br.ResetsAt - time.GetUtcNow()).TotalSeconds));
+        refusal = new ProviderError(429, br.Message + $" (budget id '{br.Budget.Id}')", ErrorSource.Policy) { TypeOverride = "budget_exceeded", Code = "budget_exceeded", RetryAfterSeconds = secs };
+        return Admission.None;
+    }
+
+    public static decimal WorstCase(ModelPrice? price, long inputTokens, long outputTokens)
+    {
+        if (price is null) return 0m;
+        var r = price.RatesFor(inputTokens, batch: false);
+        return (inputTokens * r.Input + outputTokens * Math.Max(r.Output, r.Reasoning ?? 0)) / 1_000_000m;
+    }
+
+    /// <summary>Settles the reservation to the call's actual cost and advances its run; returns why the run ended, if it did.</summary>
+    public string? Complete(Admission admission, LedgerRecord record, int toolCalls, string? text)
+    {
+        var cost = record.Cost ?? 0m;
+        budgets.Settle(admission.Reservation, cost);
+        if (admission.RunId is null || record.Outcome is "refused") return null;
+        return runs.Complete(admission.KeyId, admission.RunId, new RunTurn(toolCalls, cost, record.FinishReason, text));
+    }
+
+    public static string Money(decimal d) => d.ToString("0.######", CultureInfo.InvariantCulture);
+}
