@@ -8,5 +8,7 @@ root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(ReportCommand.Create());
 root.Subcommands.Add(KeysCommand.Create());
 root.Subcommands.Add(PricesCommand.Create());
+root.Subcommands.Add(BudgetsCommand.Create());
+root.Subcommands.Add(BudgetsCommand.CreateLimits());
 root.Subcommands.Add(SimulateProviderCommand.Create());
 return await root.Parse(args).InvokeAsync();

@@ -74,6 +74,7 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
         AddColumn(c, "ledger", "run_end_reason", "TEXT");
         AddColumn(c, "keys", "downgrade_model", "TEXT");
         AddColumn(c, "keys", "unpriced_policy", "TEXT");
+        AddColumn(c, "budgets", "reset_at", "TEXT");
         using var idx = c.CreateCommand();
         idx.CommandText = "CREATE INDEX IF NOT EXISTS ledger_customer_ts ON ledger(customer, ts_unix_ms); CREATE INDEX IF NOT EXISTS ledger_team_ts ON ledger(team, ts_unix_ms);";
         idx.ExecuteNonQuery();
@@ -321,7 +322,7 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
     {
         using var c = Open();
         using var cmd = c.CreateCommand();
-        cmd.CommandText = "SELECT id, scope, value, period, limit_usd, soft_fraction, time_zone FROM budgets ORDER BY id";
+        cmd.CommandText = "SELECT id, scope, value, period, limit_usd, soft_fraction, time_zone, reset_at FROM budgets ORDER BY id";
         using var r = cmd.ExecuteReader();
         var list = new List<BudgetDefinition>();
         while (r.Read())
@@ -335,6 +336,7 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
                 LimitUsd = decimal.Parse(r.GetString(4), CultureInfo.InvariantCulture),
                 SoftLimitFraction = decimal.Parse(r.GetString(5), CultureInfo.InvariantCulture),
                 TimeZone = r.GetString(6),
+                ResetAt = r.IsDBNull(7) ? null : DateTimeOffset.Parse(r.GetString(7), CultureInfo.InvariantCulture),
             });
         }
         return Task.FromResult<IReadOnlyList<BudgetDefinition>>(list);
@@ -362,6 +364,16 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
         using var c = Open();
         using var cmd = c.CreateCommand();
         cmd.CommandText = "DELETE FROM budgets WHERE id = $id";
+        cmd.Parameters.AddWithValue("$id", id);
+        return Task.FromResult(cmd.ExecuteNonQuery() > 0);
+    }
+
+    public Task<bool> ResetBudgetAsync(string id, DateTimeOffset when, CancellationToken cancellationToken)
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "UPDATE budgets SET reset_at = $t WHERE id = $id";
+        cmd.Parameters.AddWithValue("$t", when.ToString("O", CultureInfo.InvariantCulture));
         cmd.Parameters.AddWithValue("$id", id);
         return Task.FromResult(cmd.ExecuteNonQuery() > 0);
     }

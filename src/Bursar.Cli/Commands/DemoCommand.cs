@@ -57,16 +57,8 @@ internal static class DemoCommand
         var keys = new Dictionary<string, string>();
         foreach (var team in Mix.Select(m => m.Team).Distinct())
         {
-            var secret = VirtualKey.NewSecret();
-            await store.AddAsync(new VirtualKey
-            {
-                Id = "key_demo_" + team + "_" + Guid.NewGuid().ToString("N")[..6],
-                Hash = VirtualKey.HashSecret(secret),
-                Prefix = VirtualKey.DisplayPrefix(secret),
-                Name = "demo " + team,
-                Team = team,
-                CreatedAt = TimeProvider.System.GetUtcNow(),
-            }, ct);
+            var (key, secret) = KeyFactory.Create(TimeProvider.System, name: "demo " + team, team: team);
+            await store.AddAsync(key, ct);
             keys[team] = secret;
         }
 

@@ -15,30 +15,32 @@ internal static class KeysCommand
         var feature = new Option<string?>("--feature") { Description = "Feature the key's calls are attributed to" };
         var name = new Option<string?>("--name") { Description = "A label for the key" };
         var allow = new Option<string[]>("--allow-tags") { Description = $"Attribution headers callers may set: {string.Join(", ", AttributionResolver.AllTags)} (default: all the key does not fix)", AllowMultipleArgumentsPerToken = true };
-        var create = new Command("create", "Create a key and print its secret once") { team, customer, feature, name, allow };
+        var downgrade = new Option<string?>("--downgrade-model") { Description = "When a budget would refuse a call, serve it with this cheaper model instead" };
+        var unpriced = new Option<string>("--unpriced") { Description = "Models without a price while budgets apply: allow (flagged) or refuse", DefaultValueFactory = _ => "allow" };
+        var rpm = new Option<int?>("--rpm") { Description = "Requests per minute for this key" };
+        var tpm = new Option<long?>("--tpm") { Description = "Tokens per minute for this key" };
+        var create = new Command("create", "Create a key and print its secret once") { team, customer, feature, name, allow, downgrade, unpriced, rpm, tpm };
         create.SetAction(async (pr, ct) =>
         {
             var store = CliOptions.OpenStore(pr);
-            var secret = VirtualKey.NewSecret();
             var tags = pr.GetValue(allow);
+            if (pr.GetValue(unpriced) is not ("allow" or "refuse"))
+            {
+                Console.Error.WriteLine("--unpriced must be 'allow' or 'refuse'.");
+                return 2;
+            }
             if (tags is { Length: > 0 } && tags.FirstOrDefault(t => !AttributionResolver.AllTags.Contains(t)) is { } bad)
             {
                 Console.Error.WriteLine($"Unknown tag '{bad}' in --allow-tags; choose from {string.Join(", ", AttributionResolver.AllTags)}.");
                 return 2;
             }
-            var key = new VirtualKey
-            {
-                Id = "key_" + Guid.NewGuid().ToString("N")[..12],
-                Hash = VirtualKey.HashSecret(secret),
-                Prefix = VirtualKey.DisplayPrefix(secret),
-                Name = pr.GetValue(name),
-                Team = pr.GetValue(team),
-                Customer = pr.GetValue(customer),
-                Feature = pr.GetValue(feature),
-                AllowedTagHeaders = tags is { Length: > 0 } ? tags : null,
-                CreatedAt = TimeProvider.System.GetUtcNow(),
-            };
+            var (key, secret) = KeyFactory.Create(TimeProvider.System, pr.GetValue(name), pr.GetValue(team), pr.GetValue(customer), pr.GetValue(feature), tags, pr.GetValue(downgrade), pr.GetValue(unpriced));
+            Bursar.Core.Limits.RateLimitDefinition? limit = pr.GetValue(rpm) is not null || pr.GetValue(tpm) is not null
+                ? new(Bursar.Core.Limits.RateLimitScope.Key, key.Id, pr.GetValue(rpm), pr.GetValue(tpm)) : null;
+            try { limit?.Validate(); }
+            catch (ArgumentException e) { Console.Error.WriteLine(e.Message); return 2; }
             await store.AddAsync(key, ct);
+            if (limit is not null) await store.UpsertRateLimitAsync(limit, ct);
             Console.WriteLine(secret);
             Console.Error.WriteLine($"Created {key.Id} (team={key.Team ?? "-"}, customer={key.Customer ?? "-"}). The secret above is shown only once.");
             return 0;

@@ -25,7 +25,13 @@ public sealed record BudgetDefinition
     /// <summary>IANA time zone for calendar periods. Default UTC.</summary>
     public string TimeZone { get; init; } = "UTC";
 
+    /// <summary>When the budget was last reset by hand: spend before it does not count in the current period.</summary>
+    public DateTimeOffset? ResetAt { get; init; }
+
     public decimal SoftLimitUsd => LimitUsd * SoftLimitFraction;
+
+    /// <summary>Where counting starts for the window beginning at <paramref name="windowStart"/>.</summary>
+    public DateTimeOffset CountFrom(DateTimeOffset windowStart) => ResetAt is { } r && r > windowStart ? r : windowStart;
 
     public string Describe() => Scope == BudgetScope.Global ? $"global {Period.ToString().ToLowerInvariant()} budget" : $"{Scope.ToString().ToLowerInvariant()} '{Value}' {Period.ToString().ToLowerInvariant()} budget";
 
@@ -61,6 +67,8 @@ public interface IBudgetStore
     Task<IReadOnlyList<BudgetDefinition>> ListBudgetsAsync(CancellationToken cancellationToken);
     Task UpsertBudgetAsync(BudgetDefinition budget, CancellationToken cancellationToken);
     Task<bool> DeleteBudgetAsync(string id, CancellationToken cancellationToken);
+    /// <summary>Starts the budget's current period again from zero (persisted, so every gateway instance sees it).</summary>
+    Task<bool> ResetBudgetAsync(string id, DateTimeOffset when, CancellationToken cancellationToken);
     /// <summary>Settled spend the ledger holds for the budget's scope since <paramref name="since"/> (seeds counters after a restart).</summary>
     Task<decimal> SpentSinceAsync(BudgetDefinition budget, DateTimeOffset since, CancellationToken cancellationToken);
 }

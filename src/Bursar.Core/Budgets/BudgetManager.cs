@@ -87,14 +87,19 @@ public sealed partial class BudgetManager
         foreach (var d in defs)
         {
             var (start, end) = BudgetWindow.Current(d.Period, d.TimeZone, now);
-            if (old.TryGetValue(d.Id, out var s) && s.Budget.Scope == d.Scope && s.Budget.Value == d.Value && s.Budget.Period == d.Period && s.Budget.TimeZone == d.TimeZone)
+            if (old.TryGetValue(d.Id, out var s) && s.Budget.Scope == d.Scope && s.Budget.Value == d.Value && s.Budget.Period == d.Period && s.Budget.TimeZone == d.TimeZone && s.Budget.ResetAt == d.ResetAt)
             {
                 lock (_lock) s.Budget = d;
                 fresh.Add(s);
                 continue;
             }
-            var spent = await _store.SpentSinceAsync(d, start, cancellationToken).ConfigureAwait(false);
-            fresh.Add(new State(d) { WindowStart = start, WindowEnd = end, Spent = spent, Seeded = true });
+            var spent = await _store.SpentSinceAsync(d, d.CountFrom(start), cancellationToken).ConfigureAwait(false);
+            var state = new State(d) { WindowStart = start, WindowEnd = end, Spent = spent, Seeded = true };
+            if (old.TryGetValue(d.Id, out var previous))
+            {
+                lock (_lock) state.Reserved = previous.Reserved; // calls in flight still hold money
+            }
+            fresh.Add(state);
         }
         lock (_lock) _states = fresh.ToArray();
     }
@@ -155,19 +160,6 @@ public sealed partial class BudgetManager
         {
             LogSoftLimit(_logger, a.Budget.Describe(), a.Budget.Id, a.SpentUsd, a.Budget.LimitUsd, a.Budget.SoftLimitFraction);
             _alerts.SoftLimitReached(a);
-        }
-    }
-
-    /// <summary>Starts the budget's current period again from zero (admin reset).</summary>
-    public bool Reset(string id)
-    {
-        lock (_lock)
-        {
-            var s = _states.FirstOrDefault(x => x.Budget.Id == id);
-            if (s is null) return false;
-            s.Spent = 0;
-            s.AlertedWindow = DateTimeOffset.MinValue;
-            return true;
         }
     }
 

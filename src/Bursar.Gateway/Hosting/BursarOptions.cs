@@ -25,6 +25,12 @@ public sealed class BursarOptions
     /// <summary>Per-deployment price overrides, USD per million tokens; they win over built-in and imported prices.</summary>
     public List<PriceOverride> Prices { get; set; } = [];
 
+    /// <summary>The admin API key (<c>/admin/...</c>). The admin API is disabled while it is empty.</summary>
+    public string? AdminKey { get; set; }
+
+    /// <summary>How often budgets and rate limits are re-read from the store (changes made with the CLI). Default 5 s.</summary>
+    public TimeSpan PolicyRefreshInterval { get; set; } = TimeSpan.FromSeconds(5);
+
     public string ResolvedDatabasePath => DatabasePath ?? Path.Combine(DataDirectory, "bursar.db");
 
     public string SpoolDirectory => Path.Combine(DataDirectory, "spool");

@@ -89,6 +89,12 @@ public static class GatewayHost
         services.AddHostedService<PolicyLoader>();
         services.AddSingleton<ProxyPipeline>();
         services.AddMetrics();
+        services.AddProblemDetails();
+        services.ConfigureHttpJsonOptions(o =>
+        {
+            o.SerializerOptions.PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower;
+            o.SerializerOptions.Converters.Add(new System.Text.Json.Serialization.JsonStringEnumConverter(System.Text.Json.JsonNamingPolicy.SnakeCaseLower));
+        });
         services.AddHealthChecks()
             .AddCheck("live", () => HealthCheckResult.Healthy(), tags: ["live"])
             .AddCheck<StoreHealthCheck>("store", tags: ["ready"]);
@@ -110,20 +116,47 @@ public static class GatewayHost
         app.MapMessagesApi();
         app.MapModelsApi();
         app.MapHealthApi();
+        app.MapAdminApi();
         return app;
     }
 }
 
 /// <summary>Loads budgets and rate limits from the store at start (the admin API reloads them on change).</summary>
-internal sealed class PolicyLoader(BudgetManager budgets, RateLimiter limiter, IRateLimitStore limits) : IHostedService
+internal sealed class PolicyLoader(BudgetManager budgets, RateLimiter limiter, IRateLimitStore limits, BursarOptions options, TimeProvider time, ILogger<PolicyLoader> logger) : IHostedService
 {
+    private readonly CancellationTokenSource _stop = new();
+    private Task? _loop;
+
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        await budgets.ReloadAsync(cancellationToken).ConfigureAwait(false);
-        limiter.Load(await limits.ListRateLimitsAsync(cancellationToken).ConfigureAwait(false));
+        await LoadAsync(cancellationToken).ConfigureAwait(false);
+        _loop = Task.Run(async () =>
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                try
+                {
+                    await Task.Delay(options.PolicyRefreshInterval, time, _stop.Token).ConfigureAwait(false);
+                    await LoadAsync(_stop.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) { break; }
+                catch (Exception e) { logger.LogWarning(e, "Reloading budgets and rate limits failed; keeping the last ones"); }
+            }
+        });
     }
 
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    private async Task LoadAsync(CancellationToken ct)
+    {
+        await budgets.ReloadAsync(ct).ConfigureAwait(false);
+        var fresh = await limits.ListRateLimitsAsync(ct).ConfigureAwait(false);
+        if (!fresh.SequenceEqual(limiter.Limits)) limiter.Load(fresh);
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stop.CancelAsync().ConfigureAwait(false);
+        if (_loop is not null) await _loop.ConfigureAwait(false);
+    }
 }
 
 /// <summary>Starts the ledger writer (replaying any spool) and drains it on shutdown so no record is lost.</summary>

@@ -1,0 +1,119 @@
+using System.CommandLine;
+using System.Globalization;
+using Bursar.Core.Budgets;
+using Bursar.Core.Limits;
+
+namespace Bursar.Cli.Commands;
+
+internal static class BudgetsCommand
+{
+    public static Command Create()
+    {
+        var budgets = new Command("budgets", "Spending limits on any scope and period; a running gateway picks changes up within Bursar:PolicyRefreshInterval");
+
+        var id = new Option<string?>("--id") { Description = "Budget id (default: <scope>-<value>-<period>)" };
+        var scope = new Option<BudgetScope>("--scope") { Description = "global, key, team, customer, feature or model", Required = true };
+        var value = new Option<string?>("--value") { Description = "Which key id, team, customer, feature or model (not for global)" };
+        var period = new Option<BudgetPeriod>("--period") { Description = "hour, day, week, month or total", DefaultValueFactory = _ => BudgetPeriod.Month };
+        var limit = new Option<decimal>("--limit") { Description = "Hard limit in USD", Required = true };
+        var soft = new Option<decimal>("--soft") { Description = "Soft-limit alert at this share of the limit", DefaultValueFactory = _ => 0.8m };
+        var tz = new Option<string>("--tz") { Description = "IANA time zone for calendar periods", DefaultValueFactory = _ => "UTC" };
+        var set = new Command("set", "Create or change a budget") { id, scope, value, period, limit, soft, tz };
+        set.SetAction(async (pr, ct) =>
+        {
+            var s = pr.GetValue(scope);
+            var def = new BudgetDefinition
+            {
+                Id = pr.GetValue(id) ?? string.Join('-', new[] { s.ToString(), pr.GetValue(value), pr.GetValue(period).ToString() }.Where(x => x is not null)).ToLowerInvariant(),
+                Scope = s,
+                Value = s == BudgetScope.Global ? null : pr.GetValue(value),
+                Period = pr.GetValue(period),
+                LimitUsd = pr.GetValue(limit),
+                SoftLimitFraction = pr.GetValue(soft),
+                TimeZone = pr.GetValue(tz)!,
+            };
+            try
+            {
+                def.Validate();
+            }
+            catch (ArgumentException e)
+            {
+                Console.Error.WriteLine(e.Message);
+                return 2;
+            }
+            await CliOptions.OpenStore(pr).UpsertBudgetAsync(def, ct);
+            Console.WriteLine($"Budget '{def.Id}': {def.Describe()}, limit ${def.LimitUsd}, alert at ${def.SoftLimitUsd}, time zone {def.TimeZone}.");
+            return 0;
+        });
+
+        var list = new Command("list", "Budgets with the spend of their current period (from the ledger)");
+        list.SetAction(async (pr, ct) =>
+        {
+            var store = CliOptions.OpenStore(pr);
+            var now = TimeProvider.System.GetUtcNow();
+            Console.WriteLine($"{"id",-28} {"scope",-24} {"period",-7} {"limit",12} {"spent",12} {"used",7}  resets (UTC)");
+            foreach (var b in await store.ListBudgetsAsync(ct))
+            {
+                var (start, end) = BudgetWindow.Current(b.Period, b.TimeZone, now);
+                var spent = await store.SpentSinceAsync(b, b.CountFrom(start), ct);
+                var used = b.LimitUsd == 0 ? 0 : spent / b.LimitUsd;
+                var flag = spent >= b.LimitUsd ? "  EXHAUSTED" : spent >= b.SoftLimitUsd ? "  SOFT LIMIT" : "";
+                Console.WriteLine($"{b.Id,-28} {(b.Value is null ? "global" : $"{b.Scope.ToString().ToLowerInvariant()}={b.Value}"),-24} {b.Period.ToString().ToLowerInvariant(),-7} {Usd(b.LimitUsd),12} {Usd(spent),12} {used,7:P1}  {(end == DateTimeOffset.MaxValue ? "never" : end.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture))}{flag}");
+            }
+            return 0;
+        });
+
+        var which = new Argument<string>("id") { Description = "Budget id" };
+        var reset = new Command("reset", "Start a budget's current period again from zero") { which };
+        reset.SetAction(async (pr, ct) =>
+        {
+            var ok = await CliOptions.OpenStore(pr).ResetBudgetAsync(pr.GetValue(which)!, TimeProvider.System.GetUtcNow(), ct);
+            Console.WriteLine(ok ? $"Budget '{pr.GetValue(which)}' reset." : $"No budget '{pr.GetValue(which)}'.");
+            return ok ? 0 : 1;
+        });
+        var which2 = new Argument<string>("id") { Description = "Budget id" };
+        var delete = new Command("delete", "Remove a budget") { which2 };
+        delete.SetAction(async (pr, ct) =>
+        {
+            var ok = await CliOptions.OpenStore(pr).DeleteBudgetAsync(pr.GetValue(which2)!, ct);
+            Console.WriteLine(ok ? $"Budget '{pr.GetValue(which2)}' deleted." : $"No budget '{pr.GetValue(which2)}'.");
+            return ok ? 0 : 1;
+        });
+        budgets.Subcommands.Add(set);
+        budgets.Subcommands.Add(list);
+        budgets.Subcommands.Add(reset);
+        budgets.Subcommands.Add(delete);
+        return budgets;
+    }
+
+    public static Command CreateLimits()
+    {
+        var limits = new Command("limits", "Requests and tokens per minute for a key, team or customer");
+        var scope = new Option<RateLimitScope>("--scope") { Description = "key, team or customer", Required = true };
+        var value = new Option<string>("--value") { Description = "The key id, team or customer", Required = true };
+        var rpm = new Option<int?>("--rpm") { Description = "Requests per minute" };
+        var tpm = new Option<long?>("--tpm") { Description = "Tokens per minute (estimated input + output limit)" };
+        var set = new Command("set", "Create or change a rate limit") { scope, value, rpm, tpm };
+        set.SetAction(async (pr, ct) =>
+        {
+            var def = new RateLimitDefinition(pr.GetValue(scope), pr.GetValue(value)!, pr.GetValue(rpm), pr.GetValue(tpm));
+            try { def.Validate(); }
+            catch (ArgumentException e) { Console.Error.WriteLine(e.Message); return 2; }
+            await CliOptions.OpenStore(pr).UpsertRateLimitAsync(def, ct);
+            Console.WriteLine($"Rate limit for {def.Scope.ToString().ToLowerInvariant()} '{def.Value}': {def.RequestsPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-"} requests/min, {def.TokensPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-"} tokens/min.");
+            return 0;
+        });
+        var list = new Command("list", "List rate limits");
+        list.SetAction(async (pr, ct) =>
+        {
+            foreach (var l in await CliOptions.OpenStore(pr).ListRateLimitsAsync(ct))
+                Console.WriteLine($"{l.Scope.ToString().ToLowerInvariant(),-9} {l.Value,-24} rpm {l.RequestsPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-",8}  tpm {l.TokensPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-",10}");
+            return 0;
+        });
+        limits.Subcommands.Add(set);
+        limits.Subcommands.Add(list);
+        return limits;
+    }
+
+    private static string Usd(decimal d) => "$" + d.ToString("#,0.00####", CultureInfo.InvariantCulture);
+}

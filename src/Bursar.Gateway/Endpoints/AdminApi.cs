@@ -1,0 +1,170 @@
+using System.Text.Json.Serialization;
+using Bursar.Core.Budgets;
+using Bursar.Core.Keys;
+using Bursar.Core.Limits;
+using Bursar.Core.Attribution;
+using Bursar.Gateway.Hosting;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Routing;
+
+namespace Bursar.Gateway.Endpoints;
+
+/// <summary>
+/// <c>/admin/...</c>: budgets, rate limits and keys, with live spend. Requires <c>Bursar:AdminKey</c>
+/// (sent as <c>Authorization: Bearer</c> or <c>x-admin-key</c>); errors are RFC 9457 problem details.
+/// </summary>
+public static class AdminApi
+{
+    public sealed record BudgetRequest(
+        [property: JsonPropertyName("scope")] BudgetScope Scope,
+        [property: JsonPropertyName("value")] string? Value,
+        [property: JsonPropertyName("period")] BudgetPeriod Period,
+        [property: JsonPropertyName("limit_usd")] decimal LimitUsd,
+        [property: JsonPropertyName("soft_limit_fraction")] decimal? SoftLimitFraction,
+        [property: JsonPropertyName("time_zone")] string? TimeZone);
+
+    public sealed record BudgetView(string Id, string Scope, string? Value, string Period, decimal LimitUsd, decimal SoftLimitUsd, string TimeZone,
+        decimal SpentUsd, decimal ReservedUsd, decimal RemainingUsd, DateTimeOffset WindowStart, DateTimeOffset ResetsAt, bool SoftLimitReached)
+    {
+        public static BudgetView From(BudgetStatus s) => new(s.Budget.Id, s.Budget.Scope.ToString().ToLowerInvariant(), s.Budget.Value, s.Budget.Period.ToString().ToLowerInvariant(),
+            s.Budget.LimitUsd, s.Budget.SoftLimitUsd, s.Budget.TimeZone, s.SpentUsd, s.ReservedUsd, s.RemainingUsd, s.WindowStart, s.ResetsAt, s.SoftLimitReached);
+    }
+
+    public sealed record RateLimitRequest(
+        [property: JsonPropertyName("requests_per_minute")] int? RequestsPerMinute,
+        [property: JsonPropertyName("tokens_per_minute")] long? TokensPerMinute);
+
+    public sealed record KeyRequest(
+        [property: JsonPropertyName("name")] string? Name,
+        [property: JsonPropertyName("team")] string? Team,
+        [property: JsonPropertyName("customer")] string? Customer,
+        [property: JsonPropertyName("feature")] string? Feature,
+        [property: JsonPropertyName("allowed_tags")] string[]? AllowedTags,
+        [property: JsonPropertyName("downgrade_model")] string? DowngradeModel,
+        [property: JsonPropertyName("unpriced_policy")] string? UnpricedPolicy,
+        [property: JsonPropertyName("requests_per_minute")] int? RequestsPerMinute,
+        [property: JsonPropertyName("tokens_per_minute")] long? TokensPerMinute);
+
+    public sealed record KeyView(string Id, string Prefix, string? Name, string? Team, string? Customer, string? Feature, string? DowngradeModel, string UnpricedPolicy, DateTimeOffset CreatedAt, DateTimeOffset? RevokedAt)
+    {
+        public static KeyView From(VirtualKey k) => new(k.Id, k.Prefix, k.Name, k.Team, k.Customer, k.Feature, k.DowngradeModel, k.UnpricedPolicy, k.CreatedAt, k.RevokedAt);
+    }
+
+    public sealed record CreatedKey(string Id, string Secret, KeyView Key);
+
+    public static IEndpointRouteBuilder MapAdminApi(this IEndpointRouteBuilder app)
+    {
+        var admin = app.MapGroup("/admin").AddEndpointFilter(RequireAdminKey);
+
+        admin.MapGet("/budgets", (BudgetManager budgets) => TypedResults.Ok(budgets.Snapshot().Select(BudgetView.From).ToArray()));
+        admin.MapPut("/budgets/{id}", PutBudgetAsync);
+        admin.MapDelete("/budgets/{id}", async Task<Results<NoContent, ProblemHttpResult>> (string id, IBudgetStore store, BudgetManager budgets, CancellationToken ct) =>
+        {
+            if (!await store.DeleteBudgetAsync(id, ct)) return NotFound($"No budget '{id}'.");
+            await budgets.ReloadAsync(ct);
+            return TypedResults.NoContent();
+        });
+        admin.MapPost("/budgets/{id}/reset", async Task<Results<Ok<BudgetView>, ProblemHttpResult>> (string id, IBudgetStore store, BudgetManager budgets, TimeProvider time, CancellationToken ct) =>
+        {
+            if (!await store.ResetBudgetAsync(id, time.GetUtcNow(), ct)) return NotFound($"No budget '{id}'.");
+            await budgets.ReloadAsync(ct);
+            return TypedResults.Ok(BudgetView.From(budgets.Snapshot().Single(s => s.Budget.Id == id)));
+        });
+        admin.MapGet("/alerts", (WebhookAlertSink alerts) => TypedResults.Ok(alerts.Raised.Select(BudgetView.From).ToArray()));
+
+        admin.MapGet("/rate-limits", (RateLimiter limiter) => TypedResults.Ok(limiter.Limits));
+        admin.MapPut("/rate-limits/{scope}/{value}", PutRateLimitAsync);
+        admin.MapDelete("/rate-limits/{scope}/{value}", async Task<Results<NoContent, ProblemHttpResult>> (string scope, string value, IRateLimitStore store, RateLimiter limiter, CancellationToken ct) =>
+        {
+            if (!Enum.TryParse<RateLimitScope>(scope, true, out var sc)) return Invalid("scope", $"Unknown scope '{scope}'; use key, team or customer.");
+            if (!await store.DeleteRateLimitAsync(sc, value, ct)) return NotFound($"No rate limit for {scope} '{value}'.");
+            limiter.Load(await store.ListRateLimitsAsync(ct));
+            return TypedResults.NoContent();
+        });
+
+        admin.MapGet("/keys", async (IKeyStore keys, CancellationToken ct) => TypedResults.Ok((await keys.ListAsync(ct)).Select(KeyView.From).ToArray()));
+        admin.MapPost("/keys", CreateKeyAsync);
+        admin.MapPost("/keys/{id}/revoke", async Task<Results<Ok, ProblemHttpResult>> (string id, IKeyStore keys, TimeProvider time, CancellationToken ct) =>
+            await keys.RevokeAsync(id, time.GetUtcNow(), ct) ? TypedResults.Ok() : NotFound($"No active key '{id}'."));
+        return app;
+    }
+
+    private static async ValueTask<object?> RequireAdminKey(EndpointFilterInvocationContext ctx, EndpointFilterDelegate next)
+    {
+        var options = ctx.HttpContext.RequestServices.GetService(typeof(BursarOptions)) as BursarOptions;
+        if (string.IsNullOrEmpty(options?.AdminKey))
+            return TypedResults.Problem(statusCode: 404, title: "Admin API disabled", detail: "Set Bursar:AdminKey to enable the admin API.");
+        var req = ctx.HttpContext.Request;
+        var given = req.Headers["x-admin-key"].ToString();
+        if (string.IsNullOrEmpty(given) && req.Headers.Authorization.ToString() is { } auth && auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) given = auth[7..].Trim();
+        if (!System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(System.Text.Encoding.UTF8.GetBytes(given), System.Text.Encoding.UTF8.GetBytes(options.AdminKey)))
+            return TypedResults.Problem(statusCode: 401, title: "Admin key required", detail: "Send the admin key (Bursar:AdminKey) as 'Authorization: Bearer <key>' or 'x-admin-key'.");
+        return await next(ctx);
+    }
+
+    private static async Task<Results<Ok<BudgetView>, ProblemHttpResult>> PutBudgetAsync(string id, BudgetRequest body, IBudgetStore store, BudgetManager budgets, CancellationToken ct)
+    {
+        var def = new BudgetDefinition
+        {
+            Id = id, Scope = body.Scope, Value = body.Scope == BudgetScope.Global ? null : body.Value, Period = body.Period, LimitUsd = body.LimitUsd,
+            SoftLimitFraction = body.SoftLimitFraction ?? 0.8m, TimeZone = body.TimeZone ?? "UTC",
+        };
+        try
+        {
+            def.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            return Invalid("budget", e.Message);
+        }
+        await store.UpsertBudgetAsync(def, ct);
+        await budgets.ReloadAsync(ct);
+        return TypedResults.Ok(BudgetView.From(budgets.Snapshot().Single(s => s.Budget.Id == id)));
+    }
+
+    private static async Task<Results<Ok<RateLimitDefinition>, ProblemHttpResult>> PutRateLimitAsync(string scope, string value, RateLimitRequest body, IRateLimitStore store, RateLimiter limiter, CancellationToken ct)
+    {
+        if (!Enum.TryParse<RateLimitScope>(scope, true, out var sc)) return Invalid("scope", $"Unknown scope '{scope}'; use key, team or customer.");
+        var def = new RateLimitDefinition(sc, value, body.RequestsPerMinute, body.TokensPerMinute);
+        try
+        {
+            def.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            return Invalid("rate_limit", e.Message);
+        }
+        await store.UpsertRateLimitAsync(def, ct);
+        limiter.Load(await store.ListRateLimitsAsync(ct));
+        return TypedResults.Ok(def);
+    }
+
+    private static async Task<Results<Created<CreatedKey>, ProblemHttpResult>> CreateKeyAsync(KeyRequest body, IKeyStore keys, IRateLimitStore limits, RateLimiter limiter, TimeProvider time, CancellationToken ct)
+    {
+        if (body.UnpricedPolicy is not (null or "allow" or "refuse")) return Invalid("unpriced_policy", "unpriced_policy must be 'allow' or 'refuse'.");
+        if (body.AllowedTags?.FirstOrDefault(t => !AttributionResolver.AllTags.Contains(t)) is { } bad)
+            return Invalid("allowed_tags", $"Unknown tag '{bad}'; choose from {string.Join(", ", AttributionResolver.AllTags)}.");
+        var (key, secret) = KeyFactory.Create(time, body.Name, body.Team, body.Customer, body.Feature, body.AllowedTags, body.DowngradeModel, body.UnpricedPolicy);
+        if (body.RequestsPerMinute is not null || body.TokensPerMinute is not null)
+        {
+            var limit = new RateLimitDefinition(RateLimitScope.Key, key.Id, body.RequestsPerMinute, body.TokensPerMinute);
+            try { limit.Validate(); }
+            catch (ArgumentException e) { return Invalid("rate_limit", e.Message); }
+            await keys.AddAsync(key, ct);
+            await limits.UpsertRateLimitAsync(limit, ct);
+            limiter.Load(await limits.ListRateLimitsAsync(ct));
+        }
+        else
+        {
+            await keys.AddAsync(key, ct);
+        }
+        return TypedResults.Created($"/admin/keys/{key.Id}", new CreatedKey(key.Id, secret, KeyView.From(key)));
+    }
+
+    private static ProblemHttpResult Invalid(string field, string detail) =>
+        TypedResults.Problem(statusCode: 400, title: $"Invalid {field}", detail: detail, extensions: new Dictionary<string, object?> { ["field"] = field });
+
+    private static ProblemHttpResult NotFound(string detail) => TypedResults.Problem(statusCode: 404, title: "Not found", detail: detail);
+}
