@@ -19,6 +19,7 @@ public class GatewayFixture : IAsyncLifetime
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "bursar-gw-" + Guid.NewGuid().ToString("N"));
     private WebApplication? _app;
 
+    public const string AdminKey = "admin-test-key";
     public string BaseUrl { get; private set; } = "";
     public string Key { get; private set; } = "";
     public HttpClient Http { get; private set; } = null!;
@@ -32,7 +33,9 @@ public class GatewayFixture : IAsyncLifetime
     public async Task InitializeAsync()
     {
         _app = GatewayHost.Build(
-            ["--urls=http://127.0.0.1:0", $"--Bursar:DataDirectory={_dir}", "--Bursar:MaxRequestBodyBytes=1048576", "--Bursar:Providers:BaseRetryDelay=00:00:00.010", .. ExtraArgs],
+            ["--urls=http://127.0.0.1:0", $"--Bursar:DataDirectory={_dir}", "--Bursar:MaxRequestBodyBytes=1048576", "--Bursar:Providers:BaseRetryDelay=00:00:00.010",
+             $"--Bursar:AdminKey={AdminKey}", "--Bursar:Runs:MaxTurns=4", "--Bursar:Runs:DoneWhenAnsweredWithoutTools=true",
+             "--Bursar:Prices:0:Model=gpt-local-free", "--Bursar:Prices:0:Provider=local", "--Bursar:Prices:0:Input=0", "--Bursar:Prices:0:Output=0", .. ExtraArgs],
             b => b.Logging.SetMinimumLevel(LogLevel.Warning));
         await _app.StartAsync();
         BaseUrl = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
@@ -40,19 +43,24 @@ public class GatewayFixture : IAsyncLifetime
         Http = new HttpClient { BaseAddress = new Uri(BaseUrl) };
     }
 
-    public async Task<string> CreateKeyAsync(string? team, string? customer = null)
+    public async Task<string> CreateKeyAsync(string? team, string? customer = null, string? downgradeModel = null, string? unpricedPolicy = null)
     {
-        var secret = VirtualKey.NewSecret();
-        await Store.AddAsync(new VirtualKey
-        {
-            Id = "key_" + Guid.NewGuid().ToString("N")[..10],
-            Hash = VirtualKey.HashSecret(secret),
-            Prefix = VirtualKey.DisplayPrefix(secret),
-            Team = team,
-            Customer = customer,
-            CreatedAt = TimeProvider.System.GetUtcNow(),
-        }, default);
+        var (key, secret) = KeyFactory.Create(TimeProvider.System, team: team, customer: customer, downgradeModel: downgradeModel, unpricedPolicy: unpricedPolicy);
+        await Store.AddAsync(key, default);
         return secret;
+    }
+
+    public async Task<string> KeyIdAsync(string secret) => (await Store.ListAsync(default)).Single(k => k.Hash == VirtualKey.HashSecret(secret)).Id;
+
+    /// <summary>Calls the admin API.</summary>
+    public async Task<(System.Net.HttpStatusCode Status, System.Text.Json.Nodes.JsonNode? Body)> AdminAsync(HttpMethod method, string path, object? body = null, string? adminKey = AdminKey)
+    {
+        using var req = new HttpRequestMessage(method, path);
+        if (adminKey is not null) req.Headers.Authorization = new AuthenticationHeaderValue("Bearer", adminKey);
+        if (body is not null) req.Content = new StringContent(System.Text.Json.JsonSerializer.Serialize(body), Encoding.UTF8, "application/json");
+        using var resp = await Http.SendAsync(req);
+        var text = await resp.Content.ReadAsStringAsync();
+        return (resp.StatusCode, text.Length == 0 ? null : System.Text.Json.Nodes.JsonNode.Parse(text));
     }
 
     public HttpRequestMessage Post(string path, string json, string? key = null, string? feature = null)
