@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
+using Bursar.Core.Budgets;
 using Bursar.Core.Keys;
 using Bursar.Gateway.Hosting;
 using Bursar.Storage.Sqlite;
@@ -93,34 +94,46 @@ internal static class Runner
         Directory.CreateDirectory(data);
         var store = new SqliteStore(Path.Combine(data, "bursar.db"));
         var secret = VirtualKey.NewSecret();
-        await store.AddAsync(new VirtualKey { Id = "key_bench", Hash = VirtualKey.HashSecret(secret), Prefix = VirtualKey.DisplayPrefix(secret), Team = "bench", CreatedAt = TimeProvider.System.GetUtcNow() }, default);
+        await store.AddAsync(new VirtualKey { Id = "key_bench", Hash = VirtualKey.HashSecret(secret), Prefix = VirtualKey.DisplayPrefix(secret), Team = "bench", Customer = "acme", CreatedAt = TimeProvider.System.GetUtcNow() }, default);
+        // a second gateway on its own data directory with budgets that apply to every call (global, team, customer, key)
+        var dataBudgets = data + "-budgets";
+        var storeBudgets = new SqliteStore(Path.Combine(dataBudgets, "bursar.db"));
+        await storeBudgets.AddAsync(new VirtualKey { Id = "key_bench", Hash = VirtualKey.HashSecret(secret), Prefix = VirtualKey.DisplayPrefix(secret), Team = "bench", Customer = "acme", CreatedAt = TimeProvider.System.GetUtcNow() }, default);
+        await storeBudgets.UpsertBudgetAsync(new BudgetDefinition { Id = "g", Scope = BudgetScope.Global, Period = BudgetPeriod.Month, LimitUsd = 1_000_000m }, default);
+        await storeBudgets.UpsertBudgetAsync(new BudgetDefinition { Id = "t", Scope = BudgetScope.Team, Value = "bench", Period = BudgetPeriod.Day, LimitUsd = 1_000_000m }, default);
+        await storeBudgets.UpsertBudgetAsync(new BudgetDefinition { Id = "c", Scope = BudgetScope.Customer, Value = "acme", Period = BudgetPeriod.Month, LimitUsd = 1_000_000m, TimeZone = "Europe/Paris" }, default);
+        await storeBudgets.UpsertBudgetAsync(new BudgetDefinition { Id = "k", Scope = BudgetScope.Key, Value = "key_bench", Period = BudgetPeriod.Hour, LimitUsd = 1_000_000m }, default);
 
         using var upstream = Spawn(self, "upstream --port 5301");
         using var gateway = Spawn(self, $"gateway --port 5302 --upstream http://127.0.0.1:5301 --data {data}");
+        using var gatewayBudgets = Spawn(self, $"gateway --port 5303 --upstream http://127.0.0.1:5301 --data {dataBudgets}");
         try
         {
             using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1024, UseProxy = false, PooledConnectionLifetime = Timeout.InfiniteTimeSpan }) { Timeout = TimeSpan.FromSeconds(30) };
             await WaitReady(http, "http://127.0.0.1:5301/ready");
             await WaitReady(http, "http://127.0.0.1:5302/health/live");
+            await WaitReady(http, "http://127.0.0.1:5303/health/live");
 
             // warm up both paths (JIT tiering, connection pools) before anything is recorded
             foreach (var st in new[] { false, true })
             {
                 await Load(http, "http://127.0.0.1:5301/v1/chat/completions", null, st, 4, 2);
                 await Load(http, "http://127.0.0.1:5302/v1/chat/completions", secret, st, 4, 2);
+                await Load(http, "http://127.0.0.1:5303/v1/chat/completions", secret, st, 4, 2);
             }
             Console.WriteLine($"Bursar loopback load benchmark, {TimeProvider.System.GetUtcNow():yyyy-MM-dd}, {Environment.ProcessorCount} cores, {seconds} s per cell after a 1 s warm-up; DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS={Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") ?? "unset"}");
             Console.WriteLine();
-            Console.WriteLine("| mode | concurrency | direct p50 ms | gateway p50 ms | added p50 ms | direct p99 ms | gateway p99 ms | direct req/s | gateway req/s | errors |");
-            Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            Console.WriteLine("| mode | concurrency | direct p50 ms | gateway p50 ms | added p50 ms | +4 budgets p50 ms | budgets added ms | direct p99 ms | gateway p99 ms | +budgets p99 ms | direct req/s | gateway req/s | +budgets req/s | errors |");
+            Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var stream in new[] { false, true })
             {
                 foreach (var c in concurrencies)
                 {
                     var direct = await Load(http, "http://127.0.0.1:5301/v1/chat/completions", null, stream, c, seconds);
                     var through = await Load(http, "http://127.0.0.1:5302/v1/chat/completions", secret, stream, c, seconds);
+                    var budgeted = await Load(http, "http://127.0.0.1:5303/v1/chat/completions", secret, stream, c, seconds);
                     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"| {(stream ? "stream" : "json")} | {c} | {direct.P50:F3} | {through.P50:F3} | {through.P50 - direct.P50:F3} | {direct.P99:F3} | {through.P99:F3} | {direct.Rps:F0} | {through.Rps:F0} | {direct.Errors + through.Errors} |"));
+                        $"| {(stream ? "stream" : "json")} | {c} | {direct.P50:F3} | {through.P50:F3} | {through.P50 - direct.P50:F3} | {budgeted.P50:F3} | {budgeted.P50 - through.P50:F3} | {direct.P99:F3} | {through.P99:F3} | {budgeted.P99:F3} | {direct.Rps:F0} | {through.Rps:F0} | {budgeted.Rps:F0} | {direct.Errors + through.Errors + budgeted.Errors} |"));
                 }
             }
             await Task.Delay(1500);
@@ -131,6 +144,7 @@ internal static class Runner
         finally
         {
             Kill(gateway);
+            Kill(gatewayBudgets);
             Kill(upstream);
         }
     }
