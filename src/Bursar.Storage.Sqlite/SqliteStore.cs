@@ -80,6 +80,16 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
         idx.ExecuteNonQuery();
     }
 
+    /// <summary>Runs one statement with named parameters; returns the rows changed.</summary>
+    private int NonQuery(string sql, params (string Name, object? Value)[] args)
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = sql;
+        foreach (var (name, value) in args) cmd.Parameters.AddWithValue(name, value ?? DBNull.Value);
+        return cmd.ExecuteNonQuery();
+    }
+
     private static void AddColumn(SqliteConnection c, string table, string column, string type)
     {
         using var check = c.CreateCommand();
@@ -252,15 +262,9 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
         return Task.FromResult<IReadOnlyList<VirtualKey>>(list);
     }
 
-    public Task<bool> RevokeAsync(string idOrPrefix, DateTimeOffset when, CancellationToken cancellationToken)
-    {
-        using var c = Open();
-        using var cmd = c.CreateCommand();
-        cmd.CommandText = "UPDATE keys SET revoked_at = $when WHERE (id = $k OR prefix = $k) AND revoked_at IS NULL";
-        cmd.Parameters.AddWithValue("$when", when.ToString("O", CultureInfo.InvariantCulture));
-        cmd.Parameters.AddWithValue("$k", idOrPrefix);
-        return Task.FromResult(cmd.ExecuteNonQuery() > 0);
-    }
+    public Task<bool> RevokeAsync(string idOrPrefix, DateTimeOffset when, CancellationToken cancellationToken) =>
+        Task.FromResult(NonQuery("UPDATE keys SET revoked_at = $when WHERE (id = $k OR prefix = $k) AND revoked_at IS NULL",
+            ("$when", when.ToString("O", CultureInfo.InvariantCulture)), ("$k", idOrPrefix)) > 0);
 
     private static VirtualKey ReadKey(SqliteDataReader r)
     {
@@ -345,38 +349,16 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
     public Task UpsertBudgetAsync(BudgetDefinition b, CancellationToken cancellationToken)
     {
         b.Validate();
-        using var c = Open();
-        using var cmd = c.CreateCommand();
-        cmd.CommandText = "INSERT INTO budgets (id, scope, value, period, limit_usd, soft_fraction, time_zone) VALUES ($id,$scope,$value,$period,$limit,$soft,$tz) ON CONFLICT(id) DO UPDATE SET scope=excluded.scope, value=excluded.value, period=excluded.period, limit_usd=excluded.limit_usd, soft_fraction=excluded.soft_fraction, time_zone=excluded.time_zone";
-        cmd.Parameters.AddWithValue("$id", b.Id);
-        cmd.Parameters.AddWithValue("$scope", b.Scope.ToString());
-        cmd.Parameters.AddWithValue("$value", Db(b.Value));
-        cmd.Parameters.AddWithValue("$period", b.Period.ToString());
-        cmd.Parameters.AddWithValue("$limit", Dec(b.LimitUsd));
-        cmd.Parameters.AddWithValue("$soft", Dec(b.SoftLimitFraction));
-        cmd.Parameters.AddWithValue("$tz", b.TimeZone);
-        cmd.ExecuteNonQuery();
+        NonQuery("INSERT INTO budgets (id, scope, value, period, limit_usd, soft_fraction, time_zone) VALUES ($id,$scope,$value,$period,$limit,$soft,$tz) ON CONFLICT(id) DO UPDATE SET scope=excluded.scope, value=excluded.value, period=excluded.period, limit_usd=excluded.limit_usd, soft_fraction=excluded.soft_fraction, time_zone=excluded.time_zone",
+            ("$id", b.Id), ("$scope", b.Scope.ToString()), ("$value", b.Value), ("$period", b.Period.ToString()), ("$limit", Dec(b.LimitUsd)), ("$soft", Dec(b.SoftLimitFraction)), ("$tz", b.TimeZone));
         return Task.CompletedTask;
     }
 
-    public Task<bool> DeleteBudgetAsync(string id, CancellationToken cancellationToken)
-    {
-        using var c = Open();
-        using var cmd = c.CreateCommand();
-        cmd.CommandText = "DELETE FROM budgets WHERE id = $id";
-        cmd.Parameters.AddWithValue("$id", id);
-        return Task.FromResult(cmd.ExecuteNonQuery() > 0);
-    }
+    public Task<bool> DeleteBudgetAsync(string id, CancellationToken cancellationToken) =>
+        Task.FromResult(NonQuery("DELETE FROM budgets WHERE id = $id", ("$id", id)) > 0);
 
-    public Task<bool> ResetBudgetAsync(string id, DateTimeOffset when, CancellationToken cancellationToken)
-    {
-        using var c = Open();
-        using var cmd = c.CreateCommand();
-        cmd.CommandText = "UPDATE budgets SET reset_at = $t WHERE id = $id";
-        cmd.Parameters.AddWithValue("$t", when.ToString("O", CultureInfo.InvariantCulture));
-        cmd.Parameters.AddWithValue("$id", id);
-        return Task.FromResult(cmd.ExecuteNonQuery() > 0);
-    }
+    public Task<bool> ResetBudgetAsync(string id, DateTimeOffset when, CancellationToken cancellationToken) =>
+        Task.FromResult(NonQuery("UPDATE budgets SET reset_at = $t WHERE id = $id", ("$t", when.ToString("O", CultureInfo.InvariantCulture)), ("$id", id)) > 0);
 
     public Task<decimal> SpentSinceAsync(BudgetDefinition b, DateTimeOffset since, CancellationToken cancellationToken)
     {
@@ -415,24 +397,11 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
     public Task UpsertRateLimitAsync(RateLimitDefinition l, CancellationToken cancellationToken)
     {
         l.Validate();
-        using var c = Open();
-        using var cmd = c.CreateCommand();
-        cmd.CommandText = "INSERT INTO rate_limits (scope, value, rpm, tpm) VALUES ($s,$v,$rpm,$tpm) ON CONFLICT(scope, value) DO UPDATE SET rpm=excluded.rpm, tpm=excluded.tpm";
-        cmd.Parameters.AddWithValue("$s", l.Scope.ToString());
-        cmd.Parameters.AddWithValue("$v", l.Value);
-        cmd.Parameters.AddWithValue("$rpm", l.RequestsPerMinute is { } rpm ? rpm : DBNull.Value);
-        cmd.Parameters.AddWithValue("$tpm", l.TokensPerMinute is { } tpm ? tpm : DBNull.Value);
-        cmd.ExecuteNonQuery();
+        NonQuery("INSERT INTO rate_limits (scope, value, rpm, tpm) VALUES ($s,$v,$rpm,$tpm) ON CONFLICT(scope, value) DO UPDATE SET rpm=excluded.rpm, tpm=excluded.tpm",
+            ("$s", l.Scope.ToString()), ("$v", l.Value), ("$rpm", l.RequestsPerMinute), ("$tpm", l.TokensPerMinute));
         return Task.CompletedTask;
     }
 
-    public Task<bool> DeleteRateLimitAsync(RateLimitScope scope, string value, CancellationToken cancellationToken)
-    {
-        using var c = Open();
-        using var cmd = c.CreateCommand();
-        cmd.CommandText = "DELETE FROM rate_limits WHERE scope = $s AND value = $v";
-        cmd.Parameters.AddWithValue("$s", scope.ToString());
-        cmd.Parameters.AddWithValue("$v", value);
-        return Task.FromResult(cmd.ExecuteNonQuery() > 0);
-    }
+    public Task<bool> DeleteRateLimitAsync(RateLimitScope scope, string value, CancellationToken cancellationToken) =>
+        Task.FromResult(NonQuery("DELETE FROM rate_limits WHERE scope = $s AND value = $v", ("$s", scope.ToString()), ("$v", value)) > 0);
 }
