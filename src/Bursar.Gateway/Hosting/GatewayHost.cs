@@ -3,6 +3,7 @@ using Bursar.Core.Ledger;
 using Bursar.Core.Pricing;
 using Bursar.Core.Tokens;
 using Bursar.Core.Budgets;
+using Bursar.Core.Caching;
 using Bursar.Core.Limits;
 using Bursar.Core.Runs;
 using Bursar.Gateway.Admission;
@@ -87,6 +88,11 @@ public static class GatewayHost
         services.AddSingleton<RunTracker>();
         services.AddSingleton<AdmissionControl>();
         services.AddHostedService<PolicyLoader>();
+        services.AddOptions<ResponseCacheOptions>().Bind(configuration.GetSection(ResponseCacheOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<ResponseCacheOptions>>().Value);
+        services.AddSingleton<IResponseCacheStore>(sp => new MemoryResponseCacheStore(sp.GetRequiredService<ResponseCacheOptions>(), sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<CacheFillCoordinator>();
         services.AddSingleton<ProxyPipeline>();
         services.AddMetrics();
         services.AddProblemDetails();

@@ -26,6 +26,8 @@ public sealed class CallContext
     public string? ErrorMessage { get; set; }
     public string? UpstreamRequestId { get; set; }
     public string? RoutingReason { get; set; }
+    /// <summary>Set when the exact response cache answered: the call cost nothing and saved what the original cost.</summary>
+    public Bursar.Core.Caching.CachedResponse? CacheHit { get; set; }
 }
 
 /// <summary>Prices a finished call, writes its ledger record, and counts it in the <c>Bursar.Gateway</c> meter.</summary>
@@ -65,6 +67,15 @@ public sealed partial class CallMeter
         if (complete is not null) record = complete(record);
         _ledger.Enqueue(record);
         return record;
+    }
+
+    /// <summary>The call's cost from its usage so far (null when its model is unpriced).</summary>
+    public decimal? CostOf(CallContext c)
+    {
+        var model = c.Summary.Model ?? c.RequestedModel;
+        if (model is null) return null;
+        var price = _catalog().Find(model).Price ?? (c.RequestedModel is null ? null : _catalog().Find(c.RequestedModel).Price);
+        return price is null ? null : CostCalculator.Compute(price, c.Summary.Usage).Total;
     }
 
     public LedgerRecord Build(CallContext c)
@@ -129,7 +140,8 @@ public sealed partial class CallMeter
             ReasoningTokens = usage.ReasoningTokens,
             Priced = priced,
             Cost = cost,
-            CounterfactualCost = cost,
+            CounterfactualCost = cost + (c.CacheHit?.CostUsd ?? 0m),
+            SavingResponseCache = c.CacheHit?.CostUsd ?? 0m,
             LatencyMs = elapsed.TotalMilliseconds,
             TimeToFirstTokenMs = ttft,
             Outcome = c.Outcome,

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Bursar.Core.Attribution;
+using Bursar.Core.Caching;
 using Bursar.Gateway.Admission;
 using Bursar.Gateway.Auth;
 using Bursar.Gateway.Hosting;
@@ -24,6 +25,9 @@ namespace Bursar.Gateway.Proxy;
 public sealed partial class ProxyPipeline(
     KeyAuthenticator auth,
     AdmissionControl admission,
+    IResponseCacheStore cache,
+    ResponseCacheOptions cacheOptions,
+    CacheFillCoordinator fills,
     UpstreamRegistry registry,
     UpstreamClient upstream,
     CallMeter meter,
@@ -45,6 +49,9 @@ public sealed partial class ProxyPipeline(
         ctx.Response.Headers["x-bursar-request-id"] = call.Id;
         byte[]? rented = null;
         var admitted = Admission.Admission.None;
+        string? cacheKey = null;
+        var cacheLeader = false;
+        var cacheStored = false;
         try
         {
             var (key, authError) = await auth.AuthenticateAsync(ctx.Request, ctx.RequestAborted).ConfigureAwait(false);
@@ -83,6 +90,46 @@ public sealed partial class ProxyPipeline(
                     $"The model '{scan.Model}' is not served by any configured deployment (configured: {string.Join(", ", registry.Deployments.Select(d => $"{d.Name} [{string.Join(' ', d.Options.Models)}]"))}). Add it to Bursar:Providers:Deployments:<name>:Models.")).ConfigureAwait(false);
                 return;
             }
+
+            // exact response cache: identical deterministic requests are answered without a call
+            var cacheHeader = ctx.Request.Headers["x-bursar-cache"].ToString();
+            var ttl = cacheOptions.TtlFor(call.Attribution.Feature);
+            if (cacheOptions.Enabled && ttl > TimeSpan.Zero && cacheHeader != "off" && (scan.Deterministic || cacheHeader == "on"))
+            {
+                try
+                {
+                    var tenant = ResponseCacheKey.Tenant(call.Attribution.Customer, call.Attribution.Team, call.Attribution.KeyId);
+                    cacheKey = ResponseCacheKey.Compute(tenant, dialect.Name(), scan.Stream, (JsonObject)JsonNode.Parse(body.Span)!);
+                }
+                catch (Exception e) when (IsBadJson(e))
+                {
+                    cacheKey = null;
+                }
+                if (cacheKey is not null)
+                {
+                    if (cache.TryGet(cacheKey, out var hit))
+                    {
+                        await ServeHitAsync(ctx, call, hit!).ConfigureAwait(false);
+                        return;
+                    }
+                    if (fills.TryLead(cacheKey, out var wait))
+                    {
+                        cacheLeader = true;
+                    }
+                    else
+                    {
+                        // an identical call is already on its way upstream: wait for its answer instead of paying twice
+                        var stored = await wait.WaitAsync(TimeSpan.FromMinutes(2), ctx.RequestAborted).ConfigureAwait(false);
+                        if (stored && cache.TryGet(cacheKey, out hit))
+                        {
+                            await ServeHitAsync(ctx, call, hit!).ConfigureAwait(false);
+                            return;
+                        }
+                        cacheKey = null;
+                    }
+                }
+            }
+            ctx.Response.Headers["x-bursar-cache"] = cacheKey is null ? "bypass" : "miss";
 
             // rate limits, run caps, budgets: before any money is spent
             admitted = admission.Admit(key!, call.Attribution, scan.Model!, deployment, scan.EstimatedInputTokens, scan.MaxTokens, out var refusal);
@@ -156,7 +203,12 @@ public sealed partial class ProxyPipeline(
             }
             using (response)
             {
-                await RelayAsync(ctx, call, dialect, deployment, response.Message, injectedUsage, scan.IncludeUsage).ConfigureAwait(false);
+                var capture = await RelayAsync(ctx, call, dialect, deployment, response.Message, injectedUsage, scan.IncludeUsage, cacheLeader).ConfigureAwait(false);
+                if (capture is not null && cacheKey is not null && call.Outcome == "ok" && !ctx.RequestAborted.IsCancellationRequested)
+                {
+                    cache.Set(cacheKey, new CachedResponse(capture.Value.Body, capture.Value.ContentType, call.Summary.Model, meter.CostOf(call), call.Summary.Usage.TotalInputTokens, call.Summary.Usage.OutputTokens, time.GetUtcNow()), ttl);
+                    cacheStored = true;
+                }
             }
         }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
@@ -183,6 +235,7 @@ public sealed partial class ProxyPipeline(
         }
         finally
         {
+            if (cacheLeader) fills.Complete(cacheKey!, cacheStored);
             if (rented is not null) ArrayPool<byte>.Shared.Return(rented);
             var a = admitted;
             meter.Finish(call, record =>
@@ -193,7 +246,8 @@ public sealed partial class ProxyPipeline(
         }
     }
 
-    private async Task RelayAsync(HttpContext ctx, CallContext call, Dialect dialect, UpstreamDeployment deployment, HttpResponseMessage response, bool injectedUsage, bool callerWantsUsage)
+    /// <summary>Sends the upstream answer to the caller; returns a copy of what the caller got when <paramref name="capture"/> is set and the call succeeded.</summary>
+    private async Task<(byte[] Body, string ContentType)?> RelayAsync(HttpContext ctx, CallContext call, Dialect dialect, UpstreamDeployment deployment, HttpResponseMessage response, bool injectedUsage, bool callerWantsUsage, bool capture)
     {
         var status = (int)response.StatusCode;
         call.StatusCode = status;
@@ -217,7 +271,7 @@ public sealed partial class ProxyPipeline(
                     bytes = (err ?? new ProviderError(status, $"Upstream '{deployment.Name}' answered HTTP {status}.", ErrorSource.Upstream)).ToJson(dialect);
                 }
                 await WriteJsonAsync(ctx, status, bytes).ConfigureAwait(false);
-                return;
+                return null;
             }
             if (!UsageReader.TryReadResponse(deployment.Dialect, bytes, call.Summary))
             {
@@ -225,12 +279,12 @@ public sealed partial class ProxyPipeline(
                 call.ErrorType = "malformed_response";
                 await WriteErrorAsync(ctx, dialect, new ProviderError(502, $"Upstream '{deployment.Name}' returned a body that is not JSON.", ErrorSource.Upstream)).ConfigureAwait(false);
                 call.StatusCode = 502;
-                return;
+                return null;
             }
             if (deployment.Dialect != dialect)
                 bytes = ResponseTranslator.Translate(deployment.Dialect, dialect, bytes, time.GetUtcNow().ToUnixTimeSeconds());
             await WriteJsonAsync(ctx, 200, bytes).ConfigureAwait(false);
-            return;
+            return capture ? (bytes, "application/json") : null;
         }
 
         ctx.Response.StatusCode = 200;
@@ -245,12 +299,31 @@ public sealed partial class ProxyPipeline(
             _ => new OpenAIToAnthropicStream(call.Summary, time),
         };
         await using var upstreamStream = await response.Content.ReadAsStreamAsync(ctx.RequestAborted).ConfigureAwait(false);
-        await SsePump.PumpAsync(upstreamStream, ctx.Response.BodyWriter, handler, ctx.RequestAborted).ConfigureAwait(false);
+        var copy = capture ? new ArrayBufferWriter<byte>(4096) : null;
+        await SsePump.PumpAsync(upstreamStream, ctx.Response.BodyWriter, handler, ctx.RequestAborted, copy).ConfigureAwait(false);
         if (call.Summary.ErrorType is not null)
         {
             call.Outcome = "upstream_error";
             call.ErrorType = call.Summary.ErrorType;
+            return null;
         }
+        return copy is not null && call.Summary.FinishReason is not null ? (copy.WrittenSpan.ToArray(), "text/event-stream") : null;
+    }
+
+    private async Task ServeHitAsync(HttpContext ctx, CallContext call, CachedResponse hit)
+    {
+        call.CacheHit = hit;
+        call.Provider = "bursar-cache";
+        call.Summary.Model = hit.Model;
+        call.StatusCode = 200;
+        ctx.Response.Headers["x-bursar-cache"] = "hit";
+        ctx.Response.Headers["x-bursar-cache-age"] = ((long)(time.GetUtcNow() - hit.StoredAt).TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        ctx.Response.StatusCode = 200;
+        ctx.Response.ContentType = hit.ContentType;
+        if (hit.ContentType == "text/event-stream") ctx.Response.Headers.CacheControl = "no-cache";
+        ctx.Response.ContentLength = hit.Body.Length;
+        await ctx.Response.Body.WriteAsync(hit.Body, ctx.RequestAborted).ConfigureAwait(false);
+        await ctx.Response.CompleteAsync().ConfigureAwait(false);
     }
 
     private static async Task<(byte[] Buffer, int Length, ProviderError? Error)> ReadBodyAsync(HttpRequest request, long max, CancellationToken ct)

@@ -21,6 +21,8 @@ public struct RequestScan
     /// Used to reserve budget and count rate limits before the call; billing always uses the provider's usage.
     /// </summary>
     public long EstimatedInputTokens;
+    /// <summary>True when the request asks for greedy decoding (temperature 0 or top_k 1): the exact cache may answer it.</summary>
+    public bool Deterministic;
     public ProviderError? Error;
 
     /// <summary>English text runs about 4 bytes per token; 3 keeps the estimate on the safe (high) side.</summary>
@@ -80,6 +82,13 @@ public struct RequestScan
                         return Fail(ref s, name, $"'{name}' must be a non-negative integer.");
                     sawMaxTokens |= name == "max_tokens";
                     s.MaxTokens = mt;
+                }
+                else if (r.ValueTextEquals("temperature"u8) || r.ValueTextEquals("top_k"u8))
+                {
+                    var isTopK = r.ValueTextEquals("top_k"u8);
+                    r.Read();
+                    if (r.TokenType == JsonTokenType.Number && r.TryGetDouble(out var t) && (isTopK ? t == 1 : t == 0)) s.Deterministic = true;
+                    else r.Skip();
                 }
                 else if (r.ValueTextEquals("stream_options"u8))
                 {

@@ -30,8 +30,9 @@ public static class SsePump
     /// Copies <paramref name="upstream"/> to <paramref name="downstream"/> frame by frame as it arrives (no buffering
     /// of the whole body), flushing whenever the upstream has nothing more ready.
     /// </summary>
-    public static async Task PumpAsync(Stream upstream, PipeWriter downstream, SseStreamHandler handler, CancellationToken cancellationToken)
+    public static async Task PumpAsync(Stream upstream, PipeWriter downstream, SseStreamHandler handler, CancellationToken cancellationToken, ArrayBufferWriter<byte>? capture = null)
     {
+        IBufferWriter<byte> output = capture is null ? downstream : new TeeBufferWriter(downstream, capture);
         var reader = PipeReader.Create(upstream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, leaveOpen: true));
         var scratch = new ArrayBufferWriter<byte>(256);
         byte[]? joined = null;
@@ -61,7 +62,7 @@ public static class SsePump
                         span = joined.AsSpan(0, len);
                     }
                     SseFrames.Parse(span, out var ev, out var data, scratch);
-                    handler.OnFrame(span, ev, data, downstream);
+                    handler.OnFrame(span, ev, data, output);
                     wrote = true;
                 }
                 reader.AdvanceTo(buffer.Start, buffer.End);
@@ -72,9 +73,9 @@ public static class SsePump
                     {
                         var rest = buffer.ToArray();
                         SseFrames.Parse(rest, out var ev, out var data, scratch);
-                        if (!data.IsEmpty) handler.OnFrame([.. rest, (byte)'\n', (byte)'\n'], ev, data, downstream);
+                        if (!data.IsEmpty) handler.OnFrame([.. rest, (byte)'\n', (byte)'\n'], ev, data, output);
                     }
-                    handler.OnEnd(downstream);
+                    handler.OnEnd(output);
                     await downstream.FlushAsync(cancellationToken).ConfigureAwait(false);
                     return;
                 }
@@ -91,4 +92,20 @@ public static class SsePump
             await reader.CompleteAsync().ConfigureAwait(false);
         }
     }
+}
+
+/// <summary>Writes to the caller and keeps a copy of every byte (to store a streamed answer in the response cache).</summary>
+internal sealed class TeeBufferWriter(IBufferWriter<byte> inner, ArrayBufferWriter<byte> copy) : IBufferWriter<byte>
+{
+    private Memory<byte> _last;
+
+    public void Advance(int count)
+    {
+        copy.Write(_last.Span[..count]);
+        inner.Advance(count);
+    }
+
+    public Memory<byte> GetMemory(int sizeHint = 0) => _last = inner.GetMemory(sizeHint);
+
+    public Span<byte> GetSpan(int sizeHint = 0) => (_last = inner.GetMemory(sizeHint)).Span;
 }

@@ -1,0 +1,164 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Bursar.Core.Caching;
+
+/// <summary>A stored answer: the exact bytes the caller received (JSON or SSE frames) and what the original call cost.</summary>
+public sealed record CachedResponse(byte[] Body, string ContentType, string? Model, decimal? CostUsd, long InputTokens, long OutputTokens, DateTimeOffset StoredAt);
+
+/// <summary>Where exact-cache entries live. In-process by default; a Redis store implements the same interface later.</summary>
+public interface IResponseCacheStore
+{
+    bool TryGet(string key, out CachedResponse? response);
+    void Set(string key, CachedResponse response, TimeSpan ttl);
+    int Count { get; }
+}
+
+/// <summary>Options of the exact response cache (<c>Bursar:ResponseCache</c>).</summary>
+public sealed class ResponseCacheOptions
+{
+    public const string Section = "Bursar:ResponseCache";
+
+    /// <summary>Serve identical deterministic requests from the cache. Default true.</summary>
+    public bool Enabled { get; set; } = true;
+    /// <summary>How long an answer is reused. Default 1 hour.</summary>
+    public TimeSpan DefaultTtl { get; set; } = TimeSpan.FromHours(1);
+    /// <summary>Per-feature (route) TTL overrides, e.g. <c>{"faq": "1.00:00:00"}</c>; a zero TTL turns caching off for the feature.</summary>
+    public Dictionary<string, TimeSpan> TtlByFeature { get; set; } = new(StringComparer.Ordinal);
+    /// <summary>Most entries kept in memory; the oldest are evicted beyond it. Default 100,000.</summary>
+    public int MaxEntries { get; set; } = 100_000;
+    /// <summary>Largest answer stored, bytes. Default 1 MB.</summary>
+    public int MaxEntryBytes { get; set; } = 1024 * 1024;
+
+    public TimeSpan TtlFor(string? feature) => feature is not null && TtlByFeature.TryGetValue(feature, out var t) ? t : DefaultTtl;
+
+    public void Validate()
+    {
+        if (DefaultTtl < TimeSpan.Zero) throw new InvalidOperationException("Bursar:ResponseCache:DefaultTtl must not be negative.");
+        if (MaxEntries < 1) throw new InvalidOperationException("Bursar:ResponseCache:MaxEntries must be at least 1.");
+        if (MaxEntryBytes < 1024) throw new InvalidOperationException("Bursar:ResponseCache:MaxEntryBytes must be at least 1024.");
+    }
+}
+
+/// <summary>In-process exact cache with TTLs on a <see cref="TimeProvider"/> and a bound on entries (oldest out first).</summary>
+public sealed class MemoryResponseCacheStore(ResponseCacheOptions options, TimeProvider time) : IResponseCacheStore
+{
+    private readonly ConcurrentDictionary<string, (CachedResponse Response, DateTimeOffset Expires)> _entries = new(StringComparer.Ordinal);
+    private readonly ConcurrentQueue<string> _order = new();
+
+    public int Count => _entries.Count;
+
+    public bool TryGet(string key, out CachedResponse? response)
+    {
+        response = null;
+        if (!_entries.TryGetValue(key, out var e)) return false;
+        if (e.Expires <= time.GetUtcNow())
+        {
+            _entries.TryRemove(key, out _);
+            return false;
+        }
+        response = e.Response;
+        return true;
+    }
+
+    public void Set(string key, CachedResponse response, TimeSpan ttl)
+    {
+        if (ttl <= TimeSpan.Zero || response.Body.Length > options.MaxEntryBytes) return;
+        if (_entries.TryAdd(key, (response, time.GetUtcNow() + ttl))) _order.Enqueue(key);
+        else _entries[key] = (response, time.GetUtcNow() + ttl);
+        while (_entries.Count > options.MaxEntries && _order.TryDequeue(out var oldest)) _entries.TryRemove(oldest, out _);
+    }
+}
+
+/// <summary>
+/// The exact-cache key: SHA-256 of the tenant, the dialect, whether the caller streams, and the request with its keys
+/// sorted and fields that do not change the answer removed (stream options, user ids, metadata). Two requests that mean
+/// the same thing get the same key; any difference in model, messages, tools or parameters gives another.
+/// </summary>
+public static class ResponseCacheKey
+{
+    private static readonly HashSet<string> Ignored = new(StringComparer.Ordinal) { "stream_options", "user", "metadata", "safety_identifier", "store", "prompt_cache_key", "service_tier" };
+
+    /// <summary>Deterministic requests only: temperature 0 (or top_k 1), unless the caller opts in explicitly.</summary>
+    public static bool IsDeterministic(JsonObject body)
+    {
+        if (body["temperature"] is JsonValue t && t.TryGetValue<double>(out var temp) && temp == 0) return true;
+        return body["top_k"] is JsonValue k && k.TryGetValue<int>(out var topK) && topK == 1;
+    }
+
+    public static string Compute(string tenant, string dialect, bool stream, JsonObject body)
+    {
+        using var ms = new MemoryStream(1024);
+        using (var w = new Utf8JsonWriter(ms))
+        {
+            w.WriteStartObject();
+            w.WriteString("tenant", tenant);
+            w.WriteString("dialect", dialect);
+            w.WriteBoolean("stream", stream);
+            w.WritePropertyName("request");
+            WriteCanonical(w, body, top: true);
+            w.WriteEndObject();
+        }
+        return Convert.ToHexStringLower(SHA256.HashData(ms.GetBuffer().AsSpan(0, (int)ms.Length)));
+    }
+
+    private static void WriteCanonical(Utf8JsonWriter w, JsonNode? node, bool top = false)
+    {
+        switch (node)
+        {
+            case null:
+                w.WriteNullValue();
+                break;
+            case JsonObject o:
+                w.WriteStartObject();
+                foreach (var (k, v) in o.OrderBy(p => p.Key, StringComparer.Ordinal))
+                {
+                    if (top && (Ignored.Contains(k) || k == "stream")) continue;
+                    w.WritePropertyName(k);
+                    WriteCanonical(w, v);
+                }
+                w.WriteEndObject();
+                break;
+            case JsonArray a:
+                w.WriteStartArray();
+                foreach (var v in a) WriteCanonical(w, v);
+                w.WriteEndArray();
+                break;
+            default:
+                node.WriteTo(w);
+                break;
+        }
+    }
+
+    public static string Tenant(string? customer, string? team, string? keyId) =>
+        customer is not null ? "customer:" + customer : team is not null ? "team:" + team : "key:" + keyId;
+
+    internal static string Describe(string key) => key.Length > 12 ? key[..12] : key;
+}
+
+/// <summary>
+/// Stampede protection: concurrent identical misses make one upstream call. The first caller becomes the leader and
+/// fills the entry; the others wait for it (up to a timeout) and are then served from the cache.
+/// </summary>
+public sealed class CacheFillCoordinator
+{
+    private readonly ConcurrentDictionary<string, TaskCompletionSource<bool>> _inflight = new(StringComparer.Ordinal);
+
+    /// <summary>True when this caller leads the fill of <paramref name="key"/>; otherwise <paramref name="wait"/> completes when the leader is done.</summary>
+    public bool TryLead(string key, out Task<bool> wait)
+    {
+        var mine = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var tcs = _inflight.GetOrAdd(key, mine);
+        wait = tcs.Task;
+        return ReferenceEquals(tcs, mine);
+    }
+
+    /// <summary>The leader is done; <paramref name="stored"/> says whether followers will find an entry.</summary>
+    public void Complete(string key, bool stored)
+    {
+        if (_inflight.TryRemove(key, out var tcs)) tcs.TrySetResult(stored);
+    }
+}

@@ -1,0 +1,59 @@
+using System.Text.Json.Nodes;
+using Bursar.Core.Caching;
+using Microsoft.Extensions.Time.Testing;
+
+namespace Bursar.Core.Tests;
+
+public sealed class ResponseCacheStoreTests
+{
+    private static CachedResponse R(string body) => new(System.Text.Encoding.UTF8.GetBytes(body), "application/json", "m", 0.01m, 10, 5, DateTimeOffset.UnixEpoch);
+
+    [Fact]
+    public void Entries_expire_after_their_ttl()
+    {
+        var time = new FakeTimeProvider();
+        var store = new MemoryResponseCacheStore(new ResponseCacheOptions(), time);
+        store.Set("k", R("a"), TimeSpan.FromMinutes(10));
+        time.Advance(TimeSpan.FromMinutes(9));
+        Assert.True(store.TryGet("k", out _));
+        time.Advance(TimeSpan.FromMinutes(2));
+        Assert.False(store.TryGet("k", out _));
+    }
+
+    [Fact]
+    public void The_oldest_entries_are_evicted_beyond_the_bound_and_oversize_answers_are_not_stored()
+    {
+        var store = new MemoryResponseCacheStore(new ResponseCacheOptions { MaxEntries = 2, MaxEntryBytes = 1024 }, new FakeTimeProvider());
+        store.Set("a", R("1"), TimeSpan.FromHours(1));
+        store.Set("b", R("2"), TimeSpan.FromHours(1));
+        store.Set("c", R("3"), TimeSpan.FromHours(1));
+        Assert.False(store.TryGet("a", out _));
+        Assert.True(store.TryGet("c", out _));
+        store.Set("big", R(new string('x', 2000)), TimeSpan.FromHours(1));
+        Assert.False(store.TryGet("big", out _));
+    }
+
+    [Fact]
+    public void Keys_ignore_order_and_non_semantic_fields_but_not_content()
+    {
+        var a = (JsonObject)JsonNode.Parse("""{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}],"user":"u1"}""")!;
+        var b = (JsonObject)JsonNode.Parse("""{"messages":[{"content":"hi","role":"user"}],"user":"u2","temperature":0,"model":"m","stream_options":{"include_usage":true}}""")!;
+        var c = (JsonObject)JsonNode.Parse("""{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi!"}]}""")!;
+        Assert.Equal(ResponseCacheKey.Compute("t", "openai", false, a), ResponseCacheKey.Compute("t", "openai", false, b));
+        Assert.NotEqual(ResponseCacheKey.Compute("t", "openai", false, a), ResponseCacheKey.Compute("t", "openai", false, c));
+        Assert.NotEqual(ResponseCacheKey.Compute("t", "openai", false, a), ResponseCacheKey.Compute("t2", "openai", false, a));
+        Assert.NotEqual(ResponseCacheKey.Compute("t", "openai", false, a), ResponseCacheKey.Compute("t", "openai", true, a));
+    }
+
+    [Fact]
+    public async Task Only_the_first_of_concurrent_fillers_leads()
+    {
+        var f = new CacheFillCoordinator();
+        Assert.True(f.TryLead("k", out _));
+        Assert.False(f.TryLead("k", out var wait));
+        Assert.False(wait.IsCompleted);
+        f.Complete("k", stored: true);
+        Assert.True(await wait);
+        Assert.True(f.TryLead("k", out _)); // a new round after completion
+    }
+}
