@@ -72,6 +72,7 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
         // columns added after the first release: add them to older files
         AddColumn(c, "ledger", "routing_reason", "TEXT");
         AddColumn(c, "ledger", "run_end_reason", "TEXT");
+        AddColumn(c, "ledger", "volatile_prefix", "TEXT");
         AddColumn(c, "keys", "downgrade_model", "TEXT");
         AddColumn(c, "keys", "unpriced_policy", "TEXT");
         AddColumn(c, "budgets", "reset_at", "TEXT");
@@ -110,7 +111,7 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
         "priced", "cost", "counterfactual_cost", "saving_routing", "saving_response_cache", "saving_prompt_cache",
         "saving_batch", "saving_compaction", "saving_output_cap", "latency_ms", "ttft_ms",
         "outcome", "status_code", "error_type", "error_message", "finish_reason", "upstream_request_id",
-        "routing_reason", "run_end_reason",
+        "routing_reason", "run_end_reason", "volatile_prefix",
     ];
 
     public Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken cancellationToken)
@@ -167,6 +168,7 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
             p["upstream_request_id"].Value = Db(r.UpstreamRequestId);
             p["routing_reason"].Value = Db(r.RoutingReason);
             p["run_end_reason"].Value = Db(r.RunEndReason);
+            p["volatile_prefix"].Value = Db(r.VolatilePrefix);
             cmd.ExecuteNonQuery();
         }
         tx.Commit();
@@ -205,7 +207,7 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
                 SavingBatch = D(29) ?? 0, SavingCompaction = D(30) ?? 0, SavingOutputCap = D(31) ?? 0,
                 LatencyMs = r.GetDouble(32), TimeToFirstTokenMs = r.IsDBNull(33) ? null : r.GetDouble(33),
                 Outcome = r.GetString(34), StatusCode = (int)r.GetInt64(35), ErrorType = S(36), ErrorMessage = S(37),
-                FinishReason = S(38), UpstreamRequestId = S(39), RoutingReason = S(40), RunEndReason = S(41),
+                FinishReason = S(38), UpstreamRequestId = S(39), RoutingReason = S(40), RunEndReason = S(41), VolatilePrefix = S(42),
             });
         }
         return Task.FromResult<IReadOnlyList<LedgerRecord>>(list);

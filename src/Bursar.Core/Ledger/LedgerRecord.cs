@@ -33,6 +33,8 @@ public sealed record LedgerRecord
     public string? RoutingReason { get; init; }
     /// <summary>Set on the call that ended its run: the cap or done-condition that ended it.</summary>
     public string? RunEndReason { get; init; }
+    /// <summary>Set when the prompt's prefix changes between calls only in volatile values (timestamps, ids), which defeats prompt caching.</summary>
+    public string? VolatilePrefix { get; init; }
     public bool Streamed { get; init; }
     public bool Batch { get; init; }
 

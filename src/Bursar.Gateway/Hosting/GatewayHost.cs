@@ -93,6 +93,10 @@ public static class GatewayHost
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<ResponseCacheOptions>>().Value);
         services.AddSingleton<IResponseCacheStore>(sp => new MemoryResponseCacheStore(sp.GetRequiredService<ResponseCacheOptions>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<CacheFillCoordinator>();
+        services.AddOptions<PromptCacheOptions>().Bind(configuration.GetSection(PromptCacheOptions.Section));
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<PromptCacheOptions>>().Value);
+        services.AddSingleton<VolatilePrefixDetector>();
+        services.AddSingleton(sp => new PromptCachePlacer(sp.GetRequiredService<TokenCounter>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<ProxyPipeline>();
         services.AddMetrics();
         services.AddProblemDetails();

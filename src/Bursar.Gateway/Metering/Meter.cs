@@ -28,6 +28,9 @@ public sealed class CallContext
     public string? RoutingReason { get; set; }
     /// <summary>Set when the exact response cache answered: the call cost nothing and saved what the original cost.</summary>
     public Bursar.Core.Caching.CachedResponse? CacheHit { get; set; }
+    /// <summary>Bursar placed the prompt-cache breakpoints of this call (the caller had none): the net caching saving is Bursar's.</summary>
+    public bool PromptCachePlaced { get; set; }
+    public string? VolatilePrefix { get; set; }
 }
 
 /// <summary>Prices a finished call, writes its ledger record, and counts it in the <c>Bursar.Gateway</c> meter.</summary>
@@ -91,6 +94,7 @@ public sealed partial class CallMeter
             estimated = $"output tokens estimated ({s.Deltas} deltas): the stream ended before the provider's final usage";
         }
         decimal? cost = null;
+        decimal promptCacheSaving = 0m;
         var priced = false;
         if (served is not null)
         {
@@ -100,6 +104,8 @@ public sealed partial class CallMeter
             {
                 priced = true;
                 cost = CostCalculator.Compute(price, usage).Total;
+                // prompt caching credits only what it shows: the read discount minus the write premium, when Bursar placed the marks
+                if (c.PromptCachePlaced) promptCacheSaving = CostCalculator.ComputeUncached(price, usage) - cost.Value;
             }
             else if (!usage.IsEmpty)
             {
@@ -140,8 +146,9 @@ public sealed partial class CallMeter
             ReasoningTokens = usage.ReasoningTokens,
             Priced = priced,
             Cost = cost,
-            CounterfactualCost = cost + (c.CacheHit?.CostUsd ?? 0m),
+            CounterfactualCost = cost + (c.CacheHit?.CostUsd ?? 0m) + promptCacheSaving,
             SavingResponseCache = c.CacheHit?.CostUsd ?? 0m,
+            SavingPromptCache = promptCacheSaving,
             LatencyMs = elapsed.TotalMilliseconds,
             TimeToFirstTokenMs = ttft,
             Outcome = c.Outcome,
@@ -149,6 +156,7 @@ public sealed partial class CallMeter
             ErrorType = c.ErrorType ?? s.ErrorType,
             ErrorMessage = c.ErrorMessage ?? s.ErrorMessage ?? estimated,
             RoutingReason = c.RoutingReason,
+            VolatilePrefix = c.VolatilePrefix,
             FinishReason = s.FinishReason,
             UpstreamRequestId = c.UpstreamRequestId ?? s.ResponseId,
         };

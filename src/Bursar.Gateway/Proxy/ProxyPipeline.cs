@@ -25,7 +25,11 @@ namespace Bursar.Gateway.Proxy;
 public sealed partial class ProxyPipeline(
     KeyAuthenticator auth,
     AdmissionControl admission,
+    VolatilePrefixDetector volatility,
     IResponseCacheStore cache,
+    PromptCachePlacer placer,
+    PromptCacheOptions promptCache,
+    Bursar.Core.Pricing.PriceCatalog catalog,
     ResponseCacheOptions cacheOptions,
     CacheFillCoordinator fills,
     UpstreamRegistry registry,
@@ -35,6 +39,9 @@ public sealed partial class ProxyPipeline(
     TimeProvider time,
     ILogger<ProxyPipeline> logger)
 {
+    /// <summary>OpenAI caches prompts of at least this many tokens.</summary>
+    private const int PromptCacheModelMinimum = 1024;
+
     private static readonly string[] ForwardedResponseHeaders = ["request-id", "x-request-id", "retry-after", "retry-after-ms"];
 
     public async Task HandleAsync(HttpContext ctx, Dialect dialect)
@@ -144,50 +151,77 @@ public sealed partial class ProxyPipeline(
             call.Provider = deployment.ProviderName;
             if (admitted.RunId is not null && admission.Runs.Options.NeedsText) call.Summary.Text = new System.Text.StringBuilder();
 
-            // what goes upstream: the caller's bytes unchanged unless a translation, a downgrade or metering needs a change
+            // what goes upstream: the caller's bytes unchanged unless a translation, a downgrade, metering or prompt caching needs a change
             var upstreamBody = body;
             var injectedUsage = false;
-            if (deployment.Dialect != dialect)
+            try
             {
-                JsonObject translated;
-                try
+                JsonObject? node = null;
+                JsonObject Node() => node ??= (JsonObject)JsonNode.Parse(body.Span)!;
+                var modified = false;
+                if (deployment.Dialect != dialect)
                 {
-                    translated = RequestTranslator.Translate(dialect, deployment.Dialect, (JsonObject)JsonNode.Parse(body.Span)!);
-                    translated["model"] = model;
-                }
-                catch (RequestTranslator.TranslationException e)
-                {
-                    await RefuseAsync(ctx, call, e.Error).ConfigureAwait(false);
-                    return;
-                }
-                catch (Exception e) when (IsBadJson(e))
-                {
-                    await RefuseAsync(ctx, call, ProviderError.BadRequest($"The request cannot be translated for {deployment.Dialect.Name()}: {e.Message}")).ConfigureAwait(false);
-                    return;
-                }
-                upstreamBody = JsonSerializer.SerializeToUtf8Bytes(translated, GatewayJson.Default.JsonObject);
-            }
-            else if ((dialect == Dialect.OpenAI && scan.Stream && !scan.IncludeUsage) || model != scan.Model)
-            {
-                try
-                {
-                    var node = (JsonObject)JsonNode.Parse(body.Span)!;
+                    node = RequestTranslator.Translate(dialect, deployment.Dialect, Node());
                     node["model"] = model;
-                    if (dialect == Dialect.OpenAI && scan.Stream && !scan.IncludeUsage)
-                    {
-                        // no streamed call goes unmetered: ask for usage, strip the extra chunk on the way back
-                        var so = node["stream_options"] as JsonObject ?? new JsonObject();
-                        so["include_usage"] = true;
-                        node["stream_options"] = so;
-                        injectedUsage = true;
-                    }
-                    upstreamBody = JsonSerializer.SerializeToUtf8Bytes(node, GatewayJson.Default.JsonObject);
+                    modified = true;
                 }
-                catch (Exception e) when (IsBadJson(e))
+                else if (model != scan.Model)
                 {
-                    await RefuseAsync(ctx, call, ProviderError.BadRequest($"The request body cannot be read: {e.Message}")).ConfigureAwait(false);
-                    return;
+                    Node()["model"] = model;
+                    modified = true;
                 }
+                if (dialect == Dialect.OpenAI && deployment.Dialect == Dialect.OpenAI && scan.Stream && !scan.IncludeUsage)
+                {
+                    // no streamed call goes unmetered: ask for usage, strip the extra chunk on the way back
+                    var so = Node()["stream_options"] as JsonObject ?? new JsonObject();
+                    so["include_usage"] = true;
+                    Node()["stream_options"] = so;
+                    injectedUsage = modified = true;
+                }
+                if (promptCache.AppliesTo(call.Attribution.Feature) && scan.EstimatedInputTokens >= PromptCacheModelMinimum)
+                {
+                    var price = catalog.Find(model).Price;
+                    var minimum = price?.PromptCacheMinTokens ?? promptCache.DefaultMinimumTokens;
+                    var route = (call.Attribution.Feature ?? "-") + "|" + model;
+                    if (promptCache.MovesVolatile(call.Attribution.Feature) && PromptCachePlacer.MoveVolatileToEnd(Node()))
+                    {
+                        // opted in: volatile values always travel after the stable prefix, so the prefix stays cacheable
+                        modified = true;
+                        call.VolatilePrefix = "moved: volatile system-prompt values (timestamps, ids) were moved into the newest user turn";
+                    }
+                    var systemText = PromptCachePlacer.SystemText(Node());
+                    if (systemText.Length > 0 && volatility.Observe(route, systemText, scan.EstimatedInputTokens) is { } vol)
+                    {
+                        var perCall = price is null ? (decimal?)null : vol.PrefixTokens * (price.Rates.Input - (price.Rates.CacheRead ?? price.Rates.Input)) / 1_000_000m;
+                        call.VolatilePrefix = vol.Describe(perCall);
+                        LogVolatile(logger, call.Attribution.Feature, call.VolatilePrefix);
+                    }
+                    if (deployment.Dialect == Dialect.Anthropic && promptCache.PlaceBreakpoints && scan.EstimatedInputTokens >= minimum)
+                    {
+                        var placed = placer.Place(Node(), model, (call.Attribution.Feature ?? "-") + "|" + model, minimum);
+                        if (placed.Placed > 0)
+                        {
+                            modified = true;
+                            call.PromptCachePlaced = placed.CallerBreakpoints == 0;
+                        }
+                    }
+                    else if (deployment.Dialect == Dialect.OpenAI && promptCache.SetOpenAIPromptCacheKey && scan.EstimatedInputTokens >= PromptCacheModelMinimum && Node()["prompt_cache_key"] is null)
+                    {
+                        Node()["prompt_cache_key"] = PromptCachePlacer.OpenAIPromptCacheKey(call.Attribution.Feature, ResponseCacheKey.Tenant(call.Attribution.Customer, call.Attribution.Team, call.Attribution.KeyId));
+                        modified = true;
+                    }
+                }
+                if (modified) upstreamBody = JsonSerializer.SerializeToUtf8Bytes(node!, GatewayJson.Default.JsonObject);
+            }
+            catch (RequestTranslator.TranslationException e)
+            {
+                await RefuseAsync(ctx, call, e.Error).ConfigureAwait(false);
+                return;
+            }
+            catch (Exception e) when (IsBadJson(e))
+            {
+                await RefuseAsync(ctx, call, ProviderError.BadRequest($"The request body cannot be read for {deployment.Dialect.Name()}: {e.Message}")).ConfigureAwait(false);
+                return;
             }
 
             var path = deployment.Dialect == Dialect.Anthropic ? "v1/messages" : "chat/completions";
@@ -385,6 +419,9 @@ public sealed partial class ProxyPipeline(
         await ctx.Response.Body.WriteAsync(bytes, ctx.RequestAborted).ConfigureAwait(false);
         await ctx.Response.CompleteAsync().ConfigureAwait(false); // the caller has its answer before metering runs
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Prompt caching is defeated on feature {Feature}: {Detail}")]
+    private static partial void LogVolatile(ILogger logger, string? feature, string detail);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Call {CallId} for model {Model} failed inside the gateway")]
     private static partial void LogUnexpected(ILogger logger, string callId, string? model, Exception exception);
