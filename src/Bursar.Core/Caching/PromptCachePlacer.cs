@@ -217,7 +217,10 @@ public sealed class PromptCachePlacer(TokenCounter counter, TimeProvider time)
         return true;
     }
 
-    /// <summary>OpenAI's <c>prompt_cache_key</c> for a route and tenant: requests with the same prefix land on warm caches.</summary>
+    /// <summary>
+    /// OpenAI's <c>prompt_cache_key</c> for a route and tenant (the team, else the key): requests with the same prefix land
+    /// on warm caches. Not per end customer: customers of one feature share its prefix, and splitting them splits the cache.
+    /// </summary>
     public static string OpenAIPromptCacheKey(string? route, string tenant)
     {
         var bytes = Encoding.UTF8.GetBytes((route ?? "-") + "\n" + tenant);

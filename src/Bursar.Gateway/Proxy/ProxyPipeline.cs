@@ -207,7 +207,7 @@ public sealed partial class ProxyPipeline(
                     }
                     else if (deployment.Dialect == Dialect.OpenAI && promptCache.SetOpenAIPromptCacheKey && scan.EstimatedInputTokens >= PromptCacheModelMinimum && Node()["prompt_cache_key"] is null)
                     {
-                        Node()["prompt_cache_key"] = PromptCachePlacer.OpenAIPromptCacheKey(call.Attribution.Feature, ResponseCacheKey.Tenant(call.Attribution.Customer, call.Attribution.Team, call.Attribution.KeyId));
+                        Node()["prompt_cache_key"] = PromptCachePlacer.OpenAIPromptCacheKey(call.Attribution.Feature, call.Attribution.Team ?? call.Attribution.KeyId ?? "-");
                         modified = true;
                     }
                 }
