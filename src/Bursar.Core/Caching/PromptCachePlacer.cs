@@ -59,9 +59,11 @@ public sealed class PromptCachePlacer(TokenCounter counter, TimeProvider time)
         long total = 0;
         void Add(JsonObject block, bool candidate)
         {
-            var json = Encoding.UTF8.GetBytes(StripCacheControl(block));
-            var bh = System.IO.Hashing.XxHash64.HashToUInt64(json);
-            total += _tokenCache.GetOrAdd(bh, _ => counter.Count(model, Encoding.UTF8.GetString(json)));
+            // text blocks hash their text in place (no serialization); other blocks hash their JSON without cache_control
+            string? text = block["type"] is JsonValue tv && tv.TryGetValue<string>(out var type) && type == "text" && block["text"] is JsonValue xv && xv.TryGetValue<string>(out var x) ? x : null;
+            var content = text ?? StripCacheControl(block);
+            var bh = System.IO.Hashing.XxHash64.HashToUInt64(System.Runtime.InteropServices.MemoryMarshal.AsBytes(content.AsSpan()));
+            total += _tokenCache.GetOrAdd(bh, _ => counter.Count(model, content));
             h = (h ^ bh) * 1099511628211UL;
             blocks.Add((block, total, h, candidate));
         }

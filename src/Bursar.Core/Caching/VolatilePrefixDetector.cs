@@ -41,6 +41,8 @@ public sealed partial class VolatilePrefixDetector
     /// <summary>Compares this call's prefix text with the route's previous one.</summary>
     public VolatilePrefix? Observe(string route, string prefixText, long prefixTokens)
     {
+        // the common case, a stable prompt, costs one string comparison
+        if (_last.TryGetValue(route, out var same) && string.Equals(same.Raw, prefixText, StringComparison.Ordinal)) return null;
         var found = new List<(string Kind, string Value)>();
         var normalized = Normalize(prefixText, found);
         var previous = _last.TryGetValue(route, out var p) ? p : default;

@@ -245,6 +245,12 @@ public sealed partial class ProxyPipeline(
                 }
             }
         }
+        catch (CallerDisconnectedException)
+        {
+            // the caller dropped its stream: what passed through so far is metered and settled
+            call.Outcome = "canceled";
+            call.StatusCode = 499;
+        }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
         {
             call.Outcome = "canceled";

@@ -30,6 +30,20 @@ public static class SsePump
     /// Copies <paramref name="upstream"/> to <paramref name="downstream"/> frame by frame as it arrives (no buffering
     /// of the whole body), flushing whenever the upstream has nothing more ready.
     /// </summary>
+    private static async ValueTask FlushToCallerAsync(PipeWriter downstream, CancellationToken cancellationToken)
+    {
+        FlushResult flush;
+        try
+        {
+            flush = await downstream.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or InvalidOperationException)
+        {
+            throw new CallerDisconnectedException(e);
+        }
+        if (flush.IsCanceled || flush.IsCompleted) throw new CallerDisconnectedException(null);
+    }
+
     public static async Task PumpAsync(Stream upstream, PipeWriter downstream, SseStreamHandler handler, CancellationToken cancellationToken, ArrayBufferWriter<byte>? capture = null)
     {
         IBufferWriter<byte> output = capture is null ? downstream : new TeeBufferWriter(downstream, capture);
@@ -76,14 +90,10 @@ public static class SsePump
                         if (!data.IsEmpty) handler.OnFrame([.. rest, (byte)'\n', (byte)'\n'], ev, data, output);
                     }
                     handler.OnEnd(output);
-                    await downstream.FlushAsync(cancellationToken).ConfigureAwait(false);
+                    await FlushToCallerAsync(downstream, cancellationToken).ConfigureAwait(false);
                     return;
                 }
-                if (wrote)
-                {
-                    var flush = await downstream.FlushAsync(cancellationToken).ConfigureAwait(false);
-                    if (flush.IsCanceled || flush.IsCompleted) throw new OperationCanceledException("The caller closed the stream.");
-                }
+                if (wrote) await FlushToCallerAsync(downstream, cancellationToken).ConfigureAwait(false);
             }
         }
         finally
@@ -93,6 +103,9 @@ public static class SsePump
         }
     }
 }
+
+/// <summary>The caller went away while its stream was being written (as opposed to the upstream failing).</summary>
+public sealed class CallerDisconnectedException(Exception? inner) : IOException("The caller closed the stream.", inner);
 
 /// <summary>Writes to the caller and keeps a copy of every byte (to store a streamed answer in the response cache).</summary>
 internal sealed class TeeBufferWriter(IBufferWriter<byte> inner, ArrayBufferWriter<byte> copy) : IBufferWriter<byte>
