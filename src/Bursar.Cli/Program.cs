@@ -11,4 +11,5 @@ root.Subcommands.Add(PricesCommand.Create());
 root.Subcommands.Add(BudgetsCommand.Create());
 root.Subcommands.Add(BudgetsCommand.CreateLimits());
 root.Subcommands.Add(SimulateProviderCommand.Create());
+root.Subcommands.Add(EvalCommand.Create());
 return await root.Parse(args).InvokeAsync();

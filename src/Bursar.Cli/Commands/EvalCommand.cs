@@ -1,0 +1,42 @@
+using System.CommandLine;
+using System.Globalization;
+using Bursar.Core.Caching.Semantic;
+
+namespace Bursar.Cli.Commands;
+
+internal static class EvalCommand
+{
+    public static Command Create()
+    {
+        var eval = new Command("eval", "Measure a lever on labeled data");
+        var pairs = new Option<FileInfo>("--pairs") { Description = "Labeled pairs: QQP-style JSONL(.gz) {a, b, duplicate} or GPTCache's [{origin, similar}]", Required = true };
+        var target = new Option<double>("--target-precision") { Description = "Precision the chosen threshold must reach on the calibration half", DefaultValueFactory = _ => 0.95 };
+        var semantic = new Command("semantic-cache", "Precision, recall and false-positive rate of the semantic cache per threshold, and the threshold that meets the target precision") { pairs, target };
+        semantic.SetAction((pr, ct) =>
+        {
+            var f = pr.GetValue(pairs)!;
+            if (!f.Exists) { Console.Error.WriteLine($"No such file: {f.FullName}"); return Task.FromResult(2); }
+            var data = SemanticCacheEvaluation.Load(f.FullName);
+            Console.WriteLine($"{data.Count:N0} pairs ({data.Count(p => p.Duplicate):N0} duplicates) from {f.Name}; generator: {HashedNGramEmbeddingGenerator.Name}, guards: numbers, negation, named entities");
+            var result = SemanticCacheEvaluation.Run(data, pr.GetValue(target), progress: new Progress<int>(n => Console.Error.Write($"\r  embedding {n:N0}/{data.Count:N0} pairs")));
+            Console.Error.WriteLine();
+            Console.WriteLine($"\nCalibration half ({result.CalibrationPairs:N0} pairs; IDF fitted here):");
+            Console.WriteLine($"{"threshold",9} {"precision",10} {"recall",8} {"FP rate",8} {"hits",8}");
+            foreach (var m in result.Calibration.Where((_, i) => i % 6 == 0 || i >= 90))
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{m.Threshold,9:F3} {m.Precision,10:P1} {m.Recall,8:P1} {m.FalsePositiveRate,8:P2} {m.TruePositives + m.FalsePositives,8:N0}"));
+            Console.WriteLine($"\nGuards rejected {result.GuardRejections:N0} pairs.");
+            if (result.Chosen is { } c && result.Test is { } t)
+            {
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Chosen threshold {c.Threshold:F3} (precision {c.Precision:P1} on calibration, target {result.TargetPrecision:P0})."));
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Held-out half ({result.TestPairs:N0} pairs): precision {t.Precision:P1}, recall {t.Recall:P1}, false-positive rate {t.FalsePositiveRate:P2} ({t.TruePositives:N0} right hits, {t.FalsePositives:N0} wrong)."));
+            }
+            else
+            {
+                Console.WriteLine($"No threshold reaches {result.TargetPrecision:P0} precision with at least 20 hits on the calibration half: do not enable the semantic cache with this generator on this traffic.");
+            }
+            return Task.FromResult(0);
+        });
+        eval.Subcommands.Add(semantic);
+        return eval;
+    }
+}

@@ -1,0 +1,32 @@
+using System.Text.RegularExpressions;
+
+namespace Bursar.Core.Caching.Semantic;
+
+/// <summary>
+/// Rejects semantic matches that look alike but ask different things: different numbers, a negation on one side only,
+/// or different named entities ("flights to Paris" vs "flights to Rome"). False positives are wrong answers served to users.
+/// </summary>
+public static partial class SemanticGuards
+{
+    [GeneratedRegex(@"\d+(?:[.,]\d+)?", RegexOptions.CultureInvariant)]
+    private static partial Regex Number();
+
+    [GeneratedRegex(@"\b(?:not|no|never|none|nobody|nothing|neither|nor|without|cannot|can't|won't|don't|doesn't|didn't|isn't|aren't|wasn't|weren't|shouldn't|wouldn't|couldn't|n't)\b", RegexOptions.CultureInvariant | RegexOptions.IgnoreCase)]
+    private static partial Regex Negation();
+
+    [GeneratedRegex(@"(?<=\S\s+)[A-Z][a-zA-Z0-9]+", RegexOptions.CultureInvariant)]
+    private static partial Regex Capitalized();
+
+    public static bool Compatible(string a, string b, out string? reason)
+    {
+        reason = null;
+        if (!Set(Number(), a).SetEquals(Set(Number(), b))) { reason = "numbers differ"; return false; }
+        if (Negation().IsMatch(a) != Negation().IsMatch(b)) { reason = "negation differs"; return false; }
+        var ea = Set(Capitalized(), a);
+        var eb = Set(Capitalized(), b);
+        if (!ea.SetEquals(eb)) { reason = "named entities differ"; return false; }
+        return true;
+    }
+
+    private static HashSet<string> Set(Regex r, string s) => r.Matches(s).Select(m => m.Value.ToLowerInvariant()).ToHashSet(StringComparer.Ordinal);
+}

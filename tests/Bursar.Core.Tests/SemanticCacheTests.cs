@@ -1,0 +1,62 @@
+using System.Numerics.Tensors;
+using Bursar.Core.Caching.Semantic;
+
+namespace Bursar.Core.Tests;
+
+public sealed class SemanticCacheTests
+{
+    private static readonly HashedNGramEmbeddingGenerator Generator = new();
+
+    private static float Cos(string a, string b) => TensorPrimitives.Dot(Generator.Embed(a), Generator.Embed(b));
+
+    [Fact]
+    public void Paraphrases_score_higher_than_unrelated_questions_and_identical_text_scores_one()
+    {
+        Assert.Equal(1f, Cos("How do I reset my password?", "how do I reset my password"), 3);
+        Assert.True(Cos("How do I reset my password?", "How can I reset my password?") > Cos("How do I reset my password?", "What is the capital of France?") + 0.3f);
+        Assert.Equal(1f, TensorPrimitives.Norm(Generator.Embed("anything at all")), 3);
+    }
+
+    [Theory]
+    [InlineData("Flights to Paris on Monday", "Flights to Rome on Monday", "named entities differ")]
+    [InlineData("Is 7 a prime number?", "Is 9 a prime number?", "numbers differ")]
+    [InlineData("Should I take the job?", "Should I not take the job?", "negation differs")]
+    public void Guards_reject_lookalikes_that_ask_different_things(string a, string b, string reason)
+    {
+        Assert.False(SemanticGuards.Compatible(a, b, out var why));
+        Assert.Equal(reason, why);
+    }
+
+    [Fact]
+    public void Guards_pass_true_paraphrases()
+    {
+        Assert.True(SemanticGuards.Compatible("How do I learn Python quickly?", "What is the fastest way to learn Python?", out _));
+    }
+
+    [Fact]
+    public void The_index_finds_the_nearest_entry_within_its_partition_only()
+    {
+        var index = new VectorIndex<string>(Generator.Dimensions);
+        index.Add("tenant-a", Generator.Embed("How do I reset my password?"), "reset");
+        index.Add("tenant-a", Generator.Embed("What are your opening hours?"), "hours");
+        index.Add("tenant-b", Generator.Embed("How can I reset my password?"), "other tenant");
+        var (item, score) = index.Nearest("tenant-a", Generator.Embed("How can I reset my password?"));
+        Assert.Equal("reset", item);
+        Assert.True(score > 0.5f);
+        Assert.Null(index.Nearest("tenant-c", Generator.Embed("x")).Item);
+        Assert.Equal(3, index.Count);
+    }
+
+    [Fact]
+    public void Evaluation_calibrates_on_one_half_and_reports_on_the_other()
+    {
+        var pairs = SemanticCacheEvaluation.Load(SharedData.Path("semantic_cache", "gptcache_mock_paraphrases.json"));
+        Assert.Equal(1998, pairs.Count);
+        var result = SemanticCacheEvaluation.Run(pairs, 0.95);
+        Assert.Equal(999, result.CalibrationPairs);
+        Assert.Equal(999, result.TestPairs);
+        Assert.NotNull(result.Chosen);
+        Assert.True(result.Test!.Value.Precision >= 0.95, $"held-out precision {result.Test.Value.Precision}");
+        Assert.True(result.Test.Value.Recall > 0.3, $"held-out recall {result.Test.Value.Recall}");
+    }
+}
