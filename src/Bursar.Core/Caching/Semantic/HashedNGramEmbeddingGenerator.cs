@@ -15,7 +15,7 @@ public sealed class HashedNGramEmbeddingGenerator : IEmbeddingGenerator<string, 
     public int Dimensions { get; }
     private float[]? _idf;
 
-    public HashedNGramEmbeddingGenerator(int dimensions = 1 << 14)
+    public HashedNGramEmbeddingGenerator(int dimensions = 1 << 12)
     {
         if (dimensions < 64 || (dimensions & (dimensions - 1)) != 0) throw new ArgumentOutOfRangeException(nameof(dimensions), dimensions, "Dimensions must be a power of two of at least 64.");
         Dimensions = dimensions;
@@ -45,10 +45,8 @@ public sealed class HashedNGramEmbeddingGenerator : IEmbeddingGenerator<string, 
     {
         var v = new float[Dimensions];
         Features(text, (b, w) => v[b] += w);
-        if (_idf is { } idf)
-        {
-            for (var i = 0; i < v.Length; i++) if (v[i] != 0) v[i] = (1 + MathF.Log(v[i])) * idf[i];
-        }
+        for (var i = 0; i < v.Length; i++)
+            if (v[i] != 0) v[i] = (1 + MathF.Log(v[i])) * (_idf?[i] ?? 1f); // sublinear term frequency, IDF when fitted
         var norm = TensorPrimitives.Norm(v);
         if (norm > 0) TensorPrimitives.Divide(v, norm, v);
         return v;

@@ -49,14 +49,15 @@ public static class SemanticCacheEvaluation
         return pairs;
     }
 
-    public static EvaluationResult Run(IReadOnlyList<LabeledPair> pairs, double targetPrecision = 0.95, int seed = 17, IProgress<int>? progress = null)
+    public static EvaluationResult Run(IReadOnlyList<LabeledPair> pairs, double targetPrecision = 0.95, int seed = 17, IProgress<int>? progress = null, bool fitIdf = false)
     {
         var order = Enumerable.Range(0, pairs.Count).ToArray();
         new Random(seed).Shuffle(order);
         var calibration = order.Take(pairs.Count / 2).Select(i => pairs[i]).ToArray();
         var test = order.Skip(pairs.Count / 2).Select(i => pairs[i]).ToArray();
         var generator = new HashedNGramEmbeddingGenerator();
-        generator.Fit(calibration.SelectMany(p => new[] { p.A, p.B }));
+        // the gateway's generator has no corpus to fit, so by default neither has the evaluation: thresholds carry over
+        if (fitIdf) generator.Fit(calibration.SelectMany(p => new[] { p.A, p.B }));
         var guardRejections = 0;
         (float Score, bool Guarded, bool Dup)[] Score(LabeledPair[] set, int offset)
         {
