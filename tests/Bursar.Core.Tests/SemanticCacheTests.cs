@@ -28,6 +28,13 @@ public sealed class SemanticCacheTests
     }
 
     [Fact]
+    public void Lookalikes_score_above_the_gateway_test_threshold_so_only_the_guard_stops_them()
+    {
+        // the gateway test relies on this pair being caught by the number guard, not by a low score
+        Assert.True(Cos("What is the monthly price of plan 7 in region abc123?", "What is the monthly price of plan 9 in region abc123?") >= 0.8f);
+    }
+
+    [Fact]
     public void Guards_pass_true_paraphrases()
     {
         Assert.True(SemanticGuards.Compatible("How do I learn Python quickly?", "What is the fastest way to learn Python?", out _));

@@ -36,7 +36,8 @@ public class GatewayFixture : IAsyncLifetime
             ["--urls=http://127.0.0.1:0", $"--Bursar:DataDirectory={_dir}", "--Bursar:MaxRequestBodyBytes=1048576", "--Bursar:Providers:BaseRetryDelay=00:00:00.010",
              $"--Bursar:AdminKey={AdminKey}", "--Bursar:Runs:MaxTurns=4", "--Bursar:Runs:DoneWhenAnsweredWithoutTools=true",
              "--Bursar:Prices:0:Model=gpt-local-free", "--Bursar:Prices:0:Provider=local", "--Bursar:Prices:0:Input=0", "--Bursar:Prices:0:Output=0",
-             "--Bursar:ResponseCache:TtlByFeature:cache-off=00:00:00", "--Bursar:PromptCache:MoveVolatileToEnd:0=volatile-moved", .. ExtraArgs],
+             "--Bursar:ResponseCache:TtlByFeature:cache-off=00:00:00", "--Bursar:PromptCache:MoveVolatileToEnd:0=volatile-moved",
+             "--Bursar:SemanticCache:Features:0=semantic-faq", "--Bursar:SemanticCache:Threshold=0.8", .. ExtraArgs],
             b => b.Logging.SetMinimumLevel(LogLevel.Warning));
         await _app.StartAsync();
         BaseUrl = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();

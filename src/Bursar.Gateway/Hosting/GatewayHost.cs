@@ -93,6 +93,11 @@ public static class GatewayHost
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<ResponseCacheOptions>>().Value);
         services.AddSingleton<IResponseCacheStore>(sp => new MemoryResponseCacheStore(sp.GetRequiredService<ResponseCacheOptions>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<CacheFillCoordinator>();
+        services.AddOptions<Bursar.Core.Caching.Semantic.SemanticCacheOptions>().Bind(configuration.GetSection(Bursar.Core.Caching.Semantic.SemanticCacheOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<Bursar.Core.Caching.Semantic.SemanticCacheOptions>>().Value);
+        services.AddSingleton(_ => new Bursar.Core.Caching.Semantic.HashedNGramEmbeddingGenerator());
+        services.AddSingleton<Bursar.Core.Caching.Semantic.SemanticResponseCache>();
         services.AddOptions<PromptCacheOptions>().Bind(configuration.GetSection(PromptCacheOptions.Section));
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<PromptCacheOptions>>().Value);
         services.AddSingleton<VolatilePrefixDetector>();

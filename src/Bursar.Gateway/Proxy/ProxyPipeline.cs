@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Bursar.Core.Attribution;
 using Bursar.Core.Caching;
+using Bursar.Core.Caching.Semantic;
 using Bursar.Gateway.Admission;
 using Bursar.Gateway.Auth;
 using Bursar.Gateway.Hosting;
@@ -27,6 +28,7 @@ public sealed partial class ProxyPipeline(
     AdmissionControl admission,
     VolatilePrefixDetector volatility,
     IResponseCacheStore cache,
+    SemanticResponseCache semantic,
     PromptCachePlacer placer,
     PromptCacheOptions promptCache,
     Bursar.Core.Pricing.PriceCatalog catalog,
@@ -59,6 +61,8 @@ public sealed partial class ProxyPipeline(
         string? cacheKey = null;
         var cacheLeader = false;
         var cacheStored = false;
+        string? semanticPartition = null;
+        string? semanticQuestion = null;
         try
         {
             var (key, authError) = await auth.AuthenticateAsync(ctx.Request, ctx.RequestAborted).ConfigureAwait(false);
@@ -136,7 +140,31 @@ public sealed partial class ProxyPipeline(
                     }
                 }
             }
-            ctx.Response.Headers["x-bursar-cache"] = cacheKey is null ? "bypass" : "miss";
+            // semantic response cache (opt-in per feature): a similar single-turn question of the same tenant, model and system prompt
+            if (semantic.Options.AppliesTo(call.Attribution.Feature) && cacheHeader != "off")
+            {
+                try
+                {
+                    if (SemanticResponseCache.Question((JsonObject)JsonNode.Parse(body.Span)!, semantic.Options.MaxUserTurns) is { } q)
+                    {
+                        var tenant = ResponseCacheKey.Tenant(call.Attribution.Customer, call.Attribution.Team, call.Attribution.KeyId);
+                        semanticPartition = SemanticResponseCache.Partition(tenant, scan.Model!, q.SystemHash, dialect.Name(), scan.Stream);
+                        var (similar, score, _) = semantic.Lookup(semanticPartition, q.Question);
+                        if (similar is not null)
+                        {
+                            ctx.Response.Headers["x-bursar-cache-similarity"] = score.ToString("0.0000", System.Globalization.CultureInfo.InvariantCulture);
+                            await ServeHitAsync(ctx, call, similar.Response, semanticHit: true).ConfigureAwait(false);
+                            return;
+                        }
+                        semanticQuestion = q.Question;
+                    }
+                }
+                catch (Exception e) when (IsBadJson(e))
+                {
+                    semanticPartition = null;
+                }
+            }
+            ctx.Response.Headers["x-bursar-cache"] = cacheKey is null ? (semanticQuestion is null ? "bypass" : "miss") : "miss";
 
             // rate limits, run caps, budgets: before any money is spent
             admitted = admission.Admit(key!, call.Attribution, scan.Model!, deployment, scan.EstimatedInputTokens, scan.MaxTokens, out var refusal);
@@ -237,11 +265,16 @@ public sealed partial class ProxyPipeline(
             }
             using (response)
             {
-                var capture = await RelayAsync(ctx, call, dialect, deployment, response.Message, injectedUsage, scan.IncludeUsage, cacheLeader).ConfigureAwait(false);
-                if (capture is not null && cacheKey is not null && call.Outcome == "ok" && !ctx.RequestAborted.IsCancellationRequested)
+                var capture = await RelayAsync(ctx, call, dialect, deployment, response.Message, injectedUsage, scan.IncludeUsage, cacheLeader || semanticQuestion is not null).ConfigureAwait(false);
+                if (capture is not null && call.Outcome == "ok" && !ctx.RequestAborted.IsCancellationRequested)
                 {
-                    cache.Set(cacheKey, new CachedResponse(capture.Value.Body, capture.Value.ContentType, call.Summary.Model, meter.CostOf(call), call.Summary.Usage.TotalInputTokens, call.Summary.Usage.OutputTokens, time.GetUtcNow()), ttl);
-                    cacheStored = true;
+                    var stored = new CachedResponse(capture.Value.Body, capture.Value.ContentType, call.Summary.Model, meter.CostOf(call), call.Summary.Usage.TotalInputTokens, call.Summary.Usage.OutputTokens, time.GetUtcNow());
+                    if (cacheKey is not null && cacheLeader)
+                    {
+                        cache.Set(cacheKey, stored, ttl);
+                        cacheStored = true;
+                    }
+                    if (semanticQuestion is not null) semantic.Add(semanticPartition!, semanticQuestion, stored);
                 }
             }
         }
@@ -350,13 +383,13 @@ public sealed partial class ProxyPipeline(
         return copy is not null && call.Summary.FinishReason is not null ? (copy.WrittenSpan.ToArray(), "text/event-stream") : null;
     }
 
-    private async Task ServeHitAsync(HttpContext ctx, CallContext call, CachedResponse hit)
+    private async Task ServeHitAsync(HttpContext ctx, CallContext call, CachedResponse hit, bool semanticHit = false)
     {
         call.CacheHit = hit;
-        call.Provider = "bursar-cache";
+        call.Provider = semanticHit ? "bursar-semantic-cache" : "bursar-cache";
         call.Summary.Model = hit.Model;
         call.StatusCode = 200;
-        ctx.Response.Headers["x-bursar-cache"] = "hit";
+        ctx.Response.Headers["x-bursar-cache"] = semanticHit ? "semantic-hit" : "hit";
         ctx.Response.Headers["x-bursar-cache-age"] = ((long)(time.GetUtcNow() - hit.StoredAt).TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture);
         ctx.Response.StatusCode = 200;
         ctx.Response.ContentType = hit.ContentType;

@@ -15,8 +15,8 @@ public sealed class SemanticCacheOptions
     public int MaxUserTurns { get; set; } = 1;
     /// <summary>How long an answer is reused. Default 1 hour.</summary>
     public TimeSpan Ttl { get; set; } = TimeSpan.FromHours(1);
-    /// <summary>Most entries per partition (tenant, model, system prompt). Default 100,000.</summary>
-    public int MaxEntriesPerPartition { get; set; } = 100_000;
+    /// <summary>Most entries held in total (each holds a 16 KB vector and the answer). Default 20,000.</summary>
+    public int MaxEntries { get; set; } = 20_000;
 
     public bool AppliesTo(string? feature) => Features.Contains("*") || (feature is not null && Features.Contains(feature, StringComparer.Ordinal));
 
@@ -84,7 +84,7 @@ public sealed class SemanticResponseCache(SemanticCacheOptions options, HashedNG
 
     public void Add(string partition, string question, CachedResponse response)
     {
-        if (_index.Count >= options.MaxEntriesPerPartition) return;
+        if (_index.Count >= options.MaxEntries) return;
         _index.Add(partition, generator.Embed(question), new Entry(question, response));
     }
 }
