@@ -13,7 +13,7 @@ public class SemanticBenchmarks
 
     private SemanticResponseCache _semantic = null!;
     private MemoryResponseCacheStore _exact = null!;
-    private readonly CachedResponse _answer = new([1, 2, 3], "application/json", "gpt-4o-mini", 0.001m, 10, 5, DateTimeOffset.UtcNow);
+    private readonly CachedResponse _answer = new([1, 2, 3], "application/json", "gpt-4o-mini", 0.001m, 10, 5, TimeProvider.System.GetUtcNow());
 
     [GlobalSetup]
     public void Setup()
