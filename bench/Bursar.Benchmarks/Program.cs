@@ -1,3 +1,8 @@
 using BenchmarkDotNet.Running;
 
+if (args.Length > 0 && args[0] == "semantic-percentiles")
+{
+    Bursar.Benchmarks.SemanticPercentiles.Run();
+    return;
+}
 BenchmarkSwitcher.FromAssembly(typeof(Bursar.Benchmarks.HotPathBenchmarks).Assembly).Run(args);

@@ -8,7 +8,7 @@ namespace Bursar.Benchmarks;
 [MemoryDiagnoser]
 public class SemanticBenchmarks
 {
-    [Params(1_000, 10_000)]
+    [Params(10_000, 100_000)]
     public int Entries { get; set; }
 
     private SemanticResponseCache _semantic = null!;

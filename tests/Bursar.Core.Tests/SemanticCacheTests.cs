@@ -55,6 +55,33 @@ public sealed class SemanticCacheTests
     }
 
     [Fact]
+    public void The_sparse_index_finds_near_duplicates_among_many_with_their_exact_cosine()
+    {
+        var sparse = new SparseVectorIndex<int>(Generator.Dimensions);
+        var dense = new VectorIndex<int>(Generator.Dimensions);
+        var words = new[] { "price", "plan", "refund", "account", "password", "reset", "invoice", "shipping", "order", "cancel" };
+        var rng = new Random(3);
+        var texts = new string[2000];
+        for (var i = 0; i < texts.Length; i++)
+        {
+            texts[i] = $"How do I {words[rng.Next(10)]} my {words[rng.Next(10)]} {words[rng.Next(10)]} number {i}?";
+            var v = Generator.Embed(texts[i]);
+            sparse.Add("p", v, i);
+            dense.Add("p", v, i);
+        }
+        // what the cache is for: a question phrased almost like a stored one must find it, with the same score as a full scan
+        foreach (var i in new[] { 7, 420, 1999 })
+        {
+            var q = Generator.Embed(texts[i].Replace("How do I", "how can i").TrimEnd('?'));
+            var (si, ss) = sparse.Nearest("p", q);
+            var (di, ds) = dense.Nearest("p", q);
+            Assert.Equal(di, si);
+            Assert.Equal(ds, ss, 4);
+            Assert.Equal(i, si);
+        }
+    }
+
+    [Fact]
     public void Evaluation_calibrates_on_one_half_and_reports_on_the_other()
     {
         var pairs = SemanticCacheEvaluation.Load(SharedData.Path("semantic_cache", "gptcache_mock_paraphrases.json"));

@@ -37,7 +37,7 @@ public sealed class SemanticResponseCache(SemanticCacheOptions options, HashedNG
 {
     public sealed record Entry(string Question, CachedResponse Response);
 
-    private readonly VectorIndex<Entry> _index = new(generator.Dimensions);
+    private readonly SparseVectorIndex<Entry> _index = new(generator.Dimensions);
 
     public SemanticCacheOptions Options => options;
 
