@@ -26,7 +26,7 @@ public class SemanticBenchmarks
         for (var i = 0; i < Entries; i++)
         {
             var q = $"How do I {words[rng.Next(words.Length)]} my {words[rng.Next(words.Length)]} {words[rng.Next(words.Length)]} number {i}?";
-            _semantic.Add("tenant|gpt-4o-mini|sys|openai|j", q, _answer);
+            _semantic.AddAsync("tenant|gpt-4o-mini|sys|openai|j", q, _answer).GetAwaiter().GetResult();
             _exact.Set("key" + i, _answer, TimeSpan.FromDays(1));
         }
     }
@@ -35,5 +35,5 @@ public class SemanticBenchmarks
     public bool ExactLookup() => _exact.TryGet("key" + (Entries / 2), out _);
 
     [Benchmark]
-    public float SemanticLookup() => _semantic.Lookup("tenant|gpt-4o-mini|sys|openai|j", "How can I reset my billing password number 42?").Score;
+    public float SemanticLookup() => _semantic.LookupAsync("tenant|gpt-4o-mini|sys|openai|j", "How can I reset my billing password number 42?").GetAwaiter().GetResult().Score;
 }

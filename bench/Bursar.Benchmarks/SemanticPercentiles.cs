@@ -21,14 +21,14 @@ public static class SemanticPercentiles
             var cache = new SemanticResponseCache(new SemanticCacheOptions { MaxEntries = 1_000_000, Ttl = TimeSpan.FromDays(1) }, new HashedNGramEmbeddingGenerator(), TimeProvider.System);
             var answer = new CachedResponse([1], "application/json", "m", 0.001m, 1, 1, TimeProvider.System.GetUtcNow());
             var stored = new string[n];
-            for (var i = 0; i < n; i++) cache.Add("p", stored[i] = Question(i), answer);
+            for (var i = 0; i < n; i++) cache.AddAsync("p", stored[i] = Question(i), answer).GetAwaiter().GetResult();
             var queries = Enumerable.Range(0, 5000).Select(i => i % 2 == 0 ? stored[rng.Next(n)].Replace("How do I", "how can i") : Question(n + i)).ToArray();
-            foreach (var q in queries.Take(500)) cache.Lookup("p", q); // warm up
+            foreach (var q in queries.Take(500)) cache.LookupAsync("p", q).GetAwaiter().GetResult(); // warm up
             var times = new double[queries.Length];
             for (var i = 0; i < queries.Length; i++)
             {
                 var t0 = Stopwatch.GetTimestamp();
-                cache.Lookup("p", queries[i]);
+                cache.LookupAsync("p", queries[i]).GetAwaiter().GetResult();
                 times[i] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
             }
             Array.Sort(times);

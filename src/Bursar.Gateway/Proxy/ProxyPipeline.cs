@@ -149,7 +149,7 @@ public sealed partial class ProxyPipeline(
                     {
                         var tenant = ResponseCacheKey.Tenant(call.Attribution.Customer, call.Attribution.Team, call.Attribution.KeyId);
                         semanticPartition = SemanticResponseCache.Partition(tenant, scan.Model!, q.SystemHash, dialect.Name(), scan.Stream);
-                        var (similar, score, _) = semantic.Lookup(semanticPartition, q.Question);
+                        var (similar, score, _) = await semantic.LookupAsync(semanticPartition, q.Question, ctx.RequestAborted).ConfigureAwait(false);
                         if (similar is not null)
                         {
                             ctx.Response.Headers["x-bursar-cache-similarity"] = score.ToString("0.0000", System.Globalization.CultureInfo.InvariantCulture);
@@ -159,9 +159,11 @@ public sealed partial class ProxyPipeline(
                         semanticQuestion = q.Question;
                     }
                 }
-                catch (Exception e) when (IsBadJson(e))
+                catch (Exception e) when (IsBadJson(e) || e is HttpRequestException)
                 {
+                    // an unreadable body or an embeddings endpoint that is down: no semantic cache for this call
                     semanticPartition = null;
+                    semanticQuestion = null;
                 }
             }
             ctx.Response.Headers["x-bursar-cache"] = cacheKey is null ? (semanticQuestion is null ? "bypass" : "miss") : "miss";
@@ -274,7 +276,7 @@ public sealed partial class ProxyPipeline(
                         cache.Set(cacheKey, stored, ttl);
                         cacheStored = true;
                     }
-                    if (semanticQuestion is not null) semantic.Add(semanticPartition!, semanticQuestion, stored);
+                    if (semanticQuestion is not null) await semantic.AddAsync(semanticPartition!, semanticQuestion, stored, CancellationToken.None).ConfigureAwait(false);
                 }
             }
         }

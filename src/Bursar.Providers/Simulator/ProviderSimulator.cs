@@ -65,6 +65,9 @@ public sealed partial class ProviderSimulator
                 case ("POST", "/v1/chat/completions"):
                     await ChatAsync(x, ct).ConfigureAwait(false);
                     break;
+                case ("POST", "/v1/embeddings"):
+                    await EmbeddingsAsync(x, ct).ConfigureAwait(false);
+                    break;
                 case ("GET", "/v1/models"):
                     await ModelsAsync(x, ct).ConfigureAwait(false);
                     break;
@@ -280,6 +283,48 @@ public sealed partial class ProviderSimulator
         var buf = new ArrayBufferWriter<byte>(512);
         using (var w = new Utf8JsonWriter(buf)) write(w);
         return buf.WrittenSpan.ToArray();
+    }
+
+    private static readonly Bursar.Core.Caching.Semantic.HashedNGramEmbeddingGenerator EmbeddingModel = new(512);
+
+    /// <summary>OpenAI-compatible embeddings: deterministic 512-dimension vectors (hashed character and word n-grams), real token counts.</summary>
+    private async Task EmbeddingsAsync(SimulatorExchange x, CancellationToken ct)
+    {
+        var body = ParseBody(x, Dialect.OpenAI);
+        if (string.IsNullOrEmpty(x.Header("authorization"))) throw new SimulatorRequestException(Dialect.OpenAI, ProviderError.Unauthorized("You didn't provide an API key."));
+        var model = body["model"] is JsonValue mv && mv.TryGetValue<string>(out var m) ? m : throw Bad(Dialect.OpenAI, "you must provide a model parameter", "model");
+        string[] inputs = body["input"] switch
+        {
+            JsonValue v when v.TryGetValue<string>(out var one) => [one],
+            JsonArray a when a.Count > 0 && a.All(e => e is JsonValue ev && ev.TryGetValue<string>(out _)) => a.Select(e => e!.GetValue<string>()).ToArray(),
+            _ => throw Bad(Dialect.OpenAI, "'input' must be a string or a non-empty array of strings.", "input"),
+        };
+        var tokens = inputs.Sum(i => (long)_counter.Count("text-embedding-3-small", i));
+        x.SetStatus(200);
+        x.SetHeader("content-type", "application/json");
+        await x.WriteAsync(Json(w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("object", "list");
+            w.WriteStartArray("data");
+            for (var i = 0; i < inputs.Length; i++)
+            {
+                w.WriteStartObject();
+                w.WriteString("object", "embedding");
+                w.WriteNumber("index", i);
+                w.WriteStartArray("embedding");
+                foreach (var f in EmbeddingModel.Embed(inputs[i])) w.WriteNumberValue(f);
+                w.WriteEndArray();
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteString("model", model);
+            w.WriteStartObject("usage");
+            w.WriteNumber("prompt_tokens", tokens);
+            w.WriteNumber("total_tokens", tokens);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }), ct).ConfigureAwait(false);
     }
 
     private async Task ModelsAsync(SimulatorExchange x, CancellationToken ct)

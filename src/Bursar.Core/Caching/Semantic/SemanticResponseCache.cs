@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Microsoft.Extensions.AI;
 
 namespace Bursar.Core.Caching.Semantic;
 
@@ -15,8 +16,14 @@ public sealed class SemanticCacheOptions
     public int MaxUserTurns { get; set; } = 1;
     /// <summary>How long an answer is reused. Default 1 hour.</summary>
     public TimeSpan Ttl { get; set; } = TimeSpan.FromHours(1);
-    /// <summary>Most entries held in total (each holds a 16 KB vector and the answer). Default 20,000.</summary>
-    public int MaxEntries { get; set; } = 20_000;
+    /// <summary>Most entries held in total. Default 100,000.</summary>
+    public int MaxEntries { get; set; } = 100_000;
+    /// <summary>Embedding generator: <c>local</c> (built-in hashed n-grams, no model file) or <c>openai</c> (any OpenAI-compatible embeddings endpoint). Default local.</summary>
+    public string Generator { get; set; } = "local";
+    /// <summary>For the <c>openai</c> generator: base URL (as the OpenAI SDK takes it), key and model. Without a key the built-in Simulator answers.</summary>
+    public string? EmbeddingsBaseUrl { get; set; }
+    public string? EmbeddingsApiKey { get; set; }
+    public string EmbeddingsModel { get; set; } = "text-embedding-3-small";
 
     public bool AppliesTo(string? feature) => Features.Contains("*") || (feature is not null && Features.Contains(feature, StringComparer.Ordinal));
 
@@ -24,6 +31,8 @@ public sealed class SemanticCacheOptions
     {
         if (Threshold is <= 0 or > 1) throw new InvalidOperationException($"Bursar:SemanticCache:Threshold must be in (0, 1], not {Threshold}.");
         if (MaxUserTurns < 1) throw new InvalidOperationException("Bursar:SemanticCache:MaxUserTurns must be at least 1.");
+        if (Generator is not ("local" or "openai")) throw new InvalidOperationException($"Bursar:SemanticCache:Generator must be 'local' or 'openai', not '{Generator}'.");
+        if (EmbeddingsBaseUrl is not null && !Uri.TryCreate(EmbeddingsBaseUrl, UriKind.Absolute, out _)) throw new InvalidOperationException($"Bursar:SemanticCache:EmbeddingsBaseUrl '{EmbeddingsBaseUrl}' is not an absolute URL.");
     }
 }
 
@@ -33,15 +42,31 @@ public sealed class SemanticCacheOptions
 /// partitions by tenant, model, system prompt, dialect and streaming, a similarity threshold, and guards against
 /// lookalikes (numbers, negation, named entities). Multi-turn conversations are never served from it.
 /// </summary>
-public sealed class SemanticResponseCache(SemanticCacheOptions options, HashedNGramEmbeddingGenerator generator, TimeProvider time)
+public sealed class SemanticResponseCache(SemanticCacheOptions options, IEmbeddingGenerator<string, Embedding<float>> generator, TimeProvider time)
 {
     public sealed record Entry(string Question, CachedResponse Response);
 
-    private readonly SparseVectorIndex<Entry> _index = new(generator.Dimensions);
+    private readonly Lock _indexLock = new();
+    private SparseVectorIndex<Entry>? _index;
 
     public SemanticCacheOptions Options => options;
 
-    public int Count => _index.Count;
+    public int Count => _index?.Count ?? 0;
+
+    private async Task<float[]> EmbedAsync(string text, CancellationToken ct)
+    {
+        if (generator is HashedNGramEmbeddingGenerator local) return local.Embed(text); // no allocation of a task for the local one
+        var e = await generator.GenerateAsync([text], cancellationToken: ct).ConfigureAwait(false);
+        var v = e[0].Vector.ToArray();
+        var norm = System.Numerics.Tensors.TensorPrimitives.Norm(v);
+        if (norm > 0) System.Numerics.Tensors.TensorPrimitives.Divide(v, norm, v);
+        return v;
+    }
+
+    private SparseVectorIndex<Entry> Index(int dimensions)
+    {
+        lock (_indexLock) return _index ??= new SparseVectorIndex<Entry>(dimensions);
+    }
 
     /// <summary>The question a request asks (its newest user text) and the partition it belongs to; null when it is not a candidate.</summary>
     public static (string Question, string SystemHash)? Question(JsonObject body, int maxUserTurns)
@@ -73,18 +98,20 @@ public sealed class SemanticResponseCache(SemanticCacheOptions options, HashedNG
 
     public static string Partition(string tenant, string model, string systemHash, string dialect, bool stream) => $"{tenant}|{model}|{systemHash}|{dialect}|{(stream ? "s" : "j")}";
 
-    public (Entry? Hit, float Score, string? Rejected) Lookup(string partition, string question)
+    public async Task<(Entry? Hit, float Score, string? Rejected)> LookupAsync(string partition, string question, CancellationToken ct = default)
     {
-        var (entry, score) = _index.Nearest(partition, generator.Embed(question));
+        var vector = await EmbedAsync(question, ct).ConfigureAwait(false);
+        var (entry, score) = Index(vector.Length).Nearest(partition, vector);
         if (entry is null || score < options.Threshold) return (null, score, null);
         if (time.GetUtcNow() - entry.Response.StoredAt > options.Ttl) return (null, score, "expired");
         if (!SemanticGuards.Compatible(question, entry.Question, out var why)) return (null, score, why);
         return (entry, score, null);
     }
 
-    public void Add(string partition, string question, CachedResponse response)
+    public async Task AddAsync(string partition, string question, CachedResponse response, CancellationToken ct = default)
     {
-        if (_index.Count >= options.MaxEntries) return;
-        _index.Add(partition, generator.Embed(question), new Entry(question, response));
+        if (Count >= options.MaxEntries) return;
+        var vector = await EmbedAsync(question, ct).ConfigureAwait(false);
+        Index(vector.Length).Add(partition, vector, new Entry(question, response));
     }
 }
