@@ -28,6 +28,17 @@ public sealed partial class VolatilePrefixDetector
     private static partial Regex LongNumber();
 
     private readonly ConcurrentDictionary<string, (string Raw, string Normalized)> _last = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, long> _warned = new(StringComparer.Ordinal);
+
+    /// <summary>True at most once per route every <paramref name="interval"/> (the ledger row flags every call; the log does not repeat).</summary>
+    public bool ShouldWarn(string route, TimeProvider time, TimeSpan interval)
+    {
+        var now = time.GetTimestamp();
+        var last = _warned.GetOrAdd(route, long.MinValue);
+        if (last != long.MinValue && time.GetElapsedTime(last, now) < interval) return false;
+        _warned[route] = now;
+        return true;
+    }
 
     /// <summary>Replaces every volatile value with a placeholder; returns the values in order with their kinds.</summary>
     public static string Normalize(string text, List<(string Kind, string Value)>? found = null)

@@ -224,7 +224,7 @@ public sealed partial class ProxyPipeline(
                     {
                         var perCall = price is null ? (decimal?)null : vol.PrefixTokens * (price.Rates.Input - (price.Rates.CacheRead ?? price.Rates.Input)) / 1_000_000m;
                         call.VolatilePrefix = vol.Describe(perCall);
-                        LogVolatile(logger, call.Attribution.Feature, call.VolatilePrefix);
+                        if (volatility.ShouldWarn(route, time, TimeSpan.FromMinutes(10))) LogVolatile(logger, call.Attribution.Feature, call.VolatilePrefix);
                     }
                     if (deployment.Dialect == Dialect.Anthropic && promptCache.PlaceBreakpoints && scan.EstimatedInputTokens >= minimum)
                     {
