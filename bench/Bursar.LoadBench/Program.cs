@@ -85,6 +85,7 @@ internal static class Upstream
 internal static class Runner
 {
     private const string Body = """{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You answer briefly."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":16}""";
+    private const string CachedBody = """{"model":"gpt-4o-mini","temperature":0,"messages":[{"role":"system","content":"You answer briefly."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":16}""";
     private const string StreamBody = """{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You answer briefly."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":16,"stream":true,"stream_options":{"include_usage":true}}""";
 
     public static async Task<int> RunAsync(int seconds, int[] concurrencies)
@@ -136,6 +137,17 @@ internal static class Runner
                         $"| {(stream ? "stream" : "json")} | {c} | {direct.P50:F3} | {through.P50:F3} | {through.P50 - direct.P50:F3} | {budgeted.P50:F3} | {budgeted.P50 - through.P50:F3} | {direct.P99:F3} | {through.P99:F3} | {budgeted.P99:F3} | {direct.Rps:F0} | {through.Rps:F0} | {budgeted.Rps:F0} | {direct.Errors + through.Errors + budgeted.Errors} |"));
                 }
             }
+            // the exact-cache hit path: identical temperature-0 requests, answered by the gateway without an upstream call
+            Console.WriteLine();
+            Console.WriteLine("| exact-cache hits | concurrency | direct upstream p50 ms | gateway hit p50 ms | direct p99 ms | gateway hit p99 ms | direct req/s | gateway hit req/s | errors |");
+            Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (var c in concurrencies)
+            {
+                var direct = await Load(http, "http://127.0.0.1:5301/v1/chat/completions", null, false, c, seconds, CachedBody);
+                var hits = await Load(http, "http://127.0.0.1:5302/v1/chat/completions", secret, false, c, seconds, CachedBody);
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"| json, temperature 0 | {c} | {direct.P50:F3} | {hits.P50:F3} | {direct.P99:F3} | {hits.P99:F3} | {direct.Rps:F0} | {hits.Rps:F0} | {direct.Errors + hits.Errors} |"));
+            }
             await Task.Delay(1500);
             Console.WriteLine();
             Console.WriteLine($"Ledger records written by the gateway: {await store.CountAsync(default)}");
@@ -151,9 +163,9 @@ internal static class Runner
 
     private sealed record Result(double P50, double P99, double Rps, long Errors);
 
-    private static async Task<Result> Load(HttpClient http, string url, string? key, bool stream, int concurrency, int seconds)
+    private static async Task<Result> Load(HttpClient http, string url, string? key, bool stream, int concurrency, int seconds, string? bodyOverride = null)
     {
-        var body = Encoding.UTF8.GetBytes(stream ? StreamBody : Body);
+        var body = Encoding.UTF8.GetBytes(bodyOverride ?? (stream ? StreamBody : Body));
         var latencies = new List<double>[concurrency];
         long errors = 0;
         var warmUntil = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
