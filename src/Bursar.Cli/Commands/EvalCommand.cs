@@ -37,6 +37,25 @@ internal static class EvalCommand
             return Task.FromResult(0);
         });
         eval.Subcommands.Add(semantic);
+
+        var data = new Option<string>("--data") { Description = "RouteLLM-style labeled prompts: a folder of mmlu_<subject>.csv, or gsm8k_responses.csv (or its folder)", Required = true };
+        var routing = new Command("routing", "Train the complexity router on one half of labeled prompts and report APGR, CPT(50%), CPT(80%) on the other half, against prompt length, random and oracle") { data };
+        routing.SetAction((pr, ct) =>
+        {
+            var path = pr.GetValue(data)!;
+            if (!Directory.Exists(path) && !File.Exists(path)) { Console.Error.WriteLine($"No such file or folder: {path}"); return Task.FromResult(2); }
+            var prompts = Bursar.Core.Routing.RoutingDataset.Load(path);
+            Console.WriteLine($"{prompts.Count:N0} prompts ({prompts.Select(p => p.Category).Distinct().Count()} categories) from {path}, contaminated prompts dropped");
+            var result = Bursar.Core.Routing.RoutingEvaluation.Run(prompts);
+            Console.WriteLine($"train {result.Train:N0} / test {result.Test:N0} (disjoint halves)\n");
+            Console.WriteLine($"{"router",-26} {"APGR",6} {"CPT(50%)",9} {"CPT(80%)",9}");
+            foreach (var m in result.Routers)
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{m.Router,-26} {m.Apgr,6:F3} {(m.Cpt50 is { } a ? a.ToString("P1", CultureInfo.InvariantCulture) : "-"),9} {(m.Cpt80 is { } b ? b.ToString("P1", CultureInfo.InvariantCulture) : "-"),9}"));
+            var q = result.Routers[0];
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"\nweak model quality {q.QualityWeak:P1}, strong {q.QualityStrong:P1}; cost saved at 95% of strong-model quality (strong call = 20x weak): {result.CostSavedAt95Percent:P1}"));
+            return Task.FromResult(0);
+        });
+        eval.Subcommands.Add(routing);
         return eval;
     }
 }

@@ -71,6 +71,7 @@ public sealed class SparseVectorIndex<T>(int dimensions)
             var n = p.Items.Count;
             if (n == 0) return (default, float.NegativeInfinity);
             var acc = ArrayPool<float>.Shared.Rent(n);
+            Array.Clear(acc, 0, n); // a pooled array may come back dirty from any other renter
             var touched = ArrayPool<int>.Shared.Rent(n);
             var touchedCount = 0;
             try
