@@ -81,6 +81,21 @@ public sealed class SemanticCacheTests
     }
 
     [Fact]
+    public void A_dirty_pooled_buffer_does_not_change_the_answer()
+    {
+        // regression: the index rented its score buffer from ArrayPool and assumed it came back zeroed
+        var sparse = new SparseVectorIndex<int>(Generator.Dimensions);
+        for (var i = 0; i < 300; i++) sparse.Add("p", Generator.Embed($"question about topic {i} and item {i * 7}"), i);
+        var query = Generator.Embed("question about topic 42 and item 294");
+        var clean = sparse.Nearest("p", query);
+        var dirty = System.Buffers.ArrayPool<float>.Shared.Rent(300);
+        Array.Fill(dirty, 1e9f);
+        System.Buffers.ArrayPool<float>.Shared.Return(dirty);
+        Assert.Equal(clean, sparse.Nearest("p", query));
+        Assert.Equal(42, clean.Item);
+    }
+
+    [Fact]
     public void Evaluation_calibrates_on_one_half_and_reports_on_the_other()
     {
         var pairs = SemanticCacheEvaluation.Load(SharedData.Path("semantic_cache", "gptcache_mock_paraphrases.json"));
