@@ -23,6 +23,8 @@ public sealed class SparseVectorIndex<T>(int dimensions)
         public readonly List<(int[] Index, float[] Value)> Vectors = [];
         public readonly List<T> Items = [];
         public readonly ReaderWriterLockSlim Lock = new();
+        /// <summary>Score buffers owned by this index: always handed back all-zero (only touched slots are written).</summary>
+        public readonly System.Collections.Concurrent.ConcurrentBag<float[]> Buffers = [];
     }
 
     private readonly Dictionary<string, Partition> _partitions = new(StringComparer.Ordinal);
@@ -70,8 +72,8 @@ public sealed class SparseVectorIndex<T>(int dimensions)
         {
             var n = p.Items.Count;
             if (n == 0) return (default, float.NegativeInfinity);
-            var acc = ArrayPool<float>.Shared.Rent(n);
-            Array.Clear(acc, 0, n); // a pooled array may come back dirty from any other renter
+            // not ArrayPool: a shared pool may hand back an array another renter left dirty, and clearing 100k floats per query costs more than the search
+            if (!p.Buffers.TryTake(out var acc) || acc.Length < n) acc = new float[Math.Max(n * 2, 1024)];
             var touched = ArrayPool<int>.Shared.Rent(n);
             var touchedCount = 0;
             try
@@ -119,7 +121,8 @@ public sealed class SparseVectorIndex<T>(int dimensions)
             }
             finally
             {
-                ArrayPool<float>.Shared.Return(acc);
+                // every touched slot was reset while ranking, so the buffer goes back clean
+                p.Buffers.Add(acc);
                 ArrayPool<int>.Shared.Return(touched);
             }
         }
