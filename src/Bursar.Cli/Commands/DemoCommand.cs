@@ -54,6 +54,12 @@ internal static class DemoCommand
         var before = await store.CountAsync(ct);
         Console.WriteLine($"Bursar demo: gateway on {url}, providers simulated, ledger in {store.Path}");
 
+        // a small monthly budget on one customer, so the demo shows a refusal as well
+        await store.UpsertBudgetAsync(new Bursar.Core.Budgets.BudgetDefinition
+        {
+            Id = "demo-customer-e", Scope = Bursar.Core.Budgets.BudgetScope.Customer, Value = "customer-e", Period = Bursar.Core.Budgets.BudgetPeriod.Month, LimitUsd = 0.02m,
+        }, ct);
+        await app.Services.GetRequiredService<Bursar.Core.Budgets.BudgetManager>().ReloadAsync(ct);
         var keys = new Dictionary<string, string>();
         foreach (var team in Mix.Select(m => m.Team).Distinct())
         {
@@ -97,6 +103,11 @@ internal static class DemoCommand
         Console.WriteLine(SpendReport.Build(records, ReportDimension.Model).ToTable());
         var reads = records.Sum(r => r.CacheReadTokens);
         Console.WriteLine($"Prompt-cache reads: {reads:N0} tokens across {records.Count(r => r.CacheReadTokens > 0)} calls.");
+        Console.WriteLine("Savings Bursar credited (each lever only what it can show):");
+        Console.WriteLine($"  response cache  {SpendReport.Money(records.Sum(r => r.SavingResponseCache)),12}  ({records.Count(r => r.SavingResponseCache > 0)} calls answered without a provider call)");
+        Console.WriteLine($"  prompt caching  {SpendReport.Money(records.Sum(r => r.SavingPromptCache)),12}  (breakpoints Bursar placed: read discount minus write premium)");
+        var refused = records.Where(r => r.Outcome == "refused").ToArray();
+        if (refused.Length > 0) Console.WriteLine($"Refused before any spend: {refused.Length} calls ({string.Join(", ", refused.GroupBy(r => r.ErrorType).Select(g => $"{g.Count()} {g.Key}"))}), e.g. customer-e's $0.02 monthly budget.");
         Console.WriteLine($"Explore further: bursar report --by team | --by customer | --by day | --format csv   (--data-dir {pr.GetValue(CliOptions.DataDir)})");
         return 0;
     }
@@ -114,14 +125,16 @@ internal static class DemoCommand
 
     private static HttpRequestMessage Build(Workload w, int i, string key)
     {
-        var question = $"Request {i % 40}: please help with item {i % 17} for the {w.Feature} flow.";
+        var question = w.Task == "classification"
+            ? $"Classify ticket #{i % 10}: my order has not arrived and the tracking page shows no update." // tickets repeat
+            : $"Request {i % 40}: please help with item {i % 17} for the {w.Feature} flow.";
         JsonObject body;
         string path;
         if (w.Anthropic)
         {
             path = "/v1/messages";
             var system = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = w.CachedPrefix ? Policy : "You summarize documents." });
-            if (w.CachedPrefix) system[0]!["cache_control"] = new JsonObject { ["type"] = "ephemeral" };
+            // no cache_control from the caller: Bursar places the breakpoint on the long, stable policy prefix
             body = new JsonObject
             {
                 ["model"] = w.Model,
@@ -138,6 +151,7 @@ internal static class DemoCommand
                 new JsonObject { ["role"] = "system", ["content"] = w.CachedPrefix ? Policy : "Be brief." },
                 new JsonObject { ["role"] = "user", ["content"] = question });
             body = new JsonObject { ["model"] = w.Model, ["messages"] = messages, ["max_completion_tokens"] = 300, ["stream"] = w.Stream };
+            if (w.Task == "classification") body["temperature"] = 0; // deterministic: repeated tickets come from the exact cache
             if (w.Tools)
             {
                 body["tools"] = new JsonArray(new JsonObject
