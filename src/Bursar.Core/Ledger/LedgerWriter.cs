@@ -53,6 +53,9 @@ public sealed partial class LedgerWriter : IAsyncDisposable
 
     public int Pending => _queue.Reader.Count;
 
+    /// <summary>Test hook: runs between writing a spool file and renaming it (inside the spool lock).</summary>
+    internal Action? AfterTempWritten { get; set; }
+
     /// <summary>Hands a record to the writer. Never blocks on the store and never drops the record.</summary>
     public void Enqueue(LedgerRecord record)
     {
@@ -70,28 +73,31 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     /// <summary>Replays every batch left in the spool (by a crash, an outage or a full queue) into the store.</summary>
     public async Task<int> ReplaySpoolAsync(CancellationToken cancellationToken)
     {
+        // a .tmp file outside the spool lock is a journal whose write was cut off by a crash (a live write holds the lock
+        // from create to rename): promote it so it is replayed like the others, keeping what can be read of it
+        lock (_spoolLock)
+        {
+            foreach (var tmp in Directory.EnumerateFiles(_options.SpoolDirectory, "*.tmp").ToArray())
+                File.Move(tmp, Path.ChangeExtension(tmp, ".recovered.jsonl"), overwrite: true);
+        }
         var replayed = 0;
         foreach (var file in Directory.EnumerateFiles(_options.SpoolDirectory, "*.jsonl").Order(StringComparer.Ordinal).ToArray())
         {
-            var records = ReadSpoolFile(file);
+            List<LedgerRecord> records;
+            try
+            {
+                records = ReadSpoolFile(file);
+            }
+            catch (FileNotFoundException)
+            {
+                continue; // committed and deleted by the writer meanwhile
+            }
             if (records.Count > 0)
             {
                 await _store.WriteAsync(records, cancellationToken).ConfigureAwait(false);
                 Interlocked.Add(ref _written, records.Count);
             }
             File.Delete(file);
-            replayed += records.Count;
-        }
-        // a temp file is a journal whose write was cut off: keep what can be read of it
-        foreach (var tmp in Directory.EnumerateFiles(_options.SpoolDirectory, "*.tmp").ToArray())
-        {
-            var records = ReadSpoolFile(tmp);
-            if (records.Count > 0)
-            {
-                await _store.WriteAsync(records, cancellationToken).ConfigureAwait(false);
-                Interlocked.Add(ref _written, records.Count);
-            }
-            File.Delete(tmp);
             replayed += records.Count;
         }
         if (replayed > 0) LogReplayed(_logger, replayed);
@@ -202,6 +208,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                 }
                 fs.Flush(flushToDisk: true);
             }
+            AfterTempWritten?.Invoke();
             File.Move(tmp, final);
         }
         return final;
