@@ -135,8 +135,6 @@ public static class ResponseCacheKey
 
     public static string Tenant(string? customer, string? team, string? keyId) =>
         customer is not null ? "customer:" + customer : team is not null ? "team:" + team : "key:" + keyId;
-
-    internal static string Describe(string key) => key.Length > 12 ? key[..12] : key;
 }
 
 /// <summary>

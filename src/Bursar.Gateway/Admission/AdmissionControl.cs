@@ -106,6 +106,4 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
         if (admission.RunId is null || record.Outcome is "refused") return null;
         return runs.Complete(admission.KeyId, admission.RunId, new RunTurn(toolCalls, cost, record.FinishReason, text));
     }
-
-    public static string Money(decimal d) => d.ToString("0.######", CultureInfo.InvariantCulture);
 }

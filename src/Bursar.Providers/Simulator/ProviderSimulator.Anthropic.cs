@@ -377,6 +377,4 @@ public sealed partial class ProviderSimulator
         frame[n + json.Length + 1] = (byte)'\n';
         await x.WriteAsync(frame.AsMemory(0, n + json.Length + 2), ct).ConfigureAwait(false);
     }
-
-    internal static string FormatInvariant(long v) => v.ToString(CultureInfo.InvariantCulture);
 }
