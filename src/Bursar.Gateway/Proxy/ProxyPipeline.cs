@@ -86,6 +86,9 @@ public sealed partial class ProxyPipeline(
                 return;
             }
             var body = new ReadOnlyMemory<byte>(buffer, 0, length);
+            // the caller's body as a DOM, parsed at most once: the caches read it, then the upstream builder may change it
+            JsonObject? parsed = null;
+            JsonObject Parsed() => parsed ??= (JsonObject)JsonNode.Parse(body.Span)!;
             var scan = RequestScan.Run(body.Span, dialect);
             call.RequestedModel = scan.Model;
             call.Streamed = scan.Stream;
@@ -110,7 +113,7 @@ public sealed partial class ProxyPipeline(
                 try
                 {
                     var tenant = ResponseCacheKey.Tenant(call.Attribution.Customer, call.Attribution.Team, call.Attribution.KeyId);
-                    cacheKey = ResponseCacheKey.Compute(tenant, dialect.Name(), scan.Stream, (JsonObject)JsonNode.Parse(body.Span)!);
+                    cacheKey = ResponseCacheKey.Compute(tenant, dialect.Name(), scan.Stream, Parsed());
                 }
                 catch (Exception e) when (IsBadJson(e))
                 {
@@ -145,7 +148,7 @@ public sealed partial class ProxyPipeline(
             {
                 try
                 {
-                    if (SemanticResponseCache.Question((JsonObject)JsonNode.Parse(body.Span)!, semantic.Options.MaxUserTurns) is { } q)
+                    if (SemanticResponseCache.Question(Parsed(), semantic.Options.MaxUserTurns) is { } q)
                     {
                         var tenant = ResponseCacheKey.Tenant(call.Attribution.Customer, call.Attribution.Team, call.Attribution.KeyId);
                         semanticPartition = SemanticResponseCache.Partition(tenant, scan.Model!, q.SystemHash, dialect.Name(), scan.Stream);
@@ -187,7 +190,7 @@ public sealed partial class ProxyPipeline(
             try
             {
                 JsonObject? node = null;
-                JsonObject Node() => node ??= (JsonObject)JsonNode.Parse(body.Span)!;
+                JsonObject Node() => node ??= Parsed();
                 var modified = false;
                 if (deployment.Dialect != dialect)
                 {
