@@ -81,6 +81,21 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
         idx.ExecuteNonQuery();
     }
 
+    /// <summary>Runs one query with named parameters and maps every row.</summary>
+    private List<T> Query<T>(string sql, Func<SqliteDataReader, T> map, params (string Name, object? Value)[] args)
+    {
+        using var c = Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = sql;
+        foreach (var (name, value) in args) cmd.Parameters.AddWithValue(name, value ?? DBNull.Value);
+        using var r = cmd.ExecuteReader();
+        var list = new List<T>();
+        while (r.Read()) list.Add(map(r));
+        return list;
+    }
+
+    private const string KeyColumns = "id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at, downgrade_model, unpriced_policy";
+
     /// <summary>Runs one statement with named parameters; returns the rows changed.</summary>
     private int NonQuery(string sql, params (string Name, object? Value)[] args)
     {
@@ -225,44 +240,18 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
 
     public Task AddAsync(VirtualKey key, CancellationToken cancellationToken)
     {
-        using var c = Open();
-        using var cmd = c.CreateCommand();
-        cmd.CommandText = "INSERT INTO keys (id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at, downgrade_model, unpriced_policy) VALUES ($id,$hash,$prefix,$name,$team,$customer,$feature,$allowed,$created,NULL,$downgrade,$unpriced)";
-        cmd.Parameters.AddWithValue("$downgrade", Db(key.DowngradeModel));
-        cmd.Parameters.AddWithValue("$unpriced", key.UnpricedPolicy);
-        cmd.Parameters.AddWithValue("$id", key.Id);
-        cmd.Parameters.AddWithValue("$hash", key.Hash);
-        cmd.Parameters.AddWithValue("$prefix", key.Prefix);
-        cmd.Parameters.AddWithValue("$name", Db(key.Name));
-        cmd.Parameters.AddWithValue("$team", Db(key.Team));
-        cmd.Parameters.AddWithValue("$customer", Db(key.Customer));
-        cmd.Parameters.AddWithValue("$feature", Db(key.Feature));
-        cmd.Parameters.AddWithValue("$allowed", key.AllowedTagHeaders is null ? DBNull.Value : string.Join(',', key.AllowedTagHeaders));
-        cmd.Parameters.AddWithValue("$created", key.CreatedAt.ToString("O", CultureInfo.InvariantCulture));
-        cmd.ExecuteNonQuery();
+        NonQuery($"INSERT INTO keys ({KeyColumns}) VALUES ($id,$hash,$prefix,$name,$team,$customer,$feature,$allowed,$created,NULL,$downgrade,$unpriced)",
+            ("$id", key.Id), ("$hash", key.Hash), ("$prefix", key.Prefix), ("$name", key.Name), ("$team", key.Team), ("$customer", key.Customer), ("$feature", key.Feature),
+            ("$allowed", key.AllowedTagHeaders is null ? null : string.Join(',', key.AllowedTagHeaders)),
+            ("$created", key.CreatedAt.ToString("O", CultureInfo.InvariantCulture)), ("$downgrade", key.DowngradeModel), ("$unpriced", key.UnpricedPolicy));
         return Task.CompletedTask;
     }
 
-    public Task<VirtualKey?> FindByHashAsync(string hash, CancellationToken cancellationToken)
-    {
-        using var c = Open();
-        using var cmd = c.CreateCommand();
-        cmd.CommandText = "SELECT id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at, downgrade_model, unpriced_policy FROM keys WHERE hash = $h";
-        cmd.Parameters.AddWithValue("$h", hash);
-        using var r = cmd.ExecuteReader();
-        return Task.FromResult(r.Read() ? ReadKey(r) : null);
-    }
+    public Task<VirtualKey?> FindByHashAsync(string hash, CancellationToken cancellationToken) =>
+        Task.FromResult(Query($"SELECT {KeyColumns} FROM keys WHERE hash = $h", ReadKey, ("$h", hash)).FirstOrDefault());
 
-    public Task<IReadOnlyList<VirtualKey>> ListAsync(CancellationToken cancellationToken)
-    {
-        using var c = Open();
-        using var cmd = c.CreateCommand();
-        cmd.CommandText = "SELECT id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at, downgrade_model, unpriced_policy FROM keys ORDER BY created_at";
-        using var r = cmd.ExecuteReader();
-        var list = new List<VirtualKey>();
-        while (r.Read()) list.Add(ReadKey(r));
-        return Task.FromResult<IReadOnlyList<VirtualKey>>(list);
-    }
+    public Task<IReadOnlyList<VirtualKey>> ListAsync(CancellationToken cancellationToken) =>
+        Task.FromResult<IReadOnlyList<VirtualKey>>(Query($"SELECT {KeyColumns} FROM keys ORDER BY created_at", ReadKey));
 
     public Task<bool> RevokeAsync(string idOrPrefix, DateTimeOffset when, CancellationToken cancellationToken) =>
         Task.FromResult(NonQuery("UPDATE keys SET revoked_at = $when WHERE (id = $k OR prefix = $k) AND revoked_at IS NULL",
@@ -311,42 +300,23 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
         return n;
     }
 
-    public IReadOnlyList<ModelPrice> LoadImportedPrices()
-    {
-        using var c = Open();
-        using var cmd = c.CreateCommand();
-        cmd.CommandText = "SELECT entry FROM prices ORDER BY model";
-        using var r = cmd.ExecuteReader();
-        var list = new List<ModelPrice>();
-        while (r.Read()) list.Add(JsonSerializer.Deserialize<ModelPrice>(r.GetString(0), PriceJson)!);
-        return list;
-    }
+    public IReadOnlyList<ModelPrice> LoadImportedPrices() =>
+        Query("SELECT entry FROM prices ORDER BY model", r => JsonSerializer.Deserialize<ModelPrice>(r.GetString(0), PriceJson)!);
 
     // ---------------------------------------------------------------- budgets and rate limits
 
-    public Task<IReadOnlyList<BudgetDefinition>> ListBudgetsAsync(CancellationToken cancellationToken)
-    {
-        using var c = Open();
-        using var cmd = c.CreateCommand();
-        cmd.CommandText = "SELECT id, scope, value, period, limit_usd, soft_fraction, time_zone, reset_at FROM budgets ORDER BY id";
-        using var r = cmd.ExecuteReader();
-        var list = new List<BudgetDefinition>();
-        while (r.Read())
+    public Task<IReadOnlyList<BudgetDefinition>> ListBudgetsAsync(CancellationToken cancellationToken) =>
+        Task.FromResult<IReadOnlyList<BudgetDefinition>>(Query("SELECT id, scope, value, period, limit_usd, soft_fraction, time_zone, reset_at FROM budgets ORDER BY id", r => new BudgetDefinition
         {
-            list.Add(new BudgetDefinition
-            {
-                Id = r.GetString(0),
-                Scope = Enum.Parse<BudgetScope>(r.GetString(1)),
-                Value = r.IsDBNull(2) ? null : r.GetString(2),
-                Period = Enum.Parse<BudgetPeriod>(r.GetString(3)),
-                LimitUsd = decimal.Parse(r.GetString(4), CultureInfo.InvariantCulture),
-                SoftLimitFraction = decimal.Parse(r.GetString(5), CultureInfo.InvariantCulture),
-                TimeZone = r.GetString(6),
-                ResetAt = r.IsDBNull(7) ? null : DateTimeOffset.Parse(r.GetString(7), CultureInfo.InvariantCulture),
-            });
-        }
-        return Task.FromResult<IReadOnlyList<BudgetDefinition>>(list);
-    }
+            Id = r.GetString(0),
+            Scope = Enum.Parse<BudgetScope>(r.GetString(1)),
+            Value = r.IsDBNull(2) ? null : r.GetString(2),
+            Period = Enum.Parse<BudgetPeriod>(r.GetString(3)),
+            LimitUsd = decimal.Parse(r.GetString(4), CultureInfo.InvariantCulture),
+            SoftLimitFraction = decimal.Parse(r.GetString(5), CultureInfo.InvariantCulture),
+            TimeZone = r.GetString(6),
+            ResetAt = r.IsDBNull(7) ? null : DateTimeOffset.Parse(r.GetString(7), CultureInfo.InvariantCulture),
+        }));
 
     public Task UpsertBudgetAsync(BudgetDefinition b, CancellationToken cancellationToken)
     {
@@ -384,17 +354,9 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
         return Task.FromResult(sum);
     }
 
-    public Task<IReadOnlyList<RateLimitDefinition>> ListRateLimitsAsync(CancellationToken cancellationToken)
-    {
-        using var c = Open();
-        using var cmd = c.CreateCommand();
-        cmd.CommandText = "SELECT scope, value, rpm, tpm FROM rate_limits ORDER BY scope, value";
-        using var r = cmd.ExecuteReader();
-        var list = new List<RateLimitDefinition>();
-        while (r.Read())
-            list.Add(new RateLimitDefinition(Enum.Parse<RateLimitScope>(r.GetString(0)), r.GetString(1), r.IsDBNull(2) ? null : (int)r.GetInt64(2), r.IsDBNull(3) ? null : r.GetInt64(3)));
-        return Task.FromResult<IReadOnlyList<RateLimitDefinition>>(list);
-    }
+    public Task<IReadOnlyList<RateLimitDefinition>> ListRateLimitsAsync(CancellationToken cancellationToken) =>
+        Task.FromResult<IReadOnlyList<RateLimitDefinition>>(Query("SELECT scope, value, rpm, tpm FROM rate_limits ORDER BY scope, value",
+            r => new RateLimitDefinition(Enum.Parse<RateLimitScope>(r.GetString(0)), r.GetString(1), r.IsDBNull(2) ? null : (int)r.GetInt64(2), r.IsDBNull(3) ? null : r.GetInt64(3))));
 
     public Task UpsertRateLimitAsync(RateLimitDefinition l, CancellationToken cancellationToken)
     {
