@@ -118,16 +118,55 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
 
     // ---------------------------------------------------------------- ledger
 
-    private static readonly string[] LedgerColumns =
+    /// <summary>Each ledger column and how it is written: one list serves the INSERT statement and its parameters.</summary>
+    private static readonly (string Column, Func<LedgerRecord, object> Value)[] LedgerWrite =
     [
-        "id", "ts", "ts_unix_ms", "key_id", "team", "customer", "feature", "route", "task", "template", "run_id",
-        "dialect", "provider", "requested_model", "served_model", "streamed", "batch",
-        "input_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "output_tokens", "reasoning_tokens",
-        "priced", "cost", "counterfactual_cost", "saving_routing", "saving_response_cache", "saving_prompt_cache",
-        "saving_batch", "saving_compaction", "saving_output_cap", "latency_ms", "ttft_ms",
-        "outcome", "status_code", "error_type", "error_message", "finish_reason", "upstream_request_id",
-        "routing_reason", "run_end_reason", "volatile_prefix",
+        ("id", r => r.Id),
+        ("ts", r => r.Timestamp.UtcDateTime.ToString("O", CultureInfo.InvariantCulture)),
+        ("ts_unix_ms", r => r.Timestamp.ToUnixTimeMilliseconds()),
+        ("key_id", r => Db(r.KeyId)),
+        ("team", r => Db(r.Team)),
+        ("customer", r => Db(r.Customer)),
+        ("feature", r => Db(r.Feature)),
+        ("route", r => Db(r.Route)),
+        ("task", r => Db(r.Task)),
+        ("template", r => Db(r.Template)),
+        ("run_id", r => Db(r.RunId)),
+        ("dialect", r => r.Dialect),
+        ("provider", r => Db(r.Provider)),
+        ("requested_model", r => Db(r.RequestedModel)),
+        ("served_model", r => Db(r.ServedModel)),
+        ("streamed", r => r.Streamed ? 1 : 0),
+        ("batch", r => r.Batch ? 1 : 0),
+        ("input_tokens", r => r.InputTokens),
+        ("cache_read_tokens", r => r.CacheReadTokens),
+        ("cache_write_5m_tokens", r => r.CacheWrite5mTokens),
+        ("cache_write_1h_tokens", r => r.CacheWrite1hTokens),
+        ("output_tokens", r => r.OutputTokens),
+        ("reasoning_tokens", r => r.ReasoningTokens),
+        ("priced", r => r.Priced ? 1 : 0),
+        ("cost", r => Db(r.Cost)),
+        ("counterfactual_cost", r => Db(r.CounterfactualCost)),
+        ("saving_routing", r => Dec(r.SavingRouting)),
+        ("saving_response_cache", r => Dec(r.SavingResponseCache)),
+        ("saving_prompt_cache", r => Dec(r.SavingPromptCache)),
+        ("saving_batch", r => Dec(r.SavingBatch)),
+        ("saving_compaction", r => Dec(r.SavingCompaction)),
+        ("saving_output_cap", r => Dec(r.SavingOutputCap)),
+        ("latency_ms", r => r.LatencyMs),
+        ("ttft_ms", r => r.TimeToFirstTokenMs is { } t ? t : DBNull.Value),
+        ("outcome", r => r.Outcome),
+        ("status_code", r => r.StatusCode),
+        ("error_type", r => Db(r.ErrorType)),
+        ("error_message", r => Db(r.ErrorMessage)),
+        ("finish_reason", r => Db(r.FinishReason)),
+        ("upstream_request_id", r => Db(r.UpstreamRequestId)),
+        ("routing_reason", r => Db(r.RoutingReason)),
+        ("run_end_reason", r => Db(r.RunEndReason)),
+        ("volatile_prefix", r => Db(r.VolatilePrefix)),
     ];
+
+    private static readonly string[] LedgerColumns = LedgerWrite.Select(c => c.Column).ToArray();
 
     public Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken cancellationToken)
     {
@@ -136,54 +175,12 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
         using var cmd = c.CreateCommand();
         cmd.Transaction = tx;
         cmd.CommandText = $"INSERT OR IGNORE INTO ledger ({string.Join(',', LedgerColumns)}) VALUES ({string.Join(',', LedgerColumns.Select(x => "$" + x))})";
-        var p = LedgerColumns.ToDictionary(x => x, x => cmd.Parameters.Add(new SqliteParameter("$" + x, null)));
+        var parameters = LedgerColumns.Select(x => cmd.Parameters.Add(new SqliteParameter("$" + x, null))).ToArray();
         cmd.Prepare();
         foreach (var r in records)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            p["id"].Value = r.Id;
-            p["ts"].Value = r.Timestamp.UtcDateTime.ToString("O", CultureInfo.InvariantCulture);
-            p["ts_unix_ms"].Value = r.Timestamp.ToUnixTimeMilliseconds();
-            p["key_id"].Value = Db(r.KeyId);
-            p["team"].Value = Db(r.Team);
-            p["customer"].Value = Db(r.Customer);
-            p["feature"].Value = Db(r.Feature);
-            p["route"].Value = Db(r.Route);
-            p["task"].Value = Db(r.Task);
-            p["template"].Value = Db(r.Template);
-            p["run_id"].Value = Db(r.RunId);
-            p["dialect"].Value = r.Dialect;
-            p["provider"].Value = Db(r.Provider);
-            p["requested_model"].Value = Db(r.RequestedModel);
-            p["served_model"].Value = Db(r.ServedModel);
-            p["streamed"].Value = r.Streamed ? 1 : 0;
-            p["batch"].Value = r.Batch ? 1 : 0;
-            p["input_tokens"].Value = r.InputTokens;
-            p["cache_read_tokens"].Value = r.CacheReadTokens;
-            p["cache_write_5m_tokens"].Value = r.CacheWrite5mTokens;
-            p["cache_write_1h_tokens"].Value = r.CacheWrite1hTokens;
-            p["output_tokens"].Value = r.OutputTokens;
-            p["reasoning_tokens"].Value = r.ReasoningTokens;
-            p["priced"].Value = r.Priced ? 1 : 0;
-            p["cost"].Value = Db(r.Cost);
-            p["counterfactual_cost"].Value = Db(r.CounterfactualCost);
-            p["saving_routing"].Value = Dec(r.SavingRouting);
-            p["saving_response_cache"].Value = Dec(r.SavingResponseCache);
-            p["saving_prompt_cache"].Value = Dec(r.SavingPromptCache);
-            p["saving_batch"].Value = Dec(r.SavingBatch);
-            p["saving_compaction"].Value = Dec(r.SavingCompaction);
-            p["saving_output_cap"].Value = Dec(r.SavingOutputCap);
-            p["latency_ms"].Value = r.LatencyMs;
-            p["ttft_ms"].Value = r.TimeToFirstTokenMs is { } t ? t : DBNull.Value;
-            p["outcome"].Value = r.Outcome;
-            p["status_code"].Value = r.StatusCode;
-            p["error_type"].Value = Db(r.ErrorType);
-            p["error_message"].Value = Db(r.ErrorMessage);
-            p["finish_reason"].Value = Db(r.FinishReason);
-            p["upstream_request_id"].Value = Db(r.UpstreamRequestId);
-            p["routing_reason"].Value = Db(r.RoutingReason);
-            p["run_end_reason"].Value = Db(r.RunEndReason);
-            p["volatile_prefix"].Value = Db(r.VolatilePrefix);
+            for (var i = 0; i < LedgerWrite.Length; i++) parameters[i].Value = LedgerWrite[i].Value(r);
             cmd.ExecuteNonQuery();
         }
         tx.Commit();
