@@ -33,56 +33,64 @@ public sealed class AnthropicMeteringHandler(CallSummary summary, TimeProvider t
     }
 }
 
-internal static class AnthropicEvents
+/// <summary>One place that parses an event's JSON data for the metering handlers.</summary>
+internal static class EventJson
 {
-    public static void AppendDeltaText(ReadOnlySpan<byte> data, CallSummary summary)
+    /// <summary>Hands the root of <paramref name="data"/> to <paramref name="read"/>; false when the data is not JSON.</summary>
+    public static bool TryRead(ReadOnlySpan<byte> data, CallSummary summary, Action<JsonElement, CallSummary> read)
     {
         try
         {
             var reader = new Utf8JsonReader(data);
             using var doc = JsonDocument.ParseValue(ref reader);
-            if (doc.RootElement.TryGetProperty("delta", out var d)) summary.AppendText(UsageReader.Str(d, "text"));
+            read(doc.RootElement, summary);
+            return true;
         }
         catch (JsonException)
         {
+            return false;
         }
     }
+}
+
+internal static class AnthropicEvents
+{
+    public static void AppendDeltaText(ReadOnlySpan<byte> data, CallSummary summary) =>
+        EventJson.TryRead(data, summary, static (root, s) =>
+        {
+            if (root.TryGetProperty("delta", out var d)) s.AppendText(UsageReader.Str(d, "text"));
+        });
 
     public static void Observe(ReadOnlySpan<byte> data, CallSummary summary)
     {
-        try
+        if (!EventJson.TryRead(data, summary, Read)) summary.ErrorType ??= "malformed_stream";
+    }
+
+    private static void Read(JsonElement root, CallSummary summary)
+    {
+        switch (UsageReader.Str(root, "type"))
         {
-            var reader = new Utf8JsonReader(data);
-            using var doc = JsonDocument.ParseValue(ref reader);
-            var root = doc.RootElement;
-            switch (UsageReader.Str(root, "type"))
-            {
-                case "message_start" when root.TryGetProperty("message", out var m):
-                    summary.Model = UsageReader.Str(m, "model") ?? summary.Model;
-                    summary.ResponseId = UsageReader.Str(m, "id");
-                    if (m.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object)
-                    {
-                        summary.Usage = UsageReader.ReadAnthropic(u);
-                        summary.UsageSeen = true;
-                    }
-                    break;
-                case "message_delta":
-                    if (root.TryGetProperty("delta", out var d)) summary.FinishReason = UsageReader.Str(d, "stop_reason") ?? summary.FinishReason;
-                    if (root.TryGetProperty("usage", out var du) && du.ValueKind == JsonValueKind.Object)
-                    {
-                        summary.Usage = UsageReader.ReadAnthropic(du, summary.Usage);
-                        summary.UsageSeen = summary.UsageFinal = true;
-                    }
-                    break;
-                case "error" when root.TryGetProperty("error", out var e):
-                    summary.ErrorType = UsageReader.Str(e, "type") ?? "api_error";
-                    summary.ErrorMessage = UsageReader.Str(e, "message");
-                    break;
-            }
-        }
-        catch (JsonException)
-        {
-            summary.ErrorType ??= "malformed_stream";
+            case "message_start" when root.TryGetProperty("message", out var m):
+                summary.Model = UsageReader.Str(m, "model") ?? summary.Model;
+                summary.ResponseId = UsageReader.Str(m, "id");
+                if (m.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object)
+                {
+                    summary.Usage = UsageReader.ReadAnthropic(u);
+                    summary.UsageSeen = true;
+                }
+                break;
+            case "message_delta":
+                if (root.TryGetProperty("delta", out var d)) summary.FinishReason = UsageReader.Str(d, "stop_reason") ?? summary.FinishReason;
+                if (root.TryGetProperty("usage", out var du) && du.ValueKind == JsonValueKind.Object)
+                {
+                    summary.Usage = UsageReader.ReadAnthropic(du, summary.Usage);
+                    summary.UsageSeen = summary.UsageFinal = true;
+                }
+                break;
+            case "error" when root.TryGetProperty("error", out var e):
+                summary.ErrorType = UsageReader.Str(e, "type") ?? "api_error";
+                summary.ErrorMessage = UsageReader.Str(e, "message");
+                break;
         }
     }
 }
@@ -128,21 +136,15 @@ internal static class OpenAIChunks
         if (summary.Text is not null && data.IndexOf("\"content\":\""u8) >= 0) AppendContent(data, summary);
         var ui = data.IndexOf(UsageObject);
         if (ui < 0) return false;
-        try
+        var parsed = EventJson.TryRead(data, summary, static (root, s) =>
         {
-            var reader = new Utf8JsonReader(data);
-            using var doc = JsonDocument.ParseValue(ref reader);
-            if (doc.RootElement.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object)
+            if (root.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object)
             {
-                summary.Usage = UsageReader.ReadOpenAI(u);
-                summary.UsageSeen = summary.UsageFinal = true;
+                s.Usage = UsageReader.ReadOpenAI(u);
+                s.UsageSeen = s.UsageFinal = true;
             }
-        }
-        catch (JsonException)
-        {
-            return false;
-        }
-        return data.IndexOf(EmptyChoices) >= 0;
+        });
+        return parsed && data.IndexOf(EmptyChoices) >= 0;
     }
 
     private static int Count(ReadOnlySpan<byte> data, ReadOnlySpan<byte> what)
@@ -157,36 +159,23 @@ internal static class OpenAIChunks
         return n;
     }
 
-    private static void AppendContent(ReadOnlySpan<byte> data, CallSummary summary)
-    {
-        try
+    private static void AppendContent(ReadOnlySpan<byte> data, CallSummary summary) =>
+        EventJson.TryRead(data, summary, static (root, s) =>
         {
-            var reader = new Utf8JsonReader(data);
-            using var doc = JsonDocument.ParseValue(ref reader);
-            if (doc.RootElement.TryGetProperty("choices", out var ch) && ch.ValueKind == JsonValueKind.Array && ch.GetArrayLength() > 0 && ch[0].TryGetProperty("delta", out var d))
-                summary.AppendText(UsageReader.Str(d, "content"));
-        }
-        catch (JsonException)
-        {
-        }
-    }
+            if (root.TryGetProperty("choices", out var ch) && ch.ValueKind == JsonValueKind.Array && ch.GetArrayLength() > 0 && ch[0].TryGetProperty("delta", out var d))
+                s.AppendText(UsageReader.Str(d, "content"));
+        });
 
     private static void ReadHeader(ReadOnlySpan<byte> data, CallSummary summary)
     {
-        try
+        var ok = EventJson.TryRead(data, summary, static (root, s) =>
         {
-            var reader = new Utf8JsonReader(data);
-            using var doc = JsonDocument.ParseValue(ref reader);
-            var root = doc.RootElement;
-            summary.Model ??= UsageReader.Str(root, "model");
-            summary.ResponseId ??= UsageReader.Str(root, "id");
+            s.Model ??= UsageReader.Str(root, "model");
+            s.ResponseId ??= UsageReader.Str(root, "id");
             if (root.TryGetProperty("choices", out var ch) && ch.ValueKind == JsonValueKind.Array && ch.GetArrayLength() > 0)
-                summary.FinishReason = UsageReader.Str(ch[0], "finish_reason") ?? summary.FinishReason;
-        }
-        catch (JsonException)
-        {
-            summary.ErrorType ??= "malformed_stream";
-        }
+                s.FinishReason = UsageReader.Str(ch[0], "finish_reason") ?? s.FinishReason;
+        });
+        if (!ok) summary.ErrorType ??= "malformed_stream";
     }
 
     private static void ReadError(ReadOnlySpan<byte> data, CallSummary summary)
