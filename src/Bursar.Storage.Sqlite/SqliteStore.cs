@@ -13,7 +13,7 @@ namespace Bursar.Storage.Sqlite;
 /// The embedded default store: one SQLite file in WAL mode holding the ledger, virtual keys and imported prices.
 /// Money is stored as exact decimal text, never as floating point.
 /// </summary>
-public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLimitStore
+public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLimitStore
 {
     private readonly string _connectionString;
 
@@ -35,6 +35,9 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
         using var cmd = c.CreateCommand();
         cmd.CommandText = "PRAGMA busy_timeout=30000; PRAGMA synchronous=NORMAL;";
         cmd.ExecuteNonQuery();
+        // exact decimal money in SQL: addition for rollup upserts, a sum for grouped reads
+        c.CreateFunction("dec_add", (string a, string b) => Dec(ParseDec(a) + ParseDec(b)), isDeterministic: true);
+        c.CreateAggregate("dec_sum", 0m, (decimal acc, string? v) => v is null ? acc : acc + ParseDec(v), acc => Dec(acc), isDeterministic: true);
         return c;
     }
 
@@ -79,6 +82,7 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
         using var idx = c.CreateCommand();
         idx.CommandText = "CREATE INDEX IF NOT EXISTS ledger_customer_ts ON ledger(customer, ts_unix_ms); CREATE INDEX IF NOT EXISTS ledger_team_ts ON ledger(team, ts_unix_ms);";
         idx.ExecuteNonQuery();
+        MigrateRollups(c);
     }
 
     /// <summary>Runs one query with named parameters and maps every row.</summary>
@@ -177,12 +181,14 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
         cmd.CommandText = $"INSERT OR IGNORE INTO ledger ({string.Join(',', LedgerColumns)}) VALUES ({string.Join(',', LedgerColumns.Select(x => "$" + x))})";
         var parameters = LedgerColumns.Select(x => cmd.Parameters.Add(new SqliteParameter("$" + x, null))).ToArray();
         cmd.Prepare();
+        var inserted = new List<LedgerRecord>(records.Count);
         foreach (var r in records)
         {
             cancellationToken.ThrowIfCancellationRequested();
             for (var i = 0; i < LedgerWrite.Length; i++) parameters[i].Value = LedgerWrite[i].Value(r);
-            cmd.ExecuteNonQuery();
+            if (cmd.ExecuteNonQuery() == 1) inserted.Add(r); // a replayed record (already stored) is not counted twice
         }
+        UpdateRollups(c, tx, inserted);
         tx.Commit();
         return Task.CompletedTask;
     }
@@ -190,6 +196,7 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
     private static object Db(string? s) => s is null ? DBNull.Value : s;
     private static object Db(decimal? d) => d is null ? DBNull.Value : Dec(d.Value);
     private static string Dec(decimal d) => d.ToString(CultureInfo.InvariantCulture);
+    private static decimal ParseDec(string s) => decimal.Parse(s, NumberStyles.Float, CultureInfo.InvariantCulture);
 
     public Task<IReadOnlyList<LedgerRecord>> ReadAsync(LedgerQuery query, CancellationToken cancellationToken)
     {
@@ -201,28 +208,31 @@ public sealed class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLi
         cmd.Parameters.AddWithValue("$limit", query.Limit);
         using var r = cmd.ExecuteReader();
         var list = new List<LedgerRecord>();
-        while (r.Read())
-        {
-            string? S(int i) => r.IsDBNull(i) ? null : r.GetString(i);
-            decimal? D(int i) => r.IsDBNull(i) ? null : decimal.Parse(r.GetString(i), NumberStyles.Float, CultureInfo.InvariantCulture);
-            list.Add(new LedgerRecord
-            {
-                Id = r.GetString(0),
-                Timestamp = DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(2)),
-                KeyId = S(3), Team = S(4), Customer = S(5), Feature = S(6), Route = S(7), Task = S(8), Template = S(9), RunId = S(10),
-                Dialect = r.GetString(11), Provider = S(12), RequestedModel = S(13), ServedModel = S(14),
-                Streamed = r.GetInt64(15) != 0, Batch = r.GetInt64(16) != 0,
-                InputTokens = r.GetInt64(17), CacheReadTokens = r.GetInt64(18), CacheWrite5mTokens = r.GetInt64(19),
-                CacheWrite1hTokens = r.GetInt64(20), OutputTokens = r.GetInt64(21), ReasoningTokens = r.GetInt64(22),
-                Priced = r.GetInt64(23) != 0, Cost = D(24), CounterfactualCost = D(25),
-                SavingRouting = D(26) ?? 0, SavingResponseCache = D(27) ?? 0, SavingPromptCache = D(28) ?? 0,
-                SavingBatch = D(29) ?? 0, SavingCompaction = D(30) ?? 0, SavingOutputCap = D(31) ?? 0,
-                LatencyMs = r.GetDouble(32), TimeToFirstTokenMs = r.IsDBNull(33) ? null : r.GetDouble(33),
-                Outcome = r.GetString(34), StatusCode = (int)r.GetInt64(35), ErrorType = S(36), ErrorMessage = S(37),
-                FinishReason = S(38), UpstreamRequestId = S(39), RoutingReason = S(40), RunEndReason = S(41), VolatilePrefix = S(42),
-            });
-        }
+        while (r.Read()) list.Add(ReadLedger(r, 0));
         return Task.FromResult<IReadOnlyList<LedgerRecord>>(list);
+    }
+
+    /// <summary>Reads one ledger row whose columns start at <paramref name="o"/> in <see cref="LedgerColumns"/> order.</summary>
+    private static LedgerRecord ReadLedger(SqliteDataReader r, int o)
+    {
+        string? S(int i) => r.IsDBNull(i) ? null : r.GetString(i);
+        decimal? D(int i) => r.IsDBNull(i) ? null : ParseDec(r.GetString(i));
+        return new LedgerRecord
+        {
+            Id = r.GetString(o + 0),
+            Timestamp = DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(o + 2)),
+            KeyId = S(o + 3), Team = S(o + 4), Customer = S(o + 5), Feature = S(o + 6), Route = S(o + 7), Task = S(o + 8), Template = S(o + 9), RunId = S(o + 10),
+            Dialect = r.GetString(o + 11), Provider = S(o + 12), RequestedModel = S(o + 13), ServedModel = S(o + 14),
+            Streamed = r.GetInt64(o + 15) != 0, Batch = r.GetInt64(o + 16) != 0,
+            InputTokens = r.GetInt64(o + 17), CacheReadTokens = r.GetInt64(o + 18), CacheWrite5mTokens = r.GetInt64(o + 19),
+            CacheWrite1hTokens = r.GetInt64(o + 20), OutputTokens = r.GetInt64(o + 21), ReasoningTokens = r.GetInt64(o + 22),
+            Priced = r.GetInt64(o + 23) != 0, Cost = D(o + 24), CounterfactualCost = D(o + 25),
+            SavingRouting = D(o + 26) ?? 0, SavingResponseCache = D(o + 27) ?? 0, SavingPromptCache = D(o + 28) ?? 0,
+            SavingBatch = D(o + 29) ?? 0, SavingCompaction = D(o + 30) ?? 0, SavingOutputCap = D(o + 31) ?? 0,
+            LatencyMs = r.GetDouble(o + 32), TimeToFirstTokenMs = r.IsDBNull(o + 33) ? null : r.GetDouble(o + 33),
+            Outcome = r.GetString(o + 34), StatusCode = (int)r.GetInt64(o + 35), ErrorType = S(o + 36), ErrorMessage = S(o + 37),
+            FinishReason = S(o + 38), UpstreamRequestId = S(o + 39), RoutingReason = S(o + 40), RunEndReason = S(o + 41), VolatilePrefix = S(o + 42),
+        };
     }
 
     public Task<long> CountAsync(CancellationToken cancellationToken)

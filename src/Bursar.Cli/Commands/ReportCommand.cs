@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Globalization;
 using Bursar.Core.Ledger;
 using Bursar.Core.Reporting;
 
@@ -8,22 +9,38 @@ internal static class ReportCommand
 {
     public static Command Create()
     {
-        var by = new Option<ReportDimension>("--by") { Description = "Group by: feature, team, customer, model, task, template, key, day, provider, outcome", DefaultValueFactory = _ => ReportDimension.Feature };
+        var by = new Option<ReportDimension>("--by") { Description = "Group by: feature, team, customer, model, requestedmodel, task, template, key, provider, outcome, route, driver, day", DefaultValueFactory = _ => ReportDimension.Feature };
         var format = new Option<string>("--format") { Description = "table, csv or json", DefaultValueFactory = _ => "table" };
-        var days = new Option<int?>("--days") { Description = "Only the last N days" };
+        var days = new Option<int?>("--days") { Description = "Only the last N days (default: everything)" };
+        var from = new Option<string?>("--from") { Description = "Window start, ISO 8601 (e.g. 2026-11-01 or 2026-11-01T09:00Z); widened to the hour" };
+        var to = new Option<string?>("--to") { Description = "Window end (exclusive), ISO 8601; default now" };
         var cache = new Option<bool>("--cache") { Description = "Prompt- and response-cache verification per route: hit ratio, net saving, routes where caching costs more than it saves" };
-        var cmd = new Command("report", "Spend, calls and tokens from the ledger, grouped by a tag, with cost per call and the top cost drivers") { by, format, days, cache };
+        var cmd = new Command("report", "Spend, calls and tokens from the ledger's rollups, grouped by a tag, with cost per call, the top cost drivers, savings per lever, cost per completed task and the trend per day")
+            { by, format, days, from, to, cache };
         cmd.SetAction(async (pr, ct) =>
         {
             var store = CliOptions.OpenStore(pr);
-            var from = pr.GetValue(days) is { } d ? TimeProvider.System.GetUtcNow().AddDays(-d) : (DateTimeOffset?)null;
-            var records = await store.ReadAsync(new LedgerQuery { From = from, Limit = int.MaxValue }, ct);
+            var now = TimeProvider.System.GetUtcNow();
+            DateTimeOffset Parse(string s, string option) => DateTimeOffset.TryParse(s, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var t)
+                ? t : throw new ArgumentException($"{option}: '{s}' is not a date; use ISO 8601 such as 2026-11-01 or 2026-11-01T09:00Z");
+            DateTimeOffset start, end;
+            try
+            {
+                end = pr.GetValue(to) is { } t ? Parse(t, "--to") : now.AddHours(1);
+                start = pr.GetValue(from) is { } f ? Parse(f, "--from") : pr.GetValue(days) is { } d ? now.AddDays(-d) : DateTimeOffset.UnixEpoch;
+            }
+            catch (ArgumentException e)
+            {
+                await Console.Error.WriteLineAsync(e.Message);
+                return 2;
+            }
             if (pr.GetValue(cache))
             {
+                var records = await store.ReadAsync(new LedgerQuery { From = start, To = end, Limit = int.MaxValue }, ct);
                 Console.Write(CacheReport.Build(records, Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions())).ToTable());
                 return 0;
             }
-            var report = SpendReport.Build(records, pr.GetValue(by));
+            var report = await SpendReport.QueryAsync(store, pr.GetValue(by), start, end, ct);
             Console.Write(pr.GetValue(format) switch
             {
                 "csv" => report.ToCsv(),

@@ -5,74 +5,102 @@ using Bursar.Core.Ledger;
 
 namespace Bursar.Core.Reporting;
 
-/// <summary>A dimension to group ledger records by.</summary>
-public enum ReportDimension { Feature, Team, Customer, Model, Task, Template, Key, Day, Provider, Outcome }
-
 /// <summary>One row of a spend report.</summary>
 public sealed record SpendRow(string Group, long Calls, long UnpricedCalls, long InputTokens, long CachedInputTokens, long OutputTokens, decimal Cost, decimal Share)
 {
     public decimal CostPerCall => Calls == 0 ? 0 : Cost / Calls;
+    /// <summary>What Bursar's levers saved on these calls.</summary>
+    public decimal Saved { get; init; }
+    public long ErrorCalls { get; init; }
+    public double AvgLatencyMs { get; init; }
+
+    public static SpendRow From(string group, RollupTotals t, decimal denominator) =>
+        new(group, t.Calls, t.UnpricedCalls, t.TotalInputTokens, t.CacheReadTokens, t.OutputTokens, t.Cost, denominator == 0 ? 0 : t.Cost / denominator)
+        {
+            Saved = t.Saved, ErrorCalls = t.ErrorCalls, AvgLatencyMs = t.Calls == 0 ? 0 : t.LatencyMsSum / t.Calls,
+        };
 }
 
-/// <summary>Spend, calls and tokens grouped by a dimension, with totals, shares and the top cost drivers.</summary>
-public sealed record SpendReport(ReportDimension By, IReadOnlyList<SpendRow> Rows, SpendRow Total, IReadOnlyList<SpendRow> TopDrivers)
-{
-    public static string Key(LedgerRecord r, ReportDimension by) => by switch
-    {
-        ReportDimension.Feature => r.Feature,
-        ReportDimension.Team => r.Team,
-        ReportDimension.Customer => r.Customer,
-        ReportDimension.Model => r.ServedModel,
-        ReportDimension.Task => r.Task,
-        ReportDimension.Template => r.Template,
-        ReportDimension.Key => r.KeyId,
-        ReportDimension.Day => r.Timestamp.UtcDateTime.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture),
-        ReportDimension.Provider => r.Provider,
-        ReportDimension.Outcome => r.Outcome,
-        _ => null,
-    } ?? "(none)";
+/// <summary>One day of the spend trend.</summary>
+public sealed record TrendPoint(DateOnly Day, long Calls, decimal Cost, decimal Saved);
 
+/// <summary>What one lever saved over the window.</summary>
+public sealed record LeverSaving(string Lever, decimal Saved, long Calls);
+
+/// <summary>
+/// Spend, calls and tokens grouped by a dimension over a window, with totals, shares, the top cost drivers, the trend per day,
+/// the savings per lever and the cost per completed task. Built from rollups (<see cref="IReportStore"/>) or from records.
+/// </summary>
+public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTimeOffset To, IReadOnlyList<SpendRow> Rows, SpendRow Total,
+    IReadOnlyList<SpendRow> TopDrivers, IReadOnlyList<TrendPoint> Trend, IReadOnlyList<LeverSaving> Savings, IReadOnlyList<RunCostRow> Tasks)
+{
+    /// <summary>The report the CLI, the admin API and the dashboard all show: four rollup reads, no ledger scan.</summary>
+    public static async Task<SpendReport> QueryAsync(IReportStore store, ReportDimension by, DateTimeOffset from, DateTimeOffset to, CancellationToken ct)
+    {
+        var slice = await store.SliceAsync(by, from, to, ct);
+        var drivers = by == ReportDimension.Driver ? slice : await store.SliceAsync(ReportDimension.Driver, from, to, ct);
+        var days = by is ReportDimension.Day or ReportDimension.All ? slice : await store.SliceAsync(ReportDimension.Day, from, to, ct);
+        var tasks = await store.RunCostsAsync(slice.From, slice.To, ct);
+        return Build(slice, drivers, days, tasks);
+    }
+
+    /// <summary>The same report from records in memory (the demo, imports before they are stored, and the reference in tests).</summary>
     public static SpendReport Build(IEnumerable<LedgerRecord> records, ReportDimension by)
     {
         var list = records as IReadOnlyCollection<LedgerRecord> ?? records.ToArray();
-        var total = Row("TOTAL", list, 0m);
-        var denominator = total.Cost == 0 ? 1 : total.Cost;
-        var rows = list.GroupBy(r => Key(r, by))
-            .Select(g => Row(g.Key, g.ToArray(), denominator))
-            .OrderByDescending(r => r.Cost).ThenBy(r => r.Group, StringComparer.Ordinal).ToArray();
-        // the top drivers: (feature, model) pairs holding the spend, largest first, until 80% is covered
-        var drivers = new List<SpendRow>();
-        decimal covered = 0;
-        foreach (var d in list.GroupBy(r => $"{r.Feature ?? "(none)"} / {r.ServedModel ?? "(none)"}")
-                     .Select(g => Row(g.Key, g.ToArray(), denominator)).OrderByDescending(r => r.Cost))
-        {
-            if (drivers.Count >= 3 && covered >= 0.8m) break;
-            drivers.Add(d);
-            covered += d.Share;
-            if (drivers.Count >= 10) break;
-        }
-        return new SpendReport(by, rows, total with { Share = total.Cost == 0 ? 0 : 1 }, drivers);
+        var (from, to) = list.Count == 0 ? (DateTimeOffset.UnixEpoch, DateTimeOffset.UnixEpoch)
+            : (list.Min(r => r.Timestamp), list.Max(r => r.Timestamp).AddTicks(1));
+        var tasks = list.Where(r => r.RunId is not null).GroupBy(r => r.RunId!, StringComparer.Ordinal)
+            .Select(g => (Feature: g.OrderBy(r => r.Timestamp).First().Feature ?? LedgerRollup.None, Calls: g.LongCount(), Cost: g.Sum(r => r.Cost ?? 0), Ended: g.Any(r => r.RunEndReason is not null)))
+            .GroupBy(x => x.Feature, StringComparer.Ordinal)
+            .Select(g => new RunCostRow(g.Key, g.Count(), g.Count(x => x.Ended), g.Sum(x => x.Calls), g.Sum(x => x.Cost)))
+            .OrderByDescending(x => x.Cost).ToArray();
+        return Build(RollupSlice.FromRecords(list, by, from, to), RollupSlice.FromRecords(list, ReportDimension.Driver, from, to),
+            RollupSlice.FromRecords(list, ReportDimension.Day, from, to), tasks);
     }
 
-    private static SpendRow Row(string group, IReadOnlyCollection<LedgerRecord> rs, decimal denominator)
+    public static SpendReport Build(RollupSlice slice, RollupSlice drivers, RollupSlice days, IReadOnlyList<RunCostRow> tasks)
     {
-        decimal cost = 0;
-        long unpriced = 0, input = 0, cached = 0, output = 0;
-        foreach (var r in rs)
+        var groups = slice.By == ReportDimension.Day
+            ? slice.Rows.Select(x => (x.Day.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture), x.Totals)).ToArray()
+            : slice.Groups();
+        var all = new RollupTotals();
+        foreach (var (_, t) in groups) all.Add(t);
+        var denominator = all.Cost;
+        var rows = groups.Select(g => SpendRow.From(g.Item1, g.Item2, denominator))
+            .OrderByDescending(r => slice.By == ReportDimension.Day ? 0 : r.Cost).ThenBy(r => r.Group, StringComparer.Ordinal).ToArray();
+        // the top drivers: (feature, model) pairs holding the spend, largest first, until 80% is covered (at least 3, at most 10)
+        var top = new List<SpendRow>();
+        decimal covered = 0;
+        foreach (var d in drivers.Groups().Select(g => SpendRow.From(g.Value, g.Totals, denominator)).OrderByDescending(r => r.Cost).ThenBy(r => r.Group, StringComparer.Ordinal))
         {
-            if (r.Cost is { } c) cost += c;
-            if (!r.Priced) unpriced++;
-            input += r.InputTokens + r.CacheReadTokens + r.CacheWrite5mTokens + r.CacheWrite1hTokens;
-            cached += r.CacheReadTokens;
-            output += r.OutputTokens;
+            if ((top.Count >= 3 && covered >= 0.8m) || top.Count >= 10) break;
+            top.Add(d);
+            covered += d.Share;
         }
-        return new SpendRow(group, rs.Count, unpriced, input, cached, output, cost, denominator == 0 ? 0 : cost / denominator);
+        var trend = days.Rows.GroupBy(x => x.Day).OrderBy(g => g.Key).Select(g =>
+        {
+            var t = new RollupTotals();
+            foreach (var x in g) t.Add(x.Totals);
+            return new TrendPoint(g.Key, t.Calls, t.Cost, t.Saved);
+        }).ToArray();
+        LeverSaving[] savings =
+        [
+            new("output caps", all.SavingOutputCap, all.TruncatedCalls),
+            new("model routing", all.SavingRouting, all.RoutedCalls),
+            new("prompt caching", all.SavingPromptCache, 0),
+            new("response cache", all.SavingResponseCache, all.ResponseCacheHits),
+            new("batch", all.SavingBatch, 0),
+            new("compaction", all.SavingCompaction, 0),
+        ];
+        return new SpendReport(slice.By, slice.From, slice.To, rows, SpendRow.From("TOTAL", all, denominator) with { Share = all.Cost == 0 ? 0 : 1 },
+            top, trend, savings, tasks);
     }
 
     public string ToTable()
     {
         var sb = new StringBuilder();
-        var header = new[] { By.ToString().ToLowerInvariant(), "calls", "input tok", "cached", "output tok", "cost USD", "USD/call", "share" };
+        var header = new[] { By.ToString().ToLowerInvariant(), "calls", "input tok", "cached", "output tok", "cost USD", "USD/call", "saved USD", "share" };
         var cells = Rows.Append(Total).Select(r => new[]
         {
             r.Group, r.Calls.ToString("N0", CultureInfo.InvariantCulture) + (r.UnpricedCalls > 0 ? $" ({r.UnpricedCalls} unpriced)" : ""),
@@ -80,6 +108,7 @@ public sealed record SpendReport(ReportDimension By, IReadOnlyList<SpendRow> Row
             r.OutputTokens.ToString("N0", CultureInfo.InvariantCulture),
             r.UnpricedCalls == r.Calls && r.Calls > 0 ? "unknown" : Money(r.Cost) + (r.UnpricedCalls > 0 ? " + ?" : ""),
             r.UnpricedCalls == r.Calls && r.Calls > 0 ? "unknown" : Money(r.CostPerCall),
+            Money(r.Saved),
             r.Share.ToString("P1", CultureInfo.InvariantCulture),
         }).ToList();
         var widths = header.Select((h, i) => Math.Max(h.Length, cells.Max(c => c[i].Length))).ToArray();
@@ -97,6 +126,26 @@ public sealed record SpendReport(ReportDimension By, IReadOnlyList<SpendRow> Row
             sb.AppendLine("Top cost drivers (feature / model):");
             foreach (var d in TopDrivers) sb.AppendLine($"  {d.Share,7:P1}  {Money(d.Cost),12}  {d.Group}");
         }
+        if (Savings.Any(x => x.Saved != 0))
+        {
+            sb.AppendLine();
+            sb.AppendLine("Saved by each lever:");
+            foreach (var x in Savings.Where(x => x.Saved != 0)) sb.AppendLine($"  {x.Lever,-15} {Money(x.Saved),12}" + (x.Calls > 0 ? $"  ({x.Calls:N0} calls)" : ""));
+        }
+        if (Tasks.Count > 0)
+        {
+            sb.AppendLine();
+            sb.AppendLine("Cost per completed task (calls sharing a run id):");
+            foreach (var t in Tasks) sb.AppendLine($"  {t.Feature,-20} {t.Runs,6:N0} runs  {t.CallsPerRun,6:0.0} calls/run  {Money(t.CostPerRun),12}/run");
+        }
+        if (Trend.Count > 1)
+        {
+            sb.AppendLine();
+            sb.AppendLine("Spend per day:");
+            var max = Trend.Max(t => t.Cost);
+            foreach (var t in Trend)
+                sb.AppendLine($"  {t.Day:yyyy-MM-dd}  {Money(t.Cost),12}  {new string('#', max == 0 ? 0 : (int)Math.Round(30 * t.Cost / max))}");
+        }
         if (Total.UnpricedCalls > 0) sb.AppendLine($"\nWARNING: {Total.UnpricedCalls} calls used models with no price; their cost is unknown (not $0). Import prices with `bursar prices import`.");
         return sb.ToString();
     }
@@ -104,14 +153,19 @@ public sealed record SpendReport(ReportDimension By, IReadOnlyList<SpendRow> Row
     public string ToCsv()
     {
         var sb = new StringBuilder();
-        sb.AppendLine($"{By.ToString().ToLowerInvariant()},calls,unpriced_calls,input_tokens,cached_input_tokens,output_tokens,cost_usd,cost_per_call_usd,share");
+        sb.AppendLine($"{By.ToString().ToLowerInvariant()},calls,unpriced_calls,input_tokens,cached_input_tokens,output_tokens,cost_usd,cost_per_call_usd,share,saved_usd,error_calls");
         foreach (var r in Rows.Append(Total))
             sb.AppendLine(string.Join(',', Csv(r.Group), r.Calls, r.UnpricedCalls, r.InputTokens, r.CachedInputTokens, r.OutputTokens,
-                r.Cost.ToString(CultureInfo.InvariantCulture), r.CostPerCall.ToString(CultureInfo.InvariantCulture), r.Share.ToString(CultureInfo.InvariantCulture)));
+                r.Cost.ToString(CultureInfo.InvariantCulture), r.CostPerCall.ToString(CultureInfo.InvariantCulture), r.Share.ToString(CultureInfo.InvariantCulture),
+                r.Saved.ToString(CultureInfo.InvariantCulture), r.ErrorCalls));
         return sb.ToString();
     }
 
-    public string ToJson() => JsonSerializer.Serialize(new { by = By.ToString().ToLowerInvariant(), rows = Rows, total = Total, top_drivers = TopDrivers },
+    public string ToJson() => JsonSerializer.Serialize(new
+    {
+        by = By.ToString().ToLowerInvariant(), from = From, to = To, rows = Rows, total = Total, top_drivers = TopDrivers,
+        trend = Trend, savings = Savings, tasks = Tasks.Select(t => new { t.Feature, t.Runs, t.EndedRuns, t.Calls, t.Cost, t.CostPerRun }),
+    },
         new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower });
 
     private static string Csv(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;

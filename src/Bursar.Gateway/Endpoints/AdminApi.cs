@@ -91,17 +91,27 @@ public static class AdminApi
         return app;
     }
 
-    private static async ValueTask<object?> RequireAdminKey(EndpointFilterInvocationContext ctx, EndpointFilterDelegate next)
+    /// <summary>The endpoint filter every admin route (and the dashboard's data) shares: 404 when no admin key is set, 401 without it.</summary>
+    internal static async ValueTask<object?> RequireAdminKey(EndpointFilterInvocationContext ctx, EndpointFilterDelegate next)
     {
         var options = ctx.HttpContext.RequestServices.GetService(typeof(BursarOptions)) as BursarOptions;
         if (string.IsNullOrEmpty(options?.AdminKey))
             return TypedResults.Problem(statusCode: 404, title: "Admin API disabled", detail: "Set Bursar:AdminKey to enable the admin API.");
-        var req = ctx.HttpContext.Request;
+        if (!HasAdminKey(ctx.HttpContext.Request, options.AdminKey))
+            return TypedResults.Problem(statusCode: 401, title: "Admin key required", detail: "Send the admin key (Bursar:AdminKey) as 'Authorization: Bearer <key>' or 'x-admin-key', or sign in at /dashboard.");
+        return await next(ctx);
+    }
+
+    /// <summary>The name of the HttpOnly cookie the dashboard's sign-in sets.</summary>
+    public const string AdminCookie = "bursar_admin";
+
+    /// <summary>True when the request carries the admin key: <c>x-admin-key</c>, <c>Authorization: Bearer</c> or the dashboard's cookie.</summary>
+    public static bool HasAdminKey(HttpRequest req, string adminKey)
+    {
         var given = req.Headers["x-admin-key"].ToString();
         if (string.IsNullOrEmpty(given) && req.Headers.Authorization.ToString() is { } auth && auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) given = auth[7..].Trim();
-        if (!System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(System.Text.Encoding.UTF8.GetBytes(given), System.Text.Encoding.UTF8.GetBytes(options.AdminKey)))
-            return TypedResults.Problem(statusCode: 401, title: "Admin key required", detail: "Send the admin key (Bursar:AdminKey) as 'Authorization: Bearer <key>' or 'x-admin-key'.");
-        return await next(ctx);
+        if (string.IsNullOrEmpty(given)) given = req.Cookies[AdminCookie] ?? "";
+        return System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(System.Text.Encoding.UTF8.GetBytes(given), System.Text.Encoding.UTF8.GetBytes(adminKey));
     }
 
     private static async Task<Results<Ok<BudgetView>, ProblemHttpResult>> PutBudgetAsync(string id, BudgetRequest body, IBudgetStore store, BudgetManager budgets, CancellationToken ct)

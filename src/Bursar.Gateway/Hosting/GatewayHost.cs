@@ -59,6 +59,7 @@ public static class GatewayHost
         services.AddSingleton(sp => new SqliteStore(sp.GetRequiredService<BursarOptions>().ResolvedDatabasePath));
         services.AddSingleton<IKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<ILedgerStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<Bursar.Core.Reporting.IReportStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton(sp => LoadCatalog(sp.GetRequiredService<SqliteStore>(), sp.GetRequiredService<BursarOptions>()));
         services.AddSingleton(sp => new TokenCounter(sp.GetRequiredService<BursarOptions>().ClaudeTokenFactor));
         services.AddSingleton(sp => new PromptTokenEstimator(sp.GetRequiredService<TokenCounter>()));
@@ -143,6 +144,7 @@ public static class GatewayHost
         app.MapModelsApi();
         app.MapHealthApi();
         app.MapAdminApi();
+        app.MapReportsApi();
         return app;
     }
 }

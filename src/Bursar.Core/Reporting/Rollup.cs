@@ -1,0 +1,193 @@
+using System.Globalization;
+using Bursar.Core.Ledger;
+
+namespace Bursar.Core.Reporting;
+
+/// <summary>A dimension to group ledger records by. <see cref="All"/> is the single group holding every call.</summary>
+public enum ReportDimension { Feature, Team, Customer, Model, RequestedModel, Task, Template, Key, Provider, Outcome, Route, Driver, Day, All }
+
+/// <summary>
+/// Running totals of a set of ledger records: the one aggregation every report, rollup table and import uses.
+/// Money is summed as exact <see cref="decimal"/>; a call with no price adds to <see cref="UnpricedCalls"/>, never to <see cref="Cost"/>.
+/// </summary>
+public sealed class RollupTotals
+{
+    public long Calls { get; set; }
+    public long UnpricedCalls { get; set; }
+    public long ErrorCalls { get; set; }
+    public long ResponseCacheHits { get; set; }
+    public long RoutedCalls { get; set; }
+    public long TruncatedCalls { get; set; }
+    public long InputTokens { get; set; }
+    public long CacheReadTokens { get; set; }
+    public long CacheWriteTokens { get; set; }
+    public long OutputTokens { get; set; }
+    public double LatencyMsSum { get; set; }
+    public decimal Cost { get; set; }
+    public decimal SavingRouting { get; set; }
+    public decimal SavingResponseCache { get; set; }
+    public decimal SavingPromptCache { get; set; }
+    public decimal SavingBatch { get; set; }
+    public decimal SavingCompaction { get; set; }
+    public decimal SavingOutputCap { get; set; }
+
+    /// <summary>Every input token the provider billed, cached or not.</summary>
+    public long TotalInputTokens => InputTokens + CacheReadTokens + CacheWriteTokens;
+    public decimal Saved => SavingRouting + SavingResponseCache + SavingPromptCache + SavingBatch + SavingCompaction + SavingOutputCap;
+
+    public void Add(LedgerRecord r)
+    {
+        Calls++;
+        if (!r.Priced) UnpricedCalls++;
+        if (r.Outcome is not "ok") ErrorCalls++;
+        if (r.SavingResponseCache > 0) ResponseCacheHits++;
+        if (r.RoutingReason is not null) RoutedCalls++;
+        if (r.FinishReason is "length" or "max_tokens") TruncatedCalls++;
+        InputTokens += r.InputTokens;
+        CacheReadTokens += r.CacheReadTokens;
+        CacheWriteTokens += r.CacheWrite5mTokens + r.CacheWrite1hTokens;
+        OutputTokens += r.OutputTokens;
+        LatencyMsSum += r.LatencyMs;
+        if (r.Cost is { } c) Cost += c;
+        SavingRouting += r.SavingRouting;
+        SavingResponseCache += r.SavingResponseCache;
+        SavingPromptCache += r.SavingPromptCache;
+        SavingBatch += r.SavingBatch;
+        SavingCompaction += r.SavingCompaction;
+        SavingOutputCap += r.SavingOutputCap;
+    }
+
+    public void Add(RollupTotals o)
+    {
+        Calls += o.Calls; UnpricedCalls += o.UnpricedCalls; ErrorCalls += o.ErrorCalls; ResponseCacheHits += o.ResponseCacheHits;
+        RoutedCalls += o.RoutedCalls; TruncatedCalls += o.TruncatedCalls;
+        InputTokens += o.InputTokens; CacheReadTokens += o.CacheReadTokens; CacheWriteTokens += o.CacheWriteTokens; OutputTokens += o.OutputTokens;
+        LatencyMsSum += o.LatencyMsSum; Cost += o.Cost;
+        SavingRouting += o.SavingRouting; SavingResponseCache += o.SavingResponseCache; SavingPromptCache += o.SavingPromptCache;
+        SavingBatch += o.SavingBatch; SavingCompaction += o.SavingCompaction; SavingOutputCap += o.SavingOutputCap;
+    }
+}
+
+/// <summary>One group's totals in one time bucket (an hour or a day, as Unix seconds of its start, UTC).</summary>
+public readonly record struct RollupKey(ReportDimension Dimension, string Value, long BucketStart);
+
+/// <summary>
+/// How ledger records fold into rollups: the groups a record belongs to and the time buckets it lands in.
+/// Stores keep hourly and daily buckets up to date as records are written, so reports read thousands of rollup rows
+/// instead of scanning millions of ledger rows.
+/// </summary>
+public static class LedgerRollup
+{
+    public const long Hour = 3600, Day = 86400;
+    public const string None = "(none)";
+
+    /// <summary>The dimensions stores keep rollups for (<see cref="ReportDimension.Day"/> is derived from <see cref="ReportDimension.All"/>).</summary>
+    public static readonly ReportDimension[] Stored =
+    [
+        ReportDimension.All, ReportDimension.Feature, ReportDimension.Team, ReportDimension.Customer, ReportDimension.Model,
+        ReportDimension.RequestedModel, ReportDimension.Task, ReportDimension.Template, ReportDimension.Key, ReportDimension.Provider,
+        ReportDimension.Outcome, ReportDimension.Route, ReportDimension.Driver,
+    ];
+
+    public static string Value(LedgerRecord r, ReportDimension by) => by switch
+    {
+        ReportDimension.All => "all",
+        ReportDimension.Feature => r.Feature,
+        ReportDimension.Team => r.Team,
+        ReportDimension.Customer => r.Customer,
+        ReportDimension.Model => r.ServedModel,
+        ReportDimension.RequestedModel => r.RequestedModel,
+        ReportDimension.Task => r.Task,
+        ReportDimension.Template => r.Template,
+        ReportDimension.Key => r.KeyId,
+        ReportDimension.Provider => r.Provider,
+        ReportDimension.Outcome => r.Outcome,
+        ReportDimension.Route => r.Route,
+        ReportDimension.Driver => $"{r.Feature ?? None} / {r.ServedModel ?? None}",
+        ReportDimension.Day => r.Timestamp.UtcDateTime.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture),
+        _ => null,
+    } ?? None;
+
+    public static long BucketOf(DateTimeOffset t, long size) => Math.DivRem(t.ToUnixTimeSeconds(), size, out var rem) * size - (rem < 0 ? size : 0);
+
+    /// <summary>Folds records into hourly and daily rollup deltas, one entry per (dimension, value, bucket).</summary>
+    public static Dictionary<RollupKey, RollupTotals> Aggregate(IEnumerable<LedgerRecord> records, long bucketSize)
+    {
+        var map = new Dictionary<RollupKey, RollupTotals>();
+        foreach (var r in records)
+        {
+            var bucket = BucketOf(r.Timestamp, bucketSize);
+            foreach (var dim in Stored)
+            {
+                var key = new RollupKey(dim, Value(r, dim), bucket);
+                if (!map.TryGetValue(key, out var t)) map[key] = t = new RollupTotals();
+                t.Add(r);
+            }
+        }
+        return map;
+    }
+
+    /// <summary>
+    /// Splits a window into whole UTC days (read from daily rollups) and the hours at its ragged ends (hourly rollups).
+    /// The window is widened to whole hours: reports answer at hour resolution.
+    /// </summary>
+    public static (long FromHour, long ToHour, long FromDay, long ToDay) Split(DateTimeOffset from, DateTimeOffset to)
+    {
+        var fromHour = BucketOf(from, Hour);
+        var toHour = BucketOf(to, Hour);
+        if (toHour < to.ToUnixTimeSeconds()) toHour += Hour;
+        var fromDay = BucketOf(DateTimeOffset.FromUnixTimeSeconds(fromHour), Day);
+        if (fromDay < fromHour) fromDay += Day;
+        var toDay = BucketOf(DateTimeOffset.FromUnixTimeSeconds(toHour), Day);
+        if (toDay < fromDay) toDay = fromDay;
+        return (fromHour, toHour, fromDay, toDay);
+    }
+}
+
+/// <summary>Groups' totals per UTC day over a window, as a store's rollups answer it.</summary>
+public sealed record RollupSlice(ReportDimension By, DateTimeOffset From, DateTimeOffset To, IReadOnlyList<(string Value, DateOnly Day, RollupTotals Totals)> Rows)
+{
+    /// <summary>Every group's totals over the whole window.</summary>
+    public IReadOnlyList<(string Value, RollupTotals Totals)> Groups()
+    {
+        var map = new Dictionary<string, RollupTotals>(StringComparer.Ordinal);
+        foreach (var (value, _, t) in Rows)
+        {
+            if (!map.TryGetValue(value, out var sum)) map[value] = sum = new RollupTotals();
+            sum.Add(t);
+        }
+        return map.Select(kv => (kv.Key, kv.Value)).ToArray();
+    }
+
+    /// <summary>Builds a slice from raw records: the reference the rollup stores are tested against, and the path for records not yet stored.</summary>
+    public static RollupSlice FromRecords(IEnumerable<LedgerRecord> records, ReportDimension by, DateTimeOffset from, DateTimeOffset to)
+    {
+        var map = new Dictionary<(string, DateOnly), RollupTotals>();
+        var dim = by == ReportDimension.Day ? ReportDimension.All : by;
+        foreach (var r in records)
+        {
+            if (r.Timestamp < from || r.Timestamp >= to) continue;
+            var key = (LedgerRollup.Value(r, dim), DateOnly.FromDateTime(r.Timestamp.UtcDateTime));
+            if (!map.TryGetValue(key, out var t)) map[key] = t = new RollupTotals();
+            t.Add(r);
+        }
+        return new RollupSlice(by, from, to, map.Select(kv => (kv.Key.Item1, kv.Key.Item2, kv.Value)).ToArray());
+    }
+}
+
+/// <summary>Cost per completed task: calls sharing a run id, grouped by the feature of the run's first call.</summary>
+public sealed record RunCostRow(string Feature, long Runs, long EndedRuns, long Calls, decimal Cost)
+{
+    public decimal CostPerRun => Runs == 0 ? 0 : Cost / Runs;
+    public decimal CallsPerRun => Runs == 0 ? 0 : (decimal)Calls / Runs;
+}
+
+/// <summary>A store that keeps rollups as it writes the ledger and answers reports from them.</summary>
+public interface IReportStore
+{
+    /// <summary>Totals per group and UTC day for a window (widened to whole hours). <see cref="ReportDimension.Day"/> groups everything per day.</summary>
+    Task<RollupSlice> SliceAsync(ReportDimension by, DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken);
+
+    /// <summary>Runs whose last call falls in the window, grouped by feature.</summary>
+    Task<IReadOnlyList<RunCostRow>> RunCostsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken);
+}

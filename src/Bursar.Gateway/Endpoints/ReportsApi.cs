@@ -1,0 +1,49 @@
+using System.Globalization;
+using Bursar.Core.Reporting;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Routing;
+
+namespace Bursar.Gateway.Endpoints;
+
+/// <summary>
+/// <c>/admin/reports/...</c>: the same rollup-backed reports as <c>bursar report</c> and the dashboard, as JSON.
+/// Windows: <c>from</c> / <c>to</c> (ISO 8601) or <c>days</c>; default everything up to now.
+/// </summary>
+public static class ReportsApi
+{
+    public static IEndpointRouteBuilder MapReportsApi(this IEndpointRouteBuilder app)
+    {
+        var reports = app.MapGroup("/admin/reports").AddEndpointFilter(AdminApi.RequireAdminKey);
+        reports.MapGet("/spend", SpendAsync);
+        return app;
+    }
+
+    private static async Task<Results<Ok<SpendReport>, ProblemHttpResult>> SpendAsync(string? by, string? from, string? to, int? days,
+        IReportStore store, TimeProvider time, CancellationToken ct)
+    {
+        var dimension = ReportDimension.Feature;
+        if (by is not null && !Enum.TryParse(by.Replace("_", "", StringComparison.Ordinal), ignoreCase: true, out dimension))
+            return TypedResults.Problem(statusCode: 400, title: "Unknown report dimension",
+                detail: $"by='{by}' is not a dimension; use one of: {string.Join(", ", Enum.GetNames<ReportDimension>().Select(n => n.ToLowerInvariant()))}.");
+        if (Window(from, to, days, time) is not { } window)
+            return TypedResults.Problem(statusCode: 400, title: "Bad report window", detail: "from and to must be ISO 8601 dates (e.g. 2026-11-01 or 2026-11-01T09:00Z) with from before to; days must be positive.");
+        return TypedResults.Ok(await SpendReport.QueryAsync(store, dimension, window.From, window.To, ct));
+    }
+
+    /// <summary>Parses a report window; null when it is malformed.</summary>
+    public static (DateTimeOffset From, DateTimeOffset To)? Window(string? from, string? to, int? days, TimeProvider time)
+    {
+        var now = time.GetUtcNow();
+        DateTimeOffset end = now.AddHours(1), start = DateTimeOffset.UnixEpoch;
+        if (to is not null && !DateTimeOffset.TryParse(to, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out end)) return null;
+        if (from is not null && !DateTimeOffset.TryParse(from, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out start)) return null;
+        if (days is { } d)
+        {
+            if (d <= 0) return null;
+            start = now.AddDays(-d);
+        }
+        return start < end ? (start, end) : null;
+    }
+}

@@ -1,0 +1,188 @@
+using System.Globalization;
+using Bursar.Core.Ledger;
+using Bursar.Core.Reporting;
+using Microsoft.Data.Sqlite;
+
+namespace Bursar.Storage.Sqlite;
+
+/// <summary>
+/// Incremental rollups: every ledger write adds its records' totals to hourly and daily buckets per dimension in the same
+/// transaction, so a report over millions of calls reads a few thousand rollup rows. Money stays exact decimal text,
+/// added with a <c>dec_add</c> SQL function.
+/// </summary>
+public sealed partial class SqliteStore : IReportStore
+{
+    private const int RollupVersion = 1;
+
+    private static readonly string[] RollupCounts = ["calls", "unpriced", "errors", "cache_hits", "routed", "truncated", "input", "cache_read", "cache_write", "output"];
+    private static readonly string[] RollupMoney = ["cost", "s_routing", "s_response_cache", "s_prompt_cache", "s_batch", "s_compaction", "s_output_cap"];
+
+    private static long[] Counts(RollupTotals t) =>
+        [t.Calls, t.UnpricedCalls, t.ErrorCalls, t.ResponseCacheHits, t.RoutedCalls, t.TruncatedCalls, t.InputTokens, t.CacheReadTokens, t.CacheWriteTokens, t.OutputTokens];
+
+    private static decimal[] Money(RollupTotals t) =>
+        [t.Cost, t.SavingRouting, t.SavingResponseCache, t.SavingPromptCache, t.SavingBatch, t.SavingCompaction, t.SavingOutputCap];
+
+    private static RollupTotals Totals(long[] n, double latency, decimal[] m) => new()
+    {
+        Calls = n[0], UnpricedCalls = n[1], ErrorCalls = n[2], ResponseCacheHits = n[3], RoutedCalls = n[4], TruncatedCalls = n[5],
+        InputTokens = n[6], CacheReadTokens = n[7], CacheWriteTokens = n[8], OutputTokens = n[9], LatencyMsSum = latency,
+        Cost = m[0], SavingRouting = m[1], SavingResponseCache = m[2], SavingPromptCache = m[3], SavingBatch = m[4], SavingCompaction = m[5], SavingOutputCap = m[6],
+    };
+
+    private void MigrateRollups(SqliteConnection c)
+    {
+        string Table(string name) => $"""
+            CREATE TABLE IF NOT EXISTS {name} (dim INTEGER NOT NULL, bucket INTEGER NOT NULL, value TEXT NOT NULL,
+              {string.Join(", ", RollupCounts.Select(x => x + " INTEGER NOT NULL"))}, latency_ms REAL NOT NULL,
+              {string.Join(", ", RollupMoney.Select(x => x + " TEXT NOT NULL"))},
+              PRIMARY KEY (dim, bucket, value)) WITHOUT ROWID;
+            """;
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = Table("rollup_hour") + Table("rollup_day") + """
+            CREATE TABLE IF NOT EXISTS rollup_runs (run_id TEXT PRIMARY KEY, feature TEXT, first_s INTEGER NOT NULL, last_s INTEGER NOT NULL,
+              calls INTEGER NOT NULL, cost TEXT NOT NULL, ended INTEGER NOT NULL);
+            CREATE INDEX IF NOT EXISTS rollup_runs_last ON rollup_runs(last_s);
+            CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+            """;
+        cmd.ExecuteNonQuery();
+        using var version = c.CreateCommand();
+        version.CommandText = "SELECT value FROM meta WHERE name = 'rollup_version'";
+        if (version.ExecuteScalar() is string v && int.Parse(v, CultureInfo.InvariantCulture) == RollupVersion) return;
+        RebuildRollups(c);
+    }
+
+    /// <summary>Recomputes every rollup from the ledger (a store from before rollups, or a changed rollup layout).</summary>
+    private static void RebuildRollups(SqliteConnection c)
+    {
+        using var tx = c.BeginTransaction();
+        using (var clear = c.CreateCommand())
+        {
+            clear.Transaction = tx;
+            clear.CommandText = "DELETE FROM rollup_hour; DELETE FROM rollup_day; DELETE FROM rollup_runs;";
+            clear.ExecuteNonQuery();
+        }
+        long after = long.MinValue;
+        while (true)
+        {
+            var page = new List<LedgerRecord>();
+            using (var read = c.CreateCommand())
+            {
+                read.Transaction = tx;
+                read.CommandText = $"SELECT rowid, {string.Join(',', LedgerColumns)} FROM ledger WHERE rowid > $after ORDER BY rowid LIMIT 50000";
+                read.Parameters.AddWithValue("$after", after);
+                using var r = read.ExecuteReader();
+                while (r.Read())
+                {
+                    after = r.GetInt64(0);
+                    page.Add(ReadLedger(r, 1));
+                }
+            }
+            if (page.Count == 0) break;
+            UpdateRollups(c, tx, page);
+        }
+        using (var mark = c.CreateCommand())
+        {
+            mark.Transaction = tx;
+            mark.CommandText = "INSERT INTO meta (name, value) VALUES ('rollup_version', $v) ON CONFLICT(name) DO UPDATE SET value = excluded.value";
+            mark.Parameters.AddWithValue("$v", RollupVersion.ToString(CultureInfo.InvariantCulture));
+            mark.ExecuteNonQuery();
+        }
+        tx.Commit();
+    }
+
+    private static void UpdateRollups(SqliteConnection c, SqliteTransaction tx, IReadOnlyList<LedgerRecord> records)
+    {
+        if (records.Count == 0) return;
+        foreach (var (table, size) in new[] { ("rollup_hour", LedgerRollup.Hour), ("rollup_day", LedgerRollup.Day) })
+        {
+            using var cmd = c.CreateCommand();
+            cmd.Transaction = tx;
+            var all = RollupCounts.Append("latency_ms").Concat(RollupMoney).ToArray();
+            cmd.CommandText = $"""
+                INSERT INTO {table} (dim, bucket, value, {string.Join(',', all)}) VALUES ($dim, $bucket, $value, {string.Join(',', all.Select(x => "$" + x))})
+                ON CONFLICT(dim, bucket, value) DO UPDATE SET
+                {string.Join(", ", RollupCounts.Append("latency_ms").Select(x => $"{x} = {x} + excluded.{x}").Concat(RollupMoney.Select(x => $"{x} = dec_add({x}, excluded.{x})")))}
+                """;
+            var dim = cmd.Parameters.Add(new SqliteParameter("$dim", null));
+            var bucket = cmd.Parameters.Add(new SqliteParameter("$bucket", null));
+            var value = cmd.Parameters.Add(new SqliteParameter("$value", null));
+            var ps = all.Select(x => cmd.Parameters.Add(new SqliteParameter("$" + x, null))).ToArray();
+            cmd.Prepare();
+            foreach (var (key, t) in LedgerRollup.Aggregate(records, size))
+            {
+                dim.Value = (int)key.Dimension;
+                bucket.Value = key.BucketStart;
+                value.Value = key.Value;
+                var counts = Counts(t);
+                for (var i = 0; i < counts.Length; i++) ps[i].Value = counts[i];
+                ps[counts.Length].Value = t.LatencyMsSum;
+                var money = Money(t);
+                for (var i = 0; i < money.Length; i++) ps[counts.Length + 1 + i].Value = Dec(money[i]);
+                cmd.ExecuteNonQuery();
+            }
+        }
+        using var runs = c.CreateCommand();
+        runs.Transaction = tx;
+        runs.CommandText = """
+            INSERT INTO rollup_runs (run_id, feature, first_s, last_s, calls, cost, ended) VALUES ($id, $feature, $t, $t, 1, $cost, $ended)
+            ON CONFLICT(run_id) DO UPDATE SET feature = COALESCE(feature, excluded.feature), first_s = MIN(first_s, excluded.first_s),
+              last_s = MAX(last_s, excluded.last_s), calls = calls + 1, cost = dec_add(cost, excluded.cost), ended = MAX(ended, excluded.ended)
+            """;
+        var id = runs.Parameters.Add(new SqliteParameter("$id", null));
+        var feature = runs.Parameters.Add(new SqliteParameter("$feature", null));
+        var time = runs.Parameters.Add(new SqliteParameter("$t", null));
+        var cost = runs.Parameters.Add(new SqliteParameter("$cost", null));
+        var ended = runs.Parameters.Add(new SqliteParameter("$ended", null));
+        foreach (var r in records)
+        {
+            if (r.RunId is null) continue;
+            id.Value = r.RunId;
+            feature.Value = Db(r.Feature);
+            time.Value = r.Timestamp.ToUnixTimeSeconds();
+            cost.Value = Dec(r.Cost ?? 0);
+            ended.Value = r.RunEndReason is null ? 0 : 1;
+            runs.ExecuteNonQuery();
+        }
+    }
+
+    public Task<RollupSlice> SliceAsync(ReportDimension by, DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken)
+    {
+        var dim = by == ReportDimension.Day ? ReportDimension.All : by;
+        var (fromHour, toHour, fromDay, toDay) = LedgerRollup.Split(from, to);
+        var columns = string.Join(',', RollupCounts.Append("latency_ms").Concat(RollupMoney));
+        var rows = Query($"""
+            SELECT value, bucket, {columns} FROM rollup_day WHERE dim = $dim AND bucket >= $fromDay AND bucket < $toDay
+            UNION ALL
+            SELECT value, bucket, {columns} FROM rollup_hour WHERE dim = $dim AND ((bucket >= $fromHour AND bucket < MIN($fromDay, $toHour)) OR (bucket >= MAX($toDay, $fromHour) AND bucket < $toHour))
+            """, r =>
+            {
+                var counts = new long[RollupCounts.Length];
+                for (var i = 0; i < counts.Length; i++) counts[i] = r.GetInt64(2 + i);
+                var money = new decimal[RollupMoney.Length];
+                for (var i = 0; i < money.Length; i++) money[i] = ParseDec(r.GetString(3 + counts.Length + i));
+                var day = DateOnly.FromDateTime(DateTimeOffset.FromUnixTimeSeconds(r.GetInt64(1)).UtcDateTime);
+                return (r.GetString(0), day, Totals(counts, r.GetDouble(2 + counts.Length), money));
+            },
+            ("$dim", (int)dim), ("$fromDay", fromDay), ("$toDay", toDay), ("$fromHour", fromHour), ("$toHour", toHour));
+        // hourly edge rows and daily rows of the same day fold into one (value, day) entry
+        var merged = new Dictionary<(string, DateOnly), RollupTotals>();
+        foreach (var (value, day, t) in rows)
+        {
+            if (merged.TryGetValue((value, day), out var sum)) sum.Add(t);
+            else merged[(value, day)] = t;
+        }
+        return Task.FromResult(new RollupSlice(by, DateTimeOffset.FromUnixTimeSeconds(fromHour), DateTimeOffset.FromUnixTimeSeconds(toHour),
+            merged.Select(kv => (kv.Key.Item1, kv.Key.Item2, kv.Value)).ToArray()));
+    }
+
+    public Task<IReadOnlyList<RunCostRow>> RunCostsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken)
+    {
+        IReadOnlyList<RunCostRow> rows = Query("""
+            SELECT COALESCE(feature, '(none)'), COUNT(*), SUM(ended), SUM(calls), dec_sum(cost) FROM rollup_runs
+            WHERE last_s >= $from AND last_s < $to GROUP BY 1
+            """, r => new RunCostRow(r.GetString(0), r.GetInt64(1), r.GetInt64(2), r.GetInt64(3), ParseDec(r.GetString(4))),
+            ("$from", from.ToUnixTimeSeconds()), ("$to", to.ToUnixTimeSeconds())).OrderByDescending(x => x.Cost).ToArray();
+        return Task.FromResult(rows);
+    }
+}
