@@ -21,6 +21,9 @@ using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using OpenTelemetry;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Trace;
 
 namespace Bursar.Gateway.Hosting;
 
@@ -116,6 +119,11 @@ public static class GatewayHost
         services.AddSingleton(sp => new PromptCachePlacer(sp.GetRequiredService<TokenCounter>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<ProxyPipeline>();
         services.AddMetrics();
+        // OpenTelemetry: Prometheus text at /metrics always; OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set
+        var otel = services.AddOpenTelemetry()
+            .WithMetrics(m => m.AddMeter(CallMeter.MeterName).AddPrometheusExporter())
+            .WithTracing(t => t.AddSource(CallMeter.MeterName));
+        if (!string.IsNullOrEmpty(configuration["OTEL_EXPORTER_OTLP_ENDPOINT"])) otel.UseOtlpExporter();
         services.AddProblemDetails();
         services.ConfigureHttpJsonOptions(o =>
         {
@@ -145,6 +153,7 @@ public static class GatewayHost
         app.MapHealthApi();
         app.MapAdminApi();
         app.MapReportsApi();
+        app.MapPrometheusScrapingEndpoint("/metrics");
         return app;
     }
 }

@@ -45,7 +45,14 @@ public sealed partial class CallMeter
     private readonly Counter<long> _calls;
     private readonly Counter<long> _unpriced;
     private readonly Counter<double> _cost;
-    private readonly Counter<long> _tokens;
+    private readonly Counter<double> _saved;
+    private readonly Counter<long> _cacheHits;
+    private readonly Counter<long> _refusals;
+    private readonly Histogram<long> _tokens;
+    private readonly Histogram<double> _duration;
+
+    /// <summary>Spans named <c>chat {model}</c> with the GenAI semantic conventions' <c>gen_ai.usage.*</c> attributes.</summary>
+    public static readonly System.Diagnostics.ActivitySource Spans = new(MeterName);
 
     public CallMeter(Func<PriceCatalog> catalog, LedgerWriter ledger, TimeProvider time, ILogger<CallMeter> logger, IMeterFactory meters)
     {
@@ -54,10 +61,17 @@ public sealed partial class CallMeter
         _time = time;
         _logger = logger;
         var m = meters.Create(MeterName);
-        _calls = m.CreateCounter<long>("bursar.calls", description: "Calls through the gateway, by outcome");
-        _unpriced = m.CreateCounter<long>("bursar.calls.unpriced", description: "Calls whose served model has no price (cost unknown, not $0)");
-        _cost = m.CreateCounter<double>("bursar.cost", unit: "USD", description: "Metered spend");
-        _tokens = m.CreateCounter<long>("gen_ai.client.token.usage", unit: "{token}", description: "Tokens by class");
+        _calls = m.CreateCounter<long>("bursar.calls", unit: "{call}", description: "Calls through the gateway, by outcome and served model");
+        _unpriced = m.CreateCounter<long>("bursar.calls.unpriced", unit: "{call}", description: "Calls whose served model has no price (cost unknown, not $0)");
+        _cost = m.CreateCounter<double>("bursar.cost", unit: "USD", description: "Metered spend by served model");
+        _saved = m.CreateCounter<double>("bursar.saved", unit: "USD", description: "What each lever saved");
+        _cacheHits = m.CreateCounter<long>("bursar.cache.hits", unit: "{call}", description: "Calls answered by the response cache, by kind (exact, semantic)");
+        _refusals = m.CreateCounter<long>("bursar.refusals", unit: "{call}", description: "Calls refused by policy, by reason (budget_exceeded, rate_limit_exceeded, run caps)");
+        // GenAI semantic conventions (client metrics)
+        _tokens = m.CreateHistogram<long>("gen_ai.client.token.usage", unit: "{token}", description: "Tokens per call by gen_ai.token.type (input includes cache reads and writes)",
+            advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576] });
+        _duration = m.CreateHistogram<double>("gen_ai.client.operation.duration", unit: "s", description: "Call duration through the gateway",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92] });
     }
 
     public long UnpricedCalls => Interlocked.Read(ref _unpricedCount);
@@ -160,17 +174,51 @@ public sealed partial class CallMeter
             FinishReason = s.FinishReason,
             UpstreamRequestId = c.UpstreamRequestId ?? s.ResponseId,
         };
-        var outcome = new KeyValuePair<string, object?>("outcome", c.Outcome);
-        _calls.Add(1, outcome);
-        if (cost is { } usd) _cost.Add((double)usd, new KeyValuePair<string, object?>("model", served));
+        Observe(c, record, usage);
+        return record;
+    }
+
+    private void Observe(CallContext c, LedgerRecord record, TokenUsage usage)
+    {
+        var model = new KeyValuePair<string, object?>("gen_ai.response.model", record.ServedModel ?? "unknown");
+        _calls.Add(1, new KeyValuePair<string, object?>("outcome", c.Outcome), model);
+        if (record.Cost is { } usd) _cost.Add((double)usd, model);
+        if (record.SavingResponseCache > 0) _saved.Add((double)record.SavingResponseCache, new KeyValuePair<string, object?>("lever", "response_cache"));
+        if (record.SavingPromptCache != 0) _saved.Add((double)record.SavingPromptCache, new KeyValuePair<string, object?>("lever", "prompt_cache"));
+        if (record.SavingRouting != 0) _saved.Add((double)record.SavingRouting, new KeyValuePair<string, object?>("lever", "routing"));
+        if (c.CacheHit is not null) _cacheHits.Add(1, new KeyValuePair<string, object?>("kind", c.Provider == "bursar-semantic-cache" ? "semantic" : "exact"));
+        if (c.Outcome == "refused") _refusals.Add(1, new KeyValuePair<string, object?>("reason", record.ErrorType ?? "policy"));
+        var provider = new KeyValuePair<string, object?>("gen_ai.provider.name", c.Provider ?? (c.Dialect == Dialect.Anthropic ? "anthropic" : "openai"));
+        var operation = new KeyValuePair<string, object?>("gen_ai.operation.name", "chat");
+        var requested = new KeyValuePair<string, object?>("gen_ai.request.model", c.RequestedModel ?? "unknown");
+        _duration.Record(record.LatencyMs / 1000.0, operation, provider, requested, model);
         if (!usage.IsEmpty)
         {
-            _tokens.Add(usage.InputTokens, new KeyValuePair<string, object?>("gen_ai.token.type", "input"));
-            _tokens.Add(usage.CacheReadTokens, new KeyValuePair<string, object?>("gen_ai.token.type", "cache_read"));
-            _tokens.Add(usage.CacheWriteTokens, new KeyValuePair<string, object?>("gen_ai.token.type", "cache_write"));
-            _tokens.Add(usage.OutputTokens, new KeyValuePair<string, object?>("gen_ai.token.type", "output"));
+            _tokens.Record(usage.TotalInputTokens, operation, provider, requested, model, new KeyValuePair<string, object?>("gen_ai.token.type", "input"));
+            _tokens.Record(usage.OutputTokens, operation, provider, requested, model, new KeyValuePair<string, object?>("gen_ai.token.type", "output"));
         }
-        return record;
+        if (Spans.HasListeners())
+        {
+            using var span = Spans.StartActivity($"chat {c.RequestedModel}", System.Diagnostics.ActivityKind.Client, parentContext: default, startTime: c.Started);
+            if (span is not null)
+            {
+                span.SetTag("gen_ai.operation.name", "chat");
+                span.SetTag("gen_ai.provider.name", provider.Value);
+                span.SetTag("gen_ai.request.model", c.RequestedModel);
+                span.SetTag("gen_ai.response.model", record.ServedModel);
+                span.SetTag("gen_ai.response.id", record.UpstreamRequestId);
+                span.SetTag("gen_ai.response.finish_reasons", record.FinishReason is null ? null : new[] { record.FinishReason });
+                span.SetTag("gen_ai.usage.input_tokens", usage.TotalInputTokens);
+                span.SetTag("gen_ai.usage.output_tokens", usage.OutputTokens);
+                span.SetTag("gen_ai.usage.cache_read.input_tokens", usage.CacheReadTokens);
+                span.SetTag("gen_ai.usage.cache_creation.input_tokens", usage.CacheWriteTokens);
+                span.SetTag("bursar.cost_usd", record.Cost?.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                span.SetTag("bursar.feature", record.Feature);
+                span.SetTag("bursar.customer", record.Customer);
+                if (c.Outcome != "ok") span.SetTag("error.type", record.ErrorType ?? c.Outcome);
+                span.SetEndTime(c.Started.UtcDateTime + TimeSpan.FromMilliseconds(record.LatencyMs));
+            }
+        }
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "UNPRICED model '{Model}' (call {CallId}, key {KeyId}): cost recorded as unknown, not $0. Add it with `bursar prices import` or Bursar:Prices.")]
