@@ -76,6 +76,7 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
         AddColumn(c, "ledger", "routing_reason", "TEXT");
         AddColumn(c, "ledger", "run_end_reason", "TEXT");
         AddColumn(c, "ledger", "volatile_prefix", "TEXT");
+        AddColumn(c, "ledger", "reported_cost", "TEXT");
         AddColumn(c, "keys", "downgrade_model", "TEXT");
         AddColumn(c, "keys", "unpriced_policy", "TEXT");
         AddColumn(c, "budgets", "reset_at", "TEXT");
@@ -168,6 +169,7 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
         ("routing_reason", r => Db(r.RoutingReason)),
         ("run_end_reason", r => Db(r.RunEndReason)),
         ("volatile_prefix", r => Db(r.VolatilePrefix)),
+        ("reported_cost", r => Db(r.ReportedCost)),
     ];
 
     private static readonly string[] LedgerColumns = LedgerWrite.Select(c => c.Column).ToArray();
@@ -232,6 +234,7 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
             LatencyMs = r.GetDouble(o + 32), TimeToFirstTokenMs = r.IsDBNull(o + 33) ? null : r.GetDouble(o + 33),
             Outcome = r.GetString(o + 34), StatusCode = (int)r.GetInt64(o + 35), ErrorType = S(o + 36), ErrorMessage = S(o + 37),
             FinishReason = S(o + 38), UpstreamRequestId = S(o + 39), RoutingReason = S(o + 40), RunEndReason = S(o + 41), VolatilePrefix = S(o + 42),
+            ReportedCost = D(o + 43),
         };
     }
 

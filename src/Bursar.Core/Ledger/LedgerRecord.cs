@@ -57,6 +57,8 @@ public sealed record LedgerRecord
     public decimal SavingBatch { get; init; }
     public decimal SavingCompaction { get; init; }
     public decimal SavingOutputCap { get; init; }
+    /// <summary>For imported call logs: the cost the source log reported (the ledger's <see cref="Cost"/> is always the catalog's).</summary>
+    public decimal? ReportedCost { get; init; }
 
     // timing and outcome
     public double LatencyMs { get; init; }
