@@ -77,6 +77,8 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
         AddColumn(c, "ledger", "run_end_reason", "TEXT");
         AddColumn(c, "ledger", "volatile_prefix", "TEXT");
         AddColumn(c, "ledger", "reported_cost", "TEXT");
+        AddColumn(c, "ledger", "prefix_hash", "TEXT");
+        AddColumn(c, "ledger", "prefix_tokens", "INTEGER");
         AddColumn(c, "keys", "downgrade_model", "TEXT");
         AddColumn(c, "keys", "unpriced_policy", "TEXT");
         AddColumn(c, "budgets", "reset_at", "TEXT");
@@ -170,6 +172,8 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
         ("run_end_reason", r => Db(r.RunEndReason)),
         ("volatile_prefix", r => Db(r.VolatilePrefix)),
         ("reported_cost", r => Db(r.ReportedCost)),
+        ("prefix_hash", r => Db(r.PrefixHash)),
+        ("prefix_tokens", r => r.PrefixTokens),
     ];
 
     private static readonly string[] LedgerColumns = LedgerWrite.Select(c => c.Column).ToArray();
@@ -235,6 +239,7 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
             Outcome = r.GetString(o + 34), StatusCode = (int)r.GetInt64(o + 35), ErrorType = S(o + 36), ErrorMessage = S(o + 37),
             FinishReason = S(o + 38), UpstreamRequestId = S(o + 39), RoutingReason = S(o + 40), RunEndReason = S(o + 41), VolatilePrefix = S(o + 42),
             ReportedCost = D(o + 43),
+            PrefixHash = S(o + 44), PrefixTokens = r.IsDBNull(o + 45) ? 0 : r.GetInt64(o + 45),
         };
     }
 

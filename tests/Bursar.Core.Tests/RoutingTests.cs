@@ -53,3 +53,37 @@ public sealed class RoutingTests
         File.Delete(path);
     }
 }
+
+public sealed class WhatIfExampleTests
+{
+    [Fact]
+    public void The_worked_example_of_LEVERS_md_is_reproduced_within_2_percent_per_step()
+    {
+        var ladder = Bursar.Core.Advisor.WhatIfSimulator.Example();
+        Assert.Equal(5000m, ladder.BaselineMonthly);
+        decimal[] levers = [3800m, 1700m, 1050m, 880m, 620m]; // LEVERS.md: output cap, tier routing, prompt caching, batch, tighter context
+        Assert.Equal(levers.Length, ladder.Steps.Count);
+        for (var i = 0; i < levers.Length; i++) Assert.InRange(ladder.Steps[i].MonthlyCost, levers[i] * 0.98m, levers[i] * 1.02m);
+        Assert.InRange(ladder.Steps[^1].CumulativeShare, 0.87m, 0.89m); // "88% saved"
+        Assert.Contains("tier routing", ladder.ToTable());
+    }
+
+    [Fact]
+    public void Below_a_thousand_requests_a_day_the_advisor_says_it_is_not_worth_it()
+    {
+        var t0 = new DateTimeOffset(2026, 11, 1, 0, 0, 0, TimeSpan.Zero);
+        var records = Enumerable.Range(0, 300).Select(i => new Bursar.Core.Ledger.LedgerRecord
+        {
+            Id = i.ToString(System.Globalization.CultureInfo.InvariantCulture), Timestamp = t0.AddMinutes(i * 10), Dialect = "openai", Outcome = "ok",
+            ServedModel = "gpt-4.1", Task = "classification", InputTokens = 500, OutputTokens = i % 20 == 0 ? 400 : 20, Priced = true,
+        }).ToArray();
+        var catalog = new Bursar.Core.Pricing.PriceCatalog(Bursar.Core.Pricing.PriceFiles.LoadBuiltIn());
+        var ladder = Bursar.Core.Advisor.WhatIfSimulator.Run(records, catalog, new Bursar.Core.Advisor.WhatIfAssumptions(), t0, t0.AddDays(3));
+        Assert.False(ladder.WorthIt);
+        Assert.Contains("Meter first, optimize later", ladder.ToTable());
+        // 100 calls a day, scaled to 30 days; caps cut the 15 verbose calls; classification routes to gpt-4.1-nano
+        Assert.Equal(100, ladder.RequestsPerDay, 6);
+        Assert.True(ladder.Steps[0].MonthlyCost < ladder.BaselineMonthly);
+        Assert.Contains("classification -> gpt-4.1-nano", ladder.Steps[1].Assumption);
+    }
+}

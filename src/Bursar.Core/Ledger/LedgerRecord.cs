@@ -35,6 +35,10 @@ public sealed record LedgerRecord
     public string? RunEndReason { get; init; }
     /// <summary>Set when the prompt's prefix changes between calls only in volatile values (timestamps, ids), which defeats prompt caching.</summary>
     public string? VolatilePrefix { get; init; }
+    /// <summary>Hash of the prompt's stable prefix (system text) for prompts of 1,024+ tokens: calls sharing it could share a prompt cache.</summary>
+    public string? PrefixHash { get; init; }
+    /// <summary>Tokens in that prefix.</summary>
+    public long PrefixTokens { get; init; }
     public bool Streamed { get; init; }
     public bool Batch { get; init; }
 

@@ -55,6 +55,16 @@ public static class GatewayHost
         services.AddOptions<ProvidersOptions>().Bind(configuration.GetSection(ProvidersOptions.Section))
             .Validate(o => { ProvidersOptions.WithDefaults(o); return true; }).ValidateOnStart();
         services.AddOptions<SimulatorOptions>().Bind(configuration.GetSection(SimulatorOptions.Section));
+        services.AddOptions<Bursar.Core.Routing.RoutingOptions>().Bind(configuration.GetSection(Bursar.Core.Routing.RoutingOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        // every route's target model must be served: checked once the deployments are known
+        services.AddSingleton(sp =>
+        {
+            var o = sp.GetRequiredService<IOptions<Bursar.Core.Routing.RoutingOptions>>().Value;
+            var registry = sp.GetRequiredService<UpstreamRegistry>();
+            o.Validate(m => registry.Find(m) is not null);
+            return o;
+        });
 
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<BursarOptions>>().Value);
         services.AddSingleton(sp => ProvidersOptions.WithDefaults(sp.GetRequiredService<IOptions<ProvidersOptions>>().Value));
@@ -116,6 +126,7 @@ public static class GatewayHost
         services.AddOptions<PromptCacheOptions>().Bind(configuration.GetSection(PromptCacheOptions.Section));
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<PromptCacheOptions>>().Value);
         services.AddSingleton<VolatilePrefixDetector>();
+        services.AddSingleton<PrefixFingerprint>();
         services.AddSingleton(sp => new PromptCachePlacer(sp.GetRequiredService<TokenCounter>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<ProxyPipeline>();
         services.AddMetrics();

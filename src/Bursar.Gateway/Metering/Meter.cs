@@ -26,6 +26,11 @@ public sealed class CallContext
     public string? ErrorMessage { get; set; }
     public string? UpstreamRequestId { get; set; }
     public string? RoutingReason { get; set; }
+    /// <summary>The route policy that matched this call.</summary>
+    public string? Route { get; set; }
+    /// <summary>Set when a route served another model than the one asked for: the routing saving is priced against it.</summary>
+    public string? RoutedFrom { get; set; }
+    public (string Hash, long Tokens)? Prefix { get; set; }
     /// <summary>Set when the exact response cache answered: the call cost nothing and saved what the original cost.</summary>
     public Bursar.Core.Caching.CachedResponse? CacheHit { get; set; }
     /// <summary>Bursar placed the prompt-cache breakpoints of this call (the caller had none): the net caching saving is Bursar's.</summary>
@@ -108,7 +113,7 @@ public sealed partial class CallMeter
             estimated = $"output tokens estimated ({s.Deltas} deltas): the stream ended before the provider's final usage";
         }
         decimal? cost = null;
-        decimal promptCacheSaving = 0m;
+        decimal promptCacheSaving = 0m, routingSaving = 0m;
         var priced = false;
         if (served is not null)
         {
@@ -120,6 +125,9 @@ public sealed partial class CallMeter
                 cost = CostCalculator.Compute(price, usage).Total;
                 // prompt caching credits only what it shows: the read discount minus the write premium, when Bursar placed the marks
                 if (c.PromptCachePlaced) promptCacheSaving = CostCalculator.ComputeUncached(price, usage) - cost.Value;
+                // routing credits what the same tokens would have cost on the model the caller asked for
+                if (c.RoutedFrom is not null && c.RoutedFrom != served && _catalog().Find(c.RoutedFrom).Price is { } asked)
+                    routingSaving = CostCalculator.Compute(asked, usage).Total - cost.Value;
             }
             else if (!usage.IsEmpty)
             {
@@ -160,7 +168,11 @@ public sealed partial class CallMeter
             ReasoningTokens = usage.ReasoningTokens,
             Priced = priced,
             Cost = cost,
-            CounterfactualCost = cost + (c.CacheHit?.CostUsd ?? 0m) + promptCacheSaving,
+            CounterfactualCost = cost + (c.CacheHit?.CostUsd ?? 0m) + promptCacheSaving + routingSaving,
+            SavingRouting = routingSaving,
+            Route = c.Route,
+            PrefixHash = c.Prefix?.Hash,
+            PrefixTokens = c.Prefix?.Tokens ?? 0,
             SavingResponseCache = c.CacheHit?.CostUsd ?? 0m,
             SavingPromptCache = promptCacheSaving,
             LatencyMs = elapsed.TotalMilliseconds,

@@ -35,7 +35,9 @@ public sealed partial class ProxyPipeline(
     ResponseCacheOptions cacheOptions,
     CacheFillCoordinator fills,
     UpstreamRegistry registry,
+    Bursar.Core.Routing.RoutingOptions routing,
     UpstreamClient upstream,
+    PrefixFingerprint prefixes,
     CallMeter meter,
     BursarOptions options,
     TimeProvider time,
@@ -97,7 +99,25 @@ public sealed partial class ProxyPipeline(
                 await RefuseAsync(ctx, call, scan.Error).ConfigureAwait(false);
                 return;
             }
-            var deployment = registry.Find(scan.Model!);
+            // route policies: the first matching route may serve another model (any provider) and cap the output
+            var route = routing.Match(call.Attribution, scan.Model!, scan.EstimatedInputTokens);
+            var target = route?.Model ?? scan.Model!;
+            if (route is not null)
+            {
+                call.Route = route.Name;
+                if (target != scan.Model)
+                {
+                    call.RoutedFrom = scan.Model;
+                    call.RoutingReason = $"policy: route '{route.Name}' serves {target} for {scan.Model}";
+                }
+            }
+            if (scan.EstimatedInputTokens >= PromptCacheModelMinimum)
+            {
+                try { call.Prefix = prefixes.Of(target, PromptCachePlacer.SystemText(Parsed())); }
+                catch (Exception e) when (IsBadJson(e)) { /* the upstream builder names the fault */ }
+            }
+            var maxTokens = route?.MaxTokens is { } routeCap && (scan.MaxTokens is null || scan.MaxTokens > routeCap) ? routeCap : scan.MaxTokens;
+            var deployment = registry.Find(target);
             if (deployment is null)
             {
                 await RefuseAsync(ctx, call, ProviderError.ModelNotFound(scan.Model!,
@@ -172,7 +192,7 @@ public sealed partial class ProxyPipeline(
             ctx.Response.Headers["x-bursar-cache"] = cacheKey is null ? (semanticQuestion is null ? "bypass" : "miss") : "miss";
 
             // rate limits, run caps, budgets: before any money is spent
-            admitted = admission.Admit(key!, call.Attribution, scan.Model!, deployment, scan.EstimatedInputTokens, scan.MaxTokens, out var refusal);
+            admitted = admission.Admit(key!, call.Attribution, target, deployment, scan.EstimatedInputTokens, maxTokens, out var refusal);
             if (refusal is not null)
             {
                 await RefuseAsync(ctx, call, refusal, "refused").ConfigureAwait(false);
@@ -180,7 +200,7 @@ public sealed partial class ProxyPipeline(
             }
             deployment = admitted.Deployment!;
             var model = admitted.Model!;
-            call.RoutingReason = admitted.RoutingReason;
+            call.RoutingReason = admitted.RoutingReason ?? call.RoutingReason;
             call.Provider = deployment.ProviderName;
             if (admitted.RunId is not null && admission.Runs.Options.NeedsText) call.Summary.Text = new System.Text.StringBuilder();
 
@@ -203,6 +223,8 @@ public sealed partial class ProxyPipeline(
                     Node()["model"] = model;
                     modified = true;
                 }
+                if (route is not null && (route.MaxTokens is not null || route.Stop.Length > 0))
+                    modified |= Bursar.Core.Routing.OutputCaps.Apply(Node(), deployment.Dialect == Dialect.Anthropic, route.MaxTokens, route.Stop);
                 if (dialect == Dialect.OpenAI && deployment.Dialect == Dialect.OpenAI && scan.Stream && !scan.IncludeUsage)
                 {
                     // no streamed call goes unmetered: ask for usage, strip the extra chunk on the way back
@@ -215,7 +237,7 @@ public sealed partial class ProxyPipeline(
                 {
                     var price = catalog.Find(model).Price;
                     var minimum = price?.PromptCacheMinTokens ?? promptCache.DefaultMinimumTokens;
-                    var route = (call.Attribution.Feature ?? "-") + "|" + model;
+                    var cacheRoute = (call.Attribution.Feature ?? "-") + "|" + model;
                     if (promptCache.MovesVolatile(call.Attribution.Feature) && PromptCachePlacer.MoveVolatileToEnd(Node()))
                     {
                         // opted in: volatile values always travel after the stable prefix, so the prefix stays cacheable
@@ -223,11 +245,11 @@ public sealed partial class ProxyPipeline(
                         call.VolatilePrefix = "moved: volatile system-prompt values (timestamps, ids) were moved into the newest user turn";
                     }
                     var systemText = PromptCachePlacer.SystemText(Node());
-                    if (systemText.Length > 0 && volatility.Observe(route, systemText, scan.EstimatedInputTokens) is { } vol)
+                    if (systemText.Length > 0 && volatility.Observe(cacheRoute, systemText, scan.EstimatedInputTokens) is { } vol)
                     {
                         var perCall = price is null ? (decimal?)null : vol.PrefixTokens * (price.Rates.Input - (price.Rates.CacheRead ?? price.Rates.Input)) / 1_000_000m;
                         call.VolatilePrefix = vol.Describe(perCall);
-                        if (volatility.ShouldWarn(route, time, TimeSpan.FromMinutes(10))) LogVolatile(logger, call.Attribution.Feature, call.VolatilePrefix);
+                        if (volatility.ShouldWarn(cacheRoute, time, TimeSpan.FromMinutes(10))) LogVolatile(logger, call.Attribution.Feature, call.VolatilePrefix);
                     }
                     if (deployment.Dialect == Dialect.Anthropic && promptCache.PlaceBreakpoints && scan.EstimatedInputTokens >= minimum)
                     {

@@ -1,0 +1,73 @@
+using System.CommandLine;
+using System.Text.Json;
+using Bursar.Core.Advisor;
+using Bursar.Core.Ledger;
+using Bursar.Core.Routing;
+
+namespace Bursar.Cli.Commands;
+
+internal static class SimulateCommand
+{
+    public static Command Create()
+    {
+        var days = new Option<int>("--days") { Description = "Replay the last N days of the ledger (default 30)", DefaultValueFactory = _ => 30 };
+        var example = new Option<bool>("--example") { Description = "Print the worked example of LEVERS.md from its stated assumptions" };
+        var percentile = new Option<double>("--cap-percentile") { Description = "Output caps: max_tokens per task at this percentile of observed output (default 0.95)", DefaultValueFactory = _ => 0.95 };
+        var margin = new Option<double>("--cap-margin") { Description = "Output caps: plus this margin (default 0.10)", DefaultValueFactory = _ => 0.10 };
+        var routes = new Option<FileInfo?>("--routes") { Description = "A JSON file of route policies (the Bursar:Routing:Routes array) to replay instead of the default tier table" };
+        var deferrable = new Option<string?>("--deferrable-tasks") { Description = "Comma-separated task tags that can wait for the batch API (default: batch,nightly,offline,eval,backfill,report)" };
+        var trim = new Option<decimal>("--context-trim") { Description = "Tighter context: share of uncached input trimmed on long prompts (default 0.20)", DefaultValueFactory = _ => 0.20m };
+        var ttl = new Option<int>("--cache-ttl-minutes") { Description = "Prompt caching: a prefix re-sent within this many minutes is a cache read (default 5)", DefaultValueFactory = _ => 5 };
+        var format = new Option<string>("--format") { Description = "table or json", DefaultValueFactory = _ => "table" };
+        var cmd = new Command("simulate", "What-if: replay the ledger through the levers one at a time (output caps, tier routing, prompt caching, batch, tighter context) and print the monthly cost after each")
+            { days, example, percentile, margin, routes, deferrable, trim, ttl, format };
+        cmd.SetAction(async (pr, ct) =>
+        {
+            WhatIfLadder ladder;
+            if (pr.GetValue(example)) ladder = WhatIfSimulator.Example();
+            else
+            {
+                var a = new WhatIfAssumptions
+                {
+                    OutputCapPercentile = pr.GetValue(percentile),
+                    OutputCapMargin = pr.GetValue(margin),
+                    ContextTrimShare = pr.GetValue(trim),
+                    CacheTtl = TimeSpan.FromMinutes(pr.GetValue(ttl)),
+                };
+                if (a.OutputCapPercentile is <= 0 or > 1 || a.OutputCapMargin < 0 || a.ContextTrimShare is < 0 or >= 1 || a.CacheTtl <= TimeSpan.Zero)
+                {
+                    await Console.Error.WriteLineAsync("simulate: --cap-percentile must be in (0, 1], --cap-margin >= 0, --context-trim in [0, 1), --cache-ttl-minutes >= 1");
+                    return 2;
+                }
+                if (pr.GetValue(deferrable) is { } d) a = a with { DeferrableTasks = d.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.OrdinalIgnoreCase) };
+                if (pr.GetValue(routes) is { } file)
+                {
+                    try
+                    {
+                        var list = JsonSerializer.Deserialize<List<RoutePolicy>>(await File.ReadAllTextAsync(file.FullName, ct), new JsonSerializerOptions { PropertyNameCaseInsensitive = true }) ?? [];
+                        var options = new RoutingOptions { Routes = list };
+                        options.Validate();
+                        a = a with { Routes = options };
+                    }
+                    catch (Exception e) when (e is JsonException or IOException or InvalidOperationException)
+                    {
+                        await Console.Error.WriteLineAsync($"simulate: --routes {file.Name}: {e.Message}");
+                        return 2;
+                    }
+                }
+                var store = CliOptions.OpenStore(pr);
+                var to = TimeProvider.System.GetUtcNow();
+                var from = to.AddDays(-pr.GetValue(days));
+                Console.Error.WriteLine($"reading the ledger from {from:yyyy-MM-dd HH:mm} UTC...");
+                var records = await store.ReadAsync(new LedgerQuery { From = from, To = to, Limit = int.MaxValue }, ct);
+                Console.Error.WriteLine($"replaying {records.Count:N0} calls through 5 levers...");
+                ladder = WhatIfSimulator.Run(records, Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions()), a, from, to);
+            }
+            Console.Write(pr.GetValue(format) == "json"
+                ? JsonSerializer.Serialize(ladder, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }) + Environment.NewLine
+                : ladder.ToTable());
+            return 0;
+        });
+        return cmd;
+    }
+}

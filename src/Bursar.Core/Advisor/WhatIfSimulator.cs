@@ -1,0 +1,272 @@
+using System.Globalization;
+using System.Text;
+using Bursar.Core.Ledger;
+using Bursar.Core.Pricing;
+using Bursar.Core.Reporting;
+using Bursar.Core.Routing;
+using Bursar.Core.Usage;
+
+namespace Bursar.Core.Advisor;
+
+/// <summary>
+/// The stated, adjustable assumptions of a what-if replay. Defaults follow <c>LEVERS.md</c>.
+/// </summary>
+public sealed record WhatIfAssumptions
+{
+    /// <summary>Output caps: <c>max_tokens</c> per task = this percentile of observed output tokens (default p95)...</summary>
+    public double OutputCapPercentile { get; init; } = 0.95;
+    /// <summary>...plus this margin (default 10%).</summary>
+    public double OutputCapMargin { get; init; } = 0.10;
+    /// <summary>A task needs at least this many calls in the window before a cap is learned from it (default 20).</summary>
+    public int MinCallsForCap { get; init; } = 20;
+
+    /// <summary>Tier routing by task tag: task -> tier (small, mid, top). Default: the table in LEVERS.md.</summary>
+    public IReadOnlyDictionary<string, string> TaskTiers { get; init; } = TierLadders.DefaultTaskTiers;
+    /// <summary>When set, these route policies decide the routed model instead of the tier table (what switching them on would do).</summary>
+    public RoutingOptions? Routes { get; init; }
+
+    /// <summary>Prompt caching: a prefix re-sent within this interval is read from the cache (default 5 minutes, Anthropic's default TTL).</summary>
+    public TimeSpan CacheTtl { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>Batch: tasks that can wait for the provider's batch API (50% off). Default: tasks named batch, nightly, offline, eval, backfill or report.</summary>
+    public IReadOnlySet<string> DeferrableTasks { get; init; } = new HashSet<string>(["batch", "nightly", "offline", "eval", "backfill", "report"], StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>Tighter context: this share of the uncached input of long prompts is trimmed (default 20%, the low end of LEVERS.md's 20-40%).</summary>
+    public decimal ContextTrimShare { get; init; } = 0.20m;
+    /// <summary>...on calls with at least this many uncached input tokens (default 2,000).</summary>
+    public long ContextTrimMinTokens { get; init; } = 2_000;
+
+    /// <summary>Below this many requests a day the advisor says optimization is not worth the engineering time yet.</summary>
+    public double WorthItRequestsPerDay { get; init; } = 1_000;
+}
+
+/// <summary>One rung of the ladder: the monthly cost once this lever is on (with every rung above it).</summary>
+public sealed record WhatIfStep(string Lever, decimal WindowCost, decimal MonthlyCost, decimal StepSaving, decimal CumulativeSaving, decimal CumulativeShare, string Assumption);
+
+/// <summary>The lever ladder: baseline, then each lever in the recommended order, with what each assumed.</summary>
+public sealed record WhatIfLadder(decimal BaselineWindowCost, decimal BaselineMonthly, IReadOnlyList<WhatIfStep> Steps, double RequestsPerDay, double WindowDays, long Calls, long UnpricedCalls, bool WorthIt, string Source)
+{
+    public string ToTable()
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine($"What-if ladder ({Source}): {Calls:N0} calls over {WindowDays:0.##} days, {RequestsPerDay:N0} requests/day, scaled to 30 days.");
+        if (!WorthIt)
+            sb.AppendLine($"NOTE: about {RequestsPerDay:N0} requests a day is below ~1,000: engineering time outweighs token savings. Meter first, optimize later.");
+        if (UnpricedCalls > 0) sb.AppendLine($"WARNING: {UnpricedCalls:N0} calls use unpriced models and are left out (their cost is unknown, not $0).");
+        sb.AppendLine();
+        var rows = new List<string[]> { new[] { "step", "monthly USD", "step saves", "cumulative", "saved" } };
+        rows.Add(["baseline", Money(BaselineMonthly), "", "", ""]);
+        foreach (var s in Steps)
+            rows.Add([s.Lever, Money(s.MonthlyCost), Money(s.StepSaving), Money(s.CumulativeSaving), (s.CumulativeShare * 100).ToString("0", CultureInfo.InvariantCulture) + "%"]);
+        var widths = Enumerable.Range(0, 5).Select(i => rows.Max(r => r[i].Length)).ToArray();
+        foreach (var (r, i) in rows.Select((r, i) => (r, i)))
+        {
+            sb.AppendLine(string.Join("  ", r.Select((c, j) => j == 0 ? c.PadRight(widths[j]) : c.PadLeft(widths[j]))));
+            if (i == 0) sb.AppendLine(string.Join("  ", widths.Select(w => new string('-', w))));
+        }
+        sb.AppendLine();
+        sb.AppendLine("Assumptions (change them with the options of `bursar simulate`):");
+        foreach (var s in Steps) sb.AppendLine($"  {s.Lever}: {s.Assumption}");
+        return sb.ToString();
+    }
+
+    private static string Money(decimal d) => "$" + d.ToString("#,0.00", CultureInfo.InvariantCulture);
+}
+
+/// <summary>
+/// Replays ledger records through the levers one at a time, in the recommended order (output caps, tier routing, prompt caching,
+/// batch, tighter context), re-pricing every call from the catalog after each, and reports the ladder.
+/// </summary>
+public static class WhatIfSimulator
+{
+    public static readonly string[] Order = ["output caps", "tier routing", "prompt caching", "batch", "tighter context"];
+
+    private sealed class Call
+    {
+        public required LedgerRecord Source { get; init; }
+        public required string Task { get; init; }
+        public required string Model { get; set; }
+        public ModelPrice? Price { get; set; }
+        public TokenUsage Usage { get; set; }
+        public bool Batch { get; set; }
+        public bool Free { get; init; }
+    }
+
+    public static WhatIfLadder Run(IReadOnlyList<LedgerRecord> records, PriceCatalog catalog, WhatIfAssumptions a, DateTimeOffset from, DateTimeOffset to, string source = "ledger")
+    {
+        var calls = new List<Call>();
+        long unpriced = 0;
+        foreach (var r in records.OrderBy(r => r.Timestamp))
+        {
+            var model = r.ServedModel ?? r.RequestedModel;
+            var price = model is null ? null : catalog.Find(model).Price;
+            if (price is null && !r.Usage.IsEmpty) { unpriced++; continue; }
+            calls.Add(new Call
+            {
+                Source = r, Task = r.Task ?? r.Feature ?? LedgerRollup.None, Model = model ?? "", Price = price, Usage = r.Usage, Batch = r.Batch,
+                // an answer from Bursar's response cache cost nothing and has nothing left to save
+                Free = r.Provider is "bursar-cache" or "bursar-semantic-cache" || price is null,
+            });
+        }
+        // the window actually covered: from the first call (or the window start, if later) to the window end
+        var start = calls.Count > 0 && calls[0].Source.Timestamp > from ? calls[0].Source.Timestamp : from;
+        var days = Math.Max((to - start).TotalDays, 1.0 / 24);
+        var scale = (decimal)(30.0 / days);
+        decimal Cost() => calls.Where(c => !c.Free).Sum(c => CostCalculator.Compute(c.Price!, c.Usage, c.Batch).Total);
+
+        var baseline = Cost();
+        var steps = new List<WhatIfStep>();
+        var previous = baseline;
+        void Step(string lever, string assumption)
+        {
+            var cost = Cost();
+            steps.Add(new WhatIfStep(lever, cost, cost * scale, (previous - cost) * scale, (baseline - cost) * scale, baseline == 0 ? 0 : (baseline - cost) / baseline, assumption));
+            previous = cost;
+        }
+
+        Step(Order[0], OutputCaps(calls, a));
+        Step(Order[1], Routing(calls, catalog, a));
+        Step(Order[2], PromptCaching(calls, a));
+        Step(Order[3], Batch(calls, a));
+        Step(Order[4], Context(calls, a));
+        var perDay = calls.Count / days;
+        return new WhatIfLadder(baseline, baseline * scale, steps, perDay, days, calls.Count, unpriced, perDay >= a.WorthItRequestsPerDay, source);
+    }
+
+    /// <summary>The learned cap per task: ceil(p95 x 1.1) of observed output tokens; null when the task has too few calls.</summary>
+    public static Dictionary<string, int> LearnCaps(IEnumerable<LedgerRecord> records, WhatIfAssumptions a) =>
+        records.Where(r => r.Outcome == "ok" && r.OutputTokens > 0).GroupBy(r => r.Task ?? r.Feature ?? LedgerRollup.None)
+            .Where(g => g.Count() >= a.MinCallsForCap)
+            .ToDictionary(g => g.Key, g => (int)Math.Ceiling(Percentile(g.Select(r => r.OutputTokens), a.OutputCapPercentile) * (1 + a.OutputCapMargin)));
+
+    /// <summary>The nearest-rank percentile.</summary>
+    public static long Percentile(IEnumerable<long> values, double p)
+    {
+        var sorted = values.Order().ToArray();
+        if (sorted.Length == 0) return 0;
+        var rank = (int)Math.Ceiling(p * sorted.Length);
+        return sorted[Math.Clamp(rank - 1, 0, sorted.Length - 1)];
+    }
+
+    private static string OutputCaps(List<Call> calls, WhatIfAssumptions a)
+    {
+        var caps = LearnCaps(calls.Where(c => !c.Free).Select(c => c.Source), a);
+        long cut = 0;
+        foreach (var c in calls)
+        {
+            if (c.Free || !caps.TryGetValue(c.Task, out var cap) || c.Usage.OutputTokens <= cap) continue;
+            c.Usage = c.Usage with { OutputTokens = cap, ReasoningTokens = Math.Min(c.Usage.ReasoningTokens, cap) };
+            cut++;
+        }
+        if (caps.Count == 0) return $"no task has {a.MinCallsForCap}+ calls to learn a cap from";
+        return $"max_tokens per task = p{a.OutputCapPercentile * 100:0} + {Pct(a.OutputCapMargin)} of observed output ({string.Join(", ", caps.OrderBy(k => k.Key, StringComparer.Ordinal).Take(6).Select(k => $"{k.Key} {k.Value}"))}{(caps.Count > 6 ? ", ..." : "")}); {cut:N0} calls would be cut short";
+    }
+
+    private static string Routing(List<Call> calls, PriceCatalog catalog, WhatIfAssumptions a)
+    {
+        var moved = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (var c in calls)
+        {
+            if (c.Free) continue;
+            string? target;
+            if (a.Routes is { } routes)
+            {
+                var r = c.Source;
+                target = routes.Match(new Attribution.CallAttribution { Task = r.Task, Feature = r.Feature, Team = r.Team, KeyId = r.KeyId, Customer = r.Customer },
+                    r.RequestedModel ?? c.Model, r.Usage.TotalInputTokens)?.Model;
+            }
+            else target = a.TaskTiers.TryGetValue(c.Task, out var tier) ? TierLadders.Rung(c.Model, tier) : null;
+            if (target is null || target == c.Model || catalog.Find(target).Price is not { } price) continue;
+            moved[$"{c.Task} -> {target}"] = moved.GetValueOrDefault($"{c.Task} -> {target}") + 1;
+            c.Model = target;
+            c.Price = price;
+        }
+        var total = calls.Count(c => !c.Free);
+        if (moved.Count == 0) return a.Routes is null ? "no tagged task maps to a cheaper tier (tag calls with x-bursar-task: classification, extraction, summarization...)" : "no route policy moves a call";
+        var share = total == 0 ? 0 : (double)moved.Values.Sum() / total;
+        return $"{Pct(share)} of calls move to a cheaper tier ({string.Join(", ", moved.OrderByDescending(m => m.Value).Take(5).Select(m => $"{m.Key}: {m.Value:N0}"))}); same tokens, the new model's price"
+            + (a.Routes is null ? "; untagged calls stay on their model" : " (configured route policies)");
+    }
+
+    private static string PromptCaching(List<Call> calls, WhatIfAssumptions a)
+    {
+        var lastSeen = new Dictionary<(string, string), DateTimeOffset>();
+        long reads = 0, writes = 0;
+        foreach (var c in calls)
+        {
+            var r = c.Source;
+            if (c.Free || r.PrefixHash is null || c.Usage.CacheReadTokens > 0 || c.Usage.CacheWriteTokens > 0) continue;
+            var prefix = Math.Min(r.PrefixTokens, c.Usage.InputTokens);
+            var minimum = c.Price!.PromptCacheMinTokens ?? 1024;
+            if (prefix < minimum) continue;
+            var key = (c.Model, r.PrefixHash);
+            var warm = lastSeen.TryGetValue(key, out var t) && r.Timestamp - t <= a.CacheTtl;
+            lastSeen[key] = r.Timestamp;
+            var explicitWrites = c.Price.Rates.CacheWrite5m is not null; // Anthropic-style: pay to write; OpenAI-style: automatic, 128-token steps
+            if (warm)
+            {
+                var cached = explicitWrites ? prefix : prefix / 128 * 128;
+                c.Usage = c.Usage with { InputTokens = c.Usage.InputTokens - cached, CacheReadTokens = cached };
+                reads++;
+            }
+            else if (explicitWrites)
+            {
+                c.Usage = c.Usage with { InputTokens = c.Usage.InputTokens - prefix, CacheWrite5mTokens = prefix };
+                writes++;
+            }
+        }
+        return reads + writes == 0
+            ? "no repeated prefix long enough to cache (prefixes are recorded for prompts of 1,024+ tokens)"
+            : $"system prompts re-sent within {a.CacheTtl.TotalMinutes:0} min are read from the cache: {reads:N0} reads, {writes:N0} writes (writes cost 1.25x, reads 0.1x on Anthropic; OpenAI reads at its cached rate in 128-token steps)";
+    }
+
+    private static string Batch(List<Call> calls, WhatIfAssumptions a)
+    {
+        long n = 0;
+        foreach (var c in calls)
+            if (!c.Free && !c.Batch && a.DeferrableTasks.Contains(c.Task)) { c.Batch = true; n++; }
+        var total = calls.Count(c => !c.Free);
+        return $"tasks tagged {string.Join(", ", a.DeferrableTasks.Order(StringComparer.Ordinal))} can wait for the batch API at 50% off: {Pct(total == 0 ? 0 : (double)n / total)} of calls";
+    }
+
+    private static string Context(List<Call> calls, WhatIfAssumptions a)
+    {
+        long n = 0;
+        foreach (var c in calls)
+        {
+            if (c.Free || c.Usage.InputTokens < a.ContextTrimMinTokens) continue;
+            c.Usage = c.Usage with { InputTokens = c.Usage.InputTokens - (long)Math.Round(c.Usage.InputTokens * a.ContextTrimShare) };
+            n++;
+        }
+        return $"{Pct((double)a.ContextTrimShare)} of the uncached input trimmed (sliding window, pruned tool output) on the {n:N0} calls with {a.ContextTrimMinTokens:N0}+ uncached input tokens";
+    }
+
+    private static string Pct(double share) => (share * 100).ToString("0", CultureInfo.InvariantCulture) + "%";
+
+    /// <summary>
+    /// The worked example of LEVERS.md, replayed from its stated assumptions. Its figures are shares of the bill: 10M tokens a day at
+    /// list mid-tier prices is nearer $1,300 a month than $5,000, so the example is reproduced as each lever's mechanism applied to a $5,000 bill.
+    /// </summary>
+    public static WhatIfLadder Example()
+    {
+        (string Lever, decimal Share, string Assumption)[] levers =
+        [
+            ("output caps", 0.40m * 0.60m, "caps at p95 + 10% cut output tokens by 40% (600-token answers, long tail); output is 60% of the bill"),
+            ("tier routing", 0.83m * (1 - 1m / 3), "83% of calls move from the mid tier to the small tier at 1/3 of the price"),
+            ("prompt caching", 0.80m * 0.87m * (0.70m * 0.90m - 0.30m * 0.25m), "the 4,000-token system prompt is 87% of input, input is 80% of the bill; 70% of calls read it (0.1x), 30% write it (1.25x)"),
+            ("batch", 0.30m * 0.50m, "the async 30% of calls go to the batch API at 50% off"),
+            ("tighter context", 0.35m * 0.85m, "history trimmed by 35% of the remaining input; input is 85% of the bill"),
+        ];
+        const decimal baseline = 5000m;
+        var steps = new List<WhatIfStep>();
+        var cost = baseline;
+        foreach (var (lever, share, assumption) in levers)
+        {
+            var next = cost * (1 - share);
+            steps.Add(new WhatIfStep(lever, next, next, cost - next, baseline - next, (baseline - next) / baseline, $"{assumption} -> -{(share * 100).ToString("0.0", CultureInfo.InvariantCulture)}%"));
+            cost = next;
+        }
+        // 10M tokens a day at ~5,200 tokens a call
+        return new WhatIfLadder(baseline, baseline, steps, 10_000_000 / 5_200.0, 30, 30 * 10_000_000 / 5_200, 0, true, "LEVERS.md worked example: 10M tokens/day, mid-tier model, 4,000-token system prompt, 600-token outputs");
+    }
+}
