@@ -13,11 +13,19 @@ public sealed record SpendRow(string Group, long Calls, long UnpricedCalls, long
     public decimal Saved { get; init; }
     public long ErrorCalls { get; init; }
     public double AvgLatencyMs { get; init; }
+    /// <summary>Calls answered by Bursar's response cache.</summary>
+    public long ResponseCacheHits { get; init; }
+    /// <summary>Calls a route or a budget downgrade served on another model than the one asked for.</summary>
+    public long RoutedCalls { get; init; }
+    /// <summary>Calls cut short by their output limit.</summary>
+    public long TruncatedCalls { get; init; }
+    public long CacheWriteTokens { get; init; }
 
     public static SpendRow From(string group, RollupTotals t, decimal denominator) =>
         new(group, t.Calls, t.UnpricedCalls, t.TotalInputTokens, t.CacheReadTokens, t.OutputTokens, t.Cost, denominator == 0 ? 0 : t.Cost / denominator)
         {
             Saved = t.Saved, ErrorCalls = t.ErrorCalls, AvgLatencyMs = t.Calls == 0 ? 0 : t.LatencyMsSum / t.Calls,
+            ResponseCacheHits = t.ResponseCacheHits, RoutedCalls = t.RoutedCalls, TruncatedCalls = t.TruncatedCalls, CacheWriteTokens = t.CacheWriteTokens,
         };
 }
 

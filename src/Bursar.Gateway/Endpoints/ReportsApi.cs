@@ -1,5 +1,9 @@
 using System.Globalization;
+using Bursar.Core.Advisor;
+using Bursar.Core.Ledger;
+using Bursar.Core.Pricing;
 using Bursar.Core.Reporting;
+using Bursar.Core.Routing;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -17,6 +21,7 @@ public static class ReportsApi
     {
         var reports = app.MapGroup("/admin/reports").AddEndpointFilter(AdminApi.RequireAdminKey);
         reports.MapGet("/spend", SpendAsync);
+        reports.MapGet("/whatif", WhatIfAsync);
         return app;
     }
 
@@ -31,6 +36,20 @@ public static class ReportsApi
             return TypedResults.Problem(statusCode: 400, title: "Bad report window", detail: "from and to must be ISO 8601 dates (e.g. 2026-11-01 or 2026-11-01T09:00Z) with from before to; days must be positive.");
         return TypedResults.Ok(await SpendReport.QueryAsync(store, dimension, window.From, window.To, ct));
     }
+
+    /// <summary>The what-if ladder over the last <c>days</c> (default 30) of the ledger, with the gateway's own route policies when it has any.</summary>
+    private static async Task<Results<Ok<WhatIfLadder>, ProblemHttpResult>> WhatIfAsync(int? days, ILedgerStore ledger, PriceCatalog catalog, RoutingOptions routing, TimeProvider time, CancellationToken ct)
+    {
+        if (days is <= 0 or > 366) return TypedResults.Problem(statusCode: 400, title: "Bad report window", detail: $"days={days} must be between 1 and 366.");
+        var to = time.GetUtcNow();
+        var from = to.AddDays(-(days ?? 30));
+        var records = await ledger.ReadAsync(new LedgerQuery { From = from, To = to, Limit = MaxWhatIfCalls }, ct);
+        var assumptions = new WhatIfAssumptions { Routes = routing.Routes.Count > 0 ? routing : null };
+        return TypedResults.Ok(WhatIfSimulator.Run(records, catalog, assumptions, from, to));
+    }
+
+    /// <summary>The what-if replay reads at most this many calls (the oldest first); `bursar simulate` has no limit.</summary>
+    public const int MaxWhatIfCalls = 1_000_000;
 
     /// <summary>Parses a report window; null when it is malformed.</summary>
     public static (DateTimeOffset From, DateTimeOffset To)? Window(string? from, string? to, int? days, TimeProvider time)

@@ -8,6 +8,7 @@ using Bursar.Core.Limits;
 using Bursar.Core.Runs;
 using Bursar.Gateway.Admission;
 using Bursar.Gateway.Auth;
+using Bursar.Gateway.Dashboard;
 using Bursar.Gateway.Endpoints;
 using Bursar.Gateway.Metering;
 using Bursar.Gateway.Proxy;
@@ -165,6 +166,7 @@ public static class GatewayHost
         app.MapAdminApi();
         app.MapReportsApi();
         app.MapPrometheusScrapingEndpoint("/metrics");
+        app.MapDashboard();
         return app;
     }
 }
