@@ -11,10 +11,16 @@ trap cleanup EXIT
 # --- what the tests need -------------------------------------------------------------------------
 # The .NET SDK comes with the machine; NuGet packages restore from the registry.
 # Node.js and npm (for the official openai and @anthropic-ai/sdk clients) come from Debian if missing.
-# (PostgreSQL, Redis and Chromium join this list with the issues whose tests need them.)
+# Debian's Chromium (/usr/bin/chromium) for the dashboard's browser test, driven by Playwright for .NET.
+# (PostgreSQL and Redis join this list with the issues whose tests need them.)
 command -v dotnet >/dev/null || { echo "The .NET 10 SDK is required (dotnet not on PATH)." >&2; exit 1; }
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+need=()
+{ command -v node >/dev/null && command -v npm >/dev/null; } || need+=(nodejs npm)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing from Debian: ${need[*]}"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 [ -f ../shared/data/litellm_model_prices.json ] || { echo "../shared/data is missing: the tests read the shared price file and evaluation sets from there." >&2; exit 1; }
 

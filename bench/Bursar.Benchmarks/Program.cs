@@ -5,4 +5,9 @@ if (args.Length > 0 && args[0] == "semantic-percentiles")
     Bursar.Benchmarks.SemanticPercentiles.Run();
     return;
 }
+if (args.Length > 0 && args[0] == "report-scale")
+{
+    await Bursar.Benchmarks.ReportScale.RunAsync(args);
+    return;
+}
 BenchmarkSwitcher.FromAssembly(typeof(Bursar.Benchmarks.HotPathBenchmarks).Assembly).Run(args);
