@@ -8,6 +8,7 @@ root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(ReportCommand.Create());
 root.Subcommands.Add(ImportCommand.Create());
 root.Subcommands.Add(SimulateCommand.Create());
+root.Subcommands.Add(TrainRouterCommand.Create());
 root.Subcommands.Add(KeysCommand.Create());
 root.Subcommands.Add(PricesCommand.Create());
 root.Subcommands.Add(BudgetsCommand.Create());

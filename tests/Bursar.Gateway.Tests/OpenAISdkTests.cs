@@ -21,21 +21,6 @@ public sealed class OpenAISdkTests(GatewayFixture gw)
         return new ChatClient(model, new ApiKeyCredential(gw.Key), options);
     }
 
-    private sealed class HeaderPolicy(string name, string value) : PipelinePolicy
-    {
-        public override void Process(PipelineMessage message, IReadOnlyList<PipelinePolicy> pipeline, int currentIndex)
-        {
-            message.Request.Headers.Set(name, value);
-            ProcessNext(message, pipeline, currentIndex);
-        }
-
-        public override ValueTask ProcessAsync(PipelineMessage message, IReadOnlyList<PipelinePolicy> pipeline, int currentIndex)
-        {
-            message.Request.Headers.Set(name, value);
-            return ProcessNextAsync(message, pipeline, currentIndex);
-        }
-    }
-
     private static decimal Expected(string model, ChatTokenUsage u) =>
         CostCalculator.Compute(Catalog.Find(model).Price!, TokenUsage.FromOpenAI(u.InputTokenCount, u.InputTokenDetails?.CachedTokenCount ?? 0, u.OutputTokenCount, u.OutputTokenDetails?.ReasoningTokenCount ?? 0)).Total;
 

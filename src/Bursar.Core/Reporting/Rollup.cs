@@ -41,7 +41,7 @@ public sealed class RollupTotals
         if (!r.Priced) UnpricedCalls++;
         if (r.Outcome is not "ok") ErrorCalls++;
         if (r.SavingResponseCache > 0) ResponseCacheHits++;
-        if (r.RoutingReason is not null) RoutedCalls++;
+        if (r.RoutingReason is not null && !r.RoutingReason.StartsWith("kept", StringComparison.Ordinal)) RoutedCalls++;
         if (r.FinishReason is "length" or "max_tokens") TruncatedCalls++;
         InputTokens += r.InputTokens;
         CacheReadTokens += r.CacheReadTokens;

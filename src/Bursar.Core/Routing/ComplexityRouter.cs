@@ -16,6 +16,51 @@ public sealed partial class ComplexityRouter
     /// <summary>Log-odds that the weak model fails, per category, learned with Laplace smoothing.</summary>
     public Dictionary<string, double> CategoryPrior { get; init; } = new(StringComparer.Ordinal);
     public double GlobalPrior { get; init; }
+    /// <summary>101 quantiles (0%, 1%, ... 100%) of the training scores: the calibration that turns a target share of strong-model calls into a threshold.</summary>
+    public double[] ScoreQuantiles { get; init; } = [];
+
+    /// <summary>The score above which the top <paramref name="strongShare"/> of calls (as in training) go to the strong model.</summary>
+    public double ThresholdFor(double strongShare) => ScoreQuantiles.Length == 0 ? 0.5 : QuantileValue(1 - Math.Clamp(strongShare, 0, 1));
+
+    /// <summary>Where a score falls in the training distribution, 0..1.</summary>
+    public double QuantileOf(double score)
+    {
+        if (ScoreQuantiles.Length == 0) return score;
+        var i = Array.BinarySearch(ScoreQuantiles, score);
+        if (i >= 0) return i / (double)(ScoreQuantiles.Length - 1);
+        i = ~i;
+        if (i == 0) return 0;
+        if (i >= ScoreQuantiles.Length) return 1;
+        var lo = ScoreQuantiles[i - 1];
+        var hi = ScoreQuantiles[i];
+        return (i - 1 + (hi > lo ? (score - lo) / (hi - lo) : 0)) / (ScoreQuantiles.Length - 1);
+    }
+
+    private double QuantileValue(double q)
+    {
+        var x = q * (ScoreQuantiles.Length - 1);
+        var i = (int)Math.Floor(x);
+        if (i >= ScoreQuantiles.Length - 1) return ScoreQuantiles[^1];
+        return ScoreQuantiles[i] + (ScoreQuantiles[i + 1] - ScoreQuantiles[i]) * (x - i);
+    }
+
+    /// <summary>Records the score distribution of <paramref name="data"/> as the calibration.</summary>
+    public ComplexityRouter Calibrated(IReadOnlyList<LabeledPrompt> data)
+    {
+        var scores = data.Select(d => Score(d.Prompt, d.Category)).Order().ToArray();
+        var q = new double[101];
+        for (var i = 0; i <= 100; i++) q[i] = scores.Length == 0 ? 0.5 : scores[(int)Math.Round(i / 100.0 * (scores.Length - 1))];
+        return new ComplexityRouter { Weights = Weights, CategoryPrior = CategoryPrior, GlobalPrior = GlobalPrior, ScoreQuantiles = q };
+    }
+
+    /// <summary>The router shipped with Bursar: trained on RouteLLM's MMLU and GSM8K labels (contaminated prompts dropped).</summary>
+    public static ComplexityRouter Default { get; } = LoadDefault();
+
+    private static ComplexityRouter LoadDefault()
+    {
+        using var s = typeof(ComplexityRouter).Assembly.GetManifestResourceStream("Bursar.Core.Routing.default-router.json");
+        return s is null ? new ComplexityRouter() : Parse(JsonDocument.Parse(s));
+    }
 
     [GeneratedRegex(@"\d+(?:[.,]\d+)?")] private static partial Regex Numbers();
     [GeneratedRegex(@"[=+\-*/^%]|\bsqrt\b|\bfrac\b|\\\(|\$")] private static partial Regex MathSymbols();
@@ -89,17 +134,35 @@ public sealed partial class ComplexityRouter
 
     private static double Sigmoid(double z) => 1 / (1 + Math.Exp(-z));
 
-    public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(new { weights = Weights, category_prior = CategoryPrior, global_prior = GlobalPrior }, new JsonSerializerOptions { WriteIndented = true }));
+    public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(
+        new { format = "bursar-complexity-router/1", weights = Weights, category_prior = CategoryPrior, global_prior = GlobalPrior, score_quantiles = ScoreQuantiles },
+        new JsonSerializerOptions { WriteIndented = true }));
 
+    /// <summary>Loads a model file written by <c>bursar train-router</c>; throws naming the file and what is wrong with it.</summary>
     public static ComplexityRouter Load(string path)
     {
-        using var doc = JsonDocument.Parse(File.ReadAllText(path));
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(path));
+            return Parse(doc);
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        {
+            throw new InvalidDataException($"Router model file '{path}' is not a bursar train-router model: {e.Message}", e);
+        }
+    }
+
+    private static ComplexityRouter Parse(JsonDocument doc)
+    {
         var r = doc.RootElement;
-        return new ComplexityRouter
+        var router = new ComplexityRouter
         {
             Weights = r.GetProperty("weights").EnumerateArray().Select(x => x.GetDouble()).ToArray(),
             CategoryPrior = r.GetProperty("category_prior").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetDouble(), StringComparer.Ordinal),
             GlobalPrior = r.GetProperty("global_prior").GetDouble(),
+            ScoreQuantiles = r.TryGetProperty("score_quantiles", out var q) ? q.EnumerateArray().Select(x => x.GetDouble()).ToArray() : [],
         };
+        if (router.Weights.Length != FeatureCount + 1) throw new FormatException($"expected {FeatureCount + 1} weights, found {router.Weights.Length}");
+        return router;
     }
 }

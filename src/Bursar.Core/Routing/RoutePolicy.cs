@@ -28,10 +28,42 @@ public sealed class RoutePolicy
     // ---- actions
     /// <summary>The model to serve instead of the requested one (any provider: the gateway translates). Null keeps the requested model.</summary>
     public string? Model { get; set; }
+    /// <summary>
+    /// A tier ladder, weakest first (e.g. <c>gpt-4.1-nano, gpt-4.1-mini, gpt-4.1</c>): the complexity router scores each request and
+    /// picks the rung. Excludes <see cref="Model"/>.
+    /// </summary>
+    public string[] Ladder { get; set; } = [];
+    /// <summary>Share of calls the ladder sends to its top rung, calibrated on the router's training scores (default 0.5); the rest are split evenly below.</summary>
+    public double StrongShare { get; set; } = 0.5;
+    /// <summary>Low confidence: a score this close (in calibrated quantiles, default 0.05) below a rung's boundary goes one rung up.</summary>
+    public double ConfidenceMargin { get; set; } = 0.05;
+    /// <summary>Models tried in order when the chosen one answers 429, 5xx, 529 or times out (after the client's retries).</summary>
+    public string[] Fallbacks { get; set; } = [];
     /// <summary>Output cap: <c>max_tokens</c> is lowered to this when the caller asks for more or sets none. Null: no cap.</summary>
     public int? MaxTokens { get; set; }
     /// <summary>Stop sequences added to the caller's (OpenAI allows 4 in all).</summary>
     public string[] Stop { get; set; } = [];
+    /// <summary>Learn the output cap from the ledger: p95 of this route's output tokens + 10%, recomputed periodically; <see cref="MaxTokens"/> is the cap until there is data.</summary>
+    public bool LearnMaxTokens { get; set; }
+    /// <summary>A learned cap that cuts off more than this share of calls (finish reason length / max_tokens) is raised (default 0.05).</summary>
+    public double MaxTruncationRate { get; set; } = 0.05;
+
+    /// <summary>
+    /// Picks the ladder rung for a router score: the top <see cref="StrongShare"/> of calibrated scores go to the top rung, the rest are split
+    /// evenly below; a score within <see cref="ConfidenceMargin"/> under a boundary goes one rung up (low confidence falls back to the stronger model).
+    /// </summary>
+    public (string Model, bool LowConfidence) Rung(double quantile)
+    {
+        var n = Ladder.Length;
+        var below = 1 - StrongShare;
+        int rung;
+        if (quantile >= below) rung = n - 1;
+        else rung = n == 2 ? 0 : Math.Min(n - 2, (int)(quantile / (below / (n - 1))));
+        var boundary = rung == n - 1 ? double.PositiveInfinity : rung == n - 2 ? below : (rung + 1) * below / (n - 1);
+        var low = boundary - quantile < ConfidenceMargin;
+        if (low) rung++;
+        return (Ladder[rung], low);
+    }
 
     public bool Matches(CallAttribution a, string requestedModel, long estimatedInputTokens) =>
         Eq(Task, a.Task) && Eq(Feature, a.Feature) && Eq(Team, a.Team) && Eq(KeyId, a.KeyId)
@@ -48,6 +80,12 @@ public sealed class RoutingOptions
 
     public List<RoutePolicy> Routes { get; set; } = [];
 
+    /// <summary>A model file from <c>bursar train-router</c>; default: the router shipped with Bursar (trained on RouteLLM's MMLU and GSM8K labels).</summary>
+    public string? RouterModel { get; set; }
+
+    /// <summary>How long a deployment that failed (429, 5xx, 529, timeout) is skipped by fallback chains (default 30 s).</summary>
+    public TimeSpan Cooldown { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Throws with the route and field at fault; run once at start.</summary>
     public void Validate(Func<string, bool>? isServed = null)
     {
@@ -60,8 +98,15 @@ public sealed class RoutingOptions
             if (!names.Add(r.Name)) throw new InvalidOperationException($"{where}: route name '{r.Name}' is used twice.");
             if (r.MaxTokens is <= 0) throw new InvalidOperationException($"{where}:MaxTokens must be at least 1 (route '{r.Name}').");
             if (r.Stop.Length > 4) throw new InvalidOperationException($"{where}:Stop has {r.Stop.Length} sequences; providers accept at most 4 (route '{r.Name}').");
-            if (r.Model is not null && isServed is not null && !isServed(r.Model))
-                throw new InvalidOperationException($"{where}:Model '{r.Model}' (route '{r.Name}') is not served by any deployment; add it to Bursar:Providers:Deployments:<name>:Models.");
+            if (r.Model is not null && r.Ladder.Length > 0) throw new InvalidOperationException($"{where}: route '{r.Name}' sets both Model and Ladder; a ladder lets the router choose the model.");
+            if (r.Ladder.Length == 1) throw new InvalidOperationException($"{where}:Ladder of route '{r.Name}' has one rung; give at least two models, weakest first (or use Model).");
+            if (r.StrongShare is < 0 or > 1) throw new InvalidOperationException($"{where}:StrongShare {r.StrongShare} (route '{r.Name}') must be between 0 and 1.");
+            if (r.ConfidenceMargin is < 0 or > 0.5) throw new InvalidOperationException($"{where}:ConfidenceMargin {r.ConfidenceMargin} (route '{r.Name}') must be between 0 and 0.5.");
+            if (r.MaxTruncationRate is <= 0 or >= 1) throw new InvalidOperationException($"{where}:MaxTruncationRate {r.MaxTruncationRate} (route '{r.Name}') must be between 0 and 1.");
+            if (isServed is not null)
+                foreach (var (field, m) in new[] { ("Model", r.Model) }.Concat(r.Ladder.Select(x => ("Ladder", (string?)x))).Concat(r.Fallbacks.Select(x => ("Fallbacks", (string?)x))))
+                    if (m is not null && !isServed(m))
+                        throw new InvalidOperationException($"{where}:{field} '{m}' (route '{r.Name}') is not served by any deployment; add it to Bursar:Providers:Deployments:<name>:Models.");
         }
     }
 
@@ -83,7 +128,7 @@ public static class OutputCaps
         if (cap is { } c)
         {
             var field = anthropic ? "max_tokens" : body.ContainsKey("max_completion_tokens") || !body.ContainsKey("max_tokens") ? "max_completion_tokens" : "max_tokens";
-            var current = body[field] is JsonValue v && v.TryGetValue<long>(out var n) ? n : (long?)null;
+            var current = body[field] is JsonValue v && (v.TryGetValue<long>(out var n) || (v.TryGetValue<int>(out var i) && (n = i) == i)) ? n : (long?)null;
             if (current is null || current > c)
             {
                 body[field] = c;

@@ -29,7 +29,8 @@ public static class RoutingDataset
         foreach (var f in files)
         {
             var name = Path.GetFileNameWithoutExtension(f);
-            var category = name.StartsWith("mmlu_", StringComparison.Ordinal) ? name[5..] : name;
+            // categories are what a caller's task tag says: the MMLU subject, or "math" for GSM8K's word problems
+            var category = name.StartsWith("mmlu_", StringComparison.Ordinal) ? name[5..] : name.StartsWith("gsm8k", StringComparison.Ordinal) ? "math" : name;
             using var reader = new StreamReader(f, Encoding.UTF8);
             var header = ReadRecord(reader) ?? throw new FormatException($"{f} is empty.");
             if (header.Count < 3) throw new FormatException($"{f}: expected columns prompt, <weak model>, <strong model>.");

@@ -58,6 +58,8 @@ public static class GatewayHost
         services.AddOptions<SimulatorOptions>().Bind(configuration.GetSection(SimulatorOptions.Section));
         services.AddOptions<Bursar.Core.Routing.RoutingOptions>().Bind(configuration.GetSection(Bursar.Core.Routing.RoutingOptions.Section))
             .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<Bursar.Core.Routing.RoutingOptions>().RouterModel is { } file
+            ? Bursar.Core.Routing.ComplexityRouter.Load(file) : Bursar.Core.Routing.ComplexityRouter.Default);
         // every route's target model must be served: checked once the deployments are known
         services.AddSingleton(sp =>
         {
@@ -129,6 +131,7 @@ public static class GatewayHost
         services.AddSingleton<VolatilePrefixDetector>();
         services.AddSingleton<PrefixFingerprint>();
         services.AddSingleton(sp => new PromptCachePlacer(sp.GetRequiredService<TokenCounter>(), sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<DeploymentHealth>();
         services.AddSingleton<ProxyPipeline>();
         services.AddMetrics();
         // OpenTelemetry: Prometheus text at /metrics always; OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Buffers;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -36,8 +37,10 @@ public sealed partial class ProxyPipeline(
     CacheFillCoordinator fills,
     UpstreamRegistry registry,
     Bursar.Core.Routing.RoutingOptions routing,
+    Bursar.Core.Routing.ComplexityRouter router,
     UpstreamClient upstream,
     PrefixFingerprint prefixes,
+    DeploymentHealth health,
     CallMeter meter,
     BursarOptions options,
     TimeProvider time,
@@ -102,14 +105,28 @@ public sealed partial class ProxyPipeline(
             // route policies: the first matching route may serve another model (any provider) and cap the output
             var route = routing.Match(call.Attribution, scan.Model!, scan.EstimatedInputTokens);
             var target = route?.Model ?? scan.Model!;
+            string? why = route?.Model is null ? null : $"policy: route '{route.Name}' serves {target} for {scan.Model}";
+            if (route is { Ladder.Length: > 0 })
+            {
+                // the complexity router picks the ladder's rung: P(needs the strong model), calibrated to the route's strong share
+                (string Text, int Turns) prompt;
+                try { prompt = Bursar.Core.Routing.PromptText.LastUser(Parsed()); }
+                catch (Exception e) when (IsBadJson(e)) { prompt = ("", 0); }
+                var score = router.Score(prompt.Text, call.Attribution.Task, Math.Max(1, prompt.Turns));
+                var quantile = router.QuantileOf(score);
+                var (rung, low) = route.Rung(quantile);
+                target = rung;
+                why = string.Create(CultureInfo.InvariantCulture, $"classifier: route '{route.Name}' score {score:F3} (quantile {quantile:F2}, strong share {route.StrongShare:F2}) -> {rung}{(low ? " (low confidence: one rung up)" : "")}");
+            }
             if (route is not null)
             {
                 call.Route = route.Name;
                 if (target != scan.Model)
                 {
                     call.RoutedFrom = scan.Model;
-                    call.RoutingReason = $"policy: route '{route.Name}' serves {target} for {scan.Model}";
+                    call.RoutingReason = why;
                 }
+                else if (why is not null) call.RoutingReason = "kept: " + why; // the decision is on the ledger even when it keeps the model
             }
             if (scan.EstimatedInputTokens >= PromptCacheModelMinimum)
             {
@@ -204,91 +221,131 @@ public sealed partial class ProxyPipeline(
             call.Provider = deployment.ProviderName;
             if (admitted.RunId is not null && admission.Runs.Options.NeedsText) call.Summary.Text = new System.Text.StringBuilder();
 
-            // what goes upstream: the caller's bytes unchanged unless a translation, a downgrade, metering or prompt caching needs a change
+            // the chain: the chosen model, then the route's fallbacks (deployments in cooldown last; models whose context window is too small skipped, and said so)
+            var chain = Chain(route, deployment, model, scan.EstimatedInputTokens + (maxTokens ?? 0), out var skipped);
+            var failures = new List<string>();
             var upstreamBody = body;
             var injectedUsage = false;
-            try
+            UpstreamResponse response;
+            var chosen = model;
+            for (var attempt = 0; ; attempt++)
             {
-                JsonObject? node = null;
-                JsonObject Node() => node ??= Parsed();
-                var modified = false;
-                if (deployment.Dialect != dialect)
+                (deployment, model) = chain[attempt];
+                call.Provider = deployment.ProviderName;
+                if (attempt > 0) parsed = null; // the previous attempt may have changed the DOM: start again from the caller's bytes
+                upstreamBody = body;
+                injectedUsage = false;
+                // what goes upstream: the caller's bytes unchanged unless a translation, a downgrade, metering or prompt caching needs a change
+                try
                 {
-                    node = RequestTranslator.Translate(dialect, deployment.Dialect, Node());
-                    node["model"] = model;
-                    modified = true;
-                }
-                else if (model != scan.Model)
-                {
-                    Node()["model"] = model;
-                    modified = true;
-                }
-                if (route is not null && (route.MaxTokens is not null || route.Stop.Length > 0))
-                    modified |= Bursar.Core.Routing.OutputCaps.Apply(Node(), deployment.Dialect == Dialect.Anthropic, route.MaxTokens, route.Stop);
-                if (dialect == Dialect.OpenAI && deployment.Dialect == Dialect.OpenAI && scan.Stream && !scan.IncludeUsage)
-                {
-                    // no streamed call goes unmetered: ask for usage, strip the extra chunk on the way back
-                    var so = Node()["stream_options"] as JsonObject ?? new JsonObject();
-                    so["include_usage"] = true;
-                    Node()["stream_options"] = so;
-                    injectedUsage = modified = true;
-                }
-                if (promptCache.AppliesTo(call.Attribution.Feature) && scan.EstimatedInputTokens >= PromptCacheModelMinimum)
-                {
-                    var price = catalog.Find(model).Price;
-                    var minimum = price?.PromptCacheMinTokens ?? promptCache.DefaultMinimumTokens;
-                    var cacheRoute = (call.Attribution.Feature ?? "-") + "|" + model;
-                    if (promptCache.MovesVolatile(call.Attribution.Feature) && PromptCachePlacer.MoveVolatileToEnd(Node()))
+                    JsonObject? node = null;
+                    JsonObject Node() => node ??= Parsed();
+                    var modified = false;
+                    if (deployment.Dialect != dialect)
                     {
-                        // opted in: volatile values always travel after the stable prefix, so the prefix stays cacheable
+                        node = RequestTranslator.Translate(dialect, deployment.Dialect, Node());
+                        node["model"] = model;
                         modified = true;
-                        call.VolatilePrefix = "moved: volatile system-prompt values (timestamps, ids) were moved into the newest user turn";
                     }
-                    var systemText = PromptCachePlacer.SystemText(Node());
-                    if (systemText.Length > 0 && volatility.Observe(cacheRoute, systemText, scan.EstimatedInputTokens) is { } vol)
+                    else if (model != scan.Model)
                     {
-                        var perCall = price is null ? (decimal?)null : vol.PrefixTokens * (price.Rates.Input - (price.Rates.CacheRead ?? price.Rates.Input)) / 1_000_000m;
-                        call.VolatilePrefix = vol.Describe(perCall);
-                        if (volatility.ShouldWarn(cacheRoute, time, TimeSpan.FromMinutes(10))) LogVolatile(logger, call.Attribution.Feature, call.VolatilePrefix);
+                        Node()["model"] = model;
+                        modified = true;
                     }
-                    if (deployment.Dialect == Dialect.Anthropic && promptCache.PlaceBreakpoints && scan.EstimatedInputTokens >= minimum)
+                    if (route is not null && (route.MaxTokens is not null || route.Stop.Length > 0))
+                        modified |= Bursar.Core.Routing.OutputCaps.Apply(Node(), deployment.Dialect == Dialect.Anthropic, route.MaxTokens, route.Stop);
+                    if (dialect == Dialect.OpenAI && deployment.Dialect == Dialect.OpenAI && scan.Stream && !scan.IncludeUsage)
                     {
-                        var placed = placer.Place(Node(), model, (call.Attribution.Feature ?? "-") + "|" + model, minimum);
-                        if (placed.Placed > 0)
+                        // no streamed call goes unmetered: ask for usage, strip the extra chunk on the way back
+                        var so = Node()["stream_options"] as JsonObject ?? new JsonObject();
+                        so["include_usage"] = true;
+                        Node()["stream_options"] = so;
+                        injectedUsage = modified = true;
+                    }
+                    if (promptCache.AppliesTo(call.Attribution.Feature) && scan.EstimatedInputTokens >= PromptCacheModelMinimum)
+                    {
+                        var price = catalog.Find(model).Price;
+                        var minimum = price?.PromptCacheMinTokens ?? promptCache.DefaultMinimumTokens;
+                        var cacheRoute = (call.Attribution.Feature ?? "-") + "|" + model;
+                        if (promptCache.MovesVolatile(call.Attribution.Feature) && PromptCachePlacer.MoveVolatileToEnd(Node()))
                         {
+                            // opted in: volatile values always travel after the stable prefix, so the prefix stays cacheable
                             modified = true;
-                            call.PromptCachePlaced = placed.CallerBreakpoints == 0;
+                            call.VolatilePrefix = "moved: volatile system-prompt values (timestamps, ids) were moved into the newest user turn";
+                        }
+                        var systemText = PromptCachePlacer.SystemText(Node());
+                        if (systemText.Length > 0 && volatility.Observe(cacheRoute, systemText, scan.EstimatedInputTokens) is { } vol)
+                        {
+                            var perCall = price is null ? (decimal?)null : vol.PrefixTokens * (price.Rates.Input - (price.Rates.CacheRead ?? price.Rates.Input)) / 1_000_000m;
+                            call.VolatilePrefix = vol.Describe(perCall);
+                            if (volatility.ShouldWarn(cacheRoute, time, TimeSpan.FromMinutes(10))) LogVolatile(logger, call.Attribution.Feature, call.VolatilePrefix);
+                        }
+                        if (deployment.Dialect == Dialect.Anthropic && promptCache.PlaceBreakpoints && scan.EstimatedInputTokens >= minimum)
+                        {
+                            var placed = placer.Place(Node(), model, (call.Attribution.Feature ?? "-") + "|" + model, minimum);
+                            if (placed.Placed > 0)
+                            {
+                                modified = true;
+                                call.PromptCachePlaced = placed.CallerBreakpoints == 0;
+                            }
+                        }
+                        else if (deployment.Dialect == Dialect.OpenAI && promptCache.SetOpenAIPromptCacheKey && scan.EstimatedInputTokens >= PromptCacheModelMinimum && Node()["prompt_cache_key"] is null)
+                        {
+                            Node()["prompt_cache_key"] = PromptCachePlacer.OpenAIPromptCacheKey(call.Attribution.Feature, call.Attribution.Team ?? call.Attribution.KeyId ?? "-");
+                            modified = true;
                         }
                     }
-                    else if (deployment.Dialect == Dialect.OpenAI && promptCache.SetOpenAIPromptCacheKey && scan.EstimatedInputTokens >= PromptCacheModelMinimum && Node()["prompt_cache_key"] is null)
-                    {
-                        Node()["prompt_cache_key"] = PromptCachePlacer.OpenAIPromptCacheKey(call.Attribution.Feature, call.Attribution.Team ?? call.Attribution.KeyId ?? "-");
-                        modified = true;
-                    }
+                    if (modified) upstreamBody = JsonSerializer.SerializeToUtf8Bytes(node!, GatewayJson.Default.JsonObject);
                 }
-                if (modified) upstreamBody = JsonSerializer.SerializeToUtf8Bytes(node!, GatewayJson.Default.JsonObject);
-            }
-            catch (RequestTranslator.TranslationException e)
-            {
-                await RefuseAsync(ctx, call, e.Error).ConfigureAwait(false);
-                return;
-            }
-            catch (Exception e) when (IsBadJson(e))
-            {
-                await RefuseAsync(ctx, call, ProviderError.BadRequest($"The request body cannot be read for {deployment.Dialect.Name()}: {e.Message}")).ConfigureAwait(false);
-                return;
-            }
+                catch (RequestTranslator.TranslationException e)
+                {
+                    await RefuseAsync(ctx, call, e.Error).ConfigureAwait(false);
+                    return;
+                }
+                catch (Exception e) when (IsBadJson(e))
+                {
+                    await RefuseAsync(ctx, call, ProviderError.BadRequest($"The request body cannot be read for {deployment.Dialect.Name()}: {e.Message}")).ConfigureAwait(false);
+                    return;
+                }
 
-            var path = deployment.Dialect == Dialect.Anthropic ? "v1/messages" : "chat/completions";
-            UpstreamResponse response;
-            try
-            {
-                response = await upstream.SendAsync(deployment, path, upstreamBody, name => ctx.Request.Headers.TryGetValue(name, out var v) ? v.ToString() : null, ctx.RequestAborted).ConfigureAwait(false);
+
+                var path = deployment.Dialect == Dialect.Anthropic ? "v1/messages" : "chat/completions";
+                var last = attempt + 1 >= chain.Count;
+                try
+                {
+                    response = await upstream.SendAsync(deployment, path, upstreamBody, name => ctx.Request.Headers.TryGetValue(name, out var v) ? v.ToString() : null, ctx.RequestAborted).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is HttpRequestException or TimeoutException && !ctx.RequestAborted.IsCancellationRequested)
+                {
+                    health.Failed(deployment.Name, routing.Cooldown);
+                    failures.Add($"{model}: {(e is TimeoutException ? "timed out" : "unreachable")}");
+                    if (!last) continue;
+                    var note = failures.Count > 1 ? $" (tried {string.Join("; ", failures)})" : "";
+                    await RefuseAsync(ctx, call, e is TimeoutException
+                        ? new ProviderError(504, $"Upstream deployment '{deployment.Name}' ({deployment.BaseUri}) did not answer within its timeout{note}.", ErrorSource.Upstream)
+                        : new ProviderError(502, $"Upstream deployment '{deployment.Name}' ({deployment.BaseUri}) could not be reached: {e.Message}{note}", ErrorSource.Upstream), "upstream_error").ConfigureAwait(false);
+                    return;
+                }
+                var status = (int)response.Message.StatusCode;
+                if (!last && UpstreamClient.IsRetryable(status))
+                {
+                    // the chosen model is failing after the client's retries: cool its deployment down and try the next model in the chain
+                    health.Failed(deployment.Name, routing.Cooldown);
+                    failures.Add($"{model}: {status}");
+                    response.Dispose();
+                    continue;
+                }
+                break;
             }
-            catch (HttpRequestException e)
+            if (failures.Count > 0 || skipped.Count > 0 || model != chosen)
             {
-                await RefuseAsync(ctx, call, new ProviderError(502, $"Upstream deployment '{deployment.Name}' ({deployment.BaseUri}) could not be reached: {e.Message}", ErrorSource.Upstream), "upstream_error").ConfigureAwait(false);
-                return;
+                call.RoutedFrom ??= scan.Model;
+                var parts = new List<string>();
+                if (failures.Count == 0 && model != chosen) parts.Add($"fallback to {model}: {chosen}'s deployment is cooling down after recent failures");
+                if (failures.Count > 0) parts.Add($"fallback to {model} after {string.Join("; ", failures)}");
+                if (skipped.Count > 0) parts.Add($"skipped {string.Join("; ", skipped)}");
+                call.RoutingReason = string.Join("; ", parts) + (call.RoutingReason is { } before ? $" (was: {before})" : "");
+                LogFallback(logger, call.Attribution.Feature, call.RoutingReason);
             }
             using (response)
             {
@@ -485,6 +542,29 @@ public sealed partial class ProxyPipeline(
         await ctx.Response.Body.WriteAsync(bytes, ctx.RequestAborted).ConfigureAwait(false);
         await ctx.Response.CompleteAsync().ConfigureAwait(false); // the caller has its answer before metering runs
     }
+
+    /// <summary>The models to try in order: the chosen one, then the route's fallbacks; deployments cooling down go last, models too small for the request are left out (and named).</summary>
+    private List<(UpstreamDeployment Deployment, string Model)> Chain(Bursar.Core.Routing.RoutePolicy? route, UpstreamDeployment deployment, string model, long neededTokens, out List<string> skipped)
+    {
+        skipped = [];
+        var chain = new List<(UpstreamDeployment, string)> { (deployment, model) };
+        if (route is null || route.Fallbacks.Length == 0) return chain;
+        foreach (var fb in route.Fallbacks)
+        {
+            if (fb == model || registry.Find(fb) is not { } d) continue;
+            if (catalog.Find(fb).Price?.ContextWindow is { } window && neededTokens > window)
+            {
+                skipped.Add($"{fb} (context window {window:N0} tokens < {neededTokens:N0} needed)");
+                continue;
+            }
+            chain.Add((d, fb));
+        }
+        // a deployment in cooldown is tried only after every healthy one
+        return chain.OrderBy(c => health.IsCooling(c.Item1.Name) ? 1 : 0).ToList();
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Routing fallback on feature {Feature}: {Detail}")]
+    private static partial void LogFallback(ILogger logger, string? feature, string detail);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Prompt caching is defeated on feature {Feature}: {Detail}")]
     private static partial void LogVolatile(ILogger logger, string? feature, string detail);

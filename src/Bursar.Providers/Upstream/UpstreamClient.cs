@@ -30,9 +30,20 @@ public sealed partial class UpstreamClient(ProvidersOptions options, TimeProvide
             request.Content = content;
             Authenticate(deployment, request, callerHeader);
             HttpResponseMessage? response = null;
+            // the deployment's timeout bounds the wait for the response headers; the body then streams for as long as it takes
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(deployment.Options.Timeout);
             try
             {
-                response = await deployment.Invoker.SendAsync(request, cancellationToken).ConfigureAwait(false);
+                response = await deployment.Invoker.SendAsync(request, timeout.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                if (attempt >= deployment.Options.MaxRetries)
+                    throw new TimeoutException($"Deployment '{deployment.Name}' did not answer within {deployment.Options.Timeout.TotalSeconds:0.#} s.");
+                LogRetryConnect(logger, deployment.Name, attempt + 1, "timed out");
+                attempt++;
+                continue;
             }
             catch (HttpRequestException e) when (attempt < deployment.Options.MaxRetries && !cancellationToken.IsCancellationRequested)
             {

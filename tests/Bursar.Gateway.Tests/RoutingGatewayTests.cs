@@ -1,0 +1,135 @@
+using System.ClientModel;
+using System.Net;
+using System.Text.Json.Nodes;
+using Bursar.Providers.Simulator;
+using OpenAI;
+using OpenAI.Chat;
+
+namespace Bursar.Gateway.Tests;
+
+/// <summary>A gateway with route policies: task routes across providers, output caps, a classifier ladder, a fallback chain.</summary>
+public sealed class RoutingFixture : GatewayFixture
+{
+    protected override IEnumerable<string> ExtraArgs =>
+    [
+        "--Bursar:Routing:Routes:0:Name=classify", "--Bursar:Routing:Routes:0:Task=classification", "--Bursar:Routing:Routes:0:Model=claude-haiku-4-5",
+        "--Bursar:Routing:Routes:0:MaxTokens=40", "--Bursar:Routing:Routes:0:Stop:0=END-OF-LABEL",
+        "--Bursar:Routing:Routes:1:Name=capped", "--Bursar:Routing:Routes:1:Task=capped", "--Bursar:Routing:Routes:1:MaxTokens=5",
+        "--Bursar:Routing:Routes:2:Name=ladder", "--Bursar:Routing:Routes:2:Feature=ladder", "--Bursar:Routing:Routes:2:Ladder:0=gpt-4.1-nano",
+        "--Bursar:Routing:Routes:2:Ladder:1=gpt-4.1", "--Bursar:Routing:Routes:2:StrongShare=0.5", "--Bursar:Routing:Routes:2:ConfidenceMargin=0",
+        "--Bursar:Routing:Routes:3:Name=fallback", "--Bursar:Routing:Routes:3:Task=fallback", "--Bursar:Routing:Routes:3:Model=gpt-4o",
+        "--Bursar:Routing:Routes:3:Fallbacks:0=gpt-small-window", "--Bursar:Routing:Routes:3:Fallbacks:1=claude-haiku-4-5",
+        "--Bursar:Routing:Cooldown=00:00:30",
+        "--Bursar:Prices:1:Model=gpt-small-window", "--Bursar:Prices:1:Provider=openai", "--Bursar:Prices:1:Input=0.1", "--Bursar:Prices:1:Output=0.4", "--Bursar:Prices:1:ContextWindow=50",
+    ];
+}
+
+[CollectionDefinition(Name)]
+public sealed class RoutingCollection : ICollectionFixture<RoutingFixture>
+{
+    public const string Name = "routing";
+}
+
+[Collection(RoutingCollection.Name)]
+public sealed class RoutingGatewayTests(RoutingFixture gw)
+{
+    private async Task<(HttpStatusCode Status, JsonNode? Body)> Send(string task, string feature, string text, string model = "gpt-4.1", int? maxTokens = null)
+    {
+        var body = new JsonObject { ["model"] = model, ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = text }) };
+        if (maxTokens is not null) body["max_completion_tokens"] = maxTokens;
+        using var req = gw.Post("/v1/chat/completions", body.ToJsonString(), feature: feature);
+        req.Headers.Add("x-bursar-task", task);
+        using var resp = await gw.Http.SendAsync(req);
+        return (resp.StatusCode, JsonNode.Parse(await resp.Content.ReadAsStringAsync()));
+    }
+
+    [Fact]
+    public async Task A_task_route_serves_another_providers_model_through_the_official_sdk_and_credits_the_saving()
+    {
+        var feature = "route-" + Guid.NewGuid().ToString("N")[..8];
+        var options = new OpenAIClientOptions { Endpoint = new Uri(gw.BaseUrl + "/v1"), NetworkTimeout = TimeSpan.FromSeconds(30) };
+        options.AddPolicy(new HeaderPolicy("x-bursar-task", "classification"), System.ClientModel.Primitives.PipelinePosition.PerCall);
+        options.AddPolicy(new HeaderPolicy("x-bursar-feature", feature), System.ClientModel.Primitives.PipelinePosition.PerCall);
+        var client = new ChatClient("gpt-4.1", new ApiKeyCredential(gw.Key), options);
+        ChatCompletion answer = await client.CompleteChatAsync([new UserChatMessage("Label this ticket: refund request [[sim:tokens=20]]")]);
+        Assert.False(string.IsNullOrEmpty(answer.Content[0].Text));
+        var row = Assert.Single(await gw.LedgerAsync(feature));
+        Assert.Equal("gpt-4.1", row.RequestedModel);
+        Assert.StartsWith("claude-haiku-4-5", row.ServedModel);
+        Assert.StartsWith("anthropic", row.Provider);
+        Assert.Equal("classify", row.Route);
+        Assert.Contains("policy: route 'classify'", row.RoutingReason);
+        // gpt-4.1 bills $2/$8 per M, haiku $1/$5: the same tokens cost more on the model asked for
+        var asked = (row.InputTokens * 2m + row.OutputTokens * 8m) / 1_000_000m;
+        Assert.Equal(asked - row.Cost!.Value, row.SavingRouting);
+        Assert.True(row.SavingRouting > 0);
+    }
+
+    [Fact]
+    public async Task A_route_cap_lowers_max_tokens_and_never_raises_the_callers()
+    {
+        var feature = "cap-" + Guid.NewGuid().ToString("N")[..8];
+        var (status, body) = await Send("capped", feature, "Write a long essay [[sim:tokens=200]]");
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal("length", (string?)body!["choices"]![0]!["finish_reason"]);
+        Assert.Equal(5, (int)body["usage"]!["completion_tokens"]!);
+        (status, body) = await Send("capped", feature, "Short please [[sim:tokens=200]]", maxTokens: 3);
+        Assert.Equal(3, (int)body!["usage"]!["completion_tokens"]!);
+        var rows = await gw.LedgerAsync(feature, 2);
+        Assert.All(rows, r => Assert.Equal("length", r.FinishReason));
+    }
+
+    [Fact]
+    public void Route_caps_and_stops_are_applied_in_the_upstream_dialect()
+    {
+        var openai = new JsonObject { ["max_tokens"] = 500, ["stop"] = "###" };
+        Assert.True(Bursar.Core.Routing.OutputCaps.Apply(openai, anthropic: false, 40, ["END"]));
+        Assert.Equal(40, (int)openai["max_tokens"]!);
+        Assert.Equal(["###", "END"], openai["stop"]!.AsArray().Select(x => (string)x!));
+        var anthropic = new JsonObject { ["max_tokens"] = 20 };
+        Assert.True(Bursar.Core.Routing.OutputCaps.Apply(anthropic, anthropic: true, 40, ["END"]));
+        Assert.Equal(20, (int)anthropic["max_tokens"]!); // the caller's lower limit stays
+        Assert.Equal(["END"], anthropic["stop_sequences"]!.AsArray().Select(x => (string)x!));
+        var none = new JsonObject();
+        Assert.True(Bursar.Core.Routing.OutputCaps.Apply(none, anthropic: false, 64, []));
+        Assert.Equal(64, (int)none["max_completion_tokens"]!);
+    }
+
+    [Fact]
+    public async Task The_classifier_ladder_sends_easy_prompts_down_and_hard_ones_up_and_says_why()
+    {
+        // the task tag is the router's category: a geography lookup is easy for the small model, a multi-step word problem is not
+        const string feature = "ladder";
+        await Send("high_school_geography", feature, "What is the capital of France?");
+        await Send("math", feature, "Janet has 3 times as many apples as Tom. If Tom gives 25% of his 48 apples to Janet and she then sells half of her total at $1.25 each, how much money does she make? Show the derivation step by step, then compute the remaining ratio.");
+        var rows = (await gw.LedgerAsync(feature, 2)).OrderBy(r => r.Timestamp).ToArray();
+        Assert.True(rows[0].ServedModel!.StartsWith("gpt-4.1-nano", StringComparison.Ordinal), rows[0].RoutingReason + " | " + rows[1].RoutingReason);
+        Assert.Contains("classifier: route 'ladder'", rows[0].RoutingReason);
+        Assert.True(rows[0].SavingRouting > 0);
+        Assert.StartsWith("gpt-4.1", rows[1].ServedModel);
+        Assert.DoesNotContain("nano", rows[1].ServedModel);
+        Assert.StartsWith("kept: classifier", rows[1].RoutingReason);
+    }
+
+    [Fact]
+    public async Task A_failing_model_falls_back_skips_a_too_small_context_window_and_cools_down()
+    {
+        var feature = "fallback-" + Guid.NewGuid().ToString("N")[..8];
+        // gpt-4o answers 529 on every attempt (1 + 2 retries): the chain skips gpt-small-window (50-token window) and serves claude-haiku-4-5
+        gw.Simulator.Options.Faults.Enqueue(new SimulatorFault(529), 3);
+        var (status, body) = await Send("fallback", feature, "Please summarise the attached text about logistics and delivery times in a few words: " + string.Join(' ', Enumerable.Range(0, 60).Select(i => "parcel" + i)) + " [[sim:tokens=10]]", model: "gpt-4o");
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.NotNull(body!["choices"]); // answered in the caller's dialect
+        var row = Assert.Single(await gw.LedgerAsync(feature));
+        Assert.StartsWith("claude-haiku-4-5", row.ServedModel);
+        Assert.Contains("fallback to claude-haiku-4-5 after gpt-4o: 529", row.RoutingReason);
+        Assert.Contains("skipped gpt-small-window (context window 50 tokens", row.RoutingReason);
+        // the openai deployment is cooling down: the next call goes to the fallback first, without a failed attempt
+        (status, _) = await Send("fallback", feature, "Another one [[sim:tokens=5]]", model: "gpt-4o");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var second = (await gw.LedgerAsync(feature, 2)).OrderBy(r => r.Timestamp).Last();
+        Assert.StartsWith("claude-haiku-4-5", second.ServedModel);
+        Assert.Contains("cooling down", second.RoutingReason);
+        Assert.True(gw.Services.GetService(typeof(Bursar.Gateway.Proxy.DeploymentHealth)) is Bursar.Gateway.Proxy.DeploymentHealth h && h.IsCooling("openai"));
+    }
+}
