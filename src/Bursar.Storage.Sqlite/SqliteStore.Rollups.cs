@@ -12,7 +12,7 @@ namespace Bursar.Storage.Sqlite;
 /// </summary>
 public sealed partial class SqliteStore : IReportStore
 {
-    private const int RollupVersion = 1;
+    private const int RollupVersion = 2;
 
     private static readonly string[] RollupCounts = ["calls", "unpriced", "errors", "cache_hits", "routed", "truncated", "input", "cache_read", "cache_write", "output"];
     private static readonly string[] RollupMoney = ["cost", "s_routing", "s_response_cache", "s_prompt_cache", "s_batch", "s_compaction", "s_output_cap"];
@@ -40,9 +40,10 @@ public sealed partial class SqliteStore : IReportStore
             """;
         using var cmd = c.CreateCommand();
         cmd.CommandText = Table("rollup_hour") + Table("rollup_day") + """
-            CREATE TABLE IF NOT EXISTS rollup_runs (run_id TEXT PRIMARY KEY, feature TEXT, first_s INTEGER NOT NULL, last_s INTEGER NOT NULL,
-              calls INTEGER NOT NULL, cost TEXT NOT NULL, ended INTEGER NOT NULL);
-            CREATE INDEX IF NOT EXISTS rollup_runs_last ON rollup_runs(last_s);
+            DROP TABLE IF EXISTS rollup_runs;
+            CREATE TABLE IF NOT EXISTS rollup_run_ids (run_id TEXT PRIMARY KEY) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS rollup_run_day (day INTEGER NOT NULL, feature TEXT NOT NULL, runs INTEGER NOT NULL, ended INTEGER NOT NULL,
+              calls INTEGER NOT NULL, cost TEXT NOT NULL, PRIMARY KEY (day, feature)) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
             """;
         cmd.ExecuteNonQuery();
@@ -59,7 +60,7 @@ public sealed partial class SqliteStore : IReportStore
         using (var clear = c.CreateCommand())
         {
             clear.Transaction = tx;
-            clear.CommandText = "DELETE FROM rollup_hour; DELETE FROM rollup_day; DELETE FROM rollup_runs;";
+            clear.CommandText = "DELETE FROM rollup_hour; DELETE FROM rollup_day; DELETE FROM rollup_run_ids; DELETE FROM rollup_run_day;";
             clear.ExecuteNonQuery();
         }
         long after = long.MinValue;
@@ -122,26 +123,41 @@ public sealed partial class SqliteStore : IReportStore
                 cmd.ExecuteNonQuery();
             }
         }
-        using var runs = c.CreateCommand();
-        runs.Transaction = tx;
-        runs.CommandText = """
-            INSERT INTO rollup_runs (run_id, feature, first_s, last_s, calls, cost, ended) VALUES ($id, $feature, $t, $t, 1, $cost, $ended)
-            ON CONFLICT(run_id) DO UPDATE SET feature = COALESCE(feature, excluded.feature), first_s = MIN(first_s, excluded.first_s),
-              last_s = MAX(last_s, excluded.last_s), calls = calls + 1, cost = dec_add(cost, excluded.cost), ended = MAX(ended, excluded.ended)
-            """;
-        var id = runs.Parameters.Add(new SqliteParameter("$id", null));
-        var feature = runs.Parameters.Add(new SqliteParameter("$feature", null));
-        var time = runs.Parameters.Add(new SqliteParameter("$t", null));
-        var cost = runs.Parameters.Add(new SqliteParameter("$cost", null));
-        var ended = runs.Parameters.Add(new SqliteParameter("$ended", null));
+        // runs: counted once, on the day and feature of the first call seen; calls, cost and ends on the day of each call
+        using var newRun = c.CreateCommand();
+        newRun.Transaction = tx;
+        newRun.CommandText = "INSERT INTO rollup_run_ids (run_id) VALUES ($id) ON CONFLICT DO NOTHING";
+        var id = newRun.Parameters.Add(new SqliteParameter("$id", null));
+        var perDay = new Dictionary<(long Day, string Feature), (long Runs, long Ended, long Calls, decimal Cost)>();
         foreach (var r in records)
         {
             if (r.RunId is null) continue;
             id.Value = r.RunId;
-            feature.Value = Db(r.Feature);
-            time.Value = r.Timestamp.ToUnixTimeSeconds();
-            cost.Value = Dec(r.Cost ?? 0);
-            ended.Value = r.RunEndReason is null ? 0 : 1;
+            var key = (LedgerRollup.BucketOf(r.Timestamp, LedgerRollup.Day), r.Feature ?? LedgerRollup.None);
+            var t = perDay.GetValueOrDefault(key);
+            perDay[key] = (t.Runs + newRun.ExecuteNonQuery(), t.Ended + (r.RunEndReason is null ? 0 : 1), t.Calls + 1, t.Cost + (r.Cost ?? 0));
+        }
+        if (perDay.Count == 0) return;
+        using var runs = c.CreateCommand();
+        runs.Transaction = tx;
+        runs.CommandText = """
+            INSERT INTO rollup_run_day (day, feature, runs, ended, calls, cost) VALUES ($day, $feature, $runs, $ended, $calls, $cost)
+            ON CONFLICT(day, feature) DO UPDATE SET runs = runs + excluded.runs, ended = ended + excluded.ended, calls = calls + excluded.calls, cost = dec_add(cost, excluded.cost)
+            """;
+        var day = runs.Parameters.Add(new SqliteParameter("$day", null));
+        var feature = runs.Parameters.Add(new SqliteParameter("$feature", null));
+        var n = runs.Parameters.Add(new SqliteParameter("$runs", null));
+        var ended = runs.Parameters.Add(new SqliteParameter("$ended", null));
+        var calls = runs.Parameters.Add(new SqliteParameter("$calls", null));
+        var cost = runs.Parameters.Add(new SqliteParameter("$cost", null));
+        foreach (var ((d, f), t) in perDay)
+        {
+            day.Value = d;
+            feature.Value = f;
+            n.Value = t.Runs;
+            ended.Value = t.Ended;
+            calls.Value = t.Calls;
+            cost.Value = Dec(t.Cost);
             runs.ExecuteNonQuery();
         }
     }
@@ -178,11 +194,14 @@ public sealed partial class SqliteStore : IReportStore
 
     public Task<IReadOnlyList<RunCostRow>> RunCostsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken)
     {
+        // whole UTC days: a run is counted on the day it started
+        var fromDay = LedgerRollup.BucketOf(from, LedgerRollup.Day);
+        var toDay = LedgerRollup.BucketOf(to, LedgerRollup.Day) + (to.ToUnixTimeSeconds() % LedgerRollup.Day == 0 ? 0 : LedgerRollup.Day);
         IReadOnlyList<RunCostRow> rows = Query("""
-            SELECT COALESCE(feature, '(none)'), COUNT(*), SUM(ended), SUM(calls), dec_sum(cost) FROM rollup_runs
-            WHERE last_s >= $from AND last_s < $to GROUP BY 1
+            SELECT feature, SUM(runs), SUM(ended), SUM(calls), dec_sum(cost) FROM rollup_run_day
+            WHERE day >= $from AND day < $to GROUP BY feature HAVING SUM(runs) > 0
             """, r => new RunCostRow(r.GetString(0), r.GetInt64(1), r.GetInt64(2), r.GetInt64(3), ParseDec(r.GetString(4))),
-            ("$from", from.ToUnixTimeSeconds()), ("$to", to.ToUnixTimeSeconds())).OrderByDescending(x => x.Cost).ToArray();
+            ("$from", fromDay), ("$to", toDay)).OrderByDescending(x => x.Cost).ToArray();
         return Task.FromResult(rows);
     }
 }

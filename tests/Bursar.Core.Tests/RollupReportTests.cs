@@ -97,7 +97,7 @@ public sealed class RollupReportTests : IDisposable
         {
             c.Open();
             using var cmd = c.CreateCommand();
-            cmd.CommandText = "DROP TABLE rollup_hour; DROP TABLE rollup_day; DROP TABLE rollup_runs; DELETE FROM meta;";
+            cmd.CommandText = "DROP TABLE rollup_hour; DROP TABLE rollup_day; DROP TABLE rollup_run_ids; DROP TABLE rollup_run_day; DELETE FROM meta;";
             cmd.ExecuteNonQuery();
         }
         SqliteConnection.ClearAllPools();

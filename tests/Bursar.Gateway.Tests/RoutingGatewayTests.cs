@@ -20,6 +20,7 @@ public sealed class RoutingFixture : GatewayFixture
         "--Bursar:Routing:Routes:3:Name=fallback", "--Bursar:Routing:Routes:3:Task=fallback", "--Bursar:Routing:Routes:3:Model=gpt-4o",
         "--Bursar:Routing:Routes:3:Fallbacks:0=gpt-small-window", "--Bursar:Routing:Routes:3:Fallbacks:1=claude-haiku-4-5",
         "--Bursar:Routing:Cooldown=00:00:30",
+        "--Bursar:Routing:Routes:4:Name=learned", "--Bursar:Routing:Routes:4:Task=learned", "--Bursar:Routing:Routes:4:LearnMaxTokens=true",
         "--Bursar:Prices:1:Model=gpt-small-window", "--Bursar:Prices:1:Provider=openai", "--Bursar:Prices:1:Input=0.1", "--Bursar:Prices:1:Output=0.4", "--Bursar:Prices:1:ContextWindow=50",
     ];
 }
@@ -130,6 +131,26 @@ public sealed class RoutingGatewayTests(RoutingFixture gw)
         var second = (await gw.LedgerAsync(feature, 2)).OrderBy(r => r.Timestamp).Last();
         Assert.StartsWith("claude-haiku-4-5", second.ServedModel);
         Assert.Contains("cooling down", second.RoutingReason);
-        Assert.True(gw.Services.GetService(typeof(Bursar.Gateway.Proxy.DeploymentHealth)) is Bursar.Gateway.Proxy.DeploymentHealth h && h.IsCooling("openai"));
+        Assert.True(gw.Services.GetService(typeof(Bursar.Gateway.Routing.DeploymentHealth)) is Bursar.Gateway.Routing.DeploymentHealth h && h.IsCooling("openai"));
+    }
+
+    [Fact]
+    public async Task A_learned_cap_comes_from_the_routes_ledger_and_caps_the_next_call()
+    {
+        var feature = "learned-" + Guid.NewGuid().ToString("N")[..8];
+        var (status, body) = await Send("learned", feature, "Before any data [[sim:tokens=300]]");
+        Assert.True((int)body!["usage"]!["completion_tokens"]! >= 300); // nothing learned yet: no cap
+        for (var i = 0; i < 30; i++) await Send("learned", feature, $"Answer {i} [[sim:tokens={20 + i % 20}]]");
+        var rows = await gw.LedgerAsync(feature, 31);
+        var service = (Bursar.Gateway.Routing.OutputCapService)gw.Services.GetService(typeof(Bursar.Gateway.Routing.OutputCapService))!;
+        await service.RecomputeAsync(default);
+        var learner = (Bursar.Core.Routing.OutputCapLearner)gw.Services.GetService(typeof(Bursar.Core.Routing.OutputCapLearner))!;
+        var cap = Assert.Single(learner.Caps, c => c.Route == "learned");
+        var outputs = rows.Select(r => r.OutputTokens).Order().ToArray();
+        Assert.Equal((int)Math.Ceiling(outputs[(int)Math.Ceiling(0.95 * outputs.Length) - 1] * 1.1), cap.Cap);
+        (status, body) = await Send("learned", feature, "A verbose one [[sim:tokens=300]]");
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal(cap.Cap, (int)body!["usage"]!["completion_tokens"]!);
+        Assert.Equal("length", (string?)body["choices"]![0]!["finish_reason"]);
     }
 }

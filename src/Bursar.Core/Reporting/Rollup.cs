@@ -188,6 +188,6 @@ public interface IReportStore
     /// <summary>Totals per group and UTC day for a window (widened to whole hours). <see cref="ReportDimension.Day"/> groups everything per day.</summary>
     Task<RollupSlice> SliceAsync(ReportDimension by, DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken);
 
-    /// <summary>Runs whose last call falls in the window, grouped by feature.</summary>
+    /// <summary>Runs started on the window's UTC days (a run counts on the day of its first call), grouped by feature, with the calls and cost of those days.</summary>
     Task<IReadOnlyList<RunCostRow>> RunCostsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken);
 }

@@ -131,7 +131,10 @@ public static class GatewayHost
         services.AddSingleton<VolatilePrefixDetector>();
         services.AddSingleton<PrefixFingerprint>();
         services.AddSingleton(sp => new PromptCachePlacer(sp.GetRequiredService<TokenCounter>(), sp.GetRequiredService<TimeProvider>()));
-        services.AddSingleton<DeploymentHealth>();
+        services.AddSingleton<Bursar.Gateway.Routing.DeploymentHealth>();
+        services.AddSingleton<Bursar.Core.Routing.OutputCapLearner>();
+        services.AddSingleton<Bursar.Gateway.Routing.OutputCapService>();
+        services.AddHostedService(sp => sp.GetRequiredService<Bursar.Gateway.Routing.OutputCapService>());
         services.AddSingleton<ProxyPipeline>();
         services.AddMetrics();
         // OpenTelemetry: Prometheus text at /metrics always; OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set

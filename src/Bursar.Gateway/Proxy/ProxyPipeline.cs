@@ -40,7 +40,8 @@ public sealed partial class ProxyPipeline(
     Bursar.Core.Routing.ComplexityRouter router,
     UpstreamClient upstream,
     PrefixFingerprint prefixes,
-    DeploymentHealth health,
+    Bursar.Gateway.Routing.DeploymentHealth health,
+    Bursar.Core.Routing.OutputCapLearner caps,
     CallMeter meter,
     BursarOptions options,
     TimeProvider time,
@@ -133,7 +134,8 @@ public sealed partial class ProxyPipeline(
                 try { call.Prefix = prefixes.Of(target, PromptCachePlacer.SystemText(Parsed())); }
                 catch (Exception e) when (IsBadJson(e)) { /* the upstream builder names the fault */ }
             }
-            var maxTokens = route?.MaxTokens is { } routeCap && (scan.MaxTokens is null || scan.MaxTokens > routeCap) ? routeCap : scan.MaxTokens;
+            var routeCap = route is null ? null : caps.CapFor(route); // fixed, or learned from the ledger
+            var maxTokens = routeCap is { } cap && (scan.MaxTokens is null || scan.MaxTokens > cap) ? cap : scan.MaxTokens;
             var deployment = registry.Find(target);
             if (deployment is null)
             {
@@ -252,8 +254,8 @@ public sealed partial class ProxyPipeline(
                         Node()["model"] = model;
                         modified = true;
                     }
-                    if (route is not null && (route.MaxTokens is not null || route.Stop.Length > 0))
-                        modified |= Bursar.Core.Routing.OutputCaps.Apply(Node(), deployment.Dialect == Dialect.Anthropic, route.MaxTokens, route.Stop);
+                    if (route is not null && (routeCap is not null || route.Stop.Length > 0))
+                        modified |= Bursar.Core.Routing.OutputCaps.Apply(Node(), deployment.Dialect == Dialect.Anthropic, routeCap, route.Stop);
                     if (dialect == Dialect.OpenAI && deployment.Dialect == Dialect.OpenAI && scan.Stream && !scan.IncludeUsage)
                     {
                         // no streamed call goes unmetered: ask for usage, strip the extra chunk on the way back

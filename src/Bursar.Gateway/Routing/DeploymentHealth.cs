@@ -1,6 +1,6 @@
 using System.Collections.Concurrent;
 
-namespace Bursar.Gateway.Proxy;
+namespace Bursar.Gateway.Routing;
 
 /// <summary>Per-deployment cooldowns: a deployment that failed (429, 5xx, 529, timeout) is tried last by fallback chains until its cooldown ends.</summary>
 public sealed class DeploymentHealth(TimeProvider time)
