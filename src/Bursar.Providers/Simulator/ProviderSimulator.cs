@@ -42,6 +42,28 @@ public sealed partial class ProviderSimulator
 
     public PromptCacheModel Cache { get; }
 
+    private Dictionary<string, (bool Weak, bool Strong)>? _labeled;
+
+    /// <summary>The labeled prompts of <see cref="SimulatorOptions.LabeledSets"/>, loaded on first use.</summary>
+    private Dictionary<string, (bool Weak, bool Strong)> Labeled => LazyInitializer.EnsureInitialized(ref _labeled, () =>
+    {
+        var map = new Dictionary<string, (bool, bool)>(StringComparer.Ordinal);
+        foreach (var set in _options.LabeledSets)
+            foreach (var p in Bursar.Core.Routing.RoutingDataset.Load(set))
+                map.TryAdd(p.Prompt.Trim(), (p.WeakCorrect, p.StrongCorrect));
+        return map;
+    });
+
+    /// <summary>For a labeled prompt: whether <paramref name="model"/> answers it correctly, as the recorded strong or weak model did.</summary>
+    public bool? Graded(string model, string lastUser)
+    {
+        if (_options.LabeledSets.Count == 0 || !Labeled.TryGetValue(lastUser.Trim(), out var label)) return null;
+        var strong = _options.StrongModels.Count > 0
+            ? _options.StrongModels.Any(m => model.StartsWith(m, StringComparison.Ordinal))
+            : Bursar.Core.Routing.TierLadders.Locate(model) is { } at && at.Tier == at.Ladder.Length - 1;
+        return strong ? label.Strong : label.Weak;
+    }
+
     public SimulatorOptions Options => _options;
 
     /// <summary>Requests served, by path.</summary>
@@ -188,7 +210,8 @@ public sealed partial class ProviderSimulator
     /// <summary>The deterministic text reply both dialects give: after a tool result it quotes the result; stop sequences cut it.</summary>
     private TextReply TextAnswer(string model, string lastUser, string allText, long maxTokens, string? toolResult, IReadOnlyList<string> stops)
     {
-        var prefix = toolResult is not null ? $"Based on the tool result ({Truncate(toolResult, 60)}):" : null;
+        var prefix = toolResult is not null ? $"Based on the tool result ({Truncate(toolResult, 60)}):"
+            : Graded(model, lastUser) is { } correct ? (correct ? "[[graded:correct]]" : "[[graded:wrong]]") : null;
         var (text, tokens, truncated) = Answer(model, lastUser, RequestedOutputTokens(allText), maxTokens, prefix);
         var (cut, stop) = ApplyStop(text, stops);
         return new TextReply(cut, stop is null ? tokens : _counter.Count(model, cut), truncated, stop);

@@ -17,6 +17,16 @@ public sealed class SimulatorOptions
     /// <summary>Anthropic minimum cacheable prefix for models the price catalog does not know. Default 1024.</summary>
     public int DefaultAnthropicMinCacheTokens { get; set; } = 1024;
 
+    /// <summary>
+    /// Labeled prompt sets (RouteLLM csv folders or files): a request whose newest user turn is one of their prompts is answered correctly
+    /// or not as the recorded strong or weak model did, marked <c>[[graded:correct]]</c> or <c>[[graded:wrong]]</c>, so routing quality can be
+    /// measured end to end through the gateway. Default none.
+    /// </summary>
+    public List<string> LabeledSets { get; set; } = [];
+
+    /// <summary>Models that answer labeled prompts as the recorded strong model; others answer as the weak one. Default: the top rung of each tier ladder.</summary>
+    public List<string> StrongModels { get; set; } = [];
+
     /// <summary>Faults to inject into the next requests, in order (tests and chaos drills).</summary>
     public SimulatorFaults Faults { get; } = new();
 
@@ -28,6 +38,8 @@ public sealed class SimulatorOptions
             TokensPerSecond = TokensPerSecond,
             OpenAICacheTtl = OpenAICacheTtl,
             DefaultAnthropicMinCacheTokens = DefaultAnthropicMinCacheTokens,
+            LabeledSets = [.. LabeledSets],
+            StrongModels = [.. StrongModels],
         };
         return c;
     }
