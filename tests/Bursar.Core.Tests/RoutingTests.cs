@@ -86,4 +86,22 @@ public sealed class WhatIfExampleTests
         Assert.True(ladder.Steps[0].MonthlyCost < ladder.BaselineMonthly);
         Assert.Contains("classification -> gpt-4.1-nano", ladder.Steps[1].Assumption);
     }
+
+    [Fact]
+    public void A_ladder_route_is_replayed_with_its_calibrated_shares()
+    {
+        var t0 = new DateTimeOffset(2026, 11, 1, 0, 0, 0, TimeSpan.Zero);
+        var records = Enumerable.Range(0, 2000).Select(i => new Bursar.Core.Ledger.LedgerRecord
+        {
+            Id = "call" + i, Timestamp = t0.AddMinutes(i), Dialect = "openai", Outcome = "ok", Feature = "support",
+            RequestedModel = "gpt-4.1", ServedModel = "gpt-4.1", InputTokens = 1000, OutputTokens = 100, Priced = true,
+        }).ToArray();
+        var routes = new Bursar.Core.Routing.RoutingOptions { Routes = [new Bursar.Core.Routing.RoutePolicy { Name = "support", Feature = "support", Ladder = ["gpt-4.1-nano", "gpt-4.1"], StrongShare = 0.3, ConfidenceMargin = 0 }] };
+        var catalog = new Bursar.Core.Pricing.PriceCatalog(Bursar.Core.Pricing.PriceFiles.LoadBuiltIn());
+        var ladder = Bursar.Core.Advisor.WhatIfSimulator.Run(records, catalog, new Bursar.Core.Advisor.WhatIfAssumptions { Routes = routes }, t0, t0.AddDays(2));
+        // 70% of calls to nano ($0.10/$0.40) and 30% stay on gpt-4.1 ($2/$8): 0.7 x 0.05 + 0.3 = 0.335 of the bill
+        var share = ladder.Steps[1].WindowCost / ladder.Steps[0].WindowCost;
+        Assert.InRange(share, 0.30m, 0.37m);
+        Assert.Contains("support -> gpt-4.1-nano", ladder.Steps[1].Assumption);
+    }
 }

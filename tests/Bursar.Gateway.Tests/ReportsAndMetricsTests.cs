@@ -66,4 +66,29 @@ public sealed class ReportsAndMetricsTests(GatewayFixture gw)
         Assert.Contains("bursar_calls", text);
         Assert.Contains("gen_ai_client_operation_duration_seconds", text);
     }
+
+    [Fact]
+    public async Task Each_call_emits_a_span_with_the_genai_usage_attributes()
+    {
+        var feature = "span-" + Guid.NewGuid().ToString("N")[..8];
+        var spans = new System.Collections.Concurrent.ConcurrentBag<System.Diagnostics.Activity>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = s => s.Name == Bursar.Gateway.Metering.CallMeter.MeterName,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = a => { if ((string?)a.GetTagItem("bursar.feature") == feature) spans.Add(a); },
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        using (var resp = await gw.Http.SendAsync(gw.Post("/v1/chat/completions", Chat("trace me " + feature), feature: feature)))
+            Assert.Equal(HttpStatusCode.OK, resp.StatusCode);
+        var row = Assert.Single(await gw.LedgerAsync(feature));
+        var span = Assert.Single(spans);
+        Assert.Equal("chat gpt-4o-mini", span.DisplayName);
+        Assert.Equal("chat", span.GetTagItem("gen_ai.operation.name"));
+        Assert.Equal("gpt-4o-mini", span.GetTagItem("gen_ai.request.model"));
+        Assert.Equal(row.Usage.TotalInputTokens, span.GetTagItem("gen_ai.usage.input_tokens"));
+        Assert.Equal(row.OutputTokens, span.GetTagItem("gen_ai.usage.output_tokens"));
+        Assert.Equal(row.CacheReadTokens, span.GetTagItem("gen_ai.usage.cache_read.input_tokens"));
+        Assert.Equal(row.Cost!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture), span.GetTagItem("bursar.cost_usd"));
+    }
 }

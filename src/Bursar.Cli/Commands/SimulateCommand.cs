@@ -19,8 +19,9 @@ internal static class SimulateCommand
         var trim = new Option<decimal>("--context-trim") { Description = "Tighter context: share of uncached input trimmed on long prompts (default 0.20)", DefaultValueFactory = _ => 0.20m };
         var ttl = new Option<int>("--cache-ttl-minutes") { Description = "Prompt caching: a prefix re-sent within this many minutes is a cache read (default 5)", DefaultValueFactory = _ => 5 };
         var format = new Option<string>("--format") { Description = "table or json", DefaultValueFactory = _ => "table" };
+        var importFile = new Option<FileInfo?>("--import") { Description = "Replay a call log (CSV or JSONL, as `bursar import` reads it) instead of the ledger, without writing it" };
         var cmd = new Command("simulate", "What-if: replay the ledger through the levers one at a time (output caps, tier routing, prompt caching, batch, tighter context) and print the monthly cost after each")
-            { days, example, percentile, margin, routes, deferrable, trim, ttl, format };
+            { days, example, percentile, margin, routes, deferrable, trim, ttl, format, importFile };
         cmd.SetAction(async (pr, ct) =>
         {
             WhatIfLadder ladder;
@@ -56,12 +57,28 @@ internal static class SimulateCommand
                     }
                 }
                 var store = CliOptions.OpenStore(pr);
-                var to = TimeProvider.System.GetUtcNow();
-                var from = to.AddDays(-pr.GetValue(days));
-                Console.Error.WriteLine($"reading the ledger from {from:yyyy-MM-dd HH:mm} UTC...");
-                var records = await store.ReadAsync(new LedgerQuery { From = from, To = to, Limit = int.MaxValue }, ct);
-                Console.Error.WriteLine($"replaying {records.Count:N0} calls through 5 levers...");
-                ladder = WhatIfSimulator.Run(records, Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions()), a, from, to);
+                var catalog = Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions());
+                if (pr.GetValue(importFile) is { } log)
+                {
+                    if (!log.Exists) { await Console.Error.WriteLineAsync($"simulate: no file at '{log.FullName}'"); return 2; }
+                    using var reader = log.OpenText();
+                    var fmt = log.Name.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase) ? "jsonl" : "csv";
+                    var imported = Bursar.Core.Import.CallLogImporter.Read(reader, fmt, catalog, new Bursar.Core.Import.CallLogImportOptions());
+                    if (imported.Skipped.Count > 0) Console.Error.WriteLine($"{imported.Skipped.Count:N0} rows skipped (first: line {imported.Skipped[0].Line}: {imported.Skipped[0].Message})");
+                    if (imported.Records.Count == 0) { await Console.Error.WriteLineAsync("simulate: no rows to replay"); return 1; }
+                    var first = imported.Records.Min(r => r.Timestamp);
+                    var last = imported.Records.Max(r => r.Timestamp);
+                    ladder = WhatIfSimulator.Run(imported.Records, catalog, a, first, last.AddSeconds(1), log.Name);
+                }
+                else
+                {
+                    var to = TimeProvider.System.GetUtcNow();
+                    var from = to.AddDays(-pr.GetValue(days));
+                    Console.Error.WriteLine($"reading the ledger from {from:yyyy-MM-dd HH:mm} UTC...");
+                    var records = await store.ReadAsync(new LedgerQuery { From = from, To = to, Limit = int.MaxValue }, ct);
+                    Console.Error.WriteLine($"replaying {records.Count:N0} calls through 5 levers...");
+                    ladder = WhatIfSimulator.Run(records, catalog, a, from, to);
+                }
             }
             Console.Write(pr.GetValue(format) == "json"
                 ? JsonSerializer.Serialize(ladder, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }) + Environment.NewLine

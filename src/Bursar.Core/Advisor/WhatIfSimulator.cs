@@ -172,8 +172,10 @@ public static class WhatIfSimulator
             if (a.Routes is { } routes)
             {
                 var r = c.Source;
-                target = routes.Match(new Attribution.CallAttribution { Task = r.Task, Feature = r.Feature, Team = r.Team, KeyId = r.KeyId, Customer = r.Customer },
-                    r.RequestedModel ?? c.Model, r.Usage.TotalInputTokens)?.Model;
+                var route = routes.Match(new Attribution.CallAttribution { Task = r.Task, Feature = r.Feature, Team = r.Team, KeyId = r.KeyId, Customer = r.Customer },
+                    r.RequestedModel ?? c.Model, r.Usage.TotalInputTokens);
+                // a ladder sends calls to its rungs in the shares its calibration gives: each call lands at a fixed, uniform place in the score distribution
+                target = route is { Ladder.Length: > 0 } ? route.Rung(UniformOf(r.Id)).Model : route?.Model;
             }
             else target = a.TaskTiers.TryGetValue(c.Task, out var tier) ? TierLadders.Rung(c.Model, tier) : null;
             if (target is null || target == c.Model || catalog.Find(target).Price is not { } price) continue;
@@ -187,6 +189,8 @@ public static class WhatIfSimulator
         return $"{Pct(share)} of calls move to a cheaper tier ({string.Join(", ", moved.OrderByDescending(m => m.Value).Take(5).Select(m => $"{m.Key}: {m.Value:N0}"))}); same tokens, the new model's price"
             + (a.Routes is null ? "; untagged calls stay on their model" : " (configured route policies)");
     }
+
+    private static double UniformOf(string id) => System.IO.Hashing.XxHash64.HashToUInt64(System.Text.Encoding.UTF8.GetBytes(id)) / (double)ulong.MaxValue;
 
     private static string PromptCaching(List<Call> calls, WhatIfAssumptions a)
     {
