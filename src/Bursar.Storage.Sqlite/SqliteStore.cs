@@ -13,7 +13,7 @@ namespace Bursar.Storage.Sqlite;
 /// The embedded default store: one SQLite file in WAL mode holding the ledger, virtual keys and imported prices.
 /// Money is stored as exact decimal text, never as floating point.
 /// </summary>
-public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLimitStore
+public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLimitStore, Bursar.Core.Routing.IRouteStore
 {
     private readonly string _connectionString;
 
@@ -70,6 +70,7 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
             CREATE TABLE IF NOT EXISTS prices (model TEXT PRIMARY KEY, source TEXT NOT NULL, entry TEXT NOT NULL, imported_at TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS budgets (id TEXT PRIMARY KEY, scope TEXT NOT NULL, value TEXT, period TEXT NOT NULL, limit_usd TEXT NOT NULL, soft_fraction TEXT NOT NULL, time_zone TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS rate_limits (scope TEXT NOT NULL, value TEXT NOT NULL, rpm INTEGER, tpm INTEGER, PRIMARY KEY (scope, value));
+            CREATE TABLE IF NOT EXISTS routes (name TEXT PRIMARY KEY, priority INTEGER NOT NULL, policy TEXT NOT NULL);
             """;
         cmd.ExecuteNonQuery();
         // columns added after the first release: add them to older files
@@ -383,4 +384,24 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
 
     public Task<bool> DeleteRateLimitAsync(RateLimitScope scope, string value, CancellationToken cancellationToken) =>
         Task.FromResult(NonQuery("DELETE FROM rate_limits WHERE scope = $s AND value = $v", ("$s", scope.ToString()), ("$v", value)) > 0);
+
+    // ---------------------------------------------------------------- routes
+
+    public Task<IReadOnlyList<Bursar.Core.Routing.StoredRoute>> ListRoutesAsync(CancellationToken cancellationToken) =>
+        Task.FromResult<IReadOnlyList<Bursar.Core.Routing.StoredRoute>>(Query("SELECT name, priority, policy FROM routes ORDER BY priority, name", r =>
+        {
+            var policy = Bursar.Core.Routing.StoredRoute.Parse(r.GetString(2));
+            policy.Name = r.GetString(0);
+            return new Bursar.Core.Routing.StoredRoute(r.GetString(0), (int)r.GetInt64(1), policy);
+        }));
+
+    public Task UpsertRouteAsync(Bursar.Core.Routing.StoredRoute route, CancellationToken cancellationToken)
+    {
+        NonQuery("INSERT INTO routes (name, priority, policy) VALUES ($n, $p, $j) ON CONFLICT(name) DO UPDATE SET priority = excluded.priority, policy = excluded.policy",
+            ("$n", route.Name), ("$p", route.Priority), ("$j", route.ToJson()));
+        return Task.CompletedTask;
+    }
+
+    public Task<bool> DeleteRouteAsync(string name, CancellationToken cancellationToken) =>
+        Task.FromResult(NonQuery("DELETE FROM routes WHERE name = $n", ("$n", name)) > 0);
 }

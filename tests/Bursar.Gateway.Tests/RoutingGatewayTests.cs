@@ -153,4 +153,42 @@ public sealed class RoutingGatewayTests(RoutingFixture gw)
         Assert.Equal(cap.Cap, (int)body!["usage"]!["completion_tokens"]!);
         Assert.Equal("length", (string?)body["choices"]![0]!["finish_reason"]);
     }
+
+    [Fact]
+    public async Task Routes_put_through_the_admin_api_take_effect_at_once_and_are_validated()
+    {
+        var feature = "api-" + Guid.NewGuid().ToString("N")[..8];
+        var (status, body) = await gw.AdminAsync(HttpMethod.Put, "/admin/routes/api-route",
+            new Dictionary<string, object> { ["feature"] = feature, ["model"] = "gpt-4.1-nano", ["max_tokens"] = 7, ["priority"] = 0 });
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal("stored", (string?)body!["source"]);
+        var (_, answer) = await Send("anything", feature, "Tell me a long story [[sim:tokens=100]]");
+        Assert.Equal(7, (int)answer!["usage"]!["completion_tokens"]!);
+        var row = Assert.Single(await gw.LedgerAsync(feature));
+        Assert.Equal(("api-route", "gpt-4.1"), (row.Route, row.RequestedModel));
+        Assert.StartsWith("gpt-4.1-nano", row.ServedModel);
+
+        (status, body) = await gw.AdminAsync(HttpMethod.Get, "/admin/routes");
+        var routes = body!["routes"]!.AsArray();
+        Assert.Equal("api-route", (string?)routes[0]!["name"]); // stored routes come first
+        Assert.Contains(routes, r => (string?)r!["name"] == "classify" && (string?)r["source"] == "configuration");
+
+        (status, body) = await gw.AdminAsync(HttpMethod.Put, "/admin/routes/bad", new Dictionary<string, object> { ["model"] = "nowhere-model" });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("'nowhere-model'", (string)body!["detail"]!);
+        Assert.Contains("route 'bad'", (string)body["detail"]!);
+        (status, body) = await gw.AdminAsync(HttpMethod.Put, "/admin/routes/bad", new Dictionary<string, object> { ["max_tokens"] = "lots" });
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("max_tokens", (string)body!["detail"]!);
+
+        (status, _) = await gw.AdminAsync(HttpMethod.Delete, "/admin/routes/api-route");
+        Assert.Equal(HttpStatusCode.NoContent, status);
+        (status, _) = await gw.AdminAsync(HttpMethod.Delete, "/admin/routes/api-route");
+        Assert.Equal(HttpStatusCode.NotFound, status);
+        await Send("anything", feature, "Again [[sim:tokens=20]]");
+        var second = (await gw.LedgerAsync(feature, 2)).OrderBy(r => r.Timestamp).Last();
+        Assert.Null(second.Route);
+        Assert.StartsWith("gpt-4.1", second.ServedModel);
+        Assert.DoesNotContain("nano", second.ServedModel);
+    }
 }

@@ -11,7 +11,7 @@ public sealed record LearnedCap(string Route, int Cap, int Calls, long P95, doub
 /// A cap that cuts off more than the route's <see cref="RoutePolicy.MaxTruncationRate"/> of calls is raised by half and never learned
 /// below that again, so a cap cannot lock itself in by truncating the data it learns from.
 /// </summary>
-public sealed class OutputCapLearner(RoutingOptions routing, TimeProvider time)
+public sealed class OutputCapLearner(Func<RoutingOptions> routing, TimeProvider time)
 {
     /// <summary>Calls a route needs before its cap is learned (fewer: the route's fixed <see cref="RoutePolicy.MaxTokens"/> applies).</summary>
     public const int MinCalls = 20;
@@ -19,6 +19,8 @@ public sealed class OutputCapLearner(RoutingOptions routing, TimeProvider time)
     public const double RaiseFactor = 1.5;
 
     private readonly ConcurrentDictionary<string, LearnedCap> _caps = new(StringComparer.Ordinal);
+
+    public OutputCapLearner(RoutingOptions routing, TimeProvider time) : this(() => routing, time) { }
 
     /// <summary>The cap to apply on the route now: the learned one, else its fixed <see cref="RoutePolicy.MaxTokens"/>.</summary>
     public int? CapFor(RoutePolicy route) => route.LearnMaxTokens && _caps.TryGetValue(route.Name, out var c) ? c.Cap : route.MaxTokens;
@@ -32,7 +34,7 @@ public sealed class OutputCapLearner(RoutingOptions routing, TimeProvider time)
             .ToDictionary(g => g.Key, g => g.ToArray(), StringComparer.Ordinal);
         var changed = new List<LearnedCap>();
         var now = time.GetUtcNow();
-        foreach (var route in routing.Routes.Where(r => r.LearnMaxTokens))
+        foreach (var route in routing().Routes.Where(r => r.LearnMaxTokens))
         {
             if (!byRoute.TryGetValue(route.Name, out var rows) || rows.Length < MinCalls) continue;
             _caps.TryGetValue(route.Name, out var current);

@@ -38,12 +38,13 @@ public static class ReportsApi
     }
 
     /// <summary>The what-if ladder over the last <c>days</c> (default 30) of the ledger, with the gateway's own route policies when it has any.</summary>
-    private static async Task<Results<Ok<WhatIfLadder>, ProblemHttpResult>> WhatIfAsync(int? days, ILedgerStore ledger, PriceCatalog catalog, RoutingOptions routing, TimeProvider time, CancellationToken ct)
+    private static async Task<Results<Ok<WhatIfLadder>, ProblemHttpResult>> WhatIfAsync(int? days, ILedgerStore ledger, PriceCatalog catalog, RouteTable routes, TimeProvider time, CancellationToken ct)
     {
         if (days is <= 0 or > 366) return TypedResults.Problem(statusCode: 400, title: "Bad report window", detail: $"days={days} must be between 1 and 366.");
         var to = time.GetUtcNow();
         var from = to.AddDays(-(days ?? 30));
         var records = await ledger.ReadAsync(new LedgerQuery { From = from, To = to, Limit = MaxWhatIfCalls }, ct);
+        var routing = routes.Current;
         var assumptions = new WhatIfAssumptions { Routes = routing.Routes.Count > 0 ? routing : null };
         return TypedResults.Ok(WhatIfSimulator.Run(records, catalog, assumptions, from, to));
     }

@@ -132,7 +132,10 @@ public static class GatewayHost
         services.AddSingleton<PrefixFingerprint>();
         services.AddSingleton(sp => new PromptCachePlacer(sp.GetRequiredService<TokenCounter>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<Bursar.Gateway.Routing.DeploymentHealth>();
-        services.AddSingleton<Bursar.Core.Routing.OutputCapLearner>();
+        services.AddSingleton(sp => new Bursar.Core.Routing.RouteTable(sp.GetRequiredService<Bursar.Core.Routing.RoutingOptions>()));
+        services.AddSingleton<Bursar.Core.Routing.IRouteStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<Bursar.Gateway.Routing.RouteLoader>();
+        services.AddSingleton(sp => new Bursar.Core.Routing.OutputCapLearner(() => sp.GetRequiredService<Bursar.Core.Routing.RouteTable>().Current, sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<Bursar.Gateway.Routing.OutputCapService>();
         services.AddHostedService(sp => sp.GetRequiredService<Bursar.Gateway.Routing.OutputCapService>());
         services.AddSingleton<ProxyPipeline>();
@@ -171,14 +174,15 @@ public static class GatewayHost
         app.MapHealthApi();
         app.MapAdminApi();
         app.MapReportsApi();
+        app.MapRoutesApi();
         app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapDashboard();
         return app;
     }
 }
 
-/// <summary>Loads budgets and rate limits from the store at start (the admin API reloads them on change).</summary>
-internal sealed class PolicyLoader(BudgetManager budgets, RateLimiter limiter, IRateLimitStore limits, BursarOptions options, TimeProvider time, ILogger<PolicyLoader> logger) : IHostedService
+/// <summary>Loads budgets, rate limits and stored routes from the store at start and every refresh interval (the admin API reloads them on change).</summary>
+internal sealed class PolicyLoader(BudgetManager budgets, RateLimiter limiter, IRateLimitStore limits, Bursar.Gateway.Routing.RouteLoader routes, BursarOptions options, TimeProvider time, ILogger<PolicyLoader> logger) : IHostedService
 {
     private readonly CancellationTokenSource _stop = new();
     private Task? _loop;
@@ -206,6 +210,7 @@ internal sealed class PolicyLoader(BudgetManager budgets, RateLimiter limiter, I
         await budgets.ReloadAsync(ct).ConfigureAwait(false);
         var fresh = await limits.ListRateLimitsAsync(ct).ConfigureAwait(false);
         if (!fresh.SequenceEqual(limiter.Limits)) limiter.Load(fresh);
+        await routes.ReloadAsync(ct).ConfigureAwait(false);
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)

@@ -36,7 +36,7 @@ public sealed partial class ProxyPipeline(
     ResponseCacheOptions cacheOptions,
     CacheFillCoordinator fills,
     UpstreamRegistry registry,
-    Bursar.Core.Routing.RoutingOptions routing,
+    Bursar.Core.Routing.RouteTable routes,
     Bursar.Core.Routing.ComplexityRouter router,
     UpstreamClient upstream,
     PrefixFingerprint prefixes,
@@ -104,6 +104,7 @@ public sealed partial class ProxyPipeline(
                 return;
             }
             // route policies: the first matching route may serve another model (any provider) and cap the output
+            var routing = routes.Current; // one snapshot per request: the admin API may swap the table meanwhile
             var route = routing.Match(call.Attribution, scan.Model!, scan.EstimatedInputTokens);
             var target = route?.Model ?? scan.Model!;
             string? why = route?.Model is null ? null : $"policy: route '{route.Name}' serves {target} for {scan.Model}";

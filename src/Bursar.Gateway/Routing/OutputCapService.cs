@@ -6,7 +6,7 @@ using Microsoft.Extensions.Logging;
 namespace Bursar.Gateway.Routing;
 
 /// <summary>Recomputes learned output caps from the last 7 days of the ledger every <see cref="Interval"/> (only when a route learns its cap).</summary>
-public sealed partial class OutputCapService(OutputCapLearner learner, RoutingOptions routing, ILedgerStore ledger, TimeProvider time, ILogger<OutputCapService> logger) : BackgroundService
+public sealed partial class OutputCapService(OutputCapLearner learner, RouteTable routes, ILedgerStore ledger, TimeProvider time, ILogger<OutputCapService> logger) : BackgroundService
 {
     public static readonly TimeSpan Interval = TimeSpan.FromMinutes(5);
     public const int MaxRows = 200_000;
@@ -20,11 +20,11 @@ public sealed partial class OutputCapService(OutputCapLearner learner, RoutingOp
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        if (!routing.Routes.Any(r => r.LearnMaxTokens)) return;
         using var timer = new PeriodicTimer(Interval, time);
         do
         {
-            try { await RecomputeAsync(stoppingToken).ConfigureAwait(false); }
+            // routes can arrive later through the admin API: check each tick
+            try { if (routes.Current.Routes.Any(r => r.LearnMaxTokens)) await RecomputeAsync(stoppingToken).ConfigureAwait(false); }
             catch (Exception e) when (e is not OperationCanceledException) { LogFailed(logger, e.Message); }
         }
         while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false));
