@@ -117,6 +117,7 @@ public static class GatewayHost
         {
             var o = sp.GetRequiredService<Bursar.Core.Caching.Semantic.SemanticCacheOptions>();
             if (o.Generator == "local") return new Bursar.Core.Caching.Semantic.HashedNGramEmbeddingGenerator();
+            if (o.Generator == "onnx") return new Bursar.Embeddings.Onnx.OnnxEmbeddingGenerator(o.OnnxModelPath!, o.OnnxVocabPath!);
             // an OpenAI-compatible endpoint; with no key, the built-in Simulator serves embeddings (offline first)
             var simulated = string.IsNullOrEmpty(o.EmbeddingsApiKey);
             HttpMessageInvoker http = simulated

@@ -25,13 +25,19 @@ public sealed class SemanticCacheOptions
     public string? EmbeddingsApiKey { get; set; }
     public string EmbeddingsModel { get; set; } = "text-embedding-3-small";
 
+    /// <summary>For <c>Generator = onnx</c>: the sentence-encoder model file (e.g. all-MiniLM-L6-v2 exported to ONNX) and its <c>vocab.txt</c>.</summary>
+    public string? OnnxModelPath { get; set; }
+    public string? OnnxVocabPath { get; set; }
+
     public bool AppliesTo(string? feature) => Features.Contains("*") || (feature is not null && Features.Contains(feature, StringComparer.Ordinal));
 
     public void Validate()
     {
         if (Threshold is <= 0 or > 1) throw new InvalidOperationException($"Bursar:SemanticCache:Threshold must be in (0, 1], not {Threshold}.");
         if (MaxUserTurns < 1) throw new InvalidOperationException("Bursar:SemanticCache:MaxUserTurns must be at least 1.");
-        if (Generator is not ("local" or "openai")) throw new InvalidOperationException($"Bursar:SemanticCache:Generator must be 'local' or 'openai', not '{Generator}'.");
+        if (Generator is not ("local" or "openai" or "onnx")) throw new InvalidOperationException($"Bursar:SemanticCache:Generator must be 'local', 'openai' or 'onnx', not '{Generator}'.");
+        if (Generator == "onnx" && (string.IsNullOrEmpty(OnnxModelPath) || string.IsNullOrEmpty(OnnxVocabPath)))
+            throw new InvalidOperationException("Bursar:SemanticCache:Generator 'onnx' needs Bursar:SemanticCache:OnnxModelPath (the .onnx file) and OnnxVocabPath (its vocab.txt).");
         if (EmbeddingsBaseUrl is not null && !Uri.TryCreate(EmbeddingsBaseUrl, UriKind.Absolute, out _)) throw new InvalidOperationException($"Bursar:SemanticCache:EmbeddingsBaseUrl '{EmbeddingsBaseUrl}' is not an absolute URL.");
     }
 }
