@@ -11,14 +11,25 @@ internal static class EvalCommand
         var eval = new Command("eval", "Measure a lever on labeled data");
         var pairs = new Option<FileInfo>("--pairs") { Description = "Labeled pairs: QQP-style JSONL(.gz) {a, b, duplicate} or GPTCache's [{origin, similar}]", Required = true };
         var target = new Option<double>("--target-precision") { Description = "Precision the chosen threshold must reach on the calibration half", DefaultValueFactory = _ => 0.95 };
-        var semantic = new Command("semantic-cache", "Precision, recall and false-positive rate of the semantic cache per threshold, and the threshold that meets the target precision") { pairs, target };
+        var generatorOption = new Option<string>("--generator") { Description = "local (built-in) or onnx (with --onnx-model and --onnx-vocab)", DefaultValueFactory = _ => "local" };
+        var onnxModel = new Option<FileInfo?>("--onnx-model") { Description = "A BERT-style sentence encoder in ONNX format" };
+        var onnxVocab = new Option<FileInfo?>("--onnx-vocab") { Description = "Its vocab.txt" };
+        var semantic = new Command("semantic-cache", "Precision, recall and false-positive rate of the semantic cache per threshold, and the threshold that meets the target precision") { pairs, target, generatorOption, onnxModel, onnxVocab };
         semantic.SetAction((pr, ct) =>
         {
             var f = pr.GetValue(pairs)!;
             if (!f.Exists) { Console.Error.WriteLine($"No such file: {f.FullName}"); return Task.FromResult(2); }
             var data = SemanticCacheEvaluation.Load(f.FullName);
-            Console.WriteLine($"{data.Count:N0} pairs ({data.Count(p => p.Duplicate):N0} duplicates) from {f.Name}; generator: {HashedNGramEmbeddingGenerator.Name}, guards: numbers, negation, named entities");
-            var result = SemanticCacheEvaluation.Run(data, pr.GetValue(target), progress: new Progress<int>(n => Console.Error.Write($"\r  embedding {n:N0}/{data.Count:N0} pairs")));
+            Bursar.Embeddings.Onnx.OnnxEmbeddingGenerator? onnx = null;
+            if (pr.GetValue(generatorOption) == "onnx")
+            {
+                if (pr.GetValue(onnxModel) is not { } m || pr.GetValue(onnxVocab) is not { } v) { Console.Error.WriteLine("--generator onnx needs --onnx-model and --onnx-vocab"); return Task.FromResult(2); }
+                try { onnx = new Bursar.Embeddings.Onnx.OnnxEmbeddingGenerator(m.FullName, v.FullName); }
+                catch (Exception e) when (e is FileNotFoundException or InvalidDataException) { Console.Error.WriteLine(e.Message); return Task.FromResult(2); }
+            }
+            using var _ = onnx;
+            Console.WriteLine($"{data.Count:N0} pairs ({data.Count(p => p.Duplicate):N0} duplicates) from {f.Name}; generator: {(onnx is null ? HashedNGramEmbeddingGenerator.Name : "onnx " + onnx.Metadata.DefaultModelId)}, guards: numbers, negation, named entities");
+            var result = SemanticCacheEvaluation.Run(data, pr.GetValue(target), progress: new Progress<int>(n => Console.Error.Write($"\r  embedding {n:N0}/{data.Count:N0} pairs")), embed: onnx is null ? null : onnx.Embed);
             Console.Error.WriteLine();
             Console.WriteLine($"\nCalibration half ({result.CalibrationPairs:N0} pairs; IDF fitted here):");
             Console.WriteLine($"{"threshold",9} {"precision",10} {"recall",8} {"FP rate",8} {"hits",8}");

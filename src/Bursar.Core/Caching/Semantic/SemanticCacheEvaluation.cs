@@ -49,7 +49,7 @@ public static class SemanticCacheEvaluation
         return pairs;
     }
 
-    public static EvaluationResult Run(IReadOnlyList<LabeledPair> pairs, double targetPrecision = 0.95, int seed = 17, IProgress<int>? progress = null, bool fitIdf = false)
+    public static EvaluationResult Run(IReadOnlyList<LabeledPair> pairs, double targetPrecision = 0.95, int seed = 17, IProgress<int>? progress = null, bool fitIdf = false, Func<string, float[]>? embed = null)
     {
         var order = Enumerable.Range(0, pairs.Count).ToArray();
         new Random(seed).Shuffle(order);
@@ -58,6 +58,8 @@ public static class SemanticCacheEvaluation
         var generator = new HashedNGramEmbeddingGenerator();
         // the gateway's generator has no corpus to fit, so by default neither has the evaluation: thresholds carry over
         if (fitIdf) generator.Fit(calibration.SelectMany(p => new[] { p.A, p.B }));
+        // another generator (an ONNX encoder) can be measured the same way: it must return normalized vectors
+        embed ??= generator.Embed;
         var guardRejections = 0;
         (float Score, bool Guarded, bool Dup)[] Score(LabeledPair[] set, int offset)
         {
@@ -65,7 +67,7 @@ public static class SemanticCacheEvaluation
             Parallel.For(0, set.Length, i =>
             {
                 var p = set[i];
-                var score = TensorPrimitives.Dot(generator.Embed(p.A), generator.Embed(p.B));
+                var score = TensorPrimitives.Dot(embed(p.A), embed(p.B));
                 var ok = SemanticGuards.Compatible(p.A, p.B, out _);
                 if (!ok) Interlocked.Increment(ref guardRejections);
                 result[i] = (score, ok, p.Duplicate);
