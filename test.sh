@@ -12,12 +12,14 @@ trap cleanup EXIT
 # The .NET SDK comes with the machine; NuGet packages restore from the registry.
 # Node.js and npm (for the official openai and @anthropic-ai/sdk clients) come from Debian if missing.
 # Debian's Chromium (/usr/bin/chromium) for the dashboard's browser test, driven by Playwright for .NET.
-# (PostgreSQL and Redis join this list with the issues whose tests need them.)
+# Debian's redis-server for the shared response cache: the tests start their own servers on free ports and stop them.
+# (PostgreSQL joins this list with the issue whose tests need it.)
 command -v dotnet >/dev/null || { echo "The .NET 10 SDK is required (dotnet not on PATH)." >&2; exit 1; }
 sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
 need=()
 { command -v node >/dev/null && command -v npm >/dev/null; } || need+=(nodejs npm)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing from Debian: ${need[*]}"
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null

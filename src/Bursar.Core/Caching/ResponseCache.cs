@@ -9,17 +9,25 @@ namespace Bursar.Core.Caching;
 /// <summary>A stored answer: the exact bytes the caller received (JSON or SSE frames) and what the original call cost.</summary>
 public sealed record CachedResponse(byte[] Body, string ContentType, string? Model, decimal? CostUsd, long InputTokens, long OutputTokens, DateTimeOffset StoredAt);
 
-/// <summary>Where exact-cache entries live. In-process by default; a Redis store implements the same interface later.</summary>
+/// <summary>
+/// Where exact-cache entries live: in-process by default (<see cref="MemoryResponseCacheStore"/>), shared across gateway instances
+/// in Redis (<c>Bursar.Caching.Redis</c>). A store that cannot answer returns a miss; it never fails the call.
+/// </summary>
 public interface IResponseCacheStore
 {
-    bool TryGet(string key, out CachedResponse? response);
-    void Set(string key, CachedResponse response, TimeSpan ttl);
-    int Count { get; }
+    ValueTask<CachedResponse?> GetAsync(string key, CancellationToken cancellationToken);
+    ValueTask SetAsync(string key, CachedResponse response, TimeSpan ttl, CancellationToken cancellationToken);
 }
 
 /// <summary>Options of the exact response cache (<c>Bursar:ResponseCache</c>).</summary>
 public sealed class ResponseCacheOptions
 {
+    /// <summary>A Redis connection string (<c>localhost:6379</c>): the cache is shared by every gateway instance. Default none: in-process.</summary>
+    public string? Redis { get; set; }
+
+    /// <summary>How long a Redis read or write may take before it counts as a miss. Default 50 ms.</summary>
+    public TimeSpan RedisTimeout { get; set; } = TimeSpan.FromMilliseconds(50);
+
     public const string Section = "Bursar:ResponseCache";
 
     /// <summary>Serve identical deterministic requests from the cache. Default true.</summary>
@@ -50,6 +58,14 @@ public sealed class MemoryResponseCacheStore(ResponseCacheOptions options, TimeP
     private readonly ConcurrentQueue<string> _order = new();
 
     public int Count => _entries.Count;
+
+    public ValueTask<CachedResponse?> GetAsync(string key, CancellationToken cancellationToken) => new(TryGet(key, out var r) ? r : null);
+
+    public ValueTask SetAsync(string key, CachedResponse response, TimeSpan ttl, CancellationToken cancellationToken)
+    {
+        Set(key, response, ttl);
+        return ValueTask.CompletedTask;
+    }
 
     public bool TryGet(string key, out CachedResponse? response)
     {

@@ -108,7 +108,16 @@ public static class GatewayHost
         services.AddOptions<ResponseCacheOptions>().Bind(configuration.GetSection(ResponseCacheOptions.Section))
             .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<ResponseCacheOptions>>().Value);
-        services.AddSingleton<IResponseCacheStore>(sp => new MemoryResponseCacheStore(sp.GetRequiredService<ResponseCacheOptions>(), sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<IResponseCacheStore>(sp =>
+        {
+            var o = sp.GetRequiredService<ResponseCacheOptions>();
+            if (string.IsNullOrEmpty(o.Redis)) return new MemoryResponseCacheStore(o, sp.GetRequiredService<TimeProvider>());
+            // AbortOnConnectFail=false: the gateway starts (and serves, uncached) while Redis is unreachable, and reconnects on its own
+            var config = StackExchange.Redis.ConfigurationOptions.Parse(o.Redis);
+            config.AbortOnConnectFail = false;
+            return new Bursar.Caching.Redis.RedisResponseCacheStore(StackExchange.Redis.ConnectionMultiplexer.Connect(config), o,
+                sp.GetRequiredService<ILogger<Bursar.Caching.Redis.RedisResponseCacheStore>>());
+        });
         services.AddSingleton<CacheFillCoordinator>();
         services.AddOptions<Bursar.Core.Caching.Semantic.SemanticCacheOptions>().Bind(configuration.GetSection(Bursar.Core.Caching.Semantic.SemanticCacheOptions.Section))
             .Validate(o => { o.Validate(); return true; }).ValidateOnStart();

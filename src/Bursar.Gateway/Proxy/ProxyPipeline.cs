@@ -161,9 +161,9 @@ public sealed partial class ProxyPipeline(
                 }
                 if (cacheKey is not null)
                 {
-                    if (cache.TryGet(cacheKey, out var hit))
+                    if (await cache.GetAsync(cacheKey, ctx.RequestAborted).ConfigureAwait(false) is { } hit)
                     {
-                        await ServeHitAsync(ctx, call, hit!).ConfigureAwait(false);
+                        await ServeHitAsync(ctx, call, hit).ConfigureAwait(false);
                         return;
                     }
                     if (fills.TryLead(cacheKey, out var wait))
@@ -174,9 +174,9 @@ public sealed partial class ProxyPipeline(
                     {
                         // an identical call is already on its way upstream: wait for its answer instead of paying twice
                         var stored = await wait.WaitAsync(TimeSpan.FromMinutes(2), ctx.RequestAborted).ConfigureAwait(false);
-                        if (stored && cache.TryGet(cacheKey, out hit))
+                        if (stored && await cache.GetAsync(cacheKey, ctx.RequestAborted).ConfigureAwait(false) is { } filled)
                         {
-                            await ServeHitAsync(ctx, call, hit!).ConfigureAwait(false);
+                            await ServeHitAsync(ctx, call, filled).ConfigureAwait(false);
                             return;
                         }
                         cacheKey = null;
@@ -358,7 +358,7 @@ public sealed partial class ProxyPipeline(
                     var stored = new CachedResponse(capture.Value.Body, capture.Value.ContentType, call.Summary.Model, meter.CostOf(call), call.Summary.Usage.TotalInputTokens, call.Summary.Usage.OutputTokens, time.GetUtcNow());
                     if (cacheKey is not null && cacheLeader)
                     {
-                        cache.Set(cacheKey, stored, ttl);
+                        await cache.SetAsync(cacheKey, stored, ttl, CancellationToken.None).ConfigureAwait(false);
                         cacheStored = true;
                     }
                     if (semanticQuestion is not null) await semantic.AddAsync(semanticPartition!, semanticQuestion, stored, CancellationToken.None).ConfigureAwait(false);
