@@ -20,6 +20,8 @@ public sealed class RoutingFixture : GatewayFixture
         "--Bursar:Routing:Routes:3:Name=fallback", "--Bursar:Routing:Routes:3:Task=fallback", "--Bursar:Routing:Routes:3:Model=gpt-4o",
         "--Bursar:Routing:Routes:3:Fallbacks:0=gpt-small-window", "--Bursar:Routing:Routes:3:Fallbacks:1=claude-haiku-4-5",
         "--Bursar:Routing:Cooldown=00:00:30",
+        "--Bursar:Routing:Routes:5:Name=llm-ladder", "--Bursar:Routing:Routes:5:Feature=llm-ladder", "--Bursar:Routing:Routes:5:Classifier=llm",
+        "--Bursar:Routing:Routes:5:Ladder:0=gpt-4.1-nano", "--Bursar:Routing:Routes:5:Ladder:1=gpt-4.1-mini", "--Bursar:Routing:Routes:5:Ladder:2=gpt-4.1",
         "--Bursar:Routing:Routes:4:Name=learned", "--Bursar:Routing:Routes:4:Task=learned", "--Bursar:Routing:Routes:4:LearnMaxTokens=true",
         "--Bursar:Prices:1:Model=gpt-small-window", "--Bursar:Prices:1:Provider=openai", "--Bursar:Prices:1:Input=0.1", "--Bursar:Prices:1:Output=0.4", "--Bursar:Prices:1:ContextWindow=50",
     ];
@@ -190,5 +192,32 @@ public sealed class RoutingGatewayTests(RoutingFixture gw)
         Assert.Null(second.Route);
         Assert.StartsWith("gpt-4.1", second.ServedModel);
         Assert.DoesNotContain("nano", second.ServedModel);
+    }
+
+    [Fact]
+    public async Task The_llm_classifier_asks_the_cheapest_tier_meters_that_call_and_goes_up_when_it_fails()
+    {
+        const string feature = "llm-ladder";
+        await Send("any", feature, "Hello there, quick one. [[sim:tokens=5]]");
+        await Send("any", feature, "Review this design: " + new string('x', 400) + " [[sim:tokens=5]]");
+        await Send("any", feature, "Prove this: " + new string('y', 900) + " [[sim:tokens=5]]");
+        var rows = (await gw.LedgerAsync(feature, 6)).OrderBy(r => r.Timestamp).ToArray();
+        var calls = rows.Where(r => r.Task != "routing-classifier").ToArray();
+        var classifier = rows.Where(r => r.Task == "routing-classifier").ToArray();
+        Assert.Equal(3, classifier.Length);
+        Assert.All(classifier, r => Assert.StartsWith("gpt-4.1-nano", r.ServedModel));
+        Assert.All(classifier, r => Assert.True(r.Cost > 0 && r.OutputTokens <= 5));
+        Assert.StartsWith("gpt-4.1-nano", calls[0].ServedModel);
+        Assert.StartsWith("gpt-4.1-mini", calls[1].ServedModel);
+        Assert.Matches("^gpt-4\\.1(-\\d{4}-\\d{2}-\\d{2})?$", calls[2].ServedModel);
+        Assert.Contains("llm classifier: route 'llm-ladder' 'simple' from gpt-4.1-nano", calls[0].RoutingReason);
+
+        // the classifier's provider fails (after its retries): the call still goes through, on the top rung, and says why
+        gw.Simulator.Options.Faults.Enqueue(new Bursar.Providers.Simulator.SimulatorFault(500), 3);
+        await Send("any", feature, "Hello again [[sim:tokens=5]]");
+        var last = (await gw.LedgerAsync(feature, 8)).Where(r => r.Task != "routing-classifier").OrderBy(r => r.Timestamp).Last();
+        Assert.StartsWith("gpt-4.1", last.ServedModel);
+        Assert.DoesNotContain("nano", last.ServedModel);
+        Assert.Contains("no usable answer: top rung", last.RoutingReason);
     }
 }

@@ -33,6 +33,10 @@ public sealed class RoutePolicy
     /// picks the rung. Excludes <see cref="Model"/>.
     /// </summary>
     public string[] Ladder { get; set; } = [];
+    /// <summary>Who picks the ladder's rung: <c>complexity</c> (the local router, default) or <c>llm</c> (a one-word simple / medium / hard answer from <see cref="ClassifierModel"/>).</summary>
+    public string Classifier { get; set; } = "complexity";
+    /// <summary>The model the LLM classifier asks; default the ladder's cheapest rung. Its call is metered on the ledger as task <c>routing-classifier</c>.</summary>
+    public string? ClassifierModel { get; set; }
     /// <summary>Share of calls the ladder sends to its top rung, calibrated on the router's training scores (default 0.5); the rest are split evenly below.</summary>
     public double StrongShare { get; set; } = 0.5;
     /// <summary>Low confidence: a score this close (in calibrated quantiles, default 0.05) below a rung's boundary goes one rung up.</summary>
@@ -100,11 +104,12 @@ public sealed class RoutingOptions
             if (r.Stop.Length > 4) throw new InvalidOperationException($"{where}:Stop has {r.Stop.Length} sequences; providers accept at most 4 (route '{r.Name}').");
             if (r.Model is not null && r.Ladder.Length > 0) throw new InvalidOperationException($"{where}: route '{r.Name}' sets both Model and Ladder; a ladder lets the router choose the model.");
             if (r.Ladder.Length == 1) throw new InvalidOperationException($"{where}:Ladder of route '{r.Name}' has one rung; give at least two models, weakest first (or use Model).");
+            if (r.Classifier is not ("complexity" or "llm")) throw new InvalidOperationException($"{where}:Classifier '{r.Classifier}' (route '{r.Name}') must be 'complexity' or 'llm'.");
             if (r.StrongShare is < 0 or > 1) throw new InvalidOperationException($"{where}:StrongShare {r.StrongShare} (route '{r.Name}') must be between 0 and 1.");
             if (r.ConfidenceMargin is < 0 or > 0.5) throw new InvalidOperationException($"{where}:ConfidenceMargin {r.ConfidenceMargin} (route '{r.Name}') must be between 0 and 0.5.");
             if (r.MaxTruncationRate is <= 0 or >= 1) throw new InvalidOperationException($"{where}:MaxTruncationRate {r.MaxTruncationRate} (route '{r.Name}') must be between 0 and 1.");
             if (isServed is not null)
-                foreach (var (field, m) in new[] { ("Model", r.Model) }.Concat(r.Ladder.Select(x => ("Ladder", (string?)x))).Concat(r.Fallbacks.Select(x => ("Fallbacks", (string?)x))))
+                foreach (var (field, m) in new[] { ("Model", r.Model), ("ClassifierModel", r.ClassifierModel) }.Concat(r.Ladder.Select(x => ("Ladder", (string?)x))).Concat(r.Fallbacks.Select(x => ("Fallbacks", (string?)x))))
                     if (m is not null && !isServed(m))
                         throw new InvalidOperationException($"{where}:{field} '{m}' (route '{r.Name}') is not served by any deployment; add it to Bursar:Providers:Deployments:<name>:Models.");
         }

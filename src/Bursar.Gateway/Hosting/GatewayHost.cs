@@ -145,6 +145,7 @@ public static class GatewayHost
         services.AddSingleton(sp => new Bursar.Core.Routing.RouteTable(sp.GetRequiredService<Bursar.Core.Routing.RoutingOptions>()));
         services.AddSingleton<Bursar.Core.Routing.IRouteStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<Bursar.Gateway.Routing.RouteLoader>();
+        services.AddSingleton<Bursar.Gateway.Routing.LlmClassifier>();
         services.AddSingleton(sp => new Bursar.Core.Routing.OutputCapLearner(() => sp.GetRequiredService<Bursar.Core.Routing.RouteTable>().Current, sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<Bursar.Gateway.Routing.OutputCapService>();
         services.AddHostedService(sp => sp.GetRequiredService<Bursar.Gateway.Routing.OutputCapService>());

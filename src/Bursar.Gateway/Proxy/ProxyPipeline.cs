@@ -42,6 +42,7 @@ public sealed partial class ProxyPipeline(
     PrefixFingerprint prefixes,
     Bursar.Gateway.Routing.DeploymentHealth health,
     Bursar.Core.Routing.OutputCapLearner caps,
+    Bursar.Gateway.Routing.LlmClassifier llmClassifier,
     CallMeter meter,
     BursarOptions options,
     TimeProvider time,
@@ -114,11 +115,22 @@ public sealed partial class ProxyPipeline(
                 (string Text, int Turns) prompt;
                 try { prompt = Bursar.Core.Routing.PromptText.LastUser(Parsed()); }
                 catch (Exception e) when (IsBadJson(e)) { prompt = ("", 0); }
-                var score = router.Score(prompt.Text, call.Attribution.Task, Math.Max(1, prompt.Turns));
-                var quantile = router.QuantileOf(score);
-                var (rung, low) = route.Rung(quantile);
-                target = rung;
-                why = string.Create(CultureInfo.InvariantCulture, $"classifier: route '{route.Name}' score {score:F3} (quantile {quantile:F2}, strong share {route.StrongShare:F2}) -> {rung}{(low ? " (low confidence: one rung up)" : "")}");
+                if (route.Classifier == "llm")
+                {
+                    // the optional LLM classifier: a one-word difficulty from the cheapest tier; no usable answer means the top rung
+                    var classifierModel = route.ClassifierModel ?? route.Ladder[0];
+                    var (label, detail) = await llmClassifier.ClassifyAsync(classifierModel, prompt.Text, call.Attribution, route.Name, ctx.RequestAborted).ConfigureAwait(false);
+                    target = route.Ladder[label is null ? route.Ladder.Length - 1 : Bursar.Core.Routing.DifficultyPrompt.Rung(label, route.Ladder.Length)];
+                    why = $"llm classifier: route '{route.Name}' {detail} -> {target}{(label is null ? " (no usable answer: top rung)" : "")}";
+                }
+                else
+                {
+                    var score = router.Score(prompt.Text, call.Attribution.Task, Math.Max(1, prompt.Turns));
+                    var quantile = router.QuantileOf(score);
+                    var (rung, low) = route.Rung(quantile);
+                    target = rung;
+                    why = string.Create(CultureInfo.InvariantCulture, $"classifier: route '{route.Name}' score {score:F3} (quantile {quantile:F2}, strong share {route.StrongShare:F2}) -> {rung}{(low ? " (low confidence: one rung up)" : "")}");
+                }
             }
             if (route is not null)
             {

@@ -210,6 +210,12 @@ public sealed partial class ProviderSimulator
     /// <summary>The deterministic text reply both dialects give: after a tool result it quotes the result; stop sequences cut it.</summary>
     private TextReply TextAnswer(string model, string lastUser, string allText, long maxTokens, string? toolResult, IReadOnlyList<string> stops)
     {
+        if (toolResult is null && allText.Contains(Bursar.Core.Routing.DifficultyPrompt.Instruction, StringComparison.Ordinal))
+        {
+            // asked for a one-word difficulty (Bursar's LLM classifier): answer like a model that follows the instruction
+            var word = Bursar.Core.Routing.DifficultyPrompt.SimulatedAnswer(lastUser);
+            return new TextReply(word, _counter.Count(model, word), false, null);
+        }
         var prefix = toolResult is not null ? $"Based on the tool result ({Truncate(toolResult, 60)}):"
             : Graded(model, lastUser) is { } correct ? (correct ? "[[graded:correct]]" : "[[graded:wrong]]") : null;
         var (text, tokens, truncated) = Answer(model, lastUser, RequestedOutputTokens(allText), maxTokens, prefix);
