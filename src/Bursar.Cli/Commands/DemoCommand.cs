@@ -1,9 +1,5 @@
 using System.CommandLine;
 using System.Diagnostics;
-using System.Net.Http.Headers;
-using System.Text;
-using System.Text.Json.Nodes;
-using Bursar.Core.Keys;
 using Bursar.Core.Ledger;
 using Bursar.Core.Reporting;
 using Bursar.Gateway.Demo;
@@ -76,12 +72,10 @@ internal static class DemoCommand
         Console.WriteLine(SpendReport.Build(records, ReportDimension.Model).ToTable());
         var reads = records.Sum(r => r.CacheReadTokens);
         Console.WriteLine($"Prompt-cache reads: {reads:N0} tokens across {records.Count(r => r.CacheReadTokens > 0)} calls.");
-        Console.WriteLine("Savings Bursar credited (each lever only what it can show):");
-        Console.WriteLine($"  response cache  {SpendReport.Money(records.Sum(r => r.SavingResponseCache)),12}  ({records.Count(r => r.SavingResponseCache > 0)} calls answered without a provider call)");
-        Console.WriteLine($"  prompt caching  {SpendReport.Money(records.Sum(r => r.SavingPromptCache)),12}  (breakpoints Bursar placed: read discount minus write premium)");
         var refused = records.Where(r => r.Outcome == "refused").ToArray();
         if (refused.Length > 0) Console.WriteLine($"Refused before any spend: {refused.Length} calls ({string.Join(", ", refused.GroupBy(r => r.ErrorType).Select(g => $"{g.Count()} {g.Key}"))}), e.g. customer-e's $0.02 monthly budget.");
-        Console.WriteLine($"Explore further: bursar report --by team | --by customer | --by day | --format csv   (--data-dir {pr.GetValue(CliOptions.DataDir)})");
+        Console.WriteLine($"Explore further: bursar report --by team | --by customer | --by day | --format csv, bursar simulate (what each lever would save)   (--data-dir {pr.GetValue(CliOptions.DataDir)})");
+        Console.WriteLine("Charts: bursar demo --serve, then http://127.0.0.1:8080/dashboard");
         return 0;
     }
 
