@@ -22,7 +22,11 @@ public sealed class DashboardTests(ITestOutputHelper output)
         try
         {
             const int calls = 150;
-            await DemoWorkload.DriveAsync(gw.Services, gw.BaseUrl, calls, 8, null, default);
+            await DemoWorkload.DriveAsync(gw.Services, gw.BaseUrl, calls - 1, 8, null, default);
+            // a hostile tag value: it must show as text, never run
+            const string hostile = "<img src=x onerror=\"window.__xss=1\">";
+            using (var req = gw.Post("/v1/chat/completions", """{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""", feature: hostile))
+            using (var resp = await gw.Http.SendAsync(req)) Assert.Equal(HttpStatusCode.OK, resp.StatusCode);
             // every call leaves a ledger row (refusals too); wait for the writer to land them
             for (var i = 0; i < 200 && await gw.Store.CountAsync(default) < calls + 0; i++) await Task.Delay(25);
             var rows = await gw.Store.ReadAsync(new Bursar.Core.Ledger.LedgerQuery { Limit = 100_000 }, default);
@@ -77,6 +81,9 @@ public sealed class DashboardTests(ITestOutputHelper output)
             Assert.Equal(6, await page.Locator("svg[data-chart=whatif] g[data-value]").CountAsync());
             Assert.True(await page.Locator("svg[data-chart=cache] g[data-value]").CountAsync() > 0);
             Assert.True(errors.Count == 0, string.Join("\n", errors));
+            Assert.Equal("undefined", await page.EvaluateAsync<string>("typeof window.__xss"));
+            Assert.Equal(1, await page.Locator("svg[data-chart=by-feature] text", new() { HasTextString = "<img src=x" }).CountAsync());
+            Assert.Contains("default-src 'self'", first.Headers["content-security-policy"]);
 
             var shot = Path.Combine(AppContext.BaseDirectory, "dashboard.png");
             await page.ScreenshotAsync(new() { Path = shot, FullPage = true });

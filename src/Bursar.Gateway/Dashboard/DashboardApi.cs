@@ -37,15 +37,26 @@ public static class DashboardApi
         return map.ToFrozenDictionary(StringComparer.Ordinal);
     }
 
+    /// <summary>Only the gateway's own script and styles run on the dashboard; no framing, no sniffing.</summary>
+    private const string Policy = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'";
+
     public static IEndpointRouteBuilder MapDashboard(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/dashboard", (HttpContext ctx, BursarOptions options) =>
+        var dashboard = app.MapGroup("/dashboard").AddEndpointFilter(async (ctx, next) =>
+        {
+            var headers = ctx.HttpContext.Response.Headers;
+            headers.ContentSecurityPolicy = Policy;
+            headers.XContentTypeOptions = "nosniff";
+            headers.CacheControl = "no-store";
+            return await next(ctx);
+        });
+        dashboard.MapGet("", (HttpContext ctx, BursarOptions options) =>
         {
             if (string.IsNullOrEmpty(options.AdminKey))
                 return Page(HttpStatusCode.NotFound, "login.html", "The dashboard is off: set Bursar:AdminKey to enable it.");
             return AdminApi.HasAdminKey(ctx.Request, options.AdminKey) ? Asset("dashboard.html") : Page(HttpStatusCode.Unauthorized, "login.html", "");
         });
-        app.MapPost("/dashboard/login", async (HttpContext ctx, BursarOptions options) =>
+        dashboard.MapPost("/login", async (HttpContext ctx, BursarOptions options) =>
         {
             if (string.IsNullOrEmpty(options.AdminKey))
                 return Page(HttpStatusCode.NotFound, "login.html", "The dashboard is off: set Bursar:AdminKey to enable it.");
@@ -58,12 +69,12 @@ public static class DashboardApi
             });
             return Results.Redirect("/dashboard");
         }).DisableAntiforgery();
-        app.MapPost("/dashboard/logout", (HttpContext ctx) =>
+        dashboard.MapPost("/logout", (HttpContext ctx) =>
         {
             ctx.Response.Cookies.Delete(AdminApi.AdminCookie, new CookieOptions { Path = "/" });
             return Results.Redirect("/dashboard");
         }).DisableAntiforgery();
-        app.MapGet("/dashboard/assets/{file}", (string file) => Assets.ContainsKey(file) && !file.EndsWith(".html", StringComparison.Ordinal)
+        dashboard.MapGet("/assets/{file}", (string file) => Assets.ContainsKey(file) && !file.EndsWith(".html", StringComparison.Ordinal)
             ? Asset(file) : Results.NotFound());
         return app;
     }
