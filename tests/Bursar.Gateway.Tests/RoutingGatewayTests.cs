@@ -22,6 +22,8 @@ public sealed class RoutingFixture : GatewayFixture
         "--Bursar:Routing:Cooldown=00:00:30",
         "--Bursar:Routing:Routes:5:Name=llm-ladder", "--Bursar:Routing:Routes:5:Feature=llm-ladder", "--Bursar:Routing:Routes:5:Classifier=llm",
         "--Bursar:Routing:Routes:5:Ladder:0=gpt-4.1-nano", "--Bursar:Routing:Routes:5:Ladder:1=gpt-4.1-mini", "--Bursar:Routing:Routes:5:Ladder:2=gpt-4.1",
+        "--Bursar:Routing:Routes:6:Name=no-cache", "--Bursar:Routing:Routes:6:Feature=route-no-cache", "--Bursar:Routing:Routes:6:ResponseCache=false",
+        "--Bursar:Routing:Routes:7:Name=faq", "--Bursar:Routing:Routes:7:Feature=route-faq", "--Bursar:Routing:Routes:7:SemanticCache=true",
         "--Bursar:Routing:Routes:4:Name=learned", "--Bursar:Routing:Routes:4:Task=learned", "--Bursar:Routing:Routes:4:LearnMaxTokens=true",
         "--Bursar:Prices:1:Model=gpt-small-window", "--Bursar:Prices:1:Provider=openai", "--Bursar:Prices:1:Input=0.1", "--Bursar:Prices:1:Output=0.4", "--Bursar:Prices:1:ContextWindow=50",
     ];
@@ -219,5 +221,24 @@ public sealed class RoutingGatewayTests(RoutingFixture gw)
         Assert.StartsWith("gpt-4.1", last.ServedModel);
         Assert.DoesNotContain("nano", last.ServedModel);
         Assert.Contains("no usable answer: top rung", last.RoutingReason);
+    }
+
+    [Fact]
+    public async Task A_route_turns_levers_on_and_off_for_its_calls()
+    {
+        async Task<string?> Cache(string feature, string text)
+        {
+            var body = new JsonObject { ["model"] = "gpt-4o-mini", ["temperature"] = 0, ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = text }) };
+            using var resp = await gw.Http.SendAsync(gw.Post("/v1/chat/completions", body.ToJsonString(), feature: feature));
+            Assert.Equal(HttpStatusCode.OK, resp.StatusCode);
+            return resp.Headers.GetValues("x-bursar-cache").Single();
+        }
+        var same = "What are your opening hours? " + Guid.NewGuid();
+        Assert.Equal("bypass", await Cache("route-no-cache", same)); // deterministic, but the route turns the exact cache off
+        Assert.Equal("bypass", await Cache("route-no-cache", same));
+        // the semantic cache is on for this route although its feature is not in Bursar:SemanticCache:Features
+        var id = Guid.NewGuid().ToString("N")[..6];
+        Assert.Equal("miss", await Cache("route-faq", $"how do I reset my password for account {id}"));
+        Assert.Equal("semantic-hit", await Cache("route-faq", $"How do I reset my password for account {id}?"));
     }
 }

@@ -47,6 +47,10 @@ public sealed class RoutePolicy
     public int? MaxTokens { get; set; }
     /// <summary>Stop sequences added to the caller's (OpenAI allows 4 in all).</summary>
     public string[] Stop { get; set; } = [];
+    /// <summary>Which levers apply on this route: null keeps the global and per-feature settings, true / false turns the lever on / off here.</summary>
+    public bool? ResponseCache { get; set; }
+    public bool? SemanticCache { get; set; }
+    public bool? PromptCache { get; set; }
     /// <summary>Learn the output cap from the ledger: p95 of this route's output tokens + 10%, recomputed periodically; <see cref="MaxTokens"/> is the cap until there is data.</summary>
     public bool LearnMaxTokens { get; set; }
     /// <summary>A learned cap that cuts off more than this share of calls (finish reason length / max_tokens) is raised (default 0.05).</summary>

@@ -160,7 +160,7 @@ public sealed partial class ProxyPipeline(
             // exact response cache: identical deterministic requests are answered without a call
             var cacheHeader = ctx.Request.Headers["x-bursar-cache"].ToString();
             var ttl = cacheOptions.TtlFor(call.Attribution.Feature);
-            if (cacheOptions.Enabled && ttl > TimeSpan.Zero && cacheHeader != "off" && (scan.Deterministic || cacheHeader == "on"))
+            if (cacheOptions.Enabled && route?.ResponseCache != false && ttl > TimeSpan.Zero && cacheHeader != "off" && (scan.Deterministic || cacheHeader == "on"))
             {
                 try
                 {
@@ -196,7 +196,7 @@ public sealed partial class ProxyPipeline(
                 }
             }
             // semantic response cache (opt-in per feature): a similar single-turn question of the same tenant, model and system prompt
-            if (semantic.Options.AppliesTo(call.Attribution.Feature) && cacheHeader != "off")
+            if ((route?.SemanticCache ?? semantic.Options.AppliesTo(call.Attribution.Feature)) && cacheHeader != "off")
             {
                 try
                 {
@@ -277,7 +277,7 @@ public sealed partial class ProxyPipeline(
                         Node()["stream_options"] = so;
                         injectedUsage = modified = true;
                     }
-                    if (promptCache.AppliesTo(call.Attribution.Feature) && scan.EstimatedInputTokens >= PromptCacheModelMinimum)
+                    if ((route?.PromptCache ?? promptCache.AppliesTo(call.Attribution.Feature)) && scan.EstimatedInputTokens >= PromptCacheModelMinimum)
                     {
                         var price = catalog.Find(model).Price;
                         var minimum = price?.PromptCacheMinTokens ?? promptCache.DefaultMinimumTokens;
