@@ -54,8 +54,16 @@ public sealed partial class SqliteStore : IReportStore
     }
 
     /// <summary>Recomputes every rollup from the ledger (a store from before rollups, or a changed rollup layout).</summary>
-    private static void RebuildRollups(SqliteConnection c)
+    private void RebuildRollups(SqliteConnection c)
     {
+        long total;
+        using (var count = c.CreateCommand())
+        {
+            count.CommandText = "SELECT COUNT(*) FROM ledger";
+            total = (long)count.ExecuteScalar()!;
+        }
+        if (total > 0) _progress($"Building report rollups from {total:N0} ledger rows in {Path} (once, on the first open after an upgrade)...");
+        long done = 0;
         using var tx = c.BeginTransaction();
         using (var clear = c.CreateCommand())
         {
@@ -81,6 +89,8 @@ public sealed partial class SqliteStore : IReportStore
             }
             if (page.Count == 0) break;
             UpdateRollups(c, tx, page);
+            done += page.Count;
+            if (total >= 200_000 && done % 500_000 < page.Count) _progress($"  report rollups: {done:N0} / {total:N0} ledger rows");
         }
         using (var mark = c.CreateCommand())
         {

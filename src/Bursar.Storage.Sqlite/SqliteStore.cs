@@ -17,8 +17,13 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
 {
     private readonly string _connectionString;
 
-    public SqliteStore(string path)
+    private readonly Action<string> _progress;
+
+    /// <param name="path">The database file (created with its folder when missing).</param>
+    /// <param name="progress">Told about long work on open (rebuilding report rollups from a large ledger); default stderr.</param>
+    public SqliteStore(string path, Action<string>? progress = null)
     {
+        _progress = progress ?? (m => Console.Error.WriteLine(m));
         Path = System.IO.Path.GetFullPath(path);
         var dir = System.IO.Path.GetDirectoryName(Path);
         if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);

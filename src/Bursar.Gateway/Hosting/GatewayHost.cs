@@ -72,7 +72,11 @@ public static class GatewayHost
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<BursarOptions>>().Value);
         services.AddSingleton(sp => ProvidersOptions.WithDefaults(sp.GetRequiredService<IOptions<ProvidersOptions>>().Value));
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<SimulatorOptions>>().Value);
-        services.AddSingleton(sp => new SqliteStore(sp.GetRequiredService<BursarOptions>().ResolvedDatabasePath));
+        services.AddSingleton(sp =>
+        {
+            var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger<SqliteStore>();
+            return new SqliteStore(sp.GetRequiredService<BursarOptions>().ResolvedDatabasePath, m => log.LogInformation("{Progress}", m));
+        });
         services.AddSingleton<IKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<ILedgerStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<Bursar.Core.Reporting.IReportStore>(sp => sp.GetRequiredService<SqliteStore>());
