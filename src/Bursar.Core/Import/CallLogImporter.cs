@@ -152,7 +152,7 @@ public static class CallLogImporter
                 foreach (var p in doc.RootElement.EnumerateObject()) into[p.Name] = p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()! : p.Value.GetRawText();
                 return true;
             }
-            catch (JsonException) { return false; }
+            catch (Exception e) when (e is JsonException or ArgumentException) { return false; }
         }
         foreach (var pair in s.Split([';', ','], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
@@ -191,6 +191,7 @@ public static class CallLogImporter
                 }
             }
             catch (JsonException e) { error = "not valid JSON: " + e.Message; }
+            catch (ArgumentException e) { error = "not valid text (a broken character encoding?): " + e.Message; }
             yield return (n, fields, line, error);
         }
     }
