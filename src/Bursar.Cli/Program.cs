@@ -9,6 +9,7 @@ root.Subcommands.Add(ReportCommand.Create());
 root.Subcommands.Add(ImportCommand.Create());
 root.Subcommands.Add(SimulateCommand.Create());
 root.Subcommands.Add(TrainRouterCommand.Create());
+root.Subcommands.Add(RoutesCommand.Create());
 root.Subcommands.Add(KeysCommand.Create());
 root.Subcommands.Add(PricesCommand.Create());
 root.Subcommands.Add(BudgetsCommand.Create());

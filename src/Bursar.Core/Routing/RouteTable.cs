@@ -14,7 +14,7 @@ public interface IRouteStore
 public sealed record StoredRoute(string Name, int Priority, RoutePolicy Policy)
 {
     /// <summary>Routes travel and are stored in snake_case (<c>max_tokens</c>, <c>strong_share</c>), as the admin API speaks.</summary>
-    public static readonly JsonSerializerOptions Json = new() { PropertyNameCaseInsensitive = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+    public static readonly JsonSerializerOptions Json = new() { PropertyNameCaseInsensitive = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull };
     public string ToJson() => JsonSerializer.Serialize(Policy, Json);
     public static RoutePolicy Parse(string json) => JsonSerializer.Deserialize<RoutePolicy>(json, Json) ?? throw new JsonException("empty route");
 }

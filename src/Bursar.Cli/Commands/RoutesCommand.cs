@@ -1,0 +1,54 @@
+using System.CommandLine;
+using System.Text.Json;
+using Bursar.Core.Routing;
+
+namespace Bursar.Cli.Commands;
+
+internal static class RoutesCommand
+{
+    public static Command Create()
+    {
+        var routes = new Command("routes", "Route policies kept in the store (in front of those in configuration); a running gateway picks changes up within Bursar:PolicyRefreshInterval");
+        var list = new Command("list", "The stored routes, in the order they are tried");
+        list.SetAction(async (pr, ct) =>
+        {
+            var stored = await CliOptions.OpenStore(pr).ListRoutesAsync(ct);
+            if (stored.Count == 0) Console.WriteLine("No stored routes (configured ones live in Bursar:Routing:Routes).");
+            foreach (var r in stored) Console.WriteLine($"{r.Priority,4}  {r.Name,-20} {r.ToJson()}");
+            return 0;
+        });
+        var name = new Argument<string>("name") { Description = "The route's name (recorded on the ledger rows it touches)" };
+        var policy = new Option<string>("--policy") { Description = "The route as snake_case JSON, e.g. '{\"task\":\"classification\",\"model\":\"gpt-4.1-nano\",\"max_tokens\":50}'", Required = true };
+        var priority = new Option<int>("--priority") { Description = "Lower is tried first among stored routes", DefaultValueFactory = _ => 0 };
+        var set = new Command("set", "Create or replace a stored route") { name, policy, priority };
+        set.SetAction(async (pr, ct) =>
+        {
+            RoutePolicy p;
+            try
+            {
+                p = StoredRoute.Parse(pr.GetValue(policy)!);
+                p.Name = pr.GetValue(name)!;
+                new RoutingOptions { Routes = [p] }.Validate(); // models are checked against the deployments by the gateway when it loads the route
+            }
+            catch (Exception e) when (e is JsonException or InvalidOperationException)
+            {
+                await Console.Error.WriteLineAsync($"routes set {pr.GetValue(name)}: {e.Message.Replace("Bursar:Routing:Routes:0", "--policy", StringComparison.Ordinal)}");
+                return 2;
+            }
+            await CliOptions.OpenStore(pr).UpsertRouteAsync(new StoredRoute(p.Name, pr.GetValue(priority), p), ct);
+            Console.WriteLine($"route {p.Name} stored (priority {pr.GetValue(priority)})");
+            return 0;
+        });
+        var delete = new Command("delete", "Delete a stored route") { name };
+        delete.SetAction(async (pr, ct) =>
+        {
+            if (await CliOptions.OpenStore(pr).DeleteRouteAsync(pr.GetValue(name)!, ct)) return 0;
+            await Console.Error.WriteLineAsync($"routes delete: no stored route is named '{pr.GetValue(name)}'");
+            return 1;
+        });
+        routes.Subcommands.Add(list);
+        routes.Subcommands.Add(set);
+        routes.Subcommands.Add(delete);
+        return routes;
+    }
+}
