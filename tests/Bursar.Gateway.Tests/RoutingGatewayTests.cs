@@ -24,6 +24,8 @@ public sealed class RoutingFixture : GatewayFixture
         "--Bursar:Routing:Routes:5:Ladder:0=gpt-4.1-nano", "--Bursar:Routing:Routes:5:Ladder:1=gpt-4.1-mini", "--Bursar:Routing:Routes:5:Ladder:2=gpt-4.1",
         "--Bursar:Routing:Routes:6:Name=no-cache", "--Bursar:Routing:Routes:6:Feature=route-no-cache", "--Bursar:Routing:Routes:6:ResponseCache=false",
         "--Bursar:Routing:Routes:7:Name=faq", "--Bursar:Routing:Routes:7:Feature=route-faq", "--Bursar:Routing:Routes:7:SemanticCache=true",
+        "--Bursar:Routing:Routes:8:Name=auto", "--Bursar:Routing:Routes:8:RequestedModel=auto", "--Bursar:Routing:Routes:8:Classifier=llm",
+        "--Bursar:Routing:Routes:8:Ladder:0=gpt-4.1-nano", "--Bursar:Routing:Routes:8:Ladder:1=gpt-4.1",
         "--Bursar:Routing:Routes:4:Name=learned", "--Bursar:Routing:Routes:4:Task=learned", "--Bursar:Routing:Routes:4:LearnMaxTokens=true",
         "--Bursar:Prices:1:Model=gpt-small-window", "--Bursar:Prices:1:Provider=openai", "--Bursar:Prices:1:Input=0.1", "--Bursar:Prices:1:Output=0.4", "--Bursar:Prices:1:ContextWindow=50",
     ];
@@ -240,5 +242,27 @@ public sealed class RoutingGatewayTests(RoutingFixture gw)
         var id = Guid.NewGuid().ToString("N")[..6];
         Assert.Equal("miss", await Cache("route-faq", $"how do I reset my password for account {id}"));
         Assert.Equal("semantic-hit", await Cache("route-faq", $"How do I reset my password for account {id}?"));
+    }
+
+    [Fact]
+    public async Task A_ladder_route_can_answer_a_virtual_model_name_and_a_cache_hit_skips_the_classifier()
+    {
+        var feature = "auto-" + Guid.NewGuid().ToString("N")[..8];
+        var body = new JsonObject { ["model"] = "auto", ["temperature"] = 0, ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "Say hi " + feature }) }.ToJsonString();
+        var cache = new string[2];
+        for (var i = 0; i < 2; i++)
+        {
+            using var resp = await gw.Http.SendAsync(gw.Post("/v1/chat/completions", body, feature: feature));
+            Assert.Equal(HttpStatusCode.OK, resp.StatusCode);
+            cache[i] = resp.Headers.GetValues("x-bursar-cache").Single();
+        }
+        Assert.Equal(["miss", "hit"], cache);
+        var rows = await gw.LedgerAsync(feature, 3);
+        await Task.Delay(200); // a second classifier row, if one were written, would have landed by now
+        rows = await gw.LedgerAsync(feature, 3);
+        Assert.Single(rows, r => r.Task == "routing-classifier");
+        var first = rows.Where(r => r.Task != "routing-classifier").OrderBy(r => r.Timestamp).First();
+        Assert.Equal("auto", first.RequestedModel);
+        Assert.StartsWith("gpt-4.1-nano", first.ServedModel);
     }
 }

@@ -109,48 +109,12 @@ public sealed partial class ProxyPipeline(
             var route = routing.Match(call.Attribution, scan.Model!, scan.EstimatedInputTokens);
             var target = route?.Model ?? scan.Model!;
             string? why = route?.Model is null ? null : $"policy: route '{route.Name}' serves {target} for {scan.Model}";
-            if (route is { Ladder.Length: > 0 })
-            {
-                // the complexity router picks the ladder's rung: P(needs the strong model), calibrated to the route's strong share
-                (string Text, int Turns) prompt;
-                try { prompt = Bursar.Core.Routing.PromptText.LastUser(Parsed()); }
-                catch (Exception e) when (IsBadJson(e)) { prompt = ("", 0); }
-                if (route.Classifier == "llm")
-                {
-                    // the optional LLM classifier: a one-word difficulty from the cheapest tier; no usable answer means the top rung
-                    var classifierModel = route.ClassifierModel ?? route.Ladder[0];
-                    var (label, detail) = await llmClassifier.ClassifyAsync(classifierModel, prompt.Text, call.Attribution, route.Name, ctx.RequestAborted).ConfigureAwait(false);
-                    target = route.Ladder[label is null ? route.Ladder.Length - 1 : Bursar.Core.Routing.DifficultyPrompt.Rung(label, route.Ladder.Length)];
-                    why = $"llm classifier: route '{route.Name}' {detail} -> {target}{(label is null ? " (no usable answer: top rung)" : "")}";
-                }
-                else
-                {
-                    var score = router.Score(prompt.Text, call.Attribution.Task, Math.Max(1, prompt.Turns));
-                    var quantile = router.QuantileOf(score);
-                    var (rung, low) = route.Rung(quantile);
-                    target = rung;
-                    why = string.Create(CultureInfo.InvariantCulture, $"classifier: route '{route.Name}' score {score:F3} (quantile {quantile:F2}, strong share {route.StrongShare:F2}) -> {rung}{(low ? " (low confidence: one rung up)" : "")}");
-                }
-            }
-            if (route is not null)
-            {
-                call.Route = route.Name;
-                if (target != scan.Model)
-                {
-                    call.RoutedFrom = scan.Model;
-                    call.RoutingReason = why;
-                }
-                else if (why is not null) call.RoutingReason = "kept: " + why; // the decision is on the ledger even when it keeps the model
-            }
-            if (scan.EstimatedInputTokens >= PromptCacheModelMinimum)
-            {
-                try { call.Prefix = prefixes.Of(target, PromptCachePlacer.SystemText(Parsed())); }
-                catch (Exception e) when (IsBadJson(e)) { /* the upstream builder names the fault */ }
-            }
-            var routeCap = route is null ? null : caps.CapFor(route); // fixed, or learned from the ledger
-            var maxTokens = routeCap is { } cap && (scan.MaxTokens is null || scan.MaxTokens > cap) ? cap : scan.MaxTokens;
-            var deployment = registry.Find(target);
-            if (deployment is null)
+            var ladder = route is { Ladder.Length: > 0 };
+            if (route is not null) call.Route = route.Name;
+            // a ladder route picks its model after the caches (a cache hit needs no decision, and the LLM classifier costs a call);
+            // any other call must name a served model
+            var deployment = ladder ? null : registry.Find(target);
+            if (!ladder && deployment is null)
             {
                 await RefuseAsync(ctx, call, ProviderError.ModelNotFound(scan.Model!,
                     $"The model '{scan.Model}' is not served by any configured deployment (configured: {string.Join(", ", registry.Deployments.Select(d => $"{d.Name} [{string.Join(' ', d.Options.Models)}]"))}). Add it to Bursar:Providers:Deployments:<name>:Models.")).ConfigureAwait(false);
@@ -222,6 +186,47 @@ public sealed partial class ProxyPipeline(
                 }
             }
             ctx.Response.Headers["x-bursar-cache"] = cacheKey is null ? (semanticQuestion is null ? "bypass" : "miss") : "miss";
+
+            if (ladder && route is not null)
+            {
+                // the complexity router picks the ladder's rung: P(needs the strong model), calibrated to the route's strong share
+                (string Text, int Turns) prompt;
+                try { prompt = Bursar.Core.Routing.PromptText.LastUser(Parsed()); }
+                catch (Exception e) when (IsBadJson(e)) { prompt = ("", 0); }
+                if (route.Classifier == "llm")
+                {
+                    // the optional LLM classifier: a one-word difficulty from the cheapest tier; no usable answer means the top rung
+                    var classifierModel = route.ClassifierModel ?? route.Ladder[0];
+                    var (label, detail) = await llmClassifier.ClassifyAsync(classifierModel, prompt.Text, call.Attribution, route.Name, ctx.RequestAborted).ConfigureAwait(false);
+                    target = route.Ladder[label is null ? route.Ladder.Length - 1 : Bursar.Core.Routing.DifficultyPrompt.Rung(label, route.Ladder.Length)];
+                    why = $"llm classifier: route '{route.Name}' {detail} -> {target}{(label is null ? " (no usable answer: top rung)" : "")}";
+                }
+                else
+                {
+                    var score = router.Score(prompt.Text, call.Attribution.Task, Math.Max(1, prompt.Turns));
+                    var quantile = router.QuantileOf(score);
+                    var (rung, low) = route.Rung(quantile);
+                    target = rung;
+                    why = string.Create(CultureInfo.InvariantCulture, $"classifier: route '{route.Name}' score {score:F3} (quantile {quantile:F2}, strong share {route.StrongShare:F2}) -> {rung}{(low ? " (low confidence: one rung up)" : "")}");
+                }
+            }
+            deployment ??= registry.Find(target)!; // ladder rungs are checked against the deployments when the route loads
+            if (route is not null)
+            {
+                if (target != scan.Model)
+                {
+                    call.RoutedFrom = scan.Model;
+                    call.RoutingReason = why;
+                }
+                else if (why is not null) call.RoutingReason = "kept: " + why; // the decision is on the ledger even when it keeps the model
+            }
+            if (scan.EstimatedInputTokens >= PromptCacheModelMinimum)
+            {
+                try { call.Prefix = prefixes.Of(target, PromptCachePlacer.SystemText(Parsed())); }
+                catch (Exception e) when (IsBadJson(e)) { /* the upstream builder names the fault */ }
+            }
+            var routeCap = route is null ? null : caps.CapFor(route); // fixed, or learned from the ledger
+            var maxTokens = routeCap is { } cap && (scan.MaxTokens is null || scan.MaxTokens > cap) ? cap : scan.MaxTokens;
 
             // rate limits, run caps, budgets: before any money is spent
             admitted = admission.Admit(key!, call.Attribution, target, deployment, scan.EstimatedInputTokens, maxTokens, out var refusal);
