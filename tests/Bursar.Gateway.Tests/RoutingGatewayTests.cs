@@ -265,4 +265,25 @@ public sealed class RoutingGatewayTests(RoutingFixture gw)
         Assert.Equal("auto", first.RequestedModel);
         Assert.StartsWith("gpt-4.1-nano", first.ServedModel);
     }
+
+    [Fact]
+    public async Task The_llm_classifiers_cost_counts_in_the_callers_budget()
+    {
+        var customer = "llm-budget-" + Guid.NewGuid().ToString("N")[..6];
+        var key = await gw.CreateKeyAsync(team: null, customer: customer);
+        var (status, _) = await gw.AdminAsync(HttpMethod.Put, $"/admin/budgets/{customer}", new { scope = "customer", value = customer, period = "month", limit_usd = 100m });
+        Assert.Equal(HttpStatusCode.OK, status);
+        var body = new JsonObject { ["model"] = "gpt-4.1", ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "Short question [[sim:tokens=5]]" }) }.ToJsonString();
+        using (var resp = await gw.Http.SendAsync(gw.Post("/v1/chat/completions", body, key, feature: "llm-ladder"))) Assert.Equal(HttpStatusCode.OK, resp.StatusCode);
+        var rows = (await gw.Store.ReadAsync(new Bursar.Core.Ledger.LedgerQuery { Limit = 100_000 }, default)).Where(r => r.Customer == customer).ToArray();
+        for (var i = 0; i < 100 && rows.Length < 2; i++)
+        {
+            await Task.Delay(25);
+            rows = (await gw.Store.ReadAsync(new Bursar.Core.Ledger.LedgerQuery { Limit = 100_000 }, default)).Where(r => r.Customer == customer).ToArray();
+        }
+        Assert.Equal(2, rows.Length); // the call and its classifier call
+        var (_, budgets) = await gw.AdminAsync(HttpMethod.Get, "/admin/budgets");
+        var spent = (decimal)budgets!.AsArray().Single(b => (string?)b!["id"] == customer)!["spent_usd"]!;
+        Assert.Equal(rows.Sum(r => r.Cost!.Value), spent);
+    }
 }

@@ -135,6 +135,17 @@ public sealed partial class BudgetManager
         return true;
     }
 
+    /// <summary>Adds money already spent (a call made for Bursar's own purposes, such as the LLM routing classifier) to every budget it falls under; no limit check.</summary>
+    public void Charge(in BudgetSubject subject, decimal actualUsd)
+    {
+        var states = _states;
+        if (states.Length == 0 || actualUsd <= 0) return;
+        var holds = new List<(State, decimal)>();
+        foreach (var s in states)
+            if (subject.Matches(s.Budget)) holds.Add((s, 0m));
+        if (holds.Count > 0) Settle(new BudgetReservation(holds, 0m), actualUsd);
+    }
+
     /// <summary>Replaces the reservation by the actual cost (0 for a call that never reached the provider). Idempotent.</summary>
     public void Settle(BudgetReservation reservation, decimal actualUsd)
     {

@@ -11,9 +11,9 @@ namespace Bursar.Gateway.Routing;
 /// <summary>
 /// The optional LLM classifier of a ladder route: asks the cheapest tier for a one-word difficulty of the request
 /// (<see cref="DifficultyPrompt"/>), at most 5 output tokens, temperature 0. The call is metered on its own ledger row
-/// (task <c>routing-classifier</c>, same tags and route). A failure or an answer that is not one of the words is reported, and the caller goes up to the top rung.
+/// (task <c>routing-classifier</c>, same tags and route) and charged to the caller's budgets. A failure or an answer that is not one of the words is reported, and the caller goes up to the top rung.
 /// </summary>
-public sealed class LlmClassifier(UpstreamRegistry registry, UpstreamClient upstream, CallMeter meter, TimeProvider time)
+public sealed class LlmClassifier(UpstreamRegistry registry, UpstreamClient upstream, CallMeter meter, Bursar.Core.Budgets.BudgetManager budgets, Bursar.Core.Pricing.PriceCatalog catalog, TimeProvider time)
 {
     public const string Task = "routing-classifier";
 
@@ -63,7 +63,10 @@ public sealed class LlmClassifier(UpstreamRegistry registry, UpstreamClient upst
         }
         finally
         {
-            meter.Finish(call);
+            // on the ledger as its own row, and in the caller's budgets: the classifier's tokens are part of what the call cost
+            var record = meter.Finish(call);
+            if (record.Cost is { } cost && catalog.Find(model).Price is { } price)
+                budgets.Charge(new Bursar.Core.Budgets.BudgetSubject(attribution.KeyId, attribution.Team, attribution.Customer, attribution.Feature, price.Model), cost);
         }
         var label = DifficultyPrompt.Parse(answer);
         return label is null ? (null, $"classifier {model} answered '{answer}', not simple/medium/hard") : (label, $"'{label}' from {model}");
