@@ -137,16 +137,7 @@ public static class WhatIfSimulator
     public static Dictionary<string, int> LearnCaps(IEnumerable<LedgerRecord> records, WhatIfAssumptions a) =>
         records.Where(r => r.Outcome == "ok" && r.OutputTokens > 0).GroupBy(r => r.Task ?? r.Feature ?? LedgerRollup.None)
             .Where(g => g.Count() >= a.MinCallsForCap)
-            .ToDictionary(g => g.Key, g => (int)Math.Ceiling(Percentile(g.Select(r => r.OutputTokens), a.OutputCapPercentile) * (1 + a.OutputCapMargin)));
-
-    /// <summary>The nearest-rank percentile.</summary>
-    public static long Percentile(IEnumerable<long> values, double p)
-    {
-        var sorted = values.Order().ToArray();
-        if (sorted.Length == 0) return 0;
-        var rank = (int)Math.Ceiling(p * sorted.Length);
-        return sorted[Math.Clamp(rank - 1, 0, sorted.Length - 1)];
-    }
+            .ToDictionary(g => g.Key, g => Bursar.Core.Routing.OutputCaps.Learn(g.Select(r => r.OutputTokens), a.OutputCapPercentile, a.OutputCapMargin));
 
     private static string OutputCaps(List<Call> calls, WhatIfAssumptions a)
     {

@@ -42,8 +42,8 @@ public sealed class OutputCapLearner(Func<RoutingOptions> routing, TimeProvider 
             var since = current?.Since ?? DateTimeOffset.MinValue;
             var underCap = rows.Where(r => r.Timestamp >= since).ToArray();
             var truncated = underCap.Length == 0 ? 0 : underCap.Count(r => r.FinishReason is "length" or "max_tokens") / (double)underCap.Length;
-            var p95 = Advisor.WhatIfSimulator.Percentile(rows.Select(r => r.OutputTokens), 0.95);
-            var learned = (int)Math.Ceiling(p95 * (1 + Margin));
+            var p95 = OutputCaps.Percentile(rows.Select(r => r.OutputTokens), 0.95);
+            var learned = OutputCaps.Learn(rows.Select(r => r.OutputTokens), 0.95, Margin);
             LearnedCap next;
             if (current is not null && underCap.Length >= MinCalls && truncated > route.MaxTruncationRate)
             {

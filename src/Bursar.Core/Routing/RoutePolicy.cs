@@ -127,9 +127,22 @@ public sealed class RoutingOptions
     }
 }
 
-/// <summary>Applies a route's output cap and stop sequences to a request body in the upstream dialect.</summary>
+/// <summary>Output caps: learning one from observed output lengths, and applying one (with stop sequences) to a request body in the upstream dialect.</summary>
 public static class OutputCaps
 {
+    /// <summary>The nearest-rank percentile of <paramref name="values"/> (0 for none).</summary>
+    public static long Percentile(IEnumerable<long> values, double p)
+    {
+        var sorted = values.Order().ToArray();
+        if (sorted.Length == 0) return 0;
+        var rank = (int)Math.Ceiling(p * sorted.Length);
+        return sorted[Math.Clamp(rank - 1, 0, sorted.Length - 1)];
+    }
+
+    /// <summary>The learned cap: the <paramref name="percentile"/> of observed output tokens plus <paramref name="margin"/>, rounded up (p95 + 10% by default).</summary>
+    public static int Learn(IEnumerable<long> outputTokens, double percentile = 0.95, double margin = 0.10) =>
+        (int)Math.Ceiling(Percentile(outputTokens, percentile) * (1 + margin));
+
     /// <summary>Lowers the output limit to <paramref name="cap"/> (never raises the caller's) and adds stop sequences. True when the body changed.</summary>
     public static bool Apply(JsonObject body, bool anthropic, int? cap, IReadOnlyList<string> stop)
     {
