@@ -214,7 +214,9 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
     {
         using var c = Open();
         using var cmd = c.CreateCommand();
-        cmd.CommandText = $"SELECT {string.Join(',', LedgerColumns)} FROM ledger WHERE ts_unix_ms >= $from AND ts_unix_ms < $to ORDER BY ts_unix_ms LIMIT $limit";
+        cmd.CommandText = query.Newest
+            ? $"SELECT * FROM (SELECT {string.Join(',', LedgerColumns)} FROM ledger WHERE ts_unix_ms >= $from AND ts_unix_ms < $to ORDER BY ts_unix_ms DESC LIMIT $limit) ORDER BY ts_unix_ms"
+            : $"SELECT {string.Join(',', LedgerColumns)} FROM ledger WHERE ts_unix_ms >= $from AND ts_unix_ms < $to ORDER BY ts_unix_ms LIMIT $limit";
         cmd.Parameters.AddWithValue("$from", query.From?.ToUnixTimeMilliseconds() ?? long.MinValue);
         cmd.Parameters.AddWithValue("$to", query.To?.ToUnixTimeMilliseconds() ?? long.MaxValue);
         cmd.Parameters.AddWithValue("$limit", query.Limit);

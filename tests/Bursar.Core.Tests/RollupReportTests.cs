@@ -125,4 +125,15 @@ public sealed class RollupReportTests : IDisposable
         Assert.Equal(0.30m, agent.CostPerRun);
         Assert.Contains("Cost per completed task", report.ToTable());
     }
+
+    [Fact]
+    public async Task A_limited_read_can_keep_the_newest_records()
+    {
+        var store = Store();
+        await store.WriteAsync(Enumerable.Range(0, 10).Select(i => R(T0.AddMinutes(i), "f" + i, "gpt-4.1", 0.1m)).ToArray(), default);
+        var newest = await store.ReadAsync(new LedgerQuery { Limit = 3, Newest = true }, default);
+        Assert.Equal(["f7", "f8", "f9"], newest.Select(r => r.Feature));
+        var oldest = await store.ReadAsync(new LedgerQuery { Limit = 3 }, default);
+        Assert.Equal(["f0", "f1", "f2"], oldest.Select(r => r.Feature));
+    }
 }

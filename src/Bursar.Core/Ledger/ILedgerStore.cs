@@ -15,4 +15,6 @@ public sealed record LedgerQuery
     public DateTimeOffset? From { get; init; }
     public DateTimeOffset? To { get; init; }
     public int Limit { get; init; } = 10_000;
+    /// <summary>With a limit that cuts: keep the newest records instead of the oldest (still returned oldest first).</summary>
+    public bool Newest { get; init; }
 }

@@ -43,14 +43,16 @@ public static class ReportsApi
         if (days is <= 0 or > 366) return TypedResults.Problem(statusCode: 400, title: "Bad report window", detail: $"days={days} must be between 1 and 366.");
         var to = time.GetUtcNow();
         var from = to.AddDays(-(days ?? 30));
-        var records = await ledger.ReadAsync(new LedgerQuery { From = from, To = to, Limit = MaxWhatIfCalls }, ct);
+        var records = await ledger.ReadAsync(new LedgerQuery { From = from, To = to, Limit = MaxWhatIfCalls, Newest = true }, ct);
+        // a busy ledger is replayed over the span its newest calls cover (the ladder is monthly either way)
+        if (records.Count == MaxWhatIfCalls) from = records[0].Timestamp;
         var routing = routes.Current;
         var assumptions = new WhatIfAssumptions { Routes = routing.Routes.Count > 0 ? routing : null };
         return TypedResults.Ok(WhatIfSimulator.Run(records, catalog, assumptions, from, to));
     }
 
-    /// <summary>The what-if replay reads at most this many calls (the oldest first); `bursar simulate` has no limit.</summary>
-    public const int MaxWhatIfCalls = 1_000_000;
+    /// <summary>The what-if replay behind the dashboard reads at most this many of the newest calls; `bursar simulate` has no limit.</summary>
+    public const int MaxWhatIfCalls = 100_000;
 
     /// <summary>Parses a report window; null when it is malformed.</summary>
     public static (DateTimeOffset From, DateTimeOffset To)? Window(string? from, string? to, int? days, TimeProvider time)
