@@ -14,7 +14,7 @@ public sealed partial class OutputCapService(OutputCapLearner learner, RouteTabl
     public async Task RecomputeAsync(CancellationToken ct)
     {
         var now = time.GetUtcNow();
-        var rows = await ledger.ReadAsync(new LedgerQuery { From = now.AddDays(-7), To = now.AddMinutes(1), Limit = MaxRows }, ct).ConfigureAwait(false);
+        var rows = await ledger.ReadAsync(new LedgerQuery { From = now.AddDays(-7), To = now.AddMinutes(1), Limit = MaxRows, Newest = true }, ct).ConfigureAwait(false);
         foreach (var cap in learner.Recompute(rows)) LogCap(logger, cap.Route, cap.Cap, cap.Why);
     }
 
