@@ -118,6 +118,7 @@ public static class DemoWorkload
         req.Headers.Add("x-bursar-feature", w.Feature);
         req.Headers.Add("x-bursar-task", w.Task);
         req.Headers.Add("x-bursar-customer", "customer-" + (char)('a' + i % 5));
+        req.Headers.Add("x-bursar-template", $"{w.Feature}-v{1 + i % 2}"); // two prompt-template versions per feature, compared side by side
         if (w.Tools) req.Headers.Add("x-bursar-run", "run-" + i / 3);
         return req;
     }

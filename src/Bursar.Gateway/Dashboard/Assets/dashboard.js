@@ -143,9 +143,10 @@ async function load() {
   status.textContent = "Loading…";
   try {
     const q = `days=${encodeURIComponent(days)}`;
-    const [feature, team, customer, model, outcome, budgetList, ladder] = await Promise.all([
+    const [feature, team, customer, model, outcome, template, budgetList, ladder] = await Promise.all([
       api(`/admin/reports/spend?by=feature&${q}`), api(`/admin/reports/spend?by=team&${q}`), api(`/admin/reports/spend?by=customer&${q}`),
-      api(`/admin/reports/spend?by=model&${q}`), api(`/admin/reports/spend?by=outcome&${q}`), api("/admin/budgets"), api(`/admin/reports/whatif?${q}`),
+      api(`/admin/reports/spend?by=model&${q}`), api(`/admin/reports/spend?by=outcome&${q}`), api(`/admin/reports/spend?by=template&${q}`),
+      api("/admin/budgets"), api(`/admin/reports/whatif?${q}`),
     ]);
     const total = feature.total;
     const setKpi = (id, text, value) => { const e = document.querySelector(`[data-testid=${id}]`); e.textContent = text; e.setAttribute("data-value", String(value)); };
@@ -178,6 +179,13 @@ async function load() {
     budgets(document.getElementById("budgets"), budgetList);
     whatIf(document.getElementById("chart-whatif"), document.getElementById("whatif-notes"), ladder);
     table(document.getElementById("drivers"), ["feature / model", "calls", "cost", "share"], feature.top_drivers.map(d => [d.group, count(d.calls), usd(d.cost), pct(d.share)]));
+    const tagged = template.rows.filter(r => r.group !== "(none)");
+    if (tagged.length) table(document.getElementById("templates"), ["template", "calls", "cost/call", "output tok/call", "cost"],
+      tagged.map(r => [r.group, count(r.calls), usd(r.cost_per_call), count(Math.round(r.output_tokens / Math.max(1, r.calls))), usd(r.cost)]));
+    else empty(document.getElementById("templates"), "No calls tagged with x-bursar-template in this window.");
+    if (feature.tasks.length) table(document.getElementById("tasks"), ["feature", "runs", "ended by a cap", "calls/run", "cost/run"],
+      feature.tasks.map(t => [t.feature, count(t.runs), count(t.ended_runs), (t.calls / Math.max(1, t.runs)).toFixed(1), usd(t.cost_per_run)]));
+    else empty(document.getElementById("tasks"), "No runs (x-bursar-run) in this window.");
     status.textContent = `${count(total.calls)} calls from ${feature.from.slice(0, 16).replace("T", " ")} to ${feature.to.slice(0, 16).replace("T", " ")} UTC. Updated ${new Date().toLocaleTimeString()}.`;
     document.body.setAttribute("data-loaded", "true");
   } catch (e) {
@@ -188,3 +196,5 @@ async function load() {
 
 document.getElementById("days").addEventListener("change", load);
 load();
+// keep the numbers fresh while the tab is open
+setInterval(() => { if (document.visibilityState === "visible") load(); }, 60000);
