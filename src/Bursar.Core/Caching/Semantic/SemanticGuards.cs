@@ -20,13 +20,17 @@ public static partial class SemanticGuards
     public static bool Compatible(string a, string b, out string? reason)
     {
         reason = null;
-        if (!Set(Number(), a).SetEquals(Set(Number(), b))) { reason = "numbers differ"; return false; }
+        // numbers in order: "plan 7, region 9" and "plan 9, region 9" share the set {7, 9}, "2 boxes to room 5" and "5 boxes to room 2"
+        // the same multiset, and each pair asks different things; a paraphrase that reorders its numbers is a miss, the safe side
+        if (!Numbers(a).SequenceEqual(Numbers(b), StringComparer.Ordinal)) { reason = "numbers differ"; return false; }
         if (Negation().IsMatch(a) != Negation().IsMatch(b)) { reason = "negation differs"; return false; }
         var ea = Set(Capitalized(), a);
         var eb = Set(Capitalized(), b);
         if (!ea.SetEquals(eb)) { reason = "named entities differ"; return false; }
         return true;
     }
+
+    private static IEnumerable<string> Numbers(string s) => Number().Matches(s).Select(m => m.Value);
 
     private static HashSet<string> Set(Regex r, string s) => r.Matches(s).Select(m => m.Value.ToLowerInvariant()).ToHashSet(StringComparer.Ordinal);
 }
