@@ -26,6 +26,7 @@ public sealed class RoutingFixture : GatewayFixture
         "--Bursar:Routing:Routes:7:Name=faq", "--Bursar:Routing:Routes:7:Feature=route-faq", "--Bursar:Routing:Routes:7:SemanticCache=true",
         "--Bursar:Routing:Routes:8:Name=auto", "--Bursar:Routing:Routes:8:RequestedModel=auto", "--Bursar:Routing:Routes:8:Classifier=llm",
         "--Bursar:Routing:Routes:8:Ladder:0=gpt-4.1-nano", "--Bursar:Routing:Routes:8:Ladder:1=gpt-4.1",
+        "--Bursar:Routing:Routes:9:Name=to-gpt", "--Bursar:Routing:Routes:9:Task=summarize-cheap", "--Bursar:Routing:Routes:9:Model=gpt-4.1-mini",
         "--Bursar:Routing:Routes:4:Name=learned", "--Bursar:Routing:Routes:4:Task=learned", "--Bursar:Routing:Routes:4:LearnMaxTokens=true",
         "--Bursar:Prices:1:Model=gpt-small-window", "--Bursar:Prices:1:Provider=openai", "--Bursar:Prices:1:Input=0.1", "--Bursar:Prices:1:Output=0.4", "--Bursar:Prices:1:ContextWindow=50",
     ];
@@ -285,5 +286,43 @@ public sealed class RoutingGatewayTests(RoutingFixture gw)
         var (_, budgets) = await gw.AdminAsync(HttpMethod.Get, "/admin/budgets");
         var spent = (decimal)budgets!.AsArray().Single(b => (string?)b!["id"] == customer)!["spent_usd"]!;
         Assert.Equal(rows.Sum(r => r.Cost!.Value), spent);
+    }
+
+    private sealed class TagHeaders(string feature, string task) : DelegatingHandler
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            request.Headers.Add("x-bursar-feature", feature);
+            request.Headers.Add("x-bursar-task", task);
+            return base.SendAsync(request, cancellationToken);
+        }
+    }
+
+    [Fact]
+    public async Task A_claude_request_from_the_anthropic_sdk_is_routed_to_a_gpt_model_and_streams_back_as_anthropic_events()
+    {
+        var feature = "an-route-" + Guid.NewGuid().ToString("N")[..8];
+        var client = new Anthropic.AnthropicClient
+        {
+            ApiKey = gw.Key, BaseUrl = gw.BaseUrl, MaxRetries = 0,
+            HttpClient = new HttpClient(new TagHeaders(feature, "summarize-cheap") { InnerHandler = new HttpClientHandler() }),
+        };
+        var text = new System.Text.StringBuilder();
+        var stopped = false;
+        await foreach (var ev in client.Messages.CreateStreaming(new Anthropic.Models.Messages.MessageCreateParams
+        {
+            Model = "claude-sonnet-4-5", MaxTokens = 200, Messages = [new Anthropic.Models.Messages.UserMessageParam("Summarize: the parcel left the depot [[sim:tokens=30]]")],
+        }))
+        {
+            if (ev.TryPickContentBlockDelta(out var d) && d.Delta.TryPickText(out var t)) text.Append(t.Text);
+            if (ev.TryPickStop(out _)) stopped = true;
+        }
+        Assert.True(text.Length > 0);
+        Assert.True(stopped);
+        var row = Assert.Single(await gw.LedgerAsync(feature));
+        Assert.Equal("claude-sonnet-4-5", row.RequestedModel);
+        Assert.StartsWith("gpt-4.1-mini", row.ServedModel);
+        Assert.StartsWith("openai", row.Provider);
+        Assert.True(row.Streamed && row.OutputTokens > 0 && row.SavingRouting > 0);
     }
 }
