@@ -29,7 +29,7 @@ using OpenTelemetry.Trace;
 namespace Bursar.Gateway.Hosting;
 
 /// <summary>Builds the Bursar gateway: used by <c>bursar serve</c>, <c>bursar demo</c>, the tests and the benchmarks.</summary>
-public static class GatewayHost
+public static partial class GatewayHost
 {
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
@@ -75,7 +75,7 @@ public static class GatewayHost
         services.AddSingleton(sp =>
         {
             var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger<SqliteStore>();
-            return new SqliteStore(sp.GetRequiredService<BursarOptions>().ResolvedDatabasePath, m => log.LogInformation("{Progress}", m));
+            return new SqliteStore(sp.GetRequiredService<BursarOptions>().ResolvedDatabasePath, m => LogStoreProgress(log, m));
         });
         services.AddSingleton<IKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<ILedgerStore>(sp => sp.GetRequiredService<SqliteStore>());
@@ -177,6 +177,9 @@ public static class GatewayHost
         if (!services.Any(d => d.ServiceType == typeof(TimeProvider))) services.AddSingleton(TimeProvider.System);
     }
 
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Progress}")]
+    private static partial void LogStoreProgress(ILogger logger, string progress);
+
     /// <summary>Built-in prices, then prices imported into the store, then configured overrides (last wins).</summary>
     public static PriceCatalog LoadCatalog(SqliteStore store, BursarOptions options) =>
         new(PriceFiles.LoadBuiltIn().Concat(store.LoadImportedPrices()).Concat(options.Prices.Select(p => p.ToPrice())));
@@ -197,7 +200,7 @@ public static class GatewayHost
 }
 
 /// <summary>Loads budgets, rate limits and stored routes from the store at start and every refresh interval (the admin API reloads them on change).</summary>
-internal sealed class PolicyLoader(BudgetManager budgets, RateLimiter limiter, IRateLimitStore limits, Bursar.Gateway.Routing.RouteLoader routes, BursarOptions options, TimeProvider time, ILogger<PolicyLoader> logger) : IHostedService
+internal sealed partial class PolicyLoader(BudgetManager budgets, RateLimiter limiter, IRateLimitStore limits, Bursar.Gateway.Routing.RouteLoader routes, BursarOptions options, TimeProvider time, ILogger<PolicyLoader> logger) : IHostedService
 {
     private readonly CancellationTokenSource _stop = new();
     private Task? _loop;
@@ -215,7 +218,7 @@ internal sealed class PolicyLoader(BudgetManager budgets, RateLimiter limiter, I
                     await LoadAsync(_stop.Token).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException) { break; }
-                catch (Exception e) { logger.LogWarning(e, "Reloading budgets and rate limits failed; keeping the last ones"); }
+                catch (Exception e) { LogReloadFailed(logger, e); }
             }
         });
     }
@@ -227,6 +230,9 @@ internal sealed class PolicyLoader(BudgetManager budgets, RateLimiter limiter, I
         if (!fresh.SequenceEqual(limiter.Limits)) limiter.Load(fresh);
         await routes.ReloadAsync(ct).ConfigureAwait(false);
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Reloading budgets, rate limits and routes failed; keeping the last ones")]
+    private static partial void LogReloadFailed(ILogger logger, Exception e);
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
