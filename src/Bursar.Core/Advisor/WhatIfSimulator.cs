@@ -166,7 +166,8 @@ public static class WhatIfSimulator
                 var route = routes.Match(new Attribution.CallAttribution { Task = r.Task, Feature = r.Feature, Team = r.Team, KeyId = r.KeyId, Customer = r.Customer },
                     r.RequestedModel ?? c.Model, r.Usage.TotalInputTokens);
                 // a ladder sends calls to its rungs in the shares its calibration gives: each call lands at a fixed, uniform place in the score distribution
-                target = route is { Ladder.Length: > 0 } ? route.Rung(UniformOf(r.Id)).Model : route?.Model;
+                target = route is { Ladder.Length: > 0 } ? route.Rung(UniformOf(r.Id)).Model
+                    : route?.Tier is { } tier ? TierLadders.Rung(c.Model, tier) : route?.Model;
             }
             else target = a.TaskTiers.TryGetValue(c.Task, out var tier) ? TierLadders.Rung(c.Model, tier) : null;
             if (target is null || target == c.Model || catalog.Find(target).Price is not { } price) continue;

@@ -29,6 +29,12 @@ public sealed class RoutePolicy
     /// <summary>The model to serve instead of the requested one (any provider: the gateway translates). Null keeps the requested model.</summary>
     public string? Model { get; set; }
     /// <summary>
+    /// A tier relative to the requested model's family (<c>small</c>, <c>mid</c>, <c>top</c>; see <see cref="TierLadders"/>): gpt-4.1 with
+    /// <c>small</c> is served by gpt-4.1-nano, claude-sonnet-4-5 by claude-haiku-4-5. Never moves a call up; a model outside every ladder keeps.
+    /// </summary>
+    public string? Tier { get; set; }
+
+    /// <summary>
     /// A tier ladder, weakest first (e.g. <c>gpt-4.1-nano, gpt-4.1-mini, gpt-4.1</c>): the complexity router scores each request and
     /// picks the rung. Excludes <see cref="Model"/>.
     /// </summary>
@@ -88,6 +94,22 @@ public sealed class RoutingOptions
 
     public List<RoutePolicy> Routes { get; set; } = [];
 
+    /// <summary>
+    /// Adds LEVERS.md's task table after the configured routes: tasks tagged classification, extraction or summarization to the small tier
+    /// of the requested model's family, analysis and code to the middle, hard multi-step reasoning to the top (never up). Default false.
+    /// </summary>
+    public bool DefaultTierRoutes { get; set; }
+
+    /// <summary>The routes in force from configuration: <see cref="Routes"/>, then the default tier table when it is on.</summary>
+    public RoutingOptions WithDefaults()
+    {
+        if (!DefaultTierRoutes) return this;
+        var names = Routes.Select(r => r.Name).ToHashSet(StringComparer.Ordinal);
+        var table = TierLadders.DefaultTaskTiers.Where(kv => !names.Contains("tier:" + kv.Key))
+            .Select(kv => new RoutePolicy { Name = "tier:" + kv.Key, Task = kv.Key, Tier = kv.Value });
+        return new RoutingOptions { Routes = [.. Routes, .. table], RouterModel = RouterModel, Cooldown = Cooldown };
+    }
+
     /// <summary>A model file from <c>bursar train-router</c>; default: the router shipped with Bursar (trained on RouteLLM's MMLU and GSM8K labels).</summary>
     public string? RouterModel { get; set; }
 
@@ -106,6 +128,8 @@ public sealed class RoutingOptions
             if (!names.Add(r.Name)) throw new InvalidOperationException($"{where}: route name '{r.Name}' is used twice.");
             if (r.MaxTokens is <= 0) throw new InvalidOperationException($"{where}:MaxTokens must be at least 1 (route '{r.Name}').");
             if (r.Stop.Length > 4) throw new InvalidOperationException($"{where}:Stop has {r.Stop.Length} sequences; providers accept at most 4 (route '{r.Name}').");
+            if (r.Tier is not null && Array.IndexOf(TierLadders.Tiers, r.Tier) < 0) throw new InvalidOperationException($"{where}:Tier '{r.Tier}' (route '{r.Name}') must be small, mid or top.");
+            if (r.Tier is not null && (r.Model is not null || r.Ladder.Length > 0)) throw new InvalidOperationException($"{where}: route '{r.Name}' sets Tier with Model or Ladder; pick one.");
             if (r.Model is not null && r.Ladder.Length > 0) throw new InvalidOperationException($"{where}: route '{r.Name}' sets both Model and Ladder; a ladder lets the router choose the model.");
             if (r.Ladder.Length == 1) throw new InvalidOperationException($"{where}:Ladder of route '{r.Name}' has one rung; give at least two models, weakest first (or use Model).");
             if (r.Classifier is not ("complexity" or "llm")) throw new InvalidOperationException($"{where}:Classifier '{r.Classifier}' (route '{r.Name}') must be 'complexity' or 'llm'.");

@@ -146,7 +146,7 @@ public static partial class GatewayHost
         services.AddSingleton<PrefixFingerprint>();
         services.AddSingleton(sp => new PromptCachePlacer(sp.GetRequiredService<TokenCounter>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<Bursar.Gateway.Routing.DeploymentHealth>();
-        services.AddSingleton(sp => new Bursar.Core.Routing.RouteTable(sp.GetRequiredService<Bursar.Core.Routing.RoutingOptions>()));
+        services.AddSingleton(sp => new Bursar.Core.Routing.RouteTable(sp.GetRequiredService<Bursar.Core.Routing.RoutingOptions>().WithDefaults()));
         services.AddSingleton<Bursar.Core.Routing.IRouteStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<Bursar.Gateway.Routing.RouteLoader>();
         services.AddSingleton<Bursar.Gateway.Routing.LlmClassifier>();

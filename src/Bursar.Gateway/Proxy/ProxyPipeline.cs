@@ -107,8 +107,10 @@ public sealed partial class ProxyPipeline(
             // route policies: the first matching route may serve another model (any provider) and cap the output
             var routing = routes.Current; // one snapshot per request: the admin API may swap the table meanwhile
             var route = routing.Match(call.Attribution, scan.Model!, scan.EstimatedInputTokens);
-            var target = route?.Model ?? scan.Model!;
-            string? why = route?.Model is null ? null : $"policy: route '{route.Name}' serves {target} for {scan.Model}";
+            var target = route?.Model ?? (route?.Tier is { } tier ? Bursar.Core.Routing.TierLadders.Rung(scan.Model!, tier) : null) ?? scan.Model!;
+            string? why = target == scan.Model || route is null ? null
+                : route.Tier is not null ? $"policy: route '{route.Name}' serves the {route.Tier} tier {target} for {scan.Model}"
+                : $"policy: route '{route.Name}' serves {target} for {scan.Model}";
             var ladder = route is { Ladder.Length: > 0 };
             if (route is not null) call.Route = route.Name;
             // a ladder route picks its model after the caches (a cache hit needs no decision, and the LLM classifier costs a call);
