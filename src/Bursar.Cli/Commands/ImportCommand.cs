@@ -46,31 +46,53 @@ internal static class ImportCommand
             var catalog = Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions());
             await using var stream = path.OpenRead();
             using var reader = new StreamReader(path.Name.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? new GZipStream(stream, CompressionMode.Decompress) : stream);
-            var result = CallLogImporter.Read(reader, fmt, catalog, new CallLogImportOptions { InputExcludesCached = pr.GetValue(excludes), Tags = extra });
+            var dry = pr.GetValue(dryRun);
             var before = await store.CountAsync(ct);
-            if (!pr.GetValue(dryRun))
-                foreach (var chunk in result.Records.Chunk(5000))
+            var batch = new List<Bursar.Core.Ledger.LedgerRecord>(5000);
+            var problems = new Dictionary<ImportItemKind, (int Count, List<ImportProblem> First)>();
+            long read = 0, imported = 0;
+            decimal catalogCost = 0, reportedCost = 0;
+            async Task Flush()
+            {
+                if (!dry && batch.Count > 0) await store.WriteAsync(batch, ct);
+                batch.Clear();
+                Console.Error.Write($"\rread {read:N0} rows...");
+            }
+            foreach (var item in CallLogImporter.Stream(reader, fmt, catalog, new CallLogImportOptions { InputExcludesCached = pr.GetValue(excludes), Tags = extra }))
+            {
+                if (item.Kind == ImportItemKind.Record)
                 {
-                    await store.WriteAsync(chunk, ct);
-                    Console.Error.Write($"\rimported {chunk.Length} more rows...");
+                    read++;
+                    imported++;
+                    catalogCost += item.Record!.Cost ?? 0;
+                    reportedCost += item.Record.ReportedCost ?? 0;
+                    batch.Add(item.Record);
+                    if (batch.Count == 5000) await Flush();
+                    continue;
                 }
-            var added = pr.GetValue(dryRun) ? 0 : await store.CountAsync(ct) - before;
+                if (item.Kind == ImportItemKind.Skipped) read++;
+                var (count, first) = problems.GetValueOrDefault(item.Kind, (0, new List<ImportProblem>()));
+                if (first.Count < 10) first.Add(item.Problem!);
+                problems[item.Kind] = (count + 1, first);
+            }
+            await Flush();
+            var added = dry ? 0 : await store.CountAsync(ct) - before;
             Console.Error.WriteLine();
-            Console.WriteLine($"Read {result.Records.Count + result.Skipped.Count:N0} rows from {path.Name}: {result.Records.Count:N0} priced and {(pr.GetValue(dryRun) ? "not written (dry run)" : $"{added:N0} new in the ledger ({result.Records.Count - added:N0} already there)")}.");
-            Console.WriteLine($"Catalog cost {SpendReport.Money(result.CatalogCost)}; the log's own cost column {SpendReport.Money(result.ReportedCost)}.");
-            Print("Skipped (fix these rows and import again)", result.Skipped);
-            Print("Cost disagrees with the catalog (the ledger keeps the catalog's)", result.CostMismatches);
-            Print("UNPRICED: cost unknown, not $0", result.Unpriced);
-            return result.Records.Count == 0 && result.Skipped.Count > 0 ? 1 : 0;
+            Console.WriteLine($"Read {read:N0} rows from {path.Name}: {imported:N0} read into ledger records, {(dry ? "not written (dry run)" : $"{added:N0} of them new in the ledger ({imported - added:N0} already there)")}.");
+            Console.WriteLine($"Catalog cost {SpendReport.Money(catalogCost)}; the log's own cost column {SpendReport.Money(reportedCost)}.");
+            Print("Skipped (fix these rows and import again)", problems.GetValueOrDefault(ImportItemKind.Skipped));
+            Print("Cost disagrees with the catalog (the ledger keeps the catalog's)", problems.GetValueOrDefault(ImportItemKind.CostMismatch));
+            Print("UNPRICED: cost unknown, not $0", problems.GetValueOrDefault(ImportItemKind.Unpriced));
+            return imported == 0 && read > 0 ? 1 : 0;
         });
         return cmd;
     }
 
-    private static void Print(string title, IReadOnlyList<ImportProblem> problems)
+    private static void Print(string title, (int Count, List<ImportProblem>? First) problems)
     {
-        if (problems.Count == 0) return;
+        if (problems.Count == 0 || problems.First is null) return;
         Console.WriteLine($"{title}: {problems.Count:N0} rows");
-        foreach (var p in problems.Take(10)) Console.WriteLine($"  line {p.Line}: {p.Message}");
-        if (problems.Count > 10) Console.WriteLine($"  ... and {problems.Count - 10:N0} more");
+        foreach (var p in problems.First) Console.WriteLine($"  line {p.Line}: {p.Message}");
+        if (problems.Count > problems.First.Count) Console.WriteLine($"  ... and {problems.Count - problems.First.Count:N0} more");
     }
 }

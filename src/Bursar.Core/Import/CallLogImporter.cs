@@ -21,6 +21,11 @@ public sealed record CallLogImportOptions
     public IReadOnlyDictionary<string, string> Tags { get; init; } = new Dictionary<string, string>();
 }
 
+public enum ImportItemKind { Record, Skipped, CostMismatch, Unpriced }
+
+/// <summary>One thing a row of a log produced: its ledger record, or a problem with it.</summary>
+public sealed record ImportItem(ImportItemKind Kind, LedgerRecord? Record, ImportProblem? Problem);
+
 /// <summary>A row that could not be imported, or was imported with a warning.</summary>
 public sealed record ImportProblem(int Line, string Message);
 
@@ -55,28 +60,49 @@ public static class CallLogImporter
         ["latency"] = "latency", ["latency_ms"] = "latency", ["duration_ms"] = "latency",
     };
 
+    /// <summary>Reads a whole log into memory (tests, small files). Large files: <see cref="Stream"/>.</summary>
     public static ImportResult Read(TextReader reader, string format, PriceCatalog catalog, CallLogImportOptions options)
     {
         var records = new List<LedgerRecord>();
         var skipped = new List<ImportProblem>();
         var mismatches = new List<ImportProblem>();
         var unpriced = new List<ImportProblem>();
-        var seen = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var (line, fields, raw, error) in format.Equals("jsonl", StringComparison.OrdinalIgnoreCase) ? Jsonl(reader) : Csv(reader))
+        foreach (var item in Stream(reader, format, catalog, options))
         {
-            if (error is not null) { skipped.Add(new ImportProblem(line, error)); continue; }
-            var occurrence = seen[raw] = seen.GetValueOrDefault(raw) + 1;
-            if (Row(line, fields!, raw, occurrence, catalog, options, out var record, out var problem) is false)
+            switch (item.Kind)
             {
-                skipped.Add(problem!);
-                continue;
+                case ImportItemKind.Record: records.Add(item.Record!); break;
+                case ImportItemKind.Skipped: skipped.Add(item.Problem!); break;
+                case ImportItemKind.CostMismatch: mismatches.Add(item.Problem!); break;
+                case ImportItemKind.Unpriced: unpriced.Add(item.Problem!); break;
             }
-            records.Add(record!);
-            if (!record!.Priced) unpriced.Add(new ImportProblem(line, $"model '{record.ServedModel}' has no price: cost unknown (not $0); add it with `bursar prices import`"));
-            else if (record.ReportedCost is { } reported && record.Cost is { } cost && Disagrees(reported, cost, options.CostTolerance))
-                mismatches.Add(new ImportProblem(line, $"model '{record.ServedModel}': the log says ${reported.ToString(CultureInfo.InvariantCulture)}, the catalog prices it at ${cost.ToString(CultureInfo.InvariantCulture)}"));
         }
         return new ImportResult(records, skipped, mismatches, unpriced);
+    }
+
+    /// <summary>
+    /// Reads a log row by row: each row yields its record (or why it was skipped), and a flag when its cost disagrees with the catalog or its
+    /// model has no price. Memory stays flat: only a 16-byte hash per distinct line is kept (to number repeated identical lines).
+    /// </summary>
+    public static IEnumerable<ImportItem> Stream(TextReader reader, string format, PriceCatalog catalog, CallLogImportOptions options)
+    {
+        var seen = new Dictionary<UInt128, int>();
+        foreach (var (line, fields, raw, error) in format.Equals("jsonl", StringComparison.OrdinalIgnoreCase) ? Jsonl(reader) : Csv(reader))
+        {
+            if (error is not null) { yield return new ImportItem(ImportItemKind.Skipped, null, new ImportProblem(line, error)); continue; }
+            var h = System.IO.Hashing.XxHash128.HashToUInt128(Encoding.UTF8.GetBytes(raw));
+            var occurrence = seen[h] = seen.GetValueOrDefault(h) + 1;
+            if (Row(line, fields!, raw, occurrence, catalog, options, out var record, out var problem) is false)
+            {
+                yield return new ImportItem(ImportItemKind.Skipped, null, problem);
+                continue;
+            }
+            yield return new ImportItem(ImportItemKind.Record, record, null);
+            if (!record!.Priced)
+                yield return new ImportItem(ImportItemKind.Unpriced, null, new ImportProblem(line, $"model '{record.ServedModel}' has no price: cost unknown (not $0); add it with `bursar prices import`"));
+            else if (record.ReportedCost is { } reported && record.Cost is { } cost && Disagrees(reported, cost, options.CostTolerance))
+                yield return new ImportItem(ImportItemKind.CostMismatch, null, new ImportProblem(line, $"model '{record.ServedModel}': the log says ${reported.ToString(CultureInfo.InvariantCulture)}, the catalog prices it at ${cost.ToString(CultureInfo.InvariantCulture)}"));
+        }
     }
 
     private static bool Disagrees(decimal reported, decimal catalog, decimal tolerance)
