@@ -25,6 +25,8 @@ public sealed class SemanticCacheTests
     // found it); they are now compared in order, which also stops the second
     [InlineData("What is the monthly price of plan 7 in region 3a9f7c?", "What is the monthly price of plan 9 in region 3a9f7c?", "numbers differ")]
     [InlineData("Move 2 boxes from room 5 to room 5", "Move 5 boxes from room 2 to room 5", "numbers differ")]
+    [InlineData("What are the pros and cons of learning C++ first?", "What are the pros and cons of learning C# first?", "symbols differ")]
+    [InlineData("What does 时尚 mean?", "What does 心中 mean?", "symbols differ")]
     public void Guards_reject_lookalikes_that_ask_different_things(string a, string b, string reason)
     {
         Assert.False(SemanticGuards.Compatible(a, b, out var why));

@@ -35,6 +35,10 @@ internal static class EvalCommand
             Console.WriteLine($"{"threshold",9} {"precision",10} {"recall",8} {"FP rate",8} {"hits",8}");
             foreach (var m in result.Calibration.Where((_, i) => i % 6 == 0 || i >= 90))
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{m.Threshold,9:F3} {m.Precision,10:P1} {m.Recall,8:P1} {m.FalsePositiveRate,8:P2} {m.TruePositives + m.FalsePositives,8:N0}"));
+            Console.WriteLine($"\nHeld-out half ({result.TestPairs:N0} pairs), for reading only (the threshold is chosen on the calibration half):");
+            Console.WriteLine($"{"threshold",9} {"precision",10} {"recall",8} {"hits",8}");
+            foreach (var m in result.TestCurve.Where((_, i) => i >= 84 && i % 2 == 0))
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{m.Threshold,9:F3} {m.Precision,10:P1} {m.Recall,8:P1} {m.TruePositives + m.FalsePositives,8:N0}"));
             Console.WriteLine($"\nGuards rejected {result.GuardRejections:N0} pairs.");
             if (result.Chosen is { } c && result.Test is { } t)
             {

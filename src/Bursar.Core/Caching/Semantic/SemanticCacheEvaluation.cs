@@ -10,7 +10,11 @@ public readonly record struct LabeledPair(string A, string B, bool Duplicate);
 /// <summary>Precision, recall and false-positive rate of "similarity &gt;= threshold and the guards pass".</summary>
 public readonly record struct ThresholdMetrics(float Threshold, double Precision, double Recall, double FalsePositiveRate, int TruePositives, int FalsePositives);
 
-public sealed record EvaluationResult(int CalibrationPairs, int TestPairs, IReadOnlyList<ThresholdMetrics> Calibration, ThresholdMetrics? Chosen, ThresholdMetrics? Test, double TargetPrecision, int GuardRejections);
+public sealed record EvaluationResult(int CalibrationPairs, int TestPairs, IReadOnlyList<ThresholdMetrics> Calibration, ThresholdMetrics? Chosen, ThresholdMetrics? Test, double TargetPrecision, int GuardRejections)
+{
+    /// <summary>The held-out half at every threshold (for reading, not for choosing).</summary>
+    public IReadOnlyList<ThresholdMetrics> TestCurve { get; init; } = [];
+}
 
 /// <summary>
 /// Calibrates and measures the semantic cache on labeled pairs: fits the generator's IDF on one half, picks the lowest
@@ -81,7 +85,10 @@ public static class SemanticCacheEvaluation
         var calMetrics = thresholds.Select(t => Metrics(cal, t)).ToArray();
         ThresholdMetrics? chosen = calMetrics.Where(m => m.TruePositives + m.FalsePositives >= 20 && m.Precision >= targetPrecision).Select(m => (ThresholdMetrics?)m).FirstOrDefault();
         ThresholdMetrics? onTest = chosen is { } c ? Metrics(tst, c.Threshold) : null;
-        return new EvaluationResult(calibration.Length, test.Length, calMetrics, chosen, onTest, targetPrecision, guardRejections);
+        return new EvaluationResult(calibration.Length, test.Length, calMetrics, chosen, onTest, targetPrecision, guardRejections)
+        {
+            TestCurve = thresholds.Select(t => Metrics(tst, t)).ToArray(),
+        };
     }
 
     private static ThresholdMetrics Metrics((float Score, bool Guarded, bool Dup)[] scored, float threshold)

@@ -4,7 +4,7 @@ namespace Bursar.Core.Caching.Semantic;
 
 /// <summary>
 /// Rejects semantic matches that look alike but ask different things: different numbers, a negation on one side only,
-/// or different named entities ("flights to Paris" vs "flights to Rome"). False positives are wrong answers served to users.
+/// different named entities ("flights to Paris" vs "flights to Rome") or different symbols ("C++" vs "C#"). False positives are wrong answers served to users.
 /// </summary>
 public static partial class SemanticGuards
 {
@@ -27,8 +27,15 @@ public static partial class SemanticGuards
         var ea = Set(Capitalized(), a);
         var eb = Set(Capitalized(), b);
         if (!ea.SetEquals(eb)) { reason = "named entities differ"; return false; }
+        // symbols and non-Latin text: "C++" vs "C", "() and []" vs "= and ==", one Chinese word vs another; n-grams barely see them
+        if (!Symbols(a).SequenceEqual(Symbols(b))) { reason = "symbols differ"; return false; }
         return true;
     }
+
+    /// <summary>The characters that carry meaning outside plain words: anything but ASCII letters, digits, spaces and sentence punctuation, sorted.</summary>
+    private static IEnumerable<char> Symbols(string s) =>
+        s.Where(ch => !(char.IsAsciiLetterOrDigit(ch) || char.IsWhiteSpace(ch) || ch is '.' or ',' or '?' or '!' or ';' or ':' or '\'' or '"' or '-' or '\u2019'))
+         .Order();
 
     private static IEnumerable<string> Numbers(string s) => Number().Matches(s).Select(m => m.Value);
 
