@@ -27,6 +27,9 @@ public sealed class SemanticCacheTests
     [InlineData("Move 2 boxes from room 5 to room 5", "Move 5 boxes from room 2 to room 5", "numbers differ")]
     [InlineData("What are the pros and cons of learning C++ first?", "What are the pros and cons of learning C# first?", "symbols differ")]
     [InlineData("What does 时尚 mean?", "What does 心中 mean?", "symbols differ")]
+    [InlineData("Why did the committee approve the plan?", "Did the committee approve the plan?", "question differs")]
+    [InlineData("Which questions belong to human behavior and not to human nature?", "Which questions belong to human nature and not to human behavior?", "word order differs")]
+    [InlineData("How can I minimize the cost of shipping?", "How can I maximize the cost of shipping?", "opposites")]
     public void Guards_reject_lookalikes_that_ask_different_things(string a, string b, string reason)
     {
         Assert.False(SemanticGuards.Compatible(a, b, out var why));

@@ -29,8 +29,35 @@ public static partial class SemanticGuards
         if (!ea.SetEquals(eb)) { reason = "named entities differ"; return false; }
         // symbols and non-Latin text: "C++" vs "C", "() and []" vs "= and ==", one Chinese word vs another; n-grams barely see them
         if (!Symbols(a).SequenceEqual(Symbols(b))) { reason = "symbols differ"; return false; }
+        var wa = Words(a);
+        var wb = Words(b);
+        // "why did X" is not "did X", "where" is not "when": these question words change what is asked
+        if (!wa.Intersect(Asking).ToHashSet().SetEquals(wb.Intersect(Asking))) { reason = "question differs"; return false; }
+        // the same words in another order swap roles: "behavior, not nature" vs "nature, not behavior"
+        if (!wa.SequenceEqual(wb) && wa.Order(StringComparer.Ordinal).SequenceEqual(wb.Order(StringComparer.Ordinal))) { reason = "word order differs"; return false; }
+        // one side says the opposite of the other: "minimize" vs "maximize", "best" vs "worst"
+        var onlyA = wa.Except(wb).ToHashSet(StringComparer.Ordinal);
+        var onlyB = wb.Except(wa).ToHashSet(StringComparer.Ordinal);
+        foreach (var (x, y) in Opposites)
+            if ((onlyA.Contains(x) && onlyB.Contains(y)) || (onlyA.Contains(y) && onlyB.Contains(x))) { reason = "opposites"; return false; }
         return true;
     }
+
+    private static readonly string[] Asking = ["why", "when", "where", "who", "whom", "whose"];
+
+    private static readonly (string, string)[] Opposites =
+    [
+        ("minimize", "maximize"), ("minimum", "maximum"), ("min", "max"), ("increase", "decrease"), ("best", "worst"), ("most", "least"),
+        ("more", "less"), ("before", "after"), ("buy", "sell"), ("win", "lose"), ("advantages", "disadvantages"), ("positive", "negative"),
+        ("start", "stop"), ("open", "close"), ("import", "export"), ("cheap", "expensive"), ("fast", "slow"), ("high", "low"),
+        ("first", "last"), ("male", "female"), ("men", "women"), ("true", "false"), ("add", "remove"), ("enable", "disable"),
+        ("input", "output"), ("upload", "download"), ("accept", "reject"), ("above", "below"), ("inside", "outside"), ("easy", "hard"),
+    ];
+
+    private static string[] Words(string s) => WordPattern().Matches(s.ToLowerInvariant()).Select(m => m.Value).ToArray();
+
+    [GeneratedRegex(@"[a-z0-9]+", RegexOptions.CultureInvariant)]
+    private static partial Regex WordPattern();
 
     /// <summary>The characters that carry meaning outside plain words: anything but ASCII letters, digits, spaces and sentence punctuation, sorted.</summary>
     private static IEnumerable<char> Symbols(string s) =>
