@@ -158,6 +158,10 @@ internal static class Runner
             Kill(gateway);
             Kill(gatewayBudgets);
             Kill(upstream);
+            // the two ledgers grow by hundreds of MB per run: leave nothing behind
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            foreach (var dir in new[] { data, dataBudgets })
+                try { Directory.Delete(dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }
     }
 
