@@ -5,7 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 started=()
-cleanup() { for pid in "${started[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done; }
+scratch=()
+cleanup() {
+  for pid in "${started[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+  for dir in "${scratch[@]:-}"; do [ -n "$dir" ] && rm -rf "$dir"; done
+}
 trap cleanup EXIT
 
 # --- what the tests need -------------------------------------------------------------------------
@@ -31,6 +35,7 @@ dotnet restore Bursar.slnx --nologo -v q
 dotnet build Bursar.slnx -c Release --no-restore --nologo -v q -clp:ErrorsOnly
 
 log=$(mktemp)
+scratch+=("$log")
 set +e
 dotnet test Bursar.slnx -c Release --no-build --nologo 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
@@ -39,6 +44,7 @@ set -e
 # --- the npm SDKs against a real gateway process ----------------------------------------------------
 (cd tests/sdk-js && npm ci --no-audit --no-fund --loglevel=error)
 data=$(mktemp -d)
+scratch+=("$data")
 bursar=(dotnet src/Bursar.Cli/bin/Release/net10.0/bursar.dll --data-dir "$data")
 key=$("${bursar[@]}" keys create --team sdk-js 2>/dev/null)
 port=$((20000 + RANDOM % 20000))
