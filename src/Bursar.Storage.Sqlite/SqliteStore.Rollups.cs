@@ -172,9 +172,30 @@ public sealed partial class SqliteStore : IReportStore
         }
     }
 
+    /// <summary>
+    /// Hourly rollups are kept this long (default 90 days); daily ones for ever. A window edge older than this is widened to the whole UTC day,
+    /// so a report on last year answers at day resolution and the hourly table stays small however many customers or keys there are.
+    /// </summary>
+    public TimeSpan HourlyRollupRetention { get; init; } = TimeSpan.FromDays(90);
+
+    /// <summary>Deletes hourly rollups older than <see cref="HourlyRollupRetention"/>; returns the rows removed.</summary>
+    public int PruneHourlyRollups()
+    {
+        var cutoff = LedgerRollup.BucketOf(_time.GetUtcNow() - HourlyRollupRetention, LedgerRollup.Day);
+        return NonQuery("DELETE FROM rollup_hour WHERE bucket < $cutoff", ("$cutoff", cutoff));
+    }
+
     public Task<RollupSlice> SliceAsync(ReportDimension by, DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken)
     {
         var dim = by == ReportDimension.Day ? ReportDimension.All : by;
+        // edges older than the hourly retention widen to whole days (their hours may have been pruned)
+        var hourlyFrom = DateTimeOffset.FromUnixTimeSeconds(LedgerRollup.BucketOf(_time.GetUtcNow() - HourlyRollupRetention, LedgerRollup.Day));
+        if (from < hourlyFrom) from = DateTimeOffset.FromUnixTimeSeconds(LedgerRollup.BucketOf(from, LedgerRollup.Day));
+        if (to < hourlyFrom)
+        {
+            var day = LedgerRollup.BucketOf(to, LedgerRollup.Day);
+            to = DateTimeOffset.FromUnixTimeSeconds(day == to.ToUnixTimeSeconds() ? day : day + LedgerRollup.Day);
+        }
         var (fromHour, toHour, fromDay, toDay) = LedgerRollup.Split(from, to);
         var columns = string.Join(',', RollupCounts.Append("latency_ms").Concat(RollupMoney));
         var rows = Query($"""

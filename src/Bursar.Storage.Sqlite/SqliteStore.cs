@@ -21,9 +21,12 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
 
     /// <param name="path">The database file (created with its folder when missing).</param>
     /// <param name="progress">Told about long work on open (rebuilding report rollups from a large ledger); default stderr.</param>
-    public SqliteStore(string path, Action<string>? progress = null)
+    private readonly TimeProvider _time;
+
+    public SqliteStore(string path, Action<string>? progress = null, TimeProvider? time = null)
     {
         _progress = progress ?? (m => Console.Error.WriteLine(m));
+        _time = time ?? TimeProvider.System;
         Path = System.IO.Path.GetFullPath(path);
         var dir = System.IO.Path.GetDirectoryName(Path);
         if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);

@@ -16,7 +16,7 @@ public sealed class RollupReportTests : IDisposable
         try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
 
-    private SqliteStore Store() => new(Path.Combine(_dir, "bursar.db"));
+    private SqliteStore Store(TimeProvider? time = null) => new(Path.Combine(_dir, "bursar.db"), time: time ?? new Microsoft.Extensions.Time.Testing.FakeTimeProvider(T0.AddDays(10)));
 
     private static LedgerRecord R(DateTimeOffset t, string feature, string model, decimal? cost, string? customer = null, string? run = null,
         decimal savingCache = 0, long input = 100, long output = 20, string? end = null) => new()
@@ -135,5 +135,23 @@ public sealed class RollupReportTests : IDisposable
         Assert.Equal(["f7", "f8", "f9"], newest.Select(r => r.Feature));
         var oldest = await store.ReadAsync(new LedgerQuery { Limit = 3 }, default);
         Assert.Equal(["f0", "f1", "f2"], oldest.Select(r => r.Feature));
+    }
+
+    [Fact]
+    public async Task Old_windows_answer_at_day_resolution_once_their_hours_are_pruned()
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(T0.AddDays(10));
+        var store = Store(time);
+        var records = Enumerable.Range(0, 48).Select(i => R(T0.AddHours(i), "chat", "gpt-4.1", 0.01m)).ToArray();
+        await store.WriteAsync(records, default);
+        // recent: a ragged window counts the hours it covers
+        Assert.Equal(0.10m, (await SpendReport.QueryAsync(store, ReportDimension.Feature, T0.AddHours(5), T0.AddHours(15), default)).Total.Cost);
+        // 200 days later the hourly rows are pruned, and the same window widens to its whole day
+        time.Advance(TimeSpan.FromDays(200));
+        Assert.True(store.PruneHourlyRollups() > 0);
+        var old = await SpendReport.QueryAsync(store, ReportDimension.Feature, T0.AddHours(5), T0.AddHours(15), default);
+        Assert.Equal(0.24m, old.Total.Cost);
+        Assert.Equal(T0, old.From);
+        Assert.Equal(T0.AddDays(1), old.To);
     }
 }

@@ -75,7 +75,7 @@ public static partial class GatewayHost
         services.AddSingleton(sp =>
         {
             var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger<SqliteStore>();
-            return new SqliteStore(sp.GetRequiredService<BursarOptions>().ResolvedDatabasePath, m => LogStoreProgress(log, m));
+            return new SqliteStore(sp.GetRequiredService<BursarOptions>().ResolvedDatabasePath, m => LogStoreProgress(log, m), sp.GetRequiredService<TimeProvider>());
         });
         services.AddSingleton<IKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<ILedgerStore>(sp => sp.GetRequiredService<SqliteStore>());
@@ -200,8 +200,10 @@ public static partial class GatewayHost
 }
 
 /// <summary>Loads budgets, rate limits and stored routes from the store at start and every refresh interval (the admin API reloads them on change).</summary>
-internal sealed partial class PolicyLoader(BudgetManager budgets, RateLimiter limiter, IRateLimitStore limits, Bursar.Gateway.Routing.RouteLoader routes, BursarOptions options, TimeProvider time, ILogger<PolicyLoader> logger) : IHostedService
+internal sealed partial class PolicyLoader(BudgetManager budgets, RateLimiter limiter, IRateLimitStore limits, Bursar.Gateway.Routing.RouteLoader routes, SqliteStore store, BursarOptions options, TimeProvider time, ILogger<PolicyLoader> logger) : IHostedService
 {
+    private DateTimeOffset _pruned = DateTimeOffset.MinValue;
+
     private readonly CancellationTokenSource _stop = new();
     private Task? _loop;
 
@@ -229,6 +231,12 @@ internal sealed partial class PolicyLoader(BudgetManager budgets, RateLimiter li
         var fresh = await limits.ListRateLimitsAsync(ct).ConfigureAwait(false);
         if (!fresh.SequenceEqual(limiter.Limits)) limiter.Load(fresh);
         await routes.ReloadAsync(ct).ConfigureAwait(false);
+        // hourly report rollups past their retention, a few times a day
+        if (time.GetUtcNow() - _pruned > TimeSpan.FromHours(6))
+        {
+            store.PruneHourlyRollups();
+            _pruned = time.GetUtcNow();
+        }
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Reloading budgets, rate limits and routes failed; keeping the last ones")]
