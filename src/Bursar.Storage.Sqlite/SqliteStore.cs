@@ -92,7 +92,7 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
         AddColumn(c, "keys", "unpriced_policy", "TEXT");
         AddColumn(c, "budgets", "reset_at", "TEXT");
         using var idx = c.CreateCommand();
-        idx.CommandText = "CREATE INDEX IF NOT EXISTS ledger_customer_ts ON ledger(customer, ts_unix_ms); CREATE INDEX IF NOT EXISTS ledger_team_ts ON ledger(team, ts_unix_ms);";
+        idx.CommandText = "CREATE INDEX IF NOT EXISTS ledger_customer_ts ON ledger(customer, ts_unix_ms); CREATE INDEX IF NOT EXISTS ledger_team_ts ON ledger(team, ts_unix_ms); CREATE INDEX IF NOT EXISTS ledger_route_ts ON ledger(route, ts_unix_ms) WHERE route IS NOT NULL;";
         idx.ExecuteNonQuery();
         MigrateRollups(c);
     }
@@ -217,9 +217,15 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
     {
         using var c = Open();
         using var cmd = c.CreateCommand();
+        var where = "ts_unix_ms >= $from AND ts_unix_ms < $to";
+        if (query.Routes is { } routes)
+        {
+            where += $" AND route IN ({string.Join(',', routes.Select((_, i) => "$r" + i))})";
+            for (var i = 0; i < routes.Count; i++) cmd.Parameters.AddWithValue("$r" + i, routes[i]);
+        }
         cmd.CommandText = query.Newest
-            ? $"SELECT * FROM (SELECT {string.Join(',', LedgerColumns)} FROM ledger WHERE ts_unix_ms >= $from AND ts_unix_ms < $to ORDER BY ts_unix_ms DESC LIMIT $limit) ORDER BY ts_unix_ms"
-            : $"SELECT {string.Join(',', LedgerColumns)} FROM ledger WHERE ts_unix_ms >= $from AND ts_unix_ms < $to ORDER BY ts_unix_ms LIMIT $limit";
+            ? $"SELECT * FROM (SELECT {string.Join(',', LedgerColumns)} FROM ledger WHERE {where} ORDER BY ts_unix_ms DESC LIMIT $limit) ORDER BY ts_unix_ms"
+            : $"SELECT {string.Join(',', LedgerColumns)} FROM ledger WHERE {where} ORDER BY ts_unix_ms LIMIT $limit";
         cmd.Parameters.AddWithValue("$from", query.From?.ToUnixTimeMilliseconds() ?? long.MinValue);
         cmd.Parameters.AddWithValue("$to", query.To?.ToUnixTimeMilliseconds() ?? long.MaxValue);
         cmd.Parameters.AddWithValue("$limit", query.Limit);

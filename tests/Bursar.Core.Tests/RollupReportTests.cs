@@ -135,6 +135,9 @@ public sealed class RollupReportTests : IDisposable
         Assert.Equal(["f7", "f8", "f9"], newest.Select(r => r.Feature));
         var oldest = await store.ReadAsync(new LedgerQuery { Limit = 3 }, default);
         Assert.Equal(["f0", "f1", "f2"], oldest.Select(r => r.Feature));
+        await store.WriteAsync([R(T0.AddHours(1), "routed", "gpt-4.1", 0.1m) with { Route = "summaries" }], default);
+        var routed = await store.ReadAsync(new LedgerQuery { Routes = ["summaries", "other"] }, default);
+        Assert.Equal("routed", Assert.Single(routed).Feature);
     }
 
     [Fact]

@@ -17,4 +17,6 @@ public sealed record LedgerQuery
     public int Limit { get; init; } = 10_000;
     /// <summary>With a limit that cuts: keep the newest records instead of the oldest (still returned oldest first).</summary>
     public bool Newest { get; init; }
+    /// <summary>Only records of these routes (null: all).</summary>
+    public IReadOnlyList<string>? Routes { get; init; }
 }

@@ -14,7 +14,9 @@ public sealed partial class OutputCapService(OutputCapLearner learner, RouteTabl
     public async Task RecomputeAsync(CancellationToken ct)
     {
         var now = time.GetUtcNow();
-        var rows = await ledger.ReadAsync(new LedgerQuery { From = now.AddDays(-7), To = now.AddMinutes(1), Limit = MaxRows, Newest = true }, ct).ConfigureAwait(false);
+        var learning = routes.Current.Routes.Where(r => r.LearnMaxTokens).Select(r => r.Name).ToArray();
+        if (learning.Length == 0) return;
+        var rows = await ledger.ReadAsync(new LedgerQuery { From = now.AddDays(-7), To = now.AddMinutes(1), Limit = MaxRows, Newest = true, Routes = learning }, ct).ConfigureAwait(false);
         foreach (var cap in learner.Recompute(rows)) LogCap(logger, cap.Route, cap.Cap, cap.Why);
     }
 
@@ -24,7 +26,7 @@ public sealed partial class OutputCapService(OutputCapLearner learner, RouteTabl
         do
         {
             // routes can arrive later through the admin API: check each tick
-            try { if (routes.Current.Routes.Any(r => r.LearnMaxTokens)) await RecomputeAsync(stoppingToken).ConfigureAwait(false); }
+            try { await RecomputeAsync(stoppingToken).ConfigureAwait(false); }
             catch (Exception e) when (e is not OperationCanceledException) { LogFailed(logger, e.Message); }
         }
         while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false));
