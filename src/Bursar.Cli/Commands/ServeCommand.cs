@@ -24,6 +24,14 @@ internal static class ServeCommand
             foreach (var d in registry.Deployments)
                 Console.WriteLine($"  {d.Name,-12} {d.Dialect,-9} {(d.Simulated ? "SIMULATOR (no API key configured)" : d.BaseUri.ToString()),-40} models: {string.Join(' ', d.Options.Models)}");
             Console.WriteLine("  OpenAI SDK:    base_url = <url>/v1      Anthropic SDK: base_url = <url>      key: a Bursar virtual key (bursar keys create)");
+            var routes = app.Services.GetRequiredService<Bursar.Core.Routing.RouteTable>().Configured.Routes;
+            Console.WriteLine(routes.Count == 0
+                ? "  routes: none (every call is served as asked; see Bursar:Routing:Routes, DefaultTierRoutes, bursar routes)"
+                : $"  routes: {routes.Count} from configuration ({string.Join(", ", routes.Take(6).Select(r => r.Name))}{(routes.Count > 6 ? ", ..." : "")}); stored ones load with the policies");
+            var admin = app.Services.GetRequiredService<BursarOptions>().AdminKey;
+            Console.WriteLine(string.IsNullOrEmpty(admin)
+                ? "  dashboard and admin API: off (set Bursar:AdminKey);  metrics: <url>/metrics"
+                : "  dashboard: <url>/dashboard   admin API: <url>/admin (Bursar:AdminKey)   metrics: <url>/metrics");
             await app.StartAsync(ct); await app.WaitForShutdownAsync(ct);
             return 0;
         });
