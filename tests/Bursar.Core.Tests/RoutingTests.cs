@@ -45,7 +45,7 @@ public sealed class RoutingTests
     public void A_trained_router_survives_a_save_and_load()
     {
         var data = RoutingDataset.Load(SharedData.Path("routing", "gsm8k"));
-        var router = ComplexityRouter.Train(data.Take(200).ToArray(), epochs: 5);
+        var router = ComplexityRouter.TrainDense(data.Take(200).ToArray(), epochs: 5);
         var path = Path.Combine(Path.GetTempPath(), "router-" + Guid.NewGuid().ToString("N") + ".json");
         router.Save(path);
         var loaded = ComplexityRouter.Load(path);

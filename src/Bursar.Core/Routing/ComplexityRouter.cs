@@ -50,7 +50,11 @@ public sealed partial class ComplexityRouter
         var scores = data.Select(d => Score(d.Prompt, d.Category)).Order().ToArray();
         var q = new double[101];
         for (var i = 0; i <= 100; i++) q[i] = scores.Length == 0 ? 0.5 : scores[(int)Math.Round(i / 100.0 * (scores.Length - 1))];
-        return new ComplexityRouter { Weights = Weights, CategoryPrior = CategoryPrior, GlobalPrior = GlobalPrior, ScoreQuantiles = q };
+        return new ComplexityRouter
+        {
+            Weights = Weights, CategoryPrior = CategoryPrior, GlobalPrior = GlobalPrior, ScoreQuantiles = q,
+            TextWeights = TextWeights, TextBias = TextBias, TextShare = TextShare, DenseSpread = DenseSpread, TextSpread = TextSpread,
+        };
     }
 
     /// <summary>The router shipped with Bursar: trained on RouteLLM's MMLU and GSM8K labels (contaminated prompts dropped).</summary>
@@ -87,20 +91,143 @@ public sealed partial class ComplexityRouter
         return f;
     }
 
-    /// <summary>P(needs the strong model).</summary>
-    public double Score(string prompt, string? category, int turns = 1)
+    /// <summary>Hashed word unigrams and bigrams (numbers by their length): the text model's sparse features.</summary>
+    public const int TextBuckets = 16384;
+
+    /// <summary>The text model: a weight per bucket and a bias (empty when the router has none).</summary>
+    public double[] TextWeights { get; init; } = [];
+    public double TextBias { get; init; }
+    /// <summary>How much the text model counts beside the dense one (chosen by cross-validation when training; 0 = dense only).</summary>
+    public double TextShare { get; init; }
+    /// <summary>Spreads of the two models' logits on the training data, so that <see cref="TextShare"/> weighs like against like.</summary>
+    public double DenseSpread { get; init; } = 1;
+    public double TextSpread { get; init; } = 1;
+
+    [GeneratedRegex(@"[a-z]+|\d+|[$%/]")] private static partial Regex Tokens();
+
+    public static int[] TextFeatures(string prompt)
+    {
+        var set = new HashSet<int>();
+        string? previous = null;
+        foreach (Match m in Tokens().Matches(prompt.ToLowerInvariant()))
+        {
+            var token = char.IsDigit(m.Value[0]) ? "<num" + Math.Min(m.Value.Length, 4) + ">" : m.Value;
+            set.Add(Bucket(token));
+            if (previous is not null) set.Add(Bucket(previous + " " + token));
+            previous = token;
+        }
+        return [.. set];
+    }
+
+    private static int Bucket(string token) => (int)(System.IO.Hashing.XxHash32.HashToUInt32(System.Text.Encoding.UTF8.GetBytes(token)) % TextBuckets);
+
+    private double DenseLogit(string prompt, string? category, int turns)
     {
         var f = Features(prompt, category, turns);
         var z = Weights[FeatureCount];
         for (var i = 0; i < FeatureCount; i++) z += Weights[i] * f[i];
+        return z;
+    }
+
+    private double TextLogit(string prompt)
+    {
+        var z = TextBias;
+        foreach (var k in TextFeatures(prompt)) z += TextWeights[k];
+        return z;
+    }
+
+    /// <summary>The routing score, higher = more likely to need the strong model: the dense logit plus, when trained, the text model's (scaled).</summary>
+    public double Score(string prompt, string? category, int turns = 1)
+    {
+        var z = DenseLogit(prompt, category, turns);
+        if (TextShare > 0 && TextWeights.Length == TextBuckets) z = z / DenseSpread + TextShare * TextLogit(prompt) / TextSpread;
         return 1 / (1 + Math.Exp(-z));
     }
 
     /// <summary>The label routing can gain from: the strong model got it right and the weak one did not.</summary>
     public static bool Gains(LabeledPrompt p) => p.StrongCorrect && !p.WeakCorrect;
 
-    /// <summary>Fits the category prior and the logistic weights on labeled prompts (label: routing to the strong model gains).</summary>
-    public static ComplexityRouter Train(IReadOnlyList<LabeledPrompt> data, int epochs = 60, double learningRate = 0.1, double l2 = 1e-4)
+    /// <summary>Candidate weights of the text model beside the dense one; 3-fold cross-validation on the training data picks one.</summary>
+    public static readonly double[] TextShares = [0, 0.5, 1, 2, 4, 8];
+
+    /// <summary>
+    /// Trains the dense model and the text model on <paramref name="data"/>, and weighs them by the share 3-fold cross-validation on the same data
+    /// finds best (held-out APGR): no test data is looked at.
+    /// </summary>
+    public static ComplexityRouter Train(IReadOnlyList<LabeledPrompt> data)
+    {
+        var dense = TrainDense(data);
+        if (data.Count < 300) return dense;
+        var totals = new double[TextShares.Length];
+        foreach (var fold in Enumerable.Range(0, 3))
+        {
+            var train = data.Where((_, i) => i % 3 != fold).ToArray();
+            var held = data.Where((_, i) => i % 3 == fold).ToArray();
+            var d = TrainDense(train);
+            for (var j = 0; j < TextShares.Length; j++)
+            {
+                var r = WithText(d, train, TextShares[j]);
+                totals[j] += RoutingEvaluation.Evaluate("cv", held, held.Select(p => r.Score(p.Prompt, p.Category)).ToArray()).Apgr;
+            }
+        }
+        var best = TextShares[Array.IndexOf(totals, totals.Max())];
+        return WithText(dense, data, best);
+    }
+
+    /// <summary>The dense router plus a text model fitted on <paramref name="data"/> and weighed by <paramref name="share"/>.</summary>
+    private static ComplexityRouter WithText(ComplexityRouter dense, IReadOnlyList<LabeledPrompt> data, double share)
+    {
+        if (share == 0) return dense;
+        var (weights, bias) = TrainText(data);
+        static double Spread(IEnumerable<double> v) { var a = v.ToArray(); var m = a.Average(); return Math.Sqrt(a.Average(x => (x - m) * (x - m))) + 1e-9; }
+        var router = new ComplexityRouter
+        {
+            Weights = dense.Weights, CategoryPrior = dense.CategoryPrior, GlobalPrior = dense.GlobalPrior,
+            TextWeights = weights, TextBias = bias, TextShare = share,
+        };
+        return new ComplexityRouter
+        {
+            Weights = dense.Weights, CategoryPrior = dense.CategoryPrior, GlobalPrior = dense.GlobalPrior,
+            TextWeights = weights, TextBias = bias, TextShare = share,
+            DenseSpread = Spread(data.Select(p => router.DenseLogit(p.Prompt, p.Category, 1))),
+            TextSpread = Spread(data.Select(p => router.TextLogit(p.Prompt))),
+        };
+    }
+
+    /// <summary>Logistic regression on the hashed text features (label: routing gains), SGD with L2 weight decay (applied lazily through a scale).</summary>
+    private static (double[] Weights, double Bias) TrainText(IReadOnlyList<LabeledPrompt> data, double l2 = 0.06, int epochs = 15)
+    {
+        var xs = data.Select(d => TextFeatures(d.Prompt)).ToArray();
+        var ys = data.Select(d => Gains(d) ? 1.0 : 0.0).ToArray();
+        var w = new double[TextBuckets];
+        double bias = 0, scale = 1;
+        var order = Enumerable.Range(0, xs.Length).ToArray();
+        var rng = new Random(1);
+        for (var e = 0; e < epochs; e++)
+        {
+            rng.Shuffle(order);
+            var lr = 0.05 / (1 + e * 0.1);
+            foreach (var i in order)
+            {
+                var z = bias;
+                foreach (var k in xs[i]) z += w[k] * scale;
+                var g = Sigmoid(z) - ys[i];
+                scale *= 1 - lr * l2; // every weight decays; the scale carries it without touching all of them
+                foreach (var k in xs[i]) w[k] -= lr * g / scale;
+                bias -= lr * g;
+                if (scale < 1e-6)
+                {
+                    for (var k = 0; k < w.Length; k++) w[k] *= scale;
+                    scale = 1;
+                }
+            }
+        }
+        for (var k = 0; k < w.Length; k++) w[k] *= scale;
+        return (w, bias);
+    }
+
+    /// <summary>Fits the category prior and the logistic weights of the dense features (label: routing to the strong model gains).</summary>
+    public static ComplexityRouter TrainDense(IReadOnlyList<LabeledPrompt> data, int epochs = 60, double learningRate = 0.1, double l2 = 1e-4)
     {
         var wrong = data.Count(Gains);
         var global = Math.Log((wrong + 1.0) / (data.Count - wrong + 1.0));
@@ -135,7 +262,12 @@ public sealed partial class ComplexityRouter
     private static double Sigmoid(double z) => 1 / (1 + Math.Exp(-z));
 
     public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(
-        new { format = "bursar-complexity-router/1", weights = Weights, category_prior = CategoryPrior, global_prior = GlobalPrior, score_quantiles = ScoreQuantiles },
+        new
+        {
+            format = "bursar-complexity-router/2", weights = Weights, category_prior = CategoryPrior, global_prior = GlobalPrior, score_quantiles = ScoreQuantiles,
+            text_share = TextShare, dense_spread = DenseSpread, text_spread = TextSpread, text_bias = TextBias,
+            text_weights = TextShare > 0 ? TextWeights : [],
+        },
         new JsonSerializerOptions { WriteIndented = true }));
 
     /// <summary>Loads a model file written by <c>bursar train-router</c>; throws naming the file and what is wrong with it.</summary>
@@ -161,7 +293,13 @@ public sealed partial class ComplexityRouter
             CategoryPrior = r.GetProperty("category_prior").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetDouble(), StringComparer.Ordinal),
             GlobalPrior = r.GetProperty("global_prior").GetDouble(),
             ScoreQuantiles = r.TryGetProperty("score_quantiles", out var q) ? q.EnumerateArray().Select(x => x.GetDouble()).ToArray() : [],
+            TextWeights = r.TryGetProperty("text_weights", out var tw) ? tw.EnumerateArray().Select(x => x.GetDouble()).ToArray() : [],
+            TextShare = r.TryGetProperty("text_share", out var ts) ? ts.GetDouble() : 0,
+            TextBias = r.TryGetProperty("text_bias", out var tb) ? tb.GetDouble() : 0,
+            DenseSpread = r.TryGetProperty("dense_spread", out var ds) ? ds.GetDouble() : 1,
+            TextSpread = r.TryGetProperty("text_spread", out var tsp) ? tsp.GetDouble() : 1,
         };
+        if (router.TextShare > 0 && router.TextWeights.Length != TextBuckets) throw new FormatException($"expected {TextBuckets} text weights, found {router.TextWeights.Length}");
         if (router.Weights.Length != FeatureCount + 1) throw new FormatException($"expected {FeatureCount + 1} weights, found {router.Weights.Length}");
         return router;
     }
