@@ -25,7 +25,7 @@ public sealed class RoutingQualityTests(ITestOutputHelper output)
         var data = RoutingDataset.Load(Mmlu()).ToArray();
         new Random(42).Shuffle(data);
         var train = data.Take(data.Length / 2).ToArray();
-        var test = data.Skip(data.Length / 2).Take(400).ToArray();
+        var test = data.Skip(data.Length / 2).Take(1200).ToArray();
         var model = Path.Combine(Path.GetTempPath(), $"bursar-router-{Guid.NewGuid():N}.json");
         ComplexityRouter.Train(train).Calibrated(train).Save(model);
         var gw = new ConfiguredGateway([

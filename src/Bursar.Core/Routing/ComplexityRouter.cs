@@ -103,23 +103,84 @@ public sealed partial class ComplexityRouter
     public double DenseSpread { get; init; } = 1;
     public double TextSpread { get; init; } = 1;
 
-    [GeneratedRegex(@"[a-z]+|\d+|[$%/]")] private static partial Regex Tokens();
-
+    /// <summary>The distinct buckets of a prompt (allocates; training). The request path uses the span overload.</summary>
     public static int[] TextFeatures(string prompt)
     {
-        var set = new HashSet<int>();
-        string? previous = null;
-        foreach (Match m in Tokens().Matches(prompt.ToLowerInvariant()))
-        {
-            var token = char.IsDigit(m.Value[0]) ? "<num" + Math.Min(m.Value.Length, 4) + ">" : m.Value;
-            set.Add(Bucket(token));
-            if (previous is not null) set.Add(Bucket(previous + " " + token));
-            previous = token;
-        }
-        return [.. set];
+        var buffer = System.Buffers.ArrayPool<int>.Shared.Rent(TextBuckets);
+        try { return buffer.AsSpan(0, TextFeatures(prompt, buffer)).ToArray(); }
+        finally { System.Buffers.ArrayPool<int>.Shared.Return(buffer); }
     }
 
-    private static int Bucket(string token) => (int)(System.IO.Hashing.XxHash32.HashToUInt32(System.Text.Encoding.UTF8.GetBytes(token)) % TextBuckets);
+    /// <summary>
+    /// Writes the distinct buckets of the prompt's tokens and token bigrams into <paramref name="output"/> (room for <see cref="TextBuckets"/>) and
+    /// returns how many. Tokens: runs of ASCII letters (lowercased, at most 60), runs of digits (as &lt;numN&gt;, N their length up to 4), and $ % /.
+    /// No allocation: bytes are hashed from stack buffers.
+    /// </summary>
+    public static int TextFeatures(ReadOnlySpan<char> prompt, Span<int> output)
+    {
+        Span<ulong> seen = stackalloc ulong[TextBuckets / 64];
+        Span<byte> pair = stackalloc byte[2 * MaxToken + 1];
+        Span<byte> token = stackalloc byte[MaxToken];
+        var previous = 0; // length of the previous token, kept at the start of pair
+        var count = 0;
+        var i = 0;
+        while (i < prompt.Length)
+        {
+            var c = prompt[i];
+            int length;
+            if (char.IsAsciiLetter(c))
+            {
+                length = 0;
+                while (i < prompt.Length && char.IsAsciiLetter(prompt[i]))
+                {
+                    if (length < MaxToken) token[length++] = (byte)(prompt[i] | 0x20);
+                    i++;
+                }
+            }
+            else if (char.IsDigit(c))
+            {
+                var digits = 0;
+                while (i < prompt.Length && char.IsDigit(prompt[i])) { digits++; i++; }
+                "<num"u8.CopyTo(token);
+                token[4] = (byte)('0' + Math.Min(digits, 4));
+                token[5] = (byte)'>';
+                length = 6;
+            }
+            else if (c is '$' or '%' or '/')
+            {
+                token[0] = (byte)c;
+                length = 1;
+                i++;
+            }
+            else
+            {
+                i++;
+                continue;
+            }
+            Add(System.IO.Hashing.XxHash32.HashToUInt32(token[..length]), seen, output, ref count);
+            if (previous > 0)
+            {
+                pair[previous] = (byte)' ';
+                token[..length].CopyTo(pair[(previous + 1)..]);
+                Add(System.IO.Hashing.XxHash32.HashToUInt32(pair[..(previous + 1 + length)]), seen, output, ref count);
+            }
+            token[..length].CopyTo(pair);
+            previous = length;
+        }
+        return count;
+
+        static void Add(uint hash, Span<ulong> seen, Span<int> output, ref int count)
+        {
+            var bucket = (int)(hash % TextBuckets);
+            ref var word = ref seen[bucket >> 6];
+            var bit = 1UL << (bucket & 63);
+            if ((word & bit) != 0 || count >= output.Length) return;
+            word |= bit;
+            output[count++] = bucket;
+        }
+    }
+
+    private const int MaxToken = 60;
 
     private double DenseLogit(string prompt, string? category, int turns)
     {
@@ -131,9 +192,15 @@ public sealed partial class ComplexityRouter
 
     private double TextLogit(string prompt)
     {
-        var z = TextBias;
-        foreach (var k in TextFeatures(prompt)) z += TextWeights[k];
-        return z;
+        var buffer = System.Buffers.ArrayPool<int>.Shared.Rent(TextBuckets);
+        try
+        {
+            var n = TextFeatures(prompt, buffer);
+            var z = TextBias;
+            for (var i = 0; i < n; i++) z += TextWeights[buffer[i]];
+            return z;
+        }
+        finally { System.Buffers.ArrayPool<int>.Shared.Return(buffer); }
     }
 
     /// <summary>The routing score, higher = more likely to need the strong model: the dense logit plus, when trained, the text model's (scaled).</summary>
