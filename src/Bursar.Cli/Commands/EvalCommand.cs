@@ -62,7 +62,7 @@ internal static class EvalCommand
             var prompts = Bursar.Core.Routing.RoutingDataset.Load(path);
             Console.WriteLine($"{prompts.Count:N0} prompts ({prompts.Select(p => p.Category).Distinct().Count()} categories) from {path}, contaminated prompts dropped");
             var result = Bursar.Core.Routing.RoutingEvaluation.Run(prompts);
-            Console.WriteLine($"train {result.Train:N0} / test {result.Test:N0} (disjoint halves)\n");
+            Console.WriteLine($"train {result.Train:N0} / test {result.Test:N0} (disjoint halves); text-model share chosen by 3-fold CV on the training half: {result.TextShare.ToString(CultureInfo.InvariantCulture)}\n");
             Console.WriteLine($"{"router",-26} {"APGR",6} {"CPT(50%)",9} {"CPT(80%)",9}");
             foreach (var m in result.Routers)
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{m.Router,-26} {m.Apgr,6:F3} {(m.Cpt50 is { } a ? a.ToString("P1", CultureInfo.InvariantCulture) : "-"),9} {(m.Cpt80 is { } b ? b.ToString("P1", CultureInfo.InvariantCulture) : "-"),9}"));

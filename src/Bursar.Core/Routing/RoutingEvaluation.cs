@@ -3,7 +3,11 @@ namespace Bursar.Core.Routing;
 /// <summary>RouteLLM's metrics for one router on one test set.</summary>
 public sealed record RoutingMetrics(string Router, double Apgr, double? Cpt50, double? Cpt80, double QualityWeak, double QualityStrong);
 
-public sealed record RoutingEvaluationResult(int Train, int Test, IReadOnlyList<RoutingMetrics> Routers, double CostSavedAt95Percent);
+public sealed record RoutingEvaluationResult(int Train, int Test, IReadOnlyList<RoutingMetrics> Routers, double CostSavedAt95Percent)
+{
+    /// <summary>The weight cross-validation on the training half gave the router's text model (0: dense features only).</summary>
+    public double TextShare { get; init; }
+}
 
 /// <summary>
 /// Replays labeled prompts through a router: train on one half, test on the other (disjoint), route the top c share of
@@ -37,7 +41,7 @@ public static class RoutingEvaluation
         var c95 = SmallestShare(test, learned, 0.95) ?? 1.0;
         var allStrong = strongCostPerCall * test.Length;
         var routed = (decimal)c95 * test.Length * strongCostPerCall + (decimal)(1 - c95) * test.Length * weakCostPerCall;
-        return new RoutingEvaluationResult(train.Length, test.Length, m, (double)(1 - routed / allStrong));
+        return new RoutingEvaluationResult(train.Length, test.Length, m, (double)(1 - routed / allStrong)) { TextShare = router.TextShare };
     }
 
     private static double QualityOf(LabeledPrompt[] test, bool strong) => test.Average(t => (strong ? t.StrongCorrect : t.WeakCorrect) ? 1.0 : 0.0);
