@@ -43,7 +43,16 @@ public class RequestPathBenchmarks
     [Benchmark]
     public (string, long)? PrefixFingerprintOfKnownPrompt() => _prefixes.Of("claude-sonnet-4-5", _system);
 
-    /// <summary>Per batch of 512 records (the writer's largest batch): the hourly rollup deltas.</summary>
+    /// <summary>Per batch of 512 records (the writer's largest batch), hourly and daily deltas as the writer builds them: one fold, daily summed from hourly.</summary>
     [Benchmark]
-    public int RollupDeltasFor512Records() => LedgerRollup.Aggregate(_batch, LedgerRollup.Hour).Count;
+    public int RollupDeltasFor512Records()
+    {
+        var hourly = LedgerRollup.Aggregate(_batch, LedgerRollup.Hour);
+        return hourly.Count + LedgerRollup.Coarsen(hourly, LedgerRollup.Day).Count;
+    }
+
+    /// <summary>The first version: every record folded once per bucket size.</summary>
+    [Benchmark(Baseline = true)]
+    public int RollupDeltasFor512RecordsFoldedTwice() =>
+        LedgerRollup.Aggregate(_batch, LedgerRollup.Hour).Count + LedgerRollup.Aggregate(_batch, LedgerRollup.Day).Count;
 }

@@ -105,7 +105,8 @@ public sealed partial class SqliteStore : IReportStore
     private static void UpdateRollups(SqliteConnection c, SqliteTransaction tx, IReadOnlyList<LedgerRecord> records)
     {
         if (records.Count == 0) return;
-        foreach (var (table, size) in new[] { ("rollup_hour", LedgerRollup.Hour), ("rollup_day", LedgerRollup.Day) })
+        var hourly = LedgerRollup.Aggregate(records, LedgerRollup.Hour);
+        foreach (var (table, deltas) in new[] { ("rollup_hour", hourly), ("rollup_day", LedgerRollup.Coarsen(hourly, LedgerRollup.Day)) })
         {
             using var cmd = c.CreateCommand();
             cmd.Transaction = tx;
@@ -120,7 +121,7 @@ public sealed partial class SqliteStore : IReportStore
             var value = cmd.Parameters.Add(new SqliteParameter("$value", null));
             var ps = all.Select(x => cmd.Parameters.Add(new SqliteParameter("$" + x, null))).ToArray();
             cmd.Prepare();
-            foreach (var (key, t) in LedgerRollup.Aggregate(records, size))
+            foreach (var (key, t) in deltas)
             {
                 dim.Value = (int)key.Dimension;
                 bucket.Value = key.BucketStart;

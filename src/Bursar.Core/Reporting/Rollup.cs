@@ -110,7 +110,7 @@ public static class LedgerRollup
 
     public static long BucketOf(DateTimeOffset t, long size) => Math.DivRem(t.ToUnixTimeSeconds(), size, out var rem) * size - (rem < 0 ? size : 0);
 
-    /// <summary>Folds records into hourly and daily rollup deltas, one entry per (dimension, value, bucket).</summary>
+    /// <summary>Folds records into rollup deltas, one entry per (dimension, value, bucket of <paramref name="bucketSize"/> seconds).</summary>
     public static Dictionary<RollupKey, RollupTotals> Aggregate(IEnumerable<LedgerRecord> records, long bucketSize)
     {
         var map = new Dictionary<RollupKey, RollupTotals>();
@@ -123,6 +123,19 @@ public static class LedgerRollup
                 if (!map.TryGetValue(key, out var t)) map[key] = t = new RollupTotals();
                 t.Add(r);
             }
+        }
+        return map;
+    }
+
+    /// <summary>Coarser buckets from finer ones (daily deltas from hourly ones): each record is folded once, however many bucket sizes are kept.</summary>
+    public static Dictionary<RollupKey, RollupTotals> Coarsen(Dictionary<RollupKey, RollupTotals> finer, long bucketSize)
+    {
+        var map = new Dictionary<RollupKey, RollupTotals>();
+        foreach (var (k, t) in finer)
+        {
+            var key = k with { BucketStart = BucketOf(DateTimeOffset.FromUnixTimeSeconds(k.BucketStart), bucketSize) };
+            if (!map.TryGetValue(key, out var sum)) map[key] = sum = new RollupTotals();
+            sum.Add(t);
         }
         return map;
     }
