@@ -139,15 +139,11 @@ public sealed partial class SqliteStore : IReportStore
         newRun.Transaction = tx;
         newRun.CommandText = "INSERT INTO rollup_run_ids (run_id) VALUES ($id) ON CONFLICT DO NOTHING";
         var id = newRun.Parameters.Add(new SqliteParameter("$id", null));
-        var perDay = new Dictionary<(long Day, string Feature), (long Runs, long Ended, long Calls, decimal Cost)>();
-        foreach (var r in records)
+        var perDay = RunRollup.Fold(records, runId =>
         {
-            if (r.RunId is null) continue;
-            id.Value = r.RunId;
-            var key = (LedgerRollup.BucketOf(r.Timestamp, LedgerRollup.Day), r.Feature ?? LedgerRollup.None);
-            var t = perDay.GetValueOrDefault(key);
-            perDay[key] = (t.Runs + newRun.ExecuteNonQuery(), t.Ended + (r.RunEndReason is null ? 0 : 1), t.Calls + 1, t.Cost + (r.Cost ?? 0));
-        }
+            id.Value = runId;
+            return newRun.ExecuteNonQuery() == 1; // the run_ids table remembers runs across writes
+        });
         if (perDay.Count == 0) return;
         using var runs = c.CreateCommand();
         runs.Transaction = tx;

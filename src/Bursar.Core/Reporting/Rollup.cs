@@ -188,11 +188,41 @@ public sealed record RollupSlice(ReportDimension By, DateTimeOffset From, DateTi
     }
 }
 
-/// <summary>Cost per completed task: calls sharing a run id, grouped by the feature of the run's first call.</summary>
+/// <summary>Cost per completed task: calls sharing a run id, grouped by feature.</summary>
 public sealed record RunCostRow(string Feature, long Runs, long EndedRuns, long Calls, decimal Cost)
 {
     public decimal CostPerRun => Runs == 0 ? 0 : Cost / Runs;
     public decimal CallsPerRun => Runs == 0 ? 0 : (decimal)Calls / Runs;
+}
+
+/// <summary>One UTC day of one feature's runs: runs started, runs a cap or done-condition ended, their calls and cost.</summary>
+public readonly record struct RunDay(long Runs, long Ended, long Calls, decimal Cost);
+
+/// <summary>
+/// How calls fold into run costs, the one rule the stores and the in-memory report share: a run counts once, on the day and feature
+/// of its first call seen; each call adds its cost and an end (if it ended the run) to its own day and feature.
+/// </summary>
+public static class RunRollup
+{
+    /// <param name="isNewRun">True the first time a run id is seen (a store remembers them across writes; in memory a set does).</param>
+    public static Dictionary<(long Day, string Feature), RunDay> Fold(IEnumerable<LedgerRecord> records, Func<string, bool> isNewRun)
+    {
+        var map = new Dictionary<(long, string), RunDay>();
+        foreach (var r in records)
+        {
+            if (r.RunId is null) continue;
+            var key = (LedgerRollup.BucketOf(r.Timestamp, LedgerRollup.Day), r.Feature ?? LedgerRollup.None);
+            var t = map.GetValueOrDefault(key);
+            map[key] = new RunDay(t.Runs + (isNewRun(r.RunId) ? 1 : 0), t.Ended + (r.RunEndReason is null ? 0 : 1), t.Calls + 1, t.Cost + (r.Cost ?? 0));
+        }
+        return map;
+    }
+
+    /// <summary>Run costs per feature over the given days, largest first; features with no run started are left out.</summary>
+    public static IReadOnlyList<RunCostRow> Rows(IEnumerable<(string Feature, RunDay Day)> days) =>
+        days.GroupBy(d => d.Feature, StringComparer.Ordinal)
+            .Select(g => new RunCostRow(g.Key, g.Sum(x => x.Day.Runs), g.Sum(x => x.Day.Ended), g.Sum(x => x.Day.Calls), g.Sum(x => x.Day.Cost)))
+            .Where(r => r.Runs > 0).OrderByDescending(r => r.Cost).ToArray();
 }
 
 /// <summary>A store that keeps rollups as it writes the ledger and answers reports from them.</summary>

@@ -58,11 +58,8 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
         var list = records as IReadOnlyCollection<LedgerRecord> ?? records.ToArray();
         var (from, to) = list.Count == 0 ? (DateTimeOffset.UnixEpoch, DateTimeOffset.UnixEpoch)
             : (list.Min(r => r.Timestamp), list.Max(r => r.Timestamp).AddTicks(1));
-        var tasks = list.Where(r => r.RunId is not null).GroupBy(r => r.RunId!, StringComparer.Ordinal)
-            .Select(g => (Feature: g.OrderBy(r => r.Timestamp).First().Feature ?? LedgerRollup.None, Calls: g.LongCount(), Cost: g.Sum(r => r.Cost ?? 0), Ended: g.Any(r => r.RunEndReason is not null)))
-            .GroupBy(x => x.Feature, StringComparer.Ordinal)
-            .Select(g => new RunCostRow(g.Key, g.Count(), g.Count(x => x.Ended), g.Sum(x => x.Calls), g.Sum(x => x.Cost)))
-            .OrderByDescending(x => x.Cost).ToArray();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var tasks = RunRollup.Rows(RunRollup.Fold(list.OrderBy(r => r.Timestamp), seen.Add).Select(kv => (kv.Key.Feature, kv.Value)));
         return Build(RollupSlice.FromRecords(list, by, from, to), RollupSlice.FromRecords(list, ReportDimension.Driver, from, to),
             RollupSlice.FromRecords(list, ReportDimension.Day, from, to), tasks);
     }
