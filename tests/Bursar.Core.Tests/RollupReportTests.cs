@@ -157,4 +157,20 @@ public sealed class RollupReportTests : IDisposable
         Assert.Equal(T0, old.From);
         Assert.Equal(T0.AddDays(1), old.To);
     }
+
+    [Fact]
+    public void A_report_window_names_the_field_to_fix()
+    {
+        var now = new DateTimeOffset(2026, 11, 23, 10, 30, 0, TimeSpan.Zero);
+        Assert.True(ReportWindow.TryParse(null, null, 7, now, out var w, out _));
+        Assert.Equal((now.AddDays(-7), now.AddHours(1)), w);
+        Assert.True(ReportWindow.TryParse("2026-11-01", "2026-11-02T12:00Z", 7, now, out w, out _)); // from wins over days
+        Assert.Equal(new DateTimeOffset(2026, 11, 1, 0, 0, 0, TimeSpan.Zero), w.From);
+        Assert.False(ReportWindow.TryParse("yesterday", null, null, now, out _, out var e));
+        Assert.StartsWith("from: 'yesterday'", e);
+        Assert.False(ReportWindow.TryParse(null, null, 0, now, out _, out e));
+        Assert.StartsWith("days:", e);
+        Assert.False(ReportWindow.TryParse("2026-11-05", "2026-11-01", null, now, out _, out e));
+        Assert.Contains("must be before to", e);
+    }
 }

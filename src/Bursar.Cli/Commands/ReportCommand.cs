@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Globalization;
 using Bursar.Core.Ledger;
 using Bursar.Core.Reporting;
 
@@ -20,20 +19,12 @@ internal static class ReportCommand
         cmd.SetAction(async (pr, ct) =>
         {
             var store = CliOptions.OpenStore(pr);
-            var now = TimeProvider.System.GetUtcNow();
-            DateTimeOffset Parse(string s, string option) => DateTimeOffset.TryParse(s, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var t)
-                ? t : throw new ArgumentException($"{option}: '{s}' is not a date; use ISO 8601 such as 2026-11-01 or 2026-11-01T09:00Z");
-            DateTimeOffset start, end;
-            try
+            if (!ReportWindow.TryParse(pr.GetValue(from), pr.GetValue(to), pr.GetValue(days), TimeProvider.System.GetUtcNow(), out var window, out var error))
             {
-                end = pr.GetValue(to) is { } t ? Parse(t, "--to") : now.AddHours(1);
-                start = pr.GetValue(from) is { } f ? Parse(f, "--from") : pr.GetValue(days) is { } d ? now.AddDays(-d) : DateTimeOffset.UnixEpoch;
-            }
-            catch (ArgumentException e)
-            {
-                await Console.Error.WriteLineAsync(e.Message);
+                await Console.Error.WriteLineAsync("--" + error);
                 return 2;
             }
+            var (start, end) = window;
             if (pr.GetValue(cache))
             {
                 var records = await store.ReadAsync(new LedgerQuery { From = start, To = end, Limit = int.MaxValue }, ct);

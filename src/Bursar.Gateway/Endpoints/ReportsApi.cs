@@ -1,4 +1,3 @@
-using System.Globalization;
 using Bursar.Core.Advisor;
 using Bursar.Core.Ledger;
 using Bursar.Core.Pricing;
@@ -32,8 +31,8 @@ public static class ReportsApi
         if (by is not null && !Enum.TryParse(by.Replace("_", "", StringComparison.Ordinal), ignoreCase: true, out dimension))
             return TypedResults.Problem(statusCode: 400, title: "Unknown report dimension",
                 detail: $"by='{by}' is not a dimension; use one of: {string.Join(", ", Enum.GetNames<ReportDimension>().Select(n => n.ToLowerInvariant()))}.");
-        if (Window(from, to, days, time) is not { } window)
-            return TypedResults.Problem(statusCode: 400, title: "Bad report window", detail: "from and to must be ISO 8601 dates (e.g. 2026-11-01 or 2026-11-01T09:00Z) with from before to; days must be positive.");
+        if (!ReportWindow.TryParse(from, to, days, time.GetUtcNow(), out var window, out var error))
+            return TypedResults.Problem(statusCode: 400, title: "Bad report window", detail: error);
         return TypedResults.Ok(await SpendReport.QueryAsync(store, dimension, window.From, window.To, ct));
     }
 
@@ -54,18 +53,4 @@ public static class ReportsApi
     /// <summary>The what-if replay behind the dashboard reads at most this many of the newest calls; `bursar simulate` has no limit.</summary>
     public const int MaxWhatIfCalls = 100_000;
 
-    /// <summary>Parses a report window; null when it is malformed.</summary>
-    public static (DateTimeOffset From, DateTimeOffset To)? Window(string? from, string? to, int? days, TimeProvider time)
-    {
-        var now = time.GetUtcNow();
-        DateTimeOffset end = now.AddHours(1), start = DateTimeOffset.UnixEpoch;
-        if (to is not null && !DateTimeOffset.TryParse(to, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out end)) return null;
-        if (from is not null && !DateTimeOffset.TryParse(from, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out start)) return null;
-        if (days is { } d)
-        {
-            if (d <= 0) return null;
-            start = now.AddDays(-d);
-        }
-        return start < end ? (start, end) : null;
-    }
 }
