@@ -28,11 +28,11 @@ internal static class RoutesCommand
             {
                 p = StoredRoute.Parse(pr.GetValue(policy)!);
                 p.Name = pr.GetValue(name)!;
-                new RoutingOptions { Routes = [p] }.Validate(); // models are checked against the deployments by the gateway when it loads the route
+                p.Validate("--policy"); // models are checked against the deployments by the gateway when it loads the route
             }
             catch (Exception e) when (e is JsonException or InvalidOperationException)
             {
-                await Console.Error.WriteLineAsync($"routes set {pr.GetValue(name)}: {e.Message.Replace("Bursar:Routing:Routes:0", "--policy", StringComparison.Ordinal)}");
+                await Console.Error.WriteLineAsync($"routes set {pr.GetValue(name)}: {e.Message}");
                 return 2;
             }
             await CliOptions.OpenStore(pr).UpsertRouteAsync(new StoredRoute(p.Name, pr.GetValue(priority), p), ct);

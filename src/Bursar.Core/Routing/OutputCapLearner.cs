@@ -43,7 +43,7 @@ public sealed class OutputCapLearner(Func<RoutingOptions> routing, TimeProvider 
             var underCap = rows.Where(r => r.Timestamp >= since).ToArray();
             var truncated = underCap.Length == 0 ? 0 : underCap.Count(r => r.FinishReason is "length" or "max_tokens") / (double)underCap.Length;
             var p95 = OutputCaps.Percentile(rows.Select(r => r.OutputTokens), 0.95);
-            var learned = OutputCaps.Learn(rows.Select(r => r.OutputTokens), 0.95, Margin);
+            var learned = OutputCaps.CapFrom(p95, Margin);
             LearnedCap next;
             if (current is not null && underCap.Length >= MinCalls && truncated > route.MaxTruncationRate)
             {

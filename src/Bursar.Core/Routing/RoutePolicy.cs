@@ -62,6 +62,25 @@ public sealed class RoutePolicy
     /// <summary>A learned cap that cuts off more than this share of calls (finish reason length / max_tokens) is raised (default 0.05).</summary>
     public double MaxTruncationRate { get; set; } = 0.05;
 
+    /// <summary>Throws naming <paramref name="where"/> (a configuration path, <c>route 'x'</c>, a CLI option) and the field at fault.</summary>
+    public void Validate(string where, Func<string, bool>? isServed = null)
+    {
+        if (MaxTokens is <= 0) throw new InvalidOperationException($"{where}:MaxTokens must be at least 1 (route '{Name}').");
+        if (Stop.Length > 4) throw new InvalidOperationException($"{where}:Stop has {Stop.Length} sequences; providers accept at most 4 (route '{Name}').");
+        if (Tier is not null && Array.IndexOf(TierLadders.Tiers, Tier) < 0) throw new InvalidOperationException($"{where}:Tier '{Tier}' (route '{Name}') must be small, mid or top.");
+        if (Tier is not null && (Model is not null || Ladder.Length > 0)) throw new InvalidOperationException($"{where}: route '{Name}' sets Tier with Model or Ladder; pick one.");
+        if (Model is not null && Ladder.Length > 0) throw new InvalidOperationException($"{where}: route '{Name}' sets both Model and Ladder; a ladder lets the router choose the model.");
+        if (Ladder.Length == 1) throw new InvalidOperationException($"{where}:Ladder of route '{Name}' has one rung; give at least two models, weakest first (or use Model).");
+        if (Classifier is not ("complexity" or "llm")) throw new InvalidOperationException($"{where}:Classifier '{Classifier}' (route '{Name}') must be 'complexity' or 'llm'.");
+        if (StrongShare is < 0 or > 1) throw new InvalidOperationException($"{where}:StrongShare {StrongShare} (route '{Name}') must be between 0 and 1.");
+        if (ConfidenceMargin is < 0 or > 0.5) throw new InvalidOperationException($"{where}:ConfidenceMargin {ConfidenceMargin} (route '{Name}') must be between 0 and 0.5.");
+        if (MaxTruncationRate is <= 0 or >= 1) throw new InvalidOperationException($"{where}:MaxTruncationRate {MaxTruncationRate} (route '{Name}') must be between 0 and 1.");
+        if (isServed is not null)
+            foreach (var (field, m) in new[] { ("Model", Model), ("ClassifierModel", ClassifierModel) }.Concat(Ladder.Select(x => ("Ladder", (string?)x))).Concat(Fallbacks.Select(x => ("Fallbacks", (string?)x))))
+                if (m is not null && !isServed(m))
+                    throw new InvalidOperationException($"{where}:{field} '{m}' (route '{Name}') is not served by any deployment; add it to Bursar:Providers:Deployments:<name>:Models.");
+    }
+
     /// <summary>
     /// Picks the ladder rung for a router score: the top <see cref="StrongShare"/> of calibrated scores go to the top rung, the rest are split
     /// evenly below; a score within <see cref="ConfidenceMargin"/> under a boundary goes one rung up (low confidence falls back to the stronger model).
@@ -126,20 +145,7 @@ public sealed class RoutingOptions
             var where = $"Bursar:Routing:Routes:{i}";
             if (string.IsNullOrWhiteSpace(r.Name)) throw new InvalidOperationException($"{where}:Name is required: every route has a name that the ledger records.");
             if (!names.Add(r.Name)) throw new InvalidOperationException($"{where}: route name '{r.Name}' is used twice.");
-            if (r.MaxTokens is <= 0) throw new InvalidOperationException($"{where}:MaxTokens must be at least 1 (route '{r.Name}').");
-            if (r.Stop.Length > 4) throw new InvalidOperationException($"{where}:Stop has {r.Stop.Length} sequences; providers accept at most 4 (route '{r.Name}').");
-            if (r.Tier is not null && Array.IndexOf(TierLadders.Tiers, r.Tier) < 0) throw new InvalidOperationException($"{where}:Tier '{r.Tier}' (route '{r.Name}') must be small, mid or top.");
-            if (r.Tier is not null && (r.Model is not null || r.Ladder.Length > 0)) throw new InvalidOperationException($"{where}: route '{r.Name}' sets Tier with Model or Ladder; pick one.");
-            if (r.Model is not null && r.Ladder.Length > 0) throw new InvalidOperationException($"{where}: route '{r.Name}' sets both Model and Ladder; a ladder lets the router choose the model.");
-            if (r.Ladder.Length == 1) throw new InvalidOperationException($"{where}:Ladder of route '{r.Name}' has one rung; give at least two models, weakest first (or use Model).");
-            if (r.Classifier is not ("complexity" or "llm")) throw new InvalidOperationException($"{where}:Classifier '{r.Classifier}' (route '{r.Name}') must be 'complexity' or 'llm'.");
-            if (r.StrongShare is < 0 or > 1) throw new InvalidOperationException($"{where}:StrongShare {r.StrongShare} (route '{r.Name}') must be between 0 and 1.");
-            if (r.ConfidenceMargin is < 0 or > 0.5) throw new InvalidOperationException($"{where}:ConfidenceMargin {r.ConfidenceMargin} (route '{r.Name}') must be between 0 and 0.5.");
-            if (r.MaxTruncationRate is <= 0 or >= 1) throw new InvalidOperationException($"{where}:MaxTruncationRate {r.MaxTruncationRate} (route '{r.Name}') must be between 0 and 1.");
-            if (isServed is not null)
-                foreach (var (field, m) in new[] { ("Model", r.Model), ("ClassifierModel", r.ClassifierModel) }.Concat(r.Ladder.Select(x => ("Ladder", (string?)x))).Concat(r.Fallbacks.Select(x => ("Fallbacks", (string?)x))))
-                    if (m is not null && !isServed(m))
-                        throw new InvalidOperationException($"{where}:{field} '{m}' (route '{r.Name}') is not served by any deployment; add it to Bursar:Providers:Deployments:<name>:Models.");
+            r.Validate(where, isServed);
         }
     }
 
@@ -165,7 +171,10 @@ public static class OutputCaps
 
     /// <summary>The learned cap: the <paramref name="percentile"/> of observed output tokens plus <paramref name="margin"/>, rounded up (p95 + 10% by default).</summary>
     public static int Learn(IEnumerable<long> outputTokens, double percentile = 0.95, double margin = 0.10) =>
-        (int)Math.Ceiling(Percentile(outputTokens, percentile) * (1 + margin));
+        CapFrom(Percentile(outputTokens, percentile), margin);
+
+    /// <summary>The cap for an observed percentile: it plus the margin, rounded up.</summary>
+    public static int CapFrom(long percentileTokens, double margin = 0.10) => (int)Math.Ceiling(percentileTokens * (1 + margin));
 
     /// <summary>Lowers the output limit to <paramref name="cap"/> (never raises the caller's) and adds stop sequences. True when the body changed.</summary>
     public static bool Apply(JsonObject body, bool anthropic, int? cap, IReadOnlyList<string> stop)

@@ -65,7 +65,7 @@ public static class RoutesApi
         }
         catch (InvalidOperationException e)
         {
-            return TypedResults.Problem(statusCode: 400, title: "Bad route", detail: e.Message.Replace("Bursar:Routing:Routes:0", $"route '{name}'", StringComparison.Ordinal));
+            return TypedResults.Problem(statusCode: 400, title: "Bad route", detail: e.Message);
         }
         await store.UpsertRouteAsync(new StoredRoute(name, priority, policy), ct);
         await loader.ReloadAsync(ct);

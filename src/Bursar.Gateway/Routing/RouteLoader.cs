@@ -8,7 +8,7 @@ namespace Bursar.Gateway.Routing;
 public sealed partial class RouteLoader(IRouteStore store, RouteTable table, UpstreamRegistry registry, ILogger<RouteLoader> logger)
 {
     /// <summary>Throws <see cref="InvalidOperationException"/> naming the field when the route cannot be served.</summary>
-    public void Validate(RoutePolicy policy) => new RoutingOptions { Routes = [policy] }.Validate(m => registry.Find(m) is not null);
+    public void Validate(RoutePolicy policy) => policy.Validate($"route '{policy.Name}'", m => registry.Find(m) is not null);
 
     public async Task ReloadAsync(CancellationToken ct)
     {
