@@ -170,9 +170,7 @@ public sealed partial class ProviderSimulator
         var body = ParseBody(x, Dialect.Anthropic);
         var p = ReadAnthropicPrompt(body, requireMaxTokens: false);
         var total = p.Blocks.Sum(b => (long)b.Tokens);
-        x.SetStatus(200);
-        x.SetHeader("content-type", "application/json");
-        await x.WriteAsync(Json(w => { w.WriteStartObject(); w.WriteNumber("input_tokens", total); w.WriteEndObject(); }), ct).ConfigureAwait(false);
+        await WriteObjectAsync(x, w => w.WriteNumber("input_tokens", total), ct).ConfigureAwait(false);
     }
 
     private async Task MessagesAsync(SimulatorExchange x, CancellationToken ct)

@@ -226,10 +226,27 @@ public sealed partial class ProviderSimulator
     private async Task WriteAnswerAsync(SimulatorExchange x, int outTokens, Action<Utf8JsonWriter> body, CancellationToken ct)
     {
         await PaceAsync(first: true, outTokens, ct).ConfigureAwait(false);
+        await WriteObjectAsync(x, body, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>A 200 JSON answer: one object whose members <paramref name="body"/> writes.</summary>
+    private static ValueTask WriteObjectAsync(SimulatorExchange x, Action<Utf8JsonWriter> body, CancellationToken ct)
+    {
         x.SetStatus(200);
         x.SetHeader("content-type", "application/json");
-        await x.WriteAsync(Json(w => { w.WriteStartObject(); body(w); w.WriteEndObject(); }), ct).ConfigureAwait(false);
+        return x.WriteAsync(Json(w => { w.WriteStartObject(); body(w); w.WriteEndObject(); }), ct);
     }
+
+    /// <summary>A 200 OpenAI-style list: <c>{"object":"list","data":[...]}</c> then whatever <paramref name="after"/> adds.</summary>
+    private static ValueTask WriteListAsync(SimulatorExchange x, Action<Utf8JsonWriter> items, Action<Utf8JsonWriter>? after, CancellationToken ct) =>
+        WriteObjectAsync(x, w =>
+        {
+            w.WriteString("object", "list");
+            w.WriteStartArray("data");
+            items(w);
+            w.WriteEndArray();
+            after?.Invoke(w);
+        }, ct);
 
     private static void StartStream(SimulatorExchange x)
     {
@@ -329,13 +346,8 @@ public sealed partial class ProviderSimulator
             _ => throw Bad(Dialect.OpenAI, "'input' must be a string or a non-empty array of strings.", "input"),
         };
         var tokens = inputs.Sum(i => (long)_counter.Count("text-embedding-3-small", i));
-        x.SetStatus(200);
-        x.SetHeader("content-type", "application/json");
-        await x.WriteAsync(Json(w =>
+        await WriteListAsync(x, w =>
         {
-            w.WriteStartObject();
-            w.WriteString("object", "list");
-            w.WriteStartArray("data");
             for (var i = 0; i < inputs.Length; i++)
             {
                 w.WriteStartObject();
@@ -346,25 +358,19 @@ public sealed partial class ProviderSimulator
                 w.WriteEndArray();
                 w.WriteEndObject();
             }
-            w.WriteEndArray();
+        }, w =>
+        {
             w.WriteString("model", model);
             w.WriteStartObject("usage");
             w.WriteNumber("prompt_tokens", tokens);
             w.WriteNumber("total_tokens", tokens);
             w.WriteEndObject();
-            w.WriteEndObject();
-        }), ct).ConfigureAwait(false);
+        }, ct).ConfigureAwait(false);
     }
 
-    private async Task ModelsAsync(SimulatorExchange x, CancellationToken ct)
-    {
-        x.SetStatus(200);
-        x.SetHeader("content-type", "application/json");
-        await x.WriteAsync(Json(w =>
+    private ValueTask ModelsAsync(SimulatorExchange x, CancellationToken ct) =>
+        WriteListAsync(x, w =>
         {
-            w.WriteStartObject();
-            w.WriteString("object", "list");
-            w.WriteStartArray("data");
             foreach (var m in _catalog.Models.Where(m => m.Provider is "openai" or "anthropic"))
             {
                 w.WriteStartObject();
@@ -374,8 +380,5 @@ public sealed partial class ProviderSimulator
                 w.WriteString("owned_by", m.Provider);
                 w.WriteEndObject();
             }
-            w.WriteEndArray();
-            w.WriteEndObject();
-        }), ct).ConfigureAwait(false);
-    }
+        }, null, ct);
 }
