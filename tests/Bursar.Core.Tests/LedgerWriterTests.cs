@@ -183,26 +183,77 @@ public sealed class LedgerWriterTests : IDisposable
     }
 
     [Fact]
-    public async Task A_replay_during_a_spool_write_does_not_take_the_file_being_written()
+    public async Task A_replay_does_not_take_the_journal_of_records_still_queued()
     {
+        // the live journal segment holds records the queue has not committed yet: a replay must leave it alone, or a crash
+        // right after would lose them
         var store = new SqliteStore(Path.Combine(_dir, "race2.db"));
         var blocked = new BlockedStore(store);
-        var w = new LedgerWriter(blocked, Options(capacity: 1, batch: 1), NullLogger<LedgerWriter>.Instance);
-        Task? replay = null;
-        w.AfterTempWritten = () =>
-        {
-            // a replay starts while the overflow file is still a .tmp; it must wait, not delete it
-            replay ??= Task.Run(() => w.ReplaySpoolAsync(default));
-            replay.Wait(TimeSpan.FromMilliseconds(200));
-        };
-        w.Enqueue(Record(1)); // fills the queue (capacity 1)
-        w.Enqueue(Record(2)); // overflows to the spool: the hook runs mid-write
-        w.AfterTempWritten = null;
-        blocked.Gate.SetResult(); // the replay writes through the (blocked) store: let it
-        await replay!;
+        var w = new LedgerWriter(blocked, Options(capacity: 8, batch: 4), NullLogger<LedgerWriter>.Instance);
+        for (var i = 0; i < 3; i++) w.Enqueue(Record(i));
+        var journal = Assert.Single(Directory.GetFiles(Path.Combine(_dir, "spool"), "*.jsonl"));
+        blocked.Gate.SetResult();
+        Assert.Equal(0, await w.ReplaySpoolAsync(default));
+        Assert.True(File.Exists(journal));
+        Assert.Equal(3, LedgerWriter.ReadSpoolFile(journal).Count);
         w.Start();
         await w.DisposeAsync();
-        Assert.Equal(2, await store.CountAsync(default));
+        Assert.Equal(3, await store.CountAsync(default));
+        Assert.Empty(Directory.GetFiles(Path.Combine(_dir, "spool")));
+    }
+
+    [Fact]
+    public async Task Every_record_is_in_the_journal_before_the_append_returns_so_a_killed_process_loses_none()
+    {
+        // the writer loop never runs (the process "dies" before the store sees anything): every appended record must
+        // already be in a journal file that the next start replays
+        var store = new SqliteStore(Path.Combine(_dir, "killed.db"));
+        var w1 = new LedgerWriter(store, Options(capacity: 16), NullLogger<LedgerWriter>.Instance);
+        for (var i = 0; i < 100; i++) await w1.AppendAsync(Record(i)); // 84 of them overflow the queue of 16
+        var onDisk = Directory.GetFiles(Path.Combine(_dir, "spool"), "*.jsonl").Sum(f => LedgerWriter.ReadSpoolFile(f).Count);
+        Assert.Equal(100, onDisk);
+        Assert.Equal(84, w1.Spooled);
+        // no DisposeAsync: a kill -9 runs no cleanup. A new writer on the same folder replays all of it
+        await using (var w2 = new LedgerWriter(store, Options(), NullLogger<LedgerWriter>.Instance))
+            Assert.Equal(100, await w2.ReplaySpoolAsync(default));
+        Assert.Equal(100, await store.CountAsync(default));
+    }
+
+    [Fact]
+    public async Task With_fsync_always_an_append_completes_after_a_group_fsync()
+    {
+        var store = new SqliteStore(Path.Combine(_dir, "always.db"));
+        var options = Options();
+        options.Fsync = LedgerFsync.Always;
+        await using var w = new LedgerWriter(store, options, NullLogger<LedgerWriter>.Instance);
+        w.Start();
+        var appends = Enumerable.Range(0, 200).Select(i => Task.Run(async () => await w.AppendAsync(Record(i)))).ToArray();
+        await Task.WhenAll(appends).WaitAsync(TimeSpan.FromSeconds(30));
+        await Eventually(async () => await store.CountAsync(default) == 200, "all records in the store");
+    }
+
+    [Fact]
+    public async Task Journal_segments_roll_over_and_are_removed_once_committed()
+    {
+        var store = new SqliteStore(Path.Combine(_dir, "roll.db"));
+        var options = Options(capacity: 4096, batch: 64);
+        options.SegmentBytes = 8192; // a few records per segment
+        await using (var w = new LedgerWriter(store, options, NullLogger<LedgerWriter>.Instance))
+        {
+            for (var i = 0; i < 300; i++) w.Enqueue(Record(i));
+            Assert.True(Directory.GetFiles(Path.Combine(_dir, "spool"), "*.jsonl").Length > 3, "segments should roll over at 8 KiB");
+            w.Start();
+            await Eventually(async () => await store.CountAsync(default) == 300, "all records in the store");
+            await Eventually(() => Task.FromResult(Directory.GetFiles(Path.Combine(_dir, "spool"), "*.jsonl").Length <= 1), "committed segments removed");
+        }
+        Assert.Empty(Directory.GetFiles(Path.Combine(_dir, "spool")));
+    }
+
+    [Fact]
+    public void Options_are_validated_with_the_configuration_name()
+    {
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new LedgerWriterOptions { FsyncInterval = TimeSpan.Zero }.Validate());
+        Assert.Contains("Bursar:Ledger:FsyncInterval", e.Message);
     }
 
     [Fact]

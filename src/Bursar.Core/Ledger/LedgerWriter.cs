@@ -1,16 +1,20 @@
+using System.Buffers;
 using System.Text;
 using System.Text.Json;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
+using Microsoft.Win32.SafeHandles;
 
 namespace Bursar.Core.Ledger;
 
 /// <summary>
-/// Writes ledger records off the request path without losing any. <see cref="Enqueue"/> never blocks on the store:
-/// records go to a bounded in-memory queue, or, when it is full, straight to the durable spool. The writer loop
-/// journals each batch to the spool (fsync) before writing it to the store and deletes the journal after the commit,
-/// so a writer killed mid-batch, or a store that is down or locked, leaves the batch on disk to be replayed
-/// (idempotently, by record id) on the next start or retry.
+/// Makes every ledger record durable before its call ends, and writes it to the store off the request path.
+/// <see cref="AppendAsync"/> appends the record to the journal (a segment file in the spool folder, written with one
+/// system call under a lock; fsynced as <see cref="LedgerWriterOptions.Fsync"/> says) and hands it to a bounded
+/// in-memory queue; the writer loop commits the queue to the store in batches. A journal segment is removed only when
+/// the store has committed every record in it, so the queue is never the only copy: a process killed at any point, a
+/// store that is down or locked, or a full queue (records then stay only in the journal) leave the records on disk,
+/// replayed idempotently by record id when the store is back or at the next start.
 /// </summary>
 public sealed partial class LedgerWriter : IAsyncDisposable
 {
@@ -18,70 +22,232 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     private readonly LedgerWriterOptions _options;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
-    private readonly Channel<LedgerRecord> _queue;
-    private readonly Lock _spoolLock = new();
+    private readonly Channel<Entry> _queue;
+    private readonly Lock _journalLock = new();
+    private readonly HashSet<string> _live = new(StringComparer.Ordinal); // segment files owned by this writer (under _journalLock)
+    private readonly List<Segment> _sealed = [];
+    private readonly SemaphoreSlim _syncSignal = new(0);
     private readonly CancellationTokenSource _stop = new();
+    private readonly CancellationTokenSource _closingToken = new(); // cuts a store retry's wait short when the writer closes
+    private Segment? _active;
+    private TaskCompletionSource? _pendingSync;
+    private bool _dirty;
     private Task? _loop;
+    private Task? _flusher;
     private long _spooled;
     private long _written;
     private long _storeFailures;
+    private long _journalFailures;
     private int _disposed;
     private volatile bool _closing;
+    private volatile bool _replayNeeded = true;
+
+    [ThreadStatic] private static ArrayBufferWriter<byte>? t_buffer;
+    [ThreadStatic] private static Utf8JsonWriter? t_json;
 
     public LedgerWriter(ILedgerStore store, LedgerWriterOptions options, ILogger<LedgerWriter> logger, TimeProvider? time = null)
     {
+        options = options.Clone();
         options.Validate();
         _store = store;
         _options = options;
         _logger = logger;
         _time = time ?? TimeProvider.System;
-        _queue = Channel.CreateBounded<LedgerRecord>(new BoundedChannelOptions(options.QueueCapacity)
+        _queue = Channel.CreateBounded<Entry>(new BoundedChannelOptions(options.QueueCapacity)
         {
-            FullMode = BoundedChannelFullMode.Wait, // TryWrite fails when full; we spool instead
+            FullMode = BoundedChannelFullMode.Wait, // TryWrite fails when full: the record then stays only in the journal
             SingleReader = true,
         });
         Directory.CreateDirectory(options.SpoolDirectory);
+        _flusher = Task.Run(FlushLoopAsync);
     }
+
+    public LedgerWriterOptions Options => _options;
 
     /// <summary>Records committed to the store by this writer.</summary>
     public long Written => Interlocked.Read(ref _written);
 
-    /// <summary>Records that went to the spool because the queue was full.</summary>
+    /// <summary>Records that stayed only in the journal because the queue was full (replayed from it later).</summary>
     public long Spooled => Interlocked.Read(ref _spooled);
 
     public long StoreFailures => Interlocked.Read(ref _storeFailures);
 
+    /// <summary>Records that could not be appended to the journal (disk full, permissions): they were held in memory only.</summary>
+    public long JournalFailures => Interlocked.Read(ref _journalFailures);
+
     public int Pending => _queue.Reader.Count;
 
-    /// <summary>Test hook: runs between writing a spool file and renaming it (inside the spool lock).</summary>
-    internal Action? AfterTempWritten { get; set; }
-
-    /// <summary>Hands a record to the writer. Never blocks on the store and never drops the record.</summary>
-    public void Enqueue(LedgerRecord record)
+    /// <summary>
+    /// Appends the record to the journal and queues it for the store. The returned task completes when the record is as
+    /// durable as <see cref="LedgerWriterOptions.Fsync"/> promises: at once with <see cref="LedgerFsync.Interval"/> (it is
+    /// already with the operating system), after the next group fsync with <see cref="LedgerFsync.Always"/>. Never waits
+    /// for the store and never drops the record.
+    /// </summary>
+    public ValueTask AppendAsync(LedgerRecord record)
     {
-        if (_queue.Writer.TryWrite(record)) return;
-        Interlocked.Increment(ref _spooled);
-        LogQueueFull(_logger, _options.QueueCapacity);
-        WriteSpoolFile([record], "overflow");
+        var sync = Write(record);
+        return sync is null ? ValueTask.CompletedTask : new ValueTask(sync.Task);
     }
+
+    /// <summary>Appends the record without waiting for an fsync (see <see cref="AppendAsync"/>).</summary>
+    public void Enqueue(LedgerRecord record) => Write(record);
 
     public void Start()
     {
         _loop ??= Task.Run(() => RunAsync(_stop.Token));
     }
 
-    /// <summary>Replays every batch left in the spool (by a crash, an outage or a full queue) into the store.</summary>
+    private TaskCompletionSource? Write(LedgerRecord record)
+    {
+        var line = Serialize(record);
+        TaskCompletionSource? sync = null;
+        var signal = false;
+        lock (_journalLock)
+        {
+            var segment = _active;
+            try
+            {
+                segment ??= _active = OpenSegment();
+                RandomAccess.Write(segment.Handle, line, segment.Length);
+                segment.Length += line.Length;
+                _dirty = true;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Interlocked.Increment(ref _journalFailures);
+                LogJournalFailed(_logger, record.Id, _options.SpoolDirectory, e);
+                segment = null;
+            }
+            if (_queue.Writer.TryWrite(new Entry(record, segment)))
+            {
+                if (segment is not null) segment.Queued++;
+            }
+            else if (segment is not null)
+            {
+                // the store is behind: the journal keeps the record and the writer replays it from there
+                if (!segment.Overflowed) LogQueueFull(_logger, _options.QueueCapacity, segment.Path);
+                segment.Overflowed = true;
+                Interlocked.Increment(ref _spooled);
+            }
+            else
+            {
+                LogLost(_logger, record.Id);
+            }
+            if (segment is not null)
+            {
+                if (_options.Fsync == LedgerFsync.Always)
+                {
+                    if (_pendingSync is null)
+                    {
+                        _pendingSync = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                        signal = true;
+                    }
+                    sync = _pendingSync;
+                }
+                if (segment.Length >= _options.SegmentBytes)
+                {
+                    _sealed.Add(segment);
+                    _active = null;
+                }
+            }
+        }
+        if (signal) _syncSignal.Release();
+        return sync;
+    }
+
+    private static ReadOnlySpan<byte> Serialize(LedgerRecord record)
+    {
+        var buffer = t_buffer ??= new ArrayBufferWriter<byte>(2048);
+        buffer.ResetWrittenCount();
+        var json = t_json;
+        if (json is null) t_json = json = new Utf8JsonWriter(buffer, new JsonWriterOptions { SkipValidation = true });
+        else json.Reset(buffer);
+        JsonSerializer.Serialize(json, record, LedgerJsonContext.Default.LedgerRecord);
+        json.Flush();
+        buffer.GetSpan(1)[0] = (byte)'\n';
+        buffer.Advance(1);
+        return buffer.WrittenSpan;
+    }
+
+    private Segment OpenSegment()
+    {
+        var path = Path.Combine(_options.SpoolDirectory, $"{_time.GetUtcNow():yyyyMMddHHmmssfff}-journal-{Guid.NewGuid():N}.jsonl");
+        var handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.Write, FileShare.Read | FileShare.Delete);
+        _live.Add(path);
+        return new Segment(path, handle);
+    }
+
+    /// <summary>Group commit: one fsync of each dirty segment serves every record appended before it started.</summary>
+    private async Task FlushLoopAsync()
+    {
+        var stop = _stop.Token;
+        while (true)
+        {
+            try
+            {
+                if (_options.Fsync == LedgerFsync.Always) await _syncSignal.WaitAsync(stop).ConfigureAwait(false);
+                else await Task.Delay(_options.FsyncInterval, _time, stop).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                SyncOnce(); // a last fsync of what was written before the writer closed
+                return;
+            }
+            SyncOnce();
+        }
+    }
+
+    private void SyncOnce()
+    {
+        TaskCompletionSource? done;
+        List<(Segment Segment, long Length)>? dirty = null;
+        lock (_journalLock)
+        {
+            done = _pendingSync;
+            _pendingSync = null;
+            if (_dirty)
+            {
+                _dirty = false;
+                dirty = [];
+                if (_active is { } a && a.Length > a.Synced) dirty.Add((a, a.Length));
+                foreach (var s in _sealed) if (s.Length > s.Synced) dirty.Add((s, s.Length));
+            }
+        }
+        if (dirty is not null)
+        {
+            foreach (var (segment, length) in dirty)
+            {
+                try
+                {
+                    RandomAccess.FlushToDisk(segment.Handle);
+                    segment.Synced = length;
+                }
+                catch (ObjectDisposedException)
+                {
+                    // committed and removed meanwhile
+                }
+                catch (IOException e)
+                {
+                    LogFsyncFailed(_logger, segment.Path, e);
+                }
+            }
+        }
+        done?.TrySetResult();
+    }
+
+    /// <summary>Replays every journal file this writer does not own (left by a crash, an earlier run, a failed replay) into the store, then removes it.</summary>
     public async Task<int> ReplaySpoolAsync(CancellationToken cancellationToken)
     {
-        // a .tmp file outside the spool lock is a journal whose write was cut off by a crash (a live write holds the lock
-        // from create to rename): promote it so it is replayed like the others, keeping what can be read of it
-        lock (_spoolLock)
+        string[] files;
+        lock (_journalLock)
         {
+            // a .tmp file is a journal of an older version whose write was cut off by a crash: replay what can be read of it
             foreach (var tmp in Directory.EnumerateFiles(_options.SpoolDirectory, "*.tmp").ToArray())
                 File.Move(tmp, Path.ChangeExtension(tmp, ".recovered.jsonl"), overwrite: true);
+            files = Directory.EnumerateFiles(_options.SpoolDirectory, "*.jsonl").Where(f => !_live.Contains(f)).Order(StringComparer.Ordinal).ToArray();
         }
         var replayed = 0;
-        foreach (var file in Directory.EnumerateFiles(_options.SpoolDirectory, "*.jsonl").Order(StringComparer.Ordinal).ToArray())
+        foreach (var file in files)
         {
             List<LedgerRecord> records;
             try
@@ -90,7 +256,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             }
             catch (FileNotFoundException)
             {
-                continue; // committed and deleted by the writer meanwhile
+                continue; // replayed and removed by a concurrent replay
             }
             if (records.Count > 0)
             {
@@ -100,6 +266,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             File.Delete(file);
             replayed += records.Count;
         }
+        _replayNeeded = false;
         if (replayed > 0) LogReplayed(_logger, replayed);
         return replayed;
     }
@@ -107,7 +274,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     private async Task RunAsync(CancellationToken stop)
     {
         await TryReplayAsync(stop).ConfigureAwait(false);
-        var batch = new List<LedgerRecord>(_options.MaxBatchSize);
+        var batch = new List<Entry>(_options.MaxBatchSize);
         var reader = _queue.Reader;
         while (true)
         {
@@ -120,7 +287,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                 break;
             }
             batch.Clear();
-            // let the batch fill for up to FlushInterval: one journal write and one transaction serve many calls
+            // let the batch fill for up to FlushInterval: one transaction serves many calls
             var deadline = _time.GetTimestamp() + (long)(_options.FlushInterval.TotalSeconds * _time.TimestampFrequency);
             while (batch.Count < _options.MaxBatchSize)
             {
@@ -136,9 +303,8 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                     break;
                 }
             }
-            await CommitAsync(batch, CancellationToken.None).ConfigureAwait(false);
-            if (Directory.EnumerateFiles(_options.SpoolDirectory, "*.jsonl").Any())
-                await TryReplayAsync(CancellationToken.None).ConfigureAwait(false);
+            await CommitAsync(batch).ConfigureAwait(false);
+            if (_replayNeeded) await TryReplayAsync(CancellationToken.None).ConfigureAwait(false);
         }
         // drain what is left on shutdown
         batch.Clear();
@@ -147,31 +313,106 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             batch.Add(r);
             if (batch.Count == _options.MaxBatchSize)
             {
-                await CommitAsync(batch, CancellationToken.None).ConfigureAwait(false);
+                await CommitAsync(batch).ConfigureAwait(false);
                 batch.Clear();
             }
         }
-        if (batch.Count > 0) await CommitAsync(batch, CancellationToken.None).ConfigureAwait(false);
+        if (batch.Count > 0) await CommitAsync(batch).ConfigureAwait(false);
     }
 
-    private async Task CommitAsync(List<LedgerRecord> batch, CancellationToken ct)
+    /// <summary>Writes the batch to the store, retrying while the store is down; when closing, a failed batch stays in the journal for the next start.</summary>
+    private async Task CommitAsync(List<Entry> batch)
     {
         if (batch.Count == 0) return;
-        var journal = WriteSpoolFile(batch, "batch");
-        try
+        var records = new LedgerRecord[batch.Count];
+        for (var i = 0; i < batch.Count; i++) records[i] = batch[i].Record;
+        while (true)
         {
-            await _store.WriteAsync(batch, ct).ConfigureAwait(false);
-            Interlocked.Add(ref _written, batch.Count);
-            File.Delete(journal);
+            try
+            {
+                await _store.WriteAsync(records, CancellationToken.None).ConfigureAwait(false);
+                Interlocked.Add(ref _written, records.Length);
+                break;
+            }
+            catch (Exception e)
+            {
+                Interlocked.Increment(ref _storeFailures);
+                LogStoreFailed(_logger, records.Length, _options.SpoolDirectory, e);
+                if (_closing) return; // the journal keeps them: replayed at the next start
+                try { await Task.Delay(_options.RetryDelay, _time, _closingToken.Token).ConfigureAwait(false); }
+                catch (OperationCanceledException) { return; }
+            }
         }
-        catch (Exception e)
+        await ReleaseAsync(batch).ConfigureAwait(false);
+    }
+
+    /// <summary>The batch is in the store: segments whose every record is committed are removed (an overflowed one is replayed from its file first).</summary>
+    private async Task ReleaseAsync(List<Entry> batch)
+    {
+        List<Segment>? retire = null;
+        lock (_journalLock)
         {
-            // the journal stays in the spool and is replayed when the store is back
-            Interlocked.Increment(ref _storeFailures);
-            LogStoreFailed(_logger, batch.Count, journal, e);
-            try { await Task.Delay(_options.RetryDelay, _time, _stop.IsCancellationRequested ? CancellationToken.None : _stop.Token).ConfigureAwait(false); }
-            catch (OperationCanceledException) { }
+            foreach (var e in batch)
+                if (e.Segment is { } s) s.Queued--;
+            for (var i = _sealed.Count - 1; i >= 0; i--)
+            {
+                if (_sealed[i].Queued > 0) continue;
+                (retire ??= []).Add(_sealed[i]);
+                _sealed.RemoveAt(i);
+            }
+            if (_active is { Queued: 0 } a && a.Length > 0)
+            {
+                if (a.Overflowed)
+                {
+                    // records the full queue could not take are only in this file: close it and replay it
+                    (retire ??= []).Add(a);
+                    _active = null;
+                }
+                else
+                {
+                    // everything in the active segment is committed: start it over instead of opening a new file per batch
+                    try
+                    {
+                        RandomAccess.SetLength(a.Handle, 0);
+                        a.Length = 0;
+                        a.Synced = 0;
+                    }
+                    catch (IOException)
+                    {
+                        (retire ??= []).Add(a);
+                        _active = null;
+                    }
+                }
+            }
         }
+        if (retire is null) return;
+        foreach (var s in retire) await RetireAsync(s).ConfigureAwait(false);
+    }
+
+    private async Task RetireAsync(Segment s)
+    {
+        s.Handle.Dispose();
+        if (s.Overflowed)
+        {
+            try
+            {
+                var records = ReadSpoolFile(s.Path);
+                if (records.Count > 0) await _store.WriteAsync(records, CancellationToken.None).ConfigureAwait(false);
+                LogReplayed(_logger, records.Count);
+            }
+            catch (Exception e)
+            {
+                // left on disk, no longer owned: the next replay takes it
+                Interlocked.Increment(ref _storeFailures);
+                LogReplayFailed(_logger, e);
+                lock (_journalLock) _live.Remove(s.Path);
+                _replayNeeded = true;
+                return;
+            }
+        }
+        try { File.Delete(s.Path); }
+        catch (IOException) { _replayNeeded = true; }
+        lock (_journalLock) _live.Remove(s.Path);
     }
 
     private async Task TryReplayAsync(CancellationToken ct)
@@ -183,41 +424,17 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         catch (Exception e) when (e is not OperationCanceledException)
         {
             Interlocked.Increment(ref _storeFailures);
+            _replayNeeded = true;
             LogReplayFailed(_logger, e);
         }
-    }
-
-    private string WriteSpoolFile(IReadOnlyList<LedgerRecord> records, string kind)
-    {
-        var name = $"{_time.GetUtcNow():yyyyMMddHHmmssfff}-{kind}-{Guid.NewGuid():N}";
-        var tmp = Path.Combine(_options.SpoolDirectory, name + ".tmp");
-        var final = Path.Combine(_options.SpoolDirectory, name + ".jsonl");
-        lock (_spoolLock)
-        {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 64 * 1024))
-            {
-                using (var w = new Utf8JsonWriter(fs, new JsonWriterOptions { SkipValidation = true }))
-                {
-                    foreach (var r in records)
-                    {
-                        JsonSerializer.Serialize(w, r, LedgerJsonContext.Default.LedgerRecord);
-                        w.Flush();
-                        w.Reset();
-                        fs.WriteByte((byte)'\n');
-                    }
-                }
-                fs.Flush(flushToDisk: true);
-            }
-            AfterTempWritten?.Invoke();
-            File.Move(tmp, final);
-        }
-        return final;
     }
 
     internal static List<LedgerRecord> ReadSpoolFile(string path)
     {
         var list = new List<LedgerRecord>();
-        foreach (var line in File.ReadLines(path, Encoding.UTF8))
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        using var text = new StreamReader(fs, Encoding.UTF8);
+        while (text.ReadLine() is { } line)
         {
             if (string.IsNullOrWhiteSpace(line)) continue;
             try
@@ -233,29 +450,67 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         return list;
     }
 
-    /// <summary>Stops the loop after writing everything queued.</summary>
+    /// <summary>Stops the loop after writing everything queued; whatever the store did not take stays in the journal.</summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
         _closing = true;
         _queue.Writer.TryComplete();
-        if (_loop is not null)
+        await _closingToken.CancelAsync().ConfigureAwait(false);
+        if (_loop is not null) await _loop.ConfigureAwait(false);
+        await _stop.CancelAsync().ConfigureAwait(false);
+        if (_flusher is not null) await _flusher.ConfigureAwait(false);
+        List<Segment> left;
+        lock (_journalLock)
         {
-            await _loop.ConfigureAwait(false);
+            left = [.. _sealed];
+            if (_active is not null) left.Add(_active);
+            _sealed.Clear();
+            _active = null;
         }
-        _stop.Cancel();
+        foreach (var s in left)
+        {
+            if (s.Queued == 0) await RetireAsync(s).ConfigureAwait(false);
+            else s.Handle.Dispose(); // records the store has not committed: the file is replayed at the next start
+        }
         _stop.Dispose();
+        _closingToken.Dispose();
+        _syncSignal.Dispose();
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Ledger queue is full ({Capacity} records); spooling to disk so no record is lost")]
-    private static partial void LogQueueFull(ILogger logger, int capacity);
+    private readonly record struct Entry(LedgerRecord Record, Segment? Segment);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "Ledger store write of {Count} records failed; the batch stays journaled at {Journal} and will be replayed")]
-    private static partial void LogStoreFailed(ILogger logger, int count, string journal, Exception exception);
+    /// <summary>One journal file. Its counters change under the writer's journal lock; <see cref="Synced"/> only in the flusher.</summary>
+    private sealed class Segment(string path, SafeFileHandle handle)
+    {
+        public string Path { get; } = path;
+        public SafeFileHandle Handle { get; } = handle;
+        public long Length { get; set; }
+        public long Synced { get; set; }
+        /// <summary>Records of this segment in the queue and not yet committed.</summary>
+        public int Queued { get; set; }
+        /// <summary>Some records of this segment are only in the file (the queue was full): replay it before removing it.</summary>
+        public bool Overflowed { get; set; }
+    }
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "Replaying the ledger spool failed; will retry")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Ledger queue is full ({Capacity} records): records stay in the journal {Journal} and are replayed from it, so none is lost")]
+    private static partial void LogQueueFull(ILogger logger, int capacity, string journal);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Ledger store write of {Count} records failed; they stay journaled in {Spool} and will be written when the store is back")]
+    private static partial void LogStoreFailed(ILogger logger, int count, string spool, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Replaying the ledger journal failed; will retry")]
     private static partial void LogReplayFailed(ILogger logger, Exception exception);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Replayed {Count} ledger records from the spool")]
+    [LoggerMessage(Level = LogLevel.Information, Message = "Replayed {Count} ledger records from the journal")]
     private static partial void LogReplayed(ILogger logger, int count);
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "Ledger record {RecordId} could not be appended to the journal in {Spool}; it is held in memory only until the store takes it")]
+    private static partial void LogJournalFailed(ILogger logger, string recordId, string spool, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "Ledger record {RecordId} is LOST: the journal could not be written and the queue is full")]
+    private static partial void LogLost(ILogger logger, string recordId);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "fsync of the ledger journal {Journal} failed")]
+    private static partial void LogFsyncFailed(ILogger logger, string journal, Exception exception);
 }

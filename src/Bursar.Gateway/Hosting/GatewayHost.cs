@@ -48,6 +48,14 @@ public static partial class GatewayHost
         return app;
     }
 
+    /// <summary>The journal lives in the data directory unless <c>Bursar:Ledger:SpoolDirectory</c> says otherwise.</summary>
+    private static LedgerWriterOptions WithSpool(LedgerWriterOptions o, BursarOptions bursar)
+    {
+        var copy = o.Clone();
+        if (copy.SpoolDirectory == new LedgerWriterOptions().SpoolDirectory) copy.SpoolDirectory = bursar.SpoolDirectory;
+        return copy;
+    }
+
     public static IServiceCollection AddBursarGateway(this IServiceCollection services, IConfiguration configuration)
     {
         services.TryAddSingletonTimeProvider();
@@ -83,9 +91,11 @@ public static partial class GatewayHost
         services.AddSingleton(sp => LoadCatalog(sp.GetRequiredService<SqliteStore>(), sp.GetRequiredService<BursarOptions>()));
         services.AddSingleton(sp => new TokenCounter(sp.GetRequiredService<BursarOptions>().ClaudeTokenFactor));
         services.AddSingleton(sp => new PromptTokenEstimator(sp.GetRequiredService<TokenCounter>()));
+        services.AddOptions<LedgerWriterOptions>().Bind(configuration.GetSection(LedgerWriterOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
         services.AddSingleton(sp => new LedgerWriter(
             sp.GetRequiredService<ILedgerStore>(),
-            new LedgerWriterOptions { SpoolDirectory = sp.GetRequiredService<BursarOptions>().SpoolDirectory },
+            WithSpool(sp.GetRequiredService<IOptions<LedgerWriterOptions>>().Value, sp.GetRequiredService<BursarOptions>()),
             sp.GetRequiredService<ILogger<LedgerWriter>>(),
             sp.GetRequiredService<TimeProvider>()));
         services.AddHostedService<LedgerService>();

@@ -36,6 +36,10 @@ public sealed class CallContext
     /// <summary>Bursar placed the prompt-cache breakpoints of this call (the caller had none): the net caching saving is Bursar's.</summary>
     public bool PromptCachePlaced { get; set; }
     public string? VolatilePrefix { get; set; }
+    /// <summary>What admission decided (the reservation to settle, the run to advance).</summary>
+    public Bursar.Gateway.Admission.Admission Admitted { get; set; } = Bursar.Gateway.Admission.Admission.None;
+    /// <summary>The ledger record is written: set once, before the call's last byte reaches the caller.</summary>
+    public bool Sealed { get; set; }
 }
 
 /// <summary>Prices a finished call, writes its ledger record, and counts it in the <c>Bursar.Gateway</c> meter.</summary>
@@ -88,6 +92,15 @@ public sealed partial class CallMeter
         var record = Build(c);
         if (complete is not null) record = complete(record);
         _ledger.Enqueue(record);
+        return record;
+    }
+
+    /// <summary>Like <see cref="Finish"/>, and completes when the record is as durable as the ledger's fsync policy promises.</summary>
+    public async ValueTask<LedgerRecord> FinishAsync(CallContext c, Func<LedgerRecord, LedgerRecord>? complete = null)
+    {
+        var record = Build(c);
+        if (complete is not null) record = complete(record);
+        await _ledger.AppendAsync(record).ConfigureAwait(false);
         return record;
     }
 

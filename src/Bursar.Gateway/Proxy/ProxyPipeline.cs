@@ -64,7 +64,6 @@ public sealed partial class ProxyPipeline(
         };
         ctx.Response.Headers["x-bursar-request-id"] = call.Id;
         byte[]? rented = null;
-        var admitted = Admission.Admission.None;
         string? cacheKey = null;
         var cacheLeader = false;
         var cacheStored = false;
@@ -231,7 +230,7 @@ public sealed partial class ProxyPipeline(
             var maxTokens = routeCap is { } cap && (scan.MaxTokens is null || scan.MaxTokens > cap) ? cap : scan.MaxTokens;
 
             // rate limits, run caps, budgets: before any money is spent
-            admitted = admission.Admit(key!, call.Attribution, target, deployment, scan.EstimatedInputTokens, maxTokens, out var refusal);
+            var admitted = call.Admitted = admission.Admit(key!, call.Attribution, target, deployment, scan.EstimatedInputTokens, maxTokens, out var refusal);
             if (refusal is not null)
             {
                 await RefuseAsync(ctx, call, refusal, "refused").ConfigureAwait(false);
@@ -408,21 +407,39 @@ public sealed partial class ProxyPipeline(
             call.ErrorMessage = e.Message;
             if (!ctx.Response.HasStarted)
             {
-                await WriteErrorAsync(ctx, dialect, new ProviderError(502, $"Bursar could not complete this call ({e.GetType().Name}); request id {call.Id}.", ErrorSource.Gateway)).ConfigureAwait(false);
                 call.StatusCode = 502;
+                await WriteErrorAsync(ctx, call, new ProviderError(502, $"Bursar could not complete this call ({e.GetType().Name}); request id {call.Id}.", ErrorSource.Gateway)).ConfigureAwait(false);
             }
         }
         finally
         {
             if (cacheLeader) fills.Complete(cacheKey!, cacheStored);
             if (rented is not null) ArrayPool<byte>.Shared.Return(rented);
-            var a = admitted;
-            meter.Finish(call, record =>
-            {
-                var runEnd = admission.Complete(a, record, call.Summary.ToolCalls, call.Summary.Text?.ToString());
-                return runEnd is null ? record : record with { RunEndReason = runEnd };
-            });
+            await SealAsync(call).ConfigureAwait(false); // a call that ended without its last byte (caller gone, upstream broke)
         }
+    }
+
+    /// <summary>
+    /// Prices the call, settles its reservation, advances its run and appends its ledger record to the journal: called
+    /// once, just before the call's last byte goes to the caller (or when the call ends without one), so an answer the
+    /// caller received always has its record on disk.
+    /// </summary>
+    private async ValueTask SealAsync(CallContext call)
+    {
+        if (call.Sealed) return;
+        call.Sealed = true;
+        if (call.Summary.ErrorType is not null && call.Outcome == "ok")
+        {
+            // the provider's stream carried an error event: the caller got it, and so does the ledger
+            call.Outcome = "upstream_error";
+            call.ErrorType ??= call.Summary.ErrorType;
+        }
+        var a = call.Admitted;
+        await meter.FinishAsync(call, record =>
+        {
+            var runEnd = admission.Complete(a, record, call.Summary.ToolCalls, call.Summary.Text?.ToString());
+            return runEnd is null ? record : record with { RunEndReason = runEnd };
+        }).ConfigureAwait(false);
     }
 
     /// <summary>Sends the upstream answer to the caller; returns a copy of what the caller got when <paramref name="capture"/> is set and the call succeeded.</summary>
@@ -449,20 +466,20 @@ public sealed partial class ProxyPipeline(
                 {
                     bytes = (err ?? new ProviderError(status, $"Upstream '{deployment.Name}' answered HTTP {status}.", ErrorSource.Upstream)).ToJson(dialect);
                 }
-                await WriteJsonAsync(ctx, status, bytes).ConfigureAwait(false);
+                await WriteJsonAsync(ctx, call, status, bytes).ConfigureAwait(false);
                 return null;
             }
             if (!UsageReader.TryReadResponse(deployment.Dialect, bytes, call.Summary))
             {
                 call.Outcome = "upstream_error";
                 call.ErrorType = "malformed_response";
-                await WriteErrorAsync(ctx, dialect, new ProviderError(502, $"Upstream '{deployment.Name}' returned a body that is not JSON.", ErrorSource.Upstream)).ConfigureAwait(false);
                 call.StatusCode = 502;
+                await WriteErrorAsync(ctx, call, new ProviderError(502, $"Upstream '{deployment.Name}' returned a body that is not JSON.", ErrorSource.Upstream)).ConfigureAwait(false);
                 return null;
             }
             if (deployment.Dialect != dialect)
                 bytes = ResponseTranslator.Translate(deployment.Dialect, dialect, bytes, time.GetUtcNow().ToUnixTimeSeconds());
-            await WriteJsonAsync(ctx, 200, bytes).ConfigureAwait(false);
+            await WriteJsonAsync(ctx, call, 200, bytes).ConfigureAwait(false);
             return capture ? (bytes, "application/json") : null;
         }
 
@@ -479,7 +496,7 @@ public sealed partial class ProxyPipeline(
         };
         await using var upstreamStream = await response.Content.ReadAsStreamAsync(ctx.RequestAborted).ConfigureAwait(false);
         var copy = capture ? new ArrayBufferWriter<byte>(4096) : null;
-        await SsePump.PumpAsync(upstreamStream, ctx.Response.BodyWriter, handler, ctx.RequestAborted, copy).ConfigureAwait(false);
+        await SsePump.PumpAsync(upstreamStream, ctx.Response.BodyWriter, handler, ctx.RequestAborted, copy, () => SealAsync(call)).ConfigureAwait(false);
         if (call.Summary.ErrorType is not null)
         {
             call.Outcome = "upstream_error";
@@ -501,6 +518,7 @@ public sealed partial class ProxyPipeline(
         ctx.Response.ContentType = hit.ContentType;
         if (hit.ContentType == "text/event-stream") ctx.Response.Headers.CacheControl = "no-cache";
         ctx.Response.ContentLength = hit.Body.Length;
+        await SealAsync(call).ConfigureAwait(false);
         await ctx.Response.Body.WriteAsync(hit.Body, ctx.RequestAborted).ConfigureAwait(false);
         await ctx.Response.CompleteAsync().ConfigureAwait(false);
     }
@@ -541,28 +559,42 @@ public sealed partial class ProxyPipeline(
     /// <summary>What reading a caller's JSON into a DOM can throw: duplicate keys, text that is not valid UTF-16, wrong node kinds.</summary>
     private static bool IsBadJson(Exception e) => e is JsonException or InvalidOperationException or ArgumentException or FormatException or InvalidCastException;
 
-    private static async Task RefuseAsync(HttpContext ctx, CallContext call, ProviderError error, string? outcome = null)
+    private async Task RefuseAsync(HttpContext ctx, CallContext call, ProviderError error, string? outcome = null)
     {
         call.Outcome = outcome ?? (error.Source switch { ErrorSource.Upstream => "upstream_error", ErrorSource.Policy => "refused", _ => "client_error" });
         call.StatusCode = error.Status;
         call.ErrorType = call.Dialect == Dialect.Anthropic ? error.AnthropicType : error.Code ?? error.OpenAIType;
         call.ErrorMessage = error.Message;
-        await WriteErrorAsync(ctx, call.Dialect, error).ConfigureAwait(false);
+        await WriteErrorAsync(ctx, call, error).ConfigureAwait(false);
     }
 
+    private Task WriteErrorAsync(HttpContext ctx, CallContext call, ProviderError error)
+    {
+        if (error.RetryAfterSeconds is { } ra) ctx.Response.Headers.RetryAfter = ra.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return WriteJsonAsync(ctx, call, error.Status, error.ToJson(call.Dialect));
+    }
+
+    /// <summary>Writes an error outside a metered call (no ledger record): count_tokens, unknown endpoints.</summary>
     internal static Task WriteErrorAsync(HttpContext ctx, Dialect dialect, ProviderError error)
     {
         if (error.RetryAfterSeconds is { } ra) ctx.Response.Headers.RetryAfter = ra.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        return WriteJsonAsync(ctx, error.Status, error.ToJson(dialect));
+        return WriteBodyAsync(ctx, error.Status, error.ToJson(dialect));
     }
 
-    private static async Task WriteJsonAsync(HttpContext ctx, int status, byte[] bytes)
+    /// <summary>The call's answer in one piece: its ledger record is journaled first, then the caller gets every byte.</summary>
+    private async Task WriteJsonAsync(HttpContext ctx, CallContext call, int status, byte[] bytes)
+    {
+        await SealAsync(call).ConfigureAwait(false);
+        await WriteBodyAsync(ctx, status, bytes).ConfigureAwait(false);
+    }
+
+    private static async Task WriteBodyAsync(HttpContext ctx, int status, byte[] bytes)
     {
         ctx.Response.StatusCode = status;
         ctx.Response.ContentType = "application/json";
         ctx.Response.ContentLength = bytes.Length;
         await ctx.Response.Body.WriteAsync(bytes, ctx.RequestAborted).ConfigureAwait(false);
-        await ctx.Response.CompleteAsync().ConfigureAwait(false); // the caller has its answer before metering runs
+        await ctx.Response.CompleteAsync().ConfigureAwait(false);
     }
 
     /// <summary>The models to try in order: the chosen one, then the route's fallbacks; deployments cooling down go last, models too small for the request are left out (and named).</summary>

@@ -44,8 +44,16 @@ public static class SsePump
         if (flush.IsCanceled || flush.IsCompleted) throw new CallerDisconnectedException(null);
     }
 
-    public static async Task PumpAsync(Stream upstream, PipeWriter downstream, SseStreamHandler handler, CancellationToken cancellationToken, ArrayBufferWriter<byte>? capture = null)
+    /// <param name="beforeLastFlush">Runs once, before the flush that carries the stream's end to the caller (after the
+    /// upstream's terminal frame, <c>[DONE]</c> or <c>message_stop</c>, or at the end of the upstream): the gateway makes
+    /// the call's ledger record durable there.</param>
+    /// <summary>The upstream's last frame: OpenAI's <c>data: [DONE]</c>, Anthropic's <c>message_stop</c> event.</summary>
+    private static bool IsTerminal(ReadOnlySpan<byte> eventName, ReadOnlySpan<byte> data) =>
+        data.SequenceEqual("[DONE]"u8) || eventName.SequenceEqual("message_stop"u8);
+
+    public static async Task PumpAsync(Stream upstream, PipeWriter downstream, SseStreamHandler handler, CancellationToken cancellationToken, ArrayBufferWriter<byte>? capture = null, Func<ValueTask>? beforeLastFlush = null)
     {
+        var ended = false;
         IBufferWriter<byte> output = capture is null ? downstream : new TeeBufferWriter(downstream, capture);
         var reader = PipeReader.Create(upstream, new StreamPipeReaderOptions(bufferSize: 16 * 1024, leaveOpen: true));
         var scratch = new ArrayBufferWriter<byte>(256);
@@ -78,6 +86,12 @@ public static class SsePump
                     SseFrames.Parse(span, out var ev, out var data, scratch);
                     handler.OnFrame(span, ev, data, output);
                     wrote = true;
+                    var terminal = !ended && beforeLastFlush is not null && IsTerminal(ev, data);
+                    if (terminal)
+                    {
+                        ended = true;
+                        await beforeLastFlush!().ConfigureAwait(false);
+                    }
                 }
                 reader.AdvanceTo(buffer.Start, buffer.End);
                 if (result.IsCompleted)
@@ -90,6 +104,11 @@ public static class SsePump
                         if (!data.IsEmpty) handler.OnFrame([.. rest, (byte)'\n', (byte)'\n'], ev, data, output);
                     }
                     handler.OnEnd(output);
+                    if (!ended && beforeLastFlush is not null)
+                    {
+                        ended = true;
+                        await beforeLastFlush().ConfigureAwait(false);
+                    }
                     await FlushToCallerAsync(downstream, cancellationToken).ConfigureAwait(false);
                     return;
                 }
