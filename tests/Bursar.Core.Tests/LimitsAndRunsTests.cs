@@ -90,4 +90,27 @@ public sealed class LimitsAndRunsTests
         Assert.Throws<InvalidOperationException>(() => new RunCapOptions { DonePattern = "(" }.Validate());
         Assert.Throws<InvalidOperationException>(() => new RunCapOptions { MaxTurns = 0 }.Validate());
     }
+
+    [Fact]
+    public void Parallel_calls_of_one_run_cannot_jointly_pass_its_spend_cap()
+    {
+        // a tool loop fanning out: each call checked against spend so far alone would let all eight through
+        var runs = Runs(new RunCapOptions { MaxSpendUsd = 1.00m, MaxTurns = null }, new FakeTimeProvider());
+        var admitted = Enumerable.Range(0, 8).Count(i => runs.TryStart("k", "fan", 0.30m, out _));
+        Assert.Equal(3, admitted);
+        Assert.False(runs.TryStart("k", "fan", 0.30m, out var refusal));
+        Assert.Contains("held by calls in flight", refusal!.Message);
+        // one finishes at $0.05: its $0.30 hold is released, so another call fits
+        runs.Complete("k", "fan", new RunTurn(1, 0.05m, "tool_use", null), 0.30m);
+        Assert.True(runs.TryStart("k", "fan", 0.30m, out _));
+    }
+
+    [Fact]
+    public void Parallel_calls_of_one_run_cannot_jointly_pass_its_turn_cap()
+    {
+        var runs = Runs(new RunCapOptions { MaxTurns = 3 }, new FakeTimeProvider());
+        Assert.Equal(3, Enumerable.Range(0, 10).Count(i => runs.TryStart("k", "r", 0m, out _)));
+        runs.Release("k", "r", 0m); // one of them was refused by a budget afterwards
+        Assert.True(runs.TryStart("k", "r", 0m, out _));
+    }
 }

@@ -62,6 +62,10 @@ public sealed class RunTracker(RunCapOptions options, TimeProvider time)
         public int Turns;
         public int ToolCalls;
         public decimal SpentUsd;
+        /// <summary>Worst cases held by calls of the run still in flight: parallel calls cannot jointly pass the spend cap.</summary>
+        public decimal HeldUsd;
+        /// <summary>Calls of the run admitted and not finished: parallel calls cannot jointly pass the turn cap.</summary>
+        public int InFlight;
         public string? EndReason;
         public DateTimeOffset LastActivity;
     }
@@ -81,30 +85,51 @@ public sealed class RunTracker(RunCapOptions options, TimeProvider time)
         {
             if (now - s.LastActivity > options.IdleExpiry)
             {
-                s.Turns = 0; s.ToolCalls = 0; s.SpentUsd = 0; s.EndReason = null;
+                s.Turns = 0; s.ToolCalls = 0; s.SpentUsd = 0; s.EndReason = null; s.HeldUsd = 0; s.InFlight = 0;
             }
             s.LastActivity = now;
             if (s.EndReason is null && options.MaxTurns is { } mt && s.Turns >= mt) s.EndReason = $"max_turns ({mt})";
+            if (s.EndReason is null && options.MaxTurns is { } mt2 && s.Turns + s.InFlight >= mt2)
+            {
+                refusal = new RunRefusal(runId, $"max_turns ({mt2})", $"Run '{runId}' has {s.InFlight} calls in flight and {s.Turns} finished: one more would pass its cap of {mt2} turns.");
+                return false;
+            }
             if (s.EndReason is not null)
             {
                 refusal = new RunRefusal(runId, s.EndReason, $"Run '{runId}' has ended: {s.EndReason}, after {s.Turns} turns, {s.ToolCalls} tool calls and ${s.SpentUsd} spent. Start a new run id to continue.");
                 return false;
             }
-            if (options.MaxSpendUsd is { } max && s.SpentUsd + worstCaseUsd > max)
+            if (options.MaxSpendUsd is { } max && s.SpentUsd + s.HeldUsd + worstCaseUsd > max)
             {
-                refusal = new RunRefusal(runId, $"max_spend (${max})", $"Run '{runId}' would exceed its spend cap of ${max}: ${s.SpentUsd} spent, this call could cost up to ${worstCaseUsd}.");
+                refusal = new RunRefusal(runId, $"max_spend (${max})", $"Run '{runId}' would exceed its spend cap of ${max}: ${s.SpentUsd} spent, ${s.HeldUsd} held by calls in flight, this call could cost up to ${worstCaseUsd}.");
                 return false;
             }
+            s.HeldUsd += worstCaseUsd;
+            s.InFlight++;
             return true;
         }
     }
 
-    /// <summary>Records a finished call; returns the reason the run ended with it, if it did.</summary>
-    public string? Complete(string? keyId, string runId, in RunTurn turn)
+    /// <summary>Gives back what <see cref="TryStart"/> held for a call that was refused after it (by a budget).</summary>
+    public void Release(string? keyId, string runId, decimal heldUsd)
+    {
+        if (!_runs.TryGetValue((keyId, runId), out var s)) return;
+        lock (s) Unhold(s, heldUsd);
+    }
+
+    private static void Unhold(RunState s, decimal heldUsd)
+    {
+        s.HeldUsd = Math.Max(0, s.HeldUsd - heldUsd);
+        s.InFlight = Math.Max(0, s.InFlight - 1);
+    }
+
+    /// <summary>Records a finished call (and releases the worst case <see cref="TryStart"/> held for it); returns the reason the run ended with it, if it did.</summary>
+    public string? Complete(string? keyId, string runId, in RunTurn turn, decimal heldUsd = 0)
     {
         if (!_runs.TryGetValue((keyId, runId), out var s)) return null;
         lock (s)
         {
+            Unhold(s, heldUsd);
             s.Turns++;
             s.ToolCalls += turn.ToolCalls;
             s.SpentUsd += turn.CostUsd;

@@ -31,26 +31,31 @@ public sealed class Admission
 /// output rate) is reserved atomically against every budget that applies, or the key's downgrade model is tried, or the
 /// call is refused with the budget, its limit, the spend so far and the reset time.
 /// </summary>
-public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter, RunTracker runs, PriceCatalog catalog, UpstreamRegistry registry, TimeProvider time)
+public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter, RunTracker runs, PriceCatalog catalog, UpstreamRegistry registry, Bursar.Core.Tokens.TokenCounter tokens, TimeProvider time)
 {
     /// <summary>Output limit assumed for an OpenAI call that sets none and a model whose maximum is unknown.</summary>
     public const long DefaultMaxOutputTokens = 4_096;
 
     public RunTracker Runs => runs;
 
-    public Admission Admit(VirtualKey key, CallAttribution a, string model, UpstreamDeployment deployment, long estimatedInputTokens, long? maxTokens, out ProviderError? refusal)
+    /// <param name="estimatedInputTokens">The one-pass estimate (rate limits count it).</param>
+    /// <param name="inputTokenBound">Input tokens the call cannot exceed (budgets and run caps reserve it).</param>
+    /// <param name="choices">Completions generated and billed (<c>n</c>, <c>best_of</c>): the output limit is reserved once per completion.</param>
+    public Admission Admit(VirtualKey key, CallAttribution a, string model, UpstreamDeployment deployment, long estimatedInputTokens, long inputTokenBound, long? maxTokens, int choices, out ProviderError? refusal)
     {
         refusal = null;
         var price = catalog.Find(model).Price;
+        choices = Math.Max(1, choices);
         var output = maxTokens ?? price?.MaxOutputTokens ?? DefaultMaxOutputTokens;
+        var bound = InputBound(model, price, inputTokenBound);
 
-        if (limiter.Any && !limiter.TryAcquire(key.Id, a.Team, a.Customer, estimatedInputTokens + output, out var rl))
+        if (limiter.Any && !limiter.TryAcquire(key.Id, a.Team, a.Customer, estimatedInputTokens + output * choices, out var rl))
         {
             refusal = new ProviderError(429, rl!.Message, ErrorSource.Policy) { RetryAfterSeconds = (int)Math.Ceiling(rl.RetryAfter.TotalSeconds), Code = "rate_limit_exceeded" };
             return Admission.None;
         }
 
-        var worst = WorstCase(price, estimatedInputTokens, output);
+        var worst = WorstCase(price, bound, output * choices);
         if (a.RunId is { } runId && !runs.TryStart(key.Id, runId, worst, out var rr))
         {
             refusal = new ProviderError(429, rr!.Message, ErrorSource.Policy) { TypeOverride = "run_limit_exceeded", Code = "run_limit_exceeded" };
@@ -60,6 +65,14 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
         if (!budgets.Any)
             return new Admission { Model = model, Deployment = deployment, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = worst };
 
+        var admitted = AdmitBudgets(key, a, model, deployment, price, bound, maxTokens, output, choices, worst, out refusal);
+        if (refusal is not null && a.RunId is not null) runs.Release(key.Id, a.RunId, worst); // refused: the run's hold goes back
+        return admitted;
+    }
+
+    private Admission AdmitBudgets(VirtualKey key, CallAttribution a, string model, UpstreamDeployment deployment, ModelPrice? price, long bound, long? maxTokens, long output, int choices, decimal worst, out ProviderError? refusal)
+    {
+        refusal = null;
         if (price is null && key.UnpricedPolicy == "refuse")
         {
             refusal = new ProviderError(403, $"Model '{model}' has no price, and key {key.Prefix}…'s policy refuses unpriced models while budgets apply. Add its price (bursar prices import, or Bursar:Prices) or use a priced model.", ErrorSource.Policy) { TypeOverride = "unpriced_model", Code = "unpriced_model", Param = "model" };
@@ -76,7 +89,7 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
         if (key.DowngradeModel is { } cheaper && !string.Equals(cheaper, model, StringComparison.OrdinalIgnoreCase)
             && registry.Find(cheaper) is { } cheaperDeployment && catalog.Find(cheaper).Price is { } cheaperPrice)
         {
-            var worstCheaper = WorstCase(cheaperPrice, estimatedInputTokens, maxTokens ?? cheaperPrice.MaxOutputTokens ?? DefaultMaxOutputTokens);
+            var worstCheaper = WorstCase(cheaperPrice, InputBound(cheaper, cheaperPrice, bound), (maxTokens ?? cheaperPrice.MaxOutputTokens ?? DefaultMaxOutputTokens) * choices);
             if (budgets.TryReserve(subject with { Model = cheaperPrice.Model }, worstCheaper, out var r2, out _))
             {
                 return new Admission
@@ -91,11 +104,29 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
         return Admission.None;
     }
 
+    /// <summary>
+    /// The input tokens to reserve: the request's byte bound (scaled by the Claude token factor for Claude models,
+    /// whose tokenizer Bursar does not have), never more than the model's context window (a longer prompt is refused by
+    /// the provider, unbilled).
+    /// </summary>
+    public long InputBound(string model, ModelPrice? price, long inputTokenBound)
+    {
+        var bound = Bursar.Core.Tokens.TokenCounter.IsClaude(model) && tokens.ClaudeFactor > 1
+            ? (long)Math.Ceiling(inputTokenBound * tokens.ClaudeFactor) : inputTokenBound;
+        return price?.ContextWindow is { } window && window > 0 ? Math.Min(bound, window) : bound;
+    }
+
+    /// <summary>
+    /// The most a call can cost: every input token at the dearest input class it could bill as (uncached input, or a
+    /// 5-minute or 1-hour cache write) in the long-context tier its size reaches, and every output token at the output
+    /// or reasoning rate, whichever is higher.
+    /// </summary>
     public static decimal WorstCase(ModelPrice? price, long inputTokens, long outputTokens)
     {
         if (price is null) return 0m;
         var r = price.RatesFor(inputTokens, batch: false);
-        return (inputTokens * r.Input + outputTokens * Math.Max(r.Output, r.Reasoning ?? 0)) / 1_000_000m;
+        var input = Math.Max(r.Input, Math.Max(r.CacheWrite5m ?? 0, r.CacheWrite1h ?? 0));
+        return (inputTokens * input + outputTokens * Math.Max(r.Output, r.Reasoning ?? 0)) / 1_000_000m;
     }
 
     /// <summary>Settles the reservation to the call's actual cost and advances its run; returns why the run ended, if it did.</summary>
@@ -104,6 +135,6 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
         var cost = record.Cost ?? 0m;
         budgets.Settle(admission.Reservation, cost);
         if (admission.RunId is null || record.Outcome is "refused") return null;
-        return runs.Complete(admission.KeyId, admission.RunId, new RunTurn(toolCalls, cost, record.FinishReason, text));
+        return runs.Complete(admission.KeyId, admission.RunId, new RunTurn(toolCalls, cost, record.FinishReason, text), admission.WorstCaseUsd);
     }
 }

@@ -230,7 +230,7 @@ public sealed partial class ProxyPipeline(
             var maxTokens = routeCap is { } cap && (scan.MaxTokens is null || scan.MaxTokens > cap) ? cap : scan.MaxTokens;
 
             // rate limits, run caps, budgets: before any money is spent
-            var admitted = call.Admitted = admission.Admit(key!, call.Attribution, target, deployment, scan.EstimatedInputTokens, maxTokens, out var refusal);
+            var admitted = call.Admitted = admission.Admit(key!, call.Attribution, target, deployment, scan.EstimatedInputTokens, scan.InputTokenBound, maxTokens, scan.Choices, out var refusal);
             if (refusal is not null)
             {
                 await RefuseAsync(ctx, call, refusal, "refused").ConfigureAwait(false);

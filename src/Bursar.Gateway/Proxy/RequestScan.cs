@@ -21,6 +21,15 @@ public struct RequestScan
     /// Used to reserve budget and count rate limits before the call; billing always uses the provider's usage.
     /// </summary>
     public long EstimatedInputTokens;
+    /// <summary>
+    /// An input-token count the call cannot exceed, for budget reservations: the UTF-8 bytes of every string in
+    /// messages, system and tools (a byte-level BPE token covers at least one byte, and the raw JSON escapes only add
+    /// bytes), inline image and document data counted as its bytes, <see cref="ImageUrlTokenBound"/> per image URL, and
+    /// <see cref="MessageOverheadTokens"/> per message. The admission also caps it at the model's context window.
+    /// </summary>
+    public long InputTokenBound;
+    /// <summary>How many completions the provider generates and bills: OpenAI <c>n</c>, or <c>best_of</c> where a server supports it. 1 otherwise.</summary>
+    public int Choices;
     /// <summary>True when the request asks for greedy decoding (temperature 0 or top_k 1): the exact cache may answer it.</summary>
     public bool Deterministic;
     public ProviderError? Error;
@@ -28,10 +37,16 @@ public struct RequestScan
     /// <summary>English text runs about 4 bytes per token; 3 keeps the estimate on the safe (high) side.</summary>
     public const double BytesPerToken = 3.0;
     public const int ImageTokens = 1_600;
+    /// <summary>The most tokens one image fetched by URL can cost (a large high-detail image on a patch-priced model, or a document page).</summary>
+    public const int ImageUrlTokenBound = 6_400;
+    /// <summary>Role and separator tokens each message adds, at most.</summary>
+    public const int MessageOverheadTokens = 8;
+    /// <summary>OpenAI's largest <c>n</c>.</summary>
+    public const int MaxChoices = 128;
 
     public static RequestScan Run(ReadOnlySpan<byte> body, Dialect dialect, bool countTokens = false)
     {
-        var s = new RequestScan();
+        var s = new RequestScan { Choices = 1 };
         if (body.IsEmpty)
         {
             s.Error = ProviderError.BadRequest("The request body is empty; send a JSON object with 'model' and 'messages'.");
@@ -39,7 +54,8 @@ public struct RequestScan
         }
         var r = new Utf8JsonReader(body, new JsonReaderOptions { MaxDepth = 128 });
         bool sawMessages = false, sawMaxTokens = false;
-        long textBytes = 0, images = 0, messageCount = 0;
+        var c = new PromptCounts();
+        int n = 1, bestOf = 1;
         try
         {
             if (!r.Read() || r.TokenType != JsonTokenType.StartObject)
@@ -66,12 +82,12 @@ public struct RequestScan
                     r.Read();
                     if (r.TokenType != JsonTokenType.StartArray) return Fail(ref s, "messages", "'messages' must be an array of message objects.");
                     sawMessages = true;
-                    CountPrompt(ref r, ref textBytes, ref images, ref messageCount);
+                    CountPrompt(ref r, ref c);
                 }
                 else if (r.ValueTextEquals("system"u8) || r.ValueTextEquals("tools"u8))
                 {
                     r.Read();
-                    CountPrompt(ref r, ref textBytes, ref images, ref messageCount);
+                    CountPrompt(ref r, ref c);
                 }
                 else if (r.ValueTextEquals("max_tokens"u8) || r.ValueTextEquals("max_completion_tokens"u8))
                 {
@@ -82,6 +98,15 @@ public struct RequestScan
                         return Fail(ref s, name, $"'{name}' must be a non-negative integer.");
                     sawMaxTokens |= name == "max_tokens";
                     s.MaxTokens = mt;
+                }
+                else if (r.ValueTextEquals("n"u8) || r.ValueTextEquals("best_of"u8))
+                {
+                    var name = r.GetString()!;
+                    r.Read();
+                    if (r.TokenType == JsonTokenType.Null) continue;
+                    if (r.TokenType != JsonTokenType.Number || !r.TryGetInt32(out var k) || k < 1 || k > MaxChoices)
+                        return Fail(ref s, name, $"'{name}' must be an integer from 1 to {MaxChoices} (the number of completions to generate).");
+                    if (name == "n") n = k; else bestOf = k;
                 }
                 else if (r.ValueTextEquals("temperature"u8) || r.ValueTextEquals("top_k"u8))
                 {
@@ -129,7 +154,9 @@ public struct RequestScan
             s.Error = ProviderError.BadRequest($"The request body has a string that is not valid text (at byte {r.BytesConsumed}): {e.Message}");
             return s;
         }
-        s.EstimatedInputTokens = (long)Math.Ceiling(textBytes / BytesPerToken) + images * ImageTokens + messageCount * 4 + 3;
+        s.EstimatedInputTokens = (long)Math.Ceiling(c.TextBytes / BytesPerToken) + c.Images * ImageTokens + c.Messages * 4 + 3;
+        s.InputTokenBound = c.TextBytes + c.DataBytes + c.ImageUrls * ImageUrlTokenBound + (c.Messages + 1) * MessageOverheadTokens;
+        s.Choices = Math.Max(n, bestOf); // best_of generates (and bills) best_of completions and returns n of them
         if (s.Model is null) return Fail(ref s, "model", "'model' is required.");
         if (s.Model.Length == 0 || s.Model.Length > 256) return Fail(ref s, "model", "'model' must be 1-256 characters.");
         if (!sawMessages) return Fail(ref s, "messages", "'messages' is required: an array of message objects.");
@@ -137,31 +164,45 @@ public struct RequestScan
         return s;
     }
 
+    private struct PromptCounts
+    {
+        public long TextBytes, DataBytes, Images, ImageUrls, Messages;
+    }
+
     /// <summary>Walks one value (array, object or scalar), summing string bytes; base64 image data and URLs count as images.</summary>
-    private static void CountPrompt(ref Utf8JsonReader r, ref long textBytes, ref long images, ref long messages)
+    private static void CountPrompt(ref Utf8JsonReader r, ref PromptCounts c)
     {
         if (r.TokenType == JsonTokenType.String)
         {
-            textBytes += r.HasValueSequence ? r.ValueSequence.Length : r.ValueSpan.Length;
+            c.TextBytes += r.HasValueSequence ? r.ValueSequence.Length : r.ValueSpan.Length;
             return;
         }
         if (r.TokenType is not (JsonTokenType.StartArray or JsonTokenType.StartObject)) return;
         var depth = r.CurrentDepth;
         var topArray = r.TokenType == JsonTokenType.StartArray;
         var image = false;
+        var inline = false;
         while (r.Read() && r.CurrentDepth > depth)
         {
             switch (r.TokenType)
             {
                 case JsonTokenType.StartObject when topArray && r.CurrentDepth == depth + 1:
-                    messages++;
+                    c.Messages++;
                     break;
                 case JsonTokenType.PropertyName:
-                    image = r.ValueTextEquals("data"u8) || r.ValueTextEquals("url"u8) || r.ValueTextEquals("image_url"u8);
+                    inline = r.ValueTextEquals("data"u8);
+                    image = inline || r.ValueTextEquals("url"u8) || r.ValueTextEquals("image_url"u8);
                     break;
                 case JsonTokenType.String:
-                    if (image) images++;
-                    else textBytes += r.HasValueSequence ? r.ValueSequence.Length : r.ValueSpan.Length;
+                    var bytes = r.HasValueSequence ? r.ValueSequence.Length : r.ValueSpan.Length;
+                    if (image)
+                    {
+                        c.Images++;
+                        // inline data (base64 or a data: URL) bounds its own tokens by its bytes; a fetched URL by the largest image
+                        if (inline || (r.ValueSpan.Length > 5 && r.ValueSpan.StartsWith("data:"u8))) c.DataBytes += bytes;
+                        else c.ImageUrls++;
+                    }
+                    else c.TextBytes += bytes;
                     image = false;
                     break;
             }
