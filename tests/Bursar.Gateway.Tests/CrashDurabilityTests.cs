@@ -168,6 +168,23 @@ internal sealed class BursarProcess : IAsyncDisposable
         return info;
     }
 
+    /// <summary>Runs one command to its end: exit code, stdout, stderr.</summary>
+    public static async Task<(int Exit, string Out, string Err)> RunAsync(string? dataDir, params string[] args)
+    {
+        var info = dataDir is null ? new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false } : Info(dataDir, args);
+        if (dataDir is null)
+        {
+            info.ArgumentList.Add(CliDll);
+            foreach (var a in args) info.ArgumentList.Add(a);
+        }
+        using var p = Process.Start(info)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await p.WaitForExitAsync(timeout.Token);
+        return (p.ExitCode, await stdout, await stderr);
+    }
+
     public static async Task<string> CreateKeyAsync(string dataDir)
     {
         Directory.CreateDirectory(dataDir);
@@ -178,17 +195,19 @@ internal sealed class BursarProcess : IAsyncDisposable
         return stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Single(l => l.StartsWith("bsr_", StringComparison.Ordinal));
     }
 
-    public static async Task<BursarProcess> StartAsync(string dataDir)
+    public static Task<BursarProcess> StartAsync(string dataDir) => StartAsync(dataDir, FreePort(), "serve", "--urls", "http://127.0.0.1:{port}");
+
+    /// <summary>Starts a long-running command (<c>{port}</c> in an argument becomes <paramref name="port"/>) and waits until it answers /health/live.</summary>
+    public static async Task<BursarProcess> StartAsync(string dataDir, int port, params string[] args)
     {
-        var port = FreePort();
-        var p = Process.Start(Info(dataDir, "serve", "--urls", $"http://127.0.0.1:{port}"))!;
+        var p = Process.Start(Info(dataDir, [.. args.Select(a => a.Replace("{port}", port.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal))]))!;
         var gw = new BursarProcess(p, $"http://127.0.0.1:{port}");
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (gw._log) gw._log.AppendLine(e.Data); };
         p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (gw._log) gw._log.AppendLine(e.Data); };
         p.BeginOutputReadLine();
         p.BeginErrorReadLine();
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
-        for (var i = 0; i < 300; i++)
+        for (var i = 0; i < 600; i++)
         {
             if (p.HasExited) throw new InvalidOperationException($"bursar serve exited with {p.ExitCode}:\n{gw.Log}");
             try
@@ -203,6 +222,20 @@ internal sealed class BursarProcess : IAsyncDisposable
         throw new TimeoutException($"bursar serve did not answer /health/live within 30 s:\n{gw.Log}");
     }
 
+    public bool HasExited => _process.HasExited;
+
+    public int ExitCode => _process.ExitCode;
+
+    /// <summary>SIGTERM, as a service manager or Ctrl+C sends: the process should stop gracefully on its own.</summary>
+    public async Task<bool> TerminateAsync(TimeSpan within)
+    {
+        using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) await kill.WaitForExitAsync();
+        using var timeout = new CancellationTokenSource(within);
+        try { await _process.WaitForExitAsync(timeout.Token); }
+        catch (OperationCanceledException) { return false; }
+        return true;
+    }
+
     /// <summary>SIGKILL: the process gets no chance to flush or clean up.</summary>
     public void Kill()
     {
@@ -211,7 +244,7 @@ internal sealed class BursarProcess : IAsyncDisposable
         _process.WaitForExit(10_000);
     }
 
-    private static int FreePort()
+    public static int FreePort()
     {
         using var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
         l.Start();

@@ -41,7 +41,7 @@ internal static class BudgetsCommand
                 Console.Error.WriteLine(e.Message);
                 return 2;
             }
-            await CliOptions.OpenStore(pr).UpsertBudgetAsync(def, ct);
+            await CliOptions.OpenStore(pr, create: true).UpsertBudgetAsync(def, ct);
             Console.WriteLine($"Budget '{def.Id}': {def.Describe()}, limit ${def.LimitUsd}, alert at ${def.SoftLimitUsd}, time zone {def.TimeZone}.");
             return 0;
         });
@@ -97,21 +97,48 @@ internal static class BudgetsCommand
         set.SetAction(async (pr, ct) =>
         {
             var def = new RateLimitDefinition(pr.GetValue(scope), pr.GetValue(value)!, pr.GetValue(rpm), pr.GetValue(tpm));
+            if (def.RequestsPerMinute is 0 || def.TokensPerMinute is 0)
+            {
+                Console.Error.WriteLine($"A limit of 0 would refuse every call of {def.Scope.ToString().ToLowerInvariant()} '{def.Value}'. To remove the limit: bursar limits delete --scope {def.Scope.ToString().ToLowerInvariant()} --value {def.Value}; to stop a key: bursar keys revoke <id>.");
+                return 2;
+            }
+            if (def.RequestsPerMinute is null && def.TokensPerMinute is null)
+            {
+                Console.Error.WriteLine("Give --rpm, --tpm or both.");
+                return 2;
+            }
             try { def.Validate(); }
             catch (ArgumentException e) { Console.Error.WriteLine(e.Message); return 2; }
-            await CliOptions.OpenStore(pr).UpsertRateLimitAsync(def, ct);
+            await CliOptions.OpenStore(pr, create: true).UpsertRateLimitAsync(def, ct);
             Console.WriteLine($"Rate limit for {def.Scope.ToString().ToLowerInvariant()} '{def.Value}': {def.RequestsPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-"} requests/min, {def.TokensPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-"} tokens/min.");
             return 0;
         });
         var list = new Command("list", "List rate limits");
         list.SetAction(async (pr, ct) =>
         {
-            foreach (var l in await CliOptions.OpenStore(pr).ListRateLimitsAsync(ct))
+            var all = await CliOptions.OpenStore(pr).ListRateLimitsAsync(ct);
+            if (all.Count == 0) Console.WriteLine("No rate limits. Add one: bursar limits set --scope key|team|customer --value <v> --rpm <n> [--tpm <n>]");
+            foreach (var l in all)
                 Console.WriteLine($"{l.Scope.ToString().ToLowerInvariant(),-9} {l.Value,-24} rpm {l.RequestsPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-",8}  tpm {l.TokensPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-",10}");
             return 0;
         });
+        var dscope = new Option<RateLimitScope>("--scope") { Description = "key, team or customer", Required = true };
+        var dvalue = new Option<string>("--value") { Description = "The key id, team or customer", Required = true };
+        var delete = new Command("delete", "Remove a rate limit") { dscope, dvalue };
+        delete.SetAction(async (pr, ct) =>
+        {
+            var (sc, v) = (pr.GetValue(dscope), pr.GetValue(dvalue)!);
+            if (await CliOptions.OpenStore(pr).DeleteRateLimitAsync(sc, v, ct))
+            {
+                Console.WriteLine($"Removed the rate limit of {sc.ToString().ToLowerInvariant()} '{v}'.");
+                return 0;
+            }
+            Console.Error.WriteLine($"No rate limit for {sc.ToString().ToLowerInvariant()} '{v}' (bursar limits list shows them).");
+            return 2;
+        });
         limits.Subcommands.Add(set);
         limits.Subcommands.Add(list);
+        limits.Subcommands.Add(delete);
         return limits;
     }
 

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Hosting;
 using System.CommandLine;
 using System.Diagnostics;
 using Bursar.Core.Ledger;
@@ -24,17 +25,20 @@ internal static class DemoCommand
         var calls = new Option<int>("--calls") { Description = "Number of calls to drive", DefaultValueFactory = _ => 300 };
         var concurrency = new Option<int>("--concurrency") { Description = "Calls in flight at once", DefaultValueFactory = _ => 8 };
         var serve = new Option<bool>("--serve") { Description = "Afterwards keep the gateway running with the dashboard (http://127.0.0.1:8080/dashboard) until Ctrl+C" };
-        var cmd = new Command("demo", "Run the gateway on the built-in Simulator, drive a tagged mixed workload through it, and print the cost report") { calls, concurrency, serve };
+        var port = new Option<int?>("--port") { Description = "With --serve: the port of the dashboard and gateway (default 8080)" };
+        var cmd = new Command("demo", "Run the gateway on the built-in Simulator, drive a tagged mixed workload through it, and print the cost report") { calls, concurrency, serve, port };
         cmd.SetAction(async (pr, ct) =>
         {
             var code = await RunAsync(pr, pr.GetValue(calls), Math.Max(1, pr.GetValue(concurrency)), ct);
             if (code != 0 || !pr.GetValue(serve)) return code;
             var adminKey = "demo-admin-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8));
-            var app = GatewayHost.Build(CliOptions.HostArgs(pr, "http://127.0.0.1:8080", [$"--Bursar:AdminKey={adminKey}"]), b => b.Logging.SetMinimumLevel(LogLevel.Warning));
-            Console.WriteLine($"\nDashboard: http://127.0.0.1:8080/dashboard  (admin key: {adminKey})  Ctrl+C to stop.");
+            var p = pr.GetValue(port) ?? 8080;
+            if (p is < 1 or > 65535) throw new CliException($"--port must be 1-65535, not {p}.");
+            var app = GatewayHost.Build(CliOptions.HostArgs(pr, $"http://127.0.0.1:{p}", [$"--Bursar:AdminKey={adminKey}"]), b => CliOptions.QuietHost(b, LogLevel.Warning));
             await app.StartAsync(ct);
-            try { await Task.Delay(Timeout.Infinite, ct); } catch (OperationCanceledException) { }
-            await app.StopAsync(CancellationToken.None);
+            Console.WriteLine($"\nDashboard: http://127.0.0.1:{p}/dashboard  (admin key: {adminKey})  Ctrl+C or SIGTERM stops it.");
+            await app.WaitForShutdownAsync(CancellationToken.None); // the host handles SIGINT / SIGTERM: Kestrel stops, the ledger drains
+            await app.DisposeAsync();
             return 0;
         });
         return cmd;
@@ -42,8 +46,11 @@ internal static class DemoCommand
 
     private static async Task<int> RunAsync(ParseResult pr, int total, int concurrency, CancellationToken ct)
     {
-        var app = GatewayHost.Build(CliOptions.HostArgs(pr, "http://127.0.0.1:0"), b => b.Logging.SetMinimumLevel(LogLevel.Error));
+        var app = GatewayHost.Build(CliOptions.HostArgs(pr, "http://127.0.0.1:0"), b => CliOptions.QuietHost(b, LogLevel.Error));
         await app.StartAsync(ct);
+        // Ctrl+C / SIGTERM stop the host: the workload stops with it, and the ledger drains below
+        using var stopping = CancellationTokenSource.CreateLinkedTokenSource(ct, app.Lifetime.ApplicationStopping);
+        ct = stopping.Token;
         var url = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         var store = app.Services.GetRequiredService<SqliteStore>();
         var before = await store.CountAsync(ct);

@@ -42,7 +42,7 @@ internal static class ImportCommand
                 }
                 extra[t[..eq]] = t[(eq + 1)..];
             }
-            var store = CliOptions.OpenStore(pr);
+            var store = CliOptions.OpenStore(pr, create: true);
             var catalog = Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions());
             await using var stream = path.OpenRead();
             using var reader = new StreamReader(path.Name.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? new GZipStream(stream, CompressionMode.Decompress) : stream);

@@ -22,7 +22,7 @@ internal static class KeysCommand
         var create = new Command("create", "Create a key and print its secret once") { team, customer, feature, name, allow, downgrade, unpriced, rpm, tpm };
         create.SetAction(async (pr, ct) =>
         {
-            var store = CliOptions.OpenStore(pr);
+            var store = CliOptions.OpenStore(pr, create: true);
             var tags = pr.GetValue(allow);
             if (pr.GetValue(unpriced) is not ("allow" or "refuse"))
             {

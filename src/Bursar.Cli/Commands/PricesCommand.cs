@@ -22,7 +22,7 @@ internal static class PricesCommand
             }
             using var s = f.OpenRead();
             var entries = PriceFiles.ReadLiteLlm(s, out var skipped);
-            var n = CliOptions.OpenStore(pr).ImportPrices(entries, TimeProvider.System.GetUtcNow());
+            var n = CliOptions.OpenStore(pr, create: true).ImportPrices(entries, TimeProvider.System.GetUtcNow());
             Console.WriteLine($"Imported {n} priced models from {f.Name} ({skipped} entries skipped: non-chat modes, documentation or no token prices).");
             return Task.FromResult(0);
         });

@@ -35,7 +35,7 @@ internal static class RoutesCommand
                 await Console.Error.WriteLineAsync($"routes set {pr.GetValue(name)}: {e.Message}");
                 return 2;
             }
-            await CliOptions.OpenStore(pr).UpsertRouteAsync(new StoredRoute(p.Name, pr.GetValue(priority), p), ct);
+            await CliOptions.OpenStore(pr, create: true).UpsertRouteAsync(new StoredRoute(p.Name, pr.GetValue(priority), p), ct);
             Console.WriteLine($"route {p.Name} stored (priority {pr.GetValue(priority)})");
             return 0;
         });

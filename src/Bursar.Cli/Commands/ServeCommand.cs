@@ -9,18 +9,30 @@ namespace Bursar.Cli.Commands;
 
 internal static class ServeCommand
 {
-    public static readonly Option<string> Urls = new("--urls") { Description = "Addresses to listen on", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
+    public static readonly Option<string> Urls = new("--urls") { Description = "Addresses to listen on, e.g. http://127.0.0.1:8080 or http://0.0.0.0:8080;http://[::]:8080", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
+    public static readonly Option<int?> Port = new("--port") { Description = "Listen on http://127.0.0.1:<port> (shorthand for --urls)" };
+
+    /// <summary>The addresses from --port or --urls.</summary>
+    public static string Addresses(ParseResult pr, Option<int?> port, Option<string> urls)
+    {
+        if (pr.GetValue(port) is not { } p) return pr.GetValue(urls)!;
+        if (p is < 1 or > 65535) throw new CliException($"--port must be 1-65535, not {p}.");
+        return $"http://127.0.0.1:{p}";
+    }
 
     public static Command Create()
     {
         var cmd = new Command("serve", "Run the gateway (OpenAI and Anthropic wire formats). Deployments without a provider key are served by the built-in Simulator.");
         cmd.Options.Add(Urls);
-        cmd.TreatUnmatchedTokensAsErrors = false;
+        cmd.Options.Add(Port);
+        cmd.TreatUnmatchedTokensAsErrors = false; // configuration overrides (--Bursar:Section:Key=value) pass through; anything else is refused
         cmd.SetAction(async (pr, ct) =>
         {
-            var app = GatewayHost.Build(CliOptions.HostArgs(pr, pr.GetValue(Urls)!, pr.UnmatchedTokens));
+            var urls = Addresses(pr, Port, Urls);
+            var app = GatewayHost.Build(CliOptions.HostArgs(pr, urls, CliOptions.ConfigurationOverrides(pr.UnmatchedTokens)), b => CliOptions.QuietHost(b, null));
+            await app.StartAsync(ct); // a busy port or a bad configuration value stops here, before the banner
             var registry = app.Services.GetRequiredService<UpstreamRegistry>();
-            Console.WriteLine($"Bursar gateway on {pr.GetValue(Urls)}  (data: {Path.GetFullPath(pr.GetValue(CliOptions.DataDir)!)})");
+            Console.WriteLine($"Bursar gateway on {urls}  (data: {Path.GetFullPath(pr.GetValue(CliOptions.DataDir)!)})  Ctrl+C or SIGTERM stops it gracefully");
             foreach (var d in registry.Deployments)
                 Console.WriteLine($"  {d.Name,-12} {d.Dialect,-9} {(d.Simulated ? "SIMULATOR (no API key configured)" : d.BaseUri.ToString()),-40} models: {string.Join(' ', d.Options.Models)}");
             Console.WriteLine("  OpenAI SDK:    base_url = <url>/v1      Anthropic SDK: base_url = <url>      key: a Bursar virtual key (bursar keys create)");
@@ -32,7 +44,8 @@ internal static class ServeCommand
             Console.WriteLine(string.IsNullOrEmpty(admin)
                 ? "  dashboard and admin API: off (set Bursar:AdminKey);  metrics: <url>/metrics"
                 : "  dashboard: <url>/dashboard   admin API: <url>/admin (Bursar:AdminKey)   metrics: <url>/metrics");
-            await app.StartAsync(ct); await app.WaitForShutdownAsync(ct);
+            await app.WaitForShutdownAsync(CancellationToken.None); // SIGINT / SIGTERM: the host stops Kestrel, then drains the ledger
+            await app.DisposeAsync();
             return 0;
         });
         return cmd;

@@ -1,0 +1,114 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Data.Sqlite;
+
+namespace Bursar.Gateway.Tests;
+
+/// <summary>The built <c>bursar</c> command as an operator meets it: exit codes, one-line errors, graceful stops.</summary>
+[Collection("processes")]
+public sealed class CliTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "bursar-cli-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose()
+    {
+        SqliteConnection.ClearAllPools();
+        try { Directory.Delete(_dir, true); } catch (IOException) { }
+        try { File.Delete(_dir + ".file"); } catch (IOException) { }
+    }
+
+    private static void OneLineError((int Exit, string Out, string Err) r, string mustSay)
+    {
+        Assert.Equal(2, r.Exit);
+        Assert.Contains(mustSay, r.Err, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", r.Err + r.Out, StringComparison.Ordinal); // no stack trace
+        Assert.DoesNotContain("Unhandled exception", r.Err + r.Out, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_read_only_command_refuses_a_data_directory_that_does_not_exist()
+    {
+        var r = await BursarProcess.RunAsync(_dir, "report");
+        OneLineError(r, "No Bursar data in");
+        Assert.False(Directory.Exists(_dir), "a mistyped --data-dir must not be created by a read-only command");
+        OneLineError(await BursarProcess.RunAsync(_dir, "limits", "list"), "No Bursar data in");
+    }
+
+    [Fact]
+    public async Task A_file_where_the_data_directory_should_be_is_one_line()
+    {
+        File.WriteAllText(_dir + ".file", "not a folder");
+        OneLineError(await BursarProcess.RunAsync(_dir + ".file", "keys", "list"), "is a file, not a folder");
+    }
+
+    [Fact]
+    public async Task A_bad_configuration_value_is_one_line_naming_it()
+    {
+        OneLineError(await BursarProcess.RunAsync(_dir, "serve", "--port", BursarProcess.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture), "--Bursar:ClaudeTokenFactor=-2"),
+            "Bursar:ClaudeTokenFactor must be in (0, 10], not -2.");
+    }
+
+    [Fact]
+    public async Task An_unknown_option_of_serve_is_an_error_not_ignored()
+    {
+        var r = await BursarProcess.RunAsync(_dir, "serve", "--prot", "9000");
+        OneLineError(r, "Unknown option or argument '--prot'");
+    }
+
+    [Fact]
+    public async Task A_busy_port_is_one_line_with_the_fix()
+    {
+        using var busy = new TcpListener(IPAddress.Loopback, 0);
+        busy.Start();
+        var port = ((IPEndPoint)busy.LocalEndpoint).Port;
+        var r = await BursarProcess.RunAsync(_dir, "serve", "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        OneLineError(r, "address already in use");
+        Assert.Contains("--port", r.Err, StringComparison.Ordinal);
+        Assert.DoesNotContain("Bursar gateway on", r.Out, StringComparison.Ordinal); // no banner before the failure
+    }
+
+    [Fact]
+    public async Task Limits_list_says_when_there_are_none_and_delete_removes_one()
+    {
+        await BursarProcess.CreateKeyAsync(_dir);
+        var empty = await BursarProcess.RunAsync(_dir, "limits", "list");
+        Assert.Equal(0, empty.Exit);
+        Assert.Contains("No rate limits", empty.Out, StringComparison.Ordinal);
+        Assert.Equal(0, (await BursarProcess.RunAsync(_dir, "limits", "set", "--scope", "team", "--value", "search", "--rpm", "60")).Exit);
+        var zero = await BursarProcess.RunAsync(_dir, "limits", "set", "--scope", "team", "--value", "search", "--rpm", "0");
+        Assert.Equal(2, zero.Exit);
+        Assert.Contains("limits delete", zero.Err, StringComparison.Ordinal);
+        Assert.Equal(0, (await BursarProcess.RunAsync(_dir, "limits", "delete", "--scope", "team", "--value", "search")).Exit);
+        Assert.Contains("No rate limits", (await BursarProcess.RunAsync(_dir, "limits", "list")).Out, StringComparison.Ordinal);
+        Assert.Equal(2, (await BursarProcess.RunAsync(_dir, "limits", "delete", "--scope", "team", "--value", "search")).Exit);
+    }
+
+    [Theory]
+    [InlineData("serve")]
+    [InlineData("demo")]
+    public async Task Sigterm_stops_the_gateway_gracefully_and_drains_the_ledger(string command)
+    {
+        var key = await BursarProcess.CreateKeyAsync(_dir);
+        var port = BursarProcess.FreePort();
+        await using var gw = command == "serve"
+            ? await BursarProcess.StartAsync(_dir, port, "serve", "--port", "{port}")
+            : await BursarProcess.StartAsync(_dir, port, "demo", "--calls", "20", "--serve", "--port", "{port}");
+        using (var http = new HttpClient())
+        using (var req = new HttpRequestMessage(HttpMethod.Post, $"{gw.BaseUrl}/v1/chat/completions"))
+        {
+            req.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
+            req.Content = new StringContent("""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"before the stop"}]}""", System.Text.Encoding.UTF8, "application/json");
+            using var resp = await http.SendAsync(req);
+            Assert.Equal(HttpStatusCode.OK, resp.StatusCode);
+        }
+        Assert.True(await gw.TerminateAsync(TimeSpan.FromSeconds(20)), $"{command} still running 20 s after SIGTERM:\n{gw.Log}");
+        Assert.Equal(0, gw.ExitCode);
+        // drained: the journal is empty and the row is in the store
+        Assert.Empty(Directory.GetFiles(Path.Combine(_dir, "spool"), "*.jsonl"));
+        using var c = new SqliteConnection($"Data Source={Path.Combine(_dir, "bursar.db")};Pooling=False");
+        c.Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT count(*) FROM ledger WHERE key_id IS NOT NULL AND team = 'crash'";
+        Assert.True((long)cmd.ExecuteScalar()! >= 1);
+    }
+}
