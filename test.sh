@@ -41,11 +41,18 @@ dotnet test Bursar.slnx -c Release --no-build --nologo 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
-# --- the npm SDKs against a real gateway process ----------------------------------------------------
+# --- the bursar .NET tool, packed and installed as a user would ---------------------------------------
+tools=$(mktemp -d)
+scratch+=("$tools")
+dotnet pack src/Bursar.Cli -c Release --no-build --nologo -v q -o "$tools/artifacts" >/dev/null
+dotnet tool install Bursar --tool-path "$tools/bin" --add-source "$tools/artifacts" >/dev/null
+"$tools/bin/bursar" --help >/dev/null || { echo "the installed bursar tool does not run" >&2; status=1; }
+
+# --- the npm SDKs against a real gateway process (started by the installed tool) ----------------------
 (cd tests/sdk-js && npm ci --no-audit --no-fund --loglevel=error)
 data=$(mktemp -d)
 scratch+=("$data")
-bursar=(dotnet src/Bursar.Cli/bin/Release/net10.0/bursar.dll --data-dir "$data")
+bursar=("$tools/bin/bursar" --data-dir "$data")
 key=$("${bursar[@]}" keys create --team sdk-js 2>/dev/null)
 port=$((20000 + RANDOM % 20000))
 "${bursar[@]}" serve --urls "http://127.0.0.1:$port" > "$data/serve.log" 2>&1 &
