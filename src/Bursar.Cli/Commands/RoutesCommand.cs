@@ -18,7 +18,7 @@ internal static class RoutesCommand
             return 0;
         });
         var name = new Argument<string>("name") { Description = "The route's name (recorded on the ledger rows it touches)" };
-        var policy = new Option<string>("--policy") { Description = "The route as snake_case JSON, e.g. '{\"task\":\"classification\",\"model\":\"gpt-4.1-nano\",\"max_tokens\":50}'", Required = true };
+        var policy = new Option<string>("--policy") { Description = "The route as JSON (snake_case, or PascalCase as in appsettings.json; an unknown field is an error), e.g. '{\"task\":\"classification\",\"model\":\"gpt-4.1-nano\",\"max_tokens\":50}'", Required = true };
         var priority = new Option<int>("--priority") { Description = "Lower is tried first among stored routes", DefaultValueFactory = _ => 0 };
         var set = new Command("set", "Create or replace a stored route") { name, policy, priority };
         set.SetAction(async (pr, ct) =>

@@ -36,10 +36,13 @@ internal static class ServeCommand
             foreach (var d in registry.Deployments)
                 Console.WriteLine($"  {d.Name,-12} {d.Dialect,-9} {(d.Simulated ? "SIMULATOR (no API key configured)" : d.BaseUri.ToString()),-40} models: {string.Join(' ', d.Options.Models)}");
             Console.WriteLine("  OpenAI SDK:    base_url = <url>/v1      Anthropic SDK: base_url = <url>      key: a Bursar virtual key (bursar keys create)");
-            var routes = app.Services.GetRequiredService<Bursar.Core.Routing.RouteTable>().Configured.Routes;
-            Console.WriteLine(routes.Count == 0
+            var table = app.Services.GetRequiredService<Bursar.Core.Routing.RouteTable>();
+            var stored = (await app.Services.GetRequiredService<Bursar.Core.Routing.IRouteStore>().ListRoutesAsync(CancellationToken.None)).Select(r => r.Name).ToArray();
+            var configured = table.Configured.Routes.Select(r => r.Name).ToArray();
+            static string Names(string[] n) => string.Join(", ", n.Take(6)) + (n.Length > 6 ? ", ..." : "");
+            Console.WriteLine(stored.Length + configured.Length == 0
                 ? "  routes: none (every call is served as asked; see Bursar:Routing:Routes, DefaultTierRoutes, bursar routes)"
-                : $"  routes: {routes.Count} from configuration ({string.Join(", ", routes.Take(6).Select(r => r.Name))}{(routes.Count > 6 ? ", ..." : "")}); stored ones load with the policies");
+                : $"  routes: {stored.Length} stored{(stored.Length > 0 ? $" ({Names(stored)})" : "")}, tried first; {configured.Length} from configuration{(configured.Length > 0 ? $" ({Names(configured)})" : "")}");
             var admin = app.Services.GetRequiredService<BursarOptions>().AdminKey;
             Console.WriteLine(string.IsNullOrEmpty(admin)
                 ? "  dashboard and admin API: off (set Bursar:AdminKey);  metrics: <url>/metrics"

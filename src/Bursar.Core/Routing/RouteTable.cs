@@ -16,7 +16,35 @@ public sealed record StoredRoute(string Name, int Priority, RoutePolicy Policy)
     /// <summary>Routes travel and are stored in snake_case (<c>max_tokens</c>, <c>strong_share</c>), as the admin API speaks.</summary>
     public static readonly JsonSerializerOptions Json = new() { PropertyNameCaseInsensitive = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull };
     public string ToJson() => JsonSerializer.Serialize(Policy, Json);
-    public static RoutePolicy Parse(string json) => JsonSerializer.Deserialize<RoutePolicy>(json, Json) ?? throw new JsonException("empty route");
+
+    /// <summary>What callers send (the CLI and the admin API): an unknown field is an error naming it, not a route that silently does nothing.</summary>
+    private static readonly JsonSerializerOptions Strict = new(Json) { UnmappedMemberHandling = System.Text.Json.Serialization.JsonUnmappedMemberHandling.Disallow };
+
+    public static RoutePolicy Parse(string json) =>
+        Parse(System.Text.Json.Nodes.JsonNode.Parse(json) as System.Text.Json.Nodes.JsonObject ?? throw new JsonException("a route must be a JSON object"));
+
+    /// <summary>
+    /// A route from a caller: fields in snake_case (<c>max_tokens</c>) or PascalCase as in appsettings.json
+    /// (<c>MaxTokens</c>); a field the route does not have is an error that names it.
+    /// </summary>
+    public static RoutePolicy Parse(System.Text.Json.Nodes.JsonObject body)
+    {
+        var normalized = new System.Text.Json.Nodes.JsonObject();
+        foreach (var (key, value) in body)
+        {
+            var snake = JsonNamingPolicy.SnakeCaseLower.ConvertName(key);
+            if (normalized.ContainsKey(snake)) throw new JsonException($"the field '{key}' is given twice (as '{snake}')");
+            normalized[snake] = value?.DeepClone();
+        }
+        try
+        {
+            return normalized.Deserialize<RoutePolicy>(Strict) ?? throw new JsonException("empty route");
+        }
+        catch (JsonException e) when (e.Message.Contains("could not be mapped", StringComparison.Ordinal) && e.Path is { } path)
+        {
+            throw new JsonException($"unknown field '{path.TrimStart('$', '.')}'", e);
+        }
+    }
 }
 
 /// <summary>

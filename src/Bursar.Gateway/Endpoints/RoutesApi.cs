@@ -52,12 +52,12 @@ public static class RoutesApi
             priority = body["priority"] is JsonValue p ? p.GetValue<int>() : 0;
             body.Remove("priority");
             body.Remove("name");
-            policy = body.Deserialize<RoutePolicy>(StoredRoute.Json) ?? throw new JsonException("empty route");
+            policy = StoredRoute.Parse(body);
             policy.Name = name;
         }
         catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException)
         {
-            return TypedResults.Problem(statusCode: 400, title: "Bad route", detail: $"Route '{name}': {e.Message}. Fields are snake_case: task, feature, team, key_id, requested_model, min_input_tokens, max_input_tokens, model, ladder, strong_share, confidence_margin, fallbacks, max_tokens, learn_max_tokens, max_truncation_rate, stop, priority.");
+            return TypedResults.Problem(statusCode: 400, title: "Bad route", detail: $"Route '{name}': {e.Message}. Fields (snake_case, or PascalCase as in appsettings.json): task, feature, team, key_id, requested_model, min_input_tokens, max_input_tokens, model, ladder, strong_share, confidence_margin, fallbacks, max_tokens, learn_max_tokens, max_truncation_rate, stop, priority.");
         }
         try
         {
