@@ -447,7 +447,11 @@ public sealed partial class ProxyPipeline(
                 call.ErrorMessage = err?.Message;
                 if (deployment.Dialect != dialect || err is null)
                 {
-                    bytes = (err ?? new ProviderError(status, $"Upstream '{deployment.Name}' answered HTTP {status}.", ErrorSource.Upstream)).ToJson(dialect);
+                    // the caller's dialect, the caller's vocabulary: an Anthropic overloaded_error reaches an OpenAI caller as a 503 server_error
+                    var shown = (err ?? new ProviderError(status, $"Upstream '{deployment.Name}' answered HTTP {status}.", ErrorSource.Upstream)).ForDialect(dialect);
+                    status = shown.Status;
+                    call.StatusCode = status;
+                    bytes = shown.ToJson(dialect);
                 }
                 await WriteJsonAsync(ctx, status, bytes).ConfigureAwait(false);
                 return null;
