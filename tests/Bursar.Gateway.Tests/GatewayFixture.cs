@@ -47,9 +47,9 @@ public class GatewayFixture : IAsyncLifetime
         Http = new HttpClient { BaseAddress = new Uri(BaseUrl) };
     }
 
-    public async Task<string> CreateKeyAsync(string? team, string? customer = null, string? downgradeModel = null, string? unpricedPolicy = null)
+    public async Task<string> CreateKeyAsync(string? team, string? customer = null, string? downgradeModel = null, string? unpricedPolicy = null, string[]? allowedCustomers = null)
     {
-        var (key, secret) = KeyFactory.Create(TimeProvider.System, team: team, customer: customer, downgradeModel: downgradeModel, unpricedPolicy: unpricedPolicy);
+        var (key, secret) = KeyFactory.Create(TimeProvider.System, team: team, customer: customer, downgradeModel: downgradeModel, unpricedPolicy: unpricedPolicy, allowedCustomers: allowedCustomers);
         await Store.AddAsync(key, default);
         return secret;
     }

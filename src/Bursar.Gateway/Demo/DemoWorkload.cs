@@ -44,7 +44,7 @@ public static class DemoWorkload
         var keys = new Dictionary<string, string>();
         foreach (var team in Mix.Select(m => m.Team).Distinct())
         {
-            var (key, secret) = KeyFactory.Create(TimeProvider.System, name: "demo " + team, team: team);
+            var (key, secret) = KeyFactory.Create(TimeProvider.System, name: "demo " + team, team: team, allowedCustomers: [.. Enumerable.Range(0, 5).Select(c => "customer-" + (char)('a' + c))]);
             await store.AddAsync(key, ct).ConfigureAwait(false);
             keys[team] = secret;
         }

@@ -43,14 +43,16 @@ public static class AdminApi
         [property: JsonPropertyName("customer")] string? Customer,
         [property: JsonPropertyName("feature")] string? Feature,
         [property: JsonPropertyName("allowed_tags")] string[]? AllowedTags,
+        [property: JsonPropertyName("allowed_customers")] string[]? AllowedCustomers,
         [property: JsonPropertyName("downgrade_model")] string? DowngradeModel,
         [property: JsonPropertyName("unpriced_policy")] string? UnpricedPolicy,
         [property: JsonPropertyName("requests_per_minute")] int? RequestsPerMinute,
         [property: JsonPropertyName("tokens_per_minute")] long? TokensPerMinute);
 
-    public sealed record KeyView(string Id, string Prefix, string? Name, string? Team, string? Customer, string? Feature, string? DowngradeModel, string UnpricedPolicy, DateTimeOffset CreatedAt, DateTimeOffset? RevokedAt)
+    public sealed record KeyView(string Id, string Prefix, string? Name, string? Team, string? Customer, string? Feature,
+        [property: JsonPropertyName("allowed_customers")] IReadOnlyList<string>? AllowedCustomers, string? DowngradeModel, string UnpricedPolicy, DateTimeOffset CreatedAt, DateTimeOffset? RevokedAt)
     {
-        public static KeyView From(VirtualKey k) => new(k.Id, k.Prefix, k.Name, k.Team, k.Customer, k.Feature, k.DowngradeModel, k.UnpricedPolicy, k.CreatedAt, k.RevokedAt);
+        public static KeyView From(VirtualKey k) => new(k.Id, k.Prefix, k.Name, k.Team, k.Customer, k.Feature, k.AllowedCustomers, k.DowngradeModel, k.UnpricedPolicy, k.CreatedAt, k.RevokedAt);
     }
 
     public sealed record CreatedKey(string Id, string Secret, KeyView Key);
@@ -174,7 +176,8 @@ public static class AdminApi
         if (body.UnpricedPolicy is not (null or "allow" or "refuse")) return Invalid("unpriced_policy", "unpriced_policy must be 'allow' or 'refuse'.");
         if (body.AllowedTags?.FirstOrDefault(t => !AttributionResolver.AllTags.Contains(t)) is { } bad)
             return Invalid("allowed_tags", $"Unknown tag '{bad}'; choose from {string.Join(", ", AttributionResolver.AllTags)}.");
-        var (key, secret) = KeyFactory.Create(time, body.Name, body.Team, body.Customer, body.Feature, body.AllowedTags, body.DowngradeModel, body.UnpricedPolicy);
+        if (KeyFactory.CheckAllowedCustomers(body.AllowedCustomers, body.Customer, "allowed_customers") is { } customersProblem) return Invalid("allowed_customers", customersProblem);
+        var (key, secret) = KeyFactory.Create(time, body.Name, body.Team, body.Customer, body.Feature, body.AllowedTags, body.DowngradeModel, body.UnpricedPolicy, body.AllowedCustomers);
         if (body.RequestsPerMinute is not null || body.TokensPerMinute is not null)
         {
             var limit = new RateLimitDefinition(RateLimitScope.Key, key.Id, body.RequestsPerMinute, body.TokensPerMinute);

@@ -130,7 +130,7 @@ public sealed partial class ProxyPipeline(
             {
                 try
                 {
-                    var tenant = ResponseCacheKey.Tenant(call.Attribution.Customer, call.Attribution.Team, call.Attribution.KeyId);
+                    var tenant = ResponseCacheKey.Tenant(key!, call.Attribution);
                     cacheKey = ResponseCacheKey.Compute(tenant, dialect.Name(), scan.Stream, Parsed());
                 }
                 catch (Exception e) when (IsBadJson(e))
@@ -168,7 +168,7 @@ public sealed partial class ProxyPipeline(
                 {
                     if (SemanticResponseCache.Question(Parsed(), semantic.Options.MaxUserTurns) is { } q)
                     {
-                        var tenant = ResponseCacheKey.Tenant(call.Attribution.Customer, call.Attribution.Team, call.Attribution.KeyId);
+                        var tenant = ResponseCacheKey.Tenant(key!, call.Attribution);
                         semanticPartition = SemanticResponseCache.Partition(tenant, scan.Model!, q.SystemHash, dialect.Name(), scan.Stream);
                         var (similar, score, _) = await semantic.LookupAsync(semanticPartition, q.Question, ctx.RequestAborted).ConfigureAwait(false);
                         if (similar is not null)
