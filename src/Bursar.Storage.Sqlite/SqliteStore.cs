@@ -90,6 +90,7 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
         AddColumn(c, "ledger", "prefix_tokens", "INTEGER");
         AddColumn(c, "keys", "downgrade_model", "TEXT");
         AddColumn(c, "keys", "unpriced_policy", "TEXT");
+        AddColumn(c, "keys", "allowed_customers", "TEXT");
         AddColumn(c, "budgets", "reset_at", "TEXT");
         using var idx = c.CreateCommand();
         idx.CommandText = "CREATE INDEX IF NOT EXISTS ledger_customer_ts ON ledger(customer, ts_unix_ms); CREATE INDEX IF NOT EXISTS ledger_team_ts ON ledger(team, ts_unix_ms); CREATE INDEX IF NOT EXISTS ledger_route_ts ON ledger(route, ts_unix_ms) WHERE route IS NOT NULL;";
@@ -110,7 +111,7 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
         return list;
     }
 
-    private const string KeyColumns = "id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at, downgrade_model, unpriced_policy";
+    private const string KeyColumns = "id, hash, prefix, name, team, customer, feature, allowed_tags, created_at, revoked_at, downgrade_model, unpriced_policy, allowed_customers";
 
     /// <summary>Runs one statement with named parameters; returns the rows changed.</summary>
     private int NonQuery(string sql, params (string Name, object? Value)[] args)
@@ -272,10 +273,11 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
 
     public Task AddAsync(VirtualKey key, CancellationToken cancellationToken)
     {
-        NonQuery($"INSERT INTO keys ({KeyColumns}) VALUES ($id,$hash,$prefix,$name,$team,$customer,$feature,$allowed,$created,NULL,$downgrade,$unpriced)",
+        NonQuery($"INSERT INTO keys ({KeyColumns}) VALUES ($id,$hash,$prefix,$name,$team,$customer,$feature,$allowed,$created,NULL,$downgrade,$unpriced,$customers)",
             ("$id", key.Id), ("$hash", key.Hash), ("$prefix", key.Prefix), ("$name", key.Name), ("$team", key.Team), ("$customer", key.Customer), ("$feature", key.Feature),
             ("$allowed", key.AllowedTagHeaders is null ? null : string.Join(',', key.AllowedTagHeaders)),
-            ("$created", key.CreatedAt.ToString("O", CultureInfo.InvariantCulture)), ("$downgrade", key.DowngradeModel), ("$unpriced", key.UnpricedPolicy));
+            ("$created", key.CreatedAt.ToString("O", CultureInfo.InvariantCulture)), ("$downgrade", key.DowngradeModel), ("$unpriced", key.UnpricedPolicy),
+            ("$customers", key.AllowedCustomers is null ? null : JsonSerializer.Serialize(key.AllowedCustomers)));
         return Task.CompletedTask;
     }
 
@@ -300,6 +302,7 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
             RevokedAt = S(9) is { } rv ? DateTimeOffset.Parse(rv, CultureInfo.InvariantCulture) : null,
             DowngradeModel = S(10),
             UnpricedPolicy = S(11) ?? "allow",
+            AllowedCustomers = S(12) is { } ac ? JsonSerializer.Deserialize<string[]>(ac) : null,
         };
     }
 

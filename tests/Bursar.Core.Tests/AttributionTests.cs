@@ -5,9 +5,9 @@ namespace Bursar.Core.Tests;
 
 public sealed class AttributionTests
 {
-    private static VirtualKey Key(string? team = null, string? customer = null, string[]? allowed = null) => new()
+    private static VirtualKey Key(string? team = null, string? customer = null, string[]? allowed = null, string[]? customers = null, string id = "key_1") => new()
     {
-        Id = "key_1", Hash = "h", Prefix = "bsr_abcdefgh", Team = team, Customer = customer, AllowedTagHeaders = allowed, CreatedAt = DateTimeOffset.UnixEpoch,
+        Id = id, Hash = "h", Prefix = "bsr_abcdefgh", Team = team, Customer = customer, AllowedTagHeaders = allowed, AllowedCustomers = customers, CreatedAt = DateTimeOffset.UnixEpoch,
     };
 
     private static Func<string, string?> Headers(params (string, string)[] h) => name => h.FirstOrDefault(x => x.Item1 == name).Item2;
@@ -15,7 +15,7 @@ public sealed class AttributionTests
     [Fact]
     public void Key_tags_apply_and_headers_add_the_rest()
     {
-        var a = AttributionResolver.Resolve(Key(team: "eng"), Headers(("x-bursar-feature", "search"), ("x-bursar-customer", "acme"), ("x-bursar-run", "r1")), out var err);
+        var a = AttributionResolver.Resolve(Key(team: "eng", customers: ["acme"]), Headers(("x-bursar-feature", "search"), ("x-bursar-customer", "acme"), ("x-bursar-run", "r1")), out var err);
         Assert.Null(err);
         Assert.Equal(("eng", "acme", "search", "r1", "key_1"), (a.Team, a.Customer, a.Feature, a.RunId, a.KeyId));
     }
@@ -34,9 +34,55 @@ public sealed class AttributionTests
     {
         AttributionResolver.Resolve(Key(allowed: ["feature"]), Headers(("x-bursar-feature", "a")), out var ok);
         Assert.Null(ok);
-        AttributionResolver.Resolve(Key(allowed: ["feature"]), Headers(("x-bursar-customer", "acme")), out var err);
-        Assert.Equal("x-bursar-customer", err!.Header);
+        AttributionResolver.Resolve(Key(allowed: ["feature"]), Headers(("x-bursar-team", "eng")), out var err);
+        Assert.Equal("x-bursar-team", err!.Header);
         Assert.Contains("feature", err.Message);
+    }
+
+    [Fact]
+    public void A_key_without_a_customers_list_may_not_name_a_customer_and_is_told_how_to_allow_it()
+    {
+        var a = AttributionResolver.Resolve(Key(), Headers(("x-bursar-customer", "acme")), out var err);
+        Assert.Null(a.Customer);
+        Assert.Equal("x-bursar-customer", err!.Header);
+        Assert.Contains("--customers", err.Message);
+        Assert.Contains("allowed_customers", err.Message);
+        // even a tag policy that lists customer does not let a key name just anyone
+        AttributionResolver.Resolve(Key(allowed: ["customer", "feature"]), Headers(("x-bursar-customer", "acme")), out err);
+        Assert.Equal("x-bursar-customer", err!.Header);
+    }
+
+    [Fact]
+    public void A_key_names_only_the_customers_its_policy_lists()
+    {
+        var ok = AttributionResolver.Resolve(Key(customers: ["acme", "globex"]), Headers(("x-bursar-customer", "globex")), out var none);
+        Assert.Null(none);
+        Assert.Equal("globex", ok.Customer);
+        var refused = AttributionResolver.Resolve(Key(customers: ["acme", "globex"]), Headers(("x-bursar-customer", "initech")), out var err);
+        Assert.Null(refused.Customer);
+        Assert.Equal("x-bursar-customer", err!.Header);
+        Assert.Contains("'initech'", err.Message);
+        Assert.Contains("acme, globex", err.Message);
+        var any = AttributionResolver.Resolve(Key(customers: ["*"]), Headers(("x-bursar-customer", "initech")), out var anyErr);
+        Assert.Null(anyErr);
+        Assert.Equal("initech", any.Customer);
+    }
+
+    [Fact]
+    public void The_cache_tenant_is_the_keys_own_scope_plus_the_tags_so_a_header_never_reaches_another_keys_answers()
+    {
+        var acmeKey = Key(customer: "acme", id: "key_acme");
+        var other = Key(customers: ["*"], id: "key_other");
+        var a = AttributionResolver.Resolve(acmeKey, Headers(), out _);
+        var b = AttributionResolver.Resolve(other, Headers(("x-bursar-customer", "acme")), out _);
+        Assert.Equal(a.Customer, b.Customer);
+        Assert.NotEqual(Caching.ResponseCacheKey.Tenant(acmeKey, a), Caching.ResponseCacheKey.Tenant(other, b));
+        // keys the operator gave the same fixed team share answers; the customer they name still partitions them
+        var t1 = Key(team: "eng", customers: ["*"], id: "key_t1");
+        var t2 = Key(team: "eng", customers: ["*"], id: "key_t2");
+        var x = AttributionResolver.Resolve(t1, Headers(("x-bursar-customer", "acme")), out _);
+        Assert.Equal(Caching.ResponseCacheKey.Tenant(t1, x), Caching.ResponseCacheKey.Tenant(t2, AttributionResolver.Resolve(t2, Headers(("x-bursar-customer", "acme")), out _)));
+        Assert.NotEqual(Caching.ResponseCacheKey.Tenant(t1, x), Caching.ResponseCacheKey.Tenant(t2, AttributionResolver.Resolve(t2, Headers(("x-bursar-customer", "globex")), out _)));
     }
 
     [Fact]

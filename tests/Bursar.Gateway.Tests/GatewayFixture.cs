@@ -37,7 +37,9 @@ public class GatewayFixture : IAsyncLifetime
              $"--Bursar:AdminKey={AdminKey}", "--Bursar:Runs:MaxTurns=4", "--Bursar:Runs:DoneWhenAnsweredWithoutTools=true",
              "--Bursar:Prices:0:Model=gpt-local-free", "--Bursar:Prices:0:Provider=local", "--Bursar:Prices:0:Input=0", "--Bursar:Prices:0:Output=0",
              "--Bursar:ResponseCache:TtlByFeature:cache-off=00:00:00", "--Bursar:PromptCache:MoveVolatileToEnd:0=volatile-moved",
-             "--Bursar:SemanticCache:Features:0=semantic-faq", "--Bursar:SemanticCache:Threshold=0.8", .. ExtraArgs],
+             "--Bursar:SemanticCache:Features:0=semantic-faq", "--Bursar:SemanticCache:Threshold=0.8",
+             // models the simulated deployments offer although no price is known for them (the unpriced-model tests)
+             "--Bursar:Simulator:Models:0=gpt-unpriced-x", "--Bursar:Simulator:Models:1=gpt-9-preview", .. ExtraArgs],
             b => b.Logging.SetMinimumLevel(LogLevel.Warning));
         await _app.StartAsync();
         BaseUrl = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
@@ -45,9 +47,9 @@ public class GatewayFixture : IAsyncLifetime
         Http = new HttpClient { BaseAddress = new Uri(BaseUrl) };
     }
 
-    public async Task<string> CreateKeyAsync(string? team, string? customer = null, string? downgradeModel = null, string? unpricedPolicy = null)
+    public async Task<string> CreateKeyAsync(string? team, string? customer = null, string? downgradeModel = null, string? unpricedPolicy = null, string[]? allowedCustomers = null)
     {
-        var (key, secret) = KeyFactory.Create(TimeProvider.System, team: team, customer: customer, downgradeModel: downgradeModel, unpricedPolicy: unpricedPolicy);
+        var (key, secret) = KeyFactory.Create(TimeProvider.System, team: team, customer: customer, downgradeModel: downgradeModel, unpricedPolicy: unpricedPolicy, allowedCustomers: allowedCustomers);
         await Store.AddAsync(key, default);
         return secret;
     }

@@ -15,11 +15,12 @@ internal static class KeysCommand
         var feature = new Option<string?>("--feature") { Description = "Feature the key's calls are attributed to" };
         var name = new Option<string?>("--name") { Description = "A label for the key" };
         var allow = new Option<string[]>("--allow-tags") { Description = $"Attribution headers callers may set: {string.Join(", ", AttributionResolver.AllTags)} (default: all the key does not fix)", AllowMultipleArgumentsPerToken = true };
+        var customers = new Option<string[]>("--customers") { Description = "Customers callers may name with x-bursar-customer (comma- or space-separated; * = any). Default none: a key without --customer may not name one", AllowMultipleArgumentsPerToken = true };
         var downgrade = new Option<string?>("--downgrade-model") { Description = "When a budget would refuse a call, serve it with this cheaper model instead" };
         var unpriced = new Option<string>("--unpriced") { Description = "Models without a price while budgets apply: allow (flagged) or refuse", DefaultValueFactory = _ => "allow" };
         var rpm = new Option<int?>("--rpm") { Description = "Requests per minute for this key" };
         var tpm = new Option<long?>("--tpm") { Description = "Tokens per minute for this key" };
-        var create = new Command("create", "Create a key and print its secret once") { team, customer, feature, name, allow, downgrade, unpriced, rpm, tpm };
+        var create = new Command("create", "Create a key and print its secret once") { team, customer, feature, name, allow, customers, downgrade, unpriced, rpm, tpm };
         create.SetAction(async (pr, ct) =>
         {
             var store = CliOptions.OpenStore(pr, create: true);
@@ -34,7 +35,13 @@ internal static class KeysCommand
                 Console.Error.WriteLine($"Unknown tag '{bad}' in --allow-tags; choose from {string.Join(", ", AttributionResolver.AllTags)}.");
                 return 2;
             }
-            var (key, secret) = KeyFactory.Create(TimeProvider.System, pr.GetValue(name), pr.GetValue(team), pr.GetValue(customer), pr.GetValue(feature), tags, pr.GetValue(downgrade), pr.GetValue(unpriced));
+            var allowedCustomers = (pr.GetValue(customers) ?? []).SelectMany(c => c.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)).Distinct(StringComparer.Ordinal).ToArray();
+            if (KeyFactory.CheckAllowedCustomers(allowedCustomers, pr.GetValue(customer), "--customers") is { } customersProblem)
+            {
+                Console.Error.WriteLine(customersProblem);
+                return 2;
+            }
+            var (key, secret) = KeyFactory.Create(TimeProvider.System, pr.GetValue(name), pr.GetValue(team), pr.GetValue(customer), pr.GetValue(feature), tags, pr.GetValue(downgrade), pr.GetValue(unpriced), allowedCustomers);
             Bursar.Core.Limits.RateLimitDefinition? limit = pr.GetValue(rpm) is not null || pr.GetValue(tpm) is not null
                 ? new(Bursar.Core.Limits.RateLimitScope.Key, key.Id, pr.GetValue(rpm), pr.GetValue(tpm)) : null;
             try { limit?.Validate(); }
@@ -42,7 +49,7 @@ internal static class KeysCommand
             await store.AddAsync(key, ct);
             if (limit is not null) await store.UpsertRateLimitAsync(limit, ct);
             Console.WriteLine(secret);
-            Console.Error.WriteLine($"Created {key.Id} (team={key.Team ?? "-"}, customer={key.Customer ?? "-"}). The secret above is shown only once.");
+            Console.Error.WriteLine($"Created {key.Id} (team={key.Team ?? "-"}, customer={key.Customer ?? (key.AllowedCustomers is { } ac ? "may name " + string.Join(",", ac) : "-")}). The secret above is shown only once.");
             return 0;
         });
 
@@ -57,7 +64,7 @@ internal static class KeysCommand
         });
 
         var which = new Argument<string>("key") { Description = "Key id (key_…) or its displayed prefix (bsr_…)" };
-        var revoke = new Command("revoke", "Revoke a key; the gateway refuses it within Bursar:KeyCacheDuration") { which };
+        var revoke = new Command("revoke", "Revoke a key; a running gateway refuses it within Bursar:KeyCacheDuration (revoke through the admin API for immediate effect)") { which };
         revoke.SetAction(async (pr, ct) =>
         {
             var ok = await CliOptions.OpenStore(pr).RevokeAsync(pr.GetValue(which)!, TimeProvider.System.GetUtcNow(), ct);

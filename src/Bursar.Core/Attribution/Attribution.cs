@@ -33,18 +33,27 @@ public static class AttributionResolver
     /// <summary>Longest tag value accepted; longer values are refused rather than stored.</summary>
     public const int MaxTagLength = 128;
 
+    /// <summary>In <see cref="VirtualKey.AllowedCustomers"/>: the key may name any customer.</summary>
+    public const string AnyCustomer = "*";
+
     /// <summary>
-    /// Default policy: a caller may set feature, task, template and run; team and customer only when the key does not fix them.
+    /// Default policy: a caller may set feature, task, template and run, and team when the key does not fix it.
     /// A key with <see cref="VirtualKey.AllowedTagHeaders"/> allows exactly those (a tag the key fixes is still never overridden).
+    /// The customer is different: it selects whose budgets a call spends, so a key may name one only when its
+    /// <see cref="VirtualKey.AllowedCustomers"/> lists customers (and then only those, or any with <c>*</c>).
     /// </summary>
     public static bool MaySet(VirtualKey key, string tag)
     {
         if (tag == "team" && key.Team is not null) return false;
-        if (tag == "customer" && key.Customer is not null) return false;
+        if (tag == "customer") return key.Customer is null && key.AllowedCustomers is { Count: > 0 };
         if (tag == "feature" && key.Feature is not null) return false;
         if (key.AllowedTagHeaders is { } allowed) return allowed.Contains(tag, StringComparer.OrdinalIgnoreCase);
         return true;
     }
+
+    /// <summary>Whether the key may name <paramref name="customer"/> (exact, case-sensitive, as budgets match it).</summary>
+    public static bool MayName(VirtualKey key, string customer) =>
+        key.Customer is null && key.AllowedCustomers is { } allowed && (allowed.Contains(AnyCustomer, StringComparer.Ordinal) || allowed.Contains(customer, StringComparer.Ordinal));
 
     public static CallAttribution Resolve(VirtualKey key, Func<string, string?> header, out AttributionError? error)
     {
@@ -62,7 +71,15 @@ public static class AttributionResolver
             {
                 err ??= new AttributionError(headerName, fixedValue is not null
                     ? $"Key {key.Prefix}… fixes {tag} to '{fixedValue}'; remove the {headerName} header."
-                    : $"Key {key.Prefix}… may not set {headerName}; its policy allows: {string.Join(", ", AllTags.Where(t => MaySet(key, t)))}.");
+                    : tag == "customer"
+                        ? $"Key {key.Prefix}… may not name a customer: remove the {headerName} header, or allow the customers it may name (bursar keys create --customers acme,globex, or \"allowed_customers\" in the admin API's key body; \"*\" allows any)."
+                        : $"Key {key.Prefix}… may not set {headerName}; its policy allows: {string.Join(", ", AllTags.Where(t => MaySet(key, t)))}.");
+                return fixedValue;
+            }
+            if (tag == "customer" && !MayName(key, v))
+            {
+                err ??= new AttributionError(headerName,
+                    $"Key {key.Prefix}… may not name customer '{v}' in {headerName}; it may name: {string.Join(", ", key.AllowedCustomers!)}. Use one of those, or create a key that allows it (--customers / \"allowed_customers\").");
                 return fixedValue;
             }
             return v;

@@ -149,8 +149,17 @@ public static class ResponseCacheKey
         }
     }
 
-    public static string Tenant(string? customer, string? team, string? keyId) =>
-        customer is not null ? "customer:" + customer : team is not null ? "team:" + team : "key:" + keyId;
+    /// <summary>
+    /// Whose answers a call may read: the key's own scope (the team it fixes, else the customer it fixes, else the key itself), then the
+    /// customer and team the call is attributed to. Tags a caller sends only narrow the scope, they never widen it: two keys share answers
+    /// only when the operator gave them the same fixed team or customer, whatever headers their callers send.
+    /// </summary>
+    public static string Tenant(Keys.VirtualKey key, Attribution.CallAttribution attribution)
+    {
+        var scope = key.Team is not null ? "team:" + key.Team : key.Customer is not null ? "customer:" + key.Customer : "key:" + key.Id;
+        // lengths first, so no tag value can imitate a separator
+        return $"{scope.Length}:{scope}|c{attribution.Customer?.Length ?? -1}:{attribution.Customer}|t{attribution.Team?.Length ?? -1}:{attribution.Team}";
+    }
 }
 
 /// <summary>

@@ -18,6 +18,11 @@ public sealed record VirtualKey
     public string? Feature { get; init; }
     /// <summary>Attribution headers this key's callers may set (team, customer, feature, task, template, run). Null = the default policy.</summary>
     public IReadOnlyList<string>? AllowedTagHeaders { get; init; }
+    /// <summary>
+    /// Customers this key's callers may name with <c>x-bursar-customer</c>; <c>*</c> allows any. Null = none: a key that does not fix its customer
+    /// may not name one, so it can neither spend another customer's budgets nor be attributed to them.
+    /// </summary>
+    public IReadOnlyList<string>? AllowedCustomers { get; init; }
     /// <summary>When a budget would refuse a call, serve it with this cheaper model instead (the ledger records the downgrade).</summary>
     public string? DowngradeModel { get; init; }
     /// <summary>What to do with a model that has no price while budgets apply: <c>allow</c> (and flag) or <c>refuse</c>. Default allow.</summary>

@@ -1,6 +1,6 @@
 using System.Collections.Frozen;
 using System.Net;
-using Bursar.Gateway.Endpoints;
+using Bursar.Gateway.Auth;
 using Bursar.Gateway.Hosting;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -9,8 +9,9 @@ using Microsoft.AspNetCore.Routing;
 namespace Bursar.Gateway.Dashboard;
 
 /// <summary>
-/// <c>/dashboard</c>: the advisor's web face, served by the gateway with no external assets. Signing in with the admin key sets an
-/// HttpOnly, SameSite=Strict cookie that the admin reports API accepts; the page draws its charts from <c>/admin/reports/*</c>.
+/// <c>/dashboard</c>: the advisor's web face, served by the gateway with no external assets. Signing in with the admin key starts a
+/// server-side session (<see cref="AdminAuth"/>) whose random token goes in an HttpOnly, SameSite=Strict cookie (Secure over HTTPS) that
+/// the admin reports API accepts; the page draws its charts from <c>/admin/reports/*</c>. Sign-out ends the session.
 /// </summary>
 public static class DashboardApi
 {
@@ -50,33 +51,55 @@ public static class DashboardApi
             headers.CacheControl = "no-store";
             return await next(ctx);
         });
-        dashboard.MapGet("", (HttpContext ctx, BursarOptions options) =>
+        dashboard.MapGet("", (HttpContext ctx, AdminAuth auth) =>
         {
-            if (string.IsNullOrEmpty(options.AdminKey))
+            if (!auth.Enabled)
                 return Page(HttpStatusCode.NotFound, "login.html", "The dashboard is off: set Bursar:AdminKey to enable it.");
-            return AdminApi.HasAdminKey(ctx.Request, options.AdminKey) ? Asset("dashboard.html") : Page(HttpStatusCode.Unauthorized, "login.html", "");
+            return auth.Check(ctx, out var retryAfter) switch
+            {
+                AdminCheck.Ok => Asset("dashboard.html"),
+                AdminCheck.Throttled => ThrottledPage(ctx, retryAfter),
+                _ => Page(HttpStatusCode.Unauthorized, "login.html", ""),
+            };
         });
-        dashboard.MapPost("/login", async (HttpContext ctx, BursarOptions options) =>
+        dashboard.MapPost("/login", async (HttpContext ctx, AdminAuth auth, BursarOptions options) =>
         {
-            if (string.IsNullOrEmpty(options.AdminKey))
+            if (!auth.Enabled)
                 return Page(HttpStatusCode.NotFound, "login.html", "The dashboard is off: set Bursar:AdminKey to enable it.");
             var key = ctx.Request.HasFormContentType ? (await ctx.Request.ReadFormAsync(ctx.RequestAborted).ConfigureAwait(false))["key"].ToString() : "";
-            if (!System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(System.Text.Encoding.UTF8.GetBytes(key), System.Text.Encoding.UTF8.GetBytes(options.AdminKey)))
-                return Page(HttpStatusCode.Unauthorized, "login.html", "That is not the admin key (Bursar:AdminKey).");
-            ctx.Response.Cookies.Append(AdminApi.AdminCookie, key, new CookieOptions
+            switch (auth.Attempt(ctx, auth.IsAdminKey(key), out var retryAfter))
             {
-                HttpOnly = true, SameSite = SameSiteMode.Strict, Secure = ctx.Request.IsHttps, Path = "/", MaxAge = TimeSpan.FromHours(12),
-            });
+                case AdminCheck.Throttled:
+                    return ThrottledPage(ctx, retryAfter);
+                case AdminCheck.Wrong:
+                    return Page(HttpStatusCode.Unauthorized, "login.html", "That is not the admin key (Bursar:AdminKey).");
+            }
+            // the cookie carries a random session token, never the admin key; the session ends after a fixed lifetime or at sign-out
+            ctx.Response.Cookies.Append(AdminAuth.SessionCookie, auth.CreateSession(), CookieFor(ctx, options.DashboardSessionLifetime));
             return Results.Redirect("/dashboard");
         }).DisableAntiforgery();
-        dashboard.MapPost("/logout", (HttpContext ctx) =>
+        dashboard.MapPost("/logout", (HttpContext ctx, AdminAuth auth) =>
         {
-            ctx.Response.Cookies.Delete(AdminApi.AdminCookie, new CookieOptions { Path = "/" });
+            if (ctx.Request.Cookies[AdminAuth.SessionCookie] is { Length: > 0 } token) auth.EndSession(token);
+            ctx.Response.Cookies.Delete(AdminAuth.SessionCookie, CookieFor(ctx, null));
             return Results.Redirect("/dashboard");
         }).DisableAntiforgery();
         dashboard.MapGet("/assets/{file}", (string file) => Assets.ContainsKey(file) && !file.EndsWith(".html", StringComparison.Ordinal)
             ? Asset(file) : Results.NotFound());
         return app;
+    }
+
+    /// <summary>HttpOnly, SameSite=Strict, whole-site; Secure whenever the request came over HTTPS.</summary>
+    private static CookieOptions CookieFor(HttpContext ctx, TimeSpan? maxAge) => new()
+    {
+        HttpOnly = true, SameSite = SameSiteMode.Strict, Secure = ctx.Request.IsHttps, Path = "/", MaxAge = maxAge, IsEssential = true,
+    };
+
+    private static IResult ThrottledPage(HttpContext ctx, TimeSpan retryAfter)
+    {
+        var secs = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds));
+        ctx.Response.Headers.RetryAfter = secs.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return Page(HttpStatusCode.TooManyRequests, "login.html", $"Too many wrong admin keys from this address; try again in {secs} s.");
     }
 
     private static IResult Asset(string file)

@@ -33,6 +33,8 @@ public static class DemoWorkload
     public static async Task DriveAsync(IServiceProvider services, string url, int total, int concurrency, Action<int, int, int>? progress, CancellationToken ct)
     {
         var store = services.GetRequiredService<SqliteStore>();
+        // the experimental model has no price on purpose; the Simulator standing in for the OpenAI deployment offers it
+        services.GetService<Bursar.Providers.Simulator.ProviderSimulator>()?.AddModels(Mix.Where(w => w.Feature == "experiments").Select(w => w.Model));
         // a small monthly budget on one customer, so the demo shows a refusal as well
         await store.UpsertBudgetAsync(new BudgetDefinition
         {
@@ -42,7 +44,7 @@ public static class DemoWorkload
         var keys = new Dictionary<string, string>();
         foreach (var team in Mix.Select(m => m.Team).Distinct())
         {
-            var (key, secret) = KeyFactory.Create(TimeProvider.System, name: "demo " + team, team: team);
+            var (key, secret) = KeyFactory.Create(TimeProvider.System, name: "demo " + team, team: team, allowedCustomers: [.. Enumerable.Range(0, 5).Select(c => "customer-" + (char)('a' + c))]);
             await store.AddAsync(key, ct).ConfigureAwait(false);
             keys[team] = secret;
         }

@@ -3,6 +3,7 @@ using Bursar.Core.Budgets;
 using Bursar.Core.Keys;
 using Bursar.Core.Limits;
 using Bursar.Core.Attribution;
+using Bursar.Gateway.Auth;
 using Bursar.Gateway.Hosting;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -42,14 +43,16 @@ public static class AdminApi
         [property: JsonPropertyName("customer")] string? Customer,
         [property: JsonPropertyName("feature")] string? Feature,
         [property: JsonPropertyName("allowed_tags")] string[]? AllowedTags,
+        [property: JsonPropertyName("allowed_customers")] string[]? AllowedCustomers,
         [property: JsonPropertyName("downgrade_model")] string? DowngradeModel,
         [property: JsonPropertyName("unpriced_policy")] string? UnpricedPolicy,
         [property: JsonPropertyName("requests_per_minute")] int? RequestsPerMinute,
         [property: JsonPropertyName("tokens_per_minute")] long? TokensPerMinute);
 
-    public sealed record KeyView(string Id, string Prefix, string? Name, string? Team, string? Customer, string? Feature, string? DowngradeModel, string UnpricedPolicy, DateTimeOffset CreatedAt, DateTimeOffset? RevokedAt)
+    public sealed record KeyView(string Id, string Prefix, string? Name, string? Team, string? Customer, string? Feature,
+        [property: JsonPropertyName("allowed_customers")] IReadOnlyList<string>? AllowedCustomers, string? DowngradeModel, string UnpricedPolicy, DateTimeOffset CreatedAt, DateTimeOffset? RevokedAt)
     {
-        public static KeyView From(VirtualKey k) => new(k.Id, k.Prefix, k.Name, k.Team, k.Customer, k.Feature, k.DowngradeModel, k.UnpricedPolicy, k.CreatedAt, k.RevokedAt);
+        public static KeyView From(VirtualKey k) => new(k.Id, k.Prefix, k.Name, k.Team, k.Customer, k.Feature, k.AllowedCustomers, k.DowngradeModel, k.UnpricedPolicy, k.CreatedAt, k.RevokedAt);
     }
 
     public sealed record CreatedKey(string Id, string Secret, KeyView Key);
@@ -86,33 +89,50 @@ public static class AdminApi
 
         admin.MapGet("/keys", async (IKeyStore keys, CancellationToken ct) => TypedResults.Ok((await keys.ListAsync(ct)).Select(KeyView.From).ToArray()));
         admin.MapPost("/keys", CreateKeyAsync);
-        admin.MapPost("/keys/{id}/revoke", async Task<Results<Ok, ProblemHttpResult>> (string id, IKeyStore keys, TimeProvider time, CancellationToken ct) =>
-            await keys.RevokeAsync(id, time.GetUtcNow(), ct) ? TypedResults.Ok() : NotFound($"No active key '{id}'."));
+        admin.MapPost("/keys/{id}/revoke", async Task<Results<Ok, ProblemHttpResult>> (string id, IKeyStore keys, KeyAuthenticator authenticator, TimeProvider time, CancellationToken ct) =>
+        {
+            if (!await keys.RevokeAsync(id, time.GetUtcNow(), ct)) return NotFound($"No active key '{id}'.");
+            authenticator.Evict(id); // immediate on this instance; other instances re-read it within Bursar:KeyCacheDuration
+            return TypedResults.Ok();
+        });
         return app;
     }
 
-    /// <summary>The endpoint filter every admin route (and the dashboard's data) shares: 404 when no admin key is set, 401 without it.</summary>
+    /// <summary>
+    /// The endpoint filter every admin route (and the dashboard's data) shares: 404 when no admin key is set, 401 without it,
+    /// 429 (with retry-after) for a client IP that sent too many wrong admin keys within a minute.
+    /// </summary>
     internal static async ValueTask<object?> RequireAdminKey(EndpointFilterInvocationContext ctx, EndpointFilterDelegate next)
     {
-        var options = ctx.HttpContext.RequestServices.GetService(typeof(BursarOptions)) as BursarOptions;
-        if (string.IsNullOrEmpty(options?.AdminKey))
+        var auth = (AdminAuth)ctx.HttpContext.RequestServices.GetService(typeof(AdminAuth))!;
+        if (!auth.Enabled)
             return TypedResults.Problem(statusCode: 404, title: "Admin API disabled", detail: "Set Bursar:AdminKey to enable the admin API.");
-        if (!HasAdminKey(ctx.HttpContext.Request, options.AdminKey))
-            return TypedResults.Problem(statusCode: 401, title: "Admin key required", detail: "Send the admin key (Bursar:AdminKey) as 'Authorization: Bearer <key>' or 'x-admin-key', or sign in at /dashboard.");
-        return await next(ctx);
+        switch (auth.Check(ctx.HttpContext, out var retryAfter))
+        {
+            case AdminCheck.Ok:
+                return await next(ctx);
+            case AdminCheck.Throttled:
+                return Throttled(ctx.HttpContext, retryAfter);
+            case AdminCheck.Wrong:
+                return TypedResults.Problem(statusCode: 401, title: "Wrong admin key",
+                    detail: "The admin key sent (x-admin-key or Authorization: Bearer) is not Bursar:AdminKey. Repeated wrong keys from one address are refused with 429 for a minute.");
+            default:
+                return TypedResults.Problem(statusCode: 401, title: "Admin key required", detail: "Send the admin key (Bursar:AdminKey) as 'Authorization: Bearer <key>' or 'x-admin-key', or sign in at /dashboard.");
+        }
     }
 
-    /// <summary>The name of the HttpOnly cookie the dashboard's sign-in sets.</summary>
-    public const string AdminCookie = "bursar_admin";
-
-    /// <summary>True when the request carries the admin key: <c>x-admin-key</c>, <c>Authorization: Bearer</c> or the dashboard's cookie.</summary>
-    public static bool HasAdminKey(HttpRequest req, string adminKey)
+    /// <summary>429 for a client that sent too many wrong admin keys: problem details plus <c>retry-after</c>.</summary>
+    internal static ProblemHttpResult Throttled(HttpContext ctx, TimeSpan retryAfter)
     {
-        var given = req.Headers["x-admin-key"].ToString();
-        if (string.IsNullOrEmpty(given) && req.Headers.Authorization.ToString() is { } auth && auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) given = auth[7..].Trim();
-        if (string.IsNullOrEmpty(given)) given = req.Cookies[AdminCookie] ?? "";
-        return System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(System.Text.Encoding.UTF8.GetBytes(given), System.Text.Encoding.UTF8.GetBytes(adminKey));
+        var secs = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds));
+        ctx.Response.Headers.RetryAfter = secs.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return TypedResults.Problem(statusCode: 429, title: "Too many wrong admin keys",
+            detail: $"Too many wrong admin keys from {AdminAuth.ClientOf(ctx)} within a minute (Bursar:AdminMaxFailuresPerMinute); retry in {secs} s with the right key (Bursar:AdminKey).",
+            extensions: new Dictionary<string, object?> { ["retry_after_seconds"] = secs });
     }
+
+    /// <summary>The name of the HttpOnly cookie the dashboard's sign-in sets (a session token, never the admin key).</summary>
+    public const string AdminCookie = AdminAuth.SessionCookie;
 
     private static async Task<Results<Ok<BudgetView>, ProblemHttpResult>> PutBudgetAsync(string id, BudgetRequest body, IBudgetStore store, BudgetManager budgets, CancellationToken ct)
     {
@@ -156,7 +176,8 @@ public static class AdminApi
         if (body.UnpricedPolicy is not (null or "allow" or "refuse")) return Invalid("unpriced_policy", "unpriced_policy must be 'allow' or 'refuse'.");
         if (body.AllowedTags?.FirstOrDefault(t => !AttributionResolver.AllTags.Contains(t)) is { } bad)
             return Invalid("allowed_tags", $"Unknown tag '{bad}'; choose from {string.Join(", ", AttributionResolver.AllTags)}.");
-        var (key, secret) = KeyFactory.Create(time, body.Name, body.Team, body.Customer, body.Feature, body.AllowedTags, body.DowngradeModel, body.UnpricedPolicy);
+        if (KeyFactory.CheckAllowedCustomers(body.AllowedCustomers, body.Customer, "allowed_customers") is { } customersProblem) return Invalid("allowed_customers", customersProblem);
+        var (key, secret) = KeyFactory.Create(time, body.Name, body.Team, body.Customer, body.Feature, body.AllowedTags, body.DowngradeModel, body.UnpricedPolicy, body.AllowedCustomers);
         if (body.RequestsPerMinute is not null || body.TokensPerMinute is not null)
         {
             var limit = new RateLimitDefinition(RateLimitScope.Key, key.Id, body.RequestsPerMinute, body.TokensPerMinute);

@@ -28,6 +28,12 @@ public sealed class BursarOptions
     /// <summary>The admin API key (<c>/admin/...</c>). The admin API is disabled while it is empty.</summary>
     public string? AdminKey { get; set; }
 
+    /// <summary>How long a dashboard sign-in lasts, from the moment of signing in (fixed, not sliding). Default 8 hours.</summary>
+    public TimeSpan DashboardSessionLifetime { get; set; } = TimeSpan.FromHours(8);
+
+    /// <summary>Wrong admin keys (API calls and dashboard sign-ins) one client IP may send within a minute before its admin requests get 429 for the rest of that minute. Default 10.</summary>
+    public int AdminMaxFailuresPerMinute { get; set; } = 10;
+
     /// <summary>How often budgets and rate limits are re-read from the store (changes made with the CLI). Default 5 s.</summary>
     public TimeSpan PolicyRefreshInterval { get; set; } = TimeSpan.FromSeconds(5);
 
@@ -38,6 +44,10 @@ public sealed class BursarOptions
     public void Validate()
     {
         if (MaxRequestBodyBytes < 1024) throw new InvalidOperationException($"Bursar:MaxRequestBodyBytes must be at least 1024, not {MaxRequestBodyBytes}.");
+        if (DashboardSessionLifetime <= TimeSpan.Zero || DashboardSessionLifetime > TimeSpan.FromDays(30))
+            throw new InvalidOperationException($"Bursar:DashboardSessionLifetime must be more than zero and at most 30 days, not {DashboardSessionLifetime}.");
+        if (AdminMaxFailuresPerMinute is < 1 or > 10_000)
+            throw new InvalidOperationException($"Bursar:AdminMaxFailuresPerMinute must be 1-10000, not {AdminMaxFailuresPerMinute}.");
         if (ClaudeTokenFactor is <= 0 or > 10) throw new InvalidOperationException($"Bursar:ClaudeTokenFactor must be in (0, 10], not {ClaudeTokenFactor}.");
         foreach (var p in Prices) p.Validate();
     }

@@ -103,6 +103,7 @@ public static partial class GatewayHost
         services.AddSingleton(sp => new UpstreamRegistry(sp.GetRequiredService<ProvidersOptions>(), sp.GetRequiredService<ProviderSimulator>()));
         services.AddSingleton<UpstreamClient>();
         services.AddSingleton<KeyAuthenticator>();
+        services.AddSingleton<AdminAuth>();
         services.AddSingleton(sp => new CallMeter(() => sp.GetRequiredService<PriceCatalog>(), sp.GetRequiredService<LedgerWriter>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<CallMeter>>(), sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>()));
         services.AddSingleton<IBudgetStore>(sp => sp.GetRequiredService<SqliteStore>());
         services.AddSingleton<IRateLimitStore>(sp => sp.GetRequiredService<SqliteStore>());

@@ -129,7 +129,7 @@ public sealed partial class ProxyPipeline(
             {
                 try
                 {
-                    var tenant = ResponseCacheKey.Tenant(call.Attribution.Customer, call.Attribution.Team, call.Attribution.KeyId);
+                    var tenant = ResponseCacheKey.Tenant(key!, call.Attribution);
                     cacheKey = ResponseCacheKey.Compute(tenant, dialect.Name(), scan.Stream, Parsed());
                 }
                 catch (Exception e) when (IsBadJson(e))
@@ -167,7 +167,7 @@ public sealed partial class ProxyPipeline(
                 {
                     if (SemanticResponseCache.Question(Parsed(), semantic.Options.MaxUserTurns) is { } q)
                     {
-                        var tenant = ResponseCacheKey.Tenant(call.Attribution.Customer, call.Attribution.Team, call.Attribution.KeyId);
+                        var tenant = ResponseCacheKey.Tenant(key!, call.Attribution);
                         semanticPartition = SemanticResponseCache.Partition(tenant, scan.Model!, q.SystemHash, dialect.Name(), scan.Stream);
                         var (similar, score, _) = await semantic.LookupAsync(semanticPartition, q.Question, ctx.RequestAborted).ConfigureAwait(false);
                         if (similar is not null)
@@ -464,7 +464,11 @@ public sealed partial class ProxyPipeline(
                 call.ErrorMessage = err?.Message;
                 if (deployment.Dialect != dialect || err is null)
                 {
-                    bytes = (err ?? new ProviderError(status, $"Upstream '{deployment.Name}' answered HTTP {status}.", ErrorSource.Upstream)).ToJson(dialect);
+                    // the caller's dialect, the caller's vocabulary: an Anthropic overloaded_error reaches an OpenAI caller as a 503 server_error
+                    var shown = (err ?? new ProviderError(status, $"Upstream '{deployment.Name}' answered HTTP {status}.", ErrorSource.Upstream)).ForDialect(dialect);
+                    status = shown.Status;
+                    call.StatusCode = status;
+                    bytes = shown.ToJson(dialect);
                 }
                 await WriteJsonAsync(ctx, call, status, bytes).ConfigureAwait(false);
                 return null;

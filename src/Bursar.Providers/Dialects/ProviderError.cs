@@ -52,6 +52,84 @@ public sealed record ProviderError(int Status, string Message, ErrorSource Sourc
         _ => "invalid_request_error",
     };
 
+    /// <summary>Error types Bursar itself answers with (policy refusals); they keep their name in both dialects.</summary>
+    public static bool IsBursarType(string? type) => type is "budget_exceeded" or "run_limit_exceeded" or "unpriced_model";
+
+    private enum Kind { InvalidRequest, Authentication, Quota, Permission, NotFound, TooLarge, RateLimit, Api, Timeout, Overloaded }
+
+    /// <summary>What the error means, from its type and code in either vocabulary, then from its status.</summary>
+    private Kind Classify()
+    {
+        var kind = (TypeOverride, Code) switch
+        {
+            (_, "invalid_api_key") or ("authentication_error", _) => (Kind?)Kind.Authentication,
+            ("insufficient_quota" or "billing_error", _) or (_, "insufficient_quota") => Kind.Quota,
+            ("permission_error" or "request_forbidden", _) => Kind.Permission,
+            ("not_found_error", _) or (_, "model_not_found") => Kind.NotFound,
+            ("request_too_large", _) => Kind.TooLarge,
+            ("rate_limit_error" or "rate_limit_exceeded" or "requests" or "tokens", _) or (_, "rate_limit_exceeded") => Kind.RateLimit,
+            ("overloaded_error", _) => Kind.Overloaded,
+            ("timeout_error", _) => Kind.Timeout,
+            ("api_error" or "server_error", _) => Status is 503 or 529 ? Kind.Overloaded : Kind.Api, // OpenAI says "overloaded" with a 503 server_error
+            _ => null,
+        };
+        return kind ?? Status switch
+        {
+            401 => Kind.Authentication,
+            402 => Kind.Quota,
+            403 => Kind.Permission,
+            404 => Kind.NotFound,
+            413 => Kind.TooLarge,
+            429 => Kind.RateLimit,
+            503 or 529 => Kind.Overloaded,
+            504 => Kind.Timeout,
+            >= 500 => Kind.Api,
+            _ => Kind.InvalidRequest,
+        };
+    }
+
+    /// <summary>
+    /// The same error in the caller's vocabulary: an upstream error of the other dialect (Anthropic <c>overloaded_error</c>, OpenAI
+    /// <c>rate_limit_exceeded</c>, ...) gets the type, code and status the caller's SDK expects for that meaning. The message is kept;
+    /// Bursar's own policy types (<see cref="IsBursarType"/>) are never renamed.
+    /// </summary>
+    public ProviderError ForDialect(Dialect target)
+    {
+        if (IsBursarType(TypeOverride)) return this;
+        var kind = Classify();
+        if (target == Dialect.Anthropic)
+        {
+            var (status, type) = kind switch
+            {
+                Kind.Authentication => (401, "authentication_error"),
+                Kind.Quota => (402, "billing_error"),
+                Kind.Permission => (403, "permission_error"),
+                Kind.NotFound => (404, "not_found_error"),
+                Kind.TooLarge => (413, "request_too_large"),
+                Kind.RateLimit => (429, "rate_limit_error"),
+                Kind.Overloaded => (529, "overloaded_error"),
+                Kind.Timeout => (504, "timeout_error"),
+                Kind.Api => (Status >= 500 ? Status : 500, "api_error"),
+                _ => (Status is >= 400 and < 500 ? Status : 400, "invalid_request_error"),
+            };
+            return this with { Status = status, TypeOverride = type, Code = null };
+        }
+        var (s, t, c) = kind switch
+        {
+            Kind.Authentication => (401, "invalid_request_error", "invalid_api_key"),
+            Kind.Quota => (429, "insufficient_quota", "insufficient_quota"),
+            Kind.Permission => (403, "permission_error", (string?)null),
+            Kind.NotFound => (404, "invalid_request_error", "model_not_found"),
+            Kind.TooLarge => (413, "invalid_request_error", null),
+            Kind.RateLimit => (429, "rate_limit_exceeded", "rate_limit_exceeded"),
+            Kind.Overloaded => (503, "server_error", null),
+            Kind.Timeout => (504, "server_error", null),
+            Kind.Api => (Status >= 500 && Status != 529 ? Status : 500, "server_error", null),
+            _ => (Status is >= 400 and < 500 ? Status : 400, "invalid_request_error", Code),
+        };
+        return this with { Status = s, TypeOverride = t, Code = c, Param = kind == Kind.NotFound ? Param ?? "model" : Param };
+    }
+
     public byte[] ToJson(Dialect dialect, string? requestId = null)
     {
         using var ms = new MemoryStream(256);

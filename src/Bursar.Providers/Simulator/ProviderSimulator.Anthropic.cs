@@ -28,6 +28,7 @@ public sealed partial class ProviderSimulator
         }
         if (body["messages"] is not JsonArray messages) throw Bad(d, body.ContainsKey("messages") ? "messages: Input should be a valid list" : "messages: Field required");
         if (messages.Count == 0) throw Bad(d, "messages: at least one message is required");
+        if (!Knows(d, model)) throw new SimulatorRequestException(d, new ProviderError(404, $"model: {model}"));
         if (body["stop_sequences"] is { } ss && (ss is not JsonArray ssa || ssa.Any(s => s is not JsonValue sv || !sv.TryGetValue<string>(out _))))
             throw Bad(d, "stop_sequences: Input should be a valid list of strings");
         if (body["temperature"] is { } temp && (temp is not JsonValue tv || !tv.TryGetValue<double>(out var t) || t is < 0 or > 1))
@@ -190,9 +191,13 @@ public sealed partial class ProviderSimulator
         // decide the answer: a tool call, or text
         JsonObject? toolUse = null;
         var tools = body["tools"] as JsonArray;
+        if (body["tool_choice"] is { } tc && tc is not JsonObject) throw Bad(Dialect.Anthropic, "tool_choice: Input should be a valid dictionary");
         var choice = body["tool_choice"] as JsonObject;
         var choiceType = choice?["type"]?.GetValue<string>() ?? "auto";
-        if (tools is { Count: > 0 } && choiceType != "none" && !p.LastIsToolResult && maxTokens > 0)
+        if (choiceType is not ("auto" or "any" or "tool" or "none"))
+            throw Bad(Dialect.Anthropic, $"tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none', not '{choiceType}'");
+        // "auto" calls the first tool unless the last turn is a tool's result; "any" and "tool" always call one; "none" never does
+        if (tools is { Count: > 0 } && (choiceType is "any" or "tool" || (choiceType == "auto" && !p.LastIsToolResult)) && maxTokens > 0)
         {
             var name = choiceType == "tool" ? choice!["name"]?.GetValue<string>() : null;
             var tool = (name is null ? tools[0] : tools.FirstOrDefault(t => t?["name"]?.GetValue<string>() == name)) as JsonObject

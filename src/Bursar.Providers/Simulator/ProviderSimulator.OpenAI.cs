@@ -23,6 +23,8 @@ public sealed partial class ProviderSimulator
             throw Bad(d, "you must provide a model parameter", "model");
         if (body["messages"] is not JsonArray messages) throw Bad(d, "Missing required parameter: 'messages'.", "messages");
         if (messages.Count == 0) throw Bad(d, "[] is too short - 'messages'", "messages");
+        if (!Knows(d, model))
+            throw new SimulatorRequestException(d, new ProviderError(404, $"The model `{model}` does not exist or you do not have access to it.") { Code = "model_not_found" });
         if (body.ContainsKey("max_tokens") && RejectsMaxTokens(model))
             throw new SimulatorRequestException(d, new ProviderError(400, "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.") { Param = "max_tokens", Code = "unsupported_parameter" });
         long maxTokens = long.MaxValue;
@@ -93,10 +95,21 @@ public sealed partial class ProviderSimulator
 
         JsonObject? toolCall = null;
         var tools = body["tools"] as JsonArray;
-        var choice = body["tool_choice"];
-        var choiceName = choice?["function"]?["name"]?.GetValue<string>();
-        var choiceMode = choice is JsonValue cmv && cmv.TryGetValue<string>(out var cm) ? cm : choiceName is not null ? "function" : "auto";
-        if (tools is { Count: > 0 } && choiceMode != "none" && !lastIsTool)
+        // tool_choice: "none" | "auto" | "required" | {"type":"function","function":{"name"}} (the SDKs send all four)
+        string? choiceName = null;
+        var choiceMode = body["tool_choice"] switch
+        {
+            null => "auto",
+            JsonValue cv when cv.TryGetValue<string>(out var cm) => cm is "none" or "auto" or "required" ? cm
+                : throw Bad(d, $"Invalid value: '{cm}'. Supported values are: 'none', 'auto', and 'required'.", "tool_choice"),
+            JsonObject co => (choiceName = co["function"] is JsonObject cf && cf["name"] is JsonValue cn && cn.TryGetValue<string>(out var name) ? name : null) is not null ? "function"
+                : throw Bad(d, "Missing required parameter: 'tool_choice.function.name'.", "tool_choice.function.name"),
+            _ => throw Bad(d, "Invalid type for 'tool_choice': expected one of 'none', 'auto', 'required', or an object naming a function.", "tool_choice"),
+        };
+        if (choiceMode is "required" or "function" && tools is not { Count: > 0 })
+            throw Bad(d, "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.", "tool_choice");
+        // "auto" calls the first tool unless the last turn is a tool's result; "required" and a named function always call one; "none" never does
+        if (tools is { Count: > 0 } && (choiceMode is "required" or "function" || (choiceMode == "auto" && !lastIsTool)))
         {
             var tool = (choiceName is null ? tools[0] : tools.FirstOrDefault(t => t?["function"]?["name"]?.GetValue<string>() == choiceName))
                 ?? throw Bad(d, $"Invalid 'tool_choice': no function named '{choiceName}' in tools.", "tool_choice");

@@ -42,6 +42,28 @@ public sealed partial class ProviderSimulator
 
     public PromptCacheModel Cache { get; }
 
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte> _deploymentModels = new(StringComparer.Ordinal);
+
+    /// <summary>Models a deployment served by this Simulator names exactly (patterns such as <c>gpt-*</c> name no model).</summary>
+    public void AddModels(IEnumerable<string> models)
+    {
+        foreach (var m in models)
+            if (!string.IsNullOrWhiteSpace(m) && !m.EndsWith('*')) _deploymentModels.TryAdd(m, 0);
+    }
+
+    /// <summary>
+    /// Whether the provider behind <paramref name="dialect"/> has <paramref name="model"/>: a model of the price catalog that is not the other
+    /// provider's (built-in prices, imported or configured ones, dated ids such as <c>-20250929</c> included), one named by a deployment, or one
+    /// of <see cref="SimulatorOptions.Models"/>. Anything else gets the provider's 404, as a made-up model would.
+    /// </summary>
+    public bool Knows(Dialect dialect, string model)
+    {
+        if (_deploymentModels.ContainsKey(model) || _options.Models.Contains(model, StringComparer.Ordinal)) return true;
+        if (_catalog.Find(model).Price is not { } price) return false;
+        var other = dialect == Dialect.OpenAI ? "anthropic" : "openai";
+        return !string.Equals(price.Provider, other, StringComparison.OrdinalIgnoreCase);
+    }
+
     private Dictionary<string, (bool Weak, bool Strong)>? _labeled;
 
     /// <summary>The labeled prompts of <see cref="SimulatorOptions.LabeledSets"/>, loaded on first use.</summary>

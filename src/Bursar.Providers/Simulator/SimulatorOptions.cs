@@ -27,6 +27,9 @@ public sealed class SimulatorOptions
     /// <summary>Models that answer labeled prompts as the recorded strong model; others answer as the weak one. Default: the top rung of each tier ladder.</summary>
     public List<string> StrongModels { get; set; } = [];
 
+    /// <summary>Model ids the Simulator answers besides those of the price catalog and the deployments it serves; any other model gets a 404. Default none.</summary>
+    public List<string> Models { get; set; } = [];
+
     /// <summary>Faults to inject into the next requests, in order (tests and chaos drills).</summary>
     public SimulatorFaults Faults { get; } = new();
 
@@ -40,6 +43,7 @@ public sealed class SimulatorOptions
             DefaultAnthropicMinCacheTokens = DefaultAnthropicMinCacheTokens,
             LabeledSets = [.. LabeledSets],
             StrongModels = [.. StrongModels],
+            Models = [.. Models],
         };
         return c;
     }

@@ -80,7 +80,7 @@ public sealed class AnthropicToOpenAIStream(CallSummary summary, TimeProvider ti
                 Finish(output);
                 break;
             case "error":
-                var e = new ProviderError(500, Summary.ErrorMessage ?? "upstream error", ErrorSource.Upstream) { TypeOverride = Summary.ErrorType };
+                var e = new ProviderError(500, Summary.ErrorMessage ?? "upstream error", ErrorSource.Upstream) { TypeOverride = Summary.ErrorType }.ForDialect(Dialect.OpenAI);
                 SseFrames.WriteEvent(output, default, e.ToJson(Dialect.OpenAI));
                 _done = true;
                 break;
@@ -168,7 +168,7 @@ public sealed class OpenAIToAnthropicStream(CallSummary summary, TimeProvider ti
         OpenAIChunks.Observe(data, Summary, null);
         if (data.StartsWith("{\"error\""u8))
         {
-            var e = new ProviderError(500, Summary.ErrorMessage ?? "upstream error", ErrorSource.Upstream);
+            var e = new ProviderError(500, Summary.ErrorMessage ?? "upstream error", ErrorSource.Upstream) { TypeOverride = Summary.ErrorType }.ForDialect(Dialect.Anthropic);
             Event(output, "error", w => { w.WriteString("type", "error"); w.WriteStartObject("error"); w.WriteString("type", e.AnthropicType); w.WriteString("message", e.Message); w.WriteEndObject(); });
             _done = true;
             return;

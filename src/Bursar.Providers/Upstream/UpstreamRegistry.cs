@@ -63,6 +63,7 @@ public sealed class UpstreamRegistry : IDisposable
             if (simulated)
             {
                 invoker = simInvoker ??= new HttpMessageInvoker(new SimulatorHttpHandler(simulator), disposeHandler: true);
+                simulator.AddModels(d.Models); // a model the deployment names exactly exists for the Simulator standing in for it
             }
             else
             {
