@@ -172,6 +172,8 @@ public static partial class GatewayHost
             .WithTracing(t => t.AddSource(CallMeter.MeterName));
         if (!string.IsNullOrEmpty(configuration["OTEL_EXPORTER_OTLP_ENDPOINT"])) otel.UseOtlpExporter();
         services.AddProblemDetails();
+        // binding failures throw, so the admin APIs answer them with problem details naming the field (AdminBadRequest)
+        services.Configure<Microsoft.AspNetCore.Routing.RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         services.ConfigureHttpJsonOptions(o =>
         {
             o.SerializerOptions.PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower;
@@ -197,6 +199,7 @@ public static partial class GatewayHost
 
     public static WebApplication MapBursarGateway(this WebApplication app)
     {
+        app.UseAdminBadRequestProblems();
         app.MapChatCompletionsApi();
         app.MapMessagesApi();
         app.MapModelsApi();
