@@ -99,6 +99,7 @@ public sealed partial class ProxyPipeline(
             var scan = RequestScan.Run(body.Span, dialect);
             call.RequestedModel = scan.Model;
             call.Streamed = scan.Stream;
+            call.EstimatedInputTokens = scan.EstimatedInputTokens;
             if (scan.Error is not null)
             {
                 await RefuseAsync(ctx, call, scan.Error).ConfigureAwait(false);
@@ -452,11 +453,13 @@ public sealed partial class ProxyPipeline(
                 await WriteJsonAsync(ctx, status, bytes).ConfigureAwait(false);
                 return null;
             }
+            call.Summary.Answered = true;
             if (!UsageReader.TryReadResponse(deployment.Dialect, bytes, call.Summary))
             {
                 call.Outcome = "upstream_error";
-                call.ErrorType = "malformed_response";
-                await WriteErrorAsync(ctx, dialect, new ProviderError(502, $"Upstream '{deployment.Name}' returned a body that is not JSON.", ErrorSource.Upstream)).ConfigureAwait(false);
+                call.ErrorType = "usage_unreadable";
+                call.ErrorMessage = $"Upstream '{deployment.Name}' ({deployment.BaseUri}) answered 200 with a body that is not a {deployment.Dialect.Name()} response; check its Dialect and BaseUrl.";
+                await WriteErrorAsync(ctx, dialect, new ProviderError(502, call.ErrorMessage, ErrorSource.Upstream)).ConfigureAwait(false);
                 call.StatusCode = 502;
                 return null;
             }
@@ -470,12 +473,13 @@ public sealed partial class ProxyPipeline(
         ctx.Response.ContentType = "text/event-stream";
         ctx.Response.Headers.CacheControl = "no-cache";
         ctx.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+        call.Summary.Answered = true;
         SseStreamHandler handler = (deployment.Dialect, dialect) switch
         {
             (Dialect.Anthropic, Dialect.Anthropic) => new AnthropicMeteringHandler(call.Summary, time),
             (Dialect.OpenAI, Dialect.OpenAI) => new OpenAIMeteringHandler(call.Summary, time, injectedUsage),
             (Dialect.Anthropic, Dialect.OpenAI) => new AnthropicToOpenAIStream(call.Summary, time, includeUsage: callerWantsUsage, time.GetUtcNow().ToUnixTimeSeconds()),
-            _ => new OpenAIToAnthropicStream(call.Summary, time),
+            _ => new OpenAIToAnthropicStream(call.Summary, time, call.EstimatedInputTokens),
         };
         await using var upstreamStream = await response.Content.ReadAsStreamAsync(ctx.RequestAborted).ConfigureAwait(false);
         var copy = capture ? new ArrayBufferWriter<byte>(4096) : null;
