@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Bursar.Core.Advisor;
 using Bursar.Core.Ledger;
 using Bursar.Core.Pricing;
 using Bursar.Core.Reporting;
@@ -60,5 +61,41 @@ public sealed class ReportHonestyTests
         Assert.DoesNotContain(report.Rows, r => r.Group.Contains("2024", StringComparison.Ordinal) || r.Group.Contains('/', StringComparison.Ordinal));
         Assert.Contains(report.Rows, r => r.Group == "my-local-llm");
         Assert.Contains(report.TopDrivers, d => d.Group == "f / gpt-4o" && d.Calls == 3);
+    }
+}
+
+public sealed class WhatIfWindowTests
+{
+    private static readonly PriceCatalog BuiltIn = new(PriceFiles.LoadBuiltIn());
+
+    private static LedgerRecord[] Burst(TimeSpan over, int calls)
+    {
+        var t0 = new DateTimeOffset(2026, 11, 2, 9, 0, 0, TimeSpan.Zero);
+        return Enumerable.Range(0, calls).Select(i => new LedgerRecord
+        {
+            Id = "c" + i, Timestamp = t0 + over * i / calls, Dialect = "openai", Outcome = "ok", Feature = "f", ServedModel = "gpt-4o",
+            InputTokens = 1000, OutputTokens = 200, Priced = true, Cost = 0.0045m,
+        }).ToArray();
+    }
+
+    [Fact]
+    public void A_fifteen_minute_burst_says_it_is_too_short_to_extrapolate_and_what_it_assumed()
+    {
+        var records = Burst(TimeSpan.FromMinutes(15), 155);
+        var ladder = WhatIfSimulator.Run(records, BuiltIn, new WhatIfAssumptions(), records[0].Timestamp, records[^1].Timestamp.AddSeconds(6));
+        Assert.True(ladder.TooShortToExtrapolate);
+        var text = ladder.ToTable();
+        Assert.Contains("too short to extrapolate", text);
+        Assert.Contains("ASSUME", text);
+        Assert.Contains("15 minutes", text);
+    }
+
+    [Fact]
+    public void Two_days_of_traffic_extrapolate_without_the_warning()
+    {
+        var records = Burst(TimeSpan.FromDays(2), 500);
+        var ladder = WhatIfSimulator.Run(records, BuiltIn, new WhatIfAssumptions(), records[0].Timestamp, records[^1].Timestamp.AddMinutes(6));
+        Assert.False(ladder.TooShortToExtrapolate);
+        Assert.DoesNotContain("too short to extrapolate", ladder.ToTable());
     }
 }

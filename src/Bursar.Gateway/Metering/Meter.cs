@@ -146,8 +146,8 @@ public sealed partial class CallMeter
             {
                 priced = true;
                 cost = CostCalculator.Compute(price, usage).Total;
-                // prompt caching credits only what it shows: the read discount minus the write premium, when Bursar placed the marks
-                if (c.PromptCachePlaced) promptCacheSaving = CostCalculator.ComputeUncached(price, usage) - cost.Value;
+                // prompt caching credits what it shows on the bill: the read discount minus the write premium (one rule for every report)
+                promptCacheSaving = CostCalculator.PromptCacheSaving(price, usage);
                 // routing credits what the same tokens would have cost on the model the caller asked for
                 if (c.RoutedFrom is not null && c.RoutedFrom != served && _catalog().Find(c.RoutedFrom).Price is { } asked)
                     routingSaving = CostCalculator.Compute(asked, usage).Total - cost.Value;

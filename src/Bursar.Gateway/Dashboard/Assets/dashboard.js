@@ -136,6 +136,7 @@ function whatIf(host, notes, ladder) {
   hbars(host, steps, { label: s => s.lever, value: s => s.monthly_cost, name: "whatif", color: (s, i) => i === 0 ? COLORS[6] : COLORS[1] });
   const span = ladder.window_days >= 1 ? `${ladder.window_days.toFixed(1)} days` : `${(ladder.window_days * 24).toFixed(1)} hours`;
   const lines = [`${count(ladder.calls)} calls over ${span} (${count(Math.round(ladder.requests_per_day))} requests/day), scaled to a month; the cost after each lever, applied in order.`];
+  if (ladder.too_short_to_extrapolate) lines.push(`Too short to extrapolate (under 24 h of traffic): the monthly figures assume this window's rate held all day, every day. Meter a full day or more before trusting them.`);
   if (!ladder.worth_it) lines.push("Below ~1,000 requests a day, engineering time outweighs token savings: meter first, optimize later.");
   ladder.steps.forEach(s => lines.push(`${s.lever}: ${s.assumption}`));
   notes.replaceChildren(...lines.map(l => el("div", {}, l)));
