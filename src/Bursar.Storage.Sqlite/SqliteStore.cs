@@ -88,6 +88,7 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
         AddColumn(c, "ledger", "reported_cost", "TEXT");
         AddColumn(c, "ledger", "prefix_hash", "TEXT");
         AddColumn(c, "ledger", "prefix_tokens", "INTEGER");
+        AddColumn(c, "ledger", "usage_estimated", "INTEGER NOT NULL DEFAULT 0");
         AddColumn(c, "keys", "downgrade_model", "TEXT");
         AddColumn(c, "keys", "unpriced_policy", "TEXT");
         AddColumn(c, "keys", "allowed_customers", "TEXT");
@@ -184,6 +185,7 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
         ("reported_cost", r => Db(r.ReportedCost)),
         ("prefix_hash", r => Db(r.PrefixHash)),
         ("prefix_tokens", r => r.PrefixTokens),
+        ("usage_estimated", r => r.UsageEstimated ? 1 : 0),
     ];
 
     private static readonly string[] LedgerColumns = LedgerWrite.Select(c => c.Column).ToArray();
@@ -258,6 +260,7 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
             FinishReason = S(o + 38), UpstreamRequestId = S(o + 39), RoutingReason = S(o + 40), RunEndReason = S(o + 41), VolatilePrefix = S(o + 42),
             ReportedCost = D(o + 43),
             PrefixHash = S(o + 44), PrefixTokens = r.IsDBNull(o + 45) ? 0 : r.GetInt64(o + 45),
+            UsageEstimated = !r.IsDBNull(o + 46) && r.GetInt64(o + 46) != 0,
         };
     }
 

@@ -58,6 +58,7 @@ public sealed class CrashDurabilityTests : IDisposable
             begin.ExecuteNonQuery();
         }
         var received = new HashSet<string>();
+        int Count() { lock (received) return received.Count; }
         using var stop = new CancellationTokenSource();
         var clients = Enumerable.Range(0, 20).Select(c => Task.Run(async () =>
         {
@@ -74,7 +75,10 @@ public sealed class CrashDurabilityTests : IDisposable
                 }
             }
         })).ToArray();
+        // under load for at least loadFor and until answers flow (a loaded CI machine may take seconds to warm up)
+        var started = Stopwatch.StartNew();
         await Task.Delay(loadFor);
+        while (started.Elapsed < TimeSpan.FromSeconds(30) && Count() < 100) await Task.Delay(100);
         gateway.Kill(); // SIGKILL, mid-load: no shutdown hook, no drain
         await stop.CancelAsync();
         await Task.WhenAll(clients);

@@ -62,7 +62,8 @@ public sealed class DashboardTests(ITestOutputHelper output)
             Assert.Equal(rows.Count(r => !r.Priced), await Attr("[data-testid=kpi-unpriced]", "data-value"));
             Assert.Equal(rows.Count(r => r.Outcome == "refused"), await Attr("[data-testid=kpi-refused]", "data-value"));
             // shown as the dashboard formats money: cents from $1, four decimals below
-            Assert.Equal("$" + spend.ToString(spend >= 1 ? "0.00" : "0.0000", CultureInfo.InvariantCulture), await page.TextContentAsync("[data-testid=kpi-spend]"));
+            // and an unpriced call keeps the total visibly unknown: "+ unpriced", never a silent sum
+            Assert.Equal("$" + spend.ToString(spend >= 1 ? "0.00" : "0.0000", CultureInfo.InvariantCulture) + (rows.Any(r => !r.Priced) ? " + unpriced" : ""), await page.TextContentAsync("[data-testid=kpi-spend]"));
 
             // every breakdown chart adds up to the same spend, with one bar per group
             foreach (var (chart, groups) in new[] { ("by-feature", rows.Select(r => r.Feature).Distinct().Count()), ("by-team", rows.Select(r => r.Team).Distinct().Count()), ("by-model", rows.Select(r => r.ServedModel).Distinct().Count()), ("by-customer", rows.Select(r => r.Customer).Distinct().Count()) })

@@ -75,8 +75,9 @@ internal static class DemoCommand
 
         var records = (await store.ReadAsync(new LedgerQuery { Limit = int.MaxValue }, ct)).Skip((int)before).ToArray();
         Console.WriteLine($"\n{records.Length} calls metered into the ledger.\n");
-        Console.WriteLine(SpendReport.Build(records, ReportDimension.Feature).ToTable());
-        Console.WriteLine(SpendReport.Build(records, ReportDimension.Model).ToTable());
+        var demoCatalog = Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions());
+        Console.WriteLine(SpendReport.Build(records, ReportDimension.Feature, demoCatalog).ToTable());
+        Console.WriteLine(SpendReport.Build(records, ReportDimension.Model, demoCatalog).ToTable());
         var reads = records.Sum(r => r.CacheReadTokens);
         Console.WriteLine($"Prompt-cache reads: {reads:N0} tokens across {records.Count(r => r.CacheReadTokens > 0)} calls.");
         var refused = records.Where(r => r.Outcome == "refused").ToArray();

@@ -31,7 +31,7 @@ internal static class ReportCommand
                 Console.Write(CacheReport.Build(records, Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions())).ToTable());
                 return 0;
             }
-            var report = await SpendReport.QueryAsync(store, pr.GetValue(by), start, end, ct);
+            var report = await SpendReport.QueryAsync(store, pr.GetValue(by), start, end, ct, Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions()));
             Console.Write(pr.GetValue(format) switch
             {
                 "csv" => report.ToCsv(),

@@ -46,11 +46,23 @@ public sealed record WhatIfStep(string Lever, decimal WindowCost, decimal Monthl
 /// <summary>The lever ladder: baseline, then each lever in the recommended order, with what each assumed.</summary>
 public sealed record WhatIfLadder(decimal BaselineWindowCost, decimal BaselineMonthly, IReadOnlyList<WhatIfStep> Steps, double RequestsPerDay, double WindowDays, long Calls, long UnpricedCalls, bool WorthIt, string Source)
 {
+    /// <summary>Less traffic than this is too short a window to extrapolate a day's or a month's volume from.</summary>
+    public const double MinDaysToExtrapolate = 1.0;
+
+    /// <summary>The window holds under 24 h of traffic: requests/day and the monthly figures assume its rate held all day, every day.</summary>
+    public bool TooShortToExtrapolate => WindowDays < MinDaysToExtrapolate;
+
+    /// <summary>What prompt caching already saved in the window (in the baseline), by the rule every report uses.</summary>
+    public decimal PromptCacheAlreadySaved { get; init; }
+
     public string ToTable()
     {
         var sb = new StringBuilder();
-        sb.AppendLine($"What-if ladder ({Source}): {Calls:N0} calls over {WindowDays:0.##} days, {RequestsPerDay:N0} requests/day, scaled to 30 days.");
-        if (!WorthIt)
+        var span = WindowDays >= 1 ? $"{WindowDays:0.##} days" : $"{WindowDays * 24 * 60:0} minutes";
+        sb.AppendLine($"What-if ladder ({Source}): {Calls:N0} calls over {span}, {RequestsPerDay:N0} requests/day, scaled to 30 days.");
+        if (TooShortToExtrapolate)
+            sb.AppendLine($"NOTE: {span} of traffic is too short to extrapolate (under 24 h): the requests/day and monthly figures ASSUME this window's rate ({Calls:N0} calls in {span}) held all day, every day, with no daily cycle. Meter at least a full day (a week is better) before trusting them.");
+        if (!WorthIt && !TooShortToExtrapolate)
             sb.AppendLine($"NOTE: about {RequestsPerDay:N0} requests a day is below ~1,000: engineering time outweighs token savings. Meter first, optimize later.");
         if (UnpricedCalls > 0) sb.AppendLine($"WARNING: {UnpricedCalls:N0} calls use unpriced models and are left out (their cost is unknown, not $0).");
         sb.AppendLine();
@@ -110,7 +122,7 @@ public static class WhatIfSimulator
         }
         // the window actually covered: from the first call (or the window start, if later) to the window end
         var start = calls.Count > 0 && calls[0].Source.Timestamp > from ? calls[0].Source.Timestamp : from;
-        var days = Math.Max((to - start).TotalDays, 1.0 / 24);
+        var days = Math.Max((to - start).TotalDays, 1.0 / 1440); // at least a minute; under a day the ladder says it is too short to extrapolate
         var scale = (decimal)(30.0 / days);
         decimal Cost() => calls.Where(c => !c.Free).Sum(c => CostCalculator.Compute(c.Price!, c.Usage, c.Batch).Total);
 
@@ -126,11 +138,12 @@ public static class WhatIfSimulator
 
         Step(Order[0], OutputCaps(calls, a));
         Step(Order[1], Routing(calls, catalog, a));
-        Step(Order[2], PromptCaching(calls, a));
+        var alreadySaved = calls.Where(c => !c.Free).Sum(c => Bursar.Core.Reporting.CacheReport.PromptCacheSavingOf(c.Source, catalog));
+        Step(Order[2], PromptCaching(calls, a, alreadySaved));
         Step(Order[3], Batch(calls, a));
         Step(Order[4], Context(calls, a));
         var perDay = calls.Count / days;
-        return new WhatIfLadder(baseline, baseline * scale, steps, perDay, days, calls.Count, unpriced, perDay >= a.WorthItRequestsPerDay, source);
+        return new WhatIfLadder(baseline, baseline * scale, steps, perDay, days, calls.Count, unpriced, perDay >= a.WorthItRequestsPerDay, source) { PromptCacheAlreadySaved = alreadySaved };
     }
 
     /// <summary>The learned cap per task: ceil(p95 x 1.1) of observed output tokens; null when the task has too few calls.</summary>
@@ -184,8 +197,11 @@ public static class WhatIfSimulator
 
     private static double UniformOf(string id) => System.IO.Hashing.XxHash64.HashToUInt64(System.Text.Encoding.UTF8.GetBytes(id)) / (double)ulong.MaxValue;
 
-    private static string PromptCaching(List<Call> calls, WhatIfAssumptions a)
+    private static string PromptCaching(List<Call> calls, WhatIfAssumptions a, decimal alreadySaved)
     {
+        var already = calls.Where(c => !c.Free && (c.Usage.CacheReadTokens > 0 || c.Usage.CacheWriteTokens > 0)).ToArray();
+        var alreadyText = already.Length == 0 ? ""
+            : $"already caching: {already.Count(c => c.Usage.CacheReadTokens > 0):N0} calls read {already.Sum(c => c.Usage.CacheReadTokens):N0} cached tokens in the window, saving {Bursar.Core.Reporting.SpendReport.Money(alreadySaved)} (in the baseline already); ";
         var lastSeen = new Dictionary<(string, string), DateTimeOffset>();
         long reads = 0, writes = 0;
         foreach (var c in calls)
@@ -212,8 +228,8 @@ public static class WhatIfSimulator
             }
         }
         return reads + writes == 0
-            ? "no repeated prefix long enough to cache (prefixes are recorded for prompts of 1,024+ tokens)"
-            : $"system prompts re-sent within {a.CacheTtl.TotalMinutes:0} min are read from the cache: {reads:N0} reads, {writes:N0} writes (writes cost 1.25x, reads 0.1x on Anthropic; OpenAI reads at its cached rate in 128-token steps)";
+            ? alreadyText + (already.Length > 0 ? "no further repeated prefix to cache" : "no repeated prefix long enough to cache (prefixes are recorded for prompts of 1,024+ tokens)")
+            : alreadyText + $"system prompts re-sent within {a.CacheTtl.TotalMinutes:0} min are read from the cache: {reads:N0} reads, {writes:N0} writes (writes cost 1.25x, reads 0.1x on Anthropic; OpenAI reads at its cached rate in 128-token steps)";
     }
 
     private static string Batch(List<Call> calls, WhatIfAssumptions a)

@@ -160,6 +160,8 @@ public static class CallLogImporter
             InputTokens = usage.InputTokens, CacheReadTokens = usage.CacheReadTokens, CacheWrite5mTokens = usage.CacheWrite5mTokens, OutputTokens = usage.OutputTokens,
             Priced = price is not null || usage.IsEmpty,
             Cost = price is not null ? CostCalculator.Compute(price, usage).Total : usage.IsEmpty ? 0m : null,
+            SavingPromptCache = price is not null ? CostCalculator.PromptCacheSaving(price, usage) : 0m,
+            CounterfactualCost = price is not null ? CostCalculator.Compute(price, usage).Total + CostCalculator.PromptCacheSaving(price, usage) : usage.IsEmpty ? 0m : null,
             ReportedCost = reported,
             LatencyMs = latency,
             Outcome = "ok",

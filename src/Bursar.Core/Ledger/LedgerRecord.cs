@@ -49,6 +49,11 @@ public sealed record LedgerRecord
     public long CacheWrite1hTokens { get; init; }
     public long OutputTokens { get; init; }
     public long ReasoningTokens { get; init; }
+    /// <summary>
+    /// The provider's usage never arrived (a stream cut off, a body Bursar could not read): the tokens are Bursar's
+    /// estimate (input from the request before the call, output counted from what was streamed), and so is the cost.
+    /// </summary>
+    public bool UsageEstimated { get; init; }
 
     // money (USD)
     public bool Priced { get; init; }

@@ -37,6 +37,14 @@ public static class CostCalculator
     }
 
     /// <summary>What the same tokens would have cost with no prompt caching: every input token at the input rate.</summary>
+    /// <summary>
+    /// The one prompt-caching saving rule every report uses (the ledger's <c>SavingPromptCache</c>, <c>report --cache</c>,
+    /// <c>simulate</c>): what the same tokens would have cost uncached minus what they cost, i.e. the read discount minus
+    /// the write premium; negative when writes are never read back. Zero for a call without cache reads or writes.
+    /// </summary>
+    public static decimal PromptCacheSaving(ModelPrice price, in TokenUsage usage, bool batch = false) =>
+        usage.CacheReadTokens == 0 && usage.CacheWriteTokens == 0 ? 0m : ComputeUncached(price, usage, batch) - Compute(price, usage, batch).Total;
+
     public static decimal ComputeUncached(ModelPrice price, in TokenUsage usage, bool batch = false)
     {
         var flat = usage with { InputTokens = usage.TotalInputTokens, CacheReadTokens = 0, CacheWrite5mTokens = 0, CacheWrite1hTokens = 0 };

@@ -29,12 +29,22 @@ public sealed record CacheReport(IReadOnlyList<CacheRow> Rows)
                 write += r.Usage.CacheWriteTokens;
                 if (r.SavingResponseCache > 0) { hits++; responseSaving += r.SavingResponseCache; }
                 if (r.VolatilePrefix is not null && !r.VolatilePrefix.StartsWith("moved:", StringComparison.Ordinal)) volatileCalls++;
-                if (r.ServedModel is not null && catalog.Find(r.ServedModel).Price is { } p && (r.CacheReadTokens > 0 || r.Usage.CacheWriteTokens > 0))
-                    net += CostCalculator.ComputeUncached(p, r.Usage, r.Batch) - CostCalculator.Compute(p, r.Usage, r.Batch).Total;
+                net += PromptCacheSavingOf(r, catalog);
             }
             return new CacheRow(g.Key, g.Count(), input, read, write, net, hits, responseSaving, volatileCalls);
         }).OrderByDescending(r => Math.Abs(r.NetSavingUsd) + r.ResponseCacheSavingUsd).ThenBy(r => r.Route, StringComparer.Ordinal).ToArray();
         return new CacheReport(rows);
+    }
+
+    /// <summary>
+    /// A record's prompt-caching saving: the ledger's (set by the meter with <see cref="CostCalculator.PromptCacheSaving"/>),
+    /// or the same rule applied now to a record that carries cache tokens but no saving (imported logs, rows from older versions).
+    /// </summary>
+    public static decimal PromptCacheSavingOf(LedgerRecord r, PriceCatalog catalog)
+    {
+        if (r.SavingPromptCache != 0 || (r.CacheReadTokens == 0 && r.Usage.CacheWriteTokens == 0)) return r.SavingPromptCache;
+        var model = r.ServedModel ?? r.RequestedModel;
+        return model is not null && catalog.Find(model).Price is { } p ? CostCalculator.PromptCacheSaving(p, r.Usage, r.Batch) : 0m;
     }
 
     public string ToTable()

@@ -1,14 +1,28 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Bursar.Core.Ledger;
+using Bursar.Core.Pricing;
 
 namespace Bursar.Core.Reporting;
 
-/// <summary>One row of a spend report.</summary>
-public sealed record SpendRow(string Group, long Calls, long UnpricedCalls, long InputTokens, long CachedInputTokens, long OutputTokens, decimal Cost, decimal Share)
+/// <summary>
+/// One row of a spend report. <see cref="Cost"/> sums the priced calls only; when some calls are unpriced the row's
+/// total is unknown: JSON says <c>"cost": null</c> (the known part is <c>priced_cost</c>) and text says "+ unpriced".
+/// </summary>
+public sealed record SpendRow(string Group, long Calls, long UnpricedCalls, long InputTokens, long CachedInputTokens, long OutputTokens,
+    [property: JsonPropertyName("priced_cost")] decimal Cost, decimal Share)
 {
+    [JsonIgnore]
     public decimal CostPerCall => Calls == 0 ? 0 : Cost / Calls;
+    /// <summary>The total cost, or null when any call in the row has no price (unknown, never $0).</summary>
+    [JsonPropertyName("cost")]
+    public decimal? KnownCost => UnpricedCalls > 0 ? null : Cost;
+    [JsonPropertyName("cost_per_call")]
+    public decimal? KnownCostPerCall => UnpricedCalls > 0 ? null : CostPerCall;
+    /// <summary>Calls whose usage the provider never reported (tokens and cost estimated).</summary>
+    public long EstimatedCalls { get; init; }
     /// <summary>What Bursar's levers saved on these calls.</summary>
     public decimal Saved { get; init; }
     public long ErrorCalls { get; init; }
@@ -26,6 +40,7 @@ public sealed record SpendRow(string Group, long Calls, long UnpricedCalls, long
         {
             Saved = t.Saved, ErrorCalls = t.ErrorCalls, AvgLatencyMs = t.Calls == 0 ? 0 : t.LatencyMsSum / t.Calls,
             ResponseCacheHits = t.ResponseCacheHits, RoutedCalls = t.RoutedCalls, TruncatedCalls = t.TruncatedCalls, CacheWriteTokens = t.CacheWriteTokens,
+            EstimatedCalls = t.EstimatedCalls,
         };
 }
 
@@ -43,17 +58,18 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
     IReadOnlyList<SpendRow> TopDrivers, IReadOnlyList<TrendPoint> Trend, IReadOnlyList<LeverSaving> Savings, IReadOnlyList<RunCostRow> Tasks)
 {
     /// <summary>The report the CLI, the admin API and the dashboard all show: four rollup reads, no ledger scan.</summary>
-    public static async Task<SpendReport> QueryAsync(IReportStore store, ReportDimension by, DateTimeOffset from, DateTimeOffset to, CancellationToken ct)
+    /// <remarks>With <paramref name="catalog"/>, models are grouped by the catalog's model: dated ids and aliases fold into the model they price as.</remarks>
+    public static async Task<SpendReport> QueryAsync(IReportStore store, ReportDimension by, DateTimeOffset from, DateTimeOffset to, CancellationToken ct, PriceCatalog? catalog = null)
     {
         var slice = await store.SliceAsync(by, from, to, ct);
         var drivers = by == ReportDimension.Driver ? slice : await store.SliceAsync(ReportDimension.Driver, from, to, ct);
         var days = by is ReportDimension.Day or ReportDimension.All ? slice : await store.SliceAsync(ReportDimension.Day, from, to, ct);
         var tasks = await store.RunCostsAsync(slice.From, slice.To, ct);
-        return Build(slice, drivers, days, tasks);
+        return Build(slice, drivers, days, tasks, catalog);
     }
 
     /// <summary>The same report from records in memory (the demo, imports before they are stored, and the reference in tests).</summary>
-    public static SpendReport Build(IEnumerable<LedgerRecord> records, ReportDimension by)
+    public static SpendReport Build(IEnumerable<LedgerRecord> records, ReportDimension by, PriceCatalog? catalog = null)
     {
         var list = records as IReadOnlyCollection<LedgerRecord> ?? records.ToArray();
         var (from, to) = list.Count == 0 ? (DateTimeOffset.UnixEpoch, DateTimeOffset.UnixEpoch)
@@ -61,14 +77,34 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
         var seen = new HashSet<string>(StringComparer.Ordinal);
         var tasks = RunRollup.Rows(RunRollup.Fold(list.OrderBy(r => r.Timestamp), seen.Add).Select(kv => (kv.Key.Feature, kv.Value)));
         return Build(RollupSlice.FromRecords(list, by, from, to), RollupSlice.FromRecords(list, ReportDimension.Driver, from, to),
-            RollupSlice.FromRecords(list, ReportDimension.Day, from, to), tasks);
+            RollupSlice.FromRecords(list, ReportDimension.Day, from, to), tasks, catalog);
     }
 
-    public static SpendReport Build(RollupSlice slice, RollupSlice drivers, RollupSlice days, IReadOnlyList<RunCostRow> tasks)
+    /// <summary>The catalog's id for a model (a dated id or an alias becomes the model it prices as); unknown models stay as they are.</summary>
+    public static string CanonicalModel(PriceCatalog? catalog, string model) => catalog?.Find(model).Price?.Model ?? model;
+
+    /// <summary>Folds groups whose model names resolve to the same catalog model.</summary>
+    private static IReadOnlyList<(string Value, RollupTotals Totals)> Canonical(IReadOnlyList<(string Value, RollupTotals Totals)> groups, ReportDimension by, PriceCatalog? catalog)
+    {
+        if (catalog is null || by is not (ReportDimension.Model or ReportDimension.RequestedModel or ReportDimension.Driver)) return groups;
+        var map = new Dictionary<string, RollupTotals>(StringComparer.Ordinal);
+        foreach (var (value, t) in groups)
+        {
+            string key;
+            if (by == ReportDimension.Driver && value.LastIndexOf(" / ", StringComparison.Ordinal) is var i and >= 0)
+                key = value[..(i + 3)] + CanonicalModel(catalog, value[(i + 3)..]);
+            else key = CanonicalModel(catalog, value);
+            if (!map.TryGetValue(key, out var sum)) map[key] = sum = new RollupTotals();
+            sum.Add(t);
+        }
+        return map.Select(kv => (kv.Key, kv.Value)).ToArray();
+    }
+
+    public static SpendReport Build(RollupSlice slice, RollupSlice drivers, RollupSlice days, IReadOnlyList<RunCostRow> tasks, PriceCatalog? catalog = null)
     {
         var groups = slice.By == ReportDimension.Day
             ? slice.Rows.Select(x => (x.Day.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture), x.Totals)).ToArray()
-            : slice.Groups();
+            : Canonical(slice.Groups(), slice.By, catalog);
         var all = new RollupTotals();
         foreach (var (_, t) in groups) all.Add(t);
         var denominator = all.Cost;
@@ -77,7 +113,7 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
         // the top drivers: (feature, model) pairs holding the spend, largest first, until 80% is covered (at least 3, at most 10)
         var top = new List<SpendRow>();
         decimal covered = 0;
-        foreach (var d in drivers.Groups().Select(g => SpendRow.From(g.Value, g.Totals, denominator)).OrderByDescending(r => r.Cost).ThenBy(r => r.Group, StringComparer.Ordinal))
+        foreach (var d in Canonical(drivers.Groups(), ReportDimension.Driver, catalog).Select(g => SpendRow.From(g.Value, g.Totals, denominator)).OrderByDescending(r => r.Cost).ThenBy(r => r.Group, StringComparer.Ordinal))
         {
             if ((top.Count >= 3 && covered >= 0.8m) || top.Count >= 10) break;
             top.Add(d);
@@ -111,8 +147,8 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
             r.Group, r.Calls.ToString("N0", CultureInfo.InvariantCulture) + (r.UnpricedCalls > 0 ? $" ({r.UnpricedCalls} unpriced)" : ""),
             r.InputTokens.ToString("N0", CultureInfo.InvariantCulture), r.CachedInputTokens.ToString("N0", CultureInfo.InvariantCulture),
             r.OutputTokens.ToString("N0", CultureInfo.InvariantCulture),
-            r.UnpricedCalls == r.Calls && r.Calls > 0 ? "unknown" : Money(r.Cost) + (r.UnpricedCalls > 0 ? " + ?" : ""),
-            r.UnpricedCalls == r.Calls && r.Calls > 0 ? "unknown" : Money(r.CostPerCall),
+            CostText(r),
+            r.UnpricedCalls == r.Calls && r.Calls > 0 ? "unknown" : Money(r.CostPerCall) + (r.UnpricedCalls > 0 ? " + unpriced" : ""),
             Money(r.Saved),
             r.Share.ToString("P1", CultureInfo.InvariantCulture),
         }).ToList();
@@ -129,7 +165,7 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
         {
             sb.AppendLine();
             sb.AppendLine("Top cost drivers (feature / model):");
-            foreach (var d in TopDrivers) sb.AppendLine($"  {d.Share,7:P1}  {Money(d.Cost),12}  {d.Group}");
+            foreach (var d in TopDrivers) sb.AppendLine($"  {d.Share,7:P1}  {CostText(d),12}  {d.Group}");
         }
         if (Savings.Any(x => x.Saved != 0))
         {
@@ -151,6 +187,7 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
             foreach (var t in Trend)
                 sb.AppendLine($"  {t.Day:yyyy-MM-dd}  {Money(t.Cost),12}  {new string('#', max == 0 ? 0 : (int)Math.Round(30 * t.Cost / max))}");
         }
+        if (Total.EstimatedCalls > 0) sb.AppendLine($"\nNOTE: {Total.EstimatedCalls} calls are estimated: the provider's usage never arrived (stream cut off, usage unreadable), so Bursar billed its own count of their tokens.");
         if (Total.UnpricedCalls > 0) sb.AppendLine($"\nWARNING: {Total.UnpricedCalls} calls used models with no price; their cost is unknown (not $0). Import prices with `bursar prices import`.");
         return sb.ToString();
     }
@@ -158,11 +195,11 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
     public string ToCsv()
     {
         var sb = new StringBuilder();
-        sb.AppendLine($"{By.ToString().ToLowerInvariant()},calls,unpriced_calls,input_tokens,cached_input_tokens,output_tokens,cost_usd,cost_per_call_usd,share,saved_usd,error_calls");
+        sb.AppendLine($"{By.ToString().ToLowerInvariant()},calls,unpriced_calls,input_tokens,cached_input_tokens,output_tokens,cost_usd,cost_per_call_usd,share,saved_usd,error_calls,priced_cost_usd,estimated_calls");
         foreach (var r in Rows.Append(Total))
             sb.AppendLine(string.Join(',', Csv(r.Group), r.Calls, r.UnpricedCalls, r.InputTokens, r.CachedInputTokens, r.OutputTokens,
-                r.Cost.ToString(CultureInfo.InvariantCulture), r.CostPerCall.ToString(CultureInfo.InvariantCulture), r.Share.ToString(CultureInfo.InvariantCulture),
-                r.Saved.ToString(CultureInfo.InvariantCulture), r.ErrorCalls));
+                r.KnownCost?.ToString(CultureInfo.InvariantCulture) ?? "", r.KnownCostPerCall?.ToString(CultureInfo.InvariantCulture) ?? "", r.Share.ToString(CultureInfo.InvariantCulture),
+                r.Saved.ToString(CultureInfo.InvariantCulture), r.ErrorCalls, r.Cost.ToString(CultureInfo.InvariantCulture), r.EstimatedCalls));
         return sb.ToString();
     }
 
@@ -172,6 +209,11 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
         trend = Trend, savings = Savings, tasks = Tasks.Select(t => new { t.Feature, t.Runs, t.EndedRuns, t.Calls, t.Cost, t.CostPerRun }),
     },
         new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower });
+
+    /// <summary>A row's cost as text: "unknown" when nothing in it is priced, "$x + unpriced" when part is, and "(estimated)" when usage was estimated.</summary>
+    public static string CostText(SpendRow r) =>
+        (r.UnpricedCalls == r.Calls && r.Calls > 0 ? "unknown" : Money(r.Cost) + (r.UnpricedCalls > 0 ? " + unpriced" : ""))
+        + (r.EstimatedCalls > 0 ? " (estimated)" : "");
 
     private static string Csv(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
 

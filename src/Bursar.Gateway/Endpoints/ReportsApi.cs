@@ -25,7 +25,7 @@ public static class ReportsApi
     }
 
     private static async Task<Results<Ok<SpendReport>, ProblemHttpResult>> SpendAsync(string? by, string? from, string? to, int? days,
-        IReportStore store, TimeProvider time, CancellationToken ct)
+        IReportStore store, Bursar.Core.Pricing.PriceCatalog catalog, TimeProvider time, CancellationToken ct)
     {
         var dimension = ReportDimension.Feature;
         if (by is not null && !Enum.TryParse(by.Replace("_", "", StringComparison.Ordinal), ignoreCase: true, out dimension))
@@ -33,7 +33,7 @@ public static class ReportsApi
                 detail: $"by='{by}' is not a dimension; use one of: {string.Join(", ", Enum.GetNames<ReportDimension>().Select(n => n.ToLowerInvariant()))}.");
         if (!ReportWindow.TryParse(from, to, days, time.GetUtcNow(), out var window, out var error))
             return TypedResults.Problem(statusCode: 400, title: "Bad report window", detail: error);
-        return TypedResults.Ok(await SpendReport.QueryAsync(store, dimension, window.From, window.To, ct));
+        return TypedResults.Ok(await SpendReport.QueryAsync(store, dimension, window.From, window.To, ct, catalog));
     }
 
     /// <summary>The what-if ladder over the last <c>days</c> (default 30) of the ledger, with the gateway's own route policies when it has any.</summary>

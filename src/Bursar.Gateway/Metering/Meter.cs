@@ -40,6 +40,8 @@ public sealed class CallContext
     public Bursar.Gateway.Admission.Admission Admitted { get; set; } = Bursar.Gateway.Admission.Admission.None;
     /// <summary>The ledger record is written: set once, before the call's last byte reaches the caller.</summary>
     public bool Sealed { get; set; }
+    /// <summary>The request's input tokens estimated before the call (RequestScan): billed when the provider's usage never arrives.</summary>
+    public long EstimatedInputTokens { get; set; }
 }
 
 /// <summary>Prices a finished call, writes its ledger record, and counts it in the <c>Bursar.Gateway</c> meter.</summary>
@@ -53,6 +55,7 @@ public sealed partial class CallMeter
     private readonly ILogger _logger;
     private readonly Counter<long> _calls;
     private readonly Counter<long> _unpriced;
+    private readonly Counter<long> _usageUnreadable;
     private readonly Counter<double> _cost;
     private readonly Counter<double> _saved;
     private readonly Counter<long> _cacheHits;
@@ -72,6 +75,7 @@ public sealed partial class CallMeter
         var m = meters.Create(MeterName);
         _calls = m.CreateCounter<long>("bursar.calls", unit: "{call}", description: "Calls through the gateway, by outcome and served model");
         _unpriced = m.CreateCounter<long>("bursar.calls.unpriced", unit: "{call}", description: "Calls whose served model has no price (cost unknown, not $0)");
+        _usageUnreadable = m.CreateCounter<long>("bursar.calls.usage_unreadable", unit: "{call}", description: "Upstream 200s whose usage Bursar could not read (recorded as upstream errors at an estimated cost, never $0)");
         _cost = m.CreateCounter<double>("bursar.cost", unit: "USD", description: "Metered spend by served model");
         _saved = m.CreateCounter<double>("bursar.saved", unit: "USD", description: "What each lever saved");
         _cacheHits = m.CreateCounter<long>("bursar.cache.hits", unit: "{call}", description: "Calls answered by the response cache, by kind (exact, semantic)");
@@ -119,11 +123,30 @@ public sealed partial class CallMeter
         var served = s.Model ?? c.RequestedModel;
         var usage = s.Usage;
         string? estimated = null;
-        if (s.UsageSeen && !s.UsageFinal && s.Deltas > usage.OutputTokens)
+        var usageEstimated = false;
+        if (s.Answered && !s.UsageFinal && c.CacheHit is null)
         {
-            // the stream ended before its final usage: bill at least one token per delta that passed through
-            usage = usage with { OutputTokens = s.Deltas };
-            estimated = $"output tokens estimated ({s.Deltas} deltas): the stream ended before the provider's final usage";
+            // the upstream answered but its final usage never arrived (a stream cut off, a body without readable usage):
+            // bill an honest estimate, flagged, never $0: input from message_start when the provider sent it, else the
+            // pre-call estimate; output the tokens of what was streamed (at least one per delta)
+            var inputKnown = s.UsageSeen && usage.TotalInputTokens > 0;
+            if (!inputKnown) usage = usage with { InputTokens = c.EstimatedInputTokens };
+            var counted = CountOutput(served ?? "", s);
+            var output = Math.Max(usage.OutputTokens, Math.Max(s.Deltas, counted));
+            usage = usage with { OutputTokens = output };
+            usageEstimated = true;
+            if (c.Outcome == "ok")
+            {
+                // a complete 200 whose usage Bursar cannot read is an error on the row, not a priced call
+                c.Outcome = "upstream_error";
+                c.ErrorType ??= "usage_unreadable";
+            }
+            estimated = $"usage estimated: the provider's usage never arrived; input {usage.TotalInputTokens} tokens {(inputKnown ? "from message_start" : "estimated before the call")}, output {output} tokens counted from the streamed output ({s.Deltas} deltas)";
+        }
+        if ((c.ErrorType ?? s.ErrorType) == "usage_unreadable")
+        {
+            _usageUnreadable.Add(1, new KeyValuePair<string, object?>("gen_ai.provider.name", c.Provider ?? "unknown"));
+            LogUsageUnreadable(_logger, c.Provider, served, c.Id);
         }
         decimal? cost = null;
         decimal promptCacheSaving = 0m, routingSaving = 0m;
@@ -136,8 +159,8 @@ public sealed partial class CallMeter
             {
                 priced = true;
                 cost = CostCalculator.Compute(price, usage).Total;
-                // prompt caching credits only what it shows: the read discount minus the write premium, when Bursar placed the marks
-                if (c.PromptCachePlaced) promptCacheSaving = CostCalculator.ComputeUncached(price, usage) - cost.Value;
+                // prompt caching credits what it shows on the bill: the read discount minus the write premium (one rule for every report)
+                promptCacheSaving = CostCalculator.PromptCacheSaving(price, usage);
                 // routing credits what the same tokens would have cost on the model the caller asked for
                 if (c.RoutedFrom is not null && c.RoutedFrom != served && _catalog().Find(c.RoutedFrom).Price is { } asked)
                     routingSaving = CostCalculator.Compute(asked, usage).Total - cost.Value;
@@ -179,6 +202,7 @@ public sealed partial class CallMeter
             CacheWrite1hTokens = usage.CacheWrite1hTokens,
             OutputTokens = usage.OutputTokens,
             ReasoningTokens = usage.ReasoningTokens,
+            UsageEstimated = usageEstimated,
             Priced = priced,
             Cost = cost,
             CounterfactualCost = cost + (c.CacheHit?.CostUsd ?? 0m) + promptCacheSaving + routingSaving,
@@ -193,7 +217,7 @@ public sealed partial class CallMeter
             Outcome = c.Outcome,
             StatusCode = c.StatusCode,
             ErrorType = c.ErrorType ?? s.ErrorType,
-            ErrorMessage = c.ErrorMessage ?? s.ErrorMessage ?? estimated,
+            ErrorMessage = Join(c.ErrorMessage ?? s.ErrorMessage, estimated),
             RoutingReason = c.RoutingReason,
             VolatilePrefix = c.VolatilePrefix,
             FinishReason = s.FinishReason,
@@ -201,6 +225,17 @@ public sealed partial class CallMeter
         };
         Observe(c, record, usage);
         return record;
+    }
+
+    private static string? Join(string? a, string? b) => a is null ? b : b is null ? a : a + "; " + b;
+
+    /// <summary>Output tokens of the generated text seen so far, with the model's tokenizer (scaled up past the kept text).</summary>
+    private static long CountOutput(string model, CallSummary s)
+    {
+        if (s.OutputTextChars == 0) return 0;
+        var text = s.OutputText;
+        long n = Bursar.Core.Tokens.TokenCounter.Default.Count(model, text);
+        return text.Length >= s.OutputTextChars ? n : (long)Math.Ceiling(n * (double)s.OutputTextChars / text.Length);
     }
 
     private void Observe(CallContext c, LedgerRecord record, TokenUsage usage)
@@ -245,6 +280,9 @@ public sealed partial class CallMeter
             }
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Usage UNREADABLE from provider '{Provider}' (model '{Model}', call {CallId}): recorded as an upstream error at an estimated cost. Check the deployment's Dialect and BaseUrl.")]
+    private static partial void LogUsageUnreadable(ILogger logger, string? provider, string? model, string callId);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "UNPRICED model '{Model}' (call {CallId}, key {KeyId}): cost recorded as unknown, not $0. Add it with `bursar prices import` or Bursar:Prices.")]
     private static partial void LogUnpriced(ILogger logger, string model, string callId, string? keyId);

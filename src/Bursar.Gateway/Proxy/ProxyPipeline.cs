@@ -98,6 +98,7 @@ public sealed partial class ProxyPipeline(
             var scan = RequestScan.Run(body.Span, dialect);
             call.RequestedModel = scan.Model;
             call.Streamed = scan.Stream;
+            call.EstimatedInputTokens = scan.EstimatedInputTokens;
             if (scan.Error is not null)
             {
                 await RefuseAsync(ctx, call, scan.Error).ConfigureAwait(false);
@@ -473,12 +474,14 @@ public sealed partial class ProxyPipeline(
                 await WriteJsonAsync(ctx, call, status, bytes).ConfigureAwait(false);
                 return null;
             }
+            call.Summary.Answered = true;
             if (!UsageReader.TryReadResponse(deployment.Dialect, bytes, call.Summary))
             {
                 call.Outcome = "upstream_error";
-                call.ErrorType = "malformed_response";
+                call.ErrorType = "usage_unreadable";
+                call.ErrorMessage = $"Upstream '{deployment.Name}' ({deployment.BaseUri}) answered 200 with a body that is not a {deployment.Dialect.Name()} response; check its Dialect and BaseUrl.";
                 call.StatusCode = 502;
-                await WriteErrorAsync(ctx, call, new ProviderError(502, $"Upstream '{deployment.Name}' returned a body that is not JSON.", ErrorSource.Upstream)).ConfigureAwait(false);
+                await WriteErrorAsync(ctx, call, new ProviderError(502, call.ErrorMessage, ErrorSource.Upstream)).ConfigureAwait(false);
                 return null;
             }
             if (deployment.Dialect != dialect)
@@ -491,12 +494,13 @@ public sealed partial class ProxyPipeline(
         ctx.Response.ContentType = "text/event-stream";
         ctx.Response.Headers.CacheControl = "no-cache";
         ctx.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+        call.Summary.Answered = true;
         SseStreamHandler handler = (deployment.Dialect, dialect) switch
         {
             (Dialect.Anthropic, Dialect.Anthropic) => new AnthropicMeteringHandler(call.Summary, time),
             (Dialect.OpenAI, Dialect.OpenAI) => new OpenAIMeteringHandler(call.Summary, time, injectedUsage),
             (Dialect.Anthropic, Dialect.OpenAI) => new AnthropicToOpenAIStream(call.Summary, time, includeUsage: callerWantsUsage, time.GetUtcNow().ToUnixTimeSeconds()),
-            _ => new OpenAIToAnthropicStream(call.Summary, time),
+            _ => new OpenAIToAnthropicStream(call.Summary, time, call.EstimatedInputTokens),
         };
         await using var upstreamStream = await response.Content.ReadAsStreamAsync(ctx.RequestAborted).ConfigureAwait(false);
         var copy = capture ? new ArrayBufferWriter<byte>(4096) : null;

@@ -27,9 +27,40 @@ public sealed class CallSummary
     public System.Text.StringBuilder? Text { get; set; }
     public const int MaxText = 16 * 1024;
 
+    /// <summary>An upstream answered 200 (JSON or stream): from here on the call may have been billed, so it is never metered at $0 silently.</summary>
+    public bool Answered { get; set; }
+
     public void AppendText(string? s)
     {
-        if (Text is null || s is null || Text.Length >= MaxText) return;
-        Text.Append(s.AsSpan(0, Math.Min(s.Length, MaxText - Text.Length)));
+        if (s is null) return;
+        AppendText(s.AsSpan());
     }
+
+    /// <summary>Assistant text: kept for run done-conditions (when <see cref="Text"/> is set) and counted for the output estimate.</summary>
+    public void AppendText(ReadOnlySpan<char> s)
+    {
+        AppendOutput(s);
+        if (Text is null || Text.Length >= MaxText) return;
+        Text.Append(s[..Math.Min(s.Length, MaxText - Text.Length)]);
+    }
+
+    private System.Text.StringBuilder? _output;
+
+    /// <summary>Most output text kept to tokenize when the provider's usage never arrives; beyond it only its length is counted.</summary>
+    public const int MaxOutputText = 256 * 1024;
+
+    /// <summary>Characters of generated output (text, tool-call arguments) seen so far.</summary>
+    public long OutputTextChars { get; private set; }
+
+    /// <summary>Generated output that is not assistant text (tool-call arguments, thinking): counted for the output estimate only.</summary>
+    public void AppendOutput(ReadOnlySpan<char> s)
+    {
+        if (s.IsEmpty) return;
+        OutputTextChars += s.Length;
+        _output ??= new System.Text.StringBuilder();
+        if (_output.Length < MaxOutputText) _output.Append(s[..Math.Min(s.Length, MaxOutputText - _output.Length)]);
+    }
+
+    /// <summary>The generated output kept so far (up to <see cref="MaxOutputText"/> characters of <see cref="OutputTextChars"/>).</summary>
+    public string OutputText => _output?.ToString() ?? "";
 }

@@ -44,7 +44,11 @@ public static class UsageReader
         return u;
     }
 
-    /// <summary>Reads a whole non-streamed response body of <paramref name="dialect"/> into <paramref name="summary"/>.</summary>
+    /// <summary>
+    /// Reads a whole non-streamed response body of <paramref name="dialect"/> into <paramref name="summary"/>; false when
+    /// the body is not JSON or not a response of that dialect (an Anthropic message has a <c>content</c> array, an OpenAI
+    /// chat completion a <c>choices</c> array), e.g. a deployment configured with the wrong dialect.
+    /// </summary>
     public static bool TryReadResponse(Dialect dialect, ReadOnlySpan<byte> body, CallSummary summary)
     {
         try
@@ -53,6 +57,7 @@ public static class UsageReader
             using var doc = JsonDocument.ParseValue(ref reader);
             var root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object) return false;
+            if (!root.TryGetProperty(dialect == Dialect.Anthropic ? "content" : "choices", out var shape) || shape.ValueKind != JsonValueKind.Array) return false;
             summary.Model = Str(root, "model") ?? summary.Model;
             summary.ResponseId = Str(root, "id");
             if (dialect == Dialect.Anthropic)

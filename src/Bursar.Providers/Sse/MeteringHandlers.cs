@@ -7,31 +7,25 @@ namespace Bursar.Providers.Sse;
 /// <summary>Anthropic stream passed through unchanged; usage from <c>message_start</c> overridden by cumulative <c>message_delta</c>.</summary>
 public sealed class AnthropicMeteringHandler(CallSummary summary, TimeProvider time) : SseStreamHandler(summary, time)
 {
+    protected override Dialect CallerDialect => Dialect.Anthropic;
+
     public override void OnFrame(ReadOnlySpan<byte> raw, ReadOnlySpan<byte> eventName, ReadOnlySpan<byte> data, IBufferWriter<byte> output)
     {
-        Observe(eventName, data);
+        switch (AnthropicEvents.Observe(eventName, data, Summary))
+        {
+            case AnthropicEventKind.ContentBlockDelta:
+                MarkFirstToken();
+                break;
+            case AnthropicEventKind.MessageStop:
+            case AnthropicEventKind.Error:
+                Ended = true;
+                break;
+        }
         output.Write(raw);
     }
-
-    internal void Observe(ReadOnlySpan<byte> eventName, ReadOnlySpan<byte> data)
-    {
-        if (eventName.SequenceEqual("content_block_delta"u8))
-        {
-            MarkFirstToken();
-            Summary.OutputChars += data.Length;
-            Summary.Deltas++;
-            if (Summary.Text is not null) AnthropicEvents.AppendDeltaText(data, Summary);
-            return;
-        }
-        if (eventName.SequenceEqual("content_block_start"u8))
-        {
-            if (data.IndexOf("\"type\":\"tool_use\""u8) >= 0) Summary.ToolCalls++;
-            return;
-        }
-        if (eventName.SequenceEqual("message_start"u8) || eventName.SequenceEqual("message_delta"u8) || eventName.SequenceEqual("error"u8))
-            AnthropicEvents.Observe(data, Summary);
-    }
 }
+
+internal enum AnthropicEventKind { Other, MessageStart, ContentBlockStart, ContentBlockDelta, MessageDelta, MessageStop, Error, Ping }
 
 /// <summary>One place that parses an event's JSON data for the metering handlers.</summary>
 internal static class EventJson
@@ -51,19 +45,166 @@ internal static class EventJson
             return false;
         }
     }
+
+    /// <summary>Appends the JSON string the reader is on to the summary's output (and its text when <paramref name="text"/>), without a string allocation.</summary>
+    public static void AppendString(ref Utf8JsonReader r, CallSummary summary, bool text)
+    {
+        var max = r.HasValueSequence ? checked((int)r.ValueSequence.Length) : r.ValueSpan.Length;
+        if (max == 0) return;
+        var rented = ArrayPool<char>.Shared.Rent(max);
+        try
+        {
+            var n = r.CopyString(rented);
+            if (text) summary.AppendText(rented.AsSpan(0, n));
+            else summary.AppendOutput(rented.AsSpan(0, n));
+        }
+        finally
+        {
+            ArrayPool<char>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>Moves past the value of the property the reader is on.</summary>
+    public static void SkipValue(ref Utf8JsonReader r)
+    {
+        r.Read();
+        r.Skip();
+    }
 }
 
+/// <summary>
+/// Reads Anthropic events with a JSON reader: whatever the spacing, key order or escaping, and whether or not the
+/// frame has an <c>event:</c> line (the data's <c>type</c> decides). Content deltas, the hot path, build no DOM.
+/// </summary>
 internal static class AnthropicEvents
 {
-    public static void AppendDeltaText(ReadOnlySpan<byte> data, CallSummary summary) =>
-        EventJson.TryRead(data, summary, static (root, s) =>
-        {
-            if (root.TryGetProperty("delta", out var d)) s.AppendText(UsageReader.Str(d, "text"));
-        });
-
-    public static void Observe(ReadOnlySpan<byte> data, CallSummary summary)
+    public static AnthropicEventKind Kind(ReadOnlySpan<byte> eventName, ReadOnlySpan<byte> data)
     {
-        if (!EventJson.TryRead(data, summary, Read)) summary.ErrorType ??= "malformed_stream";
+        if (!eventName.IsEmpty) return KindOf(eventName);
+        try
+        {
+            var r = new Utf8JsonReader(data);
+            if (!r.Read() || r.TokenType != JsonTokenType.StartObject) return AnthropicEventKind.Other;
+            while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+            {
+                if (r.ValueTextEquals("type"u8))
+                {
+                    r.Read();
+                    if (r.TokenType != JsonTokenType.String) return AnthropicEventKind.Other;
+                    return KindOf(r.HasValueSequence || r.ValueIsEscaped ? System.Text.Encoding.UTF8.GetBytes(r.GetString()!) : r.ValueSpan);
+                }
+                EventJson.SkipValue(ref r);
+            }
+        }
+        catch (JsonException)
+        {
+        }
+        return AnthropicEventKind.Other;
+    }
+
+    private static AnthropicEventKind KindOf(ReadOnlySpan<byte> name) => name switch
+    {
+        _ when name.SequenceEqual("content_block_delta"u8) => AnthropicEventKind.ContentBlockDelta,
+        _ when name.SequenceEqual("content_block_start"u8) => AnthropicEventKind.ContentBlockStart,
+        _ when name.SequenceEqual("message_start"u8) => AnthropicEventKind.MessageStart,
+        _ when name.SequenceEqual("message_delta"u8) => AnthropicEventKind.MessageDelta,
+        _ when name.SequenceEqual("message_stop"u8) => AnthropicEventKind.MessageStop,
+        _ when name.SequenceEqual("error"u8) => AnthropicEventKind.Error,
+        _ when name.SequenceEqual("ping"u8) => AnthropicEventKind.Ping,
+        _ => AnthropicEventKind.Other,
+    };
+
+    /// <summary>Meters one event into <paramref name="summary"/>; returns its kind.</summary>
+    public static AnthropicEventKind Observe(ReadOnlySpan<byte> eventName, ReadOnlySpan<byte> data, CallSummary summary)
+    {
+        var kind = Kind(eventName, data);
+        switch (kind)
+        {
+            case AnthropicEventKind.ContentBlockDelta:
+                summary.Deltas++;
+                summary.OutputChars += data.Length;
+                ReadDelta(data, summary);
+                break;
+            case AnthropicEventKind.ContentBlockStart:
+                if (IsToolUseStart(data)) summary.ToolCalls++;
+                break;
+            case AnthropicEventKind.MessageStart or AnthropicEventKind.MessageDelta or AnthropicEventKind.Error:
+                if (!EventJson.TryRead(data, summary, Read)) summary.ErrorType ??= "malformed_stream";
+                break;
+        }
+        return kind;
+    }
+
+    /// <summary>Text, tool-input JSON or thinking of a <c>content_block_delta</c>, read with a reader (no DOM).</summary>
+    private static void ReadDelta(ReadOnlySpan<byte> data, CallSummary summary)
+    {
+        try
+        {
+            var r = new Utf8JsonReader(data);
+            if (!r.Read() || r.TokenType != JsonTokenType.StartObject) throw new JsonException();
+            while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+            {
+                if (!r.ValueTextEquals("delta"u8))
+                {
+                    EventJson.SkipValue(ref r);
+                    continue;
+                }
+                r.Read();
+                if (r.TokenType != JsonTokenType.StartObject)
+                {
+                    r.Skip();
+                    continue;
+                }
+                while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+                {
+                    var text = r.ValueTextEquals("text"u8);
+                    if (text || r.ValueTextEquals("partial_json"u8) || r.ValueTextEquals("thinking"u8))
+                    {
+                        r.Read();
+                        if (r.TokenType == JsonTokenType.String) EventJson.AppendString(ref r, summary, text);
+                        else r.Skip();
+                    }
+                    else EventJson.SkipValue(ref r);
+                }
+            }
+        }
+        catch (JsonException)
+        {
+            summary.ErrorType ??= "malformed_stream";
+        }
+    }
+
+    private static bool IsToolUseStart(ReadOnlySpan<byte> data)
+    {
+        try
+        {
+            var r = new Utf8JsonReader(data);
+            if (!r.Read() || r.TokenType != JsonTokenType.StartObject) return false;
+            while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+            {
+                if (!r.ValueTextEquals("content_block"u8))
+                {
+                    EventJson.SkipValue(ref r);
+                    continue;
+                }
+                r.Read();
+                if (r.TokenType != JsonTokenType.StartObject) return false;
+                while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+                {
+                    if (r.ValueTextEquals("type"u8))
+                    {
+                        r.Read();
+                        return r.TokenType == JsonTokenType.String && (r.ValueTextEquals("tool_use"u8) || r.ValueTextEquals("server_tool_use"u8));
+                    }
+                    EventJson.SkipValue(ref r);
+                }
+                return false;
+            }
+        }
+        catch (JsonException)
+        {
+        }
+        return false;
     }
 
     private static void Read(JsonElement root, CallSummary summary)
@@ -87,9 +228,10 @@ internal static class AnthropicEvents
                     summary.UsageSeen = summary.UsageFinal = true;
                 }
                 break;
-            case "error" when root.TryGetProperty("error", out var e):
-                summary.ErrorType = UsageReader.Str(e, "type") ?? "api_error";
-                summary.ErrorMessage = UsageReader.Str(e, "message");
+            case "error":
+                var e = root.TryGetProperty("error", out var ee) ? ee : default;
+                summary.ErrorType = (e.ValueKind == JsonValueKind.Object ? UsageReader.Str(e, "type") : null) ?? "api_error";
+                summary.ErrorMessage = e.ValueKind == JsonValueKind.Object ? UsageReader.Str(e, "message") : null;
                 break;
         }
     }
@@ -101,87 +243,246 @@ internal static class AnthropicEvents
 /// </summary>
 public sealed class OpenAIMeteringHandler(CallSummary summary, TimeProvider time, bool dropUsageChunk) : SseStreamHandler(summary, time)
 {
+    protected override Dialect CallerDialect => Dialect.OpenAI;
+
     public override void OnFrame(ReadOnlySpan<byte> raw, ReadOnlySpan<byte> eventName, ReadOnlySpan<byte> data, IBufferWriter<byte> output)
     {
-        if (OpenAIChunks.Observe(data, Summary, this) && dropUsageChunk) return;
+        var chunk = OpenAIChunks.Observe(data, Summary, wantContent: false);
+        if (chunk.Delta) MarkFirstToken();
+        if (chunk.Done || chunk.Error) Ended = true;
+        if (chunk.UsageOnly && dropUsageChunk) return;
         output.Write(raw);
     }
 
-    internal void FirstToken() => MarkFirstToken();
+    public override void OnEnd(IBufferWriter<byte> output)
+    {
+        // a server that finishes its choice but never writes [DONE] still gave a whole answer
+        if (!Ended && Summary.FinishReason is not null) Ended = true;
+    }
 }
 
+/// <summary>What one OpenAI chunk held, as the metering reader saw it.</summary>
+internal struct OpenAIChunk
+{
+    /// <summary>The <c>[DONE]</c> sentinel.</summary>
+    public bool Done;
+    /// <summary>An <c>{"error": ...}</c> frame.</summary>
+    public bool Error;
+    /// <summary>A usage object and no choices: the usage chunk <c>stream_options.include_usage</c> asks for.</summary>
+    public bool UsageOnly;
+    /// <summary>Content or tool-call arguments arrived.</summary>
+    public bool Delta;
+    /// <summary>The chunk carries tool calls (the translator reads them from a DOM).</summary>
+    public bool ToolCalls;
+    /// <summary>Choice 0's content, when asked for.</summary>
+    public string? Content;
+    /// <summary>Choice 0's finish reason, when this chunk has one.</summary>
+    public string? FinishReason;
+}
+
+/// <summary>
+/// Reads OpenAI chunks with a <see cref="Utf8JsonReader"/>: any spacing, newlines, key order or escapes; unknown fields
+/// are skipped. Only the rare usage and error objects become a DOM.
+/// </summary>
 internal static class OpenAIChunks
 {
-    private static ReadOnlySpan<byte> UsageObject => "\"usage\":{"u8;
-    private static ReadOnlySpan<byte> EmptyChoices => "\"choices\":[]"u8;
-
-    /// <summary>Meters one chunk; true when it is the usage-only chunk (no choices).</summary>
-    public static bool Observe(ReadOnlySpan<byte> data, CallSummary summary, OpenAIMeteringHandler? handler)
+    public static OpenAIChunk Observe(ReadOnlySpan<byte> data, CallSummary summary, bool wantContent)
     {
-        if (data.IsEmpty || data.SequenceEqual("[DONE]"u8)) return false;
-        if (data.StartsWith("{\"error\""u8))
+        var chunk = default(OpenAIChunk);
+        if (data.IsEmpty) return chunk;
+        if (data.SequenceEqual("[DONE]"u8))
         {
-            ReadError(data, summary);
-            return false;
-        }
-        if (summary.Model is null || data.IndexOf("\"finish_reason\":\""u8) >= 0)
-            ReadHeader(data, summary);
-        if (data.IndexOf("\"delta\":{\""u8) >= 0)
-        {
-            summary.Deltas++;
-            if (summary.FirstTokenTimestamp is null) handler?.FirstToken();
+            chunk.Done = true;
+            return chunk;
         }
         summary.OutputChars += data.Length;
-        if (data.IndexOf("\"tool_calls\""u8) >= 0) summary.ToolCalls += Count(data, "\"type\":\"function\""u8);
-        if (summary.Text is not null && data.IndexOf("\"content\":\""u8) >= 0) AppendContent(data, summary);
-        var ui = data.IndexOf(UsageObject);
-        if (ui < 0) return false;
-        var parsed = EventJson.TryRead(data, summary, static (root, s) =>
+        bool choices = false, anyChoice = false, usage = false;
+        try
         {
-            if (root.TryGetProperty("usage", out var u) && u.ValueKind == JsonValueKind.Object)
+            var r = new Utf8JsonReader(data);
+            if (!r.Read() || r.TokenType != JsonTokenType.StartObject) throw new JsonException("not an object");
+            while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
             {
-                s.Usage = UsageReader.ReadOpenAI(u);
-                s.UsageSeen = s.UsageFinal = true;
+                if (r.ValueTextEquals("choices"u8))
+                {
+                    r.Read();
+                    if (r.TokenType != JsonTokenType.StartArray)
+                    {
+                        r.Skip();
+                        continue;
+                    }
+                    choices = true;
+                    while (r.Read() && r.TokenType == JsonTokenType.StartObject)
+                    {
+                        anyChoice = true;
+                        ReadChoice(ref r, summary, ref chunk, wantContent);
+                    }
+                }
+                else if (r.ValueTextEquals("usage"u8))
+                {
+                    r.Read();
+                    if (r.TokenType != JsonTokenType.StartObject)
+                    {
+                        r.Skip();
+                        continue;
+                    }
+                    using var doc = JsonDocument.ParseValue(ref r);
+                    summary.Usage = UsageReader.ReadOpenAI(doc.RootElement);
+                    summary.UsageSeen = summary.UsageFinal = usage = true;
+                }
+                else if (r.ValueTextEquals("model"u8))
+                {
+                    r.Read();
+                    if (r.TokenType == JsonTokenType.String) summary.Model ??= r.GetString();
+                    else r.Skip();
+                }
+                else if (r.ValueTextEquals("id"u8))
+                {
+                    r.Read();
+                    if (r.TokenType == JsonTokenType.String) summary.ResponseId ??= r.GetString();
+                    else r.Skip();
+                }
+                else if (r.ValueTextEquals("error"u8))
+                {
+                    r.Read();
+                    if (r.TokenType != JsonTokenType.StartObject)
+                    {
+                        r.Skip();
+                        continue;
+                    }
+                    using var doc = JsonDocument.ParseValue(ref r);
+                    var e = doc.RootElement;
+                    chunk.Error = true;
+                    summary.ErrorType = UsageReader.Str(e, "code") ?? UsageReader.Str(e, "type") ?? "server_error";
+                    summary.ErrorMessage = UsageReader.Str(e, "message");
+                }
+                else
+                {
+                    EventJson.SkipValue(ref r);
+                }
             }
-        });
-        return parsed && data.IndexOf(EmptyChoices) >= 0;
-    }
-
-    private static int Count(ReadOnlySpan<byte> data, ReadOnlySpan<byte> what)
-    {
-        var n = 0;
-        int i;
-        while ((i = data.IndexOf(what)) >= 0)
-        {
-            n++;
-            data = data[(i + what.Length)..];
         }
-        return n;
+        catch (JsonException)
+        {
+            summary.ErrorType ??= "malformed_stream";
+            return chunk;
+        }
+        chunk.UsageOnly = usage && !anyChoice;
+        _ = choices;
+        return chunk;
     }
 
-    private static void AppendContent(ReadOnlySpan<byte> data, CallSummary summary) =>
-        EventJson.TryRead(data, summary, static (root, s) =>
-        {
-            if (root.TryGetProperty("choices", out var ch) && ch.ValueKind == JsonValueKind.Array && ch.GetArrayLength() > 0 && ch[0].TryGetProperty("delta", out var d))
-                s.AppendText(UsageReader.Str(d, "content"));
-        });
-
-    private static void ReadHeader(ReadOnlySpan<byte> data, CallSummary summary)
+    private static void ReadChoice(ref Utf8JsonReader r, CallSummary summary, ref OpenAIChunk chunk, bool wantContent)
     {
-        var ok = EventJson.TryRead(data, summary, static (root, s) =>
+        var first = true; // "index" may come after "delta": choice 0 is assumed until another index is read
+        string? content = null;
+        string? finish = null;
+        while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
         {
-            s.Model ??= UsageReader.Str(root, "model");
-            s.ResponseId ??= UsageReader.Str(root, "id");
-            if (root.TryGetProperty("choices", out var ch) && ch.ValueKind == JsonValueKind.Array && ch.GetArrayLength() > 0)
-                s.FinishReason = UsageReader.Str(ch[0], "finish_reason") ?? s.FinishReason;
-        });
-        if (!ok) summary.ErrorType ??= "malformed_stream";
+            if (r.ValueTextEquals("index"u8))
+            {
+                r.Read();
+                if (r.TokenType == JsonTokenType.Number && r.TryGetInt32(out var i)) first = i == 0;
+                else r.Skip();
+            }
+            else if (r.ValueTextEquals("delta"u8))
+            {
+                r.Read();
+                if (r.TokenType != JsonTokenType.StartObject)
+                {
+                    r.Skip();
+                    continue;
+                }
+                while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+                {
+                    if (r.ValueTextEquals("content"u8) || r.ValueTextEquals("refusal"u8))
+                    {
+                        r.Read();
+                        if (r.TokenType != JsonTokenType.String)
+                        {
+                            r.Skip();
+                            continue;
+                        }
+                        if (r.ValueSpan.IsEmpty && !r.HasValueSequence) continue;
+                        chunk.Delta = true;
+                        summary.Deltas++;
+                        if (wantContent)
+                        {
+                            content = r.GetString();
+                            summary.AppendText(content);
+                        }
+                        else EventJson.AppendString(ref r, summary, text: true);
+                    }
+                    else if (r.ValueTextEquals("tool_calls"u8))
+                    {
+                        r.Read();
+                        if (r.TokenType != JsonTokenType.StartArray)
+                        {
+                            r.Skip();
+                            continue;
+                        }
+                        chunk.ToolCalls = true;
+                        while (r.Read() && r.TokenType == JsonTokenType.StartObject) ReadToolCall(ref r, summary, ref chunk);
+                    }
+                    else EventJson.SkipValue(ref r);
+                }
+            }
+            else if (r.ValueTextEquals("finish_reason"u8))
+            {
+                r.Read();
+                if (r.TokenType == JsonTokenType.String) finish = r.GetString();
+                else r.Skip();
+            }
+            else EventJson.SkipValue(ref r);
+        }
+        if (finish is not null)
+        {
+            if (first || summary.FinishReason is null) summary.FinishReason = finish;
+            if (first) chunk.FinishReason = finish;
+        }
+        if (first && content is not null) chunk.Content = content;
     }
 
-    private static void ReadError(ReadOnlySpan<byte> data, CallSummary summary)
+    private static void ReadToolCall(ref Utf8JsonReader r, CallSummary summary, ref OpenAIChunk chunk)
     {
-        var e = ProviderError.TryParse(500, data);
-        summary.ErrorType = e?.TypeOverride ?? "server_error";
-        summary.ErrorMessage = e?.Message;
+        while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+        {
+            if (r.ValueTextEquals("id"u8))
+            {
+                r.Read();
+                if (r.TokenType == JsonTokenType.String) summary.ToolCalls++; // the first chunk of each call carries its id
+                else r.Skip();
+            }
+            else if (r.ValueTextEquals("function"u8))
+            {
+                r.Read();
+                if (r.TokenType != JsonTokenType.StartObject)
+                {
+                    r.Skip();
+                    continue;
+                }
+                while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
+                {
+                    var args = r.ValueTextEquals("arguments"u8);
+                    if (args || r.ValueTextEquals("name"u8))
+                    {
+                        r.Read();
+                        if (r.TokenType != JsonTokenType.String)
+                        {
+                            r.Skip();
+                            continue;
+                        }
+                        if (args && (r.ValueSpan.Length > 0 || r.HasValueSequence))
+                        {
+                            chunk.Delta = true;
+                            summary.Deltas++;
+                        }
+                        EventJson.AppendString(ref r, summary, text: false);
+                    }
+                    else EventJson.SkipValue(ref r);
+                }
+            }
+            else EventJson.SkipValue(ref r);
+        }
     }
 }

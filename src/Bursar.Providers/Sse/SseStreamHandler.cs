@@ -18,6 +18,34 @@ public abstract class SseStreamHandler(CallSummary summary, TimeProvider time)
     /// <summary>Called once when the upstream stream ends normally.</summary>
     public virtual void OnEnd(IBufferWriter<byte> output) { }
 
+    /// <summary>The dialect the caller reads: the error event a broken stream ends with is written in it.</summary>
+    protected abstract Dialect CallerDialect { get; }
+
+    /// <summary>
+    /// True once the stream reached its end for the caller: the provider's last event (<c>[DONE]</c> or a finish reason;
+    /// <c>message_stop</c>), an error event, or the error event Bursar wrote after the upstream broke off.
+    /// </summary>
+    public bool Ended { get; protected set; }
+
+    /// <summary>
+    /// The upstream connection dropped, or the stream ended before its last event: the caller gets the dialect's error
+    /// event (never a clean end it would take for a complete answer), and the call is an upstream error.
+    /// </summary>
+    public void OnUpstreamFailed(IBufferWriter<byte> output, string errorType, string message)
+    {
+        if (Ended) return;
+        Ended = true;
+        Summary.ErrorType ??= errorType;
+        Summary.ErrorMessage ??= message;
+        BeforeError(output);
+        var e = new ProviderError(502, message, ErrorSource.Upstream);
+        if (CallerDialect == Dialect.Anthropic) SseFrames.WriteEvent(output, "error"u8, e.ToJson(Dialect.Anthropic));
+        else SseFrames.WriteEvent(output, default, e.ToJson(Dialect.OpenAI));
+    }
+
+    /// <summary>What a translator closes before the error event (nothing by default).</summary>
+    protected virtual void BeforeError(IBufferWriter<byte> output) { }
+
     protected void MarkFirstToken()
     {
         Summary.FirstTokenTimestamp ??= Time.GetTimestamp();
@@ -44,13 +72,13 @@ public static class SsePump
         if (flush.IsCanceled || flush.IsCompleted) throw new CallerDisconnectedException(null);
     }
 
-    /// <param name="beforeLastFlush">Runs once, before the flush that carries the stream's end to the caller (after the
-    /// upstream's terminal frame, <c>[DONE]</c> or <c>message_stop</c>, or at the end of the upstream): the gateway makes
-    /// the call's ledger record durable there.</param>
     /// <summary>The upstream's last frame: OpenAI's <c>data: [DONE]</c>, Anthropic's <c>message_stop</c> event.</summary>
     private static bool IsTerminal(ReadOnlySpan<byte> eventName, ReadOnlySpan<byte> data) =>
         data.SequenceEqual("[DONE]"u8) || eventName.SequenceEqual("message_stop"u8);
 
+    /// <param name="beforeLastFlush">Runs once, before the flush that carries the stream's end to the caller (after the
+    /// upstream's terminal frame, <c>[DONE]</c> or <c>message_stop</c>, or at the end of the upstream): the gateway makes
+    /// the call's ledger record durable there.</param>
     public static async Task PumpAsync(Stream upstream, PipeWriter downstream, SseStreamHandler handler, CancellationToken cancellationToken, ArrayBufferWriter<byte>? capture = null, Func<ValueTask>? beforeLastFlush = null)
     {
         var ended = false;
@@ -62,7 +90,23 @@ public static class SsePump
         {
             while (true)
             {
-                var result = await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+                ReadResult result;
+                try
+                {
+                    result = await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception e) when (!cancellationToken.IsCancellationRequested && e is IOException or HttpRequestException or OperationCanceledException)
+                {
+                    // the upstream connection broke (reset, truncated body, upstream timeout): say so in the caller's dialect
+                    handler.OnUpstreamFailed(output, "stream_interrupted", $"The upstream connection dropped before the stream ended: {e.Message}");
+                    if (!ended && beforeLastFlush is not null)
+                    {
+                        ended = true;
+                        await beforeLastFlush().ConfigureAwait(false);
+                    }
+                    await FlushToCallerAsync(downstream, cancellationToken).ConfigureAwait(false);
+                    return;
+                }
                 var buffer = result.Buffer;
                 var wrote = false;
                 while (SseFrames.TryTakeFrame(ref buffer, out var frame))
@@ -104,6 +148,7 @@ public static class SsePump
                         if (!data.IsEmpty) handler.OnFrame([.. rest, (byte)'\n', (byte)'\n'], ev, data, output);
                     }
                     handler.OnEnd(output);
+                    if (!handler.Ended) handler.OnUpstreamFailed(output, "stream_truncated", "The upstream stream ended before its last event (no [DONE], finish reason or message_stop): the answer is incomplete.");
                     if (!ended && beforeLastFlush is not null)
                     {
                         ended = true;

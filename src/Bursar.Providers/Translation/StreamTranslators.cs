@@ -12,25 +12,35 @@ public sealed class AnthropicToOpenAIStream(CallSummary summary, TimeProvider ti
     private string _id = "chatcmpl-bursar";
     private string _model = "";
     private int _toolIndex = -1;
-    private bool _done;
+
+    protected override Dialect CallerDialect => Dialect.OpenAI;
 
     public override void OnFrame(ReadOnlySpan<byte> raw, ReadOnlySpan<byte> eventName, ReadOnlySpan<byte> data, IBufferWriter<byte> output)
     {
-        if (eventName.SequenceEqual("message_start"u8) || eventName.SequenceEqual("message_delta"u8) || eventName.SequenceEqual("error"u8))
-            AnthropicEvents.Observe(data, Summary);
-        if (data.IsEmpty) return;
-        using var doc = JsonDocument.Parse(data.ToArray());
-        var root = doc.RootElement;
-        switch (root.TryGetProperty("type", out var t) ? t.GetString() : null)
+        // metering reads every event the same way as the pass-through handler (deltas, text, tool calls, usage)
+        var kind = AnthropicEvents.Observe(eventName, data, Summary);
+        if (data.IsEmpty || kind is AnthropicEventKind.Ping or AnthropicEventKind.Other) return;
+        JsonDocument doc;
+        try
         {
-            case "message_start":
+            doc = JsonDocument.Parse(data.ToArray());
+        }
+        catch (JsonException)
+        {
+            Summary.ErrorType ??= "malformed_stream";
+            return;
+        }
+        using var _ = doc;
+        var root = doc.RootElement;
+        switch (kind)
+        {
+            case AnthropicEventKind.MessageStart:
                 _id = "chatcmpl-" + (Summary.ResponseId ?? "bursar");
                 _model = Summary.Model ?? "";
                 Chunk(output, w => { w.WriteString("role", "assistant"); w.WriteString("content", ""); }, null);
                 break;
-            case "content_block_start" when root.GetProperty("content_block") is var cb && cb.GetProperty("type").GetString() == "tool_use":
+            case AnthropicEventKind.ContentBlockStart when root.GetProperty("content_block") is var cb && cb.GetProperty("type").GetString() == "tool_use":
                 _toolIndex++;
-                Summary.ToolCalls++;
                 MarkFirstToken();
                 Chunk(output, w =>
                 {
@@ -47,15 +57,12 @@ public sealed class AnthropicToOpenAIStream(CallSummary summary, TimeProvider ti
                     w.WriteEndArray();
                 }, null);
                 break;
-            case "content_block_delta":
+            case AnthropicEventKind.ContentBlockDelta:
                 var delta = root.GetProperty("delta");
                 MarkFirstToken();
-                Summary.Deltas++;
-                Summary.OutputChars += data.Length;
                 switch (delta.GetProperty("type").GetString())
                 {
                     case "text_delta":
-                        Summary.AppendText(delta.GetProperty("text").GetString());
                         Chunk(output, w => w.WriteString("content", delta.GetProperty("text").GetString()), null);
                         break;
                     case "input_json_delta":
@@ -73,29 +80,29 @@ public sealed class AnthropicToOpenAIStream(CallSummary summary, TimeProvider ti
                         break;
                 }
                 break;
-            case "message_delta":
+            case AnthropicEventKind.MessageDelta:
                 Chunk(output, _ => { }, ResponseTranslator.OpenAIFinishReason(Summary.FinishReason));
                 break;
-            case "message_stop":
+            case AnthropicEventKind.MessageStop:
                 Finish(output);
                 break;
-            case "error":
+            case AnthropicEventKind.Error:
                 var e = new ProviderError(500, Summary.ErrorMessage ?? "upstream error", ErrorSource.Upstream) { TypeOverride = Summary.ErrorType }.ForDialect(Dialect.OpenAI);
                 SseFrames.WriteEvent(output, default, e.ToJson(Dialect.OpenAI));
-                _done = true;
+                Ended = true;
                 break;
         }
     }
 
     public override void OnEnd(IBufferWriter<byte> output)
     {
-        if (!_done && Summary.FinishReason is not null) Finish(output);
+        if (!Ended && Summary.FinishReason is not null) Finish(output);
     }
 
     private void Finish(IBufferWriter<byte> output)
     {
-        if (_done) return;
-        _done = true;
+        if (Ended) return;
+        Ended = true;
         if (includeUsage)
         {
             var u = Summary.Usage;
@@ -148,56 +155,70 @@ public sealed class AnthropicToOpenAIStream(CallSummary summary, TimeProvider ti
     }
 }
 
-/// <summary>OpenAI chat.completion.chunk frames in, Anthropic Messages events out; metered on the way.</summary>
-public sealed class OpenAIToAnthropicStream(CallSummary summary, TimeProvider time) : SseStreamHandler(summary, time)
+/// <summary>
+/// OpenAI chat.completion.chunk frames in, Anthropic Messages events out; metered on the way.
+/// OpenAI reports usage only at the end of a stream, while Anthropic's <c>message_start</c> carries the input count:
+/// there Bursar writes its pre-call estimate (<paramref name="estimatedInputTokens"/>, from the request's size);
+/// the provider's exact counts follow in the final <c>message_delta</c> usage, which the ledger bills.
+/// </summary>
+public sealed class OpenAIToAnthropicStream(CallSummary summary, TimeProvider time, long estimatedInputTokens = 0) : SseStreamHandler(summary, time)
 {
     private readonly ArrayBufferWriter<byte> _json = new(512);
     private bool _started;
     private int _index = -1;
     private string? _open; // "text" or "tool_use"
-    private bool _done;
+
+    protected override Dialect CallerDialect => Dialect.Anthropic;
 
     public override void OnFrame(ReadOnlySpan<byte> raw, ReadOnlySpan<byte> eventName, ReadOnlySpan<byte> data, IBufferWriter<byte> output)
     {
         if (data.IsEmpty) return;
-        if (data.SequenceEqual("[DONE]"u8))
+        var chunk = OpenAIChunks.Observe(data, Summary, wantContent: true);
+        if (chunk.Done)
         {
             Finish(output);
             return;
         }
-        OpenAIChunks.Observe(data, Summary, null);
-        if (data.StartsWith("{\"error\""u8))
+        if (chunk.Error)
         {
             var e = new ProviderError(500, Summary.ErrorMessage ?? "upstream error", ErrorSource.Upstream) { TypeOverride = Summary.ErrorType }.ForDialect(Dialect.Anthropic);
             Event(output, "error", w => { w.WriteString("type", "error"); w.WriteStartObject("error"); w.WriteString("type", e.AnthropicType); w.WriteString("message", e.Message); w.WriteEndObject(); });
-            _done = true;
+            Ended = true;
             return;
         }
+        if (Summary.ErrorType == "malformed_stream") return;
         EnsureStarted(output);
+        if (chunk.Content is { Length: > 0 } text)
+        {
+            MarkFirstToken();
+            if (_open != "text") Open(output, "text", w => { w.WriteString("type", "text"); w.WriteString("text", ""); });
+            Event(output, "content_block_delta", w =>
+            {
+                w.WriteString("type", "content_block_delta");
+                w.WriteNumber("index", _index);
+                w.WriteStartObject("delta");
+                w.WriteString("type", "text_delta");
+                w.WriteString("text", text);
+                w.WriteEndObject();
+            });
+        }
+        if (chunk.ToolCalls) TranslateToolCalls(data, output);
+        if (chunk.FinishReason is not null) Close(output);
+    }
+
+    /// <summary>Tool-call pieces are rare next to text: they are read from a DOM.</summary>
+    private void TranslateToolCalls(ReadOnlySpan<byte> data, IBufferWriter<byte> output)
+    {
         using var doc = JsonDocument.Parse(data.ToArray());
         if (!doc.RootElement.TryGetProperty("choices", out var choices) || choices.ValueKind != JsonValueKind.Array || choices.GetArrayLength() == 0) return;
         var choice = choices[0];
         if (choice.TryGetProperty("delta", out var delta) && delta.ValueKind == JsonValueKind.Object)
         {
-            if (delta.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String && c.GetString() is { Length: > 0 } text)
-            {
-                Summary.FirstTokenTimestamp ??= Time.GetTimestamp();
-                if (_open != "text") Open(output, "text", w => { w.WriteString("type", "text"); w.WriteString("text", ""); });
-                Event(output, "content_block_delta", w =>
-                {
-                    w.WriteString("type", "content_block_delta");
-                    w.WriteNumber("index", _index);
-                    w.WriteStartObject("delta");
-                    w.WriteString("type", "text_delta");
-                    w.WriteString("text", text);
-                    w.WriteEndObject();
-                });
-            }
             if (delta.TryGetProperty("tool_calls", out var calls) && calls.ValueKind == JsonValueKind.Array)
             {
                 foreach (var call in calls.EnumerateArray())
                 {
-                    Summary.FirstTokenTimestamp ??= Time.GetTimestamp();
+                    MarkFirstToken();
                     if (call.TryGetProperty("id", out var id) && id.ValueKind == JsonValueKind.String)
                     {
                         var name = call.GetProperty("function").GetProperty("name").GetString();
@@ -219,12 +240,12 @@ public sealed class OpenAIToAnthropicStream(CallSummary summary, TimeProvider ti
                 }
             }
         }
-        if (choice.TryGetProperty("finish_reason", out var fr) && fr.ValueKind == JsonValueKind.String) Close(output);
     }
 
     public override void OnEnd(IBufferWriter<byte> output)
     {
-        if (!_done && Summary.ErrorType is null && _started) Finish(output);
+        // a server that finishes its choice but never writes [DONE] still gave a whole answer
+        if (!Ended && Summary.ErrorType is null && Summary.FinishReason is not null) Finish(output);
     }
 
     private void EnsureStarted(IBufferWriter<byte> output)
@@ -244,7 +265,8 @@ public sealed class OpenAIToAnthropicStream(CallSummary summary, TimeProvider ti
             w.WriteNull("stop_reason");
             w.WriteNull("stop_sequence");
             w.WritePropertyName("usage");
-            ResponseTranslator.AnthropicUsage(0, 0, 0).WriteTo(w);
+            // an estimate: OpenAI reports usage only at the end (the exact counts follow in message_delta)
+            ResponseTranslator.AnthropicUsage(estimatedInputTokens, 0, 0).WriteTo(w);
             w.WriteEndObject();
         });
     }
@@ -273,8 +295,8 @@ public sealed class OpenAIToAnthropicStream(CallSummary summary, TimeProvider ti
 
     private void Finish(IBufferWriter<byte> output)
     {
-        if (_done) return;
-        _done = true;
+        if (Ended) return;
+        Ended = true;
         EnsureStarted(output);
         Close(output);
         var u = Summary.Usage;

@@ -5,8 +5,12 @@ namespace Bursar.Providers.Upstream;
 /// <summary>One upstream deployment: a provider (or OpenAI-compatible server) with its base URL, key and the models it serves.</summary>
 public sealed class DeploymentOptions
 {
-    /// <summary>Wire format the upstream speaks: <c>openai</c> or <c>anthropic</c>.</summary>
-    public string Dialect { get; set; } = "openai";
+    /// <summary>
+    /// Wire format the upstream speaks: <c>openai</c> or <c>anthropic</c>. When unset, a deployment named
+    /// <c>anthropic</c> speaks anthropic (overriding only the built-in deployment's BaseUrl keeps its dialect) and
+    /// every other one openai.
+    /// </summary>
+    public string? Dialect { get; set; }
 
     /// <summary>Base URL as the provider's SDK takes it: https://api.anthropic.com (calls go to {base}/v1/messages), https://api.openai.com/v1 (calls go to {base}/chat/completions).</summary>
     public string? BaseUrl { get; set; }
@@ -26,7 +30,11 @@ public sealed class DeploymentOptions
     /// <summary>Extra headers sent upstream (e.g. OpenAI-Organization).</summary>
     public Dictionary<string, string> Headers { get; set; } = new(StringComparer.OrdinalIgnoreCase);
 
-    public Dialect ParsedDialect => Dialect.Equals("anthropic", StringComparison.OrdinalIgnoreCase) ? Dialects.Dialect.Anthropic : Dialects.Dialect.OpenAI;
+    public Dialect ParsedDialect => Dialect is { } d && d.Equals("anthropic", StringComparison.OrdinalIgnoreCase) ? Dialects.Dialect.Anthropic : Dialects.Dialect.OpenAI;
+
+    /// <summary>The dialect a deployment of this name speaks when its configuration does not say.</summary>
+    public static string DefaultDialect(string deploymentName) =>
+        deploymentName.Equals("anthropic", StringComparison.OrdinalIgnoreCase) ? "anthropic" : "openai";
 }
 
 /// <summary>The <c>Bursar:Providers</c> section: named deployments plus Simulator fallback.</summary>
@@ -62,6 +70,9 @@ public sealed class ProvidersOptions
             result.Deployments["openai"] = new DeploymentOptions { Dialect = "openai", Models = ["gpt-*", "o1*", "o3*", "o4*", "chatgpt-*"] };
         foreach (var (name, d) in result.Deployments)
         {
+            d.Dialect ??= DeploymentOptions.DefaultDialect(name);
+            if (!d.Dialect.Equals("openai", StringComparison.OrdinalIgnoreCase) && !d.Dialect.Equals("anthropic", StringComparison.OrdinalIgnoreCase))
+                throw new InvalidOperationException($"Deployment '{name}' has an unknown Dialect '{d.Dialect}'; set {Section}:Deployments:{name}:Dialect to openai or anthropic.");
             if (d.Models.Count == 0) throw new InvalidOperationException($"Deployment '{name}' lists no models; set {Section}:Deployments:{name}:Models.");
             if (d.BaseUrl is not null && !Uri.TryCreate(d.BaseUrl, UriKind.Absolute, out _))
                 throw new InvalidOperationException($"Deployment '{name}' has an invalid BaseUrl '{d.BaseUrl}'.");

@@ -13,6 +13,11 @@ function usd(v) {
   if (abs === 0) return "$0";
   return "$" + n.toFixed(4);
 }
+// a report row's cost: unknown when no call in it is priced, "+ unpriced" when some are (the API's cost is null then)
+function money(r) {
+  if (r.calls > 0 && r.unpriced_calls === r.calls) return "unknown";
+  return usd(r.priced_cost) + (r.unpriced_calls > 0 ? " + unpriced" : "") + (r.estimated_calls > 0 ? " (estimated)" : "");
+}
 const count = v => (Number(v) || 0).toLocaleString("en-US");
 const pct = v => ((Number(v) || 0) * 100).toFixed(1) + "%";
 
@@ -56,8 +61,8 @@ function hbars(host, items, { label, value, format = usd, name, color, none = "N
     const text = el("svg:text", { x: 0, y: y + 15 }, label(it).length > maxChars ? label(it).slice(0, maxChars - 1) + "…" : label(it));
     const w = Math.max(v > 0 ? 2 : 0, (width - labelW - valueW) * v / max);
     const rect = el("svg:rect", { x: labelW, y: y + 3, width: w, height: rowH - 8, rx: 3, fill: color ? color(it, i) : COLORS[0] });
-    rect.append(el("svg:title", {}, `${label(it)}: ${format(v)}`));
-    g.append(text, rect, el("svg:text", { x: labelW + w + 6, y: y + 15, class: "muted" }, format(v)));
+    rect.append(el("svg:title", {}, `${label(it)}: ${format(v, it)}`));
+    g.append(text, rect, el("svg:text", { x: labelW + w + 6, y: y + 15, class: "muted" }, format(v, it)));
     svg.append(g);
   });
   svg.setAttribute("data-total", String(total));
@@ -131,6 +136,7 @@ function whatIf(host, notes, ladder) {
   hbars(host, steps, { label: s => s.lever, value: s => s.monthly_cost, name: "whatif", color: (s, i) => i === 0 ? COLORS[6] : COLORS[1] });
   const span = ladder.window_days >= 1 ? `${ladder.window_days.toFixed(1)} days` : `${(ladder.window_days * 24).toFixed(1)} hours`;
   const lines = [`${count(ladder.calls)} calls over ${span} (${count(Math.round(ladder.requests_per_day))} requests/day), scaled to a month; the cost after each lever, applied in order.`];
+  if (ladder.too_short_to_extrapolate) lines.push(`Too short to extrapolate (under 24 h of traffic): the monthly figures assume this window's rate held all day, every day. Meter a full day or more before trusting them.`);
   if (!ladder.worth_it) lines.push("Below ~1,000 requests a day, engineering time outweighs token savings: meter first, optimize later.");
   ladder.steps.forEach(s => lines.push(`${s.lever}: ${s.assumption}`));
   notes.replaceChildren(...lines.map(l => el("div", {}, l)));
@@ -150,16 +156,16 @@ async function load() {
     ]);
     const total = feature.total;
     const setKpi = (id, text, value) => { const e = document.querySelector(`[data-testid=${id}]`); e.textContent = text; e.setAttribute("data-value", String(value)); };
-    setKpi("kpi-spend", usd(total.cost), total.cost);
+    setKpi("kpi-spend", money(total), total.priced_cost);
     setKpi("kpi-calls", count(total.calls), total.calls);
     setKpi("kpi-saved", usd(total.saved), total.saved);
-    setKpi("kpi-per-call", usd(total.cost_per_call), total.cost_per_call);
+    setKpi("kpi-per-call", total.cost_per_call === null ? money(total) === "unknown" ? "unknown" : usd(total.priced_cost / Math.max(1, total.calls)) + " + unpriced" : usd(total.cost_per_call), total.cost_per_call === null ? "unknown" : total.cost_per_call);
     setKpi("kpi-unpriced", count(total.unpriced_calls), total.unpriced_calls);
     const refused = outcome.rows.filter(r => r.group === "refused").reduce((a, r) => a + r.calls, 0);
     setKpi("kpi-refused", count(refused), refused);
 
     trendChart(document.getElementById("chart-trend"), feature.trend, feature.from, feature.to);
-    const byCost = { label: r => r.group, value: r => r.cost };
+    const byCost = { label: r => r.group, value: r => r.priced_cost, format: (v, r) => money(r) };
     hbars(document.getElementById("chart-feature"), feature.rows.slice(0, 12), { ...byCost, name: "by-feature" });
     hbars(document.getElementById("chart-team"), team.rows.slice(0, 12), { ...byCost, name: "by-team" });
     hbars(document.getElementById("chart-customer"), customer.rows.slice(0, 12), { ...byCost, name: "by-customer" });
@@ -178,10 +184,10 @@ async function load() {
 
     budgets(document.getElementById("budgets"), budgetList);
     whatIf(document.getElementById("chart-whatif"), document.getElementById("whatif-notes"), ladder);
-    table(document.getElementById("drivers"), ["feature / model", "calls", "cost", "share"], feature.top_drivers.map(d => [d.group, count(d.calls), usd(d.cost), pct(d.share)]));
+    table(document.getElementById("drivers"), ["feature / model", "calls", "cost", "share"], feature.top_drivers.map(d => [d.group, count(d.calls), money(d), pct(d.share)]));
     const tagged = template.rows.filter(r => r.group !== "(none)");
     if (tagged.length) table(document.getElementById("templates"), ["template", "calls", "cost/call", "output tok/call", "cost"],
-      tagged.map(r => [r.group, count(r.calls), usd(r.cost_per_call), count(Math.round(r.output_tokens / Math.max(1, r.calls))), usd(r.cost)]));
+      tagged.map(r => [r.group, count(r.calls), r.cost_per_call === null ? "unknown" : usd(r.cost_per_call), count(Math.round(r.output_tokens / Math.max(1, r.calls))), money(r)]));
     else empty(document.getElementById("templates"), "No calls tagged with x-bursar-template in this window.");
     if (feature.tasks.length) table(document.getElementById("tasks"), ["feature", "runs", "ended by a cap", "calls/run", "cost/run"],
       feature.tasks.map(t => [t.feature, count(t.runs), count(t.ended_runs), (t.calls / Math.max(1, t.runs)).toFixed(1), usd(t.cost_per_run)]));
