@@ -40,6 +40,7 @@ public struct RequestScan
         var r = new Utf8JsonReader(body, new JsonReaderOptions { MaxDepth = 128 });
         bool sawMessages = false, sawMaxTokens = false;
         long textBytes = 0, images = 0, messageCount = 0;
+        var seen = new HashSet<string>(StringComparer.Ordinal);
         try
         {
             if (!r.Read() || r.TokenType != JsonTokenType.StartObject)
@@ -49,6 +50,9 @@ public struct RequestScan
             }
             while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
             {
+                // a key sent twice is ambiguous (providers and parsers disagree on which one wins): refuse it, naming the key
+                var key = r.GetString()!;
+                if (!seen.Add(key)) return Fail(ref s, key, $"The request body has the key '{Shown(key)}' more than once; send each field once.");
                 if (r.ValueTextEquals("model"u8))
                 {
                     r.Read();
@@ -167,6 +171,9 @@ public struct RequestScan
             }
         }
     }
+
+    /// <summary>A key as it may appear in a message: at most 64 characters.</summary>
+    internal static string Shown(string key) => key.Length <= 64 ? key : key[..64] + "...";
 
     private static RequestScan Fail(ref RequestScan s, string field, string message)
     {
