@@ -5,6 +5,7 @@ using Bursar.Core.Tokens;
 namespace Bursar.Core.Tests;
 
 /// <summary>Token counting stays linear and bounded on hostile input (issue 11), and unchanged on normal text.</summary>
+[Collection(TimingCollection.Name)]
 public sealed class TokenCounterTests
 {
     private const string Prose = "The quick brown fox jumps over the lazy dog. Bursar meters every call, prices it exactly and keeps budgets.\n";
@@ -40,6 +41,10 @@ public sealed class TokenCounterTests
         Assert.InRange(n, length / 16, length * 2);
     }
 
+    /// <summary>
+    /// Runs that pre-tokenize into many short pieces (digits go in threes) cost what normal text costs, about 30-100 ms per
+    /// 320k characters on this hardware; the bound only has to tell linear from quadratic (which took seconds to minutes).
+    /// </summary>
     [Theory]
     [InlineData(' ')]
     [InlineData('.')]
@@ -50,7 +55,7 @@ public sealed class TokenCounterTests
     {
         var text = new string(c, 320_000);
         var ms = BestMs(() => TokenCounter.Default.Count("gpt-4o", text));
-        Assert.True(ms < 50, $"320,000 x U+{(int)c:X4} took {ms:F1} ms");
+        Assert.True(ms < 250, $"320,000 x U+{(int)c:X4} took {ms:F1} ms");
     }
 
     [Fact]
@@ -59,7 +64,7 @@ public sealed class TokenCounterTests
         var text = new string('A', 320_000);
         IReadOnlyList<int> ids = [];
         var ms = BestMs(() => ids = TokenCounter.Encode("gpt-4o", text));
-        Assert.True(ms < 50, $"encoding took {ms:F1} ms");
+        Assert.True(ms < 250, $"encoding took {ms:F1} ms");
         Assert.Equal(TokenCounter.Default.Count("gpt-4o", text), ids.Count);
     }
 
@@ -99,4 +104,11 @@ public sealed class TokenCounterTests
         var body = new JsonObject { ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = new string('A', 320_000) }) };
         Assert.Throws<OperationCanceledException>(() => new PromptTokenEstimator(TokenCounter.Default).Estimate("claude-haiku-4-5", body, cts.Token));
     }
+}
+
+/// <summary>Timing tests run alone, not beside the rest of the suite.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class TimingCollection
+{
+    public const string Name = "timing";
 }

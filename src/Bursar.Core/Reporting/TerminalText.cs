@@ -5,8 +5,7 @@ namespace Bursar.Core.Reporting;
 
 /// <summary>
 /// Makes stored text safe to print: every control character (C0, DEL, C1; see
-/// <see cref="Attribution.AttributionResolver.IsControl"/>) becomes a visible <c>\xNN</c> / <c>\uNNNN</c> escape, and a
-/// backslash before one is doubled so the escape cannot be forged. Tags are refused with control characters at the
+/// <see cref="Attribution.AttributionResolver.IsControl"/>) becomes a visible <c>\xNN</c> / <c>\uNNNN</c> escape. Tags are refused with control characters at the
 /// gateway, but old ledger rows and imports may still hold them: every table and CSV printer goes through this.
 /// </summary>
 public static class TerminalText
