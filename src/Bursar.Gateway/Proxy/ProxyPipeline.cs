@@ -224,7 +224,7 @@ public sealed partial class ProxyPipeline(
             }
             if (scan.EstimatedInputTokens >= PromptCacheModelMinimum)
             {
-                try { call.Prefix = prefixes.Of(target, PromptCachePlacer.SystemText(Parsed())); }
+                try { call.Prefix = prefixes.Of(target, PromptCachePlacer.SystemText(Parsed()), ctx.RequestAborted); }
                 catch (Exception e) when (IsBadJson(e)) { /* the upstream builder names the fault */ }
             }
             var routeCap = route is null ? null : caps.CapFor(route); // fixed, or learned from the ledger
@@ -304,7 +304,7 @@ public sealed partial class ProxyPipeline(
                         }
                         if (deployment.Dialect == Dialect.Anthropic && promptCache.PlaceBreakpoints && scan.EstimatedInputTokens >= minimum)
                         {
-                            var placed = placer.Place(Node(), model, (call.Attribution.Feature ?? "-") + "|" + model, minimum);
+                            var placed = placer.Place(Node(), model, (call.Attribution.Feature ?? "-") + "|" + model, minimum, ctx.RequestAborted);
                             if (placed.Placed > 0)
                             {
                                 modified = true;
