@@ -56,7 +56,7 @@ public static class MessagesApi
             int read;
             while (ms.Length <= options.MaxRequestBodyBytes && (read = await ctx.Request.Body.ReadAsync(chunk, ctx.RequestAborted)) > 0) ms.Write(chunk, 0, read);
         }
-        catch (BadHttpRequestException e)
+        catch (Exception e) when (e is BadHttpRequestException || (e is IOException && !ctx.RequestAborted.IsCancellationRequested))
         {
             // a malformed or truncated body (bad chunked framing, short Content-Length) is the caller's fault
             await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, ProxyPipeline.UnreadableBody(e));

@@ -524,7 +524,7 @@ public sealed partial class ProxyPipeline(
     }
 
     /// <summary>The caller's body could not be read as HTTP (bad chunked framing, fewer bytes than its Content-Length): a 400 that says so.</summary>
-    internal static ProviderError UnreadableBody(BadHttpRequestException e) => e.StatusCode == 413
+    internal static ProviderError UnreadableBody(Exception e) => e is BadHttpRequestException { StatusCode: 413 }
         ? ProviderError.TooLarge($"The request body is too large: {e.Message}")
         : ProviderError.BadRequest($"The request body could not be read: {e.Message} Check the Content-Length or Transfer-Encoding: chunked framing.");
 
@@ -562,9 +562,9 @@ public sealed partial class ProxyPipeline(
                 }
             }
         }
-        catch (BadHttpRequestException e)
+        catch (Exception e) when (e is BadHttpRequestException || (e is IOException && !ct.IsCancellationRequested))
         {
-            // Kestrel's framing errors (e.g. "Transfer-Encoding: chunked" followed by "ZZZ"): the caller's fault, one line in the log
+            // Kestrel's framing errors ("Transfer-Encoding: chunked" then "ZZZ"; an IOException for a chunk size that overflows): the caller's fault, one line in the log
             ReturnBody(buffer);
             LogUnreadableBody(logger, e.Message);
             return ([], 0, UnreadableBody(e));
