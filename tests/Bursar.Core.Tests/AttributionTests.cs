@@ -103,4 +103,38 @@ public sealed class AttributionTests
         Assert.NotEqual(VirtualKey.HashSecret(a), VirtualKey.HashSecret(b));
         Assert.Equal(64, VirtualKey.HashSecret(a).Length);
     }
+
+    [Theory]
+    [InlineData("\u001b[2J\u001b[31mPWNED")]
+    [InlineData("a\tb")]
+    [InlineData("a\u007fb")]
+    [InlineData("a\u009bb")]
+    [InlineData("a\u0000")]
+    public void A_tag_with_a_control_character_is_refused_as_malformed_naming_the_header(string value)
+    {
+        var a = AttributionResolver.Resolve(Key(), Headers(("x-bursar-team", value)), out var err);
+        Assert.NotNull(err);
+        Assert.True(err!.Malformed);
+        Assert.Equal("x-bursar-team", err.Header);
+        Assert.Contains("x-bursar-team", err.Message);
+        Assert.Contains("control character", err.Message);
+        Assert.Null(a.Team);
+    }
+
+    [Fact]
+    public void Printable_unicode_tags_are_accepted()
+    {
+        var a = AttributionResolver.Resolve(Key(), Headers(("x-bursar-team", "équipe-数据 ok")), out var err);
+        Assert.Null(err);
+        Assert.Equal("équipe-数据 ok", a.Team);
+    }
+
+    [Fact]
+    public void Terminal_text_escapes_every_control_character_and_keeps_the_rest()
+    {
+        Assert.Equal("\\x1B[2J\\x1B[31mPWNED", Bursar.Core.Reporting.TerminalText.Escape("\u001b[2J\u001b[31mPWNED"));
+        Assert.Equal("a\\x0Ab\\x7F\\x9B", Bursar.Core.Reporting.TerminalText.Escape("a\nb\u007f\u009b"));
+        Assert.Equal("plain équipe", Bursar.Core.Reporting.TerminalText.Escape("plain équipe"));
+        Assert.Equal("", Bursar.Core.Reporting.TerminalText.Escape(null));
+    }
 }

@@ -36,4 +36,15 @@ public sealed class SpendReportTests
         Assert.StartsWith("\"x,y\",1,0,10,0,5,0.5,", csv[1]);
         Assert.StartsWith("TOTAL,1,", csv[2]);
     }
+
+    [Fact]
+    public void Control_characters_in_stored_tags_are_escaped_in_the_table_the_drivers_and_the_csv()
+    {
+        var report = SpendReport.Build([R("\u001b[2J\u001b[31mPWNED", "m", 0.5m)], ReportDimension.Feature);
+        foreach (var text in new[] { report.ToTable(), report.ToCsv() })
+        {
+            Assert.DoesNotContain('\u001b', text);
+            Assert.Contains("\\x1B[2J\\x1B[31mPWNED", text);
+        }
+    }
 }

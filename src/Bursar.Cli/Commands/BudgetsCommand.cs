@@ -58,7 +58,7 @@ internal static class BudgetsCommand
                 var spent = await store.SpentSinceAsync(b, b.CountFrom(start), ct);
                 var used = b.LimitUsd == 0 ? 0 : spent / b.LimitUsd;
                 var flag = spent >= b.LimitUsd ? "  EXHAUSTED" : spent >= b.SoftLimitUsd ? "  SOFT LIMIT" : "";
-                Console.WriteLine($"{b.Id,-28} {(b.Value is null ? "global" : $"{b.Scope.ToString().ToLowerInvariant()}={b.Value}"),-24} {b.Period.ToString().ToLowerInvariant(),-7} {Usd(b.LimitUsd),12} {Usd(spent),12} {used,7:P1}  {(end == DateTimeOffset.MaxValue ? "never" : end.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture))}{flag}");
+                Console.WriteLine($"{b.Id,-28} {(b.Value is null ? "global" : $"{b.Scope.ToString().ToLowerInvariant()}={Bursar.Core.Reporting.TerminalText.Escape(b.Value)}"),-24} {b.Period.ToString().ToLowerInvariant(),-7} {Usd(b.LimitUsd),12} {Usd(spent),12} {used,7:P1}  {(end == DateTimeOffset.MaxValue ? "never" : end.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture))}{flag}");
             }
             return 0;
         });
@@ -119,7 +119,7 @@ internal static class BudgetsCommand
             var all = await CliOptions.OpenStore(pr).ListRateLimitsAsync(ct);
             if (all.Count == 0) Console.WriteLine("No rate limits. Add one: bursar limits set --scope key|team|customer --value <v> --rpm <n> [--tpm <n>]");
             foreach (var l in all)
-                Console.WriteLine($"{l.Scope.ToString().ToLowerInvariant(),-9} {l.Value,-24} rpm {l.RequestsPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-",8}  tpm {l.TokensPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-",10}");
+                Console.WriteLine($"{l.Scope.ToString().ToLowerInvariant(),-9} {Bursar.Core.Reporting.TerminalText.Escape(l.Value),-24} rpm {l.RequestsPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-",8}  tpm {l.TokensPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-",10}");
             return 0;
         });
         var dscope = new Option<RateLimitScope>("--scope") { Description = "key, team or customer", Required = true };

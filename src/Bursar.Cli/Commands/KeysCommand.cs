@@ -59,7 +59,7 @@ internal static class KeysCommand
             var all = await CliOptions.OpenStore(pr).ListAsync(ct);
             Console.WriteLine($"{"id",-18} {"prefix",-14} {"team",-14} {"customer",-14} {"feature",-14} {"created",-20} status");
             foreach (var k in all)
-                Console.WriteLine($"{k.Id,-18} {k.Prefix + "…",-14} {k.Team ?? "-",-14} {k.Customer ?? "-",-14} {k.Feature ?? "-",-14} {k.CreatedAt:yyyy-MM-dd HH:mm:ss}  {(k.IsRevoked ? $"revoked {k.RevokedAt:yyyy-MM-dd HH:mm}" : "active")}");
+                Console.WriteLine($"{k.Id,-18} {k.Prefix + "…",-14} {Bursar.Core.Reporting.TerminalText.Escape(k.Team ?? "-"),-14} {Bursar.Core.Reporting.TerminalText.Escape(k.Customer ?? "-"),-14} {Bursar.Core.Reporting.TerminalText.Escape(k.Feature ?? "-"),-14} {k.CreatedAt:yyyy-MM-dd HH:mm:ss}  {(k.IsRevoked ? $"revoked {k.RevokedAt:yyyy-MM-dd HH:mm}" : "active")}");
             return 0;
         });
 

@@ -16,8 +16,11 @@ public sealed record CallAttribution
     public static CallAttribution None { get; } = new();
 }
 
-/// <summary>A tag header the key may not set: answered with a permission error that names the header.</summary>
-public sealed record AttributionError(string Header, string Message);
+/// <summary>
+/// A tag header the key may not set (answered with a permission error that names the header), or one whose value is
+/// malformed (<paramref name="Malformed"/>: control characters, too long; answered with a 400 that names the header).
+/// </summary>
+public sealed record AttributionError(string Header, string Message, bool Malformed = false);
 
 public static class AttributionResolver
 {
@@ -55,6 +58,16 @@ public static class AttributionResolver
     public static bool MayName(VirtualKey key, string customer) =>
         key.Customer is null && key.AllowedCustomers is { } allowed && (allowed.Contains(AnyCustomer, StringComparer.Ordinal) || allowed.Contains(customer, StringComparer.Ordinal));
 
+    /// <summary>True for C0 controls (U+0000-U+001F, tab included), DEL (U+007F) and C1 controls (U+0080-U+009F).</summary>
+    public static bool IsControl(char c) => c < 0x20 || c is >= '\u007f' and <= '\u009f';
+
+    /// <summary>The index of the first control character (see <see cref="IsControl"/>) in <paramref name="value"/>, or -1.</summary>
+    public static int IndexOfControl(ReadOnlySpan<char> value)
+    {
+        for (var i = 0; i < value.Length; i++) if (IsControl(value[i])) return i;
+        return -1;
+    }
+
     public static CallAttribution Resolve(VirtualKey key, Func<string, string?> header, out AttributionError? error)
     {
         error = null;
@@ -64,7 +77,13 @@ public static class AttributionResolver
             if (string.IsNullOrEmpty(v)) return fixedValue;
             if (v.Length > MaxTagLength)
             {
-                err ??= new AttributionError(headerName, $"Header {headerName} is {v.Length} characters long; the limit is {MaxTagLength}.");
+                err ??= new AttributionError(headerName, $"Header {headerName} is {v.Length} characters long; the limit is {MaxTagLength}.", Malformed: true);
+                return fixedValue;
+            }
+            if (IndexOfControl(v) is var at and >= 0)
+            {
+                // tags are stored and later printed (reports, CSV, the dashboard): an escape sequence must not get that far
+                err ??= new AttributionError(headerName, $"Header {headerName} contains a control character (U+{(int)v[at]:X4} at position {at}); tag values must be printable text.", Malformed: true);
                 return fixedValue;
             }
             if (!MaySet(key, tag))

@@ -15,14 +15,14 @@ public sealed class PrefixFingerprint(TokenCounter counter)
     private const int MaxEntries = 10_000;
     private readonly ConcurrentDictionary<(ulong, string), int> _tokens = new();
 
-    public (string Hash, long Tokens)? Of(string model, string systemText)
+    public (string Hash, long Tokens)? Of(string model, string systemText, CancellationToken ct = default)
     {
         if (systemText.Length == 0) return null;
         var h = System.IO.Hashing.XxHash64.HashToUInt64(MemoryMarshal.AsBytes(systemText.AsSpan()));
         if (!_tokens.TryGetValue((h, model), out var n))
         {
             if (_tokens.Count >= MaxEntries) _tokens.Clear();
-            n = _tokens[(h, model)] = counter.Count(model, systemText);
+            n = _tokens[(h, model)] = counter.Count(model, systemText, ct);
         }
         return (h.ToString("x16", CultureInfo.InvariantCulture), n);
     }

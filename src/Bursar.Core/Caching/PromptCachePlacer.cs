@@ -47,7 +47,7 @@ public sealed class PromptCachePlacer(TokenCounter counter, TimeProvider time)
     private readonly ConcurrentDictionary<ulong, int> _tokenCache = new();
     private readonly ConcurrentDictionary<(string Route, ulong Prefix), DateTimeOffset> _lastSeen = new();
 
-    public PlacementResult Place(JsonObject body, string model, string route, long minimumTokens)
+    public PlacementResult Place(JsonObject body, string model, string route, long minimumTokens, CancellationToken ct = default)
     {
         var existing = CountBreakpoints(body);
         var slots = MaxBreakpoints - existing;
@@ -63,7 +63,7 @@ public sealed class PromptCachePlacer(TokenCounter counter, TimeProvider time)
             string? text = block["type"] is JsonValue tv && tv.TryGetValue<string>(out var type) && type == "text" && block["text"] is JsonValue xv && xv.TryGetValue<string>(out var x) ? x : null;
             var content = text ?? StripCacheControl(block);
             var bh = System.IO.Hashing.XxHash64.HashToUInt64(System.Runtime.InteropServices.MemoryMarshal.AsBytes(content.AsSpan()));
-            total += _tokenCache.GetOrAdd(bh, _ => counter.Count(model, content));
+            total += _tokenCache.GetOrAdd(bh, _ => counter.Count(model, content, ct));
             h = (h ^ bh) * 1099511628211UL;
             blocks.Add((block, total, h, candidate));
         }

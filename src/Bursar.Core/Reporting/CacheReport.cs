@@ -53,7 +53,7 @@ public sealed record CacheReport(IReadOnlyList<CacheRow> Rows)
         sb.AppendLine($"{"route (feature / model)",-48} {"calls",7} {"hit ratio",9} {"read tok",12} {"write tok",12} {"net prompt-cache saving",24} {"resp. hits",10} {"resp. saving",13}");
         foreach (var r in Rows)
         {
-            sb.Append($"{r.Route,-48} {r.Calls,7:N0} {r.HitRatio,9:P1} {r.CacheReadTokens,12:N0} {r.CacheWriteTokens,12:N0} {SpendReport.Money(r.NetSavingUsd),24} {r.ResponseCacheHits,10:N0} {SpendReport.Money(r.ResponseCacheSavingUsd),13}");
+            sb.Append($"{TerminalText.Escape(r.Route),-48} {r.Calls,7:N0} {r.HitRatio,9:P1} {r.CacheReadTokens,12:N0} {r.CacheWriteTokens,12:N0} {SpendReport.Money(r.NetSavingUsd),24} {r.ResponseCacheHits,10:N0} {SpendReport.Money(r.ResponseCacheSavingUsd),13}");
             if (r.CostsMoreThanItSaves) sb.Append("  COSTS MORE THAN IT SAVES");
             if (r.VolatileCalls > 0) sb.Append(CultureInfo.InvariantCulture, $"  volatile prefix in {r.VolatileCalls} calls");
             sb.AppendLine();

@@ -144,7 +144,7 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
         var header = new[] { By.ToString().ToLowerInvariant(), "calls", "input tok", "cached", "output tok", "cost USD", "USD/call", "saved USD", "share" };
         var cells = Rows.Append(Total).Select(r => new[]
         {
-            r.Group, r.Calls.ToString("N0", CultureInfo.InvariantCulture) + (r.UnpricedCalls > 0 ? $" ({r.UnpricedCalls} unpriced)" : ""),
+            TerminalText.Escape(r.Group), r.Calls.ToString("N0", CultureInfo.InvariantCulture) + (r.UnpricedCalls > 0 ? $" ({r.UnpricedCalls} unpriced)" : ""),
             r.InputTokens.ToString("N0", CultureInfo.InvariantCulture), r.CachedInputTokens.ToString("N0", CultureInfo.InvariantCulture),
             r.OutputTokens.ToString("N0", CultureInfo.InvariantCulture),
             CostText(r),
@@ -165,7 +165,7 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
         {
             sb.AppendLine();
             sb.AppendLine("Top cost drivers (feature / model):");
-            foreach (var d in TopDrivers) sb.AppendLine($"  {d.Share,7:P1}  {CostText(d),12}  {d.Group}");
+            foreach (var d in TopDrivers) sb.AppendLine($"  {d.Share,7:P1}  {CostText(d),12}  {TerminalText.Escape(d.Group)}");
         }
         if (Savings.Any(x => x.Saved != 0))
         {
@@ -177,7 +177,7 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
         {
             sb.AppendLine();
             sb.AppendLine("Cost per completed task (calls sharing a run id):");
-            foreach (var t in Tasks) sb.AppendLine($"  {t.Feature,-20} {t.Runs,6:N0} runs  {t.CallsPerRun,6:0.0} calls/run  {Money(t.CostPerRun),12}/run");
+            foreach (var t in Tasks) sb.AppendLine($"  {TerminalText.Escape(t.Feature),-20} {t.Runs,6:N0} runs  {t.CallsPerRun,6:0.0} calls/run  {Money(t.CostPerRun),12}/run");
         }
         if (Trend.Count > 1)
         {
@@ -215,7 +215,11 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
         (r.UnpricedCalls == r.Calls && r.Calls > 0 ? "unknown" : Money(r.Cost) + (r.UnpricedCalls > 0 ? " + unpriced" : ""))
         + (r.EstimatedCalls > 0 ? " (estimated)" : "");
 
-    private static string Csv(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
+    private static string Csv(string raw)
+    {
+        var s = TerminalText.Escape(raw);
+        return s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
+    }
 
     public static string Money(decimal d) => d < 0.01m && d > 0 ? "$" + d.ToString("0.000000", CultureInfo.InvariantCulture) : "$" + d.ToString("#,0.0000", CultureInfo.InvariantCulture);
 }

@@ -12,7 +12,8 @@ public sealed class PromptTokenEstimator(TokenCounter counter)
     /// <summary>Tokens charged per image when its size is unknown (about a 1000x1000 image on both providers).</summary>
     public const int ImageTokens = 1_000;
 
-    public long Estimate(string model, JsonObject body)
+    /// <summary>The estimate for <paramref name="body"/>; linear in its size (see <see cref="TokenCounter"/>), and stops when <paramref name="ct"/> is canceled.</summary>
+    public long Estimate(string model, JsonObject body, CancellationToken ct = default)
     {
         long total = 3;
         var text = new System.Text.StringBuilder();
@@ -26,6 +27,7 @@ public sealed class PromptTokenEstimator(TokenCounter counter)
         {
             foreach (var m in messages)
             {
+                ct.ThrowIfCancellationRequested();
                 total += TokenCounter.OpenAIMessageOverhead;
                 if (m?["tool_calls"] is JsonArray calls) text.Append(calls.ToJsonString());
                 switch (m?["content"])
@@ -39,7 +41,7 @@ public sealed class PromptTokenEstimator(TokenCounter counter)
                 }
             }
         }
-        return total + counter.Count(model, text.ToString());
+        return total + counter.Count(model, text.ToString(), ct);
     }
 
     private static long Part(JsonNode? p, System.Text.StringBuilder text)

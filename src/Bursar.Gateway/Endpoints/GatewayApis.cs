@@ -49,7 +49,19 @@ public static class MessagesApi
             return;
         }
         using var ms = new MemoryStream();
-        await ctx.Request.Body.CopyToAsync(ms, ctx.RequestAborted);
+        try
+        {
+            // read at most one byte past the limit: a chunked body has no length to refuse up front
+            var chunk = new byte[16 * 1024];
+            int read;
+            while (ms.Length <= options.MaxRequestBodyBytes && (read = await ctx.Request.Body.ReadAsync(chunk, ctx.RequestAborted)) > 0) ms.Write(chunk, 0, read);
+        }
+        catch (Exception e) when (e is BadHttpRequestException || (e is IOException && !ctx.RequestAborted.IsCancellationRequested))
+        {
+            // a malformed or truncated body (bad chunked framing, short Content-Length) is the caller's fault
+            await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, ProxyPipeline.UnreadableBody(e));
+            return;
+        }
         if (ms.Length > options.MaxRequestBodyBytes)
         {
             await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.TooLarge($"The request body exceeds the limit of {options.MaxRequestBodyBytes} bytes."));
@@ -61,16 +73,26 @@ public static class MessagesApi
             await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, scan.Error);
             return;
         }
-        var body = (JsonObject)JsonNode.Parse(ms.GetBuffer().AsSpan(0, (int)ms.Length))!;
         long n;
         try
         {
-            n = estimator.Estimate(scan.Model!, body);
+            var body = CallerJson.Parse(ms.GetBuffer().AsSpan(0, (int)ms.Length));
+            n = estimator.Estimate(scan.Model!, body, ctx.RequestAborted);
         }
-        catch (Exception e) when (e is InvalidOperationException or FormatException)
+        catch (JsonException e)
+        {
+            // e.g. a key twice inside a message: the parser names it
+            await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.BadRequest($"The request body cannot be read: {e.Message}"));
+            return;
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException)
         {
             await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.BadRequest($"The messages could not be read for counting: {e.Message}", "messages"));
             return;
+        }
+        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
+        {
+            return; // the caller went away: stop counting
         }
         ctx.Response.ContentType = "application/json";
         await ctx.Response.WriteAsync($"{{\"input_tokens\":{n}}}", ctx.RequestAborted);

@@ -56,6 +56,7 @@ public struct RequestScan
         bool sawMessages = false, sawMaxTokens = false;
         var c = new PromptCounts();
         int n = 1, bestOf = 1;
+        var seen = new HashSet<string>(StringComparer.Ordinal);
         try
         {
             if (!r.Read() || r.TokenType != JsonTokenType.StartObject)
@@ -65,6 +66,9 @@ public struct RequestScan
             }
             while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
             {
+                // a key sent twice is ambiguous (providers and parsers disagree on which one wins): refuse it, naming the key
+                var key = r.GetString()!;
+                if (!seen.Add(key)) return Fail(ref s, key, $"The request body has the key '{Shown(key)}' more than once; send each field once.");
                 if (r.ValueTextEquals("model"u8))
                 {
                     r.Read();
@@ -208,6 +212,9 @@ public struct RequestScan
             }
         }
     }
+
+    /// <summary>A key as it may appear in a message: at most 64 characters.</summary>
+    internal static string Shown(string key) => key.Length <= 64 ? key : key[..64] + "...";
 
     private static RequestScan Fail(ref RequestScan s, string field, string message)
     {
