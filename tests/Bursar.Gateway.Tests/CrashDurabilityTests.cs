@@ -228,6 +228,8 @@ internal sealed class BursarProcess : IAsyncDisposable
 
     public bool HasExited => _process.HasExited;
 
+    public int Pid => _process.Id;
+
     public int ExitCode => _process.ExitCode;
 
     /// <summary>SIGTERM, as a service manager or Ctrl+C sends: the process should stop gracefully on its own.</summary>

@@ -55,6 +55,7 @@ public static class MessagesApi
             var chunk = new byte[16 * 1024];
             int read;
             while (ms.Length <= options.MaxRequestBodyBytes && (read = await ctx.Request.Body.ReadAsync(chunk, ctx.RequestAborted)) > 0) ms.Write(chunk, 0, read);
+            if (ms.Length > ProxyPipeline.MaxPooledBodyBytes) Bursar.Gateway.Proxy.LargeBodyMemoryTrim.LargeBodySeen();
         }
         catch (Exception e) when (e is BadHttpRequestException || (e is IOException && !ctx.RequestAborted.IsCancellationRequested))
         {

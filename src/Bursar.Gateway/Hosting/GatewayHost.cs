@@ -99,6 +99,7 @@ public static partial class GatewayHost
             sp.GetRequiredService<ILogger<LedgerWriter>>(),
             sp.GetRequiredService<TimeProvider>()));
         services.AddHostedService<LedgerService>();
+        services.AddHostedService<LargeBodyMemoryTrim>();
         services.AddSingleton(sp => new ProviderSimulator(sp.GetRequiredService<SimulatorOptions>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<PriceCatalog>(), sp.GetRequiredService<TokenCounter>()));
         services.AddSingleton(sp => new UpstreamRegistry(sp.GetRequiredService<ProvidersOptions>(), sp.GetRequiredService<ProviderSimulator>()));
         services.AddSingleton<UpstreamClient>();

@@ -542,7 +542,12 @@ public sealed partial class ProxyPipeline(
     /// <summary>The largest body buffer kept for reuse (1 MiB).</summary>
     internal const int MaxPooledBodyBytes = 1024 * 1024;
 
-    private static byte[] RentBody(int size) => size <= MaxPooledBodyBytes ? BodyPool.Rent(size) : GC.AllocateUninitializedArray<byte>(size);
+    internal static byte[] RentBody(int size)
+    {
+        if (size <= MaxPooledBodyBytes) return BodyPool.Rent(size);
+        LargeBodyMemoryTrim.LargeBodySeen(); // the copies a large body makes are given back to the OS once such bodies stop
+        return GC.AllocateUninitializedArray<byte>(size);
+    }
 
     private static void ReturnBody(byte[] buffer)
     {

@@ -89,7 +89,17 @@ public sealed class PromptCacheModel(TimeProvider time)
             }
         }
         foreach (var c in checkpoints) _openai[(model, cacheKey, c)] = now + ttl;
+        if (_openai.Count > SweepAbove) Sweep(now); // long, varied prompts must not grow the model without bound
         return cached;
+    }
+
+    /// <summary>Past this many checkpoints, expired ones are dropped.</summary>
+    private const int SweepAbove = 200_000;
+
+    private void Sweep(DateTimeOffset now)
+    {
+        foreach (var (k, exp) in _openai) if (exp <= now) _openai.TryRemove(k, out _);
+        foreach (var (k, v) in _anthropic) if (v.Expires <= now) _anthropic.TryRemove(k, out _);
     }
 
     public void Clear()

@@ -1,0 +1,51 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Bursar.Gateway.Proxy;
+
+/// <summary>
+/// Gives memory back to the operating system after large request bodies. A multi-megabyte body is copied several
+/// times on its way (the body, its DOM, the upstream request, the Simulator's view of it); the GC reuses that memory but
+/// does not return it while the process is idle, so a burst of large or hostile bodies left the gateway holding
+/// gigabytes. Once bodies over <see cref="Threshold"/> have been seen and none for <see cref="Quiet"/>, one compacting
+/// collection in aggressive mode decommits the freed memory. Normal-sized traffic never triggers it.
+/// </summary>
+public sealed partial class LargeBodyMemoryTrim(TimeProvider time, ILogger<LargeBodyMemoryTrim> logger) : BackgroundService
+{
+    /// <summary>Bodies at least this large count (1 MiB, the largest pooled body buffer).</summary>
+    public const int Threshold = ProxyPipeline.MaxPooledBodyBytes;
+
+    /// <summary>How long no large body must arrive before the trim runs.</summary>
+    public static readonly TimeSpan Quiet = TimeSpan.FromSeconds(2);
+
+    private static long s_lastLarge;
+    private static int s_pending;
+
+    /// <summary>Times the trim has run.</summary>
+    public int Trims { get; private set; }
+
+    /// <summary>Called for every request body at least <see cref="Threshold"/> bytes long.</summary>
+    public static void LargeBodySeen()
+    {
+        Interlocked.Exchange(ref s_lastLarge, TimeProvider.System.GetTimestamp());
+        Volatile.Write(ref s_pending, 1);
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try { await Task.Delay(Quiet / 2, time, stoppingToken).ConfigureAwait(false); }
+            catch (OperationCanceledException) { return; }
+            if (Volatile.Read(ref s_pending) == 0 || TimeProvider.System.GetElapsedTime(Interlocked.Read(ref s_lastLarge)) < Quiet) continue;
+            Volatile.Write(ref s_pending, 0);
+            var before = Environment.WorkingSet;
+            GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+            Trims++;
+            LogTrimmed(logger, before / (1024 * 1024), Environment.WorkingSet / (1024 * 1024));
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Large request bodies went quiet: memory trimmed from {BeforeMb} MB to {AfterMb} MB resident")]
+    private static partial void LogTrimmed(ILogger logger, long beforeMb, long afterMb);
+}
