@@ -42,10 +42,11 @@ public sealed partial class LargeBodyMemoryTrim(TimeProvider time, ILogger<Large
             var before = Environment.WorkingSet;
             GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
             Trims++;
-            LogTrimmed(logger, before / (1024 * 1024), Environment.WorkingSet / (1024 * 1024));
+            var info = GC.GetGCMemoryInfo(GCKind.Any);
+            LogTrimmed(logger, before / (1024 * 1024), Environment.WorkingSet / (1024 * 1024), info.HeapSizeBytes / (1024 * 1024), info.TotalCommittedBytes / (1024 * 1024));
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Large request bodies went quiet: memory trimmed from {BeforeMb} MB to {AfterMb} MB resident")]
-    private static partial void LogTrimmed(ILogger logger, long beforeMb, long afterMb);
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Large request bodies went quiet: memory trimmed from {BeforeMb} MB to {AfterMb} MB resident (GC heap {HeapMb} MB, committed {CommittedMb} MB)")]
+    private static partial void LogTrimmed(ILogger logger, long beforeMb, long afterMb, long heapMb, long committedMb);
 }
