@@ -68,6 +68,17 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public async Task A_bad_report_dimension_lists_the_valid_ones_and_any_case_is_accepted()
+    {
+        await BursarProcess.CreateKeyAsync(_dir);
+        var bad = await BursarProcess.RunAsync(_dir, "report", "--by", "colour");
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains("use one of: feature, team, customer", bad.Err + bad.Out, StringComparison.Ordinal);
+        Assert.DoesNotContain("Bursar.Core", bad.Err + bad.Out, StringComparison.Ordinal); // no internal type name
+        Assert.Equal(0, (await BursarProcess.RunAsync(_dir, "report", "--by", "Team")).Exit); // any case
+    }
+
+    [Fact]
     public async Task Limits_list_says_when_there_are_none_and_delete_removes_one()
     {
         await BursarProcess.CreateKeyAsync(_dir);

@@ -6,9 +6,23 @@ namespace Bursar.Cli.Commands;
 
 internal static class ReportCommand
 {
+    private static readonly string Dimensions = string.Join(", ", Enum.GetNames<ReportDimension>().Where(n => n != "All").Select(n => n.ToLowerInvariant()));
+
     public static Command Create()
     {
-        var by = new Option<ReportDimension>("--by") { Description = "Group by: feature, team, customer, model, requestedmodel, task, template, key, provider, outcome, route, driver, day", DefaultValueFactory = _ => ReportDimension.Feature };
+        var by = new Option<ReportDimension>("--by")
+        {
+            Description = "Group by: " + Dimensions,
+            HelpName = "dimension",
+            DefaultValueFactory = _ => ReportDimension.Feature,
+            CustomParser = r =>
+            {
+                var text = r.Tokens.Count == 0 ? "" : r.Tokens[0].Value;
+                if (Enum.TryParse<ReportDimension>(text, ignoreCase: true, out var d) && Enum.IsDefined(d) && !int.TryParse(text, out _)) return d;
+                r.AddError($"--by {TerminalText.Escape(text)} is not a report dimension; use one of: {Dimensions}.");
+                return ReportDimension.Feature;
+            },
+        };
         var format = new Option<string>("--format") { Description = "table, csv or json", DefaultValueFactory = _ => "table" };
         var days = new Option<int?>("--days") { Description = "Only the last N days (default: everything)" };
         var from = new Option<string?>("--from") { Description = "Window start, ISO 8601 (e.g. 2026-11-01 or 2026-11-01T09:00Z); widened to the hour" };

@@ -198,7 +198,7 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
         sb.AppendLine($"{By.ToString().ToLowerInvariant()},calls,unpriced_calls,input_tokens,cached_input_tokens,output_tokens,cost_usd,cost_per_call_usd,share,saved_usd,error_calls,priced_cost_usd,estimated_calls");
         foreach (var r in Rows.Append(Total))
             sb.AppendLine(string.Join(',', Csv(r.Group), r.Calls, r.UnpricedCalls, r.InputTokens, r.CachedInputTokens, r.OutputTokens,
-                r.KnownCost?.ToString(CultureInfo.InvariantCulture) ?? "", r.KnownCostPerCall?.ToString(CultureInfo.InvariantCulture) ?? "", r.Share.ToString(CultureInfo.InvariantCulture),
+                r.KnownCost?.ToString(CultureInfo.InvariantCulture) ?? "", r.KnownCostPerCall?.ToString(CultureInfo.InvariantCulture) ?? "", decimal.Round(r.Share, 6).ToString(CultureInfo.InvariantCulture),
                 r.Saved.ToString(CultureInfo.InvariantCulture), r.ErrorCalls, r.Cost.ToString(CultureInfo.InvariantCulture), r.EstimatedCalls));
         return sb.ToString();
     }
