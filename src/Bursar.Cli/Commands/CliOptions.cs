@@ -54,8 +54,12 @@ internal static class CliOptions
     }
 
     /// <summary>Configuration arguments for the gateway host from the CLI's options.</summary>
-    public static string[] HostArgs(ParseResult pr, string urls, IEnumerable<string>? extra = null) =>
-        [$"--urls={urls}", $"--Bursar:DataDirectory={DataDirectory(pr, create: true)}", .. extra ?? []];
+    public static string[] HostArgs(ParseResult pr, string urls, IEnumerable<string>? extra = null, string? dataDirectory = null) =>
+        [$"--urls={urls}", $"--Bursar:DataDirectory={dataDirectory ?? DataDirectory(pr, create: true)}", .. extra ?? []];
+
+    /// <summary>True when the user named the data directory (<c>--data-dir</c> or <c>BURSAR_DATA_DIR</c>).</summary>
+    public static bool DataDirectoryGiven(ParseResult pr) =>
+        pr.GetResult(DataDir) is { Implicit: false } || Environment.GetEnvironmentVariable("BURSAR_DATA_DIR") is { Length: > 0 };
 
     /// <summary>
     /// Arguments that are not options of the command: configuration overrides (<c>--Bursar:Section:Key=value</c>,

@@ -29,12 +29,13 @@ internal static class DemoCommand
         var cmd = new Command("demo", "Run the gateway on the built-in Simulator, drive a tagged mixed workload through it, and print the cost report") { calls, concurrency, serve, port };
         cmd.SetAction(async (pr, ct) =>
         {
-            var code = await RunAsync(pr, pr.GetValue(calls), Math.Max(1, pr.GetValue(concurrency)), ct);
+            var dir = DemoDirectory(pr);
+            var code = await RunAsync(pr, dir, pr.GetValue(calls), Math.Max(1, pr.GetValue(concurrency)), ct);
             if (code != 0 || !pr.GetValue(serve)) return code;
             var adminKey = "demo-admin-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8));
             var p = pr.GetValue(port) ?? 8080;
             if (p is < 1 or > 65535) throw new CliException($"--port must be 1-65535, not {p}.");
-            var app = GatewayHost.Build(CliOptions.HostArgs(pr, $"http://127.0.0.1:{p}", [$"--Bursar:AdminKey={adminKey}"]), b => CliOptions.QuietHost(b, LogLevel.Warning));
+            var app = GatewayHost.Build(CliOptions.HostArgs(pr, $"http://127.0.0.1:{p}", [$"--Bursar:AdminKey={adminKey}"], dir), b => CliOptions.QuietHost(b, LogLevel.Warning));
             await app.StartAsync(ct);
             Console.WriteLine($"\nDashboard: http://127.0.0.1:{p}/dashboard  (admin key: {adminKey})  Ctrl+C or SIGTERM stops it.");
             await app.WaitForShutdownAsync(CancellationToken.None); // the host handles SIGINT / SIGTERM: Kestrel stops, the ledger drains
@@ -44,9 +45,25 @@ internal static class DemoCommand
         return cmd;
     }
 
-    private static async Task<int> RunAsync(ParseResult pr, int total, int concurrency, CancellationToken ct)
+    /// <summary>
+    /// Where the demo writes: the data directory the user named, added to; otherwise <c>.bursar-demo</c>, started fresh
+    /// each run so every run prints the same figures (run ids, keys and budgets of earlier runs would pile up).
+    /// </summary>
+    private static string DemoDirectory(ParseResult pr)
     {
-        var app = GatewayHost.Build(CliOptions.HostArgs(pr, "http://127.0.0.1:0"), b => CliOptions.QuietHost(b, LogLevel.Error));
+        if (CliOptions.DataDirectoryGiven(pr)) return CliOptions.DataDirectory(pr, create: true);
+        const string dir = ".bursar-demo";
+        Directory.CreateDirectory(dir);
+        foreach (var f in new[] { "bursar.db", "bursar.db-wal", "bursar.db-shm" })
+            File.Delete(Path.Combine(dir, f));
+        if (Directory.Exists(Path.Combine(dir, "spool"))) Directory.Delete(Path.Combine(dir, "spool"), recursive: true);
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+
+    private static async Task<int> RunAsync(ParseResult pr, string dir, int total, int concurrency, CancellationToken ct)
+    {
+        var app = GatewayHost.Build(CliOptions.HostArgs(pr, "http://127.0.0.1:0", dataDirectory: dir), b => CliOptions.QuietHost(b, LogLevel.Error));
         await app.StartAsync(ct);
         // Ctrl+C / SIGTERM stop the host: the workload stops with it, and the ledger drains below
         using var stopping = CancellationTokenSource.CreateLinkedTokenSource(ct, app.Lifetime.ApplicationStopping);
@@ -82,7 +99,7 @@ internal static class DemoCommand
         Console.WriteLine($"Prompt-cache reads: {reads:N0} tokens across {records.Count(r => r.CacheReadTokens > 0)} calls.");
         var refused = records.Where(r => r.Outcome == "refused").ToArray();
         if (refused.Length > 0) Console.WriteLine($"Refused before any spend: {refused.Length} calls ({string.Join(", ", refused.GroupBy(r => r.ErrorType).Select(g => $"{g.Count()} {g.Key}"))}), e.g. customer-e's $0.02 monthly budget.");
-        Console.WriteLine($"Explore further: bursar report --by team | --by customer | --by day | --format csv, bursar simulate (what each lever would save)   (--data-dir {pr.GetValue(CliOptions.DataDir)})");
+        Console.WriteLine($"Explore further: bursar report --by team | --by customer | --by day | --format csv, bursar simulate (what each lever would save)   (--data-dir {dir})");
         Console.WriteLine("Charts: bursar demo --serve, then http://127.0.0.1:8080/dashboard");
         return 0;
     }
