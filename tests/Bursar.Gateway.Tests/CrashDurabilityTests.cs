@@ -162,11 +162,12 @@ internal sealed class BursarProcess : IAsyncDisposable
         }
     }
 
-    private static ProcessStartInfo Info(string dataDir, params string[] args)
+    private static ProcessStartInfo Info(string? dataDir, params string[] args)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         info.ArgumentList.Add(CliDll);
         foreach (var a in args) info.ArgumentList.Add(a);
+        if (dataDir is null) return info;
         info.ArgumentList.Add("--data-dir");
         info.ArgumentList.Add(dataDir);
         return info;
@@ -175,13 +176,7 @@ internal sealed class BursarProcess : IAsyncDisposable
     /// <summary>Runs one command to its end: exit code, stdout, stderr.</summary>
     public static async Task<(int Exit, string Out, string Err)> RunAsync(string? dataDir, params string[] args)
     {
-        var info = dataDir is null ? new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false } : Info(dataDir, args);
-        if (dataDir is null)
-        {
-            info.ArgumentList.Add(CliDll);
-            foreach (var a in args) info.ArgumentList.Add(a);
-        }
-        using var p = Process.Start(info)!;
+        using var p = Process.Start(Info(dataDir, args))!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));

@@ -18,27 +18,28 @@ public sealed partial class LargeBodyMemoryTrim(TimeProvider time, ILogger<Large
     /// <summary>How long no large body must arrive before the trim runs.</summary>
     public static readonly TimeSpan Quiet = TimeSpan.FromSeconds(2);
 
-    private static long s_lastLarge;
-    private static int s_pending;
+    private static long s_largeBodies; // bodies seen so far: no clock on the request path
+    private long _seenAtLastTick;
+    private long _trimmedAt;
 
     /// <summary>Times the trim has run.</summary>
     public int Trims { get; private set; }
 
     /// <summary>Called for every request body at least <see cref="Threshold"/> bytes long.</summary>
-    public static void LargeBodySeen()
-    {
-        Interlocked.Exchange(ref s_lastLarge, TimeProvider.System.GetTimestamp());
-        Volatile.Write(ref s_pending, 1);
-    }
+    public static void LargeBodySeen() => Interlocked.Increment(ref s_largeBodies);
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         while (!stoppingToken.IsCancellationRequested)
         {
-            try { await Task.Delay(Quiet / 2, time, stoppingToken).ConfigureAwait(false); }
+            try { await Task.Delay(Quiet, time, stoppingToken).ConfigureAwait(false); }
             catch (OperationCanceledException) { return; }
-            if (Volatile.Read(ref s_pending) == 0 || TimeProvider.System.GetElapsedTime(Interlocked.Read(ref s_lastLarge)) < Quiet) continue;
-            Volatile.Write(ref s_pending, 0);
+            // trim when large bodies arrived since the last trim but none during the last quiet period
+            var seen = Interlocked.Read(ref s_largeBodies);
+            var quiet = seen == _seenAtLastTick;
+            _seenAtLastTick = seen;
+            if (!quiet || seen == _trimmedAt) continue;
+            _trimmedAt = seen;
             var before = Environment.WorkingSet;
             GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
             Trims++;

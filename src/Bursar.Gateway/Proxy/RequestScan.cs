@@ -56,7 +56,9 @@ public struct RequestScan
         bool sawMessages = false, sawMaxTokens = false;
         var c = new PromptCounts();
         int n = 1, bestOf = 1;
-        var seen = new HashSet<string>(StringComparer.Ordinal);
+        Span<long> keys = stackalloc long[32]; // top-level keys seen, as (offset << 32 | length) into the body: no allocation per request
+        var keyCount = 0;
+        List<string>? manyKeys = null;
         try
         {
             if (!r.Read() || r.TokenType != JsonTokenType.StartObject)
@@ -67,8 +69,11 @@ public struct RequestScan
             while (r.Read() && r.TokenType == JsonTokenType.PropertyName)
             {
                 // a key sent twice is ambiguous (providers and parsers disagree on which one wins): refuse it, naming the key
-                var key = r.GetString()!;
-                if (!seen.Add(key)) return Fail(ref s, key, $"The request body has the key '{Shown(key)}' more than once; send each field once.");
+                if (SeenBefore(ref r, body, keys, ref keyCount, ref manyKeys))
+                {
+                    var key = r.GetString()!;
+                    return Fail(ref s, key, $"The request body has the key '{Shown(key)}' more than once; send each field once.");
+                }
                 if (r.ValueTextEquals("model"u8))
                 {
                     r.Read();
@@ -214,6 +219,32 @@ public struct RequestScan
     }
 
     /// <summary>A key as it may appear in a message: at most 64 characters.</summary>
+    /// <summary>
+    /// Whether the property name the reader is on was already a top-level key. Plain names are compared as body bytes;
+    /// an escaped name (<c>"mo\u0064el"</c>), a split buffer or more than <paramref name="keys"/> can hold switches to
+    /// comparing unescaped strings, with the earlier keys carried over.
+    /// </summary>
+    private static bool SeenBefore(ref Utf8JsonReader r, ReadOnlySpan<byte> body, scoped Span<long> keys, ref int count, ref List<string>? many)
+    {
+        if (many is null && !r.ValueIsEscaped && !r.HasValueSequence && count < keys.Length)
+        {
+            var name = r.ValueSpan;
+            for (var i = 0; i < count; i++)
+                if (body.Slice((int)(keys[i] >> 32), (int)(uint)keys[i]).SequenceEqual(name)) return true;
+            keys[count++] = ((r.TokenStartIndex + 1) << 32) | (uint)name.Length;
+            return false;
+        }
+        if (many is null)
+        {
+            many = new List<string>(count + 8);
+            for (var i = 0; i < count; i++) many.Add(System.Text.Encoding.UTF8.GetString(body.Slice((int)(keys[i] >> 32), (int)(uint)keys[i])));
+        }
+        var key = r.GetString()!;
+        if (many.Contains(key, StringComparer.Ordinal)) return true;
+        many.Add(key);
+        return false;
+    }
+
     internal static string Shown(string key) => key.Length <= 64 ? key : key[..64] + "...";
 
     private static RequestScan Fail(ref RequestScan s, string field, string message)
