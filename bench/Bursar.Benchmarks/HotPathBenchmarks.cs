@@ -1,3 +1,4 @@
+using Bursar.Core.Metering;
 using System.IO.Pipelines;
 using System.Text;
 using BenchmarkDotNet.Attributes;

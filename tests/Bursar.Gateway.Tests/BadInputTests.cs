@@ -197,7 +197,7 @@ public sealed class BadInputTests(GatewayFixture gw)
         Assert.False(r.Priced);
         Assert.Null(r.Cost);
         Assert.True(r.OutputTokens > 0);
-        Assert.True(gw.Services.GetService(typeof(Bursar.Gateway.Metering.CallMeter)) is Bursar.Gateway.Metering.CallMeter m && m.UnpricedCalls >= 1);
+        Assert.True(gw.Services.GetService(typeof(Bursar.Core.Metering.CallMeter)) is Bursar.Core.Metering.CallMeter m && m.UnpricedCalls >= 1);
     }
 
     [Fact]

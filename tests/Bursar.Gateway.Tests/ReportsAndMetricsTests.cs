@@ -74,7 +74,7 @@ public sealed class ReportsAndMetricsTests(GatewayFixture gw)
         var spans = new System.Collections.Concurrent.ConcurrentBag<System.Diagnostics.Activity>();
         using var listener = new System.Diagnostics.ActivityListener
         {
-            ShouldListenTo = s => s.Name == Bursar.Gateway.Metering.CallMeter.MeterName,
+            ShouldListenTo = s => s.Name == Bursar.Core.Metering.CallMeter.MeterName,
             Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
             ActivityStopped = a => { if ((string?)a.GetTagItem("bursar.feature") == feature) spans.Add(a); },
         };

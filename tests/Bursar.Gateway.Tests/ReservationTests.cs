@@ -2,7 +2,7 @@ using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
 using Bursar.Core.Pricing;
-using Bursar.Gateway.Admission;
+using Bursar.Core.Admission;
 using Bursar.Gateway.Proxy;
 using Bursar.Providers.Dialects;
 using Microsoft.Extensions.DependencyInjection;

@@ -32,6 +32,9 @@ public sealed record VirtualKey
 
     public bool IsRevoked => RevokedAt is not null;
 
+    /// <summary>The null object: no key yet (a call refused before authentication). Lets no tag through and names no customer.</summary>
+    public static VirtualKey Anonymous { get; } = new() { Id = "", Hash = "", Prefix = "", CreatedAt = DateTimeOffset.UnixEpoch, AllowedTagHeaders = [] };
+
     public const string SecretPrefix = "bsr_";
 
     /// <summary>Creates a new random secret (<c>bsr_</c> + 40 url-safe characters).</summary>

@@ -74,6 +74,22 @@ public sealed class RunTracker(RunCapOptions options, TimeProvider time)
 
     public RunState? Find(string? keyId, string runId) => _runs.TryGetValue((keyId, runId), out var s) ? s : null;
 
+    /// <summary>True when the run has ended (a cap or a done-condition was reached, and it has not gone idle since), with the refusal every further call gets.</summary>
+    public bool HasEnded(string? keyId, string runId, out RunRefusal? refusal)
+    {
+        refusal = null;
+        if (!_runs.TryGetValue((keyId, runId), out var s)) return false;
+        lock (s)
+        {
+            if (s.EndReason is null || time.GetUtcNow() - s.LastActivity > options.IdleExpiry) return false;
+            refusal = Ended(runId, s);
+            return true;
+        }
+    }
+
+    private static RunRefusal Ended(string runId, RunState s) =>
+        new(runId, s.EndReason!, $"Run '{runId}' has ended: {s.EndReason}, after {s.Turns} turns, {s.ToolCalls} tool calls and ${s.SpentUsd} spent. Start a new run id to continue.");
+
     /// <summary>Admits the next call of a run, or refuses it naming the cap that ended the run.</summary>
     public bool TryStart(string? keyId, string runId, decimal worstCaseUsd, out RunRefusal? refusal)
     {
@@ -96,7 +112,7 @@ public sealed class RunTracker(RunCapOptions options, TimeProvider time)
             }
             if (s.EndReason is not null)
             {
-                refusal = new RunRefusal(runId, s.EndReason, $"Run '{runId}' has ended: {s.EndReason}, after {s.Turns} turns, {s.ToolCalls} tool calls and ${s.SpentUsd} spent. Start a new run id to continue.");
+                refusal = Ended(runId, s);
                 return false;
             }
             if (options.MaxSpendUsd is { } max && s.SpentUsd + s.HeldUsd + worstCaseUsd > max)

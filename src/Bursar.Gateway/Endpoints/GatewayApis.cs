@@ -40,12 +40,12 @@ public static class MessagesApi
         var (_, error) = await auth.AuthenticateAsync(ctx.Request, ctx.RequestAborted);
         if (error is not null)
         {
-            await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, error);
+            await CallerAnswer.WriteErrorAsync(ctx, Dialect.Anthropic, error);
             return;
         }
         if (ctx.Request.ContentLength > options.MaxRequestBodyBytes)
         {
-            await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.TooLarge($"The request body is {ctx.Request.ContentLength} bytes; the limit is {options.MaxRequestBodyBytes}."));
+            await CallerAnswer.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.TooLarge($"The request body is {ctx.Request.ContentLength} bytes; the limit is {options.MaxRequestBodyBytes}."));
             return;
         }
         using var ms = new MemoryStream();
@@ -55,23 +55,23 @@ public static class MessagesApi
             var chunk = new byte[16 * 1024];
             int read;
             while (ms.Length <= options.MaxRequestBodyBytes && (read = await ctx.Request.Body.ReadAsync(chunk, ctx.RequestAborted)) > 0) ms.Write(chunk, 0, read);
-            if (ms.Length > ProxyPipeline.MaxPooledBodyBytes) Bursar.Gateway.Proxy.LargeBodyMemoryTrim.LargeBodySeen();
+            if (ms.Length > RequestBody.MaxPooledBodyBytes) Bursar.Gateway.Proxy.LargeBodyMemoryTrim.LargeBodySeen();
         }
         catch (Exception e) when (e is BadHttpRequestException || (e is IOException && !ctx.RequestAborted.IsCancellationRequested))
         {
             // a malformed or truncated body (bad chunked framing, short Content-Length) is the caller's fault
-            await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, ProxyPipeline.UnreadableBody(e));
+            await CallerAnswer.WriteErrorAsync(ctx, Dialect.Anthropic, RequestBody.UnreadableBody(e));
             return;
         }
         if (ms.Length > options.MaxRequestBodyBytes)
         {
-            await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.TooLarge($"The request body exceeds the limit of {options.MaxRequestBodyBytes} bytes."));
+            await CallerAnswer.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.TooLarge($"The request body exceeds the limit of {options.MaxRequestBodyBytes} bytes."));
             return;
         }
         var scan = RequestScan.Run(ms.GetBuffer().AsSpan(0, (int)ms.Length), Dialect.Anthropic, countTokens: true);
         if (scan.Error is not null)
         {
-            await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, scan.Error);
+            await CallerAnswer.WriteErrorAsync(ctx, Dialect.Anthropic, scan.Error);
             return;
         }
         long n;
@@ -83,12 +83,12 @@ public static class MessagesApi
         catch (JsonException e)
         {
             // e.g. a key twice inside a message: the parser names it
-            await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.BadRequest($"The request body cannot be read: {e.Message}"));
+            await CallerAnswer.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.BadRequest($"The request body cannot be read: {e.Message}"));
             return;
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException)
         {
-            await ProxyPipeline.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.BadRequest($"The messages could not be read for counting: {e.Message}", "messages"));
+            await CallerAnswer.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.BadRequest($"The messages could not be read for counting: {e.Message}", "messages"));
             return;
         }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
@@ -112,7 +112,7 @@ public static class ModelsApi
             var (_, error) = await auth.AuthenticateAsync(ctx.Request, ctx.RequestAborted);
             if (error is not null)
             {
-                await ProxyPipeline.WriteErrorAsync(ctx, dialect, error);
+                await CallerAnswer.WriteErrorAsync(ctx, dialect, error);
                 return;
             }
             var models = catalog.Models.Where(m => registry.Find(m.Model) is not null).ToArray();
@@ -151,7 +151,7 @@ public static class ModelsApi
         app.Map("/v1/{**rest}", (HttpContext ctx) =>
         {
             var dialect = ctx.Request.Headers.ContainsKey("anthropic-version") || ctx.Request.Path.StartsWithSegments("/v1/messages") ? Dialect.Anthropic : Dialect.OpenAI;
-            return ProxyPipeline.WriteErrorAsync(ctx, dialect, new ProviderError(404, $"Bursar has no endpoint {ctx.Request.Method} {ctx.Request.Path}. It serves POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens and GET /v1/models."));
+            return CallerAnswer.WriteErrorAsync(ctx, dialect, new ProviderError(404, $"Bursar has no endpoint {ctx.Request.Method} {ctx.Request.Path}. It serves POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens and GET /v1/models."));
         });
         return app;
     }

@@ -6,11 +6,15 @@ using Bursar.Core.Budgets;
 using Bursar.Core.Caching;
 using Bursar.Core.Limits;
 using Bursar.Core.Runs;
-using Bursar.Gateway.Admission;
+using Bursar.Core.Admission;
+using Bursar.Core.Attribution;
+using Bursar.Core.Caching.Semantic;
+using Bursar.Core.Metering;
+using Bursar.Core.Pipeline;
+using Bursar.Core.Routing;
 using Bursar.Gateway.Auth;
 using Bursar.Gateway.Dashboard;
 using Bursar.Gateway.Endpoints;
-using Bursar.Gateway.Metering;
 using Bursar.Gateway.Proxy;
 using Bursar.Providers.Simulator;
 using Bursar.Providers.Upstream;
@@ -165,6 +169,13 @@ public static partial class GatewayHost
         services.AddSingleton(sp => new Bursar.Core.Routing.OutputCapLearner(() => sp.GetRequiredService<Bursar.Core.Routing.RouteTable>().Current, sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<Bursar.Gateway.Routing.OutputCapService>();
         services.AddHostedService(sp => sp.GetRequiredService<Bursar.Gateway.Routing.OutputCapService>());
+        // the levers, in LeverPipeline.Order; the gateway's provider call is the last step
+        services.AddSingleton<IServedModels, Bursar.Gateway.Routing.DeploymentModels>();
+        services.AddSingleton<IDifficultyClassifier>(sp => sp.GetRequiredService<Bursar.Gateway.Routing.LlmClassifier>());
+        new LeverPipelineBuilder(services)
+            .UseAttribution().UseRunGuard().UseExactCache().UseSemanticCache().UseRouting().UseOutputCaps().UsePromptCaching().UseAdmission();
+        services.AddSingleton<UpstreamCall>();
+        services.AddSingleton(sp => new LeverPipeline(sp.GetServices<ILeverStage>(), sp.GetRequiredService<UpstreamCall>(), sp.GetRequiredService<CallMeter>(), sp.GetRequiredService<AdmissionControl>()));
         services.AddSingleton<ProxyPipeline>();
         services.AddMetrics();
         // OpenTelemetry: Prometheus text at /metrics always; OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set

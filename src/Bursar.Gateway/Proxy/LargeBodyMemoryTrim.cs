@@ -13,7 +13,7 @@ namespace Bursar.Gateway.Proxy;
 public sealed partial class LargeBodyMemoryTrim(TimeProvider time, ILogger<LargeBodyMemoryTrim> logger) : BackgroundService
 {
     /// <summary>Bodies at least this large count (1 MiB, the largest pooled body buffer).</summary>
-    public const int Threshold = ProxyPipeline.MaxPooledBodyBytes;
+    public const int Threshold = RequestBody.MaxPooledBodyBytes;
 
     /// <summary>How long no large body must arrive before the trim runs.</summary>
     public static readonly TimeSpan Quiet = TimeSpan.FromSeconds(2);

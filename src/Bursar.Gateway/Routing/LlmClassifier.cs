@@ -2,7 +2,8 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Bursar.Core.Attribution;
 using Bursar.Core.Routing;
-using Bursar.Gateway.Metering;
+using Bursar.Core.Metering;
+using Bursar.Core.Pipeline;
 using Bursar.Providers.Dialects;
 using Bursar.Providers.Upstream;
 
@@ -13,7 +14,7 @@ namespace Bursar.Gateway.Routing;
 /// (<see cref="DifficultyPrompt"/>), at most 5 output tokens, temperature 0. The call is metered on its own ledger row
 /// (task <c>routing-classifier</c>, same tags and route) and charged to the caller's budgets. A failure or an answer that is not one of the words is reported, and the caller goes up to the top rung.
 /// </summary>
-public sealed class LlmClassifier(UpstreamRegistry registry, UpstreamClient upstream, CallMeter meter, Bursar.Core.Budgets.BudgetManager budgets, Bursar.Core.Pricing.PriceCatalog catalog, TimeProvider time)
+public sealed class LlmClassifier(UpstreamRegistry registry, UpstreamClient upstream, CallMeter meter, Bursar.Core.Budgets.BudgetManager budgets, Bursar.Core.Pricing.PriceCatalog catalog, TimeProvider time) : IDifficultyClassifier
 {
     public const string Task = "routing-classifier";
 
@@ -33,9 +34,9 @@ public sealed class LlmClassifier(UpstreamRegistry registry, UpstreamClient upst
                 ["model"] = model, ["max_completion_tokens"] = 5, ["temperature"] = 0,
                 ["messages"] = new JsonArray(new JsonObject { ["role"] = "system", ["content"] = DifficultyPrompt.Instruction }, new JsonObject { ["role"] = "user", ["content"] = text }),
             };
-        var call = new CallContext
+        var call = new LeverCall
         {
-            Id = Guid.CreateVersion7(time.GetUtcNow()).ToString("N"), Started = time.GetUtcNow(), StartTimestamp = time.GetTimestamp(), Dialect = deployment.Dialect,
+            Id = Guid.CreateVersion7(time.GetUtcNow()).ToString("N"), Started = time.GetUtcNow(), StartTimestamp = time.GetTimestamp(), Dialect = deployment.Dialect.Name(),
             Attribution = attribution with { Task = Task }, RequestedModel = model, Provider = deployment.ProviderName, Route = route,
         };
         string? answer = null;

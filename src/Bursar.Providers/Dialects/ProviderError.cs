@@ -20,6 +20,16 @@ public sealed record ProviderError(int Status, string Message, ErrorSource Sourc
     /// <summary>Seconds for a <c>retry-after</c> header.</summary>
     public int? RetryAfterSeconds { get; init; }
 
+    /// <summary>A lever stage's refusal in the gateway's error vocabulary.</summary>
+    public static ProviderError From(Bursar.Core.Pipeline.LeverRefusal r) => new(r.Status, r.Message, r.Blame switch
+    {
+        Bursar.Core.Pipeline.Blame.Policy => ErrorSource.Policy,
+        Bursar.Core.Pipeline.Blame.Upstream => ErrorSource.Upstream,
+        Bursar.Core.Pipeline.Blame.Gateway => ErrorSource.Gateway,
+        _ => ErrorSource.Caller,
+    })
+    { Param = r.Param, Code = r.Code, TypeOverride = r.Type, RetryAfterSeconds = r.RetryAfterSeconds };
+
     public static ProviderError BadRequest(string message, string? param = null) => new(400, message) { Param = param };
     public static ProviderError Unauthorized(string message) => new(401, message) { Code = "invalid_api_key" };
     public static ProviderError Forbidden(string message) => new(403, message);

@@ -1,3 +1,4 @@
+using Bursar.Core.Metering;
 using System.Text.Json;
 using Bursar.Core.Usage;
 

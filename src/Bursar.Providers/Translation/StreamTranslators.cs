@@ -1,3 +1,4 @@
+using Bursar.Core.Metering;
 using System.Buffers;
 using System.Text.Json;
 using Bursar.Providers.Dialects;

@@ -6,18 +6,16 @@ using Bursar.Core.Ledger;
 using Bursar.Core.Limits;
 using Bursar.Core.Pricing;
 using Bursar.Core.Runs;
-using Bursar.Providers.Dialects;
-using Bursar.Providers.Upstream;
+using Bursar.Core.Pipeline;
 
-namespace Bursar.Gateway.Admission;
+namespace Bursar.Core.Admission;
 
 /// <summary>What admission decided for one call: the model to serve, the money held, the run it belongs to.</summary>
-public sealed class Admission
+public sealed class AdmissionDecision
 {
-    public static Admission None { get; } = new();
+    public static AdmissionDecision None { get; } = new();
 
     public string? Model { get; init; }
-    public UpstreamDeployment? Deployment { get; init; }
     public BudgetReservation Reservation { get; init; } = BudgetReservation.None;
     public decimal WorstCaseUsd { get; init; }
     public string? RoutingReason { get; init; }
@@ -31,7 +29,7 @@ public sealed class Admission
 /// output rate) is reserved atomically against every budget that applies, or the key's downgrade model is tried, or the
 /// call is refused with the budget, its limit, the spend so far and the reset time.
 /// </summary>
-public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter, RunTracker runs, PriceCatalog catalog, UpstreamRegistry registry, Bursar.Core.Tokens.TokenCounter tokens, TimeProvider time)
+public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter, RunTracker runs, PriceCatalog catalog, IServedModels served, Bursar.Core.Tokens.TokenCounter tokens, TimeProvider time)
 {
     /// <summary>Output limit assumed for an OpenAI call that sets none and a model whose maximum is unknown.</summary>
     public const long DefaultMaxOutputTokens = 4_096;
@@ -41,7 +39,7 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
     /// <param name="estimatedInputTokens">The one-pass estimate (rate limits count it).</param>
     /// <param name="inputTokenBound">Input tokens the call cannot exceed (budgets and run caps reserve it).</param>
     /// <param name="choices">Completions generated and billed (<c>n</c>, <c>best_of</c>): the output limit is reserved once per completion.</param>
-    public Admission Admit(VirtualKey key, CallAttribution a, string model, UpstreamDeployment deployment, long estimatedInputTokens, long inputTokenBound, long? maxTokens, int choices, out ProviderError? refusal)
+    public AdmissionDecision Admit(VirtualKey key, CallAttribution a, string model, long estimatedInputTokens, long inputTokenBound, long? maxTokens, int choices, out LeverRefusal? refusal)
     {
         refusal = null;
         var price = catalog.Find(model).Price;
@@ -51,57 +49,57 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
 
         if (limiter.Any && !limiter.TryAcquire(key.Id, a.Team, a.Customer, estimatedInputTokens + output * choices, out var rl))
         {
-            refusal = new ProviderError(429, rl!.Message, ErrorSource.Policy) { RetryAfterSeconds = (int)Math.Ceiling(rl.RetryAfter.TotalSeconds), Code = "rate_limit_exceeded" };
-            return Admission.None;
+            refusal = new LeverRefusal(429, rl!.Message, Blame.Policy) { RetryAfterSeconds = (int)Math.Ceiling(rl.RetryAfter.TotalSeconds), Code = "rate_limit_exceeded" };
+            return AdmissionDecision.None;
         }
 
         var worst = WorstCase(price, bound, output * choices);
         if (a.RunId is { } runId && !runs.TryStart(key.Id, runId, worst, out var rr))
         {
-            refusal = new ProviderError(429, rr!.Message, ErrorSource.Policy) { TypeOverride = "run_limit_exceeded", Code = "run_limit_exceeded" };
-            return Admission.None;
+            refusal = Bursar.Core.Runs.RunRefusals.ToRefusal(rr!);
+            return AdmissionDecision.None;
         }
 
         if (!budgets.Any)
-            return new Admission { Model = model, Deployment = deployment, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = worst };
+            return new AdmissionDecision { Model = model, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = worst };
 
-        var admitted = AdmitBudgets(key, a, model, deployment, price, bound, maxTokens, output, choices, worst, out refusal);
+        var admitted = AdmitBudgets(key, a, model, price, bound, maxTokens, output, choices, worst, out refusal);
         if (refusal is not null && a.RunId is not null) runs.Release(key.Id, a.RunId, worst); // refused: the run's hold goes back
         return admitted;
     }
 
-    private Admission AdmitBudgets(VirtualKey key, CallAttribution a, string model, UpstreamDeployment deployment, ModelPrice? price, long bound, long? maxTokens, long output, int choices, decimal worst, out ProviderError? refusal)
+    private AdmissionDecision AdmitBudgets(VirtualKey key, CallAttribution a, string model, ModelPrice? price, long bound, long? maxTokens, long output, int choices, decimal worst, out LeverRefusal? refusal)
     {
         refusal = null;
         if (price is null && key.UnpricedPolicy == "refuse")
         {
-            refusal = new ProviderError(403, $"Model '{model}' has no price, and key {key.Prefix}…'s policy refuses unpriced models while budgets apply. Add its price (bursar prices import, or Bursar:Prices) or use a priced model.", ErrorSource.Policy) { TypeOverride = "unpriced_model", Code = "unpriced_model", Param = "model" };
-            return Admission.None;
+            refusal = new LeverRefusal(403, $"Model '{model}' has no price, and key {key.Prefix}…'s policy refuses unpriced models while budgets apply. Add its price (bursar prices import, or Bursar:Prices) or use a priced model.", Blame.Policy) { Type = "unpriced_model", Code = "unpriced_model", Param = "model" };
+            return AdmissionDecision.None;
         }
         // a free (local) model never consumes budget; an unpriced one allowed by policy is flagged in the ledger, not reserved
         if (price is null || price.IsFree)
-            return new Admission { Model = model, Deployment = deployment, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = 0 };
+            return new AdmissionDecision { Model = model, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = 0 };
 
         var subject = new BudgetSubject(key.Id, a.Team, a.Customer, a.Feature, price.Model);
         if (budgets.TryReserve(subject, worst, out var reservation, out var br))
-            return new Admission { Model = model, Deployment = deployment, Reservation = reservation, WorstCaseUsd = worst, RunId = a.RunId, KeyId = key.Id };
+            return new AdmissionDecision { Model = model, Reservation = reservation, WorstCaseUsd = worst, RunId = a.RunId, KeyId = key.Id };
 
         if (key.DowngradeModel is { } cheaper && !string.Equals(cheaper, model, StringComparison.OrdinalIgnoreCase)
-            && registry.Find(cheaper) is { } cheaperDeployment && catalog.Find(cheaper).Price is { } cheaperPrice)
+            && served.Serves(cheaper) && catalog.Find(cheaper).Price is { } cheaperPrice)
         {
             var worstCheaper = WorstCase(cheaperPrice, InputBound(cheaper, cheaperPrice, bound), (maxTokens ?? cheaperPrice.MaxOutputTokens ?? DefaultMaxOutputTokens) * choices);
             if (budgets.TryReserve(subject with { Model = cheaperPrice.Model }, worstCheaper, out var r2, out _))
             {
-                return new Admission
+                return new AdmissionDecision
                 {
-                    Model = cheaper, Deployment = cheaperDeployment, Reservation = r2, WorstCaseUsd = worstCheaper, RunId = a.RunId, KeyId = key.Id,
+                    Model = cheaper, Reservation = r2, WorstCaseUsd = worstCheaper, RunId = a.RunId, KeyId = key.Id,
                     RoutingReason = $"budget_downgrade: {br!.Budget.Describe()} ({br.Budget.Id}) would be exceeded on {model}",
                 };
             }
         }
         var secs = br!.ResetsAt == DateTimeOffset.MaxValue ? (int?)null : (int)Math.Max(1, Math.Ceiling((br.ResetsAt - time.GetUtcNow()).TotalSeconds));
-        refusal = new ProviderError(429, br.Message + $" (budget id '{br.Budget.Id}')", ErrorSource.Policy) { TypeOverride = "budget_exceeded", Code = "budget_exceeded", RetryAfterSeconds = secs };
-        return Admission.None;
+        refusal = new LeverRefusal(429, br.Message + $" (budget id '{br.Budget.Id}')", Blame.Policy) { Type = "budget_exceeded", Code = "budget_exceeded", RetryAfterSeconds = secs };
+        return AdmissionDecision.None;
     }
 
     /// <summary>
@@ -130,7 +128,7 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
     }
 
     /// <summary>Settles the reservation to the call's actual cost and advances its run; returns why the run ended, if it did.</summary>
-    public string? Complete(Admission admission, LedgerRecord record, int toolCalls, string? text)
+    public string? Complete(AdmissionDecision admission, LedgerRecord record, int toolCalls, string? text)
     {
         var cost = record.Cost ?? 0m;
         budgets.Settle(admission.Reservation, cost);

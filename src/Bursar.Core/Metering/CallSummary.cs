@@ -1,6 +1,6 @@
 using Bursar.Core.Usage;
 
-namespace Bursar.Providers.Dialects;
+namespace Bursar.Core.Metering;
 
 /// <summary>What metering learned from one upstream response, streamed or not.</summary>
 public sealed class CallSummary

@@ -1,48 +1,11 @@
 using System.Diagnostics.Metrics;
-using Bursar.Core.Attribution;
 using Bursar.Core.Ledger;
+using Bursar.Core.Pipeline;
 using Bursar.Core.Pricing;
 using Bursar.Core.Usage;
-using Bursar.Providers.Dialects;
 using Microsoft.Extensions.Logging;
 
-namespace Bursar.Gateway.Metering;
-
-/// <summary>Everything known about one call when it ends, turned into its ledger record.</summary>
-public sealed class CallContext
-{
-    public required string Id { get; init; }
-    public required DateTimeOffset Started { get; init; }
-    public required long StartTimestamp { get; init; }
-    public required Dialect Dialect { get; init; }
-    public CallAttribution Attribution { get; set; } = CallAttribution.None;
-    public string? RequestedModel { get; set; }
-    public string? Provider { get; set; }
-    public bool Streamed { get; set; }
-    public CallSummary Summary { get; } = new();
-    public int StatusCode { get; set; }
-    public string Outcome { get; set; } = "ok";
-    public string? ErrorType { get; set; }
-    public string? ErrorMessage { get; set; }
-    public string? UpstreamRequestId { get; set; }
-    public string? RoutingReason { get; set; }
-    /// <summary>The route policy that matched this call.</summary>
-    public string? Route { get; set; }
-    /// <summary>Set when a route served another model than the one asked for: the routing saving is priced against it.</summary>
-    public string? RoutedFrom { get; set; }
-    public (string Hash, long Tokens)? Prefix { get; set; }
-    /// <summary>Set when the exact response cache answered: the call cost nothing and saved what the original cost.</summary>
-    public Bursar.Core.Caching.CachedResponse? CacheHit { get; set; }
-    /// <summary>Bursar placed the prompt-cache breakpoints of this call (the caller had none): the net caching saving is Bursar's.</summary>
-    public bool PromptCachePlaced { get; set; }
-    public string? VolatilePrefix { get; set; }
-    /// <summary>What admission decided (the reservation to settle, the run to advance).</summary>
-    public Bursar.Gateway.Admission.Admission Admitted { get; set; } = Bursar.Gateway.Admission.Admission.None;
-    /// <summary>The ledger record is written: set once, before the call's last byte reaches the caller.</summary>
-    public bool Sealed { get; set; }
-    /// <summary>The request's input tokens estimated before the call (RequestScan): billed when the provider's usage never arrives.</summary>
-    public long EstimatedInputTokens { get; set; }
-}
+namespace Bursar.Core.Metering;
 
 /// <summary>Prices a finished call, writes its ledger record, and counts it in the <c>Bursar.Gateway</c> meter.</summary>
 public sealed partial class CallMeter
@@ -91,7 +54,7 @@ public sealed partial class CallMeter
     private long _unpricedCount;
 
     /// <summary>Prices the call, counts it, and enqueues its ledger record (after <paramref name="complete"/> may add to it).</summary>
-    public LedgerRecord Finish(CallContext c, Func<LedgerRecord, LedgerRecord>? complete = null)
+    public LedgerRecord Finish(LeverCall c, Func<LedgerRecord, LedgerRecord>? complete = null)
     {
         var record = Build(c);
         if (complete is not null) record = complete(record);
@@ -100,7 +63,7 @@ public sealed partial class CallMeter
     }
 
     /// <summary>Like <see cref="Finish"/>, and completes when the record is as durable as the ledger's fsync policy promises.</summary>
-    public async ValueTask<LedgerRecord> FinishAsync(CallContext c, Func<LedgerRecord, LedgerRecord>? complete = null)
+    public async ValueTask<LedgerRecord> FinishAsync(LeverCall c, Func<LedgerRecord, LedgerRecord>? complete = null)
     {
         var record = Build(c);
         if (complete is not null) record = complete(record);
@@ -109,7 +72,7 @@ public sealed partial class CallMeter
     }
 
     /// <summary>The call's cost from its usage so far (null when its model is unpriced).</summary>
-    public decimal? CostOf(CallContext c)
+    public decimal? CostOf(LeverCall c)
     {
         var model = c.Summary.Model ?? c.RequestedModel;
         if (model is null) return null;
@@ -117,7 +80,7 @@ public sealed partial class CallMeter
         return price is null ? null : CostCalculator.Compute(price, c.Summary.Usage).Total;
     }
 
-    public LedgerRecord Build(CallContext c)
+    public LedgerRecord Build(LeverCall c)
     {
         var s = c.Summary;
         var served = s.Model ?? c.RequestedModel;
@@ -191,7 +154,7 @@ public sealed partial class CallMeter
             Task = c.Attribution.Task,
             Template = c.Attribution.Template,
             RunId = c.Attribution.RunId,
-            Dialect = c.Dialect.Name(),
+            Dialect = c.Dialect,
             Provider = c.Provider,
             RequestedModel = c.RequestedModel,
             ServedModel = served,
@@ -238,7 +201,7 @@ public sealed partial class CallMeter
         return text.Length >= s.OutputTextChars ? n : (long)Math.Ceiling(n * (double)s.OutputTextChars / text.Length);
     }
 
-    private void Observe(CallContext c, LedgerRecord record, TokenUsage usage)
+    private void Observe(LeverCall c, LedgerRecord record, TokenUsage usage)
     {
         var model = new KeyValuePair<string, object?>("gen_ai.response.model", record.ServedModel ?? "unknown");
         _calls.Add(1, new KeyValuePair<string, object?>("outcome", c.Outcome), model);
@@ -248,7 +211,7 @@ public sealed partial class CallMeter
         if (record.SavingRouting != 0) _saved.Add((double)record.SavingRouting, new KeyValuePair<string, object?>("lever", "routing"));
         if (c.CacheHit is not null) _cacheHits.Add(1, new KeyValuePair<string, object?>("kind", c.Provider == "bursar-semantic-cache" ? "semantic" : "exact"));
         if (c.Outcome == "refused") _refusals.Add(1, new KeyValuePair<string, object?>("reason", record.ErrorType ?? "policy"));
-        var provider = new KeyValuePair<string, object?>("gen_ai.provider.name", c.Provider ?? (c.Dialect == Dialect.Anthropic ? "anthropic" : "openai"));
+        var provider = new KeyValuePair<string, object?>("gen_ai.provider.name", c.Provider ?? c.Dialect);
         var operation = new KeyValuePair<string, object?>("gen_ai.operation.name", "chat");
         var requested = new KeyValuePair<string, object?>("gen_ai.request.model", c.RequestedModel ?? "unknown");
         _duration.Record(record.LatencyMs / 1000.0, operation, provider, requested, model);

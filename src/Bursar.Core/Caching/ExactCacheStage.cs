@@ -1,0 +1,96 @@
+using Bursar.Core.Metering;
+using Bursar.Core.Pipeline;
+
+namespace Bursar.Core.Caching;
+
+/// <summary>
+/// The exact response cache: an identical deterministic request (or one the caller opts in with cache control
+/// <c>on</c>) of the same tenant is answered from the store at $0, recorded with the saving of the call it replays.
+/// Concurrent identical misses wait for one leader's answer instead of paying twice (<see cref="CacheFillCoordinator"/>).
+/// Off for a feature with a zero TTL, for a route with <c>ResponseCache: false</c>, and for cache control <c>off</c>.
+/// </summary>
+public sealed class ExactCacheStage(IResponseCacheStore cache, ResponseCacheOptions options, CacheFillCoordinator fills, CallMeter meter, TimeProvider time) : ILeverStage
+{
+    /// <summary>How long a follower waits for the leader's answer before it calls the provider itself.</summary>
+    public static readonly TimeSpan FollowerWait = TimeSpan.FromMinutes(2);
+
+    public string Name => "exact-cache";
+
+    public async ValueTask InvokeAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
+    {
+        var req = call.Request;
+        var ttl = options.TtlFor(call.Attribution.Feature);
+        call.CacheStatus ??= "bypass";
+        string? key = null;
+        if (options.Enabled && call.Policy?.ResponseCache != false && ttl > TimeSpan.Zero && req.CacheControl != "off" && (req.Deterministic || req.CacheControl == "on"))
+        {
+            try
+            {
+                if (req.TryBody(out var body)) key = ResponseCacheKey.Compute(ResponseCacheKey.Tenant(call.Key, call.Attribution), call.Dialect, req.Stream, body);
+            }
+            catch (Exception e) when (CallRequest.IsBadJson(e))
+            {
+                key = null;
+            }
+        }
+        if (key is null)
+        {
+            await next(call, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        if (await cache.GetAsync(key, cancellationToken).ConfigureAwait(false) is { } hit)
+        {
+            Hit(call, hit, semantic: false);
+            return;
+        }
+        if (!fills.TryLead(key, out var wait))
+        {
+            // an identical call is already on its way upstream: wait for its answer instead of paying twice
+            var stored = await wait.WaitAsync(FollowerWait, cancellationToken).ConfigureAwait(false);
+            if (stored && await cache.GetAsync(key, cancellationToken).ConfigureAwait(false) is { } filled)
+            {
+                Hit(call, filled, semantic: false);
+                return;
+            }
+            await next(call, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        var done = false;
+        try
+        {
+            call.CacheStatus = "miss";
+            call.CaptureAnswer = true;
+            await next(call, cancellationToken).ConfigureAwait(false);
+            if (call.Answer is { } answer && call.Outcome == "ok" && !cancellationToken.IsCancellationRequested)
+            {
+                await cache.SetAsync(key, Stored(call, answer, meter, time), ttl, CancellationToken.None).ConfigureAwait(false);
+                done = true;
+            }
+        }
+        finally
+        {
+            fills.Complete(key, done);
+        }
+    }
+
+    /// <summary>Ends the call with a cached answer: $0, the saving of the call it replays.</summary>
+    internal static void Hit(LeverCall call, CachedResponse hit, bool semantic)
+    {
+        call.CacheHit = hit;
+        call.SemanticHit = semantic;
+        call.CacheStatus = semantic ? "semantic-hit" : "hit";
+        call.Provider = semantic ? "bursar-semantic-cache" : "bursar-cache";
+        call.Summary.Model = hit.Model;
+        call.StatusCode = 200;
+    }
+
+    /// <summary>What a cache keeps of an answer: the bytes the caller got and what the call cost (the saving of each later hit).</summary>
+    internal static CachedResponse Stored(LeverCall call, (byte[] Body, string ContentType) answer, CallMeter meter, TimeProvider time) =>
+        new(answer.Body, answer.ContentType, call.Summary.Model, meter.CostOf(call), call.Summary.Usage.TotalInputTokens, call.Summary.Usage.OutputTokens, time.GetUtcNow());
+}
+
+public static class ExactCacheStageExtensions
+{
+    /// <summary>Identical deterministic requests answered from the response cache (options: <see cref="ResponseCacheOptions"/>).</summary>
+    public static LeverPipelineBuilder UseExactCache(this LeverPipelineBuilder builder) => builder.Use<ExactCacheStage>();
+}

@@ -1,0 +1,60 @@
+using Bursar.Core.Metering;
+using Bursar.Core.Pipeline;
+
+namespace Bursar.Core.Caching.Semantic;
+
+/// <summary>
+/// The semantic response cache, for the features that opt in (<see cref="SemanticCacheOptions"/>, or a route's
+/// <c>SemanticCache</c>): a similar single-turn question of the same tenant, model and system prompt, past the guards,
+/// is answered with the stored answer at $0. An unreadable body or an embeddings endpoint that is down means no
+/// semantic cache for that call, never a failed call.
+/// </summary>
+public sealed class SemanticCacheStage(SemanticResponseCache semantic, CallMeter meter, TimeProvider time) : ILeverStage
+{
+    public string Name => "semantic-cache";
+
+    public async ValueTask InvokeAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
+    {
+        var req = call.Request;
+        call.CacheStatus ??= "bypass";
+        string? partition = null, question = null;
+        if ((call.Policy?.SemanticCache ?? semantic.Options.AppliesTo(call.Attribution.Feature)) && req.CacheControl != "off")
+        {
+            try
+            {
+                if (req.TryBody(out var body) && SemanticResponseCache.Question(body, semantic.Options.MaxUserTurns) is { } q)
+                {
+                    partition = SemanticResponseCache.Partition(ResponseCacheKey.Tenant(call.Key, call.Attribution), req.Model, q.SystemHash, call.Dialect, req.Stream);
+                    var (similar, score, _) = await semantic.LookupAsync(partition, q.Question, cancellationToken).ConfigureAwait(false);
+                    if (similar is not null)
+                    {
+                        ExactCacheStage.Hit(call, similar.Response, semantic: true);
+                        call.Similarity = score;
+                        return;
+                    }
+                    question = q.Question;
+                }
+            }
+            catch (Exception e) when (CallRequest.IsBadJson(e) || e is HttpRequestException)
+            {
+                partition = question = null;
+            }
+        }
+        if (question is null)
+        {
+            await next(call, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        call.CacheStatus = "miss";
+        call.CaptureAnswer = true;
+        await next(call, cancellationToken).ConfigureAwait(false);
+        if (call.Answer is { } answer && call.Outcome == "ok" && !cancellationToken.IsCancellationRequested)
+            await semantic.AddAsync(partition!, question, ExactCacheStage.Stored(call, answer, meter, time), CancellationToken.None).ConfigureAwait(false);
+    }
+}
+
+public static class SemanticCacheStageExtensions
+{
+    /// <summary>Similar questions answered from the semantic cache, for the features that opt in (options: <see cref="SemanticCacheOptions"/>).</summary>
+    public static LeverPipelineBuilder UseSemanticCache(this LeverPipelineBuilder builder) => builder.Use<SemanticCacheStage>();
+}

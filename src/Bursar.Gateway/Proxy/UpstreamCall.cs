@@ -1,0 +1,233 @@
+using System.Buffers;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Bursar.Core.Pipeline;
+using Bursar.Core.Pricing;
+using Bursar.Gateway.Routing;
+using Bursar.Providers.Dialects;
+using Bursar.Providers.Sse;
+using Bursar.Providers.Translation;
+using Bursar.Providers.Upstream;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
+
+namespace Bursar.Gateway.Proxy;
+
+/// <summary>
+/// The gateway's provider call, the pipeline's last step: what goes upstream (the caller's bytes untouched unless a
+/// translation, an edit or metering changes them), the upstream call with the client's retries, then the route's
+/// fallbacks, and the answer relayed to the caller while it is metered (SSE pumped frame by frame, never buffered).
+/// </summary>
+public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClient upstream, PriceCatalog catalog, DeploymentHealth health, TimeProvider time, ILogger<UpstreamCall> logger) : IProviderCall
+{
+    private static readonly string[] ForwardedResponseHeaders = ["request-id", "x-request-id", "retry-after", "retry-after-ms"];
+
+    public async ValueTask CallAsync(LeverCall call, CancellationToken cancellationToken)
+    {
+        var x = (GatewayExchange)call.Host!;
+        var ctx = x.Http;
+        if (call.CacheStatus is { } status) ctx.Response.Headers["x-bursar-cache"] = status;
+        var first = registry.Find(call.Model)!; // the route stage refused models no deployment serves
+        call.Provider = first.ProviderName;
+        // the chain: the chosen model, then the route's fallbacks (deployments in cooldown last; models whose context window is too small skipped, and said so)
+        var chain = Chain(call.Policy, first, call.Model, call.Request.EstimatedInputTokens + (call.MaxTokens ?? 0), out var skipped);
+        var failures = new List<string>();
+        UpstreamResponse response;
+        UpstreamDeployment deployment;
+        string model;
+        var injectedUsage = false;
+        for (var attempt = 0; ; attempt++)
+        {
+            (deployment, model) = chain[attempt];
+            call.Provider = deployment.ProviderName;
+            ReadOnlyMemory<byte> body;
+            try
+            {
+                (body, injectedUsage) = Build(call, x, deployment, model, attempt, cancellationToken);
+            }
+            catch (RequestTranslator.TranslationException e)
+            {
+                await CallerAnswer.RefuseAsync(ctx, call, x.Dialect, e.Error).ConfigureAwait(false);
+                return;
+            }
+            catch (Exception e) when (CallRequest.IsBadJson(e))
+            {
+                await CallerAnswer.RefuseAsync(ctx, call, x.Dialect, ProviderError.BadRequest($"The request body cannot be read for {deployment.Dialect.Name()}: {e.Message}")).ConfigureAwait(false);
+                return;
+            }
+            var path = deployment.Dialect == Dialect.Anthropic ? "v1/messages" : "chat/completions";
+            var last = attempt + 1 >= chain.Count;
+            try
+            {
+                response = await upstream.SendAsync(deployment, path, body, name => ctx.Request.Headers.TryGetValue(name, out var v) ? v.ToString() : null, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is HttpRequestException or TimeoutException && !cancellationToken.IsCancellationRequested)
+            {
+                health.Failed(deployment.Name, call.Routes!.Cooldown);
+                failures.Add($"{model}: {(e is TimeoutException ? "timed out" : "unreachable")}");
+                if (!last) continue;
+                var note = failures.Count > 1 ? $" (tried {string.Join("; ", failures)})" : "";
+                await CallerAnswer.RefuseAsync(ctx, call, x.Dialect, e is TimeoutException
+                    ? new ProviderError(504, $"Upstream deployment '{deployment.Name}' ({deployment.BaseUri}) did not answer within its timeout{note}.", ErrorSource.Upstream)
+                    : new ProviderError(502, $"Upstream deployment '{deployment.Name}' ({deployment.BaseUri}) could not be reached: {e.Message}{note}", ErrorSource.Upstream), "upstream_error").ConfigureAwait(false);
+                return;
+            }
+            var code = (int)response.Message.StatusCode;
+            if (!last && UpstreamClient.IsRetryable(code))
+            {
+                // the chosen model is failing after the client's retries: cool its deployment down and try the next model in the chain
+                health.Failed(deployment.Name, call.Routes!.Cooldown);
+                failures.Add($"{model}: {code}");
+                response.Dispose();
+                continue;
+            }
+            break;
+        }
+        if (failures.Count > 0 || skipped.Count > 0 || model != call.Model) Explain(call, model, failures, skipped);
+        using (response)
+        {
+            await RelayAsync(ctx, call, x, deployment, response.Message, injectedUsage, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>What goes upstream for this attempt: the caller's bytes, or the DOM translated, edited and re-serialized.</summary>
+    private static (ReadOnlyMemory<byte> Body, bool InjectedUsage) Build(LeverCall call, GatewayExchange x, UpstreamDeployment deployment, string model, int attempt, CancellationToken ct)
+    {
+        var req = call.Request;
+        var dialect = x.Dialect;
+        var injectUsage = dialect == Dialect.OpenAI && deployment.Dialect == Dialect.OpenAI && req.Stream && !x.IncludeUsage;
+        if (deployment.Dialect == dialect && model == req.Model && !call.Edits.Any && !injectUsage) return (x.Body, false);
+        // a second attempt starts again from the caller's bytes: the previous one changed the DOM
+        var node = attempt == 0 ? req.Body : req.Reparse();
+        var modified = false;
+        if (deployment.Dialect != dialect)
+        {
+            node = RequestTranslator.Translate(dialect, deployment.Dialect, node);
+            node["model"] = model;
+            modified = true;
+        }
+        else if (model != req.Model)
+        {
+            node["model"] = model;
+            modified = true;
+        }
+        modified |= call.Edits.ApplyTo(node, new EditTarget(deployment.Dialect == Dialect.Anthropic, model, call, ct));
+        if (injectUsage)
+        {
+            // no streamed call goes unmetered: ask for usage, strip the extra chunk on the way back
+            var so = node["stream_options"] as JsonObject ?? new JsonObject();
+            so["include_usage"] = true;
+            node["stream_options"] = so;
+            modified = true;
+        }
+        return (modified ? JsonSerializer.SerializeToUtf8Bytes(node, GatewayJson.Default.JsonObject) : x.Body, injectUsage);
+    }
+
+    private void Explain(LeverCall call, string model, List<string> failures, List<string> skipped)
+    {
+        call.RoutedFrom ??= call.Request.Model;
+        var parts = new List<string>();
+        if (failures.Count == 0 && model != call.Model) parts.Add($"fallback to {model}: {call.Model}'s deployment is cooling down after recent failures");
+        if (failures.Count > 0) parts.Add($"fallback to {model} after {string.Join("; ", failures)}");
+        if (skipped.Count > 0) parts.Add($"skipped {string.Join("; ", skipped)}");
+        call.RoutingReason = string.Join("; ", parts) + (call.RoutingReason is { } before ? $" (was: {before})" : "");
+        LogFallback(logger, call.Attribution.Feature, call.RoutingReason);
+    }
+
+    /// <summary>Sends the upstream answer to the caller; keeps a copy of what the caller got in <see cref="LeverCall.Answer"/> when a cache asked for it and the call succeeded.</summary>
+    private async Task RelayAsync(HttpContext ctx, LeverCall call, GatewayExchange x, UpstreamDeployment deployment, HttpResponseMessage response, bool injectedUsage, CancellationToken ct)
+    {
+        var dialect = x.Dialect;
+        var status = (int)response.StatusCode;
+        call.StatusCode = status;
+        foreach (var name in ForwardedResponseHeaders)
+        {
+            if (response.Headers.TryGetValues(name, out var values)) ctx.Response.Headers[name] = values.ToArray();
+        }
+        call.UpstreamRequestId = response.Headers.TryGetValues(deployment.Dialect == Dialect.Anthropic ? "request-id" : "x-request-id", out var rid) ? rid.FirstOrDefault() : null;
+        var isSse = response.Content.Headers.ContentType?.MediaType == "text/event-stream";
+        if (status != 200 || !isSse)
+        {
+            var bytes = await response.Content.ReadAsByteArrayAsync(ct).ConfigureAwait(false);
+            if (status != 200)
+            {
+                var err = ProviderError.TryParse(status, bytes);
+                call.Outcome = "upstream_error";
+                call.ErrorType = err?.TypeOverride ?? "http_" + status;
+                call.ErrorMessage = err?.Message;
+                if (deployment.Dialect != dialect || err is null)
+                {
+                    // the caller's dialect, the caller's vocabulary: an Anthropic overloaded_error reaches an OpenAI caller as a 503 server_error
+                    var shown = (err ?? new ProviderError(status, $"Upstream '{deployment.Name}' answered HTTP {status}.", ErrorSource.Upstream)).ForDialect(dialect);
+                    status = shown.Status;
+                    call.StatusCode = status;
+                    bytes = shown.ToJson(dialect);
+                }
+                await CallerAnswer.WriteJsonAsync(ctx, call, status, bytes).ConfigureAwait(false);
+                return;
+            }
+            call.Summary.Answered = true;
+            if (!UsageReader.TryReadResponse(deployment.Dialect, bytes, call.Summary))
+            {
+                call.Outcome = "upstream_error";
+                call.ErrorType = "usage_unreadable";
+                call.ErrorMessage = $"Upstream '{deployment.Name}' ({deployment.BaseUri}) answered 200 with a body that is not a {deployment.Dialect.Name()} response; check its Dialect and BaseUrl.";
+                call.StatusCode = 502;
+                await CallerAnswer.WriteErrorAsync(ctx, call, dialect, new ProviderError(502, call.ErrorMessage, ErrorSource.Upstream)).ConfigureAwait(false);
+                return;
+            }
+            if (deployment.Dialect != dialect)
+                bytes = ResponseTranslator.Translate(deployment.Dialect, dialect, bytes, time.GetUtcNow().ToUnixTimeSeconds());
+            await CallerAnswer.WriteJsonAsync(ctx, call, 200, bytes).ConfigureAwait(false);
+            if (call.CaptureAnswer) call.Answer = (bytes, "application/json");
+            return;
+        }
+
+        ctx.Response.StatusCode = 200;
+        ctx.Response.ContentType = "text/event-stream";
+        ctx.Response.Headers.CacheControl = "no-cache";
+        ctx.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+        call.Summary.Answered = true;
+        SseStreamHandler handler = (deployment.Dialect, dialect) switch
+        {
+            (Dialect.Anthropic, Dialect.Anthropic) => new AnthropicMeteringHandler(call.Summary, time),
+            (Dialect.OpenAI, Dialect.OpenAI) => new OpenAIMeteringHandler(call.Summary, time, injectedUsage),
+            (Dialect.Anthropic, Dialect.OpenAI) => new AnthropicToOpenAIStream(call.Summary, time, includeUsage: x.IncludeUsage, time.GetUtcNow().ToUnixTimeSeconds()),
+            _ => new OpenAIToAnthropicStream(call.Summary, time, call.EstimatedInputTokens),
+        };
+        await using var upstreamStream = await response.Content.ReadAsStreamAsync(ct).ConfigureAwait(false);
+        var copy = call.CaptureAnswer ? new ArrayBufferWriter<byte>(4096) : null;
+        await SsePump.PumpAsync(upstreamStream, ctx.Response.BodyWriter, handler, ct, copy, () => call.SealAsync()).ConfigureAwait(false);
+        if (call.Summary.ErrorType is not null)
+        {
+            call.Outcome = "upstream_error";
+            call.ErrorType = call.Summary.ErrorType;
+            return;
+        }
+        if (copy is not null && call.Summary.FinishReason is not null) call.Answer = (copy.WrittenSpan.ToArray(), "text/event-stream");
+    }
+
+    /// <summary>The models to try in order: the chosen one, then the route's fallbacks; deployments cooling down go last, models too small for the request are left out (and named).</summary>
+    private List<(UpstreamDeployment Deployment, string Model)> Chain(Bursar.Core.Routing.RoutePolicy? route, UpstreamDeployment deployment, string model, long neededTokens, out List<string> skipped)
+    {
+        skipped = [];
+        var chain = new List<(UpstreamDeployment, string)> { (deployment, model) };
+        if (route is null || route.Fallbacks.Length == 0) return chain;
+        foreach (var fb in route.Fallbacks)
+        {
+            if (fb == model || registry.Find(fb) is not { } d) continue;
+            if (catalog.Find(fb).Price?.ContextWindow is { } window && neededTokens > window)
+            {
+                skipped.Add($"{fb} (context window {window:N0} tokens < {neededTokens:N0} needed)");
+                continue;
+            }
+            chain.Add((d, fb));
+        }
+        // a deployment in cooldown is tried only after every healthy one
+        return chain.OrderBy(c => health.IsCooling(c.Item1.Name) ? 1 : 0).ToList();
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Routing fallback on feature {Feature}: {Detail}")]
+    private static partial void LogFallback(ILogger logger, string? feature, string detail);
+}
