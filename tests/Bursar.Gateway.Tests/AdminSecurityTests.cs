@@ -1,3 +1,4 @@
+using Bursar.Hosting;
 using System.Net;
 using System.Text.Json.Nodes;
 using Bursar.Gateway.Auth;

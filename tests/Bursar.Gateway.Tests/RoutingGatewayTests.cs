@@ -1,3 +1,4 @@
+using Bursar.Hosting;
 using System.ClientModel;
 using System.Net;
 using System.Text.Json.Nodes;
@@ -149,7 +150,7 @@ public sealed class RoutingGatewayTests(RoutingFixture gw)
         Assert.True((int)body!["usage"]!["completion_tokens"]! >= 300); // nothing learned yet: no cap
         for (var i = 0; i < 30; i++) await Send("learned", feature, $"Answer {i} [[sim:tokens={20 + i % 20}]]");
         var rows = await gw.LedgerAsync(feature, 31);
-        var service = (Bursar.Gateway.Routing.OutputCapService)gw.Services.GetService(typeof(Bursar.Gateway.Routing.OutputCapService))!;
+        var service = (Bursar.Hosting.OutputCapService)gw.Services.GetService(typeof(Bursar.Hosting.OutputCapService))!;
         await service.RecomputeAsync(default);
         var learner = (Bursar.Core.Routing.OutputCapLearner)gw.Services.GetService(typeof(Bursar.Core.Routing.OutputCapLearner))!;
         var cap = Assert.Single(learner.Caps, c => c.Route == "learned");

@@ -1,3 +1,4 @@
+using Bursar.Hosting;
 using Microsoft.Extensions.Hosting;
 using System.CommandLine;
 using System.Diagnostics;
@@ -92,7 +93,7 @@ internal static class DemoCommand
 
         var records = (await store.ReadAsync(new LedgerQuery { Limit = int.MaxValue }, ct)).Skip((int)before).ToArray();
         Console.WriteLine($"\n{records.Length} calls metered into the ledger.\n");
-        var demoCatalog = Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions());
+        var demoCatalog = Bursar.Hosting.BursarServices.LoadCatalog(store, new Bursar.Hosting.BursarOptions());
         Console.WriteLine(SpendReport.Build(records, ReportDimension.Feature, demoCatalog).ToTable());
         Console.WriteLine(SpendReport.Build(records, ReportDimension.Model, demoCatalog).ToTable());
         var reads = records.Sum(r => r.CacheReadTokens);

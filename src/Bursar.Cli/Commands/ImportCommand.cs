@@ -1,3 +1,4 @@
+using Bursar.Hosting;
 using System.CommandLine;
 using System.IO.Compression;
 using Bursar.Core.Import;
@@ -43,7 +44,7 @@ internal static class ImportCommand
                 extra[t[..eq]] = t[(eq + 1)..];
             }
             var store = CliOptions.OpenStore(pr, create: true);
-            var catalog = Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions());
+            var catalog = Bursar.Hosting.BursarServices.LoadCatalog(store, new Bursar.Hosting.BursarOptions());
             await using var stream = path.OpenRead();
             using var reader = new StreamReader(path.Name.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? new GZipStream(stream, CompressionMode.Decompress) : stream);
             var dry = pr.GetValue(dryRun);

@@ -1,3 +1,4 @@
+using Bursar.Hosting;
 using System.CommandLine;
 using System.Globalization;
 using Bursar.Core.Pricing;
@@ -30,7 +31,7 @@ internal static class PricesCommand
         var list = new Command("list", "List the effective catalog (USD per million tokens)") { filter };
         list.SetAction((pr, ct) =>
         {
-            var catalog = GatewayHost.LoadCatalog(CliOptions.OpenStore(pr), new BursarOptions());
+            var catalog = BursarServices.LoadCatalog(CliOptions.OpenStore(pr), new BursarOptions());
             var f = pr.GetValue(filter);
             Console.WriteLine($"{"model",-44} {"provider",-12} {"input",9} {"output",9} {"cache rd",9} {"write 5m",9} {"write 1h",9}  source");
             static string R(decimal? d) => d is null ? "-" : d.Value.ToString("0.####", CultureInfo.InvariantCulture);

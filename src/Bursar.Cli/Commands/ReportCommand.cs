@@ -1,3 +1,4 @@
+using Bursar.Hosting;
 using System.CommandLine;
 using Bursar.Core.Ledger;
 using Bursar.Core.Reporting;
@@ -42,10 +43,10 @@ internal static class ReportCommand
             if (pr.GetValue(cache))
             {
                 var records = await store.ReadAsync(new LedgerQuery { From = start, To = end, Limit = int.MaxValue }, ct);
-                Console.Write(CacheReport.Build(records, Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions())).ToTable());
+                Console.Write(CacheReport.Build(records, Bursar.Hosting.BursarServices.LoadCatalog(store, new Bursar.Hosting.BursarOptions())).ToTable());
                 return 0;
             }
-            var report = await SpendReport.QueryAsync(store, pr.GetValue(by), start, end, ct, Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions()));
+            var report = await SpendReport.QueryAsync(store, pr.GetValue(by), start, end, ct, Bursar.Hosting.BursarServices.LoadCatalog(store, new Bursar.Hosting.BursarOptions()));
             Console.Write(pr.GetValue(format) switch
             {
                 "csv" => report.ToCsv(),

@@ -1,3 +1,4 @@
+using Bursar.Hosting;
 using System.CommandLine;
 using Microsoft.Extensions.Hosting;
 using Bursar.Gateway.Hosting;

@@ -1,3 +1,4 @@
+using Bursar.Hosting;
 using System.CommandLine;
 using System.Text.Json;
 using Bursar.Core.Advisor;
@@ -57,7 +58,7 @@ internal static class SimulateCommand
                     }
                 }
                 var store = CliOptions.OpenStore(pr);
-                var catalog = Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions());
+                var catalog = Bursar.Hosting.BursarServices.LoadCatalog(store, new Bursar.Hosting.BursarOptions());
                 if (pr.GetValue(importFile) is { } log)
                 {
                     if (!log.Exists) { await Console.Error.WriteLineAsync($"simulate: no file at '{log.FullName}'"); return 2; }

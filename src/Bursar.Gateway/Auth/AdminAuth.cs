@@ -1,3 +1,4 @@
+using Bursar.Hosting;
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;

@@ -1,3 +1,4 @@
+using Bursar.Hosting;
 using System.Collections.Concurrent;
 using Bursar.Core.Keys;
 using Bursar.Gateway.Hosting;

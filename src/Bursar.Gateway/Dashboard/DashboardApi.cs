@@ -1,3 +1,4 @@
+using Bursar.Hosting;
 using System.Collections.Frozen;
 using System.Net;
 using Bursar.Gateway.Auth;

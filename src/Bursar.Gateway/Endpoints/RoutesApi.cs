@@ -1,3 +1,4 @@
+using Bursar.Hosting;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Bursar.Core.Routing;

@@ -1,3 +1,4 @@
+using Bursar.Hosting;
 using Bursar.Core.Keys;
 using Bursar.Core.Ledger;
 using Bursar.Core.Pricing;
@@ -52,128 +53,22 @@ public static partial class GatewayHost
         return app;
     }
 
-    /// <summary>The journal lives in the data directory unless <c>Bursar:Ledger:SpoolDirectory</c> says otherwise.</summary>
-    private static LedgerWriterOptions WithSpool(LedgerWriterOptions o, BursarOptions bursar)
-    {
-        var copy = o.Clone();
-        if (copy.SpoolDirectory == new LedgerWriterOptions().SpoolDirectory) copy.SpoolDirectory = bursar.SpoolDirectory;
-        return copy;
-    }
-
     public static IServiceCollection AddBursarGateway(this IServiceCollection services, IConfiguration configuration)
     {
-        services.TryAddSingletonTimeProvider();
-        services.AddOptions<BursarOptions>().Bind(configuration.GetSection(BursarOptions.Section))
-            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddBursarCore(configuration);
         services.AddOptions<ProvidersOptions>().Bind(configuration.GetSection(ProvidersOptions.Section))
             .Validate(o => { ProvidersOptions.WithDefaults(o); return true; }).ValidateOnStart();
-        services.AddOptions<SimulatorOptions>().Bind(configuration.GetSection(SimulatorOptions.Section));
-        services.AddOptions<Bursar.Core.Routing.RoutingOptions>().Bind(configuration.GetSection(Bursar.Core.Routing.RoutingOptions.Section))
-            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
-        services.AddSingleton(sp => sp.GetRequiredService<Bursar.Core.Routing.RoutingOptions>().RouterModel is { } file
-            ? Bursar.Core.Routing.ComplexityRouter.Load(file) : Bursar.Core.Routing.ComplexityRouter.Default);
-        // every route's target model must be served: checked once the deployments are known
-        services.AddSingleton(sp =>
-        {
-            var o = sp.GetRequiredService<IOptions<Bursar.Core.Routing.RoutingOptions>>().Value;
-            var registry = sp.GetRequiredService<UpstreamRegistry>();
-            o.Validate(m => registry.Find(m) is not null);
-            return o;
-        });
-
-        services.AddSingleton(sp => sp.GetRequiredService<IOptions<BursarOptions>>().Value);
         services.AddSingleton(sp => ProvidersOptions.WithDefaults(sp.GetRequiredService<IOptions<ProvidersOptions>>().Value));
-        services.AddSingleton(sp => sp.GetRequiredService<IOptions<SimulatorOptions>>().Value);
-        services.AddSingleton(sp =>
-        {
-            var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger<SqliteStore>();
-            return new SqliteStore(sp.GetRequiredService<BursarOptions>().ResolvedDatabasePath, m => LogStoreProgress(log, m), sp.GetRequiredService<TimeProvider>());
-        });
-        services.AddSingleton<IKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton<ILedgerStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton<Bursar.Core.Reporting.IReportStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton(sp => LoadCatalog(sp.GetRequiredService<SqliteStore>(), sp.GetRequiredService<BursarOptions>()));
-        services.AddSingleton(sp => new TokenCounter(sp.GetRequiredService<BursarOptions>().ClaudeTokenFactor));
-        services.AddSingleton(sp => new PromptTokenEstimator(sp.GetRequiredService<TokenCounter>()));
-        services.AddOptions<LedgerWriterOptions>().Bind(configuration.GetSection(LedgerWriterOptions.Section))
-            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
-        services.AddSingleton(sp => new LedgerWriter(
-            sp.GetRequiredService<ILedgerStore>(),
-            WithSpool(sp.GetRequiredService<IOptions<LedgerWriterOptions>>().Value, sp.GetRequiredService<BursarOptions>()),
-            sp.GetRequiredService<ILogger<LedgerWriter>>(),
-            sp.GetRequiredService<TimeProvider>()));
-        services.AddHostedService<LedgerService>();
         services.AddHostedService<LargeBodyMemoryTrim>();
-        services.AddSingleton(sp => new ProviderSimulator(sp.GetRequiredService<SimulatorOptions>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<PriceCatalog>(), sp.GetRequiredService<TokenCounter>()));
         services.AddSingleton(sp => new UpstreamRegistry(sp.GetRequiredService<ProvidersOptions>(), sp.GetRequiredService<ProviderSimulator>()));
         services.AddSingleton<UpstreamClient>();
         services.AddSingleton<KeyAuthenticator>();
         services.AddSingleton<AdminAuth>();
-        services.AddSingleton(sp => new CallMeter(() => sp.GetRequiredService<PriceCatalog>(), sp.GetRequiredService<LedgerWriter>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<CallMeter>>(), sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>()));
-        services.AddSingleton<IBudgetStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton<IRateLimitStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddOptions<BudgetAlertOptions>().Bind(configuration.GetSection("Bursar:Alerts"))
-            .Validate(o => o.WebhookUrl is null || Uri.TryCreate(o.WebhookUrl, UriKind.Absolute, out _), "Bursar:Alerts:WebhookUrl must be an absolute URL.").ValidateOnStart();
-        services.AddOptions<RunCapOptions>().Bind(configuration.GetSection(RunCapOptions.Section))
-            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
-        services.AddSingleton(sp => sp.GetRequiredService<IOptions<RunCapOptions>>().Value);
-        services.AddSingleton(sp => new WebhookAlertSink(sp.GetRequiredService<IOptions<BudgetAlertOptions>>().Value,
-            new HttpMessageInvoker(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) }), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<WebhookAlertSink>>()));
-        services.AddSingleton<IBudgetAlertSink>(sp => sp.GetRequiredService<WebhookAlertSink>());
-        services.AddSingleton<BudgetManager>();
-        services.AddSingleton(sp => new RateLimiter(sp.GetRequiredService<TimeProvider>()));
-        services.AddSingleton<RunTracker>();
-        services.AddSingleton<AdmissionControl>();
-        services.AddHostedService<PolicyLoader>();
-        services.AddOptions<ResponseCacheOptions>().Bind(configuration.GetSection(ResponseCacheOptions.Section))
-            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
-        services.AddSingleton(sp => sp.GetRequiredService<IOptions<ResponseCacheOptions>>().Value);
-        services.AddSingleton<IResponseCacheStore>(sp =>
-        {
-            var o = sp.GetRequiredService<ResponseCacheOptions>();
-            if (string.IsNullOrEmpty(o.Redis)) return new MemoryResponseCacheStore(o, sp.GetRequiredService<TimeProvider>());
-            // AbortOnConnectFail=false: the gateway starts (and serves, uncached) while Redis is unreachable, and reconnects on its own
-            var config = StackExchange.Redis.ConfigurationOptions.Parse(o.Redis);
-            config.AbortOnConnectFail = false;
-            return new Bursar.Caching.Redis.RedisResponseCacheStore(StackExchange.Redis.ConnectionMultiplexer.Connect(config), o,
-                sp.GetRequiredService<ILogger<Bursar.Caching.Redis.RedisResponseCacheStore>>());
-        });
-        services.AddSingleton<CacheFillCoordinator>();
-        services.AddOptions<Bursar.Core.Caching.Semantic.SemanticCacheOptions>().Bind(configuration.GetSection(Bursar.Core.Caching.Semantic.SemanticCacheOptions.Section))
-            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
-        services.AddSingleton(sp => sp.GetRequiredService<IOptions<Bursar.Core.Caching.Semantic.SemanticCacheOptions>>().Value);
-        services.AddSingleton<Microsoft.Extensions.AI.IEmbeddingGenerator<string, Microsoft.Extensions.AI.Embedding<float>>>(sp =>
-        {
-            var o = sp.GetRequiredService<Bursar.Core.Caching.Semantic.SemanticCacheOptions>();
-            if (o.Generator == "local") return new Bursar.Core.Caching.Semantic.HashedNGramEmbeddingGenerator();
-            if (o.Generator == "onnx") return new Bursar.Embeddings.Onnx.OnnxEmbeddingGenerator(o.OnnxModelPath!, o.OnnxVocabPath!);
-            // an OpenAI-compatible endpoint; with no key, the built-in Simulator serves embeddings (offline first)
-            var simulated = string.IsNullOrEmpty(o.EmbeddingsApiKey);
-            HttpMessageInvoker http = simulated
-                ? new HttpMessageInvoker(new SimulatorHttpHandler(sp.GetRequiredService<ProviderSimulator>()))
-                : new HttpMessageInvoker(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) });
-            var baseUrl = new Uri(o.EmbeddingsBaseUrl ?? "https://api.openai.com/v1");
-            return new Bursar.Core.Caching.Semantic.OpenAIEmbeddingGenerator(http, baseUrl, simulated ? "simulator" : o.EmbeddingsApiKey, o.EmbeddingsModel);
-        });
-        services.AddSingleton<Bursar.Core.Caching.Semantic.SemanticResponseCache>();
-        services.AddOptions<PromptCacheOptions>().Bind(configuration.GetSection(PromptCacheOptions.Section));
-        services.AddSingleton(sp => sp.GetRequiredService<IOptions<PromptCacheOptions>>().Value);
-        services.AddSingleton<VolatilePrefixDetector>();
-        services.AddSingleton<PrefixFingerprint>();
-        services.AddSingleton(sp => new PromptCachePlacer(sp.GetRequiredService<TokenCounter>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<Bursar.Gateway.Routing.DeploymentHealth>();
-        services.AddSingleton(sp => new Bursar.Core.Routing.RouteTable(sp.GetRequiredService<Bursar.Core.Routing.RoutingOptions>().WithDefaults()));
-        services.AddSingleton<Bursar.Core.Routing.IRouteStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton<Bursar.Gateway.Routing.RouteLoader>();
         services.AddSingleton<Bursar.Gateway.Routing.LlmClassifier>();
-        services.AddSingleton(sp => new Bursar.Core.Routing.OutputCapLearner(() => sp.GetRequiredService<Bursar.Core.Routing.RouteTable>().Current, sp.GetRequiredService<TimeProvider>()));
-        services.AddSingleton<Bursar.Gateway.Routing.OutputCapService>();
-        services.AddHostedService(sp => sp.GetRequiredService<Bursar.Gateway.Routing.OutputCapService>());
-        // the levers, in LeverPipeline.Order; the gateway's provider call is the last step
+        // the lever pipeline with the gateway's provider call as its last step
         services.AddSingleton<IServedModels, Bursar.Gateway.Routing.DeploymentModels>();
         services.AddSingleton<IDifficultyClassifier>(sp => sp.GetRequiredService<Bursar.Gateway.Routing.LlmClassifier>());
-        new LeverPipelineBuilder(services)
-            .UseAttribution().UseRunGuard().UseExactCache().UseSemanticCache().UseRouting().UseOutputCaps().UsePromptCaching().UseAdmission();
         services.AddSingleton<UpstreamCall>();
         services.AddSingleton(sp => new LeverPipeline(sp.GetServices<ILeverStage>(), sp.GetRequiredService<UpstreamCall>(), sp.GetRequiredService<CallMeter>(), sp.GetRequiredService<AdmissionControl>()));
         services.AddSingleton<ProxyPipeline>();
@@ -197,18 +92,6 @@ public static partial class GatewayHost
         return services;
     }
 
-    private static void TryAddSingletonTimeProvider(this IServiceCollection services)
-    {
-        if (!services.Any(d => d.ServiceType == typeof(TimeProvider))) services.AddSingleton(TimeProvider.System);
-    }
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "{Progress}")]
-    private static partial void LogStoreProgress(ILogger logger, string progress);
-
-    /// <summary>Built-in prices, then prices imported into the store, then configured overrides (last wins).</summary>
-    public static PriceCatalog LoadCatalog(SqliteStore store, BursarOptions options) =>
-        new(PriceFiles.LoadBuiltIn().Concat(store.LoadImportedPrices()).Concat(options.Prices.Select(p => p.ToPrice())));
-
     public static WebApplication MapBursarGateway(this WebApplication app)
     {
         app.UseAdminBadRequestProblems();
@@ -223,70 +106,6 @@ public static partial class GatewayHost
         app.MapDashboard();
         return app;
     }
-}
-
-/// <summary>Loads budgets, rate limits and stored routes from the store at start and every refresh interval (the admin API reloads them on change).</summary>
-internal sealed partial class PolicyLoader(BudgetManager budgets, RateLimiter limiter, IRateLimitStore limits, Bursar.Gateway.Routing.RouteLoader routes, SqliteStore store, BursarOptions options, TimeProvider time, ILogger<PolicyLoader> logger) : IHostedService
-{
-    private DateTimeOffset _pruned = DateTimeOffset.MinValue;
-
-    private readonly CancellationTokenSource _stop = new();
-    private Task? _loop;
-
-    public async Task StartAsync(CancellationToken cancellationToken)
-    {
-        await LoadAsync(cancellationToken).ConfigureAwait(false);
-        _loop = Task.Run(async () =>
-        {
-            while (!_stop.IsCancellationRequested)
-            {
-                try
-                {
-                    await Task.Delay(options.PolicyRefreshInterval, time, _stop.Token).ConfigureAwait(false);
-                    await LoadAsync(_stop.Token).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException) { break; }
-                catch (Exception e) { LogReloadFailed(logger, e); }
-            }
-        });
-    }
-
-    private async Task LoadAsync(CancellationToken ct)
-    {
-        await budgets.ReloadAsync(ct).ConfigureAwait(false);
-        var fresh = await limits.ListRateLimitsAsync(ct).ConfigureAwait(false);
-        if (!fresh.SequenceEqual(limiter.Limits)) limiter.Load(fresh);
-        await routes.ReloadAsync(ct).ConfigureAwait(false);
-        // hourly report rollups past their retention, a few times a day
-        if (time.GetUtcNow() - _pruned > TimeSpan.FromHours(6))
-        {
-            store.PruneHourlyRollups();
-            _pruned = time.GetUtcNow();
-        }
-    }
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Reloading budgets, rate limits and routes failed; keeping the last ones")]
-    private static partial void LogReloadFailed(ILogger logger, Exception e);
-
-    public async Task StopAsync(CancellationToken cancellationToken)
-    {
-        await _stop.CancelAsync().ConfigureAwait(false);
-        if (_loop is not null) await _loop.ConfigureAwait(false);
-    }
-}
-
-/// <summary>Starts the ledger writer (replaying any spool) and drains it on shutdown so no record is lost.</summary>
-internal sealed class LedgerService(LedgerWriter writer) : IHostedService
-{
-    public async Task StartAsync(CancellationToken cancellationToken)
-    {
-        // replay first: budgets are seeded from the ledger right after this
-        try { await writer.ReplaySpoolAsync(cancellationToken).ConfigureAwait(false); }
-        catch (Exception e) when (e is not OperationCanceledException) { /* the writer loop retries the replay */ }
-        writer.Start();
-    }
-
-    public async Task StopAsync(CancellationToken cancellationToken) => await writer.DisposeAsync().ConfigureAwait(false);
 }
 
 internal sealed class StoreHealthCheck(ILedgerStore store, LedgerWriter writer) : IHealthCheck

@@ -1,3 +1,4 @@
+using Bursar.Hosting;
 using Bursar.Core.Attribution;
 using Bursar.Core.Pipeline;
 using Bursar.Gateway.Auth;

@@ -3,7 +3,7 @@ using Bursar.Core.Routing;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
-namespace Bursar.Gateway.Routing;
+namespace Bursar.Hosting;
 
 /// <summary>Recomputes learned output caps from the last 7 days of the ledger every <see cref="Interval"/> (only when a route learns its cap).</summary>
 public sealed partial class OutputCapService(OutputCapLearner learner, RouteTable routes, ILedgerStore ledger, TimeProvider time, ILogger<OutputCapService> logger) : BackgroundService

@@ -1,6 +1,6 @@
 using Bursar.Core.Pricing;
 
-namespace Bursar.Gateway.Hosting;
+namespace Bursar.Hosting;
 
 /// <summary>The <c>Bursar</c> configuration section. Validated once at startup.</summary>
 public sealed class BursarOptions

@@ -1,7 +1,6 @@
 using System.Text.Json;
-using Bursar.Providers.Dialects;
 
-namespace Bursar.Gateway.Proxy;
+namespace Bursar.Providers.Dialects;
 
 /// <summary>
 /// One pass over a request body with <see cref="Utf8JsonReader"/>: checks it is well-formed JSON and reads the top-level

@@ -1,14 +1,14 @@
 using Bursar.Core.Routing;
-using Bursar.Providers.Upstream;
+using Bursar.Core.Pipeline;
 using Microsoft.Extensions.Logging;
 
-namespace Bursar.Gateway.Routing;
+namespace Bursar.Hosting;
 
 /// <summary>Validates stored routes against the deployments and installs them in the <see cref="RouteTable"/>; a stored route that no longer validates is skipped and logged.</summary>
-public sealed partial class RouteLoader(IRouteStore store, RouteTable table, UpstreamRegistry registry, ILogger<RouteLoader> logger)
+public sealed partial class RouteLoader(IRouteStore store, RouteTable table, IServedModels served, ILogger<RouteLoader> logger)
 {
     /// <summary>Throws <see cref="InvalidOperationException"/> naming the field when the route cannot be served.</summary>
-    public void Validate(RoutePolicy policy) => policy.Validate($"route '{policy.Name}'", m => registry.Find(m) is not null);
+    public void Validate(RoutePolicy policy) => policy.Validate($"route '{policy.Name}'", served.Serves);
 
     public async Task ReloadAsync(CancellationToken ct)
     {

@@ -1,0 +1,226 @@
+using Bursar.Core.Admission;
+using Bursar.Core.Attribution;
+using Bursar.Core.Budgets;
+using Bursar.Core.Caching;
+using Bursar.Core.Caching.Semantic;
+using Bursar.Core.Keys;
+using Bursar.Core.Ledger;
+using Bursar.Core.Limits;
+using Bursar.Core.Metering;
+using Bursar.Core.Pipeline;
+using Bursar.Core.Pricing;
+using Bursar.Core.Routing;
+using Bursar.Core.Runs;
+using Bursar.Core.Tokens;
+using Bursar.Providers.Simulator;
+using Bursar.Storage.Sqlite;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Bursar.Hosting;
+
+/// <summary>
+/// The core's services on their embedded defaults (one SQLite file in <c>Bursar:DataDirectory</c>, in-process caches,
+/// the Simulator for embeddings when no key is set), and the lever stages, for every face: the gateway adds its HTTP
+/// face and provider call, the .NET library its chat-client face.
+/// </summary>
+public static partial class BursarServices
+{
+    /// <summary>Registers the stores, the ledger, prices, budgets, limits, runs, caches, routing and the lever stages, bound to <paramref name="configuration"/>.</summary>
+    public static IServiceCollection AddBursarCore(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.TryAddSingletonTimeProvider();
+        services.AddOptions<BursarOptions>().Bind(configuration.GetSection(BursarOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddOptions<SimulatorOptions>().Bind(configuration.GetSection(SimulatorOptions.Section));
+        services.AddOptions<Bursar.Core.Routing.RoutingOptions>().Bind(configuration.GetSection(Bursar.Core.Routing.RoutingOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<Bursar.Core.Routing.RoutingOptions>().RouterModel is { } file
+            ? Bursar.Core.Routing.ComplexityRouter.Load(file) : Bursar.Core.Routing.ComplexityRouter.Default);
+        // every route's target model must be served: checked once the face says what it serves
+        services.AddSingleton(sp =>
+        {
+            var o = sp.GetRequiredService<IOptions<Bursar.Core.Routing.RoutingOptions>>().Value;
+            o.Validate(sp.GetRequiredService<IServedModels>().Serves);
+            return o;
+        });
+        services.TryAddSingleton(IServedModels.Any);
+        services.TryAddSingleton(IDifficultyClassifier.None);
+
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<BursarOptions>>().Value);
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<SimulatorOptions>>().Value);
+        services.AddSingleton(sp =>
+        {
+            var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger<SqliteStore>();
+            return new SqliteStore(sp.GetRequiredService<BursarOptions>().ResolvedDatabasePath, m => LogStoreProgress(log, m), sp.GetRequiredService<TimeProvider>());
+        });
+        services.AddSingleton<IKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<ILedgerStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<Bursar.Core.Reporting.IReportStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton(sp => LoadCatalog(sp.GetRequiredService<SqliteStore>(), sp.GetRequiredService<BursarOptions>()));
+        services.AddSingleton(sp => new TokenCounter(sp.GetRequiredService<BursarOptions>().ClaudeTokenFactor));
+        services.AddSingleton(sp => new PromptTokenEstimator(sp.GetRequiredService<TokenCounter>()));
+        services.AddOptions<LedgerWriterOptions>().Bind(configuration.GetSection(LedgerWriterOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => new LedgerWriter(
+            sp.GetRequiredService<ILedgerStore>(),
+            WithSpool(sp.GetRequiredService<IOptions<LedgerWriterOptions>>().Value, sp.GetRequiredService<BursarOptions>()),
+            sp.GetRequiredService<ILogger<LedgerWriter>>(),
+            sp.GetRequiredService<TimeProvider>()));
+        services.AddHostedService<LedgerService>();
+        services.AddSingleton(sp => new ProviderSimulator(sp.GetRequiredService<SimulatorOptions>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<PriceCatalog>(), sp.GetRequiredService<TokenCounter>()));
+        services.AddSingleton(sp => new CallMeter(() => sp.GetRequiredService<PriceCatalog>(), sp.GetRequiredService<LedgerWriter>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<CallMeter>>(), sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>()));
+        services.AddSingleton<IBudgetStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<IRateLimitStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddOptions<BudgetAlertOptions>().Bind(configuration.GetSection("Bursar:Alerts"))
+            .Validate(o => o.WebhookUrl is null || Uri.TryCreate(o.WebhookUrl, UriKind.Absolute, out _), "Bursar:Alerts:WebhookUrl must be an absolute URL.").ValidateOnStart();
+        services.AddOptions<RunCapOptions>().Bind(configuration.GetSection(RunCapOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<RunCapOptions>>().Value);
+        services.AddSingleton(sp => new WebhookAlertSink(sp.GetRequiredService<IOptions<BudgetAlertOptions>>().Value,
+            new HttpMessageInvoker(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) }), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<WebhookAlertSink>>()));
+        services.AddSingleton<IBudgetAlertSink>(sp => sp.GetRequiredService<WebhookAlertSink>());
+        services.AddSingleton<BudgetManager>();
+        services.AddSingleton(sp => new RateLimiter(sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<RunTracker>();
+        services.AddSingleton<AdmissionControl>();
+        services.AddHostedService<PolicyLoader>();
+        services.AddOptions<ResponseCacheOptions>().Bind(configuration.GetSection(ResponseCacheOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<ResponseCacheOptions>>().Value);
+        services.AddSingleton<IResponseCacheStore>(sp =>
+        {
+            var o = sp.GetRequiredService<ResponseCacheOptions>();
+            if (string.IsNullOrEmpty(o.Redis)) return new MemoryResponseCacheStore(o, sp.GetRequiredService<TimeProvider>());
+            // AbortOnConnectFail=false: the gateway starts (and serves, uncached) while Redis is unreachable, and reconnects on its own
+            var config = StackExchange.Redis.ConfigurationOptions.Parse(o.Redis);
+            config.AbortOnConnectFail = false;
+            return new Bursar.Caching.Redis.RedisResponseCacheStore(StackExchange.Redis.ConnectionMultiplexer.Connect(config), o,
+                sp.GetRequiredService<ILogger<Bursar.Caching.Redis.RedisResponseCacheStore>>());
+        });
+        services.AddSingleton<CacheFillCoordinator>();
+        services.AddOptions<Bursar.Core.Caching.Semantic.SemanticCacheOptions>().Bind(configuration.GetSection(Bursar.Core.Caching.Semantic.SemanticCacheOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<Bursar.Core.Caching.Semantic.SemanticCacheOptions>>().Value);
+        services.AddSingleton<Microsoft.Extensions.AI.IEmbeddingGenerator<string, Microsoft.Extensions.AI.Embedding<float>>>(sp =>
+        {
+            var o = sp.GetRequiredService<Bursar.Core.Caching.Semantic.SemanticCacheOptions>();
+            if (o.Generator == "local") return new Bursar.Core.Caching.Semantic.HashedNGramEmbeddingGenerator();
+            if (o.Generator == "onnx") return new Bursar.Embeddings.Onnx.OnnxEmbeddingGenerator(o.OnnxModelPath!, o.OnnxVocabPath!);
+            // an OpenAI-compatible endpoint; with no key, the built-in Simulator serves embeddings (offline first)
+            var simulated = string.IsNullOrEmpty(o.EmbeddingsApiKey);
+            HttpMessageInvoker http = simulated
+                ? new HttpMessageInvoker(new SimulatorHttpHandler(sp.GetRequiredService<ProviderSimulator>()))
+                : new HttpMessageInvoker(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) });
+            var baseUrl = new Uri(o.EmbeddingsBaseUrl ?? "https://api.openai.com/v1");
+            return new Bursar.Core.Caching.Semantic.OpenAIEmbeddingGenerator(http, baseUrl, simulated ? "simulator" : o.EmbeddingsApiKey, o.EmbeddingsModel);
+        });
+        services.AddSingleton<Bursar.Core.Caching.Semantic.SemanticResponseCache>();
+        services.AddOptions<PromptCacheOptions>().Bind(configuration.GetSection(PromptCacheOptions.Section));
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<PromptCacheOptions>>().Value);
+        services.AddSingleton<VolatilePrefixDetector>();
+        services.AddSingleton<PrefixFingerprint>();
+        services.AddSingleton(sp => new PromptCachePlacer(sp.GetRequiredService<TokenCounter>(), sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton(sp => new Bursar.Core.Routing.RouteTable(sp.GetRequiredService<Bursar.Core.Routing.RoutingOptions>().WithDefaults()));
+        services.AddSingleton<Bursar.Core.Routing.IRouteStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<RouteLoader>();
+        services.AddSingleton(sp => new Bursar.Core.Routing.OutputCapLearner(() => sp.GetRequiredService<Bursar.Core.Routing.RouteTable>().Current, sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<OutputCapService>();
+        services.AddHostedService(sp => sp.GetRequiredService<OutputCapService>());
+        services.AddMetrics();
+        // the levers, in LeverPipeline.Order (each face adds its provider call as the last step)
+        new LeverPipelineBuilder(services)
+            .UseAttribution().UseRunGuard().UseExactCache().UseSemanticCache().UseRouting().UseOutputCaps().UsePromptCaching().UseAdmission();
+        return services;
+    }
+
+    /// <summary>The journal lives in the data directory unless <c>Bursar:Ledger:SpoolDirectory</c> says otherwise.</summary>
+    private static LedgerWriterOptions WithSpool(LedgerWriterOptions o, BursarOptions bursar)
+    {
+        var copy = o.Clone();
+        if (copy.SpoolDirectory == new LedgerWriterOptions().SpoolDirectory) copy.SpoolDirectory = bursar.SpoolDirectory;
+        return copy;
+    }
+
+    private static void TryAddSingletonTimeProvider(this IServiceCollection services)
+    {
+        if (!services.Any(d => d.ServiceType == typeof(TimeProvider))) services.AddSingleton(TimeProvider.System);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Progress}")]
+    private static partial void LogStoreProgress(ILogger logger, string progress);
+
+    /// <summary>Built-in prices, then prices imported into the store, then configured overrides (last wins).</summary>
+    public static PriceCatalog LoadCatalog(SqliteStore store, BursarOptions options) =>
+        new(PriceFiles.LoadBuiltIn().Concat(store.LoadImportedPrices()).Concat(options.Prices.Select(p => p.ToPrice())));
+
+}
+
+/// <summary>Loads budgets, rate limits and stored routes from the store at start and every refresh interval (the admin API reloads them on change).</summary>
+public sealed partial class PolicyLoader(BudgetManager budgets, RateLimiter limiter, IRateLimitStore limits, RouteLoader routes, SqliteStore store, BursarOptions options, TimeProvider time, ILogger<PolicyLoader> logger) : IHostedService
+{
+    private DateTimeOffset _pruned = DateTimeOffset.MinValue;
+
+    private readonly CancellationTokenSource _stop = new();
+    private Task? _loop;
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        await LoadAsync(cancellationToken).ConfigureAwait(false);
+        _loop = Task.Run(async () =>
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                try
+                {
+                    await Task.Delay(options.PolicyRefreshInterval, time, _stop.Token).ConfigureAwait(false);
+                    await LoadAsync(_stop.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) { break; }
+                catch (Exception e) { LogReloadFailed(logger, e); }
+            }
+        });
+    }
+
+    private async Task LoadAsync(CancellationToken ct)
+    {
+        await budgets.ReloadAsync(ct).ConfigureAwait(false);
+        var fresh = await limits.ListRateLimitsAsync(ct).ConfigureAwait(false);
+        if (!fresh.SequenceEqual(limiter.Limits)) limiter.Load(fresh);
+        await routes.ReloadAsync(ct).ConfigureAwait(false);
+        // hourly report rollups past their retention, a few times a day
+        if (time.GetUtcNow() - _pruned > TimeSpan.FromHours(6))
+        {
+            store.PruneHourlyRollups();
+            _pruned = time.GetUtcNow();
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Reloading budgets, rate limits and routes failed; keeping the last ones")]
+    private static partial void LogReloadFailed(ILogger logger, Exception e);
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stop.CancelAsync().ConfigureAwait(false);
+        if (_loop is not null) await _loop.ConfigureAwait(false);
+    }
+}
+
+/// <summary>Starts the ledger writer (replaying any spool) and drains it on shutdown so no record is lost.</summary>
+public sealed class LedgerService(LedgerWriter writer) : IHostedService
+{
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        // replay first: budgets are seeded from the ledger right after this
+        try { await writer.ReplaySpoolAsync(cancellationToken).ConfigureAwait(false); }
+        catch (Exception e) when (e is not OperationCanceledException) { /* the writer loop retries the replay */ }
+        writer.Start();
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken) => await writer.DisposeAsync().ConfigureAwait(false);
+}
+
