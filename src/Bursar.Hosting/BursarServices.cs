@@ -71,7 +71,8 @@ public static partial class BursarServices
             WithSpool(sp.GetRequiredService<IOptions<LedgerWriterOptions>>().Value, sp.GetRequiredService<BursarOptions>()),
             sp.GetRequiredService<ILogger<LedgerWriter>>(),
             sp.GetRequiredService<TimeProvider>()));
-        services.AddHostedService<LedgerService>();
+        services.AddSingleton<LedgerService>();
+        services.AddHostedService(sp => sp.GetRequiredService<LedgerService>());
         services.AddSingleton(sp => new ProviderSimulator(sp.GetRequiredService<SimulatorOptions>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<PriceCatalog>(), sp.GetRequiredService<TokenCounter>()));
         services.AddSingleton(sp => new CallMeter(() => sp.GetRequiredService<PriceCatalog>(), sp.GetRequiredService<LedgerWriter>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<CallMeter>>(), sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>()));
         services.AddSingleton<IBudgetStore>(sp => sp.GetRequiredService<SqliteStore>());
@@ -88,7 +89,8 @@ public static partial class BursarServices
         services.AddSingleton(sp => new RateLimiter(sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<RunTracker>();
         services.AddSingleton<AdmissionControl>();
-        services.AddHostedService<PolicyLoader>();
+        services.AddSingleton<PolicyLoader>();
+        services.AddHostedService(sp => sp.GetRequiredService<PolicyLoader>());
         services.AddOptions<ResponseCacheOptions>().Bind(configuration.GetSection(ResponseCacheOptions.Section))
             .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<ResponseCacheOptions>>().Value);
@@ -168,8 +170,12 @@ public sealed partial class PolicyLoader(BudgetManager budgets, RateLimiter limi
     private readonly CancellationTokenSource _stop = new();
     private Task? _loop;
 
+    private int _started;
+
+    /// <summary>Loads the policies and starts the refresh loop; a second call (a host and the .NET library both starting it) does nothing.</summary>
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        if (Interlocked.Exchange(ref _started, 1) == 1) return;
         await LoadAsync(cancellationToken).ConfigureAwait(false);
         _loop = Task.Run(async () =>
         {
@@ -213,8 +219,12 @@ public sealed partial class PolicyLoader(BudgetManager budgets, RateLimiter limi
 /// <summary>Starts the ledger writer (replaying any spool) and drains it on shutdown so no record is lost.</summary>
 public sealed class LedgerService(LedgerWriter writer) : IHostedService
 {
+    private int _started;
+
+    /// <summary>Replays the journal and starts the writer; a second call does nothing.</summary>
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        if (Interlocked.Exchange(ref _started, 1) == 1) return;
         // replay first: budgets are seeded from the ledger right after this
         try { await writer.ReplaySpoolAsync(cancellationToken).ConfigureAwait(false); }
         catch (Exception e) when (e is not OperationCanceledException) { /* the writer loop retries the replay */ }

@@ -1,0 +1,173 @@
+using System.Runtime.CompilerServices;
+using System.Text.Json.Nodes;
+using System.Threading.Channels;
+using Bursar.Core.Pipeline;
+using Bursar.Providers.Dialects;
+using Microsoft.Extensions.AI;
+
+namespace Bursar.Extensions.AI;
+
+/// <summary>
+/// Bursar's lever pipeline around an <see cref="IChatClient"/>: every model call goes through attribution, the run
+/// guard, the exact and semantic response caches, routing, output caps, admission (rate limits, run caps, budgets)
+/// and is metered into the Bursar ledger with the same record the gateway writes. A refusal throws
+/// <see cref="BursarRefusedException"/> (or its budget, rate-limit and run-limit kinds) before anything is spent; a
+/// cache hit never reaches the inner client.
+/// </summary>
+/// <remarks>
+/// Put it inside <see cref="FunctionInvokingChatClient"/> (each model call of a tool loop is one ledger row and one
+/// turn of the run) and outside, or instead of, <see cref="DistributedCachingChatClient"/> (which replays hits with
+/// their original usage, so an inner one would be billed as new calls). Building it the other way round throws.
+/// </remarks>
+public sealed class BursarChatClient : DelegatingChatClient
+{
+    /// <summary>Keys of <c>ChatOptions.AdditionalProperties</c> Bursar reads (<c>bursar.feature</c>, <c>bursar.customer</c>, <c>bursar.team</c>, <c>bursar.task</c>, <c>bursar.template</c>, <c>bursar.run</c>, <c>bursar.cache</c> = on/off); they are never sent to the provider.</summary>
+    public const string PropertyPrefix = "bursar.";
+
+    private readonly BursarRuntime _runtime;
+    private readonly BursarChatClientOptions _options;
+    private readonly string _provider;
+    private readonly string? _defaultModel;
+
+    public BursarChatClient(IChatClient innerClient, BursarRuntime runtime, BursarChatClientOptions? options = null) : base(innerClient)
+    {
+        if (innerClient.GetService(typeof(FunctionInvokingChatClient)) is not null)
+            throw new InvalidOperationException("UseBursar() is outside UseFunctionInvocation(): a whole tool loop would be metered as one call and run caps could not count its turns. Call UseFunctionInvocation() before UseBursar() on the ChatClientBuilder, so Bursar wraps each model call.");
+        if (innerClient.GetService(typeof(DistributedCachingChatClient)) is not null)
+            throw new InvalidOperationException("UseDistributedCache() is inside UseBursar(): it replays cached answers with their original usage, so Bursar would bill every hit as a new call. Call UseDistributedCache() before UseBursar(), or use Bursar's response cache (Bursar:ResponseCache) instead.");
+        _runtime = runtime;
+        _options = options?.Clone() ?? new BursarChatClientOptions();
+        var metadata = innerClient.GetService(typeof(ChatClientMetadata)) as ChatClientMetadata;
+        _provider = _options.ProviderName ?? metadata?.ProviderName ?? "chat-client";
+        _defaultModel = metadata?.DefaultModelId;
+    }
+
+    public override async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        await _runtime.EnsureStartedAsync(cancellationToken).ConfigureAwait(false);
+        var (call, x) = Begin(messages, options, updates: null);
+        try
+        {
+            await _runtime.Pipeline.RunAsync(call, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            Failed(call, e, cancellationToken);
+            throw;
+        }
+        finally
+        {
+            await call.SealAsync().ConfigureAwait(false);
+        }
+        if (call.Refusal is { } refusal) throw BursarRefusedException.For(refusal);
+        if (call.CacheHit is { } hit) return ChatJson.Deserialize(hit.Body);
+        return x.Response!;
+    }
+
+    public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await _runtime.EnsureStartedAsync(cancellationToken).ConfigureAwait(false);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var channel = Channel.CreateBounded<ChatResponseUpdate>(new BoundedChannelOptions(16) { SingleReader = true, SingleWriter = true });
+        var (call, _) = Begin(messages, options, channel.Writer);
+        var run = RunStreamingAsync(call, channel.Writer, stop.Token);
+        var finished = false;
+        Exception? failure;
+        try
+        {
+            await foreach (var update in channel.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false)) yield return update;
+            finished = true;
+        }
+        finally
+        {
+            if (!finished) await stop.CancelAsync().ConfigureAwait(false); // the caller stopped reading: stop the provider's stream
+            failure = await run.ConfigureAwait(false);
+        }
+        if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+        if (call.Refusal is { } refusal) throw BursarRefusedException.For(refusal);
+        if (call.CacheHit is { } hit)
+            foreach (var update in ChatJson.Deserialize(hit.Body).ToChatResponseUpdates()) yield return update;
+    }
+
+    /// <summary>Runs a streamed call; returns what the caller should see thrown (null when it ended well, or when the caller itself stopped reading).</summary>
+    private async Task<Exception?> RunStreamingAsync(LeverCall call, ChannelWriter<ChatResponseUpdate> writer, CancellationToken ct)
+    {
+        try
+        {
+            await _runtime.Pipeline.RunAsync(call, ct).ConfigureAwait(false);
+            return null;
+        }
+        catch (Exception e)
+        {
+            Failed(call, e, ct);
+            return e is OperationCanceledException && ct.IsCancellationRequested ? null : e;
+        }
+        finally
+        {
+            await call.SealAsync().ConfigureAwait(false);
+            writer.TryComplete();
+        }
+    }
+
+    private static void Failed(LeverCall call, Exception e, CancellationToken ct)
+    {
+        if (e is OperationCanceledException && ct.IsCancellationRequested)
+        {
+            call.Outcome = "canceled";
+            call.StatusCode = 499;
+            return;
+        }
+        call.Outcome = "upstream_error";
+        call.ErrorType = e.GetType().Name;
+        call.ErrorMessage = e.Message;
+        call.StatusCode = e is HttpRequestException { StatusCode: { } status } ? (int)status : 502;
+    }
+
+    private (LeverCall Call, ChatExchange Exchange) Begin(IEnumerable<ChatMessage> messages, ChatOptions? options, ChannelWriter<ChatResponseUpdate>? updates)
+    {
+        var time = _runtime.Time;
+        var model = options?.ModelId ?? _defaultModel
+            ?? throw new InvalidOperationException("No model: set ChatOptions.ModelId or the inner client's default model. Bursar prices, routes and budgets each call by its model.");
+        var list = messages as IList<ChatMessage> ?? messages.ToList();
+        var streaming = updates is not null;
+        var body = ChatRequestJson.Write(list, options, model, streaming);
+        var scan = RequestScan.Run(body, Dialect.OpenAI);
+        var call = new LeverCall
+        {
+            Id = Guid.CreateVersion7(time.GetUtcNow()).ToString("N"),
+            Started = time.GetUtcNow(),
+            StartTimestamp = time.GetTimestamp(),
+            Dialect = "extensions-ai",
+            Key = _options.Key ?? BursarChatClientOptions.InProcessKey,
+            RequestedModel = model,
+            Streamed = streaming,
+            EstimatedInputTokens = scan.EstimatedInputTokens,
+        };
+        var props = options?.AdditionalProperties;
+        call.Tags = header => Tag(header, props);
+        call.Request = new CallRequest(() => (JsonObject)JsonNode.Parse(body)!)
+        {
+            Model = model, Stream = streaming, IncludeUsage = true, Deterministic = scan.Deterministic,
+            EstimatedInputTokens = scan.EstimatedInputTokens, InputTokenBound = scan.InputTokenBound, MaxTokens = scan.MaxTokens, Choices = scan.Choices,
+            CacheControl = props is not null && props.TryGetValue(PropertyPrefix + "cache", out var c) ? c?.ToString() ?? "" : "",
+        };
+        var x = new ChatExchange { Inner = InnerClient, Messages = list, Options = options, Provider = _provider, Updates = updates };
+        call.Host = x;
+        _runtime.Pipeline.Track(call);
+        return (call, x);
+    }
+
+    /// <summary>A tag for the attribution stage: this call's <c>bursar.*</c> property, else the ambient scope, else the client's default.</summary>
+    private string? Tag(string header, AdditionalPropertiesDictionary? props)
+    {
+        const string prefix = "x-bursar-";
+        if (!header.StartsWith(prefix, StringComparison.Ordinal)) return null;
+        var tag = header[prefix.Length..];
+        if (props is not null && props.TryGetValue(PropertyPrefix + tag, out var v) && v?.ToString() is { } value) return value;
+        return BursarScope.Tag(tag) ?? tag switch
+        {
+            "feature" => _options.Feature, "team" => _options.Team, "customer" => _options.Customer, "task" => _options.Task, "template" => _options.Template,
+            _ => null,
+        };
+    }
+}

@@ -1,0 +1,77 @@
+using System.Text.Json;
+using System.Threading.Channels;
+using Bursar.Core.Pipeline;
+using Microsoft.Extensions.AI;
+
+namespace Bursar.Extensions.AI;
+
+/// <summary>The library's side of one call (<see cref="LeverCall.Host"/>): the inner client and what the caller passed.</summary>
+internal sealed class ChatExchange
+{
+    public required IChatClient Inner { get; init; }
+    public required IEnumerable<ChatMessage> Messages { get; init; }
+    public ChatOptions? Options { get; init; }
+    public required string Provider { get; init; }
+    /// <summary>Streamed updates go to the caller through this channel (null: a whole answer).</summary>
+    public ChannelWriter<ChatResponseUpdate>? Updates { get; init; }
+    public ChatResponse? Response { get; set; }
+}
+
+/// <summary>
+/// The library's provider call, the pipeline's last step: the inner <see cref="IChatClient"/> with the model the
+/// stages chose and their edits applied to a copy of the caller's <see cref="ChatOptions"/>. A streamed answer is
+/// passed on one update behind, so the call's ledger record is journaled before the caller gets the last update.
+/// </summary>
+internal sealed class ChatProviderCall(TimeProvider time) : IProviderCall
+{
+    public async ValueTask CallAsync(LeverCall call, CancellationToken cancellationToken)
+    {
+        var x = (ChatExchange)call.Host!;
+        var options = InnerOptions(x.Options);
+        options.ModelId = call.Model;
+        call.Edits.ApplyTo(options, new EditTarget(false, call.Model, call, cancellationToken));
+        call.Provider = x.Provider;
+        if (x.Updates is null)
+        {
+            var response = await x.Inner.GetResponseAsync(x.Messages, options, cancellationToken).ConfigureAwait(false);
+            ChatMetering.Read(call, response);
+            if (call.CaptureAnswer) call.Answer = (ChatJson.Serialize(response), "application/json");
+            await call.SealAsync().ConfigureAwait(false);
+            x.Response = response;
+            return;
+        }
+        ChatResponseUpdate? held = null;
+        var kept = call.CaptureAnswer ? new List<ChatResponseUpdate>() : null;
+        await foreach (var update in x.Inner.GetStreamingResponseAsync(x.Messages, options, cancellationToken).ConfigureAwait(false))
+        {
+            ChatMetering.Observe(call, update, time);
+            kept?.Add(update);
+            if (held is not null) await x.Updates.WriteAsync(held, cancellationToken).ConfigureAwait(false);
+            held = update;
+        }
+        if (kept is not null && call.Summary.FinishReason is not null) call.Answer = (ChatJson.Serialize(kept.ToChatResponse()), "application/json");
+        await call.SealAsync().ConfigureAwait(false);
+        if (held is not null) await x.Updates.WriteAsync(held, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>A copy of the caller's options without Bursar's own <c>bursar.*</c> properties (never sent to a provider).</summary>
+    private static ChatOptions InnerOptions(ChatOptions? options)
+    {
+        var copy = options?.Clone() ?? new ChatOptions();
+        if (copy.AdditionalProperties is { Count: > 0 } props && props.Keys.Any(k => k.StartsWith(BursarChatClient.PropertyPrefix, StringComparison.Ordinal)))
+        {
+            var kept = new AdditionalPropertiesDictionary();
+            foreach (var (k, v) in props) if (!k.StartsWith(BursarChatClient.PropertyPrefix, StringComparison.Ordinal)) kept[k] = v;
+            copy.AdditionalProperties = kept.Count > 0 ? kept : null;
+        }
+        return copy;
+    }
+}
+
+/// <summary>How a cached .NET answer is kept: the <see cref="ChatResponse"/> as JSON.</summary>
+internal static class ChatJson
+{
+    public static byte[] Serialize(ChatResponse response) => JsonSerializer.SerializeToUtf8Bytes(response, AIJsonUtilities.DefaultOptions.GetTypeInfo(typeof(ChatResponse)));
+
+    public static ChatResponse Deserialize(byte[] body) => (ChatResponse)JsonSerializer.Deserialize(body, AIJsonUtilities.DefaultOptions.GetTypeInfo(typeof(ChatResponse)))!;
+}

@@ -1,0 +1,154 @@
+using System.Buffers;
+using System.Text.Json;
+using Microsoft.Extensions.AI;
+
+namespace Bursar.Extensions.AI;
+
+/// <summary>
+/// A .NET chat call written as the OpenAI Chat Completions body it stands for, so the stages read it exactly as the
+/// gateway reads an OpenAI caller's body: the same one-pass scan (estimate, input bound, output limit, choices), the
+/// same cache keys, the same prompt text for routing.
+/// </summary>
+internal static class ChatRequestJson
+{
+    public static byte[] Write(IEnumerable<ChatMessage> messages, ChatOptions? options, string model, bool stream)
+    {
+        var buffer = new ArrayBufferWriter<byte>(1024);
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteString("model", model);
+            if (options?.Instructions is { } instructions)
+            {
+                w.WriteStartArray("messages");
+                w.WriteStartObject();
+                w.WriteString("role", "system");
+                w.WriteString("content", instructions);
+                w.WriteEndObject();
+            }
+            else w.WriteStartArray("messages");
+            foreach (var m in messages) WriteMessage(w, m);
+            w.WriteEndArray();
+            if (stream) w.WriteBoolean("stream", true);
+            if (options is not null)
+            {
+                if (options.Temperature is { } t) w.WriteNumber("temperature", t);
+                if (options.TopP is { } p) w.WriteNumber("top_p", p);
+                if (options.TopK is { } k) w.WriteNumber("top_k", k);
+                if (options.Seed is { } seed) w.WriteNumber("seed", seed);
+                if (options.MaxOutputTokens is { } max) w.WriteNumber("max_completion_tokens", max);
+                if (options.StopSequences is { Count: > 0 } stop)
+                {
+                    w.WriteStartArray("stop");
+                    foreach (var s in stop) w.WriteStringValue(s);
+                    w.WriteEndArray();
+                }
+                if (options.Tools is { Count: > 0 } tools)
+                {
+                    w.WriteStartArray("tools");
+                    foreach (var tool in tools)
+                    {
+                        w.WriteStartObject();
+                        w.WriteString("type", "function");
+                        w.WriteStartObject("function");
+                        w.WriteString("name", tool.Name);
+                        if (!string.IsNullOrEmpty(tool.Description)) w.WriteString("description", tool.Description);
+                        if (tool is AIFunctionDeclaration f)
+                        {
+                            w.WritePropertyName("parameters");
+                            f.JsonSchema.WriteTo(w);
+                        }
+                        w.WriteEndObject();
+                        w.WriteEndObject();
+                    }
+                    w.WriteEndArray();
+                }
+                if (options.ResponseFormat is ChatResponseFormatJson json)
+                {
+                    w.WriteStartObject("response_format");
+                    w.WriteString("type", json.Schema is null ? "json_object" : "json_schema");
+                    if (json.Schema is { } schema)
+                    {
+                        w.WriteStartObject("json_schema");
+                        w.WriteString("name", json.SchemaName ?? "response");
+                        w.WritePropertyName("schema");
+                        schema.WriteTo(w);
+                        w.WriteEndObject();
+                    }
+                    w.WriteEndObject();
+                }
+            }
+            w.WriteEndObject();
+        }
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    private static void WriteMessage(Utf8JsonWriter w, ChatMessage m)
+    {
+        var results = m.Contents.OfType<FunctionResultContent>().ToList();
+        if (results.Count > 0)
+        {
+            // each tool result is its own OpenAI message
+            foreach (var r in results)
+            {
+                w.WriteStartObject();
+                w.WriteString("role", "tool");
+                w.WriteString("tool_call_id", r.CallId);
+                w.WriteString("content", r.Result switch { null => "", string s => s, JsonElement e => e.GetRawText(), var o => JsonSerializer.Serialize(o, AIJsonUtilities.DefaultOptions.GetTypeInfo(o.GetType())) });
+                w.WriteEndObject();
+            }
+            return;
+        }
+        w.WriteStartObject();
+        w.WriteString("role", m.Role == ChatRole.System ? "system" : m.Role == ChatRole.Assistant ? "assistant" : m.Role == ChatRole.Tool ? "tool" : "user");
+        var parts = m.Contents.Where(c => c is TextContent or DataContent or UriContent).ToList();
+        if (parts.Count == 1 && parts[0] is TextContent only) w.WriteString("content", only.Text);
+        else
+        {
+            w.WriteStartArray("content");
+            foreach (var c in parts)
+            {
+                w.WriteStartObject();
+                switch (c)
+                {
+                    case TextContent t:
+                        w.WriteString("type", "text");
+                        w.WriteString("text", t.Text);
+                        break;
+                    case DataContent d:
+                        w.WriteString("type", "image_url");
+                        w.WriteStartObject("image_url");
+                        w.WriteString("url", d.Uri);
+                        w.WriteEndObject();
+                        break;
+                    case UriContent u:
+                        w.WriteString("type", "image_url");
+                        w.WriteStartObject("image_url");
+                        w.WriteString("url", u.Uri.ToString());
+                        w.WriteEndObject();
+                        break;
+                }
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+        }
+        var calls = m.Contents.OfType<FunctionCallContent>().ToList();
+        if (calls.Count > 0)
+        {
+            w.WriteStartArray("tool_calls");
+            foreach (var call in calls)
+            {
+                w.WriteStartObject();
+                w.WriteString("id", call.CallId);
+                w.WriteString("type", "function");
+                w.WriteStartObject("function");
+                w.WriteString("name", call.Name);
+                w.WriteString("arguments", call.Arguments is null ? "{}" : JsonSerializer.Serialize(call.Arguments, AIJsonUtilities.DefaultOptions.GetTypeInfo(typeof(IDictionary<string, object?>))));
+                w.WriteEndObject();
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+        }
+        w.WriteEndObject();
+    }
+}
