@@ -1,0 +1,185 @@
+using System.ComponentModel;
+using Bursar.Core.Budgets;
+using Bursar.Core.Pricing;
+using Microsoft.Extensions.AI;
+
+namespace Bursar.Extensions.AI.Tests;
+
+/// <summary>UseBursar() around the official OpenAI and Anthropic SDKs' chat clients: metering, attribution, refusals, caches, routing, the order rules.</summary>
+public sealed class UseBursarTests
+{
+    private static readonly PriceCatalog Catalog = new(PriceFiles.LoadBuiltIn());
+
+    private static ChatOptions Tags(string feature, string? customer = null, float? temperature = null)
+    {
+        var o = new ChatOptions { AdditionalProperties = new() { ["bursar.feature"] = feature }, Temperature = temperature };
+        if (customer is not null) o.AdditionalProperties["bursar.customer"] = customer;
+        return o;
+    }
+
+    [Theory]
+    [InlineData("openai", "gpt-4o-mini")]
+    [InlineData("anthropic", "claude-haiku-4-5")]
+    public async Task A_call_is_one_ledger_row_at_its_exact_cost_with_its_tags(string sdk, string model)
+    {
+        await using var host = new LibraryHost();
+        var client = host.Client(sdk, model, o => o.Team = "library");
+        var feature = $"plain-{sdk}";
+        ChatResponse response;
+        using (BursarScope.Begin(customer: "acme", task: "answer"))
+            response = await client.GetResponseAsync("Say hello in three languages.", Tags(feature));
+        Assert.False(string.IsNullOrWhiteSpace(response.Text));
+        var row = Assert.Single(await host.LedgerAsync(feature));
+        Assert.Equal(("library", "acme", "answer"), (row.Team, row.Customer, row.Task));
+        Assert.Equal(model, row.RequestedModel);
+        Assert.Equal(response.Usage!.InputTokenCount, row.InputTokens + row.CacheReadTokens + row.CacheWrite5mTokens + row.CacheWrite1hTokens);
+        Assert.Equal(response.Usage.OutputTokenCount, row.OutputTokens);
+        var price = Catalog.Find(model).Price!;
+        Assert.Equal((row.InputTokens * price.Rates.Input + row.OutputTokens * price.Rates.Output) / 1_000_000m, row.Cost);
+        Assert.Equal("ok", row.Outcome);
+        Assert.False(row.Streamed);
+        Assert.Equal(1, host.ProviderRequests);
+    }
+
+    [Theory]
+    [InlineData("openai", "gpt-4.1-mini")]
+    [InlineData("anthropic", "claude-sonnet-4-5")]
+    public async Task A_streamed_call_is_metered_from_its_usage_update(string sdk, string model)
+    {
+        await using var host = new LibraryHost();
+        var client = host.Client(sdk, model);
+        var feature = $"stream-{sdk}";
+        var text = new System.Text.StringBuilder();
+        UsageDetails? usage = null;
+        await foreach (var u in client.GetStreamingResponseAsync("Tell me a short story.", Tags(feature)))
+        {
+            text.Append(u.Text);
+            foreach (var c in u.Contents) if (c is UsageContent uc) usage = uc.Details;
+        }
+        Assert.True(text.Length > 10);
+        Assert.NotNull(usage);
+        var row = Assert.Single(await host.LedgerAsync(feature));
+        Assert.True(row.Streamed);
+        Assert.False(row.UsageEstimated);
+        Assert.Equal(usage!.OutputTokenCount, row.OutputTokens);
+        Assert.Equal(usage.InputTokenCount, row.InputTokens + row.CacheReadTokens + row.CacheWrite5mTokens + row.CacheWrite1hTokens);
+        Assert.NotNull(row.TimeToFirstTokenMs);
+        Assert.True(row.Cost > 0);
+    }
+
+    [Fact]
+    public async Task Anthropic_one_hour_cache_writes_are_billed_as_one_hour_writes_and_reads_as_reads()
+    {
+        await using var host = new LibraryHost();
+        var client = host.Client("anthropic", "claude-sonnet-4-5");
+        var system = string.Join(" ", Enumerable.Repeat("You answer questions about the billing rules of the company, precisely and briefly.", 80));
+        for (var i = 0; i < 2; i++)
+        {
+            var sys = new ChatMessage(ChatRole.System, system);
+            sys.Contents[0].WithCacheControl(new Anthropic.Models.Messages.CacheControlEphemeral { Ttl = Anthropic.Models.Messages.Ttl.Ttl1h });
+            await client.GetResponseAsync([sys, new ChatMessage(ChatRole.User, "What is the rule?")], Tags("cache-1h"));
+        }
+        var rows = await host.LedgerAsync("cache-1h", 2);
+        Assert.True(rows[0].CacheWrite1hTokens > 1000);
+        Assert.Equal(0, rows[0].CacheWrite5mTokens);
+        Assert.Equal(rows[0].CacheWrite1hTokens, rows[1].CacheReadTokens);
+        var rates = Catalog.Find("claude-sonnet-4-5").Price!.Rates;
+        Assert.Equal((rows[0].InputTokens * rates.Input + rows[0].CacheWrite1hTokens * rates.CacheWrite1h!.Value + rows[0].OutputTokens * rates.Output) / 1_000_000m, rows[0].Cost);
+        Assert.True(rows[1].SavingPromptCache > 0);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_budget_refusal_throws_before_the_provider_is_called(bool stream)
+    {
+        await using var host = new LibraryHost();
+        await host.AddBudgetAsync(BudgetScope.Customer, "tiny", 0.000001m);
+        var client = host.Client("openai", "gpt-4o");
+        var feature = $"refused-{stream}";
+        var options = Tags(feature, customer: "tiny");
+        var e = await Assert.ThrowsAsync<BudgetExceededException>(async () =>
+        {
+            if (!stream) await client.GetResponseAsync("Write an essay.", options);
+            else await foreach (var _ in client.GetStreamingResponseAsync("Write an essay.", options)) Assert.Fail("no update may arrive before the refusal");
+        });
+        Assert.Contains("customer 'tiny'", e.Message, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal("budget_exceeded", e.Refusal.Code);
+        Assert.Equal(0, host.ProviderRequests);
+        var row = Assert.Single(await host.LedgerAsync(feature));
+        Assert.Equal(("refused", 0m), (row.Outcome, row.Cost));
+    }
+
+    [Fact]
+    public async Task An_identical_deterministic_call_is_answered_from_the_cache_at_zero_with_its_saving()
+    {
+        await using var host = new LibraryHost();
+        var client = host.Client("openai", "gpt-4o-mini");
+        var first = await client.GetResponseAsync("What is the capital of France?", Tags("cached", temperature: 0));
+        var second = await client.GetResponseAsync("What is the capital of France?", Tags("cached", temperature: 0));
+        Assert.Equal(first.Text, second.Text);
+        Assert.Equal(1, host.ProviderRequests);
+        var rows = await host.LedgerAsync("cached", 2);
+        Assert.Equal("bursar-cache", rows[1].Provider);
+        Assert.Equal(0m, rows[1].Cost);
+        Assert.Equal(rows[0].Cost, rows[1].SavingResponseCache);
+        // streamed, the hit replays the same answer as updates
+        var text = new System.Text.StringBuilder();
+        await foreach (var u in client.GetStreamingResponseAsync("What is the capital of France?", Tags("cached-stream", temperature: 0))) text.Append(u.Text);
+        await foreach (var u in client.GetStreamingResponseAsync("What is the capital of France?", Tags("cached-stream", temperature: 0))) { }
+        Assert.Equal(2, host.ProviderRequests);
+        var streamed = await host.LedgerAsync("cached-stream", 2);
+        Assert.Equal("bursar-cache", streamed[1].Provider);
+    }
+
+    [Fact]
+    public async Task A_route_serves_the_cheaper_model_and_the_ledger_says_why()
+    {
+        await using var host = new LibraryHost("Bursar:Routing:Routes:0:Name=classify", "Bursar:Routing:Routes:0:Task=classification", "Bursar:Routing:Routes:0:Model=gpt-4o-mini", "Bursar:Routing:Routes:0:MaxTokens=16");
+        var client = host.Client("openai", "gpt-4o");
+        using (BursarScope.Begin(feature: "routed", task: "classification"))
+            await client.GetResponseAsync("Is this review positive? 'Great product.'");
+        var row = Assert.Single(await host.LedgerAsync("routed"));
+        Assert.Equal(("gpt-4o", "gpt-4o-mini", "classify"), (row.RequestedModel, row.ServedModel, row.Route));
+        Assert.Contains("route 'classify' serves gpt-4o-mini", row.RoutingReason);
+        Assert.True(row.SavingRouting > 0);
+        Assert.True(row.OutputTokens <= 16);
+    }
+
+    [Fact]
+    public async Task A_tool_loop_is_one_row_per_model_call_and_the_run_cap_stops_it()
+    {
+        await using var host = new LibraryHost("Bursar:Runs:MaxTurns=1");
+        var calls = 0;
+        var weather = AIFunctionFactory.Create([Description("The weather in a city")] (string city) => { calls++; return $"Sunny in {city}"; }, "get_weather");
+        var client = host.Client("openai", "gpt-4o-mini", outer: b => b.UseFunctionInvocation());
+        var options = Tags("agent");
+        options.Tools = [weather];
+        options.ToolMode = ChatToolMode.RequireAny;
+        using var run = BursarScope.Begin(run: "run-1");
+        var e = await Assert.ThrowsAsync<RunLimitExceededException>(() => client.GetResponseAsync("What is the weather in Paris? Use the tool.", options));
+        Assert.Contains("run-1", e.Message);
+        var rows = await host.LedgerAsync("agent", 2);
+        Assert.Equal(1, rows.Count(r => r.Outcome == "ok"));
+        Assert.Equal("refused", rows[^1].Outcome);
+        Assert.All(rows, r => Assert.Equal("run-1", r.RunId));
+        Assert.True(calls >= 1);
+        Assert.Equal(1, host.ProviderRequests);
+    }
+
+    [Fact]
+    public async Task Building_Bursar_outside_function_invocation_or_around_a_distributed_cache_throws_and_says_the_order()
+    {
+        await using var host = new LibraryHost();
+        var inner = SdkClients.OpenAI(host.Simulator, "gpt-4o-mini");
+        var outside = Assert.Throws<InvalidOperationException>(() => new ChatClientBuilder(inner).UseBursar().UseFunctionInvocation().Build(host.Services));
+        Assert.Contains("UseFunctionInvocation() before UseBursar()", outside.Message);
+        var cache = new Microsoft.Extensions.Caching.Distributed.MemoryDistributedCache(Microsoft.Extensions.Options.Options.Create(new Microsoft.Extensions.Caching.Memory.MemoryDistributedCacheOptions()));
+        var cached = Assert.Throws<InvalidOperationException>(() => new ChatClientBuilder(inner).UseBursar().UseDistributedCache(cache).Build(host.Services));
+        Assert.Contains("UseDistributedCache() before UseBursar()", cached.Message);
+        // the right order builds
+        Assert.NotNull(new ChatClientBuilder(inner).UseDistributedCache(cache).UseFunctionInvocation().UseBursar().Build(host.Services));
+        var missing = Assert.Throws<InvalidOperationException>(() => new ChatClientBuilder(inner).UseBursar().Build());
+        Assert.Contains("services.AddBursar()", missing.Message);
+    }
+}
