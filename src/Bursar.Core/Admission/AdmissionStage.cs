@@ -14,7 +14,7 @@ public sealed class AdmissionStage(AdmissionControl admission) : ILeverStage
     public ValueTask InvokeAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
     {
         var req = call.Request;
-        var admitted = call.Admitted = admission.Admit(call.Key, call.Attribution, call.Model, req.EstimatedInputTokens, req.InputTokenBound, call.MaxTokens, req.Choices, out var refusal);
+        var admitted = call.Admitted = admission.Admit(call.Key, call.Attribution, call.Model, req.EstimatedInputTokens, req.InputTokenBound, call.MaxTokens ?? req.MaxTokens, req.Choices, out var refusal);
         if (refusal is not null)
         {
             call.Refuse(refusal, "refused");

@@ -46,7 +46,9 @@ public sealed class ExactCacheStage(IResponseCacheStore cache, ResponseCacheOpti
         if (!fills.TryLead(key, out var wait))
         {
             // an identical call is already on its way upstream: wait for its answer instead of paying twice
-            var stored = await wait.WaitAsync(FollowerWait, cancellationToken).ConfigureAwait(false);
+            bool stored;
+            try { stored = await wait.WaitAsync(FollowerWait, time, cancellationToken).ConfigureAwait(false); }
+            catch (TimeoutException) { stored = false; }
             if (stored && await cache.GetAsync(key, cancellationToken).ConfigureAwait(false) is { } filled)
             {
                 Hit(call, filled, semantic: false);

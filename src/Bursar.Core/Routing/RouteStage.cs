@@ -44,7 +44,7 @@ public sealed class RouteStage(ComplexityRouter router, IDifficultyClassifier cl
         else if (!served.Serves(target))
         {
             // a ladder's rungs are checked against what is served when the route loads
-            call.Refuse(LeverRefusal.ModelNotFound(served.NotServed(asked)));
+            call.Refuse(LeverRefusal.ModelNotFound(target == asked ? served.NotServed(asked) : $"Route '{route!.Name}' serves {target} for {asked}, but: " + served.NotServed(target)));
             return;
         }
         if (route is not null)

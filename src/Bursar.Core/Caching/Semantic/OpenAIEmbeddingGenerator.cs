@@ -27,7 +27,9 @@ public sealed class OpenAIEmbeddingGenerator(HttpMessageInvoker http, Uri baseUr
             throw new HttpRequestException($"Embeddings endpoint {baseUrl} answered HTTP {(int)resp.StatusCode}: {System.Text.Encoding.UTF8.GetString(body.AsSpan(0, Math.Min(300, body.Length)))}");
         using var doc = JsonDocument.Parse(body);
         var result = new Embedding<float>[inputs.Length];
-        foreach (var item in doc.RootElement.GetProperty("data").EnumerateArray())
+        if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("data", out var data) || data.ValueKind != JsonValueKind.Array)
+            throw new HttpRequestException($"Embeddings endpoint {baseUrl} answered without a data array.");
+        foreach (var item in data.EnumerateArray())
         {
             var index = item.GetProperty("index").GetInt32();
             var vector = item.GetProperty("embedding").EnumerateArray().Select(x => x.GetSingle()).ToArray();
