@@ -94,6 +94,25 @@ public sealed class CliTests : IDisposable
         Assert.Equal(2, (await BursarProcess.RunAsync(_dir, "limits", "delete", "--scope", "team", "--value", "search")).Exit);
     }
 
+    [Fact]
+    public async Task Serve_with_only_the_base_url_of_anthropic_overridden_keeps_its_dialect_and_models_and_prints_each_deployment()
+    {
+        await using var gw = await BursarProcess.StartAsync(_dir, BursarProcess.FreePort(), "serve", "--port", "{port}", "--Bursar:Providers:Deployments:anthropic:BaseUrl=http://127.0.0.1:9/up");
+        string Line(string name)
+        {
+            for (var i = 0; i < 100 && !gw.Log.Contains("routes:", StringComparison.Ordinal); i++) Thread.Sleep(50);
+            return gw.Log.Split('\n').Select(l => l.Trim()).FirstOrDefault(l => l.StartsWith(name + " ", StringComparison.Ordinal)) ?? throw new Xunit.Sdk.XunitException($"no {name} line in:\n{gw.Log}");
+        }
+        var anthropic = Line("anthropic");
+        Assert.Contains(" anthropic ", anthropic, StringComparison.Ordinal); // the dialect
+        Assert.Contains("http://127.0.0.1:9/up", anthropic, StringComparison.Ordinal);
+        Assert.Contains("models: claude-*", anthropic, StringComparison.Ordinal);
+        var openai = Line("openai");
+        Assert.Contains(" openai ", openai, StringComparison.Ordinal);
+        Assert.Contains("https://api.openai.com/v1", openai, StringComparison.Ordinal);
+        Assert.Contains("gpt-*", openai, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("serve")]
     [InlineData("demo")]

@@ -20,6 +20,11 @@ internal static class ServeCommand
         return $"http://127.0.0.1:{p}";
     }
 
+    /// <summary>One banner line per deployment: name, dialect, base URL, models, and whether the Simulator stands in for it.</summary>
+    internal static string DeploymentLine(UpstreamDeployment d) =>
+        $"  {Bursar.Core.Reporting.TerminalText.Escape(d.Name),-12} {d.Dialect.ToString().ToLowerInvariant(),-9} {Bursar.Core.Reporting.TerminalText.Escape(d.BaseUri.ToString()),-32} models: {Bursar.Core.Reporting.TerminalText.Escape(string.Join(' ', d.Options.Models))}"
+        + (d.Simulated ? "  (SIMULATOR: no API key configured)" : "");
+
     public static Command Create()
     {
         var cmd = new Command("serve", "Run the gateway (OpenAI and Anthropic wire formats). Deployments without a provider key are served by the built-in Simulator.");
@@ -34,7 +39,7 @@ internal static class ServeCommand
             var registry = app.Services.GetRequiredService<UpstreamRegistry>();
             Console.WriteLine($"Bursar gateway on {urls}  (data: {Path.GetFullPath(pr.GetValue(CliOptions.DataDir)!)})  Ctrl+C or SIGTERM stops it gracefully");
             foreach (var d in registry.Deployments)
-                Console.WriteLine($"  {d.Name,-12} {d.Dialect,-9} {(d.Simulated ? "SIMULATOR (no API key configured)" : d.BaseUri.ToString()),-40} models: {string.Join(' ', d.Options.Models)}");
+                Console.WriteLine(DeploymentLine(d));
             Console.WriteLine("  OpenAI SDK:    base_url = <url>/v1      Anthropic SDK: base_url = <url>      key: a Bursar virtual key (bursar keys create)");
             var table = app.Services.GetRequiredService<Bursar.Core.Routing.RouteTable>();
             var stored = (await app.Services.GetRequiredService<Bursar.Core.Routing.IRouteStore>().ListRoutesAsync(CancellationToken.None)).Select(r => r.Name).ToArray();
