@@ -113,6 +113,28 @@ public sealed class CliTests : IDisposable
         Assert.Contains("gpt-*", openai, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Metrics_right_after_demo_serve_show_the_demos_calls()
+    {
+        await using var gw = await BursarProcess.StartAsync(_dir, BursarProcess.FreePort(), "demo", "--calls", "30", "--serve", "--port", "{port}");
+        await gw.WaitForOutputAsync("Dashboard:", TimeSpan.FromSeconds(60));
+        Assert.Contains("refused by budget", gw.Log, StringComparison.Ordinal); // budget refusals are not counted as failures
+        using var http = new HttpClient();
+        var text = "";
+        // the Prometheus exporter caches a scrape for a moment
+        for (var i = 0; i < 50 && !text.Contains("bursar_calls", StringComparison.Ordinal); i++)
+        {
+            text = await http.GetStringAsync(gw.BaseUrl + "/metrics");
+            await Task.Delay(100);
+        }
+        Assert.Contains("bursar_calls", text, StringComparison.Ordinal);
+        Assert.Contains("bursar_cost_USD_total", text, StringComparison.Ordinal);
+        Assert.Contains("claude-sonnet-4-5", text, StringComparison.Ordinal); // the demo's support-chat model
+        var calls = text.Split('\n').Where(l => l.StartsWith("bursar_calls_total{", StringComparison.Ordinal))
+            .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.True(calls >= 30, $"bursar_calls_total sums to {calls}, not the demo's 30 calls:\n{text}");
+    }
+
     [Theory]
     [InlineData("serve")]
     [InlineData("demo")]
@@ -123,6 +145,7 @@ public sealed class CliTests : IDisposable
         await using var gw = command == "serve"
             ? await BursarProcess.StartAsync(_dir, port, "serve", "--port", "{port}")
             : await BursarProcess.StartAsync(_dir, port, "demo", "--calls", "20", "--serve", "--port", "{port}");
+        if (command == "demo") await gw.WaitForOutputAsync("Dashboard:", TimeSpan.FromSeconds(60)); // the demo's workload runs on the same gateway first
         using (var http = new HttpClient())
         using (var req = new HttpRequestMessage(HttpMethod.Post, $"{gw.BaseUrl}/v1/chat/completions"))
         {
