@@ -1,6 +1,7 @@
-using Microsoft.Extensions.Hosting;
 using System.CommandLine;
 using System.Diagnostics;
+using Spectre.Console;
+using Microsoft.Extensions.Hosting;
 using Bursar.Core.Ledger;
 using Bursar.Core.Reporting;
 using Bursar.Gateway.Demo;
@@ -84,21 +85,9 @@ internal static class DemoCommand
         var before = await store.CountAsync(ct);
         Console.WriteLine($"Bursar demo: gateway on {url}, providers simulated, ledger in {store.Path}");
 
-        var sw = Stopwatch.StartNew();
-        var progress = new Lock();
         try
         {
-            await DemoWorkload.DriveAsync(app.Services, url, total, concurrency, p =>
-            {
-                var step = Math.Max(1, p.Total / (Console.IsOutputRedirected ? 10 : 100));
-                if (p.Done % step != 0 && p.Done != p.Total) return;
-                lock (progress)
-                {
-                    var bar = new string('#', p.Done * 30 / p.Total).PadRight(30, '.');
-                    var line = $"  [{bar}] {p.Done}/{p.Total} calls  {p.Done / Math.Max(0.001, sw.Elapsed.TotalSeconds):F0}/s  {p.Refused} refused by budget  {p.Failed} failed ";
-                    if (Console.IsOutputRedirected) Console.WriteLine(line); else Console.Write("\r" + line);
-                }
-            }, ct);
+            await DriveWithProgressAsync(app, url, total, concurrency, ct);
         }
         catch (OperationCanceledException) when (app.Lifetime.ApplicationStopping.IsCancellationRequested)
         {
@@ -111,7 +100,6 @@ internal static class DemoCommand
             }
             return 0;
         }
-        Console.WriteLine();
         if (keepServing) await LedgerLandedAsync(app, store, before + total); // the gateway keeps serving: wait for the rows instead
         else
         {
@@ -122,8 +110,11 @@ internal static class DemoCommand
         var records = (await store.ReadAsync(new LedgerQuery { Limit = int.MaxValue }, CancellationToken.None)).Skip((int)before).ToArray();
         Console.WriteLine($"\n{records.Length} calls metered into the ledger.\n");
         var demoCatalog = Bursar.Gateway.Hosting.GatewayHost.LoadCatalog(store, new Bursar.Gateway.Hosting.BursarOptions());
-        Console.WriteLine(SpendReport.Build(records, ReportDimension.Feature, demoCatalog).ToTable());
-        Console.WriteLine(SpendReport.Build(records, ReportDimension.Model, demoCatalog).ToTable());
+        // the spend by feature and by model; the sections that do not depend on the grouping (drivers, levers, tasks) once
+        ReportTables.Write(SpendReport.Build(records, ReportDimension.Feature, demoCatalog), sections: false);
+        Console.WriteLine();
+        ReportTables.Write(SpendReport.Build(records, ReportDimension.Model, demoCatalog));
+        Console.WriteLine();
         var reads = records.Sum(r => r.CacheReadTokens);
         Console.WriteLine($"Prompt-cache reads: {reads:N0} tokens across {records.Count(r => r.CacheReadTokens > 0)} calls.");
         var refused = records.Where(r => r.Outcome == "refused").ToArray();
@@ -131,6 +122,39 @@ internal static class DemoCommand
         Console.WriteLine($"Explore further: bursar report --by team | --by customer | --by day | --format csv, bursar simulate (what each lever would save)   (--data-dir {dir})");
         if (!keepServing) Console.WriteLine("Charts: bursar demo --serve, then http://127.0.0.1:8080/dashboard");
         return 0;
+    }
+
+    /// <summary>
+    /// Drives the workload with its progress: a live Spectre.Console bar on a terminal; in a pipe or file, a line at every tenth
+    /// (done, rate, refused by budget, failed).
+    /// </summary>
+    private static async Task DriveWithProgressAsync(WebApplication app, string url, int total, int concurrency, CancellationToken ct)
+    {
+        var sw = Stopwatch.StartNew();
+        string Status(DemoWorkload.Progress p) =>
+            $"{p.Done}/{p.Total} calls  {p.Done / Math.Max(0.001, sw.Elapsed.TotalSeconds):F0}/s  {p.Refused} refused by budget  {p.Failed} failed";
+        if (Terminal.Redirected)
+        {
+            var gate = new Lock();
+            await DemoWorkload.DriveAsync(app.Services, url, total, concurrency, p =>
+            {
+                if (p.Done % Math.Max(1, p.Total / 10) != 0 && p.Done != p.Total) return;
+                lock (gate) Console.WriteLine("  " + Status(p));
+            }, ct);
+            return;
+        }
+        await Terminal.Out.Progress()
+            .Columns(new Spectre.Console.ProgressBarColumn(), new Spectre.Console.PercentageColumn(), new Spectre.Console.TaskDescriptionColumn { Alignment = Spectre.Console.Justify.Left })
+            .StartAsync(async ctx =>
+            {
+                var task = ctx.AddTask(Status(new(0, total, 0, 0)), maxValue: total);
+                await DemoWorkload.DriveAsync(app.Services, url, total, concurrency, p =>
+                {
+                    // numbers only: nothing here is read from users, so the description needs no markup escaping
+                    task.Value = p.Done;
+                    task.Description = Status(p);
+                }, ct);
+            });
     }
 
     /// <summary>Waits (without stopping the gateway) until the ledger writer has landed the workload's rows, or has nothing left to write.</summary>
