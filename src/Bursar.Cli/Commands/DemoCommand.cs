@@ -144,7 +144,7 @@ internal static class DemoCommand
             return;
         }
         await Terminal.Out.Progress()
-            .Columns(new Spectre.Console.ProgressBarColumn(), new Spectre.Console.PercentageColumn(), new Spectre.Console.TaskDescriptionColumn { Alignment = Spectre.Console.Justify.Left })
+            .Columns(new ProgressBarColumn(), new PercentageColumn(), new TaskDescriptionColumn { Alignment = Justify.Left })
             .StartAsync(async ctx =>
             {
                 var task = ctx.AddTask(Status(new(0, total, 0, 0)), maxValue: total);

@@ -19,8 +19,12 @@ internal readonly record struct Col(string Header, bool Right)
 internal static class Terminal
 {
     private static readonly Lazy<IAnsiConsole> Console = new(Create);
+    private static readonly Lazy<IAnsiConsole> Error = new(() => AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(System.Console.Error) }));
 
     public static IAnsiConsole Out => Console.Value;
+
+    /// <summary>stderr, where progress goes when the command's result is on stdout (<c>import</c>).</summary>
+    public static IAnsiConsole Err => Error.Value;
 
     /// <summary>True when stdout is a pipe or a file: no colours, no live progress, ASCII borders.</summary>
     public static bool Redirected => System.Console.IsOutputRedirected;
