@@ -51,7 +51,7 @@ internal static class ServeCommand
             var admin = app.Services.GetRequiredService<BursarOptions>().AdminKey;
             Console.WriteLine(string.IsNullOrEmpty(admin)
                 ? "  dashboard and admin API: off (set Bursar:AdminKey);  metrics: <url>/metrics"
-                : "  dashboard: <url>/dashboard   admin API: <url>/admin (Bursar:AdminKey)   metrics: <url>/metrics");
+                : "  dashboard: <url>/dashboard   admin API: <url>/admin (Bursar:AdminKey; OpenAPI document: <url>/openapi/v1.json)   metrics: <url>/metrics");
             await app.WaitForShutdownAsync(CancellationToken.None); // SIGINT / SIGTERM: the host stops Kestrel, then drains the ledger
             await app.DisposeAsync();
             return 0;
