@@ -221,6 +221,18 @@ internal sealed class BursarProcess : IAsyncDisposable
         throw new TimeoutException($"bursar serve did not answer /health/live within 30 s:\n{gw.Log}");
     }
 
+    /// <summary>Waits until the process has printed <paramref name="text"/> (stdout or stderr).</summary>
+    public async Task WaitForOutputAsync(string text, TimeSpan within)
+    {
+        var until = DateTime.UtcNow + within;
+        while (!Log.Contains(text, StringComparison.Ordinal))
+        {
+            if (_process.HasExited) throw new InvalidOperationException($"bursar exited with {_process.ExitCode} before printing '{text}':\n{Log}");
+            if (DateTime.UtcNow > until) throw new TimeoutException($"bursar did not print '{text}' within {within}:\n{Log}");
+            await Task.Delay(50);
+        }
+    }
+
     public bool HasExited => _process.HasExited;
 
     public int Pid => _process.Id;

@@ -1,5 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
+using Bursar.Core.Reporting;
+using Spectre.Console;
 using Bursar.Core.Budgets;
 using Bursar.Core.Limits;
 
@@ -42,7 +44,7 @@ internal static class BudgetsCommand
                 return 2;
             }
             await CliOptions.OpenStore(pr, create: true).UpsertBudgetAsync(def, ct);
-            Console.WriteLine($"Budget '{def.Id}': {def.Describe()}, limit ${def.LimitUsd}, alert at ${def.SoftLimitUsd}, time zone {def.TimeZone}.");
+            Console.WriteLine($"Budget '{TerminalText.Escape(def.Id)}': {TerminalText.Escape(def.Describe())}, limit ${def.LimitUsd}, alert at ${def.SoftLimitUsd}, time zone {def.TimeZone}.");
             return 0;
         });
 
@@ -51,15 +53,24 @@ internal static class BudgetsCommand
         {
             var store = CliOptions.OpenStore(pr);
             var now = TimeProvider.System.GetUtcNow();
-            Console.WriteLine($"{"id",-28} {"scope",-24} {"period",-7} {"limit",12} {"spent",12} {"used",7}  resets (UTC)");
-            foreach (var b in await store.ListBudgetsAsync(ct))
+            var all = await store.ListBudgetsAsync(ct);
+            if (all.Count == 0)
+            {
+                Terminal.Line("No budgets. Add one: bursar budgets set --scope global|key|team|customer|feature|model [--value <v>] --limit <usd> [--period month]");
+                return 0;
+            }
+            var table = Terminal.NewTable(Col.L("id"), Col.L("scope"), Col.L("period"), Col.R("limit USD"), Col.R("spent USD"), Col.R("used"), Col.L("resets (UTC)"), Col.L("state"));
+            foreach (var b in all)
             {
                 var (start, end) = BudgetWindow.Current(b.Period, b.TimeZone, now);
                 var spent = await store.SpentSinceAsync(b, b.CountFrom(start), ct);
                 var used = b.LimitUsd == 0 ? 0 : spent / b.LimitUsd;
-                var flag = spent >= b.LimitUsd ? "  EXHAUSTED" : spent >= b.SoftLimitUsd ? "  SOFT LIMIT" : "";
-                Console.WriteLine($"{b.Id,-28} {(b.Value is null ? "global" : $"{b.Scope.ToString().ToLowerInvariant()}={Bursar.Core.Reporting.TerminalText.Escape(b.Value)}"),-24} {b.Period.ToString().ToLowerInvariant(),-7} {Usd(b.LimitUsd),12} {Usd(spent),12} {used,7:P1}  {(end == DateTimeOffset.MaxValue ? "never" : end.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture))}{flag}");
+                var state = spent >= b.LimitUsd ? "EXHAUSTED" : spent >= b.SoftLimitUsd ? "SOFT LIMIT" : "ok";
+                table.AddRow(Terminal.Safe(b.Id), Terminal.Safe(b.Value is null ? "global" : $"{b.Scope.ToString().ToLowerInvariant()}={b.Value}"), b.Period.ToString().ToLowerInvariant(),
+                    Terminal.Safe(Usd(b.LimitUsd)), Terminal.Safe(Usd(spent)), used.ToString("P1", CultureInfo.InvariantCulture),
+                    end == DateTimeOffset.MaxValue ? "never" : end.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture), state);
             }
+            Terminal.Write(table);
             return 0;
         });
 
@@ -68,7 +79,7 @@ internal static class BudgetsCommand
         reset.SetAction(async (pr, ct) =>
         {
             var ok = await CliOptions.OpenStore(pr).ResetBudgetAsync(pr.GetValue(which)!, TimeProvider.System.GetUtcNow(), ct);
-            Console.WriteLine(ok ? $"Budget '{pr.GetValue(which)}' reset." : $"No budget '{pr.GetValue(which)}'.");
+            Console.WriteLine(ok ? $"Budget '{TerminalText.Escape(pr.GetValue(which))}' reset." : $"No budget '{TerminalText.Escape(pr.GetValue(which))}'.");
             return ok ? 0 : 1;
         });
         var which2 = new Argument<string>("id") { Description = "Budget id" };
@@ -76,7 +87,7 @@ internal static class BudgetsCommand
         delete.SetAction(async (pr, ct) =>
         {
             var ok = await CliOptions.OpenStore(pr).DeleteBudgetAsync(pr.GetValue(which2)!, ct);
-            Console.WriteLine(ok ? $"Budget '{pr.GetValue(which2)}' deleted." : $"No budget '{pr.GetValue(which2)}'.");
+            Console.WriteLine(ok ? $"Budget '{TerminalText.Escape(pr.GetValue(which2))}' deleted." : $"No budget '{TerminalText.Escape(pr.GetValue(which2))}'.");
             return ok ? 0 : 1;
         });
         budgets.Subcommands.Add(set);
@@ -99,7 +110,7 @@ internal static class BudgetsCommand
             var def = new RateLimitDefinition(pr.GetValue(scope), pr.GetValue(value)!, pr.GetValue(rpm), pr.GetValue(tpm));
             if (def.RequestsPerMinute is 0 || def.TokensPerMinute is 0)
             {
-                Console.Error.WriteLine($"A limit of 0 would refuse every call of {def.Scope.ToString().ToLowerInvariant()} '{def.Value}'. To remove the limit: bursar limits delete --scope {def.Scope.ToString().ToLowerInvariant()} --value {def.Value}; to stop a key: bursar keys revoke <id>.");
+                Console.Error.WriteLine($"A limit of 0 would refuse every call of {def.Scope.ToString().ToLowerInvariant()} '{TerminalText.Escape(def.Value)}'. To remove the limit: bursar limits delete --scope {def.Scope.ToString().ToLowerInvariant()} --value {TerminalText.Escape(def.Value)}; to stop a key: bursar keys revoke <id>.");
                 return 2;
             }
             if (def.RequestsPerMinute is null && def.TokensPerMinute is null)
@@ -110,16 +121,23 @@ internal static class BudgetsCommand
             try { def.Validate(); }
             catch (ArgumentException e) { Console.Error.WriteLine(e.Message); return 2; }
             await CliOptions.OpenStore(pr, create: true).UpsertRateLimitAsync(def, ct);
-            Console.WriteLine($"Rate limit for {def.Scope.ToString().ToLowerInvariant()} '{def.Value}': {def.RequestsPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-"} requests/min, {def.TokensPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-"} tokens/min.");
+            Console.WriteLine($"Rate limit for {def.Scope.ToString().ToLowerInvariant()} '{TerminalText.Escape(def.Value)}': {def.RequestsPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-"} requests/min, {def.TokensPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-"} tokens/min.");
             return 0;
         });
         var list = new Command("list", "List rate limits");
         list.SetAction(async (pr, ct) =>
         {
             var all = await CliOptions.OpenStore(pr).ListRateLimitsAsync(ct);
-            if (all.Count == 0) Console.WriteLine("No rate limits. Add one: bursar limits set --scope key|team|customer --value <v> --rpm <n> [--tpm <n>]");
+            if (all.Count == 0)
+            {
+                Terminal.Line("No rate limits. Add one: bursar limits set --scope key|team|customer --value <v> --rpm <n> [--tpm <n>]");
+                return 0;
+            }
+            var table = Terminal.NewTable(Col.L("scope"), Col.L("value"), Col.R("requests/min"), Col.R("tokens/min"));
             foreach (var l in all)
-                Console.WriteLine($"{l.Scope.ToString().ToLowerInvariant(),-9} {Bursar.Core.Reporting.TerminalText.Escape(l.Value),-24} rpm {l.RequestsPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-",8}  tpm {l.TokensPerMinute?.ToString(CultureInfo.InvariantCulture) ?? "-",10}");
+                table.AddRow(l.Scope.ToString().ToLowerInvariant(), Terminal.Safe(l.Value),
+                    l.RequestsPerMinute?.ToString("N0", CultureInfo.InvariantCulture) ?? "-", l.TokensPerMinute?.ToString("N0", CultureInfo.InvariantCulture) ?? "-");
+            Terminal.Write(table);
             return 0;
         });
         var dscope = new Option<RateLimitScope>("--scope") { Description = "key, team or customer", Required = true };
@@ -130,10 +148,10 @@ internal static class BudgetsCommand
             var (sc, v) = (pr.GetValue(dscope), pr.GetValue(dvalue)!);
             if (await CliOptions.OpenStore(pr).DeleteRateLimitAsync(sc, v, ct))
             {
-                Console.WriteLine($"Removed the rate limit of {sc.ToString().ToLowerInvariant()} '{v}'.");
+                Console.WriteLine($"Removed the rate limit of {sc.ToString().ToLowerInvariant()} '{TerminalText.Escape(v)}'.");
                 return 0;
             }
-            Console.Error.WriteLine($"No rate limit for {sc.ToString().ToLowerInvariant()} '{v}' (bursar limits list shows them).");
+            Console.Error.WriteLine($"No rate limit for {sc.ToString().ToLowerInvariant()} '{TerminalText.Escape(v)}' (bursar limits list shows them).");
             return 2;
         });
         limits.Subcommands.Add(set);

@@ -3,6 +3,7 @@ using System.CommandLine;
 using System.IO.Compression;
 using Bursar.Core.Import;
 using Bursar.Core.Reporting;
+using Spectre.Console;
 
 namespace Bursar.Cli.Commands;
 
@@ -53,32 +54,54 @@ internal static class ImportCommand
             var problems = new Dictionary<ImportItemKind, (int Count, List<ImportProblem> First)>();
             long read = 0, imported = 0;
             decimal catalogCost = 0, reportedCost = 0;
+            ProgressTask? bar = null;
             async Task Flush()
             {
                 if (!dry && batch.Count > 0) await store.WriteAsync(batch, ct);
                 batch.Clear();
-                Console.Error.Write($"\rread {read:N0} rows...");
-            }
-            foreach (var item in CallLogImporter.Stream(reader, fmt, catalog, new CallLogImportOptions { InputExcludesCached = pr.GetValue(excludes), Tags = extra }))
-            {
-                if (item.Kind == ImportItemKind.Record)
+                if (bar is not null)
                 {
-                    read++;
-                    imported++;
-                    catalogCost += item.Record!.Cost ?? 0;
-                    reportedCost += item.Record.ReportedCost ?? 0;
-                    batch.Add(item.Record);
-                    if (batch.Count == 5000) await Flush();
-                    continue;
+                    bar.Value = stream.Position; // bytes of the file read (of the compressed file for .gz)
+                    bar.Description = $"read {read:N0} rows";
                 }
-                if (item.Kind == ImportItemKind.Skipped) read++;
-                var (count, first) = problems.GetValueOrDefault(item.Kind, (0, new List<ImportProblem>()));
-                if (first.Count < 10) first.Add(item.Problem!);
-                problems[item.Kind] = (count + 1, first);
+                else Console.Error.Write($"\rread {read:N0} rows...");
             }
-            await Flush();
+            async Task ReadAll()
+            {
+                foreach (var item in CallLogImporter.Stream(reader, fmt, catalog, new CallLogImportOptions { InputExcludesCached = pr.GetValue(excludes), Tags = extra }))
+                {
+                    if (item.Kind == ImportItemKind.Record)
+                    {
+                        read++;
+                        imported++;
+                        catalogCost += item.Record!.Cost ?? 0;
+                        reportedCost += item.Record.ReportedCost ?? 0;
+                        batch.Add(item.Record);
+                        if (batch.Count == 5000) await Flush();
+                        continue;
+                    }
+                    if (item.Kind == ImportItemKind.Skipped) read++;
+                    var (count, first) = problems.GetValueOrDefault(item.Kind, (0, new List<ImportProblem>()));
+                    if (first.Count < 10) first.Add(item.Problem!);
+                    problems[item.Kind] = (count + 1, first);
+                }
+                await Flush();
+            }
+            // a progress bar on a terminal (by bytes of the file read); in a pipe, a "read N rows..." line on stderr
+            if (Console.IsErrorRedirected) await ReadAll();
+            else
+            {
+                await Terminal.Err.Progress().AutoClear(true)
+                    .Columns(new ProgressBarColumn(), new PercentageColumn(), new TaskDescriptionColumn { Alignment = Justify.Left })
+                    .StartAsync(async ctx =>
+                    {
+                        bar = ctx.AddTask("reading", maxValue: Math.Max(1, stream.Length));
+                        await ReadAll();
+                        bar.Value = bar.MaxValue;
+                    });
+            }
             var added = dry ? 0 : await store.CountAsync(ct) - before;
-            Console.Error.WriteLine();
+            if (Console.IsErrorRedirected) Console.Error.WriteLine(); // ends the "read N rows..." line
             Console.WriteLine($"Read {read:N0} rows from {path.Name}: {imported:N0} read into ledger records, {(dry ? "not written (dry run)" : $"{added:N0} of them new in the ledger ({imported - added:N0} already there)")}.");
             Console.WriteLine($"Catalog cost {SpendReport.Money(catalogCost)}; the log's own cost column {SpendReport.Money(reportedCost)}.");
             Print("Skipped (fix these rows and import again)", problems.GetValueOrDefault(ImportItemKind.Skipped));
@@ -93,7 +116,7 @@ internal static class ImportCommand
     {
         if (problems.Count == 0 || problems.First is null) return;
         Console.WriteLine($"{title}: {problems.Count:N0} rows");
-        foreach (var p in problems.First) Console.WriteLine($"  line {p.Line}: {p.Message}");
+        foreach (var p in problems.First) Console.WriteLine($"  line {p.Line}: {TerminalText.Escape(p.Message)}"); // messages quote the file's values
         if (problems.Count > problems.First.Count) Console.WriteLine($"  ... and {problems.Count - problems.First.Count:N0} more");
     }
 }

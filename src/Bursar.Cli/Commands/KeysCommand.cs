@@ -1,4 +1,6 @@
 using System.CommandLine;
+using Bursar.Core.Reporting;
+using Spectre.Console;
 using Bursar.Core.Attribution;
 using Bursar.Core.Keys;
 
@@ -49,7 +51,7 @@ internal static class KeysCommand
             await store.AddAsync(key, ct);
             if (limit is not null) await store.UpsertRateLimitAsync(limit, ct);
             Console.WriteLine(secret);
-            Console.Error.WriteLine($"Created {key.Id} (team={key.Team ?? "-"}, customer={key.Customer ?? (key.AllowedCustomers is { } ac ? "may name " + string.Join(",", ac) : "-")}). The secret above is shown only once.");
+            Console.Error.WriteLine($"Created {key.Id} (team={TerminalText.Escape(key.Team ?? "-")}, customer={TerminalText.Escape(key.Customer ?? (key.AllowedCustomers is { } ac ? "may name " + string.Join(",", ac) : "-"))}). The secret above is shown only once.");
             return 0;
         });
 
@@ -57,9 +59,18 @@ internal static class KeysCommand
         list.SetAction(async (pr, ct) =>
         {
             var all = await CliOptions.OpenStore(pr).ListAsync(ct);
-            Console.WriteLine($"{"id",-18} {"prefix",-14} {"team",-14} {"customer",-14} {"feature",-14} {"created",-20} status");
+            if (all.Count == 0)
+            {
+                Terminal.Line("No keys. Create one: bursar keys create --team <team>");
+                return 0;
+            }
+            var table = Terminal.NewTable(Col.L("id"), Col.L("prefix"), Col.L("name"), Col.L("team"), Col.L("customer"), Col.L("feature"), Col.L("created (UTC)"), Col.L("status"));
             foreach (var k in all)
-                Console.WriteLine($"{k.Id,-18} {k.Prefix + "…",-14} {Bursar.Core.Reporting.TerminalText.Escape(k.Team ?? "-"),-14} {Bursar.Core.Reporting.TerminalText.Escape(k.Customer ?? "-"),-14} {Bursar.Core.Reporting.TerminalText.Escape(k.Feature ?? "-"),-14} {k.CreatedAt:yyyy-MM-dd HH:mm:ss}  {(k.IsRevoked ? $"revoked {k.RevokedAt:yyyy-MM-dd HH:mm}" : "active")}");
+                table.AddRow(Terminal.Safe(k.Id), Terminal.Safe(k.Prefix + "…"), Terminal.Safe(k.Name ?? "-"), Terminal.Safe(k.Team ?? "-"),
+                    Terminal.Safe(k.Customer ?? (k.AllowedCustomers is { Count: > 0 } ac ? "may name " + string.Join(",", ac) : "-")), Terminal.Safe(k.Feature ?? "-"),
+                    k.CreatedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture),
+                    k.IsRevoked ? $"revoked {k.RevokedAt!.Value.UtcDateTime.ToString("yyyy-MM-dd HH:mm", System.Globalization.CultureInfo.InvariantCulture)}" : "active");
+            Terminal.Write(table);
             return 0;
         });
 
@@ -68,7 +79,7 @@ internal static class KeysCommand
         revoke.SetAction(async (pr, ct) =>
         {
             var ok = await CliOptions.OpenStore(pr).RevokeAsync(pr.GetValue(which)!, TimeProvider.System.GetUtcNow(), ct);
-            Console.WriteLine(ok ? $"Revoked {pr.GetValue(which)}." : $"No active key matches '{pr.GetValue(which)}'.");
+            Console.WriteLine(ok ? $"Revoked {TerminalText.Escape(pr.GetValue(which))}." : $"No active key matches '{TerminalText.Escape(pr.GetValue(which))}'.");
             return ok ? 0 : 1;
         });
         keys.Subcommands.Add(create);

@@ -1,6 +1,7 @@
 using Bursar.Hosting;
 using System.CommandLine;
 using System.Globalization;
+using Spectre.Console;
 using Bursar.Core.Pricing;
 using Bursar.Gateway.Hosting;
 
@@ -33,15 +34,28 @@ internal static class PricesCommand
         {
             var catalog = BursarServices.LoadCatalog(CliOptions.OpenStore(pr), new BursarOptions());
             var f = pr.GetValue(filter);
-            Console.WriteLine($"{"model",-44} {"provider",-12} {"input",9} {"output",9} {"cache rd",9} {"write 5m",9} {"write 1h",9}  source");
-            static string R(decimal? d) => d is null ? "-" : d.Value.ToString("0.####", CultureInfo.InvariantCulture);
-            foreach (var m in catalog.Models.Where(m => f is null || m.Model.Contains(f, StringComparison.OrdinalIgnoreCase)))
-                Console.WriteLine($"{m.Model,-44} {m.Provider,-12} {R(m.Rates.Input),9} {R(m.Rates.Output),9} {R(m.Rates.CacheRead),9} {R(m.Rates.CacheWrite5m),9} {R(m.Rates.CacheWrite1h),9}  {m.Source}{(m.LongContext.Count > 0 ? $" (+tier >{m.LongContext[0].AboveInputTokens / 1000}k)" : "")}");
-            Console.WriteLine($"{catalog.Count} models.");
+            var models = catalog.Models.Where(m => f is null || m.Model.Contains(f, StringComparison.OrdinalIgnoreCase)).ToArray();
+            Terminal.Line("Prices in US$ per 1M tokens, per token class: input, output, cache read, cache write (5-minute and 1-hour TTL).");
+            var table = Terminal.NewTable(Col.L("model"), Col.L("provider"), Col.R("input $/1M"), Col.R("output $/1M"), Col.R("cache read $/1M"),
+                Col.R("cache write 5m $/1M"), Col.R("cache write 1h $/1M"), Col.L("source"), Col.L("long-context tier"));
+            foreach (var m in models)
+                table.AddRow(Terminal.Safe(m.Model), Terminal.Safe(m.Provider), PerMillion(m.Rates.Input), PerMillion(m.Rates.Output), PerMillion(m.Rates.CacheRead),
+                    PerMillion(m.Rates.CacheWrite5m), PerMillion(m.Rates.CacheWrite1h), Terminal.Safe(m.Source.ToString()),
+                    m.LongContext.Count > 0 ? Terminal.Safe($"higher prices above {m.LongContext[0].AboveInputTokens / 1000}k input tokens") : "");
+            Terminal.Write(table);
+            Terminal.Line(f is null ? $"{catalog.Count} models." : $"{models.Length} of {catalog.Count} models match '{Bursar.Core.Reporting.TerminalText.Escape(f)}'.");
             return Task.FromResult(0);
         });
         prices.Subcommands.Add(import);
         prices.Subcommands.Add(list);
         return prices;
+    }
+
+    /// <summary>A price per million tokens, padded so the decimal points of a right-aligned column line up ("-" when the class has no price).</summary>
+    internal static string PerMillion(decimal? d)
+    {
+        if (d is null) return "-    ";
+        var s = d.Value.ToString("#,0.00##", CultureInfo.InvariantCulture);
+        return s + new string(' ', 4 - (s.Length - s.IndexOf('.') - 1));
     }
 }

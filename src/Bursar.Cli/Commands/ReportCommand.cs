@@ -25,6 +25,7 @@ internal static class ReportCommand
             },
         };
         var format = new Option<string>("--format") { Description = "table, csv or json", DefaultValueFactory = _ => "table" };
+        format.AcceptOnlyFromAmong("table", "csv", "json");
         var days = new Option<int?>("--days") { Description = "Only the last N days (default: everything)" };
         var from = new Option<string?>("--from") { Description = "Window start, ISO 8601 (e.g. 2026-11-01 or 2026-11-01T09:00Z); widened to the hour" };
         var to = new Option<string?>("--to") { Description = "Window end (exclusive), ISO 8601; default now" };
@@ -43,16 +44,16 @@ internal static class ReportCommand
             if (pr.GetValue(cache))
             {
                 var records = await store.ReadAsync(new LedgerQuery { From = start, To = end, Limit = int.MaxValue }, ct);
-                Console.Write(CacheReport.Build(records, Bursar.Hosting.BursarServices.LoadCatalog(store, new Bursar.Hosting.BursarOptions())).ToTable());
+                ReportTables.Write(CacheReport.Build(records, Bursar.Hosting.BursarServices.LoadCatalog(store, new Bursar.Hosting.BursarOptions())));
                 return 0;
             }
             var report = await SpendReport.QueryAsync(store, pr.GetValue(by), start, end, ct, Bursar.Hosting.BursarServices.LoadCatalog(store, new Bursar.Hosting.BursarOptions()));
-            Console.Write(pr.GetValue(format) switch
+            switch (pr.GetValue(format))
             {
-                "csv" => report.ToCsv(),
-                "json" => report.ToJson() + Environment.NewLine,
-                _ => report.ToTable(),
-            });
+                case "csv": Console.Write(report.ToCsv()); break;
+                case "json": Console.WriteLine(report.ToJson()); break;
+                default: ReportTables.Write(report); break;
+            }
             return 0;
         });
         return cmd;

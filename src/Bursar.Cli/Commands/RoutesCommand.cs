@@ -1,5 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
+using Bursar.Core.Reporting;
+using Spectre.Console;
 using Bursar.Core.Routing;
 
 namespace Bursar.Cli.Commands;
@@ -13,8 +15,14 @@ internal static class RoutesCommand
         list.SetAction(async (pr, ct) =>
         {
             var stored = await CliOptions.OpenStore(pr).ListRoutesAsync(ct);
-            if (stored.Count == 0) Console.WriteLine("No stored routes (configured ones live in Bursar:Routing:Routes).");
-            foreach (var r in stored) Console.WriteLine($"{r.Priority,4}  {r.Name,-20} {r.ToJson()}");
+            if (stored.Count == 0)
+            {
+                Terminal.Line("No stored routes (configured ones live in Bursar:Routing:Routes).");
+                return 0;
+            }
+            var table = Terminal.NewTable(Col.R("priority"), Col.L("name"), Col.L("policy (JSON)"));
+            foreach (var r in stored) table.AddRow(r.Priority.ToString(System.Globalization.CultureInfo.InvariantCulture), Terminal.Safe(r.Name), Terminal.Safe(r.ToJson()));
+            Terminal.Write(table);
             return 0;
         });
         var name = new Argument<string>("name") { Description = "The route's name (recorded on the ledger rows it touches)" };
@@ -32,18 +40,18 @@ internal static class RoutesCommand
             }
             catch (Exception e) when (e is JsonException or InvalidOperationException)
             {
-                await Console.Error.WriteLineAsync($"routes set {pr.GetValue(name)}: {e.Message}");
+                await Console.Error.WriteLineAsync($"routes set {TerminalText.Escape(pr.GetValue(name))}: {TerminalText.Escape(e.Message)}");
                 return 2;
             }
             await CliOptions.OpenStore(pr, create: true).UpsertRouteAsync(new StoredRoute(p.Name, pr.GetValue(priority), p), ct);
-            Console.WriteLine($"route {p.Name} stored (priority {pr.GetValue(priority)})");
+            Console.WriteLine($"route {TerminalText.Escape(p.Name)} stored (priority {pr.GetValue(priority)})");
             return 0;
         });
         var delete = new Command("delete", "Delete a stored route") { name };
         delete.SetAction(async (pr, ct) =>
         {
             if (await CliOptions.OpenStore(pr).DeleteRouteAsync(pr.GetValue(name)!, ct)) return 0;
-            await Console.Error.WriteLineAsync($"routes delete: no stored route is named '{pr.GetValue(name)}'");
+            await Console.Error.WriteLineAsync($"routes delete: no stored route is named '{TerminalText.Escape(pr.GetValue(name))}'");
             return 1;
         });
         routes.Subcommands.Add(list);

@@ -21,6 +21,11 @@ internal static class ServeCommand
         return $"http://127.0.0.1:{p}";
     }
 
+    /// <summary>One banner line per deployment: name, dialect, base URL, models, and whether the Simulator stands in for it.</summary>
+    internal static string DeploymentLine(UpstreamDeployment d) =>
+        $"  {Bursar.Core.Reporting.TerminalText.Escape(d.Name),-12} {d.Dialect.ToString().ToLowerInvariant(),-9} {Bursar.Core.Reporting.TerminalText.Escape(d.BaseUri.ToString()),-32} models: {Bursar.Core.Reporting.TerminalText.Escape(string.Join(' ', d.Options.Models))}"
+        + (d.Simulated ? "  (SIMULATOR: no API key configured)" : "");
+
     public static Command Create()
     {
         var cmd = new Command("serve", "Run the gateway (OpenAI and Anthropic wire formats). Deployments without a provider key are served by the built-in Simulator.");
@@ -35,7 +40,7 @@ internal static class ServeCommand
             var registry = app.Services.GetRequiredService<UpstreamRegistry>();
             Console.WriteLine($"Bursar gateway on {urls}  (data: {Path.GetFullPath(pr.GetValue(CliOptions.DataDir)!)})  Ctrl+C or SIGTERM stops it gracefully");
             foreach (var d in registry.Deployments)
-                Console.WriteLine($"  {d.Name,-12} {d.Dialect,-9} {(d.Simulated ? "SIMULATOR (no API key configured)" : d.BaseUri.ToString()),-40} models: {string.Join(' ', d.Options.Models)}");
+                Console.WriteLine(DeploymentLine(d));
             Console.WriteLine("  OpenAI SDK:    base_url = <url>/v1      Anthropic SDK: base_url = <url>      key: a Bursar virtual key (bursar keys create)");
             var table = app.Services.GetRequiredService<Bursar.Core.Routing.RouteTable>();
             var stored = (await app.Services.GetRequiredService<Bursar.Core.Routing.IRouteStore>().ListRoutesAsync(CancellationToken.None)).Select(r => r.Name).ToArray();
@@ -47,7 +52,7 @@ internal static class ServeCommand
             var admin = app.Services.GetRequiredService<BursarOptions>().AdminKey;
             Console.WriteLine(string.IsNullOrEmpty(admin)
                 ? "  dashboard and admin API: off (set Bursar:AdminKey);  metrics: <url>/metrics"
-                : "  dashboard: <url>/dashboard   admin API: <url>/admin (Bursar:AdminKey)   metrics: <url>/metrics");
+                : "  dashboard: <url>/dashboard   admin API: <url>/admin (Bursar:AdminKey; OpenAPI document: <url>/openapi/v1.json)   metrics: <url>/metrics");
             await app.WaitForShutdownAsync(CancellationToken.None); // SIGINT / SIGTERM: the host stops Kestrel, then drains the ledger
             await app.DisposeAsync();
             return 0;

@@ -29,8 +29,11 @@ public static class DemoWorkload
 
     private static readonly string Policy = string.Join(" ", Enumerable.Range(1, 260).Select(i => $"Policy {i}: answer politely, cite the order number, never promise refunds above the limit."));
 
-    /// <summary>Sets the demo budget and keys, then drives <paramref name="total"/> calls at <paramref name="concurrency"/>; reports (done, total, failed) as it goes.</summary>
-    public static async Task DriveAsync(IServiceProvider services, string url, int total, int concurrency, Action<int, int, int>? progress, CancellationToken ct)
+    /// <summary>How far the demo is: calls done of the total, of which refused by Bursar's policies (a budget) and failed otherwise.</summary>
+    public readonly record struct Progress(int Done, int Total, int Refused, int Failed);
+
+    /// <summary>Sets the demo budget and keys, then drives <paramref name="total"/> calls at <paramref name="concurrency"/>; reports its progress as it goes.</summary>
+    public static async Task DriveAsync(IServiceProvider services, string url, int total, int concurrency, Action<Progress>? progress, CancellationToken ct)
     {
         var store = services.GetRequiredService<SqliteStore>();
         // the experimental model has no price on purpose; the Simulator standing in for the OpenAI deployment offers it
@@ -50,17 +53,22 @@ public static class DemoWorkload
         }
         using var http = new HttpClient { BaseAddress = new Uri(url) };
         var done = 0;
+        var refused = 0;
         var failed = 0;
         await Parallel.ForEachAsync(Enumerable.Range(0, total), new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, concurrency), CancellationToken = ct }, async (i, token) =>
         {
             var w = Pick(i);
             using var req = Build(w, i, keys[w.Team]);
             using var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, token).ConfigureAwait(false);
-            await resp.Content.ReadAsStringAsync(token).ConfigureAwait(false);
-            if (!resp.IsSuccessStatusCode) Interlocked.Increment(ref failed);
-            progress?.Invoke(Interlocked.Increment(ref done), total, Volatile.Read(ref failed));
+            var text = await resp.Content.ReadAsStringAsync(token).ConfigureAwait(false);
+            // a refusal by Bursar's own policy (customer-e's budget) is what the demo shows, not a failure
+            if (!resp.IsSuccessStatusCode) Interlocked.Increment(ref IsPolicyRefusal(text) ? ref refused : ref failed);
+            progress?.Invoke(new Progress(Interlocked.Increment(ref done), total, Volatile.Read(ref refused), Volatile.Read(ref failed)));
         }).ConfigureAwait(false);
     }
+
+    private static bool IsPolicyRefusal(string body) =>
+        body.Contains("\"budget_exceeded\"", StringComparison.Ordinal) || body.Contains("\"run_limit_exceeded\"", StringComparison.Ordinal);
 
     public static Workload Pick(int i)
     {

@@ -59,42 +59,49 @@ public static class AdminApi
 
     public static IEndpointRouteBuilder MapAdminApi(this IEndpointRouteBuilder app)
     {
-        var admin = app.MapGroup("/admin").AddEndpointFilter(RequireAdminKey);
+        var admin = app.MapGroup("/admin").AddEndpointFilter(RequireAdminKey).ProducesAdminProblems();
 
-        admin.MapGet("/budgets", (BudgetManager budgets) => TypedResults.Ok(budgets.Snapshot().Select(BudgetView.From).ToArray()));
-        admin.MapPut("/budgets/{id}", PutBudgetAsync);
+        admin.MapGet("/budgets", (BudgetManager budgets) => TypedResults.Ok(budgets.Snapshot().Select(BudgetView.From).ToArray()))
+            .WithTags("budgets").WithSummary("Budgets with the spend, reservations and reset time of their current period");
+        admin.MapPut("/budgets/{id}", PutBudgetAsync)
+            .WithTags("budgets").WithSummary("Create or change a budget").ProducesProblem(StatusCodes.Status400BadRequest);
         admin.MapDelete("/budgets/{id}", async Task<Results<NoContent, ProblemHttpResult>> (string id, IBudgetStore store, BudgetManager budgets, CancellationToken ct) =>
         {
             if (!await store.DeleteBudgetAsync(id, ct)) return NotFound($"No budget '{id}'.");
             await budgets.ReloadAsync(ct);
             return TypedResults.NoContent();
-        });
+        }).WithTags("budgets").WithSummary("Delete a budget");
         admin.MapPost("/budgets/{id}/reset", async Task<Results<Ok<BudgetView>, ProblemHttpResult>> (string id, IBudgetStore store, BudgetManager budgets, TimeProvider time, CancellationToken ct) =>
         {
             if (!await store.ResetBudgetAsync(id, time.GetUtcNow(), ct)) return NotFound($"No budget '{id}'.");
             await budgets.ReloadAsync(ct);
             return TypedResults.Ok(BudgetView.From(budgets.Snapshot().Single(s => s.Budget.Id == id)));
-        });
-        admin.MapGet("/alerts", (WebhookAlertSink alerts) => TypedResults.Ok(alerts.Raised.Select(BudgetView.From).ToArray()));
+        }).WithTags("budgets").WithSummary("Start a budget's current period again from zero");
+        admin.MapGet("/alerts", (WebhookAlertSink alerts) => TypedResults.Ok(alerts.Raised.Select(BudgetView.From).ToArray()))
+            .WithTags("budgets").WithSummary("Budgets whose soft limit raised an alert");
 
-        admin.MapGet("/rate-limits", (RateLimiter limiter) => TypedResults.Ok(limiter.Limits));
-        admin.MapPut("/rate-limits/{scope}/{value}", PutRateLimitAsync);
+        admin.MapGet("/rate-limits", (RateLimiter limiter) => TypedResults.Ok(limiter.Limits))
+            .WithTags("rate limits").WithSummary("Requests and tokens per minute per key, team or customer");
+        admin.MapPut("/rate-limits/{scope}/{value}", PutRateLimitAsync)
+            .WithTags("rate limits").WithSummary("Create or change a rate limit (scope: key, team or customer)").ProducesProblem(StatusCodes.Status400BadRequest);
         admin.MapDelete("/rate-limits/{scope}/{value}", async Task<Results<NoContent, ProblemHttpResult>> (string scope, string value, IRateLimitStore store, RateLimiter limiter, CancellationToken ct) =>
         {
             if (!Enum.TryParse<RateLimitScope>(scope, true, out var sc)) return Invalid("scope", $"Unknown scope '{scope}'; use key, team or customer.");
             if (!await store.DeleteRateLimitAsync(sc, value, ct)) return NotFound($"No rate limit for {scope} '{value}'.");
             limiter.Load(await store.ListRateLimitsAsync(ct));
             return TypedResults.NoContent();
-        });
+        }).WithTags("rate limits").WithSummary("Delete a rate limit").ProducesProblem(StatusCodes.Status400BadRequest);
 
-        admin.MapGet("/keys", async (IKeyStore keys, CancellationToken ct) => TypedResults.Ok((await keys.ListAsync(ct)).Select(KeyView.From).ToArray()));
-        admin.MapPost("/keys", CreateKeyAsync);
+        admin.MapGet("/keys", async (IKeyStore keys, CancellationToken ct) => TypedResults.Ok((await keys.ListAsync(ct)).Select(KeyView.From).ToArray()))
+            .WithTags("keys").WithSummary("Virtual keys (their secrets are never shown)");
+        admin.MapPost("/keys", CreateKeyAsync)
+            .WithTags("keys").WithSummary("Create a virtual key; the answer holds its secret, shown only this once").ProducesProblem(StatusCodes.Status400BadRequest);
         admin.MapPost("/keys/{id}/revoke", async Task<Results<Ok, ProblemHttpResult>> (string id, IKeyStore keys, KeyAuthenticator authenticator, TimeProvider time, CancellationToken ct) =>
         {
             if (!await keys.RevokeAsync(id, time.GetUtcNow(), ct)) return NotFound($"No active key '{id}'.");
             authenticator.Evict(id); // immediate on this instance; other instances re-read it within Bursar:KeyCacheDuration
             return TypedResults.Ok();
-        });
+        }).WithTags("keys").WithSummary("Revoke a key: refused at once by this instance");
         return app;
     }
 

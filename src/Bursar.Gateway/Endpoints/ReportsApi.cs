@@ -18,9 +18,11 @@ public static class ReportsApi
 {
     public static IEndpointRouteBuilder MapReportsApi(this IEndpointRouteBuilder app)
     {
-        var reports = app.MapGroup("/admin/reports").AddEndpointFilter(AdminApi.RequireAdminKey);
-        reports.MapGet("/spend", SpendAsync);
-        reports.MapGet("/whatif", WhatIfAsync);
+        var reports = app.MapGroup("/admin/reports").AddEndpointFilter(AdminApi.RequireAdminKey).ProducesAdminProblems()
+            .WithTags("reports").ProducesProblem(StatusCodes.Status400BadRequest);
+        reports.MapGet("/spend", SpendAsync)
+            .WithSummary("Spend, calls and tokens grouped by a dimension (by: feature, team, customer, model, ...; window: from / to in ISO 8601, or days)");
+        reports.MapGet("/whatif", WhatIfAsync).WithSummary("The what-if ladder: the monthly cost after each lever, replayed over the last days (default 30)");
         return app;
     }
 

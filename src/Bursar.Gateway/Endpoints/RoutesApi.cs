@@ -23,7 +23,7 @@ public static class RoutesApi
 
     public static IEndpointRouteBuilder MapRoutesApi(this IEndpointRouteBuilder app)
     {
-        var group = app.MapGroup("/admin/routes").AddEndpointFilter(AdminApi.RequireAdminKey);
+        var group = app.MapGroup("/admin/routes").AddEndpointFilter(AdminApi.RequireAdminKey).ProducesAdminProblems().WithTags("routes");
         group.MapGet("", async (RouteTable table, IRouteStore store, OutputCapLearner caps, DeploymentHealth health, CancellationToken ct) =>
         {
             var stored = (await store.ListRoutesAsync(ct)).ToDictionary(r => r.Name, StringComparer.Ordinal);
@@ -31,14 +31,18 @@ public static class RoutesApi
                 stored.TryGetValue(r.Name, out var s) ? s.Priority : null, JsonSerializer.SerializeToNode(r, StoredRoute.Json)!,
                 r.LearnMaxTokens ? caps.CapFor(r) : null)).ToArray();
             return TypedResults.Ok(new RoutingView(views, caps.Caps, health.Cooling()));
-        });
-        group.MapPut("/{name}", PutAsync);
+        }).WithSummary("Route policies in force (stored first, then configured), learned output caps, deployments in cooldown");
+        group.MapPut("/{name}", PutAsync)
+            .Accepts<RoutePolicy>("application/json")
+            .WithSummary("Create or replace a stored route")
+            .WithDescription("The route as JSON: snake_case (or PascalCase as in appsettings.json), plus an optional integer 'priority' (lower is tried first). An unknown field is a 400 naming it.")
+            .ProducesProblem(StatusCodes.Status400BadRequest);
         group.MapDelete("/{name}", async Task<Results<NoContent, ProblemHttpResult>> (string name, IRouteStore store, RouteLoader loader, CancellationToken ct) =>
         {
             if (!await store.DeleteRouteAsync(name, ct)) return TypedResults.Problem(statusCode: 404, title: "No such route", detail: $"No stored route is named '{name}' (routes from configuration are changed in configuration).");
             await loader.ReloadAsync(ct);
             return TypedResults.NoContent();
-        });
+        }).WithSummary("Delete a stored route");
         return app;
     }
 

@@ -79,6 +79,7 @@ public static partial class GatewayHost
             .WithTracing(t => t.AddSource(CallMeter.MeterName));
         if (!string.IsNullOrEmpty(configuration["OTEL_EXPORTER_OTLP_ENDPOINT"])) otel.UseOtlpExporter();
         services.AddProblemDetails();
+        services.AddBursarOpenApi(); // the admin API's document at /openapi/v1.json
         // binding failures throw, so the admin APIs answer them with problem details naming the field (AdminBadRequest)
         services.Configure<Microsoft.AspNetCore.Routing.RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         services.ConfigureHttpJsonOptions(o =>
@@ -102,6 +103,7 @@ public static partial class GatewayHost
         app.MapAdminApi();
         app.MapReportsApi();
         app.MapRoutesApi();
+        app.MapOpenApiDocumentApi();
         app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapDashboard();
         return app;

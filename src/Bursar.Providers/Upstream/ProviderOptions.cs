@@ -64,10 +64,18 @@ public sealed class ProvidersOptions
             BaseRetryDelay = o.BaseRetryDelay,
             Deployments = new(o.Deployments, StringComparer.OrdinalIgnoreCase),
         };
-        if (!result.Deployments.ContainsKey("anthropic"))
-            result.Deployments["anthropic"] = new DeploymentOptions { Dialect = "anthropic", Models = ["claude-*"] };
-        if (!result.Deployments.ContainsKey("openai"))
-            result.Deployments["openai"] = new DeploymentOptions { Dialect = "openai", Models = ["gpt-*", "o1*", "o3*", "o4*", "chatgpt-*"] };
+        foreach (var (name, builtIn) in BuiltIn())
+        {
+            // a configured deployment of a built-in name overrides only the fields it sets (Bursar:Providers:Deployments:anthropic:BaseUrl=...
+            // alone keeps the anthropic dialect and the claude-* models)
+            if (!result.Deployments.TryGetValue(name, out var d))
+            {
+                result.Deployments[name] = builtIn;
+                continue;
+            }
+            d.Dialect ??= builtIn.Dialect;
+            if (d.Models.Count == 0) d.Models.AddRange(builtIn.Models);
+        }
         foreach (var (name, d) in result.Deployments)
         {
             d.Dialect ??= DeploymentOptions.DefaultDialect(name);
@@ -81,4 +89,11 @@ public sealed class ProvidersOptions
         }
         return result;
     }
+
+    /// <summary>The built-in deployments: <c>anthropic</c> (claude-*) and <c>openai</c> (gpt-*, o-series, chatgpt-*), both served by the Simulator until they get an ApiKey.</summary>
+    public static IReadOnlyList<(string Name, DeploymentOptions Options)> BuiltIn() =>
+    [
+        ("anthropic", new DeploymentOptions { Dialect = "anthropic", Models = ["claude-*"] }),
+        ("openai", new DeploymentOptions { Dialect = "openai", Models = ["gpt-*", "o1*", "o3*", "o4*", "chatgpt-*"] }),
+    ];
 }
