@@ -457,6 +457,7 @@ public sealed partial class ProxyPipeline(
         if (status != 200 || !isSse)
         {
             var bytes = await response.Content.ReadAsByteArrayAsync(ctx.RequestAborted).ConfigureAwait(false);
+            if (bytes.Length > MaxPooledBodyBytes) LargeBodyMemoryTrim.LargeBodySeen(); // a large answer leaves pooled buffers behind too
             if (status != 200)
             {
                 var err = ProviderError.TryParse(status, bytes);
