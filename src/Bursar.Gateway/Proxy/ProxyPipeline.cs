@@ -317,7 +317,7 @@ public sealed partial class ProxyPipeline(
                             modified = true;
                         }
                     }
-                    if (modified) upstreamBody = JsonSerializer.SerializeToUtf8Bytes(node!, GatewayJson.Default.JsonObject);
+                    if (modified) upstreamBody = CallerJson.Serialize(node!, body.Length);
                 }
                 catch (RequestTranslator.TranslationException e)
                 {
