@@ -108,6 +108,25 @@ public sealed class PromptCacheTests
     }
 
     [Fact]
+    public void The_detector_keeps_no_system_prompt_text_and_still_names_the_value_that_moved()
+    {
+        var d = new VolatilePrefixDetector();
+        var first = Observe(d, "2026-11-23T10:00:00Z");
+        GC.Collect();
+        Assert.False(first.IsAlive); // a multi-megabyte prompt per route is not held
+        var v = d.Observe("r", "Ids 2026-11-23 and 10:00 then 2026-11-23T10:07:00Z. " + new string('x', 200_000), 1500);
+        Assert.Equal(("timestamp", "2026-11-23T10:07:00Z"), (v!.Kind, v.Example));
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static WeakReference Observe(VolatilePrefixDetector d, string stamp)
+    {
+        var text = "Ids 2026-11-23 and 10:00 then " + stamp + ". " + new string('x', 200_000);
+        Assert.Null(d.Observe("r", text, 1500));
+        return new WeakReference(text);
+    }
+
+    [Fact]
     public void The_opt_in_rewrite_moves_volatile_values_after_the_stable_prefix()
     {
         var body = Request("Today is 2026-11-23 and the request id is 7f3e2a1b-0000-4c1d-9e2f-123456789abc. " + Long);

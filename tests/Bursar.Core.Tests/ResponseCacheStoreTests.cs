@@ -34,6 +34,35 @@ public sealed class ResponseCacheStoreTests
     }
 
     [Fact]
+    public void The_entries_together_stay_within_the_byte_bound_oldest_out_first()
+    {
+        var store = new MemoryResponseCacheStore(new ResponseCacheOptions { MaxEntryBytes = 4096, MaxTotalBytes = 10_000 }, new FakeTimeProvider());
+        for (var i = 0; i < 4; i++) store.Set("k" + i, R(new string('x', 3000)), TimeSpan.FromHours(1));
+        Assert.InRange(store.Bytes, 1, 10_000);
+        Assert.Equal(3, store.Count); // three 3 KB answers and their bookkeeping fit in 10,000 bytes, four do not
+        Assert.False(store.TryGet("k0", out _));
+        Assert.True(store.TryGet("k3", out _));
+        store.Set("k3", R("small"), TimeSpan.FromHours(1)); // a replaced entry is charged anew
+        Assert.Equal(2 * MemoryResponseCacheStore.Charge("k1", R(new string('x', 3000))) + MemoryResponseCacheStore.Charge("k3", R("small")), store.Bytes);
+    }
+
+    [Fact]
+    public void An_entry_that_expires_and_is_filled_again_and_again_does_not_grow_the_eviction_order()
+    {
+        var time = new FakeTimeProvider();
+        var store = new MemoryResponseCacheStore(new ResponseCacheOptions(), time);
+        for (var i = 0; i < 5000; i++)
+        {
+            store.Set("k", R("answer " + i), TimeSpan.FromMinutes(1));
+            time.Advance(TimeSpan.FromMinutes(2));
+            Assert.False(store.TryGet("k", out _));
+        }
+        Assert.Equal(0, store.Count);
+        Assert.Equal(0, store.Bytes);
+        Assert.InRange(store.OrderLength, 0, 1025);
+    }
+
+    [Fact]
     public void Keys_ignore_order_and_non_semantic_fields_but_not_content()
     {
         var a = (JsonObject)JsonNode.Parse("""{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}],"user":"u1"}""")!;

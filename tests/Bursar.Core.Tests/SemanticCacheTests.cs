@@ -49,6 +49,29 @@ public sealed class SemanticCacheTests
         Assert.True(SemanticGuards.Compatible("How do I learn Python quickly?", "What is the fastest way to learn Python?", out _));
     }
 
+    private static Bursar.Core.Caching.CachedResponse Answer(int bytes) => new(new byte[bytes], "application/json", "m", 0.01m, 1, 1, TimeProvider.System.GetUtcNow());
+
+    [Fact]
+    public async Task A_huge_question_or_answer_is_neither_looked_up_nor_stored()
+    {
+        var cache = new SemanticResponseCache(new SemanticCacheOptions { Threshold = 0.9f, MaxQuestionChars = 100, MaxEntryBytes = 2048 }, Generator, TimeProvider.System);
+        var huge = "How do I reset my password? " + new string('A', 200);
+        await cache.AddAsync("p", huge, Answer(10));
+        await cache.AddAsync("p", "How do I reset my password?", Answer(4096));
+        Assert.Equal(0, cache.Count);
+        Assert.Equal("too long", (await cache.LookupAsync("p", huge)).Rejected);
+    }
+
+    [Fact]
+    public async Task The_entries_together_stay_within_the_byte_bound()
+    {
+        var cache = new SemanticResponseCache(new SemanticCacheOptions { Threshold = 0.9f, MaxEntryBytes = 50_000, MaxTotalBytes = 200_000 }, Generator, TimeProvider.System);
+        for (var i = 0; i < 20; i++) await cache.AddAsync("p" + i, $"Question number {i} about passwords?", Answer(40_000));
+        Assert.InRange(cache.Bytes, 1, 200_000);
+        Assert.InRange(cache.Count, 1, 4); // each partition's bucket tables (64 KB) and answer (40 KB) count
+        Assert.NotNull((await cache.LookupAsync("p0", "Question number 0 about passwords?")).Hit); // what was stored still answers
+    }
+
     [Fact]
     public void The_index_finds_the_nearest_entry_within_its_partition_only()
     {

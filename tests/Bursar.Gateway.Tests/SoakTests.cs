@@ -28,7 +28,7 @@ public sealed class SoakTests : IDisposable
     }
 
     [Fact]
-    public async Task Ten_thousand_hostile_requests_leave_the_gateway_under_400_MB_resident()
+    public async Task Ten_thousand_hostile_requests_leave_the_gateway_under_300_MB_resident()
     {
         var key = await BursarProcess.CreateKeyAsync(_dir);
         await using var gw = await BursarProcess.StartAsync(_dir, BursarProcess.FreePort(), "serve", "--port", "{port}", "--Bursar:MaxRequestBodyBytes=8388608");
@@ -62,8 +62,8 @@ public sealed class SoakTests : IDisposable
         await Task.Delay(7000); // idle: what the gateway keeps once large bodies stop (LargeBodyMemoryTrim: a quiet 2 s tick, then the trim)
         var after = RssMb(gw.Pid);
         Console.Error.WriteLine($"SOAK bursar serve RSS: peak {peak} MB, after {after} MB, {sw.Elapsed.TotalSeconds:F1} s");
-        // issue 11 asks for <= 300 MB: measured 285-317 MB here (1,720 MB before LargeBodyMemoryTrim), of which ~80 MB is
-        // live GC heap after the trim that is not yet explained (bench/RESULTS.md); the bound holds the gain without flaking
-        Assert.True(after <= 400, $"bursar serve holds {after} MB resident after 10,000 hostile requests (peak {peak} MB)");
+        // issue 11's bound: 1,720 MB before LargeBodyMemoryTrim, 285-322 MB with its collection alone, about 200 MB since it
+        // also drops the shared ArrayPool's multi-megabyte arrays (bench/RESULTS.md)
+        Assert.True(after <= 300, $"bursar serve holds {after} MB resident after 10,000 hostile requests (peak {peak} MB)");
     }
 }

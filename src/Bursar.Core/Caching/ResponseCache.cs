@@ -40,6 +40,8 @@ public sealed class ResponseCacheOptions
     public int MaxEntries { get; set; } = 100_000;
     /// <summary>Largest answer stored, bytes. Default 1 MB.</summary>
     public int MaxEntryBytes { get; set; } = 1024 * 1024;
+    /// <summary>Most bytes the in-memory entries hold together (answers, keys and bookkeeping); the oldest are evicted beyond it. Default 256 MiB.</summary>
+    public long MaxTotalBytes { get; set; } = 256L * 1024 * 1024;
 
     public TimeSpan TtlFor(string? feature) => feature is not null && TtlByFeature.TryGetValue(feature, out var t) ? t : DefaultTtl;
 
@@ -48,16 +50,35 @@ public sealed class ResponseCacheOptions
         if (DefaultTtl < TimeSpan.Zero) throw new InvalidOperationException("Bursar:ResponseCache:DefaultTtl must not be negative.");
         if (MaxEntries < 1) throw new InvalidOperationException("Bursar:ResponseCache:MaxEntries must be at least 1.");
         if (MaxEntryBytes < 1024) throw new InvalidOperationException("Bursar:ResponseCache:MaxEntryBytes must be at least 1024.");
+        if (MaxTotalBytes < MaxEntryBytes) throw new InvalidOperationException($"Bursar:ResponseCache:MaxTotalBytes must be at least MaxEntryBytes ({MaxEntryBytes}).");
     }
 }
 
-/// <summary>In-process exact cache with TTLs on a <see cref="TimeProvider"/> and a bound on entries (oldest out first).</summary>
+/// <summary>
+/// In-process exact cache with TTLs on a <see cref="TimeProvider"/>, bounded by entries and by bytes (oldest out first).
+/// Each entry is charged its answer, its key and its bookkeeping, so a run of large answers cannot hold more than
+/// <see cref="ResponseCacheOptions.MaxTotalBytes"/>; the eviction order holds each live entry once, however often it expires and is filled again.
+/// </summary>
 public sealed class MemoryResponseCacheStore(ResponseCacheOptions options, TimeProvider time) : IResponseCacheStore
 {
-    private readonly ConcurrentDictionary<string, (CachedResponse Response, DateTimeOffset Expires)> _entries = new(StringComparer.Ordinal);
-    private readonly ConcurrentQueue<string> _order = new();
+    private sealed record Entry(CachedResponse Response, DateTimeOffset Expires, long Seq, long Bytes);
+
+    private readonly ConcurrentDictionary<string, Entry> _entries = new(StringComparer.Ordinal);
+    private readonly Queue<(string Key, long Seq)> _order = new(); // oldest first; a key whose entry was replaced or removed is skipped
+    private readonly Lock _write = new();
+    private long _seq;
+    private long _bytes;
 
     public int Count => _entries.Count;
+
+    /// <summary>Bytes charged to the entries held now.</summary>
+    public long Bytes => Interlocked.Read(ref _bytes);
+
+    /// <summary>Length of the eviction order (live entries plus replaced ones not yet skipped).</summary>
+    internal int OrderLength { get { lock (_write) return _order.Count; } }
+
+    /// <summary>What an entry is charged: its answer, its key and strings (UTF-16), and about 200 bytes of records and dictionary nodes.</summary>
+    internal static long Charge(string key, CachedResponse r) => r.Body.Length + 2L * (key.Length + r.ContentType.Length + (r.Model?.Length ?? 0)) + 200;
 
     public ValueTask<CachedResponse?> GetAsync(string key, CancellationToken cancellationToken) => new(TryGet(key, out var r) ? r : null);
 
@@ -73,7 +94,7 @@ public sealed class MemoryResponseCacheStore(ResponseCacheOptions options, TimeP
         if (!_entries.TryGetValue(key, out var e)) return false;
         if (e.Expires <= time.GetUtcNow())
         {
-            _entries.TryRemove(key, out _);
+            lock (_write) Remove(key, e);
             return false;
         }
         response = e.Response;
@@ -83,9 +104,35 @@ public sealed class MemoryResponseCacheStore(ResponseCacheOptions options, TimeP
     public void Set(string key, CachedResponse response, TimeSpan ttl)
     {
         if (ttl <= TimeSpan.Zero || response.Body.Length > options.MaxEntryBytes) return;
-        if (_entries.TryAdd(key, (response, time.GetUtcNow() + ttl))) _order.Enqueue(key);
-        else _entries[key] = (response, time.GetUtcNow() + ttl);
-        while (_entries.Count > options.MaxEntries && _order.TryDequeue(out var oldest)) _entries.TryRemove(oldest, out _);
+        var charge = Charge(key, response);
+        if (charge > options.MaxTotalBytes) return;
+        lock (_write)
+        {
+            var entry = new Entry(response, time.GetUtcNow() + ttl, ++_seq, charge);
+            if (_entries.TryGetValue(key, out var old)) Interlocked.Add(ref _bytes, -old.Bytes);
+            _entries[key] = entry;
+            Interlocked.Add(ref _bytes, charge);
+            _order.Enqueue((key, entry.Seq));
+            while ((_entries.Count > options.MaxEntries || _bytes > options.MaxTotalBytes) && _order.TryDequeue(out var oldest))
+            {
+                if (_entries.TryGetValue(oldest.Key, out var e) && e.Seq == oldest.Seq) Remove(oldest.Key, e);
+            }
+            if (_order.Count > 2 * _entries.Count + 1024) Compact();
+        }
+    }
+
+    /// <summary>Under <see cref="_write"/>: removes <paramref name="key"/> if it still holds <paramref name="e"/>.</summary>
+    private void Remove(string key, Entry e)
+    {
+        if (_entries.TryRemove(KeyValuePair.Create(key, e))) Interlocked.Add(ref _bytes, -e.Bytes);
+    }
+
+    /// <summary>Under <see cref="_write"/>: the eviction order again with only the live entries, oldest first.</summary>
+    private void Compact()
+    {
+        var live = _entries.Select(kv => (kv.Key, kv.Value.Seq)).OrderBy(x => x.Seq).ToList();
+        _order.Clear();
+        foreach (var x in live) _order.Enqueue(x);
     }
 }
 

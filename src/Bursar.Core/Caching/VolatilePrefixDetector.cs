@@ -27,7 +27,16 @@ public sealed partial class VolatilePrefixDetector
     [GeneratedRegex(@"\b\d{6,}\b", RegexOptions.CultureInvariant)]
     private static partial Regex LongNumber();
 
-    private readonly ConcurrentDictionary<string, (string Raw, string Normalized)> _last = new(StringComparer.Ordinal);
+    /// <summary>
+    /// What is kept of a route's last system prompt: hashes of its text and of its normalized form, and of its first
+    /// volatile values, never the text itself (a multi-megabyte prompt on each of up to 100,000 routes held gigabytes).
+    /// </summary>
+    private sealed record Seen(ulong Raw, ulong Normalized, (string Kind, ulong Value)[] Values);
+
+    /// <summary>The volatile values of a prompt kept to tell which one changed.</summary>
+    private const int KeptValues = 64;
+
+    private readonly ConcurrentDictionary<string, Seen> _last = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, long> _warned = new(StringComparer.Ordinal);
 
     /// <summary>True at most once per route every <paramref name="interval"/> (the ledger row flags every call; the log does not repeat).</summary>
@@ -52,20 +61,23 @@ public sealed partial class VolatilePrefixDetector
     /// <summary>Compares this call's prefix text with the route's previous one.</summary>
     public VolatilePrefix? Observe(string route, string prefixText, long prefixTokens)
     {
-        // the common case, a stable prompt, costs one string comparison
-        if (_last.TryGetValue(route, out var same) && string.Equals(same.Raw, prefixText, StringComparison.Ordinal)) return null;
+        // the common case, a stable prompt, costs one hash of the text
+        var raw = Hash(prefixText);
+        if (_last.TryGetValue(route, out var same) && same.Raw == raw) return null;
         var found = new List<(string Kind, string Value)>();
-        var normalized = Normalize(prefixText, found);
-        var previous = _last.TryGetValue(route, out var p) ? p : default;
-        _last[route] = (prefixText, normalized);
+        var normalized = Hash(Normalize(prefixText, found));
+        var values = new (string Kind, ulong Value)[Math.Min(found.Count, KeptValues)];
+        for (var i = 0; i < values.Length; i++) values[i] = (found[i].Kind, Hash(found[i].Value));
+        var previous = _last.TryGetValue(route, out var p) ? p : null;
+        _last[route] = new Seen(raw, normalized, values);
         if (_last.Count > 100_000) _last.Clear();
-        if (previous.Raw is null || previous.Raw == prefixText || previous.Normalized != normalized) return null;
-        var prevFound = new List<(string Kind, string Value)>();
-        Normalize(previous.Raw, prevFound);
-        for (var i = 0; i < Math.Min(found.Count, prevFound.Count); i++)
-            if (found[i].Value != prevFound[i].Value) return new VolatilePrefix(found[i].Kind, found[i].Value, prefixTokens);
+        if (previous is null || previous.Raw == raw || previous.Normalized != normalized) return null;
+        for (var i = 0; i < Math.Min(values.Length, previous.Values.Length); i++)
+            if (values[i].Value != previous.Values[i].Value) return new VolatilePrefix(found[i].Kind, found[i].Value, prefixTokens);
         return new VolatilePrefix(found.Count > 0 ? found[0].Kind : "value", found.Count > 0 ? found[0].Value : "", prefixTokens);
     }
+
+    private static ulong Hash(string text) => System.IO.Hashing.XxHash64.HashToUInt64(System.Runtime.InteropServices.MemoryMarshal.AsBytes(text.AsSpan()));
 
     /// <summary>The opt-in rewrite: volatile values become numbered references and move to a block after the stable prefix.</summary>
     public static (string Stable, string Values)? MoveToEnd(string text)

@@ -121,7 +121,7 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
             node["stream_options"] = so;
             modified = true;
         }
-        return (modified ? JsonSerializer.SerializeToUtf8Bytes(node, GatewayJson.Default.JsonObject) : x.Body, injectUsage);
+        return (modified ? CallerJson.Serialize(node, x.Body.Length) : x.Body, injectUsage);
     }
 
     private void Explain(LeverCall call, string model, List<string> failures, List<string> skipped)
@@ -150,6 +150,7 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
         if (status != 200 || !isSse)
         {
             var bytes = await response.Content.ReadAsByteArrayAsync(ct).ConfigureAwait(false);
+            if (bytes.Length > RequestBody.MaxPooledBodyBytes) LargeBodyMemoryTrim.LargeBodySeen(); // a large answer leaves pooled buffers behind too
             if (status != 200)
             {
                 var err = ProviderError.TryParse(status, bytes);

@@ -15,6 +15,29 @@ public sealed partial class ProviderSimulator
 
     private sealed record AnthropicPrompt(string Model, List<PromptBlock> Blocks, string AllText, string LastUserText, bool LastIsToolResult, string? ToolResultText);
 
+    /// <summary>The hash of a prompt block's JSON without its cache_control: written once into one buffer, no clone of the block and no string of it (a 5 MB block made three copies).</summary>
+    private static ulong HashBlock(JsonNode content)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            if (content is JsonObject o)
+            {
+                w.WriteStartObject();
+                foreach (var (name, value) in o)
+                {
+                    if (name == "cache_control") continue;
+                    w.WritePropertyName(name);
+                    if (value is null) w.WriteNullValue();
+                    else value.WriteTo(w);
+                }
+                w.WriteEndObject();
+            }
+            else content.WriteTo(w);
+        }
+        return PromptCacheModel.HashBytes(buffer.WrittenSpan);
+    }
+
     private AnthropicPrompt ReadAnthropicPrompt(JsonObject body, bool requireMaxTokens)
     {
         const Dialect d = Dialect.Anthropic;
@@ -55,12 +78,7 @@ public sealed partial class ProviderSimulator
             };
         }
 
-        void Add(JsonNode content, int tokens, TimeSpan? bp)
-        {
-            var clone = content.DeepClone();
-            if (clone is JsonObject co) co.Remove("cache_control");
-            blocks.Add(new PromptBlock(PromptCacheModel.HashBytes(Encoding.UTF8.GetBytes(clone.ToJsonString())), tokens, bp));
-        }
+        void Add(JsonNode content, int tokens, TimeSpan? bp) => blocks.Add(new PromptBlock(HashBlock(content), tokens, bp));
 
         if (body["tools"] is { } toolsNode)
         {

@@ -18,6 +18,12 @@ public sealed class SemanticCacheOptions
     public TimeSpan Ttl { get; set; } = TimeSpan.FromHours(1);
     /// <summary>Most entries held in total. Default 100,000.</summary>
     public int MaxEntries { get; set; } = 100_000;
+    /// <summary>Longest question (characters) looked up or stored; a longer one bypasses the semantic cache. Default 8,192.</summary>
+    public int MaxQuestionChars { get; set; } = 8192;
+    /// <summary>Largest answer stored, bytes. Default 1 MB.</summary>
+    public int MaxEntryBytes { get; set; } = 1024 * 1024;
+    /// <summary>Most bytes held in total (questions, answers and the index); once reached, no more entries are added. Default 256 MiB.</summary>
+    public long MaxTotalBytes { get; set; } = 256L * 1024 * 1024;
     /// <summary>Embedding generator: <c>local</c> (built-in hashed n-grams, no model file) or <c>openai</c> (any OpenAI-compatible embeddings endpoint). Default local.</summary>
     public string Generator { get; set; } = "local";
     /// <summary>For the <c>openai</c> generator: base URL (as the OpenAI SDK takes it), key and model. Without a key the built-in Simulator answers.</summary>
@@ -35,6 +41,9 @@ public sealed class SemanticCacheOptions
     {
         if (Threshold is <= 0 or > 1) throw new InvalidOperationException($"Bursar:SemanticCache:Threshold must be in (0, 1], not {Threshold}.");
         if (MaxUserTurns < 1) throw new InvalidOperationException("Bursar:SemanticCache:MaxUserTurns must be at least 1.");
+        if (MaxQuestionChars < 1) throw new InvalidOperationException("Bursar:SemanticCache:MaxQuestionChars must be at least 1.");
+        if (MaxEntryBytes < 1024) throw new InvalidOperationException("Bursar:SemanticCache:MaxEntryBytes must be at least 1024.");
+        if (MaxTotalBytes < MaxEntryBytes) throw new InvalidOperationException($"Bursar:SemanticCache:MaxTotalBytes must be at least MaxEntryBytes ({MaxEntryBytes}).");
         if (Generator is not ("local" or "openai" or "onnx")) throw new InvalidOperationException($"Bursar:SemanticCache:Generator must be 'local', 'openai' or 'onnx', not '{Generator}'.");
         if (Generator == "onnx" && (string.IsNullOrEmpty(OnnxModelPath) || string.IsNullOrEmpty(OnnxVocabPath)))
             throw new InvalidOperationException("Bursar:SemanticCache:Generator 'onnx' needs Bursar:SemanticCache:OnnxModelPath (the .onnx file) and OnnxVocabPath (its vocab.txt).");
@@ -58,6 +67,11 @@ public sealed class SemanticResponseCache(SemanticCacheOptions options, IEmbeddi
     public SemanticCacheOptions Options => options;
 
     public int Count => _index?.Count ?? 0;
+
+    private long _entryBytes;
+
+    /// <summary>About how many bytes the cache holds: its questions and answers, and the index.</summary>
+    public long Bytes => Interlocked.Read(ref _entryBytes) + (_index?.Bytes ?? 0);
 
     private async Task<float[]> EmbedAsync(string text, CancellationToken ct)
     {
@@ -106,6 +120,8 @@ public sealed class SemanticResponseCache(SemanticCacheOptions options, IEmbeddi
 
     public async Task<(Entry? Hit, float Score, string? Rejected)> LookupAsync(string partition, string question, CancellationToken ct = default)
     {
+        // a multi-megabyte "question" is neither embedded nor stored: it bypasses the semantic cache
+        if (question.Length > options.MaxQuestionChars) return (null, float.NegativeInfinity, "too long");
         var vector = await EmbedAsync(question, ct).ConfigureAwait(false);
         var (entry, score) = Index(vector.Length).Nearest(partition, vector);
         if (entry is null || score < options.Threshold) return (null, score, null);
@@ -116,8 +132,13 @@ public sealed class SemanticResponseCache(SemanticCacheOptions options, IEmbeddi
 
     public async Task AddAsync(string partition, string question, CachedResponse response, CancellationToken ct = default)
     {
-        if (Count >= options.MaxEntries) return;
+        if (Count >= options.MaxEntries || question.Length > options.MaxQuestionChars || response.Body.Length > options.MaxEntryBytes) return;
+        var charge = 2L * question.Length + response.Body.Length + 2L * (response.ContentType.Length + (response.Model?.Length ?? 0)) + 200;
+        if (Bytes + charge > options.MaxTotalBytes) return;
         var vector = await EmbedAsync(question, ct).ConfigureAwait(false);
-        Index(vector.Length).Add(partition, vector, new Entry(question, response));
+        var index = Index(vector.Length);
+        if (Bytes + charge + index.CostOf(partition, vector) > options.MaxTotalBytes) return;
+        index.Add(partition, vector, new Entry(question, response));
+        Interlocked.Add(ref _entryBytes, charge);
     }
 }

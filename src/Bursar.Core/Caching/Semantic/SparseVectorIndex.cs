@@ -30,8 +30,23 @@ public sealed class SparseVectorIndex<T>(int dimensions)
     private readonly Dictionary<string, Partition> _partitions = new(StringComparer.Ordinal);
     private readonly Lock _lock = new();
     private int _count;
+    private long _bytes;
 
     public int Count => Volatile.Read(ref _count);
+
+    /// <summary>About how many bytes the index holds: each partition's bucket tables, each entry's sparse vector and postings.</summary>
+    public long Bytes => Interlocked.Read(ref _bytes);
+
+    /// <summary>At most how many bytes <see cref="Add"/> of <paramref name="vector"/> to <paramref name="partition"/> would add to <see cref="Bytes"/>.</summary>
+    public long CostOf(string partition, ReadOnlySpan<float> vector)
+    {
+        bool known;
+        lock (_lock) known = _partitions.ContainsKey(partition);
+        var nonZero = 0;
+        foreach (var v in vector)
+            if (v != 0) nonZero++;
+        return (known ? 0 : 2L * dimensions * IntPtr.Size + 2L * partition.Length + 512) + 64 + (16L + 112) * nonZero;
+    }
 
     public void Add(string partition, ReadOnlySpan<float> vector, T item)
     {
@@ -39,7 +54,11 @@ public sealed class SparseVectorIndex<T>(int dimensions)
         Partition p;
         lock (_lock)
         {
-            if (!_partitions.TryGetValue(partition, out p!)) _partitions[partition] = p = new Partition(dimensions);
+            if (!_partitions.TryGetValue(partition, out p!))
+            {
+                _partitions[partition] = p = new Partition(dimensions);
+                Interlocked.Add(ref _bytes, 2L * dimensions * IntPtr.Size + 2L * partition.Length + 512);
+            }
         }
         var (idx, val) = Sparse(vector);
         p.Lock.EnterWriteLock();
@@ -48,11 +67,14 @@ public sealed class SparseVectorIndex<T>(int dimensions)
             var doc = p.Items.Count;
             p.Items.Add(item);
             p.Vectors.Add((idx, val));
+            long bytes = 64 + 16L * idx.Length; // the entry's index and value arrays, its postings and weights
             for (var k = 0; k < idx.Length; k++)
             {
+                if (p.Postings[idx[k]] is null) bytes += 112; // two new lists
                 (p.Postings[idx[k]] ??= []).Add(doc);
                 (p.Weights[idx[k]] ??= []).Add(val[k]);
             }
+            Interlocked.Add(ref _bytes, bytes);
         }
         finally
         {
