@@ -45,6 +45,11 @@ set -e
 tools=$(mktemp -d)
 scratch+=("$tools")
 dotnet pack src/Bursar.Cli -c Release --no-build --nologo -v q -o "$tools/artifacts" >/dev/null
+# the .NET library face, packed as the NuGet package an app references, with the packages it depends on
+for p in Bursar.Core Bursar.Providers Bursar.Storage.Sqlite Bursar.Caching.Redis Bursar.Embeddings.Onnx Bursar.Hosting Bursar.Extensions.AI; do
+  dotnet pack "src/$p" -c Release --no-build --nologo -v q -o "$tools/artifacts" >/dev/null
+done
+ls "$tools/artifacts"/Bursar.Extensions.AI.*.nupkg >/dev/null || { echo "the Bursar.Extensions.AI package was not produced" >&2; status=1; }
 dotnet tool install Bursar --tool-path "$tools/bin" --add-source "$tools/artifacts" >/dev/null
 "$tools/bin/bursar" --help >/dev/null || { echo "the installed bursar tool does not run" >&2; status=1; }
 

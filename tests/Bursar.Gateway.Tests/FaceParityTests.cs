@@ -69,6 +69,9 @@ public sealed class FaceParityTests : IAsyncLifetime
         foreach (var d in new[] { _gatewayDir, _libraryDir }) try { Directory.Delete(d, true); } catch (IOException) { }
     }
 
+    /// <summary>The caller opts into the exact cache (the gateway's <c>x-bursar-cache: on</c>, the library's <c>bursar.cache</c>).</summary>
+    private static readonly AsyncLocal<bool> CacheOn = new();
+
     /// <summary>Bursar's tags as the gateway takes them: x-bursar-* headers, here from the same ambient scope the library reads.</summary>
     private sealed class ScopeHeaders : DelegatingHandler
     {
@@ -76,6 +79,7 @@ public sealed class FaceParityTests : IAsyncLifetime
         {
             foreach (var tag in new[] { "feature", "customer", "team", "task", "run" })
                 if (BursarScope.Tag(tag) is { } v) request.Headers.Add("x-bursar-" + tag, v);
+            if (CacheOn.Value) request.Headers.Add("x-bursar-cache", "on");
             return base.SendAsync(request, cancellationToken);
         }
     }
@@ -124,8 +128,13 @@ public sealed class FaceParityTests : IAsyncLifetime
                     await client(sdk, model).GetResponseAsync([system, new ChatMessage(ChatRole.User, "Which rule covers refunds?")]);
                 }
             }
+            // opted in: the Anthropic SDK's chat client (13.12) does not send ChatOptions.Temperature, so temperature 0 alone is deterministic only to the library
             using (BursarScope.Begin(feature: $"{sdk}-cache-hit"))
-                for (var i = 0; i < 2; i++) await client(sdk, model).GetResponseAsync("What is the capital of France?", new ChatOptions { Temperature = 0 });
+            {
+                CacheOn.Value = true;
+                for (var i = 0; i < 2; i++) await client(sdk, model).GetResponseAsync("What is the capital of France?", new ChatOptions { Temperature = 0, AdditionalProperties = new() { ["bursar.cache"] = "on" } });
+                CacheOn.Value = false;
+            }
             using (BursarScope.Begin(feature: $"{sdk}-refused", customer: "tiny"))
                 await Assert.ThrowsAnyAsync<Exception>(() => client(sdk, model).GetResponseAsync("Write an essay."));
         }
@@ -167,7 +176,16 @@ public sealed class FaceParityTests : IAsyncLifetime
         Assert.Equal(viaGateway.Count, viaLibrary.Count);
         var g = viaGateway.OrderBy(r => r.Timestamp).ThenBy(r => r.Id).Select(Fields).ToArray();
         var l = viaLibrary.OrderBy(r => r.Timestamp).ThenBy(r => r.Id).Select(Fields).ToArray();
-        for (var i = 0; i < g.Length; i++) Assert.Equal(g[i], l[i]);
+        var differences = new List<string>();
+        for (var i = 0; i < g.Length; i++)
+        {
+            foreach (var p in g[i].GetType().GetProperties())
+            {
+                var (a, b) = (p.GetValue(g[i]), p.GetValue(l[i]));
+                if (!Equals(a, b)) differences.Add($"row {i} ({viaGateway.OrderBy(r => r.Timestamp).ThenBy(r => r.Id).ElementAt(i).Feature}) {p.Name}: gateway {a ?? "null"}, library {b ?? "null"}");
+            }
+        }
+        Assert.True(differences.Count == 0, string.Join("\n", differences));
         // the workload did exercise every lever it names
         Assert.Contains(viaLibrary, r => r.Provider == "bursar-cache" && r.SavingResponseCache > 0);
         Assert.Contains(viaLibrary, r => r.SavingPromptCache > 0);

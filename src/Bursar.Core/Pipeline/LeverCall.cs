@@ -97,6 +97,7 @@ public sealed class LeverCall
         Refusal = refusal;
         Outcome = outcome ?? refusal.Outcome;
         StatusCode = refusal.Status;
+        ErrorType = refusal.Type ?? refusal.Code;
         ErrorMessage = refusal.Message;
     }
 }
