@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
+using Bursar.Core.Attribution;
 using Bursar.Core.Pipeline;
 using Bursar.Providers.Dialects;
 using Microsoft.Extensions.AI;
@@ -160,14 +161,18 @@ public sealed class BursarChatClient : DelegatingChatClient
     /// <summary>A tag for the attribution stage: this call's <c>bursar.*</c> property, else the ambient scope, else the client's default.</summary>
     private string? Tag(string header, AdditionalPropertiesDictionary? props)
     {
-        const string prefix = "x-bursar-";
-        if (!header.StartsWith(prefix, StringComparison.Ordinal)) return null;
-        var tag = header[prefix.Length..];
-        if (props is not null && props.TryGetValue(PropertyPrefix + tag, out var v) && v?.ToString() is { } value) return value;
-        return BursarScope.Tag(tag) ?? tag switch
+        var (tag, property, fallback) = header switch
         {
-            "feature" => _options.Feature, "team" => _options.Team, "customer" => _options.Customer, "task" => _options.Task, "template" => _options.Template,
-            _ => null,
+            AttributionResolver.FeatureHeader => ("feature", PropertyPrefix + "feature", _options.Feature),
+            AttributionResolver.TeamHeader => ("team", PropertyPrefix + "team", _options.Team),
+            AttributionResolver.CustomerHeader => ("customer", PropertyPrefix + "customer", _options.Customer),
+            AttributionResolver.TaskHeader => ("task", PropertyPrefix + "task", _options.Task),
+            AttributionResolver.TemplateHeader => ("template", PropertyPrefix + "template", _options.Template),
+            AttributionResolver.RunHeader => ("run", PropertyPrefix + "run", null),
+            _ => (null, null, null),
         };
+        if (tag is null) return null;
+        if (props is not null && props.TryGetValue(property!, out var v) && v?.ToString() is { } value) return value;
+        return BursarScope.Tag(tag) ?? fallback;
     }
 }
