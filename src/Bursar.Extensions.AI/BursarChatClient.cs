@@ -152,7 +152,7 @@ public sealed class BursarChatClient : DelegatingChatClient
             EstimatedInputTokens = scan.EstimatedInputTokens, InputTokenBound = scan.InputTokenBound, MaxTokens = scan.MaxTokens, Choices = scan.Choices,
             CacheControl = props is not null && props.TryGetValue(PropertyPrefix + "cache", out var c) ? c?.ToString() ?? "" : "",
         };
-        var x = new ChatExchange { Inner = InnerClient, Messages = list, Options = options, Provider = _provider, Updates = updates };
+        var x = new ChatExchange { Inner = InnerClient, ClientOptions = _options, Messages = list, Options = options, Provider = _provider, Updates = updates };
         call.Host = x;
         _runtime.Pipeline.Track(call);
         return (call, x);

@@ -1,5 +1,6 @@
 using Bursar.Core.Attribution;
 using Bursar.Core.Keys;
+using Microsoft.Extensions.AI;
 
 namespace Bursar.Extensions.AI;
 
@@ -17,7 +18,37 @@ public sealed class BursarChatClientOptions
     /// <summary>The provider named on the ledger. Default: the inner client's <c>ChatClientMetadata.ProviderName</c>.</summary>
     public string? ProviderName { get; set; }
 
-    public BursarChatClientOptions Clone() => (BursarChatClientOptions)MemberwiseClone();
+    /// <summary>
+    /// Inner clients for other models, by model id or <c>prefix*</c> (e.g. <c>["claude-*"] = anthropicChatClient</c>): when
+    /// a route serves another model than the one asked for, the call goes to the client that serves it; a model none
+    /// lists goes to the client <c>UseBursar()</c> wraps. Default: none.
+    /// </summary>
+    public Dictionary<string, IChatClient> ModelClients { get; set; } = new(StringComparer.OrdinalIgnoreCase);
+
+    public BursarChatClientOptions Clone()
+    {
+        var copy = (BursarChatClientOptions)MemberwiseClone();
+        copy.ModelClients = new Dictionary<string, IChatClient>(ModelClients, StringComparer.OrdinalIgnoreCase);
+        return copy;
+    }
+
+    /// <summary>The client listed for <paramref name="model"/> (an exact id first, then the longest matching <c>prefix*</c>), or null.</summary>
+    public IChatClient? ClientFor(string model)
+    {
+        if (ModelClients.Count == 0) return null;
+        if (ModelClients.TryGetValue(model, out var exact)) return exact;
+        IChatClient? best = null;
+        var length = -1;
+        foreach (var (pattern, client) in ModelClients)
+        {
+            if (pattern.EndsWith('*') && pattern.Length - 1 > length && model.StartsWith(pattern[..^1], StringComparison.OrdinalIgnoreCase))
+            {
+                best = client;
+                length = pattern.Length - 1;
+            }
+        }
+        return best;
+    }
 
     /// <summary>The key used when none is set.</summary>
     public static VirtualKey InProcessKey { get; } = new()

@@ -9,6 +9,8 @@ namespace Bursar.Extensions.AI;
 internal sealed class ChatExchange
 {
     public required IChatClient Inner { get; init; }
+    /// <summary>The inner clients for other models (<see cref="BursarChatClientOptions.ModelClients"/>).</summary>
+    public required BursarChatClientOptions ClientOptions { get; init; }
     public required IEnumerable<ChatMessage> Messages { get; init; }
     public ChatOptions? Options { get; init; }
     public required string Provider { get; init; }
@@ -30,10 +32,11 @@ internal sealed class ChatProviderCall(TimeProvider time) : IProviderCall
         var options = InnerOptions(x.Options);
         options.ModelId = call.Model;
         call.Edits.ApplyTo(options, new EditTarget(false, call.Model, call, cancellationToken));
-        call.Provider = x.Provider;
+        var inner = x.ClientOptions.ClientFor(call.Model) ?? x.Inner;
+        call.Provider = ReferenceEquals(inner, x.Inner) ? x.Provider : (inner.GetService(typeof(ChatClientMetadata)) as ChatClientMetadata)?.ProviderName ?? x.Provider;
         if (x.Updates is null)
         {
-            var response = await x.Inner.GetResponseAsync(x.Messages, options, cancellationToken).ConfigureAwait(false);
+            var response = await inner.GetResponseAsync(x.Messages, options, cancellationToken).ConfigureAwait(false);
             ChatMetering.Read(call, response);
             if (call.CaptureAnswer) call.Answer = (ChatJson.Serialize(response), "application/json");
             await call.SealAsync().ConfigureAwait(false);
@@ -42,7 +45,7 @@ internal sealed class ChatProviderCall(TimeProvider time) : IProviderCall
         }
         ChatResponseUpdate? held = null;
         var kept = call.CaptureAnswer ? new List<ChatResponseUpdate>() : null;
-        await foreach (var update in x.Inner.GetStreamingResponseAsync(x.Messages, options, cancellationToken).ConfigureAwait(false))
+        await foreach (var update in inner.GetStreamingResponseAsync(x.Messages, options, cancellationToken).ConfigureAwait(false))
         {
             ChatMetering.Observe(call, update, time);
             kept?.Add(update);

@@ -147,6 +147,37 @@ public sealed class UseBursarTests
     }
 
     [Fact]
+    public async Task A_route_to_another_provider_goes_to_the_client_listed_for_that_model()
+    {
+        await using var host = new LibraryHost("Bursar:Routing:Routes:0:Name=cheap-claude", "Bursar:Routing:Routes:0:Feature=cross", "Bursar:Routing:Routes:0:Model=claude-haiku-4-5");
+        var anthropic = SdkClients.Anthropic(host.Simulator, "claude-haiku-4-5");
+        var client = host.Client("openai", "gpt-4o", o => o.ModelClients["claude-*"] = anthropic);
+        var answer = await client.GetResponseAsync("Summarize: the meeting moved to Tuesday.", Tags("cross"));
+        Assert.False(string.IsNullOrWhiteSpace(answer.Text));
+        var row = Assert.Single(await host.LedgerAsync("cross"));
+        Assert.Equal(("gpt-4o", "claude-haiku-4-5", "anthropic"), (row.RequestedModel, row.ServedModel, row.Provider));
+        Assert.Equal(0, host.ProviderRequests); // the wrapped (OpenAI) client was not called
+        Assert.True(row.SavingRouting > 0);
+    }
+
+    [Fact]
+    public async Task A_similar_question_of_an_opted_in_feature_is_answered_by_the_semantic_cache()
+    {
+        await using var host = new LibraryHost("Bursar:SemanticCache:Features:0=faq", "Bursar:SemanticCache:Threshold=0.8");
+        var client = host.Client("openai", "gpt-4o-mini");
+        var first = await client.GetResponseAsync("How do I reset my password for account 7781?", Tags("faq"));
+        var second = await client.GetResponseAsync("how do I reset my password for account 7781", Tags("faq"));
+        Assert.Equal(first.Text, second.Text);
+        Assert.Equal(1, host.ProviderRequests);
+        var rows = await host.LedgerAsync("faq", 2);
+        Assert.Equal(("bursar-semantic-cache", 0m), (rows[1].Provider, rows[1].Cost));
+        Assert.Equal(rows[0].Cost, rows[1].SavingResponseCache);
+        // another number is another question
+        await client.GetResponseAsync("How do I reset my password for account 9921?", Tags("faq"));
+        Assert.Equal(2, host.ProviderRequests);
+    }
+
+    [Fact]
     public async Task A_tool_loop_is_one_row_per_model_call_and_the_run_cap_stops_it()
     {
         await using var host = new LibraryHost("Bursar:Runs:MaxTurns=1");
