@@ -15,4 +15,16 @@ if (args.Length > 0 && args[0] == "report-scale")
     await Bursar.Benchmarks.ReportScale.RunAsync(args);
     return;
 }
+if (args.Length > 0 && args[0] == "library-loop")
+{
+    // a plain loop of UseBursar calls, to profile with dotnet-trace (not a measurement: see LibraryBenchmarks)
+    var b = new Bursar.Benchmarks.LibraryBenchmarks();
+    b.Setup();
+    var n = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 200_000;
+    var sw = System.Diagnostics.Stopwatch.StartNew();
+    for (var i = 0; i < n; i++) await b.ThroughUseBursar();
+    Console.WriteLine($"{n} calls, {sw.Elapsed.TotalMilliseconds * 1000 / n:F2} us per call");
+    b.Cleanup();
+    return;
+}
 BenchmarkSwitcher.FromAssembly(typeof(Bursar.Benchmarks.HotPathBenchmarks).Assembly).Run(args);

@@ -85,12 +85,25 @@ internal static class ChatRequestJson
 
     private static void WriteMessage(Utf8JsonWriter w, ChatMessage m)
     {
-        var results = m.Contents.OfType<FunctionResultContent>().ToList();
-        if (results.Count > 0)
+        var contents = m.Contents;
+        int results = 0, parts = 0, calls = 0;
+        TextContent? onlyText = null;
+        foreach (var c in contents)
+        {
+            switch (c)
+            {
+                case FunctionResultContent: results++; break;
+                case FunctionCallContent: calls++; break;
+                case TextContent t: parts++; onlyText = t; break;
+                case DataContent or UriContent: parts++; onlyText = null; break;
+            }
+        }
+        if (results > 0)
         {
             // each tool result is its own OpenAI message
-            foreach (var r in results)
+            foreach (var c in contents)
             {
+                if (c is not FunctionResultContent r) continue;
                 w.WriteStartObject();
                 w.WriteString("role", "tool");
                 w.WriteString("tool_call_id", r.CallId);
@@ -101,43 +114,36 @@ internal static class ChatRequestJson
         }
         w.WriteStartObject();
         w.WriteString("role", m.Role == ChatRole.System ? "system" : m.Role == ChatRole.Assistant ? "assistant" : m.Role == ChatRole.Tool ? "tool" : "user");
-        var parts = m.Contents.Where(c => c is TextContent or DataContent or UriContent).ToList();
-        if (parts.Count == 1 && parts[0] is TextContent only) w.WriteString("content", only.Text);
+        if (parts == 1 && onlyText is not null) w.WriteString("content", onlyText.Text);
         else
         {
             w.WriteStartArray("content");
-            foreach (var c in parts)
+            foreach (var c in contents)
             {
-                w.WriteStartObject();
                 switch (c)
                 {
                     case TextContent t:
+                        w.WriteStartObject();
                         w.WriteString("type", "text");
                         w.WriteString("text", t.Text);
+                        w.WriteEndObject();
                         break;
                     case DataContent d:
-                        w.WriteString("type", "image_url");
-                        w.WriteStartObject("image_url");
-                        w.WriteString("url", d.Uri);
-                        w.WriteEndObject();
+                        WriteImage(w, d.Uri);
                         break;
                     case UriContent u:
-                        w.WriteString("type", "image_url");
-                        w.WriteStartObject("image_url");
-                        w.WriteString("url", u.Uri.ToString());
-                        w.WriteEndObject();
+                        WriteImage(w, u.Uri.ToString());
                         break;
                 }
-                w.WriteEndObject();
             }
             w.WriteEndArray();
         }
-        var calls = m.Contents.OfType<FunctionCallContent>().ToList();
-        if (calls.Count > 0)
+        if (calls > 0)
         {
             w.WriteStartArray("tool_calls");
-            foreach (var call in calls)
+            foreach (var c in contents)
             {
+                if (c is not FunctionCallContent call) continue;
                 w.WriteStartObject();
                 w.WriteString("id", call.CallId);
                 w.WriteString("type", "function");
@@ -149,6 +155,16 @@ internal static class ChatRequestJson
             }
             w.WriteEndArray();
         }
+        w.WriteEndObject();
+    }
+
+    private static void WriteImage(Utf8JsonWriter w, string url)
+    {
+        w.WriteStartObject();
+        w.WriteString("type", "image_url");
+        w.WriteStartObject("image_url");
+        w.WriteString("url", url);
+        w.WriteEndObject();
         w.WriteEndObject();
     }
 }
