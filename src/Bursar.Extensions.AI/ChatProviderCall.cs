@@ -29,14 +29,21 @@ internal sealed class ChatProviderCall(TimeProvider time) : IProviderCall
     public async ValueTask CallAsync(LeverCall call, CancellationToken cancellationToken)
     {
         var x = (ChatExchange)call.Host!;
-        var options = InnerOptions(x.Options);
-        options.ModelId = call.Model;
-        call.Edits.ApplyTo(options, new EditTarget(false, call.Model, call, cancellationToken));
         var inner = x.ClientOptions.ClientFor(call.Model) ?? x.Inner;
         call.Provider = ReferenceEquals(inner, x.Inner) ? x.Provider : (inner.GetService(typeof(ChatClientMetadata)) as ChatClientMetadata)?.ProviderName ?? x.Provider;
+        var options = InnerOptions(x.Options);
+        options.ModelId = call.Model;
+        IEnumerable<ChatMessage> messages = x.Messages;
+        if (call.Edits.Any)
+        {
+            var anthropic = AnthropicCacheControl.IsAnthropic(inner);
+            var edit = new ChatCallEdit([.. x.Messages], options, anthropic ? AnthropicCacheControl.Mark : null);
+            call.Edits.ApplyTo(edit, new EditTarget(anthropic, call.Model, call, cancellationToken));
+            messages = edit.Messages;
+        }
         if (x.Updates is null)
         {
-            var response = await inner.GetResponseAsync(x.Messages, options, cancellationToken).ConfigureAwait(false);
+            var response = await inner.GetResponseAsync(messages, options, cancellationToken).ConfigureAwait(false);
             ChatMetering.Read(call, response);
             if (call.CaptureAnswer) call.Answer = (ChatJson.Serialize(response), "application/json");
             await call.SealAsync().ConfigureAwait(false);
@@ -45,7 +52,7 @@ internal sealed class ChatProviderCall(TimeProvider time) : IProviderCall
         }
         ChatResponseUpdate? held = null;
         var kept = call.CaptureAnswer ? new List<ChatResponseUpdate>() : null;
-        await foreach (var update in inner.GetStreamingResponseAsync(x.Messages, options, cancellationToken).ConfigureAwait(false))
+        await foreach (var update in inner.GetStreamingResponseAsync(messages, options, cancellationToken).ConfigureAwait(false))
         {
             ChatMetering.Observe(call, update, time);
             kept?.Add(update);
@@ -68,6 +75,29 @@ internal sealed class ChatProviderCall(TimeProvider time) : IProviderCall
             copy.AdditionalProperties = kept.Count > 0 ? kept : null;
         }
         return copy;
+    }
+}
+
+/// <summary>
+/// Prompt-cache breakpoints for the Anthropic SDK's chat client, which reads them from a content's
+/// <c>anthropic:cache_control</c> property (its <c>WithCacheControl</c>), created here without a compile-time
+/// dependency on the Anthropic package.
+/// </summary>
+internal static class AnthropicCacheControl
+{
+    private const string Property = "anthropic:cache_control";
+    private static readonly Type? Ephemeral = Type.GetType("Anthropic.Models.Messages.CacheControlEphemeral, Anthropic", throwOnError: false);
+
+    public static bool IsAnthropic(IChatClient client) =>
+        Ephemeral is not null && (client.GetService(typeof(ChatClientMetadata)) as ChatClientMetadata)?.ProviderName == "anthropic";
+
+    /// <summary>A copy of a text content with a 5-minute breakpoint; any other content as it is.</summary>
+    public static AIContent Mark(AIContent content)
+    {
+        if (content is not TextContent text || Ephemeral is null) return content;
+        var props = text.AdditionalProperties is { } p ? new AdditionalPropertiesDictionary(p) : [];
+        props[Property] = Activator.CreateInstance(Ephemeral);
+        return new TextContent(text.Text) { AdditionalProperties = props, Annotations = text.Annotations, RawRepresentation = text.RawRepresentation };
     }
 }
 

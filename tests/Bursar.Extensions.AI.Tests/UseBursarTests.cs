@@ -88,6 +88,23 @@ public sealed class UseBursarTests
         Assert.True(rows[1].SavingPromptCache > 0);
     }
 
+    [Fact]
+    public async Task Bursar_places_the_Anthropic_breakpoint_on_a_long_system_prompt_without_touching_the_callers_messages()
+    {
+        await using var host = new LibraryHost();
+        var client = host.Client("anthropic", "claude-sonnet-4-5");
+        var system = new ChatMessage(ChatRole.System, string.Join(" ", Enumerable.Repeat("You answer questions about the billing rules of the company, precisely and briefly.", 80)));
+        for (var i = 0; i < 2; i++) await client.GetResponseAsync([system, new ChatMessage(ChatRole.User, $"Question {i}: what is the rule?")], Tags("placed"));
+        Assert.Null(system.Contents[0].AdditionalProperties); // the caller's objects are not changed
+        var rows = await host.LedgerAsync("placed", 2);
+        Assert.True(rows[0].CacheWrite5mTokens > 1000, $"first call wrote {rows[0].CacheWrite5mTokens} tokens to the cache");
+        Assert.Equal(rows[0].CacheWrite5mTokens, rows[1].CacheReadTokens);
+        Assert.True(rows[1].SavingPromptCache > 0);
+        // a short prompt is left alone
+        await client.GetResponseAsync([new ChatMessage(ChatRole.System, "Be brief."), new ChatMessage(ChatRole.User, "Hi")], Tags("short"));
+        Assert.Equal(0, (await host.LedgerAsync("short")).Single().CacheWrite5mTokens);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using Bursar.Core.Pipeline;
 using Bursar.Core.Pricing;
+using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Logging;
 
 namespace Bursar.Core.Caching;
@@ -75,6 +76,34 @@ public sealed partial class PromptCacheStage(PromptCacheOptions options, PromptC
             changed = true;
         }
         return changed;
+    }
+
+    /// <summary>
+    /// A .NET chat call to an Anthropic client that can mark breakpoints: the system prompt (the stable prefix every
+    /// turn re-sends) gets one, unless the caller placed its own; below the model's cacheable minimum nothing changes.
+    /// </summary>
+    public void Apply(ChatCallEdit call, in EditTarget target)
+    {
+        if (!target.Anthropic || call.MarkBreakpoint is null || !options.PlaceBreakpoints) return;
+        var lc = target.Call;
+        var minimum = catalog.Find(target.Model).Price?.PromptCacheMinTokens ?? options.DefaultMinimumTokens;
+        if (lc.Request.EstimatedInputTokens < minimum) return;
+        var lastSystem = -1;
+        for (var i = 0; i < call.Messages.Count; i++)
+        {
+            var m = call.Messages[i];
+            foreach (var c in m.Contents)
+                if (c.AdditionalProperties is { } p && p.Keys.Any(k => k.EndsWith("cache_control", StringComparison.Ordinal))) return; // the caller's own breakpoints
+            if (m.Role == ChatRole.System && m.Contents.Count > 0) lastSystem = i;
+        }
+        if (lastSystem < 0) return;
+        var system = call.Messages[lastSystem];
+        var contents = new List<AIContent>(system.Contents);
+        var marked = call.MarkBreakpoint(contents[^1]);
+        if (ReferenceEquals(marked, contents[^1])) return; // a content the client cannot mark
+        contents[^1] = marked;
+        call.Messages[lastSystem] = new ChatMessage(system.Role, contents) { AuthorName = system.AuthorName, AdditionalProperties = system.AdditionalProperties };
+        lc.PromptCachePlaced = true;
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Prompt caching is defeated on feature {Feature}: {Detail}")]

@@ -17,6 +17,22 @@ public interface IRequestEdit
 
     /// <summary>Applies the edit to a .NET chat call's options (the default: nothing to change there).</summary>
     void Apply(ChatOptions options, in EditTarget target) { }
+
+    /// <summary>Applies the edit to a .NET chat call's messages and options (the default: the options only).</summary>
+    void Apply(ChatCallEdit call, in EditTarget target) => Apply(call.Options, target);
+}
+
+/// <summary>
+/// A .NET chat call as an edit changes it: a copy of the caller's messages (replace an element to change it, never the
+/// caller's own objects) and options, and how the inner client marks a prompt-cache breakpoint on a content (null: it
+/// cannot; e.g. the Anthropic SDK's <c>anthropic:cache_control</c> property).
+/// </summary>
+public sealed class ChatCallEdit(List<ChatMessage> messages, ChatOptions options, Func<AIContent, AIContent>? markBreakpoint)
+{
+    public List<ChatMessage> Messages { get; } = messages;
+    public ChatOptions Options { get; } = options;
+    /// <summary>Returns a copy of the content carrying a cache breakpoint, or the content itself when it cannot carry one.</summary>
+    public Func<AIContent, AIContent>? MarkBreakpoint { get; } = markBreakpoint;
 }
 
 /// <summary>The edits of one call, in the order the stages asked for them. Empty: the caller's bytes go upstream untouched.</summary>
@@ -41,5 +57,11 @@ public sealed class RequestEdits
     {
         if (_edits is null) return;
         foreach (var e in _edits) e.Apply(options, target);
+    }
+
+    public void ApplyTo(ChatCallEdit call, in EditTarget target)
+    {
+        if (_edits is null) return;
+        foreach (var e in _edits) e.Apply(call, target);
     }
 }
