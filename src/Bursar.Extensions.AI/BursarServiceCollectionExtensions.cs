@@ -19,6 +19,7 @@ public static class BursarServiceCollectionExtensions
         services.AddLogging();
         services.AddBursarCore(configuration ?? new ConfigurationBuilder().Build());
         services.AddSingleton<BursarRuntime>();
+        services.AddSingleton<Bursar.Core.Routing.IDifficultyClassifier, ChatDifficultyClassifier>(); // replaces the core's null object
         return services;
     }
 

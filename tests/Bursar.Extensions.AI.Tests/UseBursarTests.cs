@@ -164,6 +164,23 @@ public sealed class UseBursarTests
     }
 
     [Fact]
+    public async Task A_ladder_with_the_LLM_classifier_asks_the_cheap_model_first_and_records_both_calls()
+    {
+        await using var host = new LibraryHost("Bursar:Routing:Routes:0:Name=ladder", "Bursar:Routing:Routes:0:Feature=laddered",
+            "Bursar:Routing:Routes:0:Ladder:0=gpt-4o-mini", "Bursar:Routing:Routes:0:Ladder:1=gpt-4o", "Bursar:Routing:Routes:0:Classifier=llm");
+        var client = host.Client("openai", "gpt-4o");
+        await client.GetResponseAsync("Say hi.", Tags("laddered"));
+        var rows = await host.LedgerAsync("laddered", 2);
+        var classifier = Assert.Single(rows, r => r.Task == "routing-classifier");
+        Assert.Equal(("gpt-4o-mini", "ladder", "ok"), (classifier.ServedModel, classifier.Route, classifier.Outcome));
+        Assert.True(classifier.Cost > 0);
+        var routed = Assert.Single(rows, r => r.Task != "routing-classifier");
+        Assert.StartsWith("llm classifier: route 'ladder'", routed.RoutingReason);
+        Assert.Contains("from gpt-4o-mini", routed.RoutingReason);
+        Assert.Equal(2, host.ProviderRequests);
+    }
+
+    [Fact]
     public async Task A_route_to_another_provider_goes_to_the_client_listed_for_that_model()
     {
         await using var host = new LibraryHost("Bursar:Routing:Routes:0:Name=cheap-claude", "Bursar:Routing:Routes:0:Feature=cross", "Bursar:Routing:Routes:0:Model=claude-haiku-4-5");

@@ -7,14 +7,15 @@ namespace Bursar.Core.Routing;
 /// <summary>The optional LLM classifier of a ladder route: a one-word difficulty (simple, medium, hard) for a prompt, from a cheap model.</summary>
 public interface IDifficultyClassifier
 {
-    Task<(string? Label, string Detail)> ClassifyAsync(string model, string prompt, CallAttribution attribution, string route, CancellationToken cancellationToken);
+    /// <param name="call">The call being routed (a face reaches its own provider through it).</param>
+    Task<(string? Label, string Detail)> ClassifyAsync(LeverCall call, string model, string prompt, CallAttribution attribution, string route, CancellationToken cancellationToken);
 
     /// <summary>The null object: no classifier call can be made here; the ladder goes to its top rung and says why.</summary>
     public static IDifficultyClassifier None { get; } = new NoClassifier();
 
     private sealed class NoClassifier : IDifficultyClassifier
     {
-        public Task<(string? Label, string Detail)> ClassifyAsync(string model, string prompt, CallAttribution attribution, string route, CancellationToken cancellationToken) =>
+        public Task<(string? Label, string Detail)> ClassifyAsync(LeverCall call, string model, string prompt, CallAttribution attribution, string route, CancellationToken cancellationToken) =>
             Task.FromResult<(string?, string)>((null, $"no LLM classifier is available for {model}"));
     }
 }
@@ -68,7 +69,7 @@ public sealed class RouteStage(ComplexityRouter router, IDifficultyClassifier cl
         {
             // a one-word difficulty from the cheapest tier; no usable answer means the top rung
             var model = route.ClassifierModel ?? route.Ladder[0];
-            var (label, detail) = await classifier.ClassifyAsync(model, prompt.Text, call.Attribution, route.Name, ct).ConfigureAwait(false);
+            var (label, detail) = await classifier.ClassifyAsync(call, model, prompt.Text, call.Attribution, route.Name, ct).ConfigureAwait(false);
             var rung = route.Ladder[label is null ? route.Ladder.Length - 1 : DifficultyPrompt.Rung(label, route.Ladder.Length)];
             return (rung, $"llm classifier: route '{route.Name}' {detail} -> {rung}{(label is null ? " (no usable answer: top rung)" : "")}");
         }

@@ -16,12 +16,12 @@ namespace Bursar.Gateway.Routing;
 /// </summary>
 public sealed class LlmClassifier(UpstreamRegistry registry, UpstreamClient upstream, CallMeter meter, Bursar.Core.Budgets.BudgetManager budgets, Bursar.Core.Pricing.PriceCatalog catalog, TimeProvider time) : IDifficultyClassifier
 {
-    public const string Task = "routing-classifier";
+    public const string Task = ClassifierCall.Task;
 
-    public async Task<(string? Label, string Detail)> ClassifyAsync(string model, string prompt, CallAttribution attribution, string route, CancellationToken ct)
+    public async Task<(string? Label, string Detail)> ClassifyAsync(LeverCall routed, string model, string prompt, CallAttribution attribution, string route, CancellationToken ct)
     {
         if (registry.Find(model) is not { } deployment) return (null, $"classifier model {model} is not served");
-        var text = prompt.Length > DifficultyPrompt.MaxPromptChars ? prompt[..DifficultyPrompt.MaxPromptChars] : prompt;
+        var text = ClassifierCall.Shown(prompt);
         var anthropic = deployment.Dialect == Dialect.Anthropic;
         var body = anthropic
             ? new JsonObject
@@ -34,11 +34,7 @@ public sealed class LlmClassifier(UpstreamRegistry registry, UpstreamClient upst
                 ["model"] = model, ["max_completion_tokens"] = 5, ["temperature"] = 0,
                 ["messages"] = new JsonArray(new JsonObject { ["role"] = "system", ["content"] = DifficultyPrompt.Instruction }, new JsonObject { ["role"] = "user", ["content"] = text }),
             };
-        var call = new LeverCall
-        {
-            Id = Guid.CreateVersion7(time.GetUtcNow()).ToString("N"), Started = time.GetUtcNow(), StartTimestamp = time.GetTimestamp(), Dialect = deployment.Dialect.Name(),
-            Attribution = attribution with { Task = Task }, RequestedModel = model, Provider = deployment.ProviderName, Route = route,
-        };
+        var call = ClassifierCall.Begin(time, deployment.Dialect.Name(), model, deployment.ProviderName, attribution, route);
         string? answer = null;
         try
         {
@@ -64,12 +60,8 @@ public sealed class LlmClassifier(UpstreamRegistry registry, UpstreamClient upst
         }
         finally
         {
-            // on the ledger as its own row, and in the caller's budgets: the classifier's tokens are part of what the call cost
-            var record = meter.Finish(call);
-            if (record.Cost is { } cost && catalog.Find(model).Price is { } price)
-                budgets.Charge(new Bursar.Core.Budgets.BudgetSubject(attribution.KeyId, attribution.Team, attribution.Customer, attribution.Feature, price.Model), cost);
+            ClassifierCall.Finish(call, meter, budgets, catalog, attribution, model);
         }
-        var label = DifficultyPrompt.Parse(answer);
-        return label is null ? (null, $"classifier {model} answered '{answer}', not simple/medium/hard") : (label, $"'{label}' from {model}");
+        return ClassifierCall.Read(model, answer);
     }
 }

@@ -18,7 +18,7 @@ public sealed class RouteStageTests
     {
         public List<(string Model, string Prompt, CallAttribution Attribution, string Route)> Asked { get; } = [];
 
-        public Task<(string? Label, string Detail)> ClassifyAsync(string model, string prompt, CallAttribution attribution, string route, CancellationToken cancellationToken)
+        public Task<(string? Label, string Detail)> ClassifyAsync(LeverCall call, string model, string prompt, CallAttribution attribution, string route, CancellationToken cancellationToken)
         {
             Asked.Add((model, prompt, attribution, route));
             return Task.FromResult<(string?, string)>((label, label is null ? $"{model} answered 'perhaps'" : $"{model} said {label}"));
