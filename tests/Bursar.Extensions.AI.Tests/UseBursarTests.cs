@@ -68,6 +68,21 @@ public sealed class UseBursarTests
     }
 
     [Fact]
+    public async Task A_caller_that_stops_reading_a_stream_leaves_one_row_for_what_was_streamed()
+    {
+        await using var host = new LibraryHost();
+        var client = host.Client("openai", "gpt-4.1-mini");
+        var seen = 0;
+        await foreach (var u in client.GetStreamingResponseAsync("Tell me a long story about the sea.", Tags("stopped")))
+            if (u.Text.Length > 0 && ++seen == 3) break;
+        var row = Assert.Single(await host.LedgerAsync("stopped"));
+        Assert.True(row.Streamed);
+        Assert.Equal("canceled", row.Outcome);
+        Assert.True(row.OutputTokens >= 3, $"{row.OutputTokens} output tokens for 3 deltas");
+        Assert.True(row.Cost > 0, "what was streamed is billed, never $0");
+    }
+
+    [Fact]
     public async Task Anthropic_one_hour_cache_writes_are_billed_as_one_hour_writes_and_reads_as_reads()
     {
         await using var host = new LibraryHost();
