@@ -11,10 +11,17 @@ namespace Bursar.Extensions.AI;
 /// </summary>
 internal static class ChatRequestJson
 {
+    [ThreadStatic] private static ArrayBufferWriter<byte>? t_buffer;
+    [ThreadStatic] private static Utf8JsonWriter? t_writer;
+
     public static byte[] Write(IEnumerable<ChatMessage> messages, ChatOptions? options, string model, bool stream)
     {
-        var buffer = new ArrayBufferWriter<byte>(1024);
-        using (var w = new Utf8JsonWriter(buffer))
+        // one buffer and writer per thread, reused: the call keeps only its own copy of the bytes
+        var buffer = t_buffer ??= new ArrayBufferWriter<byte>(1024);
+        buffer.ResetWrittenCount();
+        var w = t_writer;
+        if (w is null) t_writer = w = new Utf8JsonWriter(buffer);
+        else w.Reset(buffer);
         {
             w.WriteStartObject();
             w.WriteString("model", model);
@@ -79,8 +86,11 @@ internal static class ChatRequestJson
                 }
             }
             w.WriteEndObject();
+            w.Flush();
         }
-        return buffer.WrittenSpan.ToArray();
+        var bytes = buffer.WrittenSpan.ToArray();
+        if (buffer.Capacity > 64 * 1024) t_buffer = null; // a huge call does not keep its buffer
+        return bytes;
     }
 
     private static void WriteMessage(Utf8JsonWriter w, ChatMessage m)

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Bursar.Core.Ledger;
 using Bursar.Core.Pipeline;
@@ -214,11 +215,11 @@ public sealed partial class CallMeter
         var provider = new KeyValuePair<string, object?>("gen_ai.provider.name", c.Provider ?? c.Dialect);
         var operation = new KeyValuePair<string, object?>("gen_ai.operation.name", "chat");
         var requested = new KeyValuePair<string, object?>("gen_ai.request.model", c.RequestedModel ?? "unknown");
-        _duration.Record(record.LatencyMs / 1000.0, operation, provider, requested, model);
-        if (!usage.IsEmpty)
+        if (_duration.Enabled) _duration.Record(record.LatencyMs / 1000.0, new TagList { operation, provider, requested, model });
+        if (!usage.IsEmpty && _tokens.Enabled)
         {
-            _tokens.Record(usage.TotalInputTokens, operation, provider, requested, model, new KeyValuePair<string, object?>("gen_ai.token.type", "input"));
-            _tokens.Record(usage.OutputTokens, operation, provider, requested, model, new KeyValuePair<string, object?>("gen_ai.token.type", "output"));
+            _tokens.Record(usage.TotalInputTokens, new TagList { operation, provider, requested, model, new("gen_ai.token.type", "input") });
+            _tokens.Record(usage.OutputTokens, new TagList { operation, provider, requested, model, new("gen_ai.token.type", "output") });
         }
         if (Spans.HasListeners())
         {
