@@ -10,12 +10,12 @@ namespace Bursar.Extensions.AI;
 /// call) and the start of what a host would start: the ledger's journal replay and writer, budgets, limits and routes.
 /// Under a generic host the hosted services start them; in a plain service provider the first call does.
 /// </summary>
-public sealed class BursarRuntime(IEnumerable<ILeverStage> stages, CallMeter meter, AdmissionControl admission, LedgerService ledger, PolicyLoader policies, TimeProvider time)
+public sealed class BursarRuntime(IEnumerable<ILeverStage> stages, CallMeter meter, AdmissionControl admission, LedgerService ledger, PolicyLoader policies, Bursar.Core.Pricing.PriceCatalog catalog, TimeProvider time)
 {
     private Task? _started;
     private readonly Lock _lock = new();
 
-    public LeverPipeline Pipeline { get; } = new(stages, new ChatProviderCall(time), meter, admission);
+    public LeverPipeline Pipeline { get; } = new(stages, new ChatProviderCall(time, catalog), meter, admission);
 
     public TimeProvider Time => time;
 

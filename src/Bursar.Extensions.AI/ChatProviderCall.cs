@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Threading.Channels;
 using Bursar.Core.Pipeline;
+using Bursar.Core.Routing;
 using Microsoft.Extensions.AI;
 
 namespace Bursar.Extensions.AI;
@@ -24,21 +25,46 @@ internal sealed class ChatExchange
 /// stages chose and their edits applied to a copy of the caller's <see cref="ChatOptions"/>. A streamed answer is
 /// passed on one update behind, so the call's ledger record is journaled before the caller gets the last update.
 /// </summary>
-internal sealed class ChatProviderCall(TimeProvider time) : IProviderCall
+internal sealed class ChatProviderCall(TimeProvider time, Bursar.Core.Pricing.PriceCatalog catalog) : IProviderCall
 {
     public async ValueTask CallAsync(LeverCall call, CancellationToken cancellationToken)
     {
         var x = (ChatExchange)call.Host!;
-        var inner = x.ClientOptions.ClientFor(call.Model) ?? x.Inner;
+        // the chosen model, then the route's fallbacks (any model has a client here: a listed one or the wrapped one)
+        var (models, skipped) = FallbackChain.For(call, catalog, static _ => true);
+        var failures = new List<string>();
+        var (reason, routedFrom) = (call.RoutingReason, call.RoutedFrom);
+        for (var attempt = 0; ; attempt++)
+        {
+            var model = models[attempt];
+            // the ledger record is sealed inside the attempt: it says why this model serves the call before it is written
+            (call.RoutingReason, call.RoutedFrom) = (reason, routedFrom);
+            if (failures.Count > 0 || skipped.Count > 0) FallbackChain.Explain(call, model, failures, skipped);
+            try
+            {
+                await CallOnceAsync(call, x, model, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+            catch (Exception e) when (attempt + 1 < models.Count && !call.Summary.Answered && !(e is OperationCanceledException && cancellationToken.IsCancellationRequested))
+            {
+                // the model failed before answering anything: the next model of the route's chain
+                failures.Add($"{model}: {(StatusOf(e) is { } status ? status.ToString(System.Globalization.CultureInfo.InvariantCulture) : e.GetType().Name)}");
+            }
+        }
+    }
+
+    private async Task CallOnceAsync(LeverCall call, ChatExchange x, string model, CancellationToken cancellationToken)
+    {
+        var inner = x.ClientOptions.ClientFor(model) ?? x.Inner;
         call.Provider = ReferenceEquals(inner, x.Inner) ? x.Provider : (inner.GetService(typeof(ChatClientMetadata)) as ChatClientMetadata)?.ProviderName ?? x.Provider;
         var options = InnerOptions(x.Options);
-        options.ModelId = call.Model;
+        options.ModelId = model;
         IEnumerable<ChatMessage> messages = x.Messages;
         if (call.Edits.Any)
         {
             var anthropic = AnthropicCacheControl.IsAnthropic(inner);
             var edit = new ChatCallEdit([.. x.Messages], options, anthropic ? AnthropicCacheControl.Mark : null);
-            call.Edits.ApplyTo(edit, new EditTarget(anthropic, call.Model, call, cancellationToken));
+            call.Edits.ApplyTo(edit, new EditTarget(anthropic, model, call, cancellationToken));
             messages = edit.Messages;
         }
         if (x.Updates is null)
@@ -62,6 +88,14 @@ internal sealed class ChatProviderCall(TimeProvider time) : IProviderCall
         if (kept is not null && call.Summary.FinishReason is not null) call.Answer = (ChatJson.Serialize(kept.ToChatResponse()), "application/json");
         await call.SealAsync().ConfigureAwait(false);
         if (held is not null) await x.Updates.WriteAsync(held, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The HTTP status an SDK's exception carries (<c>Status</c> of System.ClientModel's, <c>StatusCode</c> of others), if any.</summary>
+    private static int? StatusOf(Exception e)
+    {
+        if (e is HttpRequestException { StatusCode: { } code }) return (int)code;
+        var p = e.GetType().GetProperty("Status") ?? e.GetType().GetProperty("StatusCode");
+        return p?.GetValue(e) switch { int i => i, System.Net.HttpStatusCode c => (int)c, _ => null };
     }
 
     /// <summary>A copy of the caller's options without Bursar's own <c>bursar.*</c> properties (never sent to a provider).</summary>

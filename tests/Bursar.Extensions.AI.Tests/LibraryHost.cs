@@ -21,11 +21,13 @@ public sealed class LibraryHost : IAsyncDisposable
             config[s[..eq]] = s[(eq + 1)..];
         }
         Services = new ServiceCollection().AddBursar(config).BuildServiceProvider();
-        Simulator = SdkClients.Simulator();
+        Simulator = SdkClients.Simulator(options: SimulatorOptions);
     }
 
     public ServiceProvider Services { get; }
     public ProviderSimulator Simulator { get; }
+    /// <summary>The Simulator's options: faults to inject into the next requests.</summary>
+    public SimulatorOptions SimulatorOptions { get; } = new();
     /// <summary>Requests that reached the provider.</summary>
     public int ProviderRequests => _counter.Count;
     private readonly RequestCounter _counter = new();

@@ -12,8 +12,8 @@ namespace Bursar.Extensions.AI.Tests;
 /// <summary>The official OpenAI and Anthropic .NET SDKs' chat clients, pointed at the provider Simulator in-process.</summary>
 public static class SdkClients
 {
-    public static ProviderSimulator Simulator(TimeProvider? time = null) =>
-        new(new SimulatorOptions(), time ?? TimeProvider.System, new PriceCatalog(PriceFiles.LoadBuiltIn()), new TokenCounter());
+    public static ProviderSimulator Simulator(TimeProvider? time = null, SimulatorOptions? options = null) =>
+        new(options ?? new SimulatorOptions(), time ?? TimeProvider.System, new PriceCatalog(PriceFiles.LoadBuiltIn()), new TokenCounter());
 
     public static IChatClient OpenAI(ProviderSimulator simulator, string model, HttpMessageHandler? wrap = null) =>
         new OpenAIClient(new ApiKeyCredential("sim"), new OpenAIClientOptions

@@ -196,6 +196,20 @@ public sealed class UseBursarTests
     }
 
     [Fact]
+    public async Task A_failing_model_falls_back_to_the_routes_next_model_and_the_ledger_says_why()
+    {
+        await using var host = new LibraryHost("Bursar:Routing:Routes:0:Name=resilient", "Bursar:Routing:Routes:0:Feature=fallback", "Bursar:Routing:Routes:0:Fallbacks:0=gpt-4o-mini");
+        host.SimulatorOptions.Faults.Enqueue(new Bursar.Providers.Simulator.SimulatorFault(503));
+        var client = host.Client("openai", "gpt-4o");
+        var answer = await client.GetResponseAsync("Say hello.", Tags("fallback"));
+        Assert.False(string.IsNullOrWhiteSpace(answer.Text));
+        var row = Assert.Single(await host.LedgerAsync("fallback"));
+        Assert.Equal(("gpt-4o", "gpt-4o-mini", "ok"), (row.RequestedModel, row.ServedModel, row.Outcome));
+        Assert.StartsWith("fallback to gpt-4o-mini after gpt-4o: 503", row.RoutingReason);
+        Assert.Equal(2, host.ProviderRequests);
+    }
+
+    [Fact]
     public async Task A_route_to_another_provider_goes_to_the_client_listed_for_that_model()
     {
         await using var host = new LibraryHost("Bursar:Routing:Routes:0:Name=cheap-claude", "Bursar:Routing:Routes:0:Feature=cross", "Bursar:Routing:Routes:0:Model=claude-haiku-4-5");

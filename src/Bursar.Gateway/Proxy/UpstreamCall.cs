@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Bursar.Core.Pipeline;
 using Bursar.Core.Pricing;
+using Bursar.Core.Routing;
 using Bursar.Gateway.Routing;
 using Bursar.Providers.Dialects;
 using Bursar.Providers.Sse;
@@ -31,7 +32,9 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
         var first = registry.Find(call.Model)!; // the route stage refused models no deployment serves
         call.Provider = first.ProviderName;
         // the chain: the chosen model, then the route's fallbacks (deployments in cooldown last; models whose context window is too small skipped, and said so)
-        var chain = Chain(call.Policy, first, call.Model, call.Request.EstimatedInputTokens + (call.MaxTokens ?? 0), out var skipped);
+        var (models, skipped) = FallbackChain.For(call, catalog, m => registry.Find(m) is not null);
+        // a deployment in cooldown is tried only after every healthy one
+        var chain = models.Select(m => (Deployment: m == call.Model ? first : registry.Find(m)!, Model: m)).OrderBy(c => health.IsCooling(c.Deployment.Name) ? 1 : 0).ToList();
         var failures = new List<string>();
         UpstreamResponse response;
         UpstreamDeployment deployment;
@@ -84,7 +87,7 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
             }
             break;
         }
-        if (failures.Count > 0 || skipped.Count > 0 || model != call.Model) Explain(call, model, failures, skipped);
+        if (failures.Count > 0 || skipped.Count > 0 || model != call.Model) LogFallback(logger, call.Attribution.Feature, FallbackChain.Explain(call, model, failures, skipped));
         using (response)
         {
             await RelayAsync(ctx, call, x, deployment, response.Message, injectedUsage, cancellationToken).ConfigureAwait(false);
@@ -122,17 +125,6 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
             modified = true;
         }
         return (modified ? CallerJson.Serialize(node, x.Body.Length) : x.Body, injectUsage);
-    }
-
-    private void Explain(LeverCall call, string model, List<string> failures, List<string> skipped)
-    {
-        call.RoutedFrom ??= call.Request.Model;
-        var parts = new List<string>();
-        if (failures.Count == 0 && model != call.Model) parts.Add($"fallback to {model}: {call.Model}'s deployment is cooling down after recent failures");
-        if (failures.Count > 0) parts.Add($"fallback to {model} after {string.Join("; ", failures)}");
-        if (skipped.Count > 0) parts.Add($"skipped {string.Join("; ", skipped)}");
-        call.RoutingReason = string.Join("; ", parts) + (call.RoutingReason is { } before ? $" (was: {before})" : "");
-        LogFallback(logger, call.Attribution.Feature, call.RoutingReason);
     }
 
     /// <summary>Sends the upstream answer to the caller; keeps a copy of what the caller got in <see cref="LeverCall.Answer"/> when a cache asked for it and the call succeeded.</summary>
@@ -207,26 +199,6 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
             return;
         }
         if (copy is not null && call.Summary.FinishReason is not null) call.Answer = (copy.WrittenSpan.ToArray(), "text/event-stream");
-    }
-
-    /// <summary>The models to try in order: the chosen one, then the route's fallbacks; deployments cooling down go last, models too small for the request are left out (and named).</summary>
-    private List<(UpstreamDeployment Deployment, string Model)> Chain(Bursar.Core.Routing.RoutePolicy? route, UpstreamDeployment deployment, string model, long neededTokens, out List<string> skipped)
-    {
-        skipped = [];
-        var chain = new List<(UpstreamDeployment, string)> { (deployment, model) };
-        if (route is null || route.Fallbacks.Length == 0) return chain;
-        foreach (var fb in route.Fallbacks)
-        {
-            if (fb == model || registry.Find(fb) is not { } d) continue;
-            if (catalog.Find(fb).Price?.ContextWindow is { } window && neededTokens > window)
-            {
-                skipped.Add($"{fb} (context window {window:N0} tokens < {neededTokens:N0} needed)");
-                continue;
-            }
-            chain.Add((d, fb));
-        }
-        // a deployment in cooldown is tried only after every healthy one
-        return chain.OrderBy(c => health.IsCooling(c.Item1.Name) ? 1 : 0).ToList();
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Routing fallback on feature {Feature}: {Detail}")]
