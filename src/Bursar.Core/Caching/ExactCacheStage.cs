@@ -16,7 +16,7 @@ public sealed class ExactCacheStage(IResponseCacheStore cache, ResponseCacheOpti
 
     public string Name => "exact-cache";
 
-    public async ValueTask InvokeAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
+    public ValueTask InvokeAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
     {
         var req = call.Request;
         var ttl = options.TtlFor(call.Attribution.Feature);
@@ -33,11 +33,12 @@ public sealed class ExactCacheStage(IResponseCacheStore cache, ResponseCacheOpti
                 key = null;
             }
         }
-        if (key is null)
-        {
-            await next(call, cancellationToken).ConfigureAwait(false);
-            return;
-        }
+        // not cacheable: straight on, without an async frame of its own
+        return key is null ? next(call, cancellationToken) : CachedAsync(call, key, ttl, next, cancellationToken);
+    }
+
+    private async ValueTask CachedAsync(LeverCall call, string key, TimeSpan ttl, LeverNext next, CancellationToken cancellationToken)
+    {
         if (await cache.GetAsync(key, cancellationToken).ConfigureAwait(false) is { } hit)
         {
             Hit(call, hit, semantic: false);

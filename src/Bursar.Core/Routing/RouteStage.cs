@@ -30,24 +30,34 @@ public sealed class RouteStage(ComplexityRouter router, IDifficultyClassifier cl
 {
     public string Name => "route";
 
-    public async ValueTask InvokeAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
+    public ValueTask InvokeAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
     {
         var asked = call.Request.Model;
         var route = call.Policy;
+        if (route is { Ladder.Length: > 0 }) return LadderAsync(call, route, next, cancellationToken);
         var target = route?.Model ?? (route?.Tier is { } tier ? TierLadders.Rung(asked, tier) : null) ?? asked;
-        string? why = target == asked || route is null ? null
-            : route.Tier is not null ? $"policy: route '{route.Name}' serves the {route.Tier} tier {target} for {asked}"
-            : $"policy: route '{route.Name}' serves {target} for {asked}";
-        if (route is { Ladder.Length: > 0 })
-        {
-            (target, why) = await ClimbAsync(call, route, cancellationToken).ConfigureAwait(false);
-        }
-        else if (!served.Serves(target))
+        if (!served.Serves(target))
         {
             // a ladder's rungs are checked against what is served when the route loads
             call.Refuse(LeverRefusal.ModelNotFound(target == asked ? served.NotServed(asked) : $"Route '{route!.Name}' serves {target} for {asked}, but: " + served.NotServed(target)));
-            return;
+            return ValueTask.CompletedTask;
         }
+        string? why = target == asked || route is null ? null
+            : route.Tier is not null ? $"policy: route '{route.Name}' serves the {route.Tier} tier {target} for {asked}"
+            : $"policy: route '{route.Name}' serves {target} for {asked}";
+        Decide(call, route, asked, target, why);
+        return next(call, cancellationToken);
+    }
+
+    private async ValueTask LadderAsync(LeverCall call, RoutePolicy route, LeverNext next, CancellationToken cancellationToken)
+    {
+        var (target, why) = await ClimbAsync(call, route, cancellationToken).ConfigureAwait(false);
+        Decide(call, route, call.Request.Model, target, why);
+        await next(call, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static void Decide(LeverCall call, RoutePolicy? route, string asked, string target, string? why)
+    {
         if (route is not null)
         {
             if (target != asked)
@@ -58,7 +68,6 @@ public sealed class RouteStage(ComplexityRouter router, IDifficultyClassifier cl
             else if (why is not null) call.RoutingReason = "kept: " + why; // the decision is on the ledger even when it keeps the model
         }
         call.Model = target;
-        await next(call, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task<(string Model, string Why)> ClimbAsync(LeverCall call, RoutePolicy route, CancellationToken ct)

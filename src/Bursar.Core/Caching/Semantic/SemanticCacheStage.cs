@@ -13,12 +13,19 @@ public sealed class SemanticCacheStage(SemanticResponseCache semantic, CallMeter
 {
     public string Name => "semantic-cache";
 
-    public async ValueTask InvokeAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
+    public ValueTask InvokeAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
+    {
+        call.CacheStatus ??= "bypass";
+        // not opted in: straight on, without an async frame of its own
+        return (call.Policy?.SemanticCache ?? semantic.Options.AppliesTo(call.Attribution.Feature)) && call.Request.CacheControl != "off"
+            ? LookupAsync(call, next, cancellationToken)
+            : next(call, cancellationToken);
+    }
+
+    private async ValueTask LookupAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
     {
         var req = call.Request;
-        call.CacheStatus ??= "bypass";
         string? partition = null, question = null;
-        if ((call.Policy?.SemanticCache ?? semantic.Options.AppliesTo(call.Attribution.Feature)) && req.CacheControl != "off")
         {
             try
             {
