@@ -110,17 +110,22 @@ public sealed partial class PostgresStore
             to = DateTimeOffset.FromUnixTimeSeconds(day == to.ToUnixTimeSeconds() ? day : day + LedgerRollup.Day);
         }
         var (fromHour, toHour, fromDay, toDay) = LedgerRollup.Split(from, to);
-        var columns = string.Join(", ", RollupCounts.Append("latency_ms").Concat(RollupMoney));
+        // money as text: a sum may carry more digits than a decimal holds, and decimal.Parse rounds where decimal addition would.
+        // Rows in the SQLite store's order (daily, then hourly, each by bucket and value in binary order), so the floating-point
+        // latency sums are added in the same order and reports agree to the last digit.
+        var columns = string.Join(", ", RollupCounts.Append("latency_ms").Concat(RollupMoney.Select(m => m + "::text")));
         var rows = await QueryAsync($"""
-            SELECT value, bucket, {columns} FROM rollup_day WHERE dim = @dim AND bucket >= @fromDay AND bucket < @toDay
-            UNION ALL
-            SELECT value, bucket, {columns} FROM rollup_hour WHERE dim = @dim AND ((bucket >= @fromHour AND bucket < LEAST(@fromDay, @toHour)) OR (bucket >= GREATEST(@toDay, @fromHour) AND bucket < @toHour))
+            SELECT value, bucket, {columns} FROM (
+              SELECT 0 AS part, value, bucket, {columns.Replace("::text", "", StringComparison.Ordinal)} FROM rollup_day WHERE dim = @dim AND bucket >= @fromDay AND bucket < @toDay
+              UNION ALL
+              SELECT 1, value, bucket, {columns.Replace("::text", "", StringComparison.Ordinal)} FROM rollup_hour WHERE dim = @dim AND ((bucket >= @fromHour AND bucket < LEAST(@fromDay, @toHour)) OR (bucket >= GREATEST(@toDay, @fromHour) AND bucket < @toHour))
+            ) slice ORDER BY part, bucket, value COLLATE "C"
             """, r =>
             {
                 var counts = new long[RollupCounts.Length];
                 for (var i = 0; i < counts.Length; i++) counts[i] = r.GetInt64(2 + i);
                 var money = new decimal[RollupMoney.Length];
-                for (var i = 0; i < money.Length; i++) money[i] = r.GetDecimal(3 + counts.Length + i);
+                for (var i = 0; i < money.Length; i++) money[i] = ParseMoney(r.GetString(3 + counts.Length + i));
                 var day = DateOnly.FromDateTime(DateTimeOffset.FromUnixTimeSeconds(r.GetInt64(1)).UtcDateTime);
                 return (r.GetString(0), day, Totals(counts, r.GetDouble(2 + counts.Length), money));
             }, cancellationToken,
@@ -142,9 +147,9 @@ public sealed partial class PostgresStore
         var fromDay = LedgerRollup.BucketOf(from, LedgerRollup.Day);
         var toDay = LedgerRollup.BucketOf(to, LedgerRollup.Day) + (to.ToUnixTimeSeconds() % LedgerRollup.Day == 0 ? 0 : LedgerRollup.Day);
         var rows = await QueryAsync("""
-            SELECT feature, SUM(runs)::bigint, SUM(ended)::bigint, SUM(calls)::bigint, SUM(cost) FROM rollup_run_day
-            WHERE day >= @from AND day < @to GROUP BY feature HAVING SUM(runs) > 0
-            """, r => new RunCostRow(r.GetString(0), r.GetInt64(1), r.GetInt64(2), r.GetInt64(3), r.GetDecimal(4)),
+            SELECT feature, SUM(runs)::bigint, SUM(ended)::bigint, SUM(calls)::bigint, SUM(cost)::text FROM rollup_run_day
+            WHERE day >= @from AND day < @to GROUP BY feature HAVING SUM(runs) > 0 ORDER BY feature COLLATE "C"
+            """, r => new RunCostRow(r.GetString(0), r.GetInt64(1), r.GetInt64(2), r.GetInt64(3), ParseMoney(r.GetString(4))),
             cancellationToken, ("from", fromDay), ("to", toDay)).ConfigureAwait(false);
         return rows.OrderByDescending(x => x.Cost).ToArray();
     }

@@ -97,6 +97,12 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
         return new string(chars);
     }
 
+    /// <summary>
+    /// A <c>numeric</c> sum read as text: exact in the database, it may carry more significant digits than a decimal's 28-29 (amounts of
+    /// very different scales added up); parsing rounds it as decimal addition would have, where reading it as a decimal would overflow.
+    /// </summary>
+    internal static decimal ParseMoney(string s) => decimal.Parse(s, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture);
+
     private static object Db(string? s) => s is null ? DBNull.Value : Clean(s);
     private static DateTimeOffset Utc(DateTimeOffset t) => t.ToUniversalTime();
 
@@ -330,11 +336,11 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
             BudgetScope.Model => "served_model",
             _ => null,
         };
-        var sql = "SELECT COALESCE(SUM(cost), 0) FROM ledger WHERE cost IS NOT NULL AND ts_unix_ms >= @since" + (column is null ? "" : $" AND {column} = @value");
+        var sql = "SELECT COALESCE(SUM(cost), 0)::text FROM ledger WHERE cost IS NOT NULL AND ts_unix_ms >= @since" + (column is null ? "" : $" AND {column} = @value");
         var since64 = since == DateTimeOffset.MinValue ? long.MinValue : since.ToUnixTimeMilliseconds();
         var rows = column is null
-            ? await QueryAsync(sql, r => r.GetDecimal(0), cancellationToken, ("since", since64)).ConfigureAwait(false)
-            : await QueryAsync(sql, r => r.GetDecimal(0), cancellationToken, ("since", since64), ("value", Db(b.Value))).ConfigureAwait(false);
+            ? await QueryAsync(sql, r => ParseMoney(r.GetString(0)), cancellationToken, ("since", since64)).ConfigureAwait(false)
+            : await QueryAsync(sql, r => ParseMoney(r.GetString(0)), cancellationToken, ("since", since64), ("value", Db(b.Value))).ConfigureAwait(false);
         return rows[0];
     }
 
