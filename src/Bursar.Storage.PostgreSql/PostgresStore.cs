@@ -42,6 +42,19 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
 
     public void Dispose() => _data.Dispose();
 
+    private long _copyTicks, _insertTicks, _rollupTicks, _commitTicks, _written;
+
+    /// <summary>Where ledger writes spent their time so far (copy, move into the ledger, rollups, commit), for benchmarks and diagnostics.</summary>
+    public PostgresWriteStats WriteStats => new(Interlocked.Read(ref _written), TimeSpan.FromTicks(Interlocked.Read(ref _copyTicks)),
+        TimeSpan.FromTicks(Interlocked.Read(ref _insertTicks)), TimeSpan.FromTicks(Interlocked.Read(ref _rollupTicks)), TimeSpan.FromTicks(Interlocked.Read(ref _commitTicks)));
+
+    private static void Lap(ref long total, ref long mark)
+    {
+        var now = System.Diagnostics.Stopwatch.GetTimestamp();
+        Interlocked.Add(ref total, System.Diagnostics.Stopwatch.GetElapsedTime(mark, now).Ticks);
+        mark = now;
+    }
+
     // ---------------------------------------------------------------- helpers
 
     private async Task<List<T>> QueryAsync<T>(string sql, Func<NpgsqlDataReader, T> map, CancellationToken ct, params (string Name, object? Value)[] args)
@@ -182,6 +195,7 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
     public async Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken cancellationToken)
     {
         if (records.Count == 0) return;
+        var mark = System.Diagnostics.Stopwatch.GetTimestamp();
         await using var c = await _data.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var tx = await c.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
         await using (var create = new NpgsqlCommand("CREATE TEMP TABLE ledger_in (LIKE ledger) ON COMMIT DROP", c, tx))
@@ -191,6 +205,7 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
             foreach (var r in records) WriteRow(copy, r);
             await copy.CompleteAsync(cancellationToken).ConfigureAwait(false);
         }
+        Lap(ref _copyTicks, ref mark);
         var inserted = new HashSet<string>(StringComparer.Ordinal);
         await using (var move = new NpgsqlCommand($"INSERT INTO ledger ({LedgerColumnList}) SELECT {LedgerColumnList} FROM ledger_in ON CONFLICT (id) DO NOTHING RETURNING id", c, tx))
         await using (var r = await move.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
@@ -199,8 +214,12 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
         var fresh = new List<LedgerRecord>(inserted.Count);
         foreach (var r in records)
             if (inserted.Remove(Clean(r.Id))) fresh.Add(r);
+        Lap(ref _insertTicks, ref mark);
         await UpdateRollupsAsync(c, tx, fresh, cancellationToken).ConfigureAwait(false);
+        Lap(ref _rollupTicks, ref mark);
         await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
+        Lap(ref _commitTicks, ref mark);
+        Interlocked.Add(ref _written, records.Count);
     }
 
     public async Task<IReadOnlyList<LedgerRecord>> ReadAsync(LedgerQuery query, CancellationToken cancellationToken)
@@ -376,3 +395,6 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
     public async Task<bool> DeleteRouteAsync(string name, CancellationToken cancellationToken) =>
         await NonQueryAsync("DELETE FROM routes WHERE name = @n", cancellationToken, ("n", Clean(name))).ConfigureAwait(false) > 0;
 }
+
+/// <summary>Cumulative time of the PostgreSQL store's ledger writes by phase.</summary>
+public sealed record PostgresWriteStats(long Records, TimeSpan Copy, TimeSpan MoveIntoLedger, TimeSpan Rollups, TimeSpan Commit);
