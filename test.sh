@@ -17,13 +17,15 @@ trap cleanup EXIT
 # Node.js and npm (for the official openai and @anthropic-ai/sdk clients) come from Debian if missing.
 # Debian's Chromium (/usr/bin/chromium) for the dashboard's browser test, driven by Playwright for .NET.
 # Debian's redis-server for the shared response cache: the tests start their own servers on free ports and stop them.
-# (PostgreSQL joins this list with the issue whose tests need it.)
+# Debian's postgresql for the PostgreSQL store: the tests run initdb and pg_ctl themselves (as the postgres user when root),
+# each on a free port in a temporary folder, and stop the server at the end. Debian keeps them in /usr/lib/postgresql/*/bin.
 command -v dotnet >/dev/null || { echo "The .NET 10 SDK is required (dotnet not on PATH)." >&2; exit 1; }
 sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
 need=()
 { command -v node >/dev/null && command -v npm >/dev/null; } || need+=(nodejs npm)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v redis-server >/dev/null || need+=(redis-server)
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing from Debian: ${need[*]}"
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
@@ -46,7 +48,7 @@ tools=$(mktemp -d)
 scratch+=("$tools")
 dotnet pack src/Bursar.Cli -c Release --no-build --nologo -v q -o "$tools/artifacts" >/dev/null
 # the .NET library face, packed as the NuGet package an app references, with the packages it depends on
-for p in Bursar.Core Bursar.Providers Bursar.Storage.Sqlite Bursar.Caching.Redis Bursar.Embeddings.Onnx Bursar.Hosting Bursar.Extensions.AI; do
+for p in Bursar.Core Bursar.Providers Bursar.Storage.Sqlite Bursar.Storage.PostgreSql Bursar.Caching.Redis Bursar.Embeddings.Onnx Bursar.Hosting Bursar.Extensions.AI; do
   dotnet pack "src/$p" -c Release --no-build --nologo -v q -o "$tools/artifacts" >/dev/null
 done
 ls "$tools/artifacts"/Bursar.Extensions.AI.*.nupkg >/dev/null || { echo "the Bursar.Extensions.AI package was not produced" >&2; status=1; }

@@ -27,4 +27,9 @@ if (args.Length > 0 && args[0] == "library-loop")
     b.Cleanup();
     return;
 }
+if (args.Length > 0 && args[0] == "postgres-scale")
+{
+    await Bursar.Benchmarks.PostgresScale.RunAsync(args);
+    return;
+}
 BenchmarkSwitcher.FromAssembly(typeof(Bursar.Benchmarks.HotPathBenchmarks).Assembly).Run(args);

@@ -13,17 +13,9 @@ namespace Bursar.Benchmarks;
 /// </summary>
 public static class ReportScale
 {
-    public static async Task RunAsync(string[] args)
+    /// <summary>Times the reports of <paramref name="store"/> over the synthetic month; returns the median of each.</summary>
+    internal static async Task<List<double>> TimeReportsAsync(Bursar.Core.Reporting.IReportStore store, DateTimeOffset start, DateTimeOffset end)
     {
-        var rows = args.Length > 1 ? long.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 10_000_000;
-        var dir = args.Length > 2 ? args[2] : "/tmp/bursar-report-scale";
-        var store = new SqliteStore(Path.Combine(dir, "bursar.db"));
-        var end = new DateTimeOffset(2026, 11, 1, 0, 0, 0, TimeSpan.Zero);
-        var start = end.AddDays(-30);
-        var have = await store.CountAsync(default);
-        if (have < rows) await FillAsync(store, have, rows, start, end);
-        Console.WriteLine($"ledger: {await store.CountAsync(default):N0} rows, file {new FileInfo(store.Path).Length / 1e9:0.00} GB");
-
         var cases = new (string Name, Func<Task<object>> Run)[]
         {
             ("spend by feature, 30 days (full report: rows, drivers, trend, savings, tasks)", async () => await SpendReport.QueryAsync(store, ReportDimension.Feature, start, end, default)),
@@ -52,6 +44,21 @@ public static class ReportScale
             medians.Add(times[2]);
             Console.WriteLine($"| {name} | {cold:0.0} | {times[2]:0.0} | {times[^1]:0.0} |");
         }
+        return medians;
+    }
+
+    public static async Task RunAsync(string[] args)
+    {
+        var rows = args.Length > 1 ? long.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 10_000_000;
+        var dir = args.Length > 2 ? args[2] : "/tmp/bursar-report-scale";
+        var store = new SqliteStore(Path.Combine(dir, "bursar.db"));
+        var end = new DateTimeOffset(2026, 11, 1, 0, 0, 0, TimeSpan.Zero);
+        var start = end.AddDays(-30);
+        var have = await store.CountAsync(default);
+        if (have < rows) await FillAsync(store, have, rows, start, end);
+        Console.WriteLine($"ledger: {await store.CountAsync(default):N0} rows, file {new FileInfo(store.Path).Length / 1e9:0.00} GB");
+
+        var medians = await TimeReportsAsync(store, start, end);
         // the same question answered by scanning the ledger rows, for scale
         using var c = new SqliteConnection($"Data Source={store.Path};Mode=ReadOnly");
         c.Open();
@@ -65,7 +72,8 @@ public static class ReportScale
         Console.WriteLine($"\nrollup report / ledger scan (spend by feature, median): {medians[0] / scan.Elapsed.TotalMilliseconds:0.0000}");
     }
 
-    private static async Task FillAsync(SqliteStore store, long from, long rows, DateTimeOffset start, DateTimeOffset end)
+    /// <summary>Writes synthetic calls <paramref name="from"/>..<paramref name="rows"/> through the store's write path in batches; returns the rows per second.</summary>
+    internal static async Task<double> FillAsync(ILedgerStore store, long from, long rows, DateTimeOffset start, DateTimeOffset end, int batch = 20_000)
     {
         string[] models = ["gpt-4.1", "gpt-4.1-mini", "gpt-4o-mini", "claude-sonnet-4-5", "claude-haiku-4-5", "gpt-5"];
         decimal[] inRate = [2m, 0.4m, 0.15m, 3m, 1m, 1.25m], outRate = [8m, 1.6m, 0.6m, 15m, 5m, 10m];
@@ -73,7 +81,6 @@ public static class ReportScale
         var rng = new Random(20261123 + (int)from);
         var span = (end - start).Ticks;
         var sw = Stopwatch.StartNew();
-        const int batch = 20_000;
         for (var done = from; done < rows;)
         {
             var n = (int)Math.Min(batch, rows - done);
@@ -101,5 +108,6 @@ public static class ReportScale
             Console.Error.Write($"\rwriting synthetic ledger: {done:N0}/{rows:N0} rows, {(done - from) / sw.Elapsed.TotalSeconds:N0} rows/s   ");
         }
         Console.Error.WriteLine();
+        return (rows - from) / sw.Elapsed.TotalSeconds;
     }
 }

@@ -8,7 +8,6 @@ using Bursar.Core.Budgets;
 using Bursar.Core.Ledger;
 using Bursar.Extensions.AI;
 using Bursar.Providers.Simulator;
-using Bursar.Storage.Sqlite;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using OpenAI;
@@ -21,7 +20,7 @@ await using var services = new ServiceCollection()
     .BuildServiceProvider();
 
 // 2. a budget for the customer the agent works for: $0.0004 a day
-var store = services.GetRequiredService<SqliteStore>();
+var store = services.GetRequiredService<Bursar.Core.Storage.IBursarStore>();
 await store.UpsertBudgetAsync(new BudgetDefinition { Id = "sample-acme", Scope = BudgetScope.Customer, Value = "acme", Period = BudgetPeriod.Day, LimitUsd = 0.0004m }, default);
 await services.GetRequiredService<BudgetManager>().ReloadAsync(default);
 

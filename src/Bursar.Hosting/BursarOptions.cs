@@ -37,6 +37,17 @@ public sealed class BursarOptions
     /// <summary>How often budgets and rate limits are re-read from the store (changes made with the CLI). Default 5 s.</summary>
     public TimeSpan PolicyRefreshInterval { get; set; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// Where the ledger, keys, budgets, limits, routes and prices live: <c>sqlite</c> (the default: one file in the data directory,
+    /// for one gateway) or <c>postgres</c> (<c>Bursar:Postgres:ConnectionString</c>; one database shared by several gateway instances).
+    /// </summary>
+    public string Store { get; set; } = "sqlite";
+
+    /// <summary>The PostgreSQL store (<c>Bursar:Store=postgres</c>).</summary>
+    public PostgresStoreOptions Postgres { get; set; } = new();
+
+    public bool UsesPostgres => string.Equals(Store, "postgres", StringComparison.OrdinalIgnoreCase);
+
     public string ResolvedDatabasePath => DatabasePath ?? Path.Combine(DataDirectory, "bursar.db");
 
     public string SpoolDirectory => Path.Combine(DataDirectory, "spool");
@@ -50,6 +61,27 @@ public sealed class BursarOptions
             throw new InvalidOperationException($"Bursar:AdminMaxFailuresPerMinute must be 1-10000, not {AdminMaxFailuresPerMinute}.");
         if (ClaudeTokenFactor is <= 0 or > 10) throw new InvalidOperationException($"Bursar:ClaudeTokenFactor must be in (0, 10], not {ClaudeTokenFactor}.");
         foreach (var p in Prices) p.Validate();
+        if (!UsesPostgres && !string.Equals(Store, "sqlite", StringComparison.OrdinalIgnoreCase))
+            throw new InvalidOperationException($"Bursar:Store must be sqlite or postgres, not '{Store}'.");
+        if (UsesPostgres) Postgres.Validate();
+    }
+}
+
+/// <summary>The <c>Bursar:Postgres</c> section.</summary>
+public sealed class PostgresStoreOptions
+{
+    /// <summary>An Npgsql connection string: <c>Host=db;Port=5432;Database=bursar;Username=bursar;Password=...</c>.</summary>
+    public string? ConnectionString { get; set; }
+
+    public void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(ConnectionString))
+            throw new InvalidOperationException("Bursar:Store is postgres but Bursar:Postgres:ConnectionString is empty (Host=...;Database=...;Username=...;Password=...).");
+        Npgsql.NpgsqlConnectionStringBuilder parsed;
+        // the message names the problem, never the string itself (it may hold a password)
+        try { parsed = new Npgsql.NpgsqlConnectionStringBuilder(ConnectionString); }
+        catch (ArgumentException e) { throw new InvalidOperationException($"Bursar:Postgres:ConnectionString is not a valid Npgsql connection string: {e.Message}"); }
+        if (string.IsNullOrWhiteSpace(parsed.Host)) throw new InvalidOperationException("Bursar:Postgres:ConnectionString names no Host.");
     }
 }
 

@@ -11,6 +11,7 @@ using Bursar.Core.Pipeline;
 using Bursar.Core.Pricing;
 using Bursar.Core.Routing;
 using Bursar.Core.Runs;
+using Bursar.Core.Storage;
 using Bursar.Core.Tokens;
 using Bursar.Providers.Simulator;
 using Bursar.Storage.Sqlite;
@@ -53,15 +54,19 @@ public static partial class BursarServices
 
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<BursarOptions>>().Value);
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<SimulatorOptions>>().Value);
-        services.AddSingleton(sp =>
+        // the store Bursar:Store names; its interfaces all resolve to the one instance
+        services.AddSingleton<IBursarStore>(sp =>
         {
-            var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger<SqliteStore>();
-            return new SqliteStore(sp.GetRequiredService<BursarOptions>().ResolvedDatabasePath, m => LogStoreProgress(log, m), sp.GetRequiredService<TimeProvider>());
+            var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger<IBursarStore>();
+            return OpenStore(sp.GetRequiredService<BursarOptions>(), sp.GetRequiredService<TimeProvider>(), m => LogStoreProgress(log, m));
         });
-        services.AddSingleton<IKeyStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton<ILedgerStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton<Bursar.Core.Reporting.IReportStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton(sp => LoadCatalog(sp.GetRequiredService<SqliteStore>(), sp.GetRequiredService<BursarOptions>()));
+        services.AddSingleton(sp => sp.GetRequiredService<IBursarStore>() as SqliteStore
+            ?? throw new InvalidOperationException("Bursar:Store is postgres: ask for IBursarStore (or one of the store interfaces), not SqliteStore."));
+        services.AddSingleton<IKeyStore>(sp => sp.GetRequiredService<IBursarStore>());
+        services.AddSingleton<ILedgerStore>(sp => sp.GetRequiredService<IBursarStore>());
+        services.AddSingleton<Bursar.Core.Reporting.IReportStore>(sp => sp.GetRequiredService<IBursarStore>());
+        services.AddSingleton<IPriceStore>(sp => sp.GetRequiredService<IBursarStore>());
+        services.AddSingleton(sp => LoadCatalog(sp.GetRequiredService<IPriceStore>(), sp.GetRequiredService<BursarOptions>()));
         services.AddSingleton(sp => new TokenCounter(sp.GetRequiredService<BursarOptions>().ClaudeTokenFactor));
         services.AddSingleton(sp => new PromptTokenEstimator(sp.GetRequiredService<TokenCounter>()));
         services.AddOptions<LedgerWriterOptions>().Bind(configuration.GetSection(LedgerWriterOptions.Section))
@@ -79,8 +84,8 @@ public static partial class BursarServices
             PriceCatalog? catalog = null; // resolved once, on first use (not per call)
             return new CallMeter(() => catalog ??= sp.GetRequiredService<PriceCatalog>(), sp.GetRequiredService<LedgerWriter>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<CallMeter>>(), sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>());
         });
-        services.AddSingleton<IBudgetStore>(sp => sp.GetRequiredService<SqliteStore>());
-        services.AddSingleton<IRateLimitStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<IBudgetStore>(sp => sp.GetRequiredService<IBursarStore>());
+        services.AddSingleton<IRateLimitStore>(sp => sp.GetRequiredService<IBursarStore>());
         services.AddOptions<BudgetAlertOptions>().Bind(configuration.GetSection("Bursar:Alerts"))
             .Validate(o => o.WebhookUrl is null || Uri.TryCreate(o.WebhookUrl, UriKind.Absolute, out _), "Bursar:Alerts:WebhookUrl must be an absolute URL.").ValidateOnStart();
         services.AddOptions<RunCapOptions>().Bind(configuration.GetSection(RunCapOptions.Section))
@@ -132,7 +137,7 @@ public static partial class BursarServices
         services.AddSingleton<PrefixFingerprint>();
         services.AddSingleton(sp => new PromptCachePlacer(sp.GetRequiredService<TokenCounter>(), sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton(sp => new Bursar.Core.Routing.RouteTable(sp.GetRequiredService<Bursar.Core.Routing.RoutingOptions>().WithDefaults()));
-        services.AddSingleton<Bursar.Core.Routing.IRouteStore>(sp => sp.GetRequiredService<SqliteStore>());
+        services.AddSingleton<Bursar.Core.Routing.IRouteStore>(sp => sp.GetRequiredService<IBursarStore>());
         services.AddSingleton<RouteLoader>();
         services.AddSingleton(sp => new Bursar.Core.Routing.OutputCapLearner(() => sp.GetRequiredService<Bursar.Core.Routing.RouteTable>().Current, sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<OutputCapService>();
@@ -160,14 +165,20 @@ public static partial class BursarServices
     [LoggerMessage(Level = LogLevel.Information, Message = "{Progress}")]
     private static partial void LogStoreProgress(ILogger logger, string progress);
 
+    /// <summary>The store <c>Bursar:Store</c> names: the SQLite file in the data directory, or the PostgreSQL database (migrated on open).</summary>
+    public static IBursarStore OpenStore(BursarOptions options, TimeProvider time, Action<string>? progress = null) =>
+        options.UsesPostgres
+            ? new Bursar.Storage.PostgreSql.PostgresStore(options.Postgres.ConnectionString!, time)
+            : new SqliteStore(options.ResolvedDatabasePath, progress, time);
+
     /// <summary>Built-in prices, then prices imported into the store, then configured overrides (last wins).</summary>
-    public static PriceCatalog LoadCatalog(SqliteStore store, BursarOptions options) =>
+    public static PriceCatalog LoadCatalog(IPriceStore store, BursarOptions options) =>
         new(PriceFiles.LoadBuiltIn().Concat(store.LoadImportedPrices()).Concat(options.Prices.Select(p => p.ToPrice())));
 
 }
 
 /// <summary>Loads budgets, rate limits and stored routes from the store at start and every refresh interval (the admin API reloads them on change).</summary>
-public sealed partial class PolicyLoader(BudgetManager budgets, RateLimiter limiter, IRateLimitStore limits, RouteLoader routes, SqliteStore store, BursarOptions options, TimeProvider time, ILogger<PolicyLoader> logger) : IHostedService
+public sealed partial class PolicyLoader(BudgetManager budgets, RateLimiter limiter, IRateLimitStore limits, RouteLoader routes, IBursarStore store, BursarOptions options, TimeProvider time, ILogger<PolicyLoader> logger) : IHostedService
 {
     private DateTimeOffset _pruned = DateTimeOffset.MinValue;
 

@@ -10,7 +10,7 @@ namespace Bursar.Storage.Sqlite;
 /// transaction, so a report over millions of calls reads a few thousand rollup rows. Money stays exact decimal text,
 /// added with a <c>dec_add</c> SQL function.
 /// </summary>
-public sealed partial class SqliteStore : IReportStore
+public sealed partial class SqliteStore
 {
     private const int RollupVersion = 3;
 

@@ -13,7 +13,7 @@ namespace Bursar.Storage.Sqlite;
 /// The embedded default store: one SQLite file in WAL mode holding the ledger, virtual keys and imported prices.
 /// Money is stored as exact decimal text, never as floating point.
 /// </summary>
-public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore, IRateLimitStore, Bursar.Core.Routing.IRouteStore
+public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
 {
     private readonly string _connectionString;
 
@@ -35,6 +35,8 @@ public sealed partial class SqliteStore : ILedgerStore, IKeyStore, IBudgetStore,
     }
 
     public string Path { get; }
+
+    public string Location => Path;
 
     private SqliteConnection Open()
     {

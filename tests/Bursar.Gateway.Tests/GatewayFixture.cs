@@ -4,7 +4,6 @@ using Bursar.Core.Keys;
 using Bursar.Core.Ledger;
 using Bursar.Gateway.Hosting;
 using Bursar.Providers.Simulator;
-using Bursar.Storage.Sqlite;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -23,7 +22,8 @@ public class GatewayFixture : IAsyncLifetime
     public string BaseUrl { get; private set; } = "";
     public string Key { get; private set; } = "";
     public HttpClient Http { get; private set; } = null!;
-    public SqliteStore Store => _app!.Services.GetRequiredService<SqliteStore>();
+    /// <summary>The store the gateway uses (SQLite unless the fixture's configuration says <c>Bursar:Store=postgres</c>).</summary>
+    public Bursar.Core.Storage.IBursarStore Store => _app!.Services.GetRequiredService<Bursar.Core.Storage.IBursarStore>();
     public ProviderSimulator Simulator => _app!.Services.GetRequiredService<ProviderSimulator>();
     public IServiceProvider Services => _app!.Services;
 

@@ -1,5 +1,8 @@
 using System.CommandLine;
+using Bursar.Core.Storage;
+using Bursar.Hosting;
 using Bursar.Storage.Sqlite;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Logging;
 
 namespace Bursar.Cli.Commands;
@@ -20,10 +23,27 @@ internal static class CliOptions
     /// <c>bursar.db</c>, so a mistyped <c>--data-dir</c> is an error and not an empty report; commands that create
     /// things (<paramref name="create"/>) make the folder and say so.
     /// </summary>
-    public static SqliteStore OpenStore(ParseResult pr, bool create = false)
+    /// <remarks>
+    /// With <c>Bursar__Store=postgres</c> and <c>Bursar__Postgres__ConnectionString</c> in the environment (the names <c>bursar serve</c>
+    /// reads its configuration from too), the commands work on that PostgreSQL database instead, and the data directory is not consulted.
+    /// </remarks>
+    public static IBursarStore OpenStore(ParseResult pr, bool create = false)
     {
+        var options = StoreOptions();
+        if (options.UsesPostgres) return BursarServices.OpenStore(options, TimeProvider.System);
         var dir = DataDirectory(pr, create);
         return new SqliteStore(Path.Combine(dir, "bursar.db"));
+    }
+
+    /// <summary><c>Bursar:Store</c> and <c>Bursar:Postgres</c> from the environment (<c>Bursar__Store</c>, <c>Bursar__Postgres__ConnectionString</c>), validated.</summary>
+    public static BursarOptions StoreOptions()
+    {
+        var config = new Microsoft.Extensions.Configuration.ConfigurationBuilder().AddEnvironmentVariables().Build();
+        var options = new BursarOptions();
+        Microsoft.Extensions.Configuration.ConfigurationBinder.Bind(config.GetSection(BursarOptions.Section), options);
+        try { options.Validate(); }
+        catch (InvalidOperationException e) { throw new CliException(e.Message); }
+        return options;
     }
 
     /// <summary>Checks the data directory: a file there is an error; a missing one is created (and said) or refused.</summary>

@@ -7,7 +7,6 @@ using Bursar.Core.Ledger;
 using Bursar.Core.Reporting;
 using Bursar.Gateway.Demo;
 using Bursar.Gateway.Hosting;
-using Bursar.Storage.Sqlite;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -82,9 +81,9 @@ internal static class DemoCommand
         using var stopping = CancellationTokenSource.CreateLinkedTokenSource(ct, app.Lifetime.ApplicationStopping);
         ct = stopping.Token;
         var url = ServerUrl(app);
-        var store = app.Services.GetRequiredService<SqliteStore>();
+        var store = app.Services.GetRequiredService<Bursar.Core.Storage.IBursarStore>();
         var before = await store.CountAsync(ct);
-        Console.WriteLine($"Bursar demo: gateway on {url}, providers simulated, ledger in {store.Path}");
+        Console.WriteLine($"Bursar demo: gateway on {url}, providers simulated, ledger in {store.Location}");
 
         try
         {
@@ -159,7 +158,7 @@ internal static class DemoCommand
     }
 
     /// <summary>Waits (without stopping the gateway) until the ledger writer has landed the workload's rows, or has nothing left to write.</summary>
-    private static async Task LedgerLandedAsync(WebApplication app, SqliteStore store, long expected)
+    private static async Task LedgerLandedAsync(WebApplication app, Bursar.Core.Storage.IBursarStore store, long expected)
     {
         var writer = app.Services.GetRequiredService<Bursar.Core.Ledger.LedgerWriter>();
         var quiet = 0;

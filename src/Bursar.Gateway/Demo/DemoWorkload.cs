@@ -3,7 +3,6 @@ using System.Text;
 using System.Text.Json.Nodes;
 using Bursar.Core.Budgets;
 using Bursar.Core.Keys;
-using Bursar.Storage.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Bursar.Gateway.Demo;
@@ -35,7 +34,7 @@ public static class DemoWorkload
     /// <summary>Sets the demo budget and keys, then drives <paramref name="total"/> calls at <paramref name="concurrency"/>; reports its progress as it goes.</summary>
     public static async Task DriveAsync(IServiceProvider services, string url, int total, int concurrency, Action<Progress>? progress, CancellationToken ct)
     {
-        var store = services.GetRequiredService<SqliteStore>();
+        var store = services.GetRequiredService<Bursar.Core.Storage.IBursarStore>();
         // the experimental model has no price on purpose; the Simulator standing in for the OpenAI deployment offers it
         services.GetService<Bursar.Providers.Simulator.ProviderSimulator>()?.AddModels(Mix.Where(w => w.Feature == "experiments").Select(w => w.Model));
         // a small monthly budget on one customer, so the demo shows a refusal as well

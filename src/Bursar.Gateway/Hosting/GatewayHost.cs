@@ -19,7 +19,6 @@ using Bursar.Gateway.Endpoints;
 using Bursar.Gateway.Proxy;
 using Bursar.Providers.Simulator;
 using Bursar.Providers.Upstream;
-using Bursar.Storage.Sqlite;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;

@@ -1,0 +1,45 @@
+using System.Diagnostics;
+using Bursar.Storage.PostgreSql;
+using Npgsql;
+
+namespace Bursar.Benchmarks;
+
+/// <summary>
+/// <c>postgres-scale [rows] [batch] </c> with <c>BURSAR_BENCH_POSTGRES</c> set to a connection string (an empty database):
+/// writes the same synthetic month as <c>report-scale</c> through the PostgreSQL store's real write path (binary COPY into a
+/// transaction-local table, ON CONFLICT DO NOTHING into the ledger, rollups upserted in the same transaction), reports the rows
+/// per second, then times the reports against it beside a plain GROUP BY over the ledger rows. Default 1,000,000 rows in
+/// batches of 512 (the ledger writer's largest batch).
+/// </summary>
+public static class PostgresScale
+{
+    public static async Task RunAsync(string[] args)
+    {
+        var rows = args.Length > 1 ? long.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 1_000_000;
+        var batch = args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 512;
+        var cs = Environment.GetEnvironmentVariable("BURSAR_BENCH_POSTGRES")
+            ?? throw new InvalidOperationException("Set BURSAR_BENCH_POSTGRES to the connection string of an empty PostgreSQL database.");
+        using var store = new PostgresStore(cs);
+        var end = new DateTimeOffset(2026, 11, 1, 0, 0, 0, TimeSpan.Zero);
+        var start = end.AddDays(-30);
+        var have = await store.CountAsync(default);
+        if (have < rows)
+        {
+            var perSecond = await ReportScale.FillAsync(store, have, rows, start, end, batch);
+            Console.WriteLine($"COPY write path: {rows - have:N0} rows in batches of {batch:N0}: {perSecond:N0} rows/s (rollups included, one transaction per batch)");
+            var w = store.WriteStats;
+            var all = (w.Copy + w.MoveIntoLedger + w.Rollups + w.Commit).TotalSeconds;
+            Console.WriteLine($"  by phase: binary COPY {w.Records / w.Copy.TotalSeconds:N0} rows/s ({w.Copy.TotalSeconds / all:P0}), into the ledger with ON CONFLICT {w.MoveIntoLedger.TotalSeconds / all:P0}, rollups {w.Rollups.TotalSeconds / all:P0}, commit {w.Commit.TotalSeconds / all:P0}; the store alone {w.Records / all:N0} rows/s");
+        }
+        await using var c = await store.DataSource.OpenConnectionAsync();
+        await using (var size = new NpgsqlCommand("SELECT pg_database_size(current_database())", c))
+            Console.WriteLine($"ledger: {await store.CountAsync(default):N0} rows, database {(long)(await size.ExecuteScalarAsync())! / 1e9:0.00} GB");
+        await ReportScale.TimeReportsAsync(store, start, end);
+        await using var cmd = new NpgsqlCommand("SELECT feature, COUNT(*), SUM(input_tokens), SUM(output_tokens) FROM ledger WHERE ts_unix_ms >= @f AND ts_unix_ms < @t GROUP BY feature", c);
+        cmd.Parameters.AddWithValue("f", start.ToUnixTimeMilliseconds());
+        cmd.Parameters.AddWithValue("t", end.ToUnixTimeMilliseconds());
+        var scan = Stopwatch.StartNew();
+        await using (var r = await cmd.ExecuteReaderAsync()) while (await r.ReadAsync()) { }
+        Console.WriteLine($"| plain GROUP BY feature over the ledger rows (no cost sum), for scale | {scan.Elapsed.TotalMilliseconds:0} | | |");
+    }
+}

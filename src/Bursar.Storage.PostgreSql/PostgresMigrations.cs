@@ -1,0 +1,121 @@
+using System.Globalization;
+using Npgsql;
+
+namespace Bursar.Storage.PostgreSql;
+
+/// <summary>
+/// The schema as numbered migrations, applied in order at start (or by <c>bursar db migrate</c>) and recorded in
+/// <c>schema_migrations</c>. Every instance may start at once: an advisory lock lets one apply them while the others wait.
+/// A migration once released is never edited; a change is a new one. Money is <c>numeric</c>, never floating point.
+/// </summary>
+public static class PostgresMigrations
+{
+    /// <summary>Serialises migrations across gateway instances (an arbitrary constant: "Bursar" in ASCII).</summary>
+    private const long LockKey = 0x42_75_72_73_61_72;
+
+    /// <summary>Rollup rows are updated in place by every batch: free space on each page (fillfactor) keeps those updates HOT (no index churn).</summary>
+    private static string RollupTable(string name) => $"""
+        CREATE TABLE {name} (
+          dim smallint NOT NULL, bucket bigint NOT NULL, value text NOT NULL,
+          calls bigint NOT NULL, unpriced bigint NOT NULL, errors bigint NOT NULL, cache_hits bigint NOT NULL, routed bigint NOT NULL,
+          truncated bigint NOT NULL, input bigint NOT NULL, cache_read bigint NOT NULL, cache_write bigint NOT NULL, output bigint NOT NULL,
+          estimated bigint NOT NULL, latency_ms double precision NOT NULL,
+          cost numeric NOT NULL, s_routing numeric NOT NULL, s_response_cache numeric NOT NULL, s_prompt_cache numeric NOT NULL,
+          s_batch numeric NOT NULL, s_compaction numeric NOT NULL, s_output_cap numeric NOT NULL,
+          PRIMARY KEY (dim, bucket, value)) WITH (fillfactor = 70);
+        """;
+
+    /// <summary>Every migration, oldest first.</summary>
+    public static readonly IReadOnlyList<(int Version, string Name, string Sql)> All =
+    [
+        (1, "ledger, keys, prices, budgets, rate limits, routes, report rollups", $"""
+            CREATE TABLE ledger (
+              id text PRIMARY KEY,
+              ts timestamptz NOT NULL,
+              ts_unix_ms bigint NOT NULL,
+              key_id text, team text, customer text, feature text, route text, task text, template text, run_id text,
+              dialect text NOT NULL, provider text, requested_model text, served_model text,
+              streamed boolean NOT NULL, batch boolean NOT NULL,
+              input_tokens bigint NOT NULL, cache_read_tokens bigint NOT NULL, cache_write_5m_tokens bigint NOT NULL,
+              cache_write_1h_tokens bigint NOT NULL, output_tokens bigint NOT NULL, reasoning_tokens bigint NOT NULL,
+              priced boolean NOT NULL, cost numeric, counterfactual_cost numeric,
+              saving_routing numeric NOT NULL, saving_response_cache numeric NOT NULL, saving_prompt_cache numeric NOT NULL,
+              saving_batch numeric NOT NULL, saving_compaction numeric NOT NULL, saving_output_cap numeric NOT NULL,
+              latency_ms double precision NOT NULL, ttft_ms double precision,
+              outcome text NOT NULL, status_code integer NOT NULL, error_type text, error_message text, finish_reason text, upstream_request_id text,
+              routing_reason text, run_end_reason text, volatile_prefix text, reported_cost numeric, prefix_hash text,
+              prefix_tokens bigint NOT NULL DEFAULT 0, usage_estimated boolean NOT NULL DEFAULT false
+            );
+            CREATE INDEX ledger_ts ON ledger (ts_unix_ms);
+            CREATE INDEX ledger_customer_ts ON ledger (customer, ts_unix_ms);
+            CREATE INDEX ledger_team_ts ON ledger (team, ts_unix_ms);
+            CREATE INDEX ledger_route_ts ON ledger (route, ts_unix_ms) WHERE route IS NOT NULL;
+            CREATE TABLE keys (
+              id text PRIMARY KEY, hash text NOT NULL UNIQUE, prefix text NOT NULL, name text, team text, customer text, feature text,
+              allowed_tags text, created_at timestamptz NOT NULL, revoked_at timestamptz, downgrade_model text, unpriced_policy text, allowed_customers text
+            );
+            CREATE INDEX keys_prefix ON keys (prefix);
+            CREATE TABLE prices (model text PRIMARY KEY, source text NOT NULL, entry text NOT NULL, imported_at timestamptz NOT NULL);
+            CREATE TABLE budgets (
+              id text PRIMARY KEY, scope text NOT NULL, value text, period text NOT NULL, limit_usd numeric NOT NULL, soft_fraction numeric NOT NULL,
+              time_zone text NOT NULL, reset_at timestamptz
+            );
+            CREATE TABLE rate_limits (scope text NOT NULL, value text NOT NULL, rpm integer, tpm bigint, PRIMARY KEY (scope, value));
+            CREATE TABLE routes (name text PRIMARY KEY, priority integer NOT NULL, policy text NOT NULL);
+            {RollupTable("rollup_hour")}
+            {RollupTable("rollup_day")}
+            CREATE TABLE rollup_run_ids (run_id text PRIMARY KEY);
+            CREATE TABLE rollup_run_day (day bigint NOT NULL, feature text NOT NULL, runs bigint NOT NULL, ended bigint NOT NULL,
+              calls bigint NOT NULL, cost numeric NOT NULL, PRIMARY KEY (day, feature)) WITH (fillfactor = 70);
+            """),
+    ];
+
+    /// <summary>The newest schema version this build knows.</summary>
+    public static int Latest => All[^1].Version;
+
+    /// <summary>Applies the migrations the database lacks, in one transaction; returns the versions applied now (empty when up to date).</summary>
+    public static IReadOnlyList<int> Apply(NpgsqlDataSource data, TimeProvider time)
+    {
+        using var c = data.OpenConnection();
+        using var tx = c.BeginTransaction();
+        Exec(c, tx, $"SELECT pg_advisory_xact_lock({LockKey.ToString(CultureInfo.InvariantCulture)})");
+        Exec(c, tx, "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)");
+        var applied = new HashSet<int>();
+        using (var read = new NpgsqlCommand("SELECT version FROM schema_migrations", c, tx))
+        using (var r = read.ExecuteReader())
+            while (r.Read()) applied.Add(r.GetInt32(0));
+        if (applied.Count > 0 && applied.Max() > Latest)
+            throw new InvalidOperationException($"The PostgreSQL database is at schema version {applied.Max()}, newer than this Bursar knows ({Latest}): upgrade Bursar before pointing it at this database.");
+        var now = new List<int>();
+        foreach (var (version, name, sql) in All)
+        {
+            if (applied.Contains(version)) continue;
+            Exec(c, tx, sql);
+            using var mark = new NpgsqlCommand("INSERT INTO schema_migrations (version, name, applied_at) VALUES (@v, @n, @t)", c, tx);
+            mark.Parameters.AddWithValue("v", version);
+            mark.Parameters.AddWithValue("n", name);
+            mark.Parameters.AddWithValue("t", time.GetUtcNow());
+            mark.ExecuteNonQuery();
+            now.Add(version);
+        }
+        tx.Commit();
+        return now;
+    }
+
+    /// <summary>The versions the database has, oldest first.</summary>
+    public static IReadOnlyList<int> Applied(NpgsqlDataSource data)
+    {
+        using var c = data.OpenConnection();
+        using var cmd = new NpgsqlCommand("SELECT version FROM schema_migrations ORDER BY version", c);
+        using var r = cmd.ExecuteReader();
+        var list = new List<int>();
+        while (r.Read()) list.Add(r.GetInt32(0));
+        return list;
+    }
+
+    private static void Exec(NpgsqlConnection c, NpgsqlTransaction tx, string sql)
+    {
+        using var cmd = new NpgsqlCommand(sql, c, tx);
+        cmd.ExecuteNonQuery();
+    }
+}
