@@ -117,20 +117,9 @@ public static partial class BursarServices
         services.AddOptions<Bursar.Core.Caching.Semantic.SemanticCacheOptions>().Bind(configuration.GetSection(Bursar.Core.Caching.Semantic.SemanticCacheOptions.Section))
             .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<Bursar.Core.Caching.Semantic.SemanticCacheOptions>>().Value);
-        services.AddSingleton<Microsoft.Extensions.AI.IEmbeddingGenerator<string, Microsoft.Extensions.AI.Embedding<float>>>(sp =>
-        {
-            var o = sp.GetRequiredService<Bursar.Core.Caching.Semantic.SemanticCacheOptions>();
-            if (o.Generator == "local") return new Bursar.Core.Caching.Semantic.HashedNGramEmbeddingGenerator();
-            if (o.Generator == "onnx") return new Bursar.Embeddings.Onnx.OnnxEmbeddingGenerator(o.OnnxModelPath!, o.OnnxVocabPath!);
-            // an OpenAI-compatible endpoint; with no key, the built-in Simulator serves embeddings (offline first)
-            var simulated = string.IsNullOrEmpty(o.EmbeddingsApiKey);
-            HttpMessageInvoker http = simulated
-                ? new HttpMessageInvoker(new SimulatorHttpHandler(sp.GetRequiredService<ProviderSimulator>()))
-                : new HttpMessageInvoker(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) });
-            var baseUrl = new Uri(o.EmbeddingsBaseUrl ?? "https://api.openai.com/v1");
-            return new Bursar.Core.Caching.Semantic.OpenAIEmbeddingGenerator(http, baseUrl, simulated ? "simulator" : o.EmbeddingsApiKey, o.EmbeddingsModel);
-        });
-        services.AddSingleton<Bursar.Core.Caching.Semantic.SemanticResponseCache>();
+        // the encoder is chosen (and MiniLM extracted and loaded) on first use, or at start when a feature opts in
+        services.AddSingleton(sp => new SemanticResponseCache(sp.GetRequiredService<SemanticCacheOptions>(), () => SemanticEncoders.Choose(sp), sp.GetRequiredService<TimeProvider>()));
+        services.AddHostedService<SemanticEncoderWarmup>();
         services.AddOptions<PromptCacheOptions>().Bind(configuration.GetSection(PromptCacheOptions.Section));
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<PromptCacheOptions>>().Value);
         services.AddSingleton<VolatilePrefixDetector>();

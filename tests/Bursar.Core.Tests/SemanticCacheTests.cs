@@ -139,4 +139,54 @@ public sealed class SemanticCacheTests
         Assert.True(result.Test!.Value.Precision >= 0.95, $"held-out precision {result.Test.Value.Precision}");
         Assert.True(result.Test.Value.Recall > 0.3, $"held-out recall {result.Test.Value.Recall}");
     }
+
+    /// <summary>A dense encoder stand-in: a unit vector per normalized text (lower-cased, no punctuation), every dimension non-zero.</summary>
+    private sealed class DenseFake : Microsoft.Extensions.AI.IEmbeddingGenerator<string, Microsoft.Extensions.AI.Embedding<float>>
+    {
+        public static float[] Vector(string text)
+        {
+            var key = new string(text.ToLowerInvariant().Where(char.IsLetterOrDigit).ToArray());
+            var rng = new Random(StringComparer.Ordinal.GetHashCode(key) & 0x7fffffff ^ key.Length);
+            var v = Enumerable.Range(0, 384).Select(_ => (float)(rng.NextDouble() + 0.01)).ToArray();
+            TensorPrimitives.Divide(v, TensorPrimitives.Norm(v), v);
+            return v;
+        }
+
+        public Task<Microsoft.Extensions.AI.GeneratedEmbeddings<Microsoft.Extensions.AI.Embedding<float>>> GenerateAsync(IEnumerable<string> values, Microsoft.Extensions.AI.EmbeddingGenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+            Task.FromResult(new Microsoft.Extensions.AI.GeneratedEmbeddings<Microsoft.Extensions.AI.Embedding<float>>(values.Select(v => new Microsoft.Extensions.AI.Embedding<float>(Vector(v)))));
+
+        public object? GetService(Type serviceType, object? serviceKey = null) => null;
+
+        public void Dispose() { }
+    }
+
+    [Fact]
+    public async Task Dense_vectors_are_searched_exactly_past_the_sparse_index_limits()
+    {
+        // the sparse index skips buckets present in more than 5% of entries: with dense vectors every bucket is, so past 64 entries it found nothing
+        var cache = new SemanticResponseCache(new SemanticCacheOptions { Threshold = 0.999f }, new DenseFake(), TimeProvider.System);
+        Assert.True(cache.Encoder.Dense);
+        for (var i = 0; i < 300; i++) await cache.AddAsync("p", $"Question number {i}?", Answer(10));
+        Assert.Equal(300, cache.Count);
+        var (hit, score, _) = await cache.LookupAsync("p", "question number 123");
+        Assert.NotNull(hit);
+        Assert.Equal("Question number 123?", hit.Question);
+        Assert.Equal(1f, score, 3);
+        Assert.True(cache.Bytes > 300 * 384 * 4, $"{cache.Bytes}");
+        var other = new VectorIndex<int>(384);
+        var cost = other.CostOf("q", DenseFake.Vector("x"));
+        other.Add("q", DenseFake.Vector("x"), 1);
+        Assert.InRange(other.Bytes, 1, cost);
+    }
+
+    [Fact]
+    public async Task An_encoder_that_did_not_load_turns_lookups_and_adds_off()
+    {
+        var cache = new SemanticResponseCache(new SemanticCacheOptions(), () => SemanticEncoder.Disabled("minilm", "model not found"), TimeProvider.System);
+        await cache.AddAsync("p", "How do I reset my password?", Answer(10));
+        Assert.Equal(0, cache.Count);
+        var (hit, _, why) = await cache.LookupAsync("p", "How do I reset my password?");
+        Assert.Null(hit);
+        Assert.Equal("disabled", why);
+    }
 }

@@ -7,7 +7,7 @@ namespace Bursar.Core.Caching.Semantic;
 /// The semantic response cache, for the features that opt in (<see cref="SemanticCacheOptions"/>, or a route's
 /// <c>SemanticCache</c>): a similar single-turn question of the same tenant, model and system prompt, past the guards,
 /// is answered with the stored answer at $0. An unreadable body or an embeddings endpoint that is down means no
-/// semantic cache for that call, never a failed call.
+/// semantic cache for that call, never a failed call; so does an encoder whose model did not load.
 /// </summary>
 public sealed class SemanticCacheStage(SemanticResponseCache semantic, CallMeter meter, TimeProvider time) : ILeverStage
 {
@@ -32,14 +32,15 @@ public sealed class SemanticCacheStage(SemanticResponseCache semantic, CallMeter
                 if (req.TryBody(out var body) && SemanticResponseCache.Question(body, semantic.Options.MaxUserTurns) is { } q)
                 {
                     partition = SemanticResponseCache.Partition(ResponseCacheKey.Tenant(call.Key, call.Attribution), req.Model, q.SystemHash, call.Dialect, req.Stream);
-                    var (similar, score, _) = await semantic.LookupAsync(partition, q.Question, cancellationToken).ConfigureAwait(false);
+                    var (similar, score, rejected) = await semantic.LookupAsync(partition, q.Question, cancellationToken).ConfigureAwait(false);
                     if (similar is not null)
                     {
                         ExactCacheStage.Hit(call, similar.Response, semantic: true);
                         call.Similarity = score;
                         return;
                     }
-                    question = q.Question;
+                    // the encoder's model did not load: no semantic cache (the reason was logged once), the call goes on as a bypass
+                    if (rejected != "disabled") question = q.Question;
                 }
             }
             catch (Exception e) when (CallRequest.IsBadJson(e) || e is HttpRequestException)

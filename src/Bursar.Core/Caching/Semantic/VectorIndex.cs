@@ -2,15 +2,32 @@ using System.Numerics.Tensors;
 
 namespace Bursar.Core.Caching.Semantic;
 
-/// <summary>
-/// An in-process exact nearest-neighbour index over L2-normalized vectors: one contiguous float array per partition
-/// (tenant, model, system prompt), scanned with SIMD dot products (<see cref="TensorPrimitives"/>).
-/// </summary>
-public sealed class VectorIndex<T>(int dimensions)
+/// <summary>A nearest-neighbour index of the semantic cache: entries per partition, the most similar one (cosine of L2-normalized vectors) per query.</summary>
+public interface IVectorIndex<T>
 {
-    private sealed class Partition
+    int Count { get; }
+    /// <summary>About how many bytes the index holds.</summary>
+    long Bytes { get; }
+    /// <summary>At most how many bytes <see cref="Add"/> of <paramref name="vector"/> to <paramref name="partition"/> would add to <see cref="Bytes"/>.</summary>
+    long CostOf(string partition, ReadOnlySpan<float> vector);
+    void Add(string partition, ReadOnlySpan<float> vector, T item);
+    /// <summary>The most similar item in the partition and its exact cosine, or none when the partition is empty.</summary>
+    (T? Item, float Score) Nearest(string partition, ReadOnlySpan<float> query);
+}
+
+/// <summary>
+/// An in-process exact nearest-neighbour index over dense L2-normalized vectors (a learned encoder's): one contiguous float
+/// array per partition (tenant, model, system prompt), scanned with SIMD dot products (<see cref="TensorPrimitives"/>).
+/// 4 bytes per dimension per entry (1.5 KiB for MiniLM's 384).
+/// </summary>
+public sealed class VectorIndex<T>(int dimensions) : IVectorIndex<T>
+{
+    /// <summary>Entries a new partition has room for before its array doubles (many partitions hold few entries).</summary>
+    private const int InitialEntries = 16;
+
+    private sealed class Partition(int dimensions)
     {
-        public float[] Vectors = new float[1024 * 64];
+        public float[] Vectors = new float[InitialEntries * dimensions];
         public readonly List<T> Items = [];
         public readonly ReaderWriterLockSlim Lock = new();
     }
@@ -20,9 +37,19 @@ public sealed class VectorIndex<T>(int dimensions)
 
     public int Dimensions => dimensions;
 
-    public int Count
+    private int _count;
+    private long _bytes;
+
+    public int Count => Volatile.Read(ref _count);
+
+    public long Bytes => Interlocked.Read(ref _bytes);
+
+    public long CostOf(string partition, ReadOnlySpan<float> vector)
     {
-        get { lock (_lock) return _partitions.Values.Sum(p => p.Items.Count); }
+        bool known;
+        lock (_lock) known = _partitions.ContainsKey(partition);
+        // a new partition's first array; else an entry's floats (charged when the array doubles) and its item slot
+        return (known ? 0 : 4L * InitialEntries * dimensions + 2L * partition.Length + 256) + 4L * dimensions + IntPtr.Size;
     }
 
     public void Add(string partition, ReadOnlySpan<float> vector, T item)
@@ -31,20 +58,31 @@ public sealed class VectorIndex<T>(int dimensions)
         Partition p;
         lock (_lock)
         {
-            if (!_partitions.TryGetValue(partition, out p!)) _partitions[partition] = p = new Partition();
+            if (!_partitions.TryGetValue(partition, out p!))
+            {
+                _partitions[partition] = p = new Partition(dimensions);
+                Interlocked.Add(ref _bytes, 4L * p.Vectors.Length + 2L * partition.Length + 256);
+            }
         }
         p.Lock.EnterWriteLock();
         try
         {
             var n = p.Items.Count;
-            if ((n + 1) * dimensions > p.Vectors.Length) Array.Resize(ref p.Vectors, Math.Max(p.Vectors.Length * 2, (n + 1) * dimensions));
+            if ((n + 1) * dimensions > p.Vectors.Length)
+            {
+                var old = p.Vectors.Length;
+                Array.Resize(ref p.Vectors, Math.Max(p.Vectors.Length * 2, (n + 1) * dimensions));
+                Interlocked.Add(ref _bytes, 4L * (p.Vectors.Length - old));
+            }
             vector.CopyTo(p.Vectors.AsSpan(n * dimensions, dimensions));
             p.Items.Add(item);
+            Interlocked.Add(ref _bytes, IntPtr.Size);
         }
         finally
         {
             p.Lock.ExitWriteLock();
         }
+        Interlocked.Increment(ref _count);
     }
 
     /// <summary>The most similar item (cosine) in the partition, or none when it is empty.</summary>

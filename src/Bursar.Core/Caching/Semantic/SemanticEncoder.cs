@@ -1,0 +1,48 @@
+using Microsoft.Extensions.AI;
+
+namespace Bursar.Core.Caching.Semantic;
+
+/// <summary>
+/// The encoder the semantic cache uses, chosen once: its generator, its name (for logs and health), the similarity threshold
+/// calibrated for it, what loading it cost; or, when the configured model could not be loaded, why the semantic cache is off.
+/// </summary>
+public sealed class SemanticEncoder
+{
+    /// <summary>Thresholds chosen by <c>bursar eval semantic-cache</c> on the calibration halves (bench/RESULTS.md).</summary>
+    public const float LocalThreshold = 0.95f;
+    public const float MiniLmThreshold = 0.95f;
+
+    private SemanticEncoder(IEmbeddingGenerator<string, Embedding<float>>? generator, string name, float threshold, bool dense, string? disabledReason)
+    {
+        Generator = generator;
+        Name = name;
+        DefaultThreshold = threshold;
+        Dense = dense;
+        DisabledReason = disabledReason;
+    }
+
+    /// <summary>Null when <see cref="DisabledReason"/> is set.</summary>
+    public IEmbeddingGenerator<string, Embedding<float>>? Generator { get; }
+    public string Name { get; }
+    /// <summary>The threshold used when <see cref="SemanticCacheOptions.Threshold"/> is not set.</summary>
+    public float DefaultThreshold { get; }
+    /// <summary>Dense vectors (a learned encoder) are searched by <see cref="VectorIndex{T}"/>, sparse hashed ones by <see cref="SparseVectorIndex{T}"/>.</summary>
+    public bool Dense { get; }
+    public string? DisabledReason { get; }
+    public bool Enabled => DisabledReason is null;
+    /// <summary>How long extracting and loading the model took, and about how much memory its weights take (zero for the built-in generator).</summary>
+    public TimeSpan LoadTime { get; private init; }
+    public long ModelBytes { get; private init; }
+
+    public static SemanticEncoder Local(HashedNGramEmbeddingGenerator generator) => new(generator, HashedNGramEmbeddingGenerator.Name, LocalThreshold, dense: false, null);
+
+    public static SemanticEncoder Learned(IEmbeddingGenerator<string, Embedding<float>> generator, string name, float threshold, TimeSpan loadTime = default, long modelBytes = 0) =>
+        new(generator, name, threshold, dense: true, null) { LoadTime = loadTime, ModelBytes = modelBytes };
+
+    public static SemanticEncoder Disabled(string name, string reason) => new(null, name, 1f, dense: true, reason);
+
+    /// <summary>An encoder for a generator built by hand (tests, benchmarks, embedders): the local one is sparse, any other dense with the default threshold.</summary>
+    public static SemanticEncoder For(IEmbeddingGenerator<string, Embedding<float>> generator) => generator is HashedNGramEmbeddingGenerator local
+        ? Local(local)
+        : Learned(generator, generator.GetService<EmbeddingGeneratorMetadata>()?.DefaultModelId ?? generator.GetType().Name, LocalThreshold);
+}
