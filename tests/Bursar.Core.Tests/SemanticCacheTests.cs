@@ -159,6 +159,8 @@ public sealed class SemanticCacheTests
         Assert.False(SemanticGuards.Compatible(a, b, SemanticEncoder.MiniLmGuards, out var why));
         Assert.Equal("numbers differ", why);
         Assert.Throws<ArgumentException>(() => SemanticGuards.Mask(["colour"]));
+        // a curly apostrophe is still a negation (a QQP duplicate the guard rejected)
+        Assert.True(SemanticGuards.Compatible("Why does not PMMA dissolve in water?", "Why doesn\u2019t PMMA dissolve in water?", out _));
     }
 
     /// <summary>A dense encoder stand-in: a unit vector per normalized text (lower-cased, no punctuation), every dimension non-zero.</summary>

@@ -11,7 +11,8 @@ public static partial class SemanticGuards
     [GeneratedRegex(@"\d+(?:[.,]\d+)?", RegexOptions.CultureInvariant)]
     private static partial Regex Number();
 
-    [GeneratedRegex(@"\b(?:not|no|never|none|nobody|nothing|neither|nor|without|cannot|can't|won't|don't|doesn't|didn't|isn't|aren't|wasn't|weren't|shouldn't|wouldn't|couldn't|n't)\b", RegexOptions.CultureInvariant | RegexOptions.IgnoreCase)]
+    // straight or curly apostrophe: "doesn't" and "doesn’t" are one negation (QQP has both)
+    [GeneratedRegex(@"\b(?:not|no|never|none|nobody|nothing|neither|nor|without|cannot|can['’]t|won['’]t|don['’]t|doesn['’]t|didn['’]t|isn['’]t|aren['’]t|wasn['’]t|weren['’]t|shouldn['’]t|wouldn['’]t|couldn['’]t|n['’]t)\b", RegexOptions.CultureInvariant | RegexOptions.IgnoreCase)]
     private static partial Regex Negation();
 
     [GeneratedRegex(@"(?<=\S\s+)[A-Z][a-zA-Z0-9]+", RegexOptions.CultureInvariant)]
