@@ -138,6 +138,29 @@ public sealed class SemanticCacheTests
         Assert.NotNull(result.Chosen);
         Assert.True(result.Test!.Value.Precision >= 0.95, $"held-out precision {result.Test.Value.Precision}");
         Assert.True(result.Test.Value.Recall > 0.3, $"held-out recall {result.Test.Value.Recall}");
+        // each guard's effect at the chosen threshold: with every guard on, leaving one out never loses recall
+        Assert.Equal(SemanticGuards.Names.Count, result.Guards.Count);
+        Assert.All(result.Guards, g => Assert.True(g.TestWithout.Recall >= g.TestWith.Recall));
+        Assert.All(result.FalsePositives, fp => Assert.True(fp.Score >= result.Chosen!.Value.Threshold));
+        // with no guards nothing is rejected by one
+        var bare = SemanticCacheEvaluation.Run(pairs, 0.95, guards: 0);
+        Assert.Equal(0, bare.GuardRejections);
+        Assert.Empty(bare.GuardedDuplicates);
+    }
+
+    [Fact]
+    public void Guards_report_every_one_that_rejects_and_can_be_chosen_by_name()
+    {
+        const string a = "Why is plan 7 not the best for C++ in Paris?", b = "Is plan 9 the worst for C# in Rome?";
+        var failing = SemanticGuards.Failing(a, b);
+        Assert.Equal(SemanticGuards.Mask(["numbers", "negation", "entities", "symbols", "question", "opposites"]), failing);
+        Assert.Equal(1, System.Numerics.BitOperations.PopCount((uint)SemanticGuards.Failing(a, b, firstOnly: true)));
+        Assert.True(SemanticGuards.Compatible(a, b, SemanticGuards.Mask(["order"]), out _));
+        Assert.False(SemanticGuards.Compatible(a, b, SemanticEncoder.MiniLmGuards, out var why));
+        Assert.Equal("numbers differ", why);
+        Assert.Throws<ArgumentException>(() => SemanticGuards.Mask(["colour"]));
+        // a curly apostrophe is still a negation (a QQP duplicate the guard rejected)
+        Assert.True(SemanticGuards.Compatible("Why does not PMMA dissolve in water?", "Why doesn\u2019t PMMA dissolve in water?", out _));
     }
 
     /// <summary>A dense encoder stand-in: a unit vector per normalized text (lower-cased, no punctuation), every dimension non-zero.</summary>

@@ -11,33 +11,87 @@ internal static class EvalCommand
         var eval = new Command("eval", "Measure a lever on labeled data");
         var pairs = new Option<FileInfo>("--pairs") { Description = "Labeled pairs: QQP-style JSONL(.gz) {a, b, duplicate} or GPTCache's [{origin, similar}]", Required = true };
         var target = new Option<double>("--target-precision") { Description = "Precision the chosen threshold must reach on the calibration half", DefaultValueFactory = _ => 0.95 };
-        var generatorOption = new Option<string>("--generator") { Description = "local (built-in) or onnx (with --onnx-model and --onnx-vocab)", DefaultValueFactory = _ => "local" };
+        var generatorOption = new Option<string>("--generator") { Description = "local (built-in), minilm (the MiniLM encoder shipped with bursar) or onnx (with --onnx-model and --onnx-vocab)", DefaultValueFactory = _ => "local" };
         var onnxModel = new Option<FileInfo?>("--onnx-model") { Description = "A BERT-style sentence encoder in ONNX format" };
         var onnxVocab = new Option<FileInfo?>("--onnx-vocab") { Description = "Its vocab.txt" };
-        var semantic = new Command("semantic-cache", "Precision, recall and false-positive rate of the semantic cache per threshold, and the threshold that meets the target precision") { pairs, target, generatorOption, onnxModel, onnxVocab };
+        var dataDir = new Option<string>("--data-dir") { Description = "For minilm: the data directory it is extracted into (models/)", DefaultValueFactory = _ => ".bursar" };
+        var guardsOption = new Option<string>("--guards") { Description = $"Guards applied: all, none, the encoder's default set (default), or a comma list of {string.Join(", ", SemanticGuards.Names)}", DefaultValueFactory = _ => "default" };
+        var vectorCache = new Option<FileInfo?>("--vector-cache") { Description = "A file keeping the embeddings between runs (the texts' vectors, written after embedding, read first): another guard set or target does not embed again" };
+        var samples = new Option<int>("--samples") { Description = "False positives of the held-out half to print", DefaultValueFactory = _ => 15 };
+        var semantic = new Command("semantic-cache", "Precision, recall and false-positive rate of the semantic cache per threshold, the threshold that meets the target precision, and what each guard does") { pairs, target, generatorOption, onnxModel, onnxVocab, dataDir, guardsOption, samples, vectorCache };
         semantic.SetAction((pr, ct) =>
         {
             var f = pr.GetValue(pairs)!;
             if (!f.Exists) { Console.Error.WriteLine($"No such file: {f.FullName}"); return Task.FromResult(2); }
             var data = SemanticCacheEvaluation.Load(f.FullName);
             Bursar.Embeddings.Onnx.OnnxEmbeddingGenerator? onnx = null;
-            if (pr.GetValue(generatorOption) == "onnx")
+            var generator = pr.GetValue(generatorOption);
+            try
             {
-                if (pr.GetValue(onnxModel) is not { } m || pr.GetValue(onnxVocab) is not { } v) { Console.Error.WriteLine("--generator onnx needs --onnx-model and --onnx-vocab"); return Task.FromResult(2); }
-                try { onnx = new Bursar.Embeddings.Onnx.OnnxEmbeddingGenerator(m.FullName, v.FullName); }
-                catch (Exception e) when (e is FileNotFoundException or InvalidDataException) { Console.Error.WriteLine(e.Message); return Task.FromResult(2); }
+                switch (generator)
+                {
+                    case "onnx":
+                        if (pr.GetValue(onnxModel) is not { } m || pr.GetValue(onnxVocab) is not { } v) { Console.Error.WriteLine("--generator onnx needs --onnx-model and --onnx-vocab"); return Task.FromResult(2); }
+                        onnx = new Bursar.Embeddings.Onnx.OnnxEmbeddingGenerator(m.FullName, v.FullName);
+                        break;
+                    case "minilm":
+                        onnx = Bursar.Embeddings.Onnx.MiniLmModel.Load(pr.GetValue(dataDir)!);
+                        break;
+                    case "local":
+                        break;
+                    default:
+                        Console.Error.WriteLine($"--generator must be local, minilm or onnx, not '{generator}'");
+                        return Task.FromResult(2);
+                }
             }
+            catch (Exception e) when (e is FileNotFoundException or InvalidDataException) { Console.Error.WriteLine(e.Message); return Task.FromResult(2); }
             using var _ = onnx;
-            Console.WriteLine($"{data.Count:N0} pairs ({data.Count(p => p.Duplicate):N0} duplicates) from {f.Name}; generator: {(onnx is null ? HashedNGramEmbeddingGenerator.Name : "onnx " + onnx.Metadata.DefaultModelId)}, guards: numbers, negation, named entities");
-            var result = SemanticCacheEvaluation.Run(data, pr.GetValue(target), progress: new Progress<int>(n => Console.Error.Write($"\r  embedding {n:N0}/{data.Count:N0} pairs")), embed: onnx is null ? null : onnx.Embed);
-            Console.Error.WriteLine();
-            Console.WriteLine($"\nCalibration half ({result.CalibrationPairs:N0} pairs; IDF fitted here):");
+            int guards;
+            try
+            {
+                guards = pr.GetValue(guardsOption) switch
+                {
+                    "all" => SemanticGuards.All,
+                    "none" => 0,
+                    "default" => generator == "minilm" ? SemanticEncoder.MiniLmGuards : SemanticGuards.All,
+                    var list => SemanticGuards.Mask(list!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)),
+                };
+            }
+            catch (ArgumentException e) { Console.Error.WriteLine(e.Message); return Task.FromResult(2); }
+            var guardNames = SemanticGuards.Names.Where((_, i) => (guards & (1 << i)) != 0).ToArray();
+            Console.WriteLine($"{data.Count:N0} pairs ({data.Count(p => p.Duplicate):N0} duplicates) from {f.Name}; generator: {(onnx is null ? HashedNGramEmbeddingGenerator.Name : "onnx " + onnx.Metadata.DefaultModelId)}, guards: {(guardNames.Length == 0 ? "none" : string.Join(", ", guardNames))}");
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
+            Func<IReadOnlyList<string>, float[][]>? embedBatch = onnx is null ? null : onnx.EmbedBatch;
+            Dictionary<string, float[]>? cached = null;
+            if (onnx is not null && pr.GetValue(vectorCache) is { } cacheFile)
+            {
+                cached = cacheFile.Exists ? ReadVectors(cacheFile.FullName) : new Dictionary<string, float[]>(StringComparer.Ordinal);
+                var missing = data.SelectMany(p => new[] { p.A, p.B }).Where(t => !cached.ContainsKey(t)).Distinct(StringComparer.Ordinal).ToArray();
+                if (missing.Length > 0)
+                {
+                    var fresh = new System.Collections.Concurrent.ConcurrentDictionary<string, float[]>(StringComparer.Ordinal);
+                    Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(0, missing.Length, 32), r =>
+                    {
+                        var batch = missing[r.Item1..r.Item2];
+                        var v = onnx.EmbedBatch(batch);
+                        for (var i = 0; i < batch.Length; i++) fresh[batch[i]] = v[i];
+                    });
+                    foreach (var (k, v) in fresh) cached[k] = v;
+                    WriteVectors(cacheFile.FullName, cached);
+                }
+                var all = cached;
+                embedBatch = texts => texts.Select(t => all[t]).ToArray();
+            }
+            var result = SemanticCacheEvaluation.Run(data, pr.GetValue(target), progress: new Progress<int>(n => Console.Error.Write($"\r  embedding {n:N0}")),
+                embedBatch: embedBatch, guards: guards);
+            Console.Error.WriteLine($"\r  scored in {System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds:F0} s");
+            Console.WriteLine($"\nCalibration half ({result.CalibrationPairs:N0} pairs):");
             Console.WriteLine($"{"threshold",9} {"precision",10} {"recall",8} {"FP rate",8} {"hits",8}");
             foreach (var m in result.Calibration.Where((_, i) => i % 6 == 0 || i >= 90))
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{m.Threshold,9:F3} {m.Precision,10:P1} {m.Recall,8:P1} {m.FalsePositiveRate,8:P2} {m.TruePositives + m.FalsePositives,8:N0}"));
             Console.WriteLine($"\nHeld-out half ({result.TestPairs:N0} pairs), for reading only (the threshold is chosen on the calibration half):");
             Console.WriteLine($"{"threshold",9} {"precision",10} {"recall",8} {"hits",8}");
-            foreach (var m in result.TestCurve.Where((_, i) => i >= 84 && i % 2 == 0))
+            foreach (var m in result.TestCurve.Where((_, i) => i >= 60 && i % 2 == 0))
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{m.Threshold,9:F3} {m.Precision,10:P1} {m.Recall,8:P1} {m.TruePositives + m.FalsePositives,8:N0}"));
             Console.WriteLine($"\nGuards rejected {result.GuardRejections:N0} pairs.");
             if (result.Chosen is { } c && result.Test is { } t)
@@ -49,9 +103,52 @@ internal static class EvalCommand
             {
                 Console.WriteLine($"No threshold reaches {result.TargetPrecision:P0} precision with at least 20 hits on the calibration half: do not enable the semantic cache with this generator on this traffic.");
             }
+            var at = result.Chosen?.Threshold ?? 0.95f;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"\nEach guard at threshold {at:F3} (with it / without it; keep it where it raises calibration precision by more than it costs recall):"));
+            Console.WriteLine($"{"guard",10} {"cal P",14} {"cal R",14} {"held-out P",14} {"held-out R",14} keep");
+            foreach (var g in result.Guards)
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{g.Guard,10} {g.CalibrationWith.Precision,6:P1}/{g.CalibrationWithout.Precision,6:P1} {g.CalibrationWith.Recall,6:P1}/{g.CalibrationWithout.Recall,6:P1} {g.TestWith.Precision,6:P1}/{g.TestWithout.Precision,6:P1} {g.TestWith.Recall,6:P1}/{g.TestWithout.Recall,6:P1} {(g.Keep ? "yes" : "no")}"));
+            if (result.FalsePositives.Count > 0 && pr.GetValue(samples) > 0)
+            {
+                Console.WriteLine($"\nFalse positives on the held-out half (labelled not duplicate, served), highest score first:");
+                foreach (var (a, b, score) in result.FalsePositives.Take(pr.GetValue(samples)))
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {score:F3}  {a}  |  {b}"));
+            }
+            if (result.GuardedDuplicates.Count > 0 && pr.GetValue(samples) > 0)
+            {
+                Console.WriteLine($"\nDuplicates above the threshold that a guard rejected:");
+                foreach (var (a, b, guard) in result.GuardedDuplicates.Take(pr.GetValue(samples)))
+                    Console.WriteLine($"  [{guard}]  {a}  |  {b}");
+            }
             return Task.FromResult(0);
         });
         eval.Subcommands.Add(semantic);
+        static Dictionary<string, float[]> ReadVectors(string path)
+        {
+            using var r = new BinaryReader(File.OpenRead(path));
+            var n = r.ReadInt32();
+            var d = new Dictionary<string, float[]>(n, StringComparer.Ordinal);
+            for (var i = 0; i < n; i++)
+            {
+                var text = r.ReadString();
+                var v = new float[r.ReadInt32()];
+                r.Read(System.Runtime.InteropServices.MemoryMarshal.AsBytes(v.AsSpan()));
+                d[text] = v;
+            }
+            return d;
+        }
+        static void WriteVectors(string path, Dictionary<string, float[]> vectors)
+        {
+            using var w = new BinaryWriter(File.Create(path));
+            w.Write(vectors.Count);
+            foreach (var (text, v) in vectors)
+            {
+                w.Write(text);
+                w.Write(v.Length);
+                w.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(v.AsSpan()));
+            }
+        }
 
         var data = new Option<string>("--data") { Description = "RouteLLM-style labeled prompts: a folder of mmlu_<subject>.csv, or gsm8k_responses.csv (or its folder)", Required = true };
         var routing = new Command("routing", "Train the complexity router on one half of labeled prompts and report APGR, CPT(50%), CPT(80%) on the other half, against prompt length, random and oracle") { data };

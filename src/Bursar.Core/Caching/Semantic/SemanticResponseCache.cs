@@ -165,7 +165,7 @@ public sealed class SemanticResponseCache : IDisposable
         var (entry, score) = Index(vector.Length).Nearest(partition, vector);
         if (entry is null || score < Threshold) return (null, score, null);
         if (time.GetUtcNow() - entry.Response.StoredAt > options.Ttl) return (null, score, "expired");
-        if (!SemanticGuards.Compatible(question, entry.Question, out var why)) return (null, score, why);
+        if (!SemanticGuards.Compatible(question, entry.Question, Encoder.Guards, out var why)) return (null, score, why);
         return (entry, score, null);
     }
 
