@@ -26,6 +26,22 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public async Task The_demo_gives_the_same_figures_every_run()
+    {
+        string Totals(string output) => string.Join("\n", output.Split('\n').Where(l => l.Contains("TOTAL", StringComparison.Ordinal) || l.StartsWith("Prompt-cache reads", StringComparison.Ordinal) || l.StartsWith("Refused before any spend", StringComparison.Ordinal)));
+        var runs = new List<string>();
+        for (var i = 0; i < 2; i++)
+        {
+            var r = await BursarProcess.RunAsync(_dir + "-demo" + i, "demo", "--calls", "120");
+            try { Directory.Delete(_dir + "-demo" + i, true); } catch (IOException) { }
+            Assert.True(r.Exit == 0, r.Err);
+            runs.Add(Totals(r.Out));
+        }
+        Assert.Contains("TOTAL", runs[0]);
+        Assert.Equal(runs[0], runs[1]);
+    }
+
+    [Fact]
     public async Task A_read_only_command_refuses_a_data_directory_that_does_not_exist()
     {
         var r = await BursarProcess.RunAsync(_dir, "report");

@@ -24,7 +24,8 @@ internal static class DemoCommand
     public static Command Create()
     {
         var calls = new Option<int>("--calls") { Description = "Number of calls to drive", DefaultValueFactory = _ => 300 };
-        var concurrency = new Option<int>("--concurrency") { Description = "Calls in flight at once", DefaultValueFactory = _ => 8 };
+        // one call at a time by default: the same figures every run (calls in parallel race for prompt-cache writes and budget reservations)
+        var concurrency = new Option<int>("--concurrency") { Description = "Calls in flight at once (default 1: the same figures every run; more calls at once can move a few tokens between runs)", DefaultValueFactory = _ => 1 };
         var serve = new Option<bool>("--serve") { Description = "Afterwards keep the gateway running with the dashboard (http://127.0.0.1:8080/dashboard) until Ctrl+C" };
         var port = new Option<int?>("--port") { Description = "With --serve: the port of the dashboard and gateway (default 8080)" };
         var cmd = new Command("demo", "Run the gateway on the built-in Simulator, drive a tagged mixed workload through it, and print the cost report") { calls, concurrency, serve, port };
