@@ -202,7 +202,7 @@ internal sealed class MeterKit : IAsyncDisposable
     {
         Time = time ?? TimeProvider.System;
         Writer = new LedgerWriter(Store, new LedgerWriterOptions { SpoolDirectory = Path.Combine(_dir, "spool"), FlushInterval = TimeSpan.FromMilliseconds(5), RetryDelay = TimeSpan.FromMilliseconds(20) },
-            NullLogger<LedgerWriter>.Instance, Time);
+            NullLogger<LedgerWriter>.Instance, TimeProvider.System); // the writer's own timers run on real time: a fake clock that never moves would hold its drain forever
         Writer.Start();
         Meter = new CallMeter(() => Levers.Catalog, Writer, Time, NullLogger<CallMeter>.Instance, _meters);
     }
