@@ -138,56 +138,56 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
 
     // ---------------------------------------------------------------- ledger
 
-    /// <summary>Each ledger column and how it is written: one list serves the INSERT statement and its parameters.</summary>
-    private static readonly (string Column, Func<LedgerRecord, object> Value)[] LedgerWrite =
+    /// <summary>Each ledger column and how it is bound: one list serves the INSERT statement and its values (bound without boxing).</summary>
+    private static readonly (string Column, Action<LedgerBinder, LedgerRecord> Bind)[] LedgerWrite =
     [
-        ("id", r => r.Id),
-        ("ts", r => r.Timestamp.UtcDateTime.ToString("O", CultureInfo.InvariantCulture)),
-        ("ts_unix_ms", r => r.Timestamp.ToUnixTimeMilliseconds()),
-        ("key_id", r => Db(r.KeyId)),
-        ("team", r => Db(r.Team)),
-        ("customer", r => Db(r.Customer)),
-        ("feature", r => Db(r.Feature)),
-        ("route", r => Db(r.Route)),
-        ("task", r => Db(r.Task)),
-        ("template", r => Db(r.Template)),
-        ("run_id", r => Db(r.RunId)),
-        ("dialect", r => r.Dialect),
-        ("provider", r => Db(r.Provider)),
-        ("requested_model", r => Db(r.RequestedModel)),
-        ("served_model", r => Db(r.ServedModel)),
-        ("streamed", r => r.Streamed ? 1 : 0),
-        ("batch", r => r.Batch ? 1 : 0),
-        ("input_tokens", r => r.InputTokens),
-        ("cache_read_tokens", r => r.CacheReadTokens),
-        ("cache_write_5m_tokens", r => r.CacheWrite5mTokens),
-        ("cache_write_1h_tokens", r => r.CacheWrite1hTokens),
-        ("output_tokens", r => r.OutputTokens),
-        ("reasoning_tokens", r => r.ReasoningTokens),
-        ("priced", r => r.Priced ? 1 : 0),
-        ("cost", r => Db(r.Cost)),
-        ("counterfactual_cost", r => Db(r.CounterfactualCost)),
-        ("saving_routing", r => Dec(r.SavingRouting)),
-        ("saving_response_cache", r => Dec(r.SavingResponseCache)),
-        ("saving_prompt_cache", r => Dec(r.SavingPromptCache)),
-        ("saving_batch", r => Dec(r.SavingBatch)),
-        ("saving_compaction", r => Dec(r.SavingCompaction)),
-        ("saving_output_cap", r => Dec(r.SavingOutputCap)),
-        ("latency_ms", r => r.LatencyMs),
-        ("ttft_ms", r => r.TimeToFirstTokenMs is { } t ? t : DBNull.Value),
-        ("outcome", r => r.Outcome),
-        ("status_code", r => r.StatusCode),
-        ("error_type", r => Db(r.ErrorType)),
-        ("error_message", r => Db(r.ErrorMessage)),
-        ("finish_reason", r => Db(r.FinishReason)),
-        ("upstream_request_id", r => Db(r.UpstreamRequestId)),
-        ("routing_reason", r => Db(r.RoutingReason)),
-        ("run_end_reason", r => Db(r.RunEndReason)),
-        ("volatile_prefix", r => Db(r.VolatilePrefix)),
-        ("reported_cost", r => Db(r.ReportedCost)),
-        ("prefix_hash", r => Db(r.PrefixHash)),
-        ("prefix_tokens", r => r.PrefixTokens),
-        ("usage_estimated", r => r.UsageEstimated ? 1 : 0),
+        ("id", (b, r) => b.Text(r.Id)),
+        ("ts", (b, r) => b.Time(r.Timestamp)),
+        ("ts_unix_ms", (b, r) => b.Int(r.Timestamp.ToUnixTimeMilliseconds())),
+        ("key_id", (b, r) => b.Text(r.KeyId)),
+        ("team", (b, r) => b.Text(r.Team)),
+        ("customer", (b, r) => b.Text(r.Customer)),
+        ("feature", (b, r) => b.Text(r.Feature)),
+        ("route", (b, r) => b.Text(r.Route)),
+        ("task", (b, r) => b.Text(r.Task)),
+        ("template", (b, r) => b.Text(r.Template)),
+        ("run_id", (b, r) => b.Text(r.RunId)),
+        ("dialect", (b, r) => b.Text(r.Dialect)),
+        ("provider", (b, r) => b.Text(r.Provider)),
+        ("requested_model", (b, r) => b.Text(r.RequestedModel)),
+        ("served_model", (b, r) => b.Text(r.ServedModel)),
+        ("streamed", (b, r) => b.Int(r.Streamed ? 1 : 0)),
+        ("batch", (b, r) => b.Int(r.Batch ? 1 : 0)),
+        ("input_tokens", (b, r) => b.Int(r.InputTokens)),
+        ("cache_read_tokens", (b, r) => b.Int(r.CacheReadTokens)),
+        ("cache_write_5m_tokens", (b, r) => b.Int(r.CacheWrite5mTokens)),
+        ("cache_write_1h_tokens", (b, r) => b.Int(r.CacheWrite1hTokens)),
+        ("output_tokens", (b, r) => b.Int(r.OutputTokens)),
+        ("reasoning_tokens", (b, r) => b.Int(r.ReasoningTokens)),
+        ("priced", (b, r) => b.Int(r.Priced ? 1 : 0)),
+        ("cost", (b, r) => b.Money(r.Cost)),
+        ("counterfactual_cost", (b, r) => b.Money(r.CounterfactualCost)),
+        ("saving_routing", (b, r) => b.Money(r.SavingRouting)),
+        ("saving_response_cache", (b, r) => b.Money(r.SavingResponseCache)),
+        ("saving_prompt_cache", (b, r) => b.Money(r.SavingPromptCache)),
+        ("saving_batch", (b, r) => b.Money(r.SavingBatch)),
+        ("saving_compaction", (b, r) => b.Money(r.SavingCompaction)),
+        ("saving_output_cap", (b, r) => b.Money(r.SavingOutputCap)),
+        ("latency_ms", (b, r) => b.Real(r.LatencyMs)),
+        ("ttft_ms", (b, r) => b.Real(r.TimeToFirstTokenMs)),
+        ("outcome", (b, r) => b.Text(r.Outcome)),
+        ("status_code", (b, r) => b.Int(r.StatusCode)),
+        ("error_type", (b, r) => b.Text(r.ErrorType)),
+        ("error_message", (b, r) => b.Text(r.ErrorMessage)),
+        ("finish_reason", (b, r) => b.Text(r.FinishReason)),
+        ("upstream_request_id", (b, r) => b.Text(r.UpstreamRequestId)),
+        ("routing_reason", (b, r) => b.Text(r.RoutingReason)),
+        ("run_end_reason", (b, r) => b.Text(r.RunEndReason)),
+        ("volatile_prefix", (b, r) => b.Text(r.VolatilePrefix)),
+        ("reported_cost", (b, r) => b.Money(r.ReportedCost)),
+        ("prefix_hash", (b, r) => b.Text(r.PrefixHash)),
+        ("prefix_tokens", (b, r) => b.Int(r.PrefixTokens)),
+        ("usage_estimated", (b, r) => b.Int(r.UsageEstimated ? 1 : 0)),
     ];
 
     private static readonly string[] LedgerColumns = LedgerWrite.Select(c => c.Column).ToArray();
@@ -196,21 +196,91 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
     {
         using var c = Open();
         using var tx = c.BeginTransaction();
-        using var cmd = c.CreateCommand();
-        cmd.Transaction = tx;
-        cmd.CommandText = $"INSERT OR IGNORE INTO ledger ({string.Join(',', LedgerColumns)}) VALUES ({string.Join(',', LedgerColumns.Select(x => "$" + x))})";
-        var parameters = LedgerColumns.Select(x => cmd.Parameters.Add(new SqliteParameter("$" + x, null))).ToArray();
-        cmd.Prepare();
         var inserted = new List<LedgerRecord>(records.Count);
-        foreach (var r in records)
+        using (var insert = new LedgerBinder(c.Handle!, LedgerInsertSql))
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            for (var i = 0; i < LedgerWrite.Length; i++) parameters[i].Value = LedgerWrite[i].Value(r);
-            if (cmd.ExecuteNonQuery() == 1) inserted.Add(r); // a replayed record (already stored) is not counted twice
+            foreach (var r in records)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                insert.Begin();
+                foreach (var (_, bind) in LedgerWrite) bind(insert, r);
+                if (insert.Execute() == 1) inserted.Add(r); // a replayed record (already stored) is not counted twice
+            }
         }
         UpdateRollups(c, tx, inserted);
         tx.Commit();
         return Task.CompletedTask;
+    }
+
+    private static readonly string LedgerInsertSql =
+        $"INSERT OR IGNORE INTO ledger ({string.Join(',', LedgerWrite.Select(c => c.Column))}) VALUES ({string.Join(',', LedgerWrite.Select((_, i) => "?" + (i + 1).ToString(CultureInfo.InvariantCulture)))})";
+
+    /// <summary>
+    /// One prepared statement whose values are bound straight through SQLite's C API: text as UTF-16 spans (SQLite
+    /// copies them), numbers as numbers, money as exact decimal text formatted on the stack. The ledger write is the
+    /// store's hot path (a row per call); binding through ADO.NET parameters boxed every value and allocated a binder
+    /// per parameter per row.
+    /// </summary>
+    private sealed class LedgerBinder : IDisposable
+    {
+        private readonly SQLitePCL.sqlite3 _db;
+        private readonly SQLitePCL.sqlite3_stmt _stmt;
+        private int _next;
+
+        public LedgerBinder(SQLitePCL.sqlite3 db, string sql)
+        {
+            _db = db;
+            Check(SQLitePCL.raw.sqlite3_prepare_v2(db, sql, out _stmt));
+        }
+
+        public void Begin()
+        {
+            SQLitePCL.raw.sqlite3_reset(_stmt);
+            _next = 1;
+        }
+
+        public void Text(string? value) => Check(value is null ? SQLitePCL.raw.sqlite3_bind_null(_stmt, _next++) : SQLitePCL.raw.sqlite3_bind_text16(_stmt, _next++, value.AsSpan()));
+
+        public void Int(long value) => Check(SQLitePCL.raw.sqlite3_bind_int64(_stmt, _next++, value));
+
+        public void Real(double? value) => Check(value is { } v ? SQLitePCL.raw.sqlite3_bind_double(_stmt, _next++, v) : SQLitePCL.raw.sqlite3_bind_null(_stmt, _next++));
+
+        /// <summary>Money as its exact decimal text (the ledger never stores a binary float).</summary>
+        public void Money(decimal? value)
+        {
+            if (value is not { } d)
+            {
+                Check(SQLitePCL.raw.sqlite3_bind_null(_stmt, _next++));
+                return;
+            }
+            Span<char> text = stackalloc char[64];
+            if (!d.TryFormat(text, out var n, default, CultureInfo.InvariantCulture)) throw new InvalidOperationException($"Cannot format {d} as ledger money.");
+            Check(SQLitePCL.raw.sqlite3_bind_text16(_stmt, _next++, text[..n]));
+        }
+
+        /// <summary>The timestamp as round-trip UTC text (<c>O</c>), as the ledger has always stored it.</summary>
+        public void Time(DateTimeOffset value)
+        {
+            Span<char> text = stackalloc char[40];
+            if (!value.UtcDateTime.TryFormat(text, out var n, "O", CultureInfo.InvariantCulture)) throw new InvalidOperationException($"Cannot format {value} as a ledger timestamp.");
+            Check(SQLitePCL.raw.sqlite3_bind_text16(_stmt, _next++, text[..n]));
+        }
+
+        /// <summary>Runs the statement; returns the rows it changed (0 when the record was already stored).</summary>
+        public int Execute()
+        {
+            var rc = SQLitePCL.raw.sqlite3_step(_stmt);
+            if (rc != SQLitePCL.raw.SQLITE_DONE) Check(rc);
+            return SQLitePCL.raw.sqlite3_changes(_db);
+        }
+
+        private void Check(int rc)
+        {
+            if (rc is SQLitePCL.raw.SQLITE_OK or SQLitePCL.raw.SQLITE_DONE or SQLitePCL.raw.SQLITE_ROW) return;
+            throw new SqliteException($"SQLite Error {rc}: '{SQLitePCL.raw.sqlite3_errmsg(_db).utf8_to_string()}'.", rc);
+        }
+
+        public void Dispose() => _stmt.Dispose();
     }
 
     private static object Db(string? s) => s is null ? DBNull.Value : s;

@@ -280,4 +280,68 @@ public sealed class LedgerWriterTests : IDisposable
         var records = LedgerWriter.ReadSpoolFile(path);
         Assert.Equal(["rec-000001", "rec-000002"], records.Select(r => r.Id));
     }
+
+    [Fact]
+    public async Task A_journal_segment_is_preallocated_mapped_and_readable_while_the_writer_still_holds_it()
+    {
+        // the store is never started: every record is only in the journal, as after a kill -9 before the store took it
+        var store = new SqliteStore(Path.Combine(_dir, "m.db"));
+        var options = Options();
+        options.SegmentBytes = 64 * 1024;
+        await using var w = new LedgerWriter(store, options, NullLogger<LedgerWriter>.Instance);
+        for (var i = 0; i < 40; i++) await w.AppendAsync(Record(i) with { ErrorMessage = "ünïcødé 名前 " + new string('x', i) });
+        var file = Assert.Single(Directory.GetFiles(options.SpoolDirectory, "*.jsonl"));
+        Assert.Equal(64 * 1024, new FileInfo(file).Length); // preallocated: a full disk fails at open, not on a mapped page
+        var onDisk = LedgerWriter.ReadSpoolFile(file);
+        Assert.Equal(Enumerable.Range(0, 40).Select(i => $"rec-{i:D6}"), onDisk.Select(r => r.Id));
+        Assert.Equal("ünïcødé 名前 xxx", onDisk[3].ErrorMessage);
+        var bytes = File.ReadAllBytes(file);
+        var end = Array.IndexOf(bytes, (byte)0);
+        Assert.True(end > 0 && bytes.AsSpan(end).IndexOfAnyExcept((byte)0) < 0, "the unused rest of the segment is zeros");
+    }
+
+    [Fact]
+    public async Task A_record_larger_than_a_segment_gets_a_segment_of_its_own()
+    {
+        var store = new SqliteStore(Path.Combine(_dir, "big.db"));
+        var options = Options();
+        options.SegmentBytes = 4096;
+        await using (var w = new LedgerWriter(store, options, NullLogger<LedgerWriter>.Instance))
+        {
+            await w.AppendAsync(Record(1));
+            await w.AppendAsync(Record(2) with { ErrorMessage = new string('e', 20_000) });
+            await w.AppendAsync(Record(3));
+            var files = Directory.GetFiles(options.SpoolDirectory, "*.jsonl");
+            Assert.Equal(["rec-000001", "rec-000002", "rec-000003"], files.SelectMany(LedgerWriter.ReadSpoolFile).Select(r => r.Id).Order());
+            w.Start();
+        }
+        Assert.Equal(3, await store.CountAsync(default));
+        Assert.Equal(20_000, (await store.ReadAsync(new LedgerQuery { Limit = 10 }, default)).Single(r => r.Id == "rec-000002").ErrorMessage!.Length);
+    }
+
+    [Fact]
+    public async Task Every_column_round_trips_through_the_store_exactly_and_a_second_write_changes_nothing()
+    {
+        var store = new SqliteStore(Path.Combine(_dir, "cols.db"));
+        var full = new LedgerRecord
+        {
+            Id = "full", Timestamp = new DateTimeOffset(2026, 12, 2, 3, 4, 5, 678, TimeSpan.FromHours(2)).AddTicks(9),
+            KeyId = "k", Team = "チーム", Customer = "Ünïcode \"quoted\" ' ;--", Feature = "f", Route = "r", Task = "t", Template = "tp", RunId = "run",
+            Dialect = "anthropic", Provider = "p", RequestedModel = "a", ServedModel = "b", RoutingReason = "why", RunEndReason = "end",
+            VolatilePrefix = "vp", PrefixHash = "ph", PrefixTokens = long.MaxValue, Streamed = true, Batch = true,
+            InputTokens = 1, CacheReadTokens = 2, CacheWrite5mTokens = 3, CacheWrite1hTokens = 4, OutputTokens = 5, ReasoningTokens = 6, UsageEstimated = true,
+            Priced = true, Cost = 79228162514264337593543950335m, CounterfactualCost = 0.0000000000000000000000000001m,
+            SavingRouting = -1.5m, SavingResponseCache = 0.1m, SavingPromptCache = 0.2m, SavingBatch = 0.3m, SavingCompaction = 0.4m, SavingOutputCap = 0.5m,
+            ReportedCost = 1.000000000000000000000000001m, LatencyMs = 12.5, TimeToFirstTokenMs = 0.25,
+            Outcome = "ok", StatusCode = 200, ErrorType = "e", ErrorMessage = "line1\nline2 😀 𠀀", FinishReason = "stop", UpstreamRequestId = "u",
+        };
+        var sparse = new LedgerRecord { Id = "sparse", Timestamp = DateTimeOffset.FromUnixTimeMilliseconds(1), Dialect = "openai", Outcome = "refused" };
+        await store.WriteAsync([full, sparse], default);
+        await store.WriteAsync([full, sparse], default); // replayed: INSERT OR IGNORE, not a second row
+        var back = await store.ReadAsync(new LedgerQuery { Limit = 10 }, default);
+        Assert.Equal(2, back.Count);
+        Assert.Equal(sparse, back.Single(r => r.Id == "sparse"));
+        // the store keeps millisecond time in UTC; everything else exactly
+        Assert.Equal(full with { Timestamp = DateTimeOffset.FromUnixTimeMilliseconds(full.Timestamp.ToUnixTimeMilliseconds()) }, back.Single(r => r.Id == "full"));
+    }
 }

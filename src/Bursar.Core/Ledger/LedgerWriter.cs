@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.IO.MemoryMappedFiles;
 using System.Text;
 using System.Text.Json;
 using System.Threading.Channels;
@@ -9,8 +10,9 @@ namespace Bursar.Core.Ledger;
 
 /// <summary>
 /// Makes every ledger record durable before its call ends, and writes it to the store off the request path.
-/// <see cref="AppendAsync"/> appends the record to the journal (a segment file in the spool folder, written with one
-/// system call under a lock; fsynced as <see cref="LedgerWriterOptions.Fsync"/> says) and hands it to a bounded
+/// <see cref="AppendAsync"/> appends the record to the journal (a segment file in the spool folder, preallocated and
+/// mapped into memory, so an append is one copy under a lock and no system call: the bytes are in the operating system's
+/// page cache at once and survive the process being killed; fsynced as <see cref="LedgerWriterOptions.Fsync"/> says) and hands it to a bounded
 /// in-memory queue; the writer loop commits the queue to the store in batches. A journal segment is removed only when
 /// the store has committed every record in it, so the queue is never the only copy: a process killed at any point, a
 /// store that is down or locked, or a full queue (records then stay only in the journal) leave the records on disk,
@@ -107,9 +109,14 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             var segment = _active;
             try
             {
-                segment ??= _active = OpenSegment();
-                RandomAccess.Write(segment.Handle, line, segment.Length);
-                segment.Length += line.Length;
+                if (segment is not null && segment.Length + line.Length > segment.Capacity && segment.Length > 0)
+                {
+                    // this record does not fit: the segment is full
+                    _sealed.Add(segment);
+                    segment = _active = null;
+                }
+                segment ??= _active = OpenSegment(line.Length);
+                segment.Append(line);
                 _dirty = true;
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -169,12 +176,12 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         return buffer.WrittenSpan;
     }
 
-    private Segment OpenSegment()
+    private Segment OpenSegment(int firstRecordBytes)
     {
         var path = Path.Combine(_options.SpoolDirectory, $"{_time.GetUtcNow():yyyyMMddHHmmssfff}-journal-{Guid.NewGuid():N}.jsonl");
-        var handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.Write, FileShare.Read | FileShare.Delete);
+        var segment = Segment.Create(path, Math.Max(_options.SegmentBytes, firstRecordBytes));
         _live.Add(path);
-        return new Segment(path, handle);
+        return segment;
     }
 
     /// <summary>Group commit: one fsync of each dirty segment serves every record appended before it started.</summary>
@@ -219,7 +226,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             {
                 try
                 {
-                    RandomAccess.FlushToDisk(segment.Handle);
+                    segment.FlushToDisk();
                     segment.Synced = length;
                 }
                 catch (ObjectDisposedException)
@@ -373,9 +380,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                     // everything in the active segment is committed: start it over instead of opening a new file per batch
                     try
                     {
-                        RandomAccess.SetLength(a.Handle, 0);
-                        a.Length = 0;
-                        a.Synced = 0;
+                        a.Clear();
                     }
                     catch (IOException)
                     {
@@ -391,7 +396,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
 
     private async Task RetireAsync(Segment s)
     {
-        s.Handle.Dispose();
+        s.Dispose();
         if (s.Overflowed)
         {
             try
@@ -429,25 +434,61 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The records of a journal file: one JSON line each, up to the first zero byte (the unused, preallocated rest of a
+    /// mapped segment). A line cut off by a crash mid-copy is skipped; the rest of the file is still good.
+    /// </summary>
     internal static List<LedgerRecord> ReadSpoolFile(string path)
     {
         var list = new List<LedgerRecord>();
-        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-        using var text = new StreamReader(fs, Encoding.UTF8);
-        while (text.ReadLine() is { } line)
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1);
+        var chunk = ArrayPool<byte>.Shared.Rent(1 << 16);
+        var line = new ArrayBufferWriter<byte>(2048);
+        try
         {
-            if (string.IsNullOrWhiteSpace(line)) continue;
+            int n;
+            while ((n = fs.Read(chunk, 0, chunk.Length)) > 0)
+            {
+                var span = chunk.AsSpan(0, n);
+                var zero = span.IndexOf((byte)0);
+                if (zero >= 0) span = span[..zero];
+                while (true)
+                {
+                    var nl = span.IndexOf((byte)'\n');
+                    if (nl < 0)
+                    {
+                        line.Write(span);
+                        break;
+                    }
+                    line.Write(span[..nl]);
+                    Parse(line.WrittenSpan, list);
+                    line.ResetWrittenCount();
+                    span = span[(nl + 1)..];
+                }
+                if (zero >= 0) break;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(chunk);
+        }
+        Parse(line.WrittenSpan, list); // a last line without its newline: whole if it parses, cut off if not
+        return list;
+
+        static void Parse(ReadOnlySpan<byte> json, List<LedgerRecord> into)
+        {
+            json = json.Trim(" \t\r"u8);
+            if (json.IsEmpty) return;
             try
             {
-                var r = JsonSerializer.Deserialize(line, LedgerJsonContext.Default.LedgerRecord);
-                if (r is not null) list.Add(r);
+                var r = JsonSerializer.Deserialize(json, LedgerJsonContext.Default.LedgerRecord);
+                if (r is not null) into.Add(r);
             }
             catch (JsonException)
             {
-                // a line cut off by a crash mid-write: the rest of the file is still good
+                // a line cut off by a crash mid-write
             }
         }
-        return list;
     }
 
     /// <summary>Stops the loop after writing everything queued; whatever the store did not take stays in the journal.</summary>
@@ -471,7 +512,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         foreach (var s in left)
         {
             if (s.Queued == 0) await RetireAsync(s).ConfigureAwait(false);
-            else s.Handle.Dispose(); // records the store has not committed: the file is replayed at the next start
+            else s.Dispose(); // records the store has not committed: the file is replayed at the next start
         }
         _stop.Dispose();
         _closingToken.Dispose();
@@ -480,17 +521,94 @@ public sealed partial class LedgerWriter : IAsyncDisposable
 
     private readonly record struct Entry(LedgerRecord Record, Segment? Segment);
 
-    /// <summary>One journal file. Its counters change under the writer's journal lock; <see cref="Synced"/> only in the flusher.</summary>
-    private sealed class Segment(string path, SafeFileHandle handle)
+    /// <summary>
+    /// One journal file, preallocated to its capacity (so a full disk fails when the segment is opened, as an
+    /// <see cref="IOException"/>, never later as a fault on a mapped page) and mapped into memory. Its counters change
+    /// under the writer's journal lock; <see cref="Synced"/> only in the flusher. The unused rest of the file is zeros.
+    /// </summary>
+    private sealed unsafe class Segment : IDisposable
     {
-        public string Path { get; } = path;
-        public SafeFileHandle Handle { get; } = handle;
-        public long Length { get; set; }
+        private readonly SafeFileHandle _handle;
+        private readonly MemoryMappedFile _map;
+        private readonly MemoryMappedViewAccessor _view;
+        private readonly byte* _base;
+        private int _disposed;
+
+        private Segment(string path, SafeFileHandle handle, MemoryMappedFile map, MemoryMappedViewAccessor view, long capacity)
+        {
+            Path = path;
+            _handle = handle;
+            _map = map;
+            _view = view;
+            Capacity = capacity;
+            byte* p = null;
+            view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+            _base = p + view.PointerOffset;
+        }
+
+        public static Segment Create(string path, long capacity)
+        {
+            var handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.Read | FileShare.Delete, FileOptions.None, preallocationSize: capacity);
+            MemoryMappedFile? map = null;
+            try
+            {
+                if (RandomAccess.GetLength(handle) < capacity) RandomAccess.SetLength(handle, capacity);
+                map = MemoryMappedFile.CreateFromFile(handle, null, capacity, MemoryMappedFileAccess.ReadWrite, HandleInheritability.None, leaveOpen: true);
+                var view = map.CreateViewAccessor(0, capacity, MemoryMappedFileAccess.ReadWrite);
+                return new Segment(path, handle, map, view, capacity);
+            }
+            catch
+            {
+                map?.Dispose();
+                handle.Dispose();
+                try { File.Delete(path); } catch (IOException) { }
+                throw;
+            }
+        }
+
+        public string Path { get; }
+        public long Capacity { get; }
+        public long Length { get; private set; }
         public long Synced { get; set; }
         /// <summary>Records of this segment in the queue and not yet committed.</summary>
         public int Queued { get; set; }
         /// <summary>Some records of this segment are only in the file (the queue was full): replay it before removing it.</summary>
         public bool Overflowed { get; set; }
+
+        /// <summary>Copies the line into the mapped file (the caller checked it fits).</summary>
+        public void Append(ReadOnlySpan<byte> line)
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) == 1, this);
+            line.CopyTo(new Span<byte>(_base + Length, line.Length));
+            Length += line.Length;
+        }
+
+        /// <summary>Everything in it is committed: zero what was written and start over in the same file.</summary>
+        public void Clear()
+        {
+            var left = Length;
+            for (long at = 0; at < left; at += int.MaxValue)
+                new Span<byte>(_base + at, (int)Math.Min(int.MaxValue, left - at)).Clear();
+            Length = 0;
+            Synced = 0;
+        }
+
+        /// <summary>Writes the mapped pages and the file to the disk (fsync).</summary>
+        public void FlushToDisk()
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) == 1, this);
+            _view.Flush();
+            RandomAccess.FlushToDisk(_handle);
+        }
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
+            _view.SafeMemoryMappedViewHandle.ReleasePointer();
+            _view.Dispose();
+            _map.Dispose();
+            _handle.Dispose();
+        }
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Ledger queue is full ({Capacity} records): records stay in the journal {Journal} and are replayed from it, so none is lost")]
