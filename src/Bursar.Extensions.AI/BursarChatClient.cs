@@ -127,6 +127,7 @@ public sealed class BursarChatClient : DelegatingChatClient
     private (LeverCall Call, ChatExchange Exchange) Begin(IEnumerable<ChatMessage> messages, ChatOptions? options, ChannelWriter<ChatResponseUpdate>? updates)
     {
         var time = _runtime.Time;
+        var now = time.GetUtcNow();
         var model = options?.ModelId ?? _defaultModel
             ?? throw new InvalidOperationException("No model: set ChatOptions.ModelId or the inner client's default model. Bursar prices, routes and budgets each call by its model.");
         var list = messages as IList<ChatMessage> ?? messages.ToList();
@@ -135,8 +136,8 @@ public sealed class BursarChatClient : DelegatingChatClient
         var scan = RequestScan.Run(body, Dialect.OpenAI);
         var call = new LeverCall
         {
-            Id = Guid.CreateVersion7(time.GetUtcNow()).ToString("N"),
-            Started = time.GetUtcNow(),
+            Id = Guid.CreateVersion7(now).ToString("N"),
+            Started = now,
             StartTimestamp = time.GetTimestamp(),
             Dialect = "extensions-ai",
             Key = _options.Key ?? BursarChatClientOptions.InProcessKey,

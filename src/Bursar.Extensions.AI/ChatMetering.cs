@@ -65,7 +65,8 @@ internal static class ChatMetering
         s.ResponseId = response.ResponseId;
         s.FinishReason = response.FinishReason?.Value;
         if (response.Usage is { } u) Settle(s, u, response.RawRepresentation);
-        foreach (var m in response.Messages) Observe(s, m.Contents);
+        var messages = response.Messages;
+        for (var i = 0; i < messages.Count; i++) Observe(s, messages[i].Contents);
         call.StatusCode = 200;
     }
 
@@ -77,8 +78,10 @@ internal static class ChatMetering
         if (update.ModelId is { } model) s.Model = model;
         if (update.ResponseId is { } id) s.ResponseId ??= id;
         if (update.FinishReason is { } finish) s.FinishReason = finish.Value;
-        foreach (var c in update.Contents)
+        var contents = update.Contents;
+        for (var i = 0; i < contents.Count; i++)
         {
+            var c = contents[i];
             if (c is UsageContent usage) Settle(s, usage.Details, update.RawRepresentation);
             else if (c is TextContent { Text.Length: > 0 } or FunctionCallContent)
             {
@@ -99,9 +102,9 @@ internal static class ChatMetering
 
     private static void Observe(CallSummary s, IList<AIContent> contents)
     {
-        foreach (var c in contents)
+        for (var i = 0; i < contents.Count; i++)
         {
-            switch (c)
+            switch (contents[i])
             {
                 case TextContent t: s.AppendText(t.Text); break;
                 case FunctionCallContent f:

@@ -32,14 +32,14 @@ internal sealed class ChatProviderCall(TimeProvider time, Bursar.Core.Pricing.Pr
         var x = (ChatExchange)call.Host!;
         // the chosen model, then the route's fallbacks (any model has a client here: a listed one or the wrapped one)
         var (models, skipped) = FallbackChain.For(call, catalog, static _ => true);
-        var failures = new List<string>();
+        List<string>? failures = null;
         var (reason, routedFrom) = (call.RoutingReason, call.RoutedFrom);
         for (var attempt = 0; ; attempt++)
         {
             var model = models[attempt];
             // the ledger record is sealed inside the attempt: it says why this model serves the call before it is written
             (call.RoutingReason, call.RoutedFrom) = (reason, routedFrom);
-            if (failures.Count > 0 || skipped.Count > 0) FallbackChain.Explain(call, model, failures, skipped);
+            if (failures is not null || skipped.Count > 0) FallbackChain.Explain(call, model, failures ?? [], skipped);
             try
             {
                 await CallOnceAsync(call, x, model, cancellationToken).ConfigureAwait(false);
@@ -48,7 +48,7 @@ internal sealed class ChatProviderCall(TimeProvider time, Bursar.Core.Pricing.Pr
             catch (Exception e) when (attempt + 1 < models.Count && !call.Summary.Answered && !(e is OperationCanceledException && cancellationToken.IsCancellationRequested))
             {
                 // the model failed before answering anything: the next model of the route's chain
-                failures.Add($"{model}: {(StatusOf(e) is { } status ? status.ToString(System.Globalization.CultureInfo.InvariantCulture) : e.GetType().Name)}");
+                (failures ??= []).Add($"{model}: {(StatusOf(e) is { } status ? status.ToString(System.Globalization.CultureInfo.InvariantCulture) : e.GetType().Name)}");
             }
         }
     }
@@ -57,13 +57,14 @@ internal sealed class ChatProviderCall(TimeProvider time, Bursar.Core.Pricing.Pr
     {
         var inner = x.ClientOptions.ClientFor(model) ?? x.Inner;
         call.Provider = ReferenceEquals(inner, x.Inner) ? x.Provider : (inner.GetService(typeof(ChatClientMetadata)) as ChatClientMetadata)?.ProviderName ?? x.Provider;
-        var options = InnerOptions(x.Options);
-        options.ModelId = model;
+        // the inner client serves the model as it is asked: ModelId already names it, or names none and the model is the wrapped client's default
+        var asked = x.Options?.ModelId == model || (x.Options?.ModelId is null && model == call.Request.Model && ReferenceEquals(inner, x.Inner));
+        var options = InnerOptions(x.Options, model, reuse: asked && !call.Edits.Any);
         IEnumerable<ChatMessage> messages = x.Messages;
         if (call.Edits.Any)
         {
             var anthropic = AnthropicCacheControl.IsAnthropic(inner);
-            var edit = new ChatCallEdit([.. x.Messages], options, anthropic ? AnthropicCacheControl.Mark : null);
+            var edit = new ChatCallEdit([.. x.Messages], options!, anthropic ? AnthropicCacheControl.Mark : null);
             call.Edits.ApplyTo(edit, new EditTarget(anthropic, model, call, cancellationToken));
             messages = edit.Messages;
         }
@@ -98,10 +99,15 @@ internal sealed class ChatProviderCall(TimeProvider time, Bursar.Core.Pricing.Pr
         return p?.GetValue(e) switch { int i => i, System.Net.HttpStatusCode c => (int)c, _ => null };
     }
 
-    /// <summary>A copy of the caller's options without Bursar's own <c>bursar.*</c> properties (never sent to a provider).</summary>
-    private static ChatOptions InnerOptions(ChatOptions? options)
+    /// <summary>
+    /// The options for the inner client: the caller's own when nothing needs to change (same model, no edits, no
+    /// <c>bursar.*</c> properties); else a copy with the model, without Bursar's properties (never sent to a provider).
+    /// </summary>
+    private static ChatOptions? InnerOptions(ChatOptions? options, string model, bool reuse)
     {
+        if (reuse && (options is null || !HasBursarProperties(options))) return options;
         var copy = options?.Clone() ?? new ChatOptions();
+        copy.ModelId = model;
         if (copy.AdditionalProperties is { Count: > 0 } props && props.Keys.Any(k => k.StartsWith(BursarChatClient.PropertyPrefix, StringComparison.Ordinal)))
         {
             var kept = new AdditionalPropertiesDictionary();
@@ -109,6 +115,13 @@ internal sealed class ChatProviderCall(TimeProvider time, Bursar.Core.Pricing.Pr
             copy.AdditionalProperties = kept.Count > 0 ? kept : null;
         }
         return copy;
+    }
+
+    private static bool HasBursarProperties(ChatOptions options)
+    {
+        if (options.AdditionalProperties is not { Count: > 0 } props) return false;
+        foreach (var k in props.Keys) if (k.StartsWith(BursarChatClient.PropertyPrefix, StringComparison.Ordinal)) return true;
+        return false;
     }
 }
 

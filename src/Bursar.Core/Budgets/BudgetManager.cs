@@ -13,19 +13,20 @@ public sealed record BudgetRefusal(BudgetDefinition Budget, decimal SpentUsd, de
 /// <summary>Money held against every budget that applies to one call, until the call settles.</summary>
 public sealed class BudgetReservation
 {
-    internal BudgetReservation(IReadOnlyList<(BudgetManager.State State, decimal Amount)> holds, decimal amount)
+    internal BudgetReservation(BudgetManager.State[] holds, decimal amount)
     {
         Holds = holds;
         Amount = amount;
     }
 
-    internal IReadOnlyList<(BudgetManager.State State, decimal Amount)> Holds { get; }
+    /// <summary>The budgets held, each for <see cref="Amount"/>.</summary>
+    internal BudgetManager.State[] Holds { get; }
     public decimal Amount { get; }
     internal int Settled;
 
     public static BudgetReservation None { get; } = new([], 0m);
 
-    public IEnumerable<string> BudgetIds => Holds.Select(h => h.State.Budget.Id);
+    public IEnumerable<string> BudgetIds => Holds.Select(h => h.Budget.Id);
 }
 
 /// <summary>Live view of one budget for the admin API, CLI and dashboard.</summary>
@@ -114,7 +115,7 @@ public sealed partial class BudgetManager
         var states = _states;
         if (states.Length == 0) return true;
         var now = _time.GetUtcNow();
-        List<(State, decimal)>? holds = null;
+        var held = 0;
         lock (_lock)
         {
             foreach (var s in states)
@@ -126,12 +127,19 @@ public sealed partial class BudgetManager
                     refusal = new BudgetRefusal(s.Budget, s.Spent, s.Reserved, worstCaseUsd, s.WindowEnd);
                     return false;
                 }
-                (holds ??= new List<(State, decimal)>(2)).Add((s, worstCaseUsd));
+                held++;
             }
-            if (holds is null) return true;
-            foreach (var (s, amount) in holds) s.Reserved += amount;
+            if (held == 0) return true;
+            var holds = new State[held];
+            held = 0;
+            foreach (var s in states)
+            {
+                if (!subject.Matches(s.Budget)) continue;
+                s.Reserved += worstCaseUsd;
+                holds[held++] = s;
+            }
+            reservation = new BudgetReservation(holds, worstCaseUsd);
         }
-        reservation = new BudgetReservation(holds, worstCaseUsd);
         return true;
     }
 
@@ -140,21 +148,23 @@ public sealed partial class BudgetManager
     {
         var states = _states;
         if (states.Length == 0 || actualUsd <= 0) return;
-        var holds = new List<(State, decimal)>();
+        var matching = new List<State>();
         foreach (var s in states)
-            if (subject.Matches(s.Budget)) holds.Add((s, 0m));
-        if (holds.Count > 0) Settle(new BudgetReservation(holds, 0m), actualUsd);
+            if (subject.Matches(s.Budget)) matching.Add(s);
+        var holds = matching.ToArray();
+        if (holds.Length > 0) Settle(new BudgetReservation(holds, 0m), actualUsd);
     }
 
     /// <summary>Replaces the reservation by the actual cost (0 for a call that never reached the provider). Idempotent.</summary>
     public void Settle(BudgetReservation reservation, decimal actualUsd)
     {
-        if (reservation.Holds.Count == 0 || Interlocked.Exchange(ref reservation.Settled, 1) == 1) return;
+        if (reservation.Holds.Length == 0 || Interlocked.Exchange(ref reservation.Settled, 1) == 1) return;
         var now = _time.GetUtcNow();
         List<BudgetStatus>? alerts = null;
         lock (_lock)
         {
-            foreach (var (s, amount) in reservation.Holds)
+            var amount = reservation.Amount;
+            foreach (var s in reservation.Holds)
             {
                 Roll(s, now);
                 s.Reserved = Math.Max(0, s.Reserved - amount);

@@ -64,10 +64,10 @@ public sealed partial class CallMeter
     }
 
     /// <summary>Like <see cref="Finish"/>, and completes when the record is as durable as the ledger's fsync policy promises.</summary>
-    public async ValueTask<LedgerRecord> FinishAsync(LeverCall c, Func<LedgerRecord, LedgerRecord>? complete = null)
+    public async ValueTask<LedgerRecord> FinishAsync(LeverCall c, Func<LeverCall, LedgerRecord, LedgerRecord>? complete = null)
     {
         var record = Build(c);
-        if (complete is not null) record = complete(record);
+        if (complete is not null) record = complete(c, record);
         await _ledger.AppendAsync(record).ConfigureAwait(false);
         return record;
     }

@@ -57,6 +57,7 @@ public sealed class CallSummary
     {
         if (s.IsEmpty) return;
         OutputTextChars += s.Length;
+        if (UsageFinal && _output is null) return; // the provider's usage is known: nothing will be estimated from the text
         _output ??= new System.Text.StringBuilder();
         if (_output.Length < MaxOutputText) _output.Append(s[..Math.Min(s.Length, MaxOutputText - _output.Length)]);
     }

@@ -1,4 +1,5 @@
 using Bursar.Core.Admission;
+using Bursar.Core.Ledger;
 using Bursar.Core.Metering;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -25,11 +26,13 @@ public sealed class LeverPipeline
     private readonly LeverNext _first;
     private readonly CallMeter _meter;
     private readonly AdmissionControl _admission;
+    private readonly Func<LeverCall, LedgerRecord, LedgerRecord> _completeRun;
 
     public LeverPipeline(IEnumerable<ILeverStage> stages, IProviderCall provider, CallMeter meter, AdmissionControl admission)
     {
         _meter = meter;
         _admission = admission;
+        _completeRun = CompleteRun;
         Stages = stages.OrderBy(s => IndexOf(s.Name)).ToArray();
         var dup = Stages.GroupBy(s => s.Name).FirstOrDefault(g => g.Count() > 1);
         if (dup is not null) throw new InvalidOperationException($"The lever stage '{dup.Key}' is registered twice.");
@@ -73,12 +76,14 @@ public sealed class LeverPipeline
             call.Outcome = "upstream_error";
             call.ErrorType ??= call.Summary.ErrorType;
         }
-        var a = call.Admitted;
-        await _meter.FinishAsync(call, record =>
-        {
-            var runEnd = _admission.Complete(a, record, call.Summary.ToolCalls, call.Summary.Text?.ToString());
-            return runEnd is null ? record : record with { RunEndReason = runEnd };
-        }).ConfigureAwait(false);
+        await _meter.FinishAsync(call, _completeRun).ConfigureAwait(false);
+    }
+
+    /// <summary>Settles the call's reservation and advances its run; the record names the run's end when this call ended it.</summary>
+    private LedgerRecord CompleteRun(LeverCall call, LedgerRecord record)
+    {
+        var runEnd = _admission.Complete(call.Admitted, record, call.Summary.ToolCalls, call.Summary.Text?.ToString());
+        return runEnd is null ? record : record with { RunEndReason = runEnd };
     }
 }
 

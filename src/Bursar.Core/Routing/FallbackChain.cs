@@ -10,11 +10,11 @@ namespace Bursar.Core.Routing;
 public static class FallbackChain
 {
     /// <summary>The models to try, in order, and those left out with why.</summary>
-    public static (List<string> Models, List<string> Skipped) For(LeverCall call, PriceCatalog catalog, Func<string, bool> serves)
+    public static (IReadOnlyList<string> Models, IReadOnlyList<string> Skipped) For(LeverCall call, PriceCatalog catalog, Func<string, bool> serves)
     {
+        if (call.Policy is not { Fallbacks.Length: > 0 } route) return ([call.Model], []);
         var models = new List<string> { call.Model };
         var skipped = new List<string>();
-        if (call.Policy is not { Fallbacks.Length: > 0 } route) return (models, skipped);
         var needed = call.Request.EstimatedInputTokens + (call.MaxTokens ?? 0);
         foreach (var fb in route.Fallbacks)
         {

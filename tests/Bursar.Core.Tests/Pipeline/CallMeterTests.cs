@@ -119,7 +119,7 @@ public sealed class CallMeterTests : IAsyncLifetime
     public async Task FinishAsync_appends_the_record_the_completion_returns()
     {
         var call = Levers.Call(Levers.OpenAI("gpt-4o-mini", "hi"));
-        var written = await _kit.Meter.FinishAsync(call, record => record with { RunEndReason = "max_turns (1)" });
+        var written = await _kit.Meter.FinishAsync(call, (_, record) => record with { RunEndReason = "max_turns (1)" });
         Assert.Equal("max_turns (1)", written.RunEndReason);
         var stored = Assert.Single(await _kit.FlushAsync());
         Assert.Equal((call.Id, "max_turns (1)"), (stored.Id, stored.RunEndReason));
