@@ -138,13 +138,27 @@ internal static class AnthropicCacheControl
     public static bool IsAnthropic(IChatClient client) =>
         Ephemeral is not null && (client.GetService(typeof(ChatClientMetadata)) as ChatClientMetadata)?.ProviderName == "anthropic";
 
-    /// <summary>A copy of a text content with a 5-minute breakpoint; any other content as it is.</summary>
+    /// <summary>
+    /// A copy of a text, tool-call or tool-result content with a 5-minute breakpoint (the SDK writes each as a block's
+    /// <c>cache_control</c>); any other content (an empty text, an image) as it is.
+    /// </summary>
     public static AIContent Mark(AIContent content)
     {
-        if (content is not TextContent text || Ephemeral is null) return content;
-        var props = text.AdditionalProperties is { } p ? new AdditionalPropertiesDictionary(p) : [];
+        if (Ephemeral is null) return content;
+        AIContent? copy = content switch
+        {
+            TextContent { Text.Length: > 0 } t => new TextContent(t.Text),
+            FunctionCallContent f => new FunctionCallContent(f.CallId, f.Name, f.Arguments) { Exception = f.Exception, InformationalOnly = f.InformationalOnly },
+            FunctionResultContent r => new FunctionResultContent(r.CallId, r.Result) { Exception = r.Exception },
+            _ => null,
+        };
+        if (copy is null) return content;
+        var props = content.AdditionalProperties is { } p ? new AdditionalPropertiesDictionary(p) : [];
         props[Property] = Activator.CreateInstance(Ephemeral);
-        return new TextContent(text.Text) { AdditionalProperties = props, Annotations = text.Annotations, RawRepresentation = text.RawRepresentation };
+        copy.AdditionalProperties = props;
+        copy.Annotations = content.Annotations;
+        copy.RawRepresentation = content.RawRepresentation;
+        return copy;
     }
 }
 

@@ -120,6 +120,49 @@ public sealed class UseBursarTests
         Assert.Equal(0, (await host.LedgerAsync("short")).Single().CacheWrite5mTokens);
     }
 
+    [Fact]
+    public async Task Bursar_places_a_breakpoint_on_the_conversation_so_far_and_the_next_turn_reads_it()
+    {
+        await using var host = new LibraryHost();
+        var client = host.Client("anthropic", "claude-sonnet-4-5");
+        // a short system prompt (below the minimum, left unmarked) and a long first turn in German and Japanese
+        var document = string.Join(" ", Enumerable.Repeat("Die Abrechnung erfolgt monatlich; 請求は毎月行われます。", 120));
+        List<ChatMessage> conversation = [new(ChatRole.System, "Be brief."), new(ChatRole.User, "Read this contract: " + document), new(ChatRole.Assistant, "Noted."), new(ChatRole.User, "When is billing?")];
+        await client.GetResponseAsync(conversation, Tags("history"));
+        conversation.AddRange([new(ChatRole.Assistant, "Monthly."), new(ChatRole.User, "And the notice period?")]);
+        await client.GetResponseAsync(conversation, Tags("history"));
+        Assert.All(conversation, m => Assert.All(m.Contents, c => Assert.Null(c.AdditionalProperties))); // the caller's objects are not changed
+        var rows = await host.LedgerAsync("history", 2);
+        Assert.True(rows[0].CacheWrite5mTokens > 1000, $"the first call wrote {rows[0].CacheWrite5mTokens} tokens");
+        Assert.Equal(rows[0].CacheWrite5mTokens, rows[1].CacheReadTokens); // the second call read the whole first turn back
+        Assert.True(rows[1].CacheWrite5mTokens > 0, "the second call wrote its newer turn");
+        Assert.True(rows[1].SavingPromptCache > 0);
+    }
+
+    [Fact]
+    public async Task In_a_tool_loop_the_breakpoint_goes_on_the_last_tool_result_before_the_newest_one()
+    {
+        await using var host = new LibraryHost();
+        var client = host.Client("anthropic", "claude-sonnet-4-5");
+        var longResult = string.Join("\n", Enumerable.Range(0, 300).Select(i => $"row {i}: invoice {i * 7} paid"));
+        List<ChatMessage> loop =
+        [
+            new(ChatRole.User, "Summarise the invoices."),
+            new(ChatRole.Assistant, [new FunctionCallContent("c1", "list_invoices", new Dictionary<string, object?> { ["page"] = 1 })]),
+            new(ChatRole.Tool, [new FunctionResultContent("c1", longResult)]),
+            new(ChatRole.Assistant, [new FunctionCallContent("c2", "list_invoices", new Dictionary<string, object?> { ["page"] = 2 })]),
+            new(ChatRole.Tool, [new FunctionResultContent("c2", "no more rows")]),
+        ];
+        var options = Tags("tool-loop");
+        options.Tools = [AIFunctionFactory.Create((int page) => "", "list_invoices")];
+        await client.GetResponseAsync(loop, options);
+        loop.AddRange([new(ChatRole.Assistant, [new FunctionCallContent("c3", "list_invoices", new Dictionary<string, object?> { ["page"] = 3 })]), new(ChatRole.Tool, [new FunctionResultContent("c3", "no more rows")])]);
+        await client.GetResponseAsync(loop, options);
+        var rows = await host.LedgerAsync("tool-loop", 2);
+        Assert.True(rows[0].CacheWrite5mTokens > 1000, $"the first call wrote {rows[0].CacheWrite5mTokens} tokens");
+        Assert.Equal(rows[0].CacheWrite5mTokens, rows[1].CacheReadTokens);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

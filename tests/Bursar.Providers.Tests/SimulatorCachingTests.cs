@@ -50,6 +50,35 @@ public sealed class SimulatorCachingTests
     }
 
     [Fact]
+    public async Task A_breakpoint_on_a_tool_use_block_or_a_tool_is_not_billed_as_prompt_text()
+    {
+        // the cache_control marker is not prompt text: the same blocks with and without it count the same input tokens
+        JsonObject Body(bool marked)
+        {
+            var toolUse = new JsonObject { ["type"] = "tool_use", ["id"] = "c1", ["name"] = "lookup", ["input"] = new JsonObject { ["q"] = SimulatorHarness.Words(10) } };
+            var tool = new JsonObject { ["name"] = "lookup", ["description"] = "Looks things up", ["input_schema"] = new JsonObject { ["type"] = "object" } };
+            if (marked)
+            {
+                toolUse["cache_control"] = new JsonObject { ["type"] = "ephemeral" };
+                tool["cache_control"] = new JsonObject { ["type"] = "ephemeral" };
+            }
+            return new JsonObject
+            {
+                ["model"] = "claude-sonnet-4-5", ["max_tokens"] = 50, ["tools"] = new JsonArray(tool),
+                ["messages"] = new JsonArray(
+                    new JsonObject { ["role"] = "user", ["content"] = "Look it up." },
+                    new JsonObject { ["role"] = "assistant", ["content"] = new JsonArray(toolUse) },
+                    new JsonObject { ["role"] = "user", ["content"] = new JsonArray(new JsonObject { ["type"] = "tool_result", ["tool_use_id"] = "c1", ["content"] = "found" }) }),
+            };
+        }
+        using var h = new SimulatorHarness();
+        var plain = Usage((await h.Messages(Body(false))).Body);
+        using var h2 = new SimulatorHarness();
+        var marked = Usage((await h2.Messages(Body(true))).Body);
+        Assert.Equal(plain.Input + plain.Read + plain.Write, marked.Input + marked.Read + marked.Write);
+    }
+
+    [Fact]
     public async Task One_hour_ttl_survives_six_minutes_and_bills_as_1h_writes()
     {
         using var h = new SimulatorHarness();

@@ -138,6 +138,15 @@ public sealed class PromptCachePlacer(TokenCounter counter, TimeProvider time)
         return new PlacementResult(placed, existing, cachedTokens, lastTtl);
     }
 
+    /// <summary>The tokens of a text block (cached by its hash: the same prefix is re-sent on every turn).</summary>
+    public long CountTokens(string model, string text, CancellationToken ct = default)
+    {
+        var h = System.IO.Hashing.XxHash64.HashToUInt64(System.Runtime.InteropServices.MemoryMarshal.AsBytes(text.AsSpan()));
+        var n = _tokenCache.GetOrAdd(h, _ => counter.Count(model, text, ct));
+        if (_tokenCache.Count > 200_000) _tokenCache.Clear();
+        return n;
+    }
+
     private static bool IsOneHour(JsonObject block) => block["cache_control"]?["ttl"] is JsonValue v && v.TryGetValue<string>(out var t) && t == "1h";
 
     private static string StripCacheControl(JsonObject block)

@@ -79,8 +79,11 @@ public sealed partial class PromptCacheStage(PromptCacheOptions options, PromptC
     }
 
     /// <summary>
-    /// A .NET chat call to an Anthropic client that can mark breakpoints: the system prompt (the stable prefix every
-    /// turn re-sends) gets one, unless the caller placed its own; below the model's cacheable minimum nothing changes.
+    /// A .NET chat call to an Anthropic client that can mark breakpoints, placed as the gateway places them in a body:
+    /// on the system prompt (the stable prefix every turn re-sends; the tools before it are cached with it) and on the
+    /// turn just before the newest user message (the conversation so far, read back on the next turn), each only where
+    /// the prefix up to it reaches the model's cacheable minimum; nothing when the caller placed breakpoints of its own.
+    /// The caller's messages are never changed: a marked message is a copy.
     /// </summary>
     public void Apply(ChatCallEdit call, in EditTarget target)
     {
@@ -88,22 +91,61 @@ public sealed partial class PromptCacheStage(PromptCacheOptions options, PromptC
         var lc = target.Call;
         var minimum = catalog.Find(target.Model).Price?.PromptCacheMinTokens ?? options.DefaultMinimumTokens;
         if (lc.Request.EstimatedInputTokens < minimum) return;
-        var lastSystem = -1;
-        for (var i = 0; i < call.Messages.Count; i++)
+        var messages = call.Messages;
+        int lastSystem = -1, lastUser = -1;
+        for (var i = 0; i < messages.Count; i++)
         {
-            var m = call.Messages[i];
+            var m = messages[i];
             foreach (var c in m.Contents)
                 if (c.AdditionalProperties is { } p && p.Keys.Any(k => k.EndsWith("cache_control", StringComparison.Ordinal))) return; // the caller's own breakpoints
             if (m.Role == ChatRole.System && m.Contents.Count > 0) lastSystem = i;
+            if (m.Role == ChatRole.User || m.Role == ChatRole.Tool) lastUser = i; // tool results travel as user turns
         }
-        if (lastSystem < 0) return;
-        var system = call.Messages[lastSystem];
-        var contents = new List<AIContent>(system.Contents);
-        var marked = call.MarkBreakpoint(contents[^1]);
-        if (ReferenceEquals(marked, contents[^1])) return; // a content the client cannot mark
-        contents[^1] = marked;
-        call.Messages[lastSystem] = new ChatMessage(system.Role, contents) { AuthorName = system.AuthorName, AdditionalProperties = system.AdditionalProperties };
-        lc.PromptCachePlaced = true;
+        // Anthropic's prefix order: tools, system, then the messages; system messages are sent first whatever their place
+        long tokens = 0;
+        var systemTokens = 0L;
+        for (var i = 0; i < messages.Count; i++)
+            if (messages[i].Role == ChatRole.System) systemTokens += Tokens(messages[i], target);
+        if (lastSystem >= 0 && systemTokens >= minimum && Mark(call, lastSystem)) lc.PromptCachePlaced = true;
+        tokens = systemTokens;
+        var history = lastUser - 1; // the last stable turn: the one just before the newest user message (or tool results)
+        if (history < 0 || messages[history].Role == ChatRole.System) return;
+        for (var i = 0; i <= history; i++)
+            if (messages[i].Role != ChatRole.System) tokens += Tokens(messages[i], target);
+        if (tokens >= minimum && Mark(call, history)) lc.PromptCachePlaced = true;
+    }
+
+    private long Tokens(ChatMessage m, in EditTarget target)
+    {
+        long n = 8; // the message's own framing
+        foreach (var c in m.Contents)
+        {
+            var text = c switch
+            {
+                TextContent t => t.Text,
+                FunctionCallContent f => f.Name + (f.Arguments is null ? "" : System.Text.Json.JsonSerializer.Serialize(f.Arguments, AIJsonUtilities.DefaultOptions.GetTypeInfo(typeof(IDictionary<string, object?>)))),
+                FunctionResultContent r => r.Result as string ?? (r.Result is null ? "" : System.Text.Json.JsonSerializer.Serialize(r.Result, AIJsonUtilities.DefaultOptions.GetTypeInfo(typeof(object)))),
+                _ => "",
+            };
+            if (text.Length > 0) n += placer.CountTokens(target.Model, text, target.CancellationToken);
+        }
+        return n;
+    }
+
+    /// <summary>A copy of the message whose last markable content carries a breakpoint; false when it has none.</summary>
+    private static bool Mark(ChatCallEdit call, int index)
+    {
+        var m = call.Messages[index];
+        var contents = new List<AIContent>(m.Contents);
+        for (var j = contents.Count - 1; j >= 0; j--)
+        {
+            var marked = call.MarkBreakpoint!(contents[j]);
+            if (ReferenceEquals(marked, contents[j])) continue; // a content the client cannot mark (a tool call, an image)
+            contents[j] = marked;
+            call.Messages[index] = new ChatMessage(m.Role, contents) { AuthorName = m.AuthorName, AdditionalProperties = m.AdditionalProperties, MessageId = m.MessageId };
+            return true;
+        }
+        return false;
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Prompt caching is defeated on feature {Feature}: {Detail}")]

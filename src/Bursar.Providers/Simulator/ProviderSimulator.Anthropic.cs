@@ -16,7 +16,12 @@ public sealed partial class ProviderSimulator
     private sealed record AnthropicPrompt(string Model, List<PromptBlock> Blocks, string AllText, string LastUserText, bool LastIsToolResult, string? ToolResultText);
 
     /// <summary>The hash of a prompt block's JSON without its cache_control: written once into one buffer, no clone of the block and no string of it (a 5 MB block made three copies).</summary>
-    private static ulong HashBlock(JsonNode content)
+    private static ulong HashBlock(JsonNode content) => PromptCacheModel.HashBytes(BlockJson(content).WrittenSpan);
+
+    /// <summary>A block's JSON as it is billed: without its cache_control (a breakpoint is not prompt text).</summary>
+    private static string BilledJson(JsonNode content) => Encoding.UTF8.GetString(BlockJson(content).WrittenSpan);
+
+    private static System.Buffers.ArrayBufferWriter<byte> BlockJson(JsonNode content)
     {
         var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
         using (var w = new Utf8JsonWriter(buffer))
@@ -35,7 +40,7 @@ public sealed partial class ProviderSimulator
             }
             else content.WriteTo(w);
         }
-        return PromptCacheModel.HashBytes(buffer.WrittenSpan);
+        return buffer;
     }
 
     private AnthropicPrompt ReadAnthropicPrompt(JsonObject body, bool requireMaxTokens)
@@ -86,8 +91,7 @@ public sealed partial class ProviderSimulator
             for (var i = 0; i < tools.Count; i++)
             {
                 if (tools[i] is not JsonObject tool || tool["name"] is not JsonValue) throw Bad(d, $"tools.{i}.name: Field required");
-                var text = tool.ToJsonString();
-                Add(tool, _counter.Count(model, text), Breakpoint(tool, $"tools.{i}"));
+                Add(tool, _counter.Count(model, BilledJson(tool)), Breakpoint(tool, $"tools.{i}"));
             }
         }
         switch (body["system"])
@@ -155,7 +159,7 @@ public sealed partial class ProviderSimulator
                                 tokens = _counter.Count(model, rtext) + MessageOverheadTokens;
                                 break;
                             default:
-                                tokens = _counter.Count(model, part.ToJsonString());
+                                tokens = _counter.Count(model, BilledJson(part));
                                 break;
                         }
                         if (j == 0) tokens += MessageOverheadTokens;
