@@ -46,6 +46,9 @@ public sealed class BursarOptions
     /// <summary>The PostgreSQL store (<c>Bursar:Store=postgres</c>).</summary>
     public PostgresStoreOptions Postgres { get; set; } = new();
 
+    /// <summary>Redis for what several gateway instances must count together (<c>Bursar:Redis:Configuration</c>; budgets today). Unset: counted in each process.</summary>
+    public RedisOptions Redis { get; set; } = new();
+
     public bool UsesPostgres => string.Equals(Store, "postgres", StringComparison.OrdinalIgnoreCase);
 
     public string ResolvedDatabasePath => DatabasePath ?? Path.Combine(DataDirectory, "bursar.db");
@@ -64,6 +67,29 @@ public sealed class BursarOptions
         if (!UsesPostgres && !string.Equals(Store, "sqlite", StringComparison.OrdinalIgnoreCase))
             throw new InvalidOperationException($"Bursar:Store must be sqlite or postgres, not '{Store}'.");
         if (UsesPostgres) Postgres.Validate();
+        Redis.Validate();
+    }
+}
+
+/// <summary>The <c>Bursar:Redis</c> section.</summary>
+public sealed class RedisOptions
+{
+    /// <summary>A StackExchange.Redis configuration string (<c>redis:6379</c>, <c>host:6380,password=...,ssl=true</c>). Unset: no shared counters.</summary>
+    public string? Configuration { get; set; }
+
+    /// <summary>How long the money held by a gateway instance's calls in flight outlives the instance (killed, cut off). Default 30 s.</summary>
+    public TimeSpan HoldTtl { get; set; } = TimeSpan.FromSeconds(30);
+
+    public bool Enabled => !string.IsNullOrWhiteSpace(Configuration);
+
+    public void Validate()
+    {
+        if (HoldTtl < TimeSpan.FromSeconds(1) || HoldTtl > TimeSpan.FromMinutes(10))
+            throw new InvalidOperationException($"Bursar:Redis:HoldTtl must be between 00:00:01 and 00:10:00, not {HoldTtl}.");
+        if (!Enabled) return;
+        // the message names the problem, never the string itself (it may hold a password)
+        try { _ = StackExchange.Redis.ConfigurationOptions.Parse(Configuration!); }
+        catch (ArgumentException e) { throw new InvalidOperationException($"Bursar:Redis:Configuration is not a valid Redis configuration: {e.Message}"); }
     }
 }
 

@@ -94,7 +94,13 @@ public static partial class BursarServices
         services.AddSingleton(sp => new WebhookAlertSink(sp.GetRequiredService<IOptions<BudgetAlertOptions>>().Value,
             new HttpMessageInvoker(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) }), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<WebhookAlertSink>>()));
         services.AddSingleton<IBudgetAlertSink>(sp => sp.GetRequiredService<WebhookAlertSink>());
-        services.AddSingleton<BudgetManager>();
+        services.AddOptions<BudgetOptions>().Bind(configuration.GetSection(BudgetOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<BudgetOptions>>().Value);
+        // budgets counted together by every instance when Bursar:Redis:Configuration is set; else in this process
+        services.AddSingleton<SharedRedis>();
+        services.AddSingleton(sp => new BudgetManager(sp.GetRequiredService<IBudgetStore>(), sp.GetRequiredService<IBudgetAlertSink>(), sp.GetRequiredService<TimeProvider>(),
+            sp.GetRequiredService<ILogger<BudgetManager>>(), sp.GetRequiredService<SharedRedis>().BudgetCounters, sp.GetRequiredService<BudgetOptions>()));
         services.AddSingleton(sp => new RateLimiter(sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<RunTracker>();
         services.AddSingleton<AdmissionControl>();
@@ -236,5 +242,35 @@ public sealed class LedgerService(LedgerWriter writer) : IHostedService
     }
 
     public async Task StopAsync(CancellationToken cancellationToken) => await writer.DisposeAsync().ConfigureAwait(false);
+}
+
+/// <summary>
+/// The one Redis connection for shared counters (<c>Bursar:Redis:Configuration</c>), opened on first use without
+/// waiting for Redis (the gateway starts, and reconnects on its own, while Redis is unreachable).
+/// </summary>
+public sealed class SharedRedis(BursarOptions options, TimeProvider time) : IDisposable
+{
+    private readonly Lazy<StackExchange.Redis.ConnectionMultiplexer?> _connection = new(() =>
+    {
+        if (!options.Redis.Enabled) return null;
+        var config = StackExchange.Redis.ConfigurationOptions.Parse(options.Redis.Configuration!);
+        config.AbortOnConnectFail = false;
+        config.ConnectTimeout = Math.Min(config.ConnectTimeout, 2000);
+        config.SyncTimeout = Math.Min(config.SyncTimeout, 1000);
+        config.AsyncTimeout = Math.Min(config.AsyncTimeout, 1000); // a reservation waits at most a second for an unreachable Redis
+        return StackExchange.Redis.ConnectionMultiplexer.Connect(config);
+    });
+    private Bursar.Caching.Redis.RedisBudgetCounters? _budgets;
+
+    public StackExchange.Redis.ConnectionMultiplexer? Connection => _connection.Value;
+
+    /// <summary>The shared budget counters, or null when no Redis is configured.</summary>
+    public ISharedBudgetCounters? BudgetCounters => Connection is { } c ? _budgets ??= new Bursar.Caching.Redis.RedisBudgetCounters(c, time, holdTtl: options.Redis.HoldTtl) : null;
+
+    public void Dispose()
+    {
+        _budgets?.Dispose();
+        if (_connection.IsValueCreated) _connection.Value?.Dispose();
+    }
 }
 

@@ -9,15 +9,24 @@ namespace Bursar.Gateway.Tests;
 public sealed class RedisServer : IAsyncLifetime
 {
     private Process? _process;
+    private int _port;
+
+    /// <summary>A server on a given port (a restart on the address clients already use).</summary>
+    public static RedisServer OnPort(int port) => new() { _port = port };
+
     public int Port { get; private set; }
     public string ConnectionString => $"127.0.0.1:{Port}";
 
     public async Task InitializeAsync()
     {
-        var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        Port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
+        if (_port == 0)
+        {
+            var listener = new TcpListener(IPAddress.Loopback, 0);
+            listener.Start();
+            Port = ((IPEndPoint)listener.LocalEndpoint).Port;
+            listener.Stop();
+        }
+        else Port = _port;
         var exe = File.Exists("/usr/bin/redis-server") ? "/usr/bin/redis-server" : "redis-server";
         _process = Process.Start(new ProcessStartInfo(exe, $"--port {Port} --bind 127.0.0.1 --save \"\" --appendonly no")
             { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false })

@@ -41,7 +41,18 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
     /// <param name="choices">Completions generated and billed (<c>n</c>, <c>best_of</c>): the output limit is reserved once per completion.</param>
     public AdmissionDecision Admit(VirtualKey key, CallAttribution a, string model, long estimatedInputTokens, long inputTokenBound, long? maxTokens, int choices, out LeverRefusal? refusal)
     {
-        refusal = null;
+        var pending = AdmitAsync(key, a, model, estimatedInputTokens, inputTokenBound, maxTokens, choices, CancellationToken.None);
+        (var decision, refusal) = pending.IsCompletedSuccessfully ? pending.Result : pending.AsTask().GetAwaiter().GetResult();
+        return decision;
+    }
+
+    /// <summary>
+    /// Admits the call or refuses it (rate limits, run caps, budgets). In process it completes at once; with shared
+    /// budget counters the reservation is one round trip to their store.
+    /// </summary>
+    public ValueTask<(AdmissionDecision Decision, LeverRefusal? Refusal)> AdmitAsync(VirtualKey key, CallAttribution a, string model, long estimatedInputTokens, long inputTokenBound, long? maxTokens, int choices, CancellationToken cancellationToken)
+    {
+        LeverRefusal? refusal;
         var price = catalog.Find(model).Price;
         choices = Math.Max(1, choices);
         var output = maxTokens ?? price?.MaxOutputTokens ?? DefaultMaxOutputTokens;
@@ -50,56 +61,82 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
         if (limiter.Any && !limiter.TryAcquire(key.Id, a.Team, a.Customer, estimatedInputTokens + output * choices, out var rl))
         {
             refusal = new LeverRefusal(429, rl!.Message, Blame.Policy) { RetryAfterSeconds = (int)Math.Ceiling(rl.RetryAfter.TotalSeconds), Code = "rate_limit_exceeded" };
-            return AdmissionDecision.None;
+            return ValueTask.FromResult((AdmissionDecision.None, (LeverRefusal?)refusal));
         }
 
         var worst = WorstCase(price, bound, output * choices);
         if (a.RunId is { } runId && !runs.TryStart(key.Id, runId, worst, out var rr))
         {
             refusal = Bursar.Core.Runs.RunRefusals.ToRefusal(rr!);
-            return AdmissionDecision.None;
+            return ValueTask.FromResult((AdmissionDecision.None, (LeverRefusal?)refusal));
         }
 
         if (!budgets.Any)
-            return new AdmissionDecision { Model = model, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = worst };
+            return ValueTask.FromResult((new AdmissionDecision { Model = model, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = worst }, (LeverRefusal?)null));
 
-        var admitted = AdmitBudgets(key, a, model, price, bound, maxTokens, output, choices, worst, out refusal);
-        if (refusal is not null && a.RunId is not null) runs.Release(key.Id, a.RunId, worst); // refused: the run's hold goes back
-        return admitted;
+        var admitted = AdmitBudgetsAsync(key, a, model, price, bound, maxTokens, output, choices, worst, cancellationToken);
+        if (admitted.IsCompletedSuccessfully)
+        {
+            var done = admitted.Result;
+            if (done.Refusal is not null && a.RunId is not null) runs.Release(key.Id, a.RunId, worst); // refused: the run's hold goes back
+            return ValueTask.FromResult(done);
+        }
+        return ReleaseIfRefusedAsync(admitted, key.Id, a.RunId, worst);
     }
 
-    private AdmissionDecision AdmitBudgets(VirtualKey key, CallAttribution a, string model, ModelPrice? price, long bound, long? maxTokens, long output, int choices, decimal worst, out LeverRefusal? refusal)
+    private async ValueTask<(AdmissionDecision, LeverRefusal?)> ReleaseIfRefusedAsync(ValueTask<(AdmissionDecision Decision, LeverRefusal? Refusal)> admitted, string keyId, string? runId, decimal worst)
     {
-        refusal = null;
+        (AdmissionDecision Decision, LeverRefusal? Refusal) done;
+        try
+        {
+            done = await admitted.ConfigureAwait(false);
+        }
+        catch
+        {
+            if (runId is not null) runs.Release(keyId, runId, worst);
+            throw;
+        }
+        if (done.Refusal is not null && runId is not null) runs.Release(keyId, runId, worst);
+        return done;
+    }
+
+    private async ValueTask<(AdmissionDecision Decision, LeverRefusal? Refusal)> AdmitBudgetsAsync(VirtualKey key, CallAttribution a, string model, ModelPrice? price, long bound, long? maxTokens, long output, int choices, decimal worst, CancellationToken cancellationToken)
+    {
         if (price is null && key.UnpricedPolicy == "refuse")
         {
-            refusal = new LeverRefusal(403, $"Model '{model}' has no price, and key {key.Prefix}…'s policy refuses unpriced models while budgets apply. Add its price (bursar prices import, or Bursar:Prices) or use a priced model.", Blame.Policy) { Type = "unpriced_model", Code = "unpriced_model", Param = "model" };
-            return AdmissionDecision.None;
+            return (AdmissionDecision.None, new LeverRefusal(403, $"Model '{model}' has no price, and key {key.Prefix}…'s policy refuses unpriced models while budgets apply. Add its price (bursar prices import, or Bursar:Prices) or use a priced model.", Blame.Policy) { Type = "unpriced_model", Code = "unpriced_model", Param = "model" });
         }
         // a free (local) model never consumes budget; an unpriced one allowed by policy is flagged in the ledger, not reserved
         if (price is null || price.IsFree)
-            return new AdmissionDecision { Model = model, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = 0 };
+            return (new AdmissionDecision { Model = model, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = 0 }, null);
 
         var subject = new BudgetSubject(key.Id, a.Team, a.Customer, a.Feature, price.Model);
-        if (budgets.TryReserve(subject, worst, out var reservation, out var br))
-            return new AdmissionDecision { Model = model, Reservation = reservation, WorstCaseUsd = worst, RunId = a.RunId, KeyId = key.Id };
+        var first = await budgets.TryReserveAsync(subject, worst, cancellationToken).ConfigureAwait(false);
+        if (first.Held)
+            return (new AdmissionDecision { Model = model, Reservation = first.Reservation, WorstCaseUsd = worst, RunId = a.RunId, KeyId = key.Id }, null);
 
+        var br = first.Refusal!;
+        if (br.Unavailable is { } down)
+        {
+            // the budgets could not be checked: refused for that (the caller may retry), never admitted uncounted
+            return (AdmissionDecision.None, new LeverRefusal(503, down, Blame.Gateway) { Type = "budget_store_unavailable", Code = "budget_store_unavailable", RetryAfterSeconds = 5 });
+        }
         if (key.DowngradeModel is { } cheaper && !string.Equals(cheaper, model, StringComparison.OrdinalIgnoreCase)
             && served.Serves(cheaper) && catalog.Find(cheaper).Price is { } cheaperPrice)
         {
             var worstCheaper = WorstCase(cheaperPrice, InputBound(cheaper, cheaperPrice, bound), (maxTokens ?? cheaperPrice.MaxOutputTokens ?? DefaultMaxOutputTokens) * choices);
-            if (budgets.TryReserve(subject with { Model = cheaperPrice.Model }, worstCheaper, out var r2, out _))
+            var second = await budgets.TryReserveAsync(subject with { Model = cheaperPrice.Model }, worstCheaper, cancellationToken).ConfigureAwait(false);
+            if (second.Held)
             {
-                return new AdmissionDecision
+                return (new AdmissionDecision
                 {
-                    Model = cheaper, Reservation = r2, WorstCaseUsd = worstCheaper, RunId = a.RunId, KeyId = key.Id,
-                    RoutingReason = $"budget_downgrade: {br!.Budget.Describe()} ({br.Budget.Id}) would be exceeded on {model}",
-                };
+                    Model = cheaper, Reservation = second.Reservation, WorstCaseUsd = worstCheaper, RunId = a.RunId, KeyId = key.Id,
+                    RoutingReason = $"budget_downgrade: {br.Budget.Describe()} ({br.Budget.Id}) would be exceeded on {model}",
+                }, null);
             }
         }
-        var secs = br!.ResetsAt == DateTimeOffset.MaxValue ? (int?)null : (int)Math.Max(1, Math.Ceiling((br.ResetsAt - time.GetUtcNow()).TotalSeconds));
-        refusal = new LeverRefusal(429, br.Message + $" (budget id '{br.Budget.Id}')", Blame.Policy) { Type = "budget_exceeded", Code = "budget_exceeded", RetryAfterSeconds = secs };
-        return AdmissionDecision.None;
+        var secs = br.ResetsAt == DateTimeOffset.MaxValue ? (int?)null : (int)Math.Max(1, Math.Ceiling((br.ResetsAt - time.GetUtcNow()).TotalSeconds));
+        return (AdmissionDecision.None, new LeverRefusal(429, br.Message + $" (budget id '{br.Budget.Id}')", Blame.Policy) { Type = "budget_exceeded", Code = "budget_exceeded", RetryAfterSeconds = secs });
     }
 
     /// <summary>

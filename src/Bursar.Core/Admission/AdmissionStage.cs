@@ -14,7 +14,19 @@ public sealed class AdmissionStage(AdmissionControl admission) : ILeverStage
     public ValueTask InvokeAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
     {
         var req = call.Request;
-        var admitted = call.Admitted = admission.Admit(call.Key, call.Attribution, call.Model, req.EstimatedInputTokens, req.InputTokenBound, call.MaxTokens ?? req.MaxTokens, req.Choices, out var refusal);
+        var pending = admission.AdmitAsync(call.Key, call.Attribution, call.Model, req.EstimatedInputTokens, req.InputTokenBound, call.MaxTokens ?? req.MaxTokens, req.Choices, cancellationToken);
+        // in process admission completes at once (no state machine); shared budget counters take a round trip
+        if (pending.IsCompletedSuccessfully) return Continue(call, pending.Result, next, cancellationToken);
+        return AwaitedAsync(pending, call, next, cancellationToken);
+    }
+
+    private async ValueTask AwaitedAsync(ValueTask<(AdmissionDecision, LeverRefusal?)> pending, LeverCall call, LeverNext next, CancellationToken cancellationToken) =>
+        await Continue(call, await pending.ConfigureAwait(false), next, cancellationToken).ConfigureAwait(false);
+
+    private ValueTask Continue(LeverCall call, (AdmissionDecision Decision, LeverRefusal? Refusal) result, LeverNext next, CancellationToken cancellationToken)
+    {
+        var (admitted, refusal) = result;
+        call.Admitted = admitted;
         if (refusal is not null)
         {
             call.Refuse(refusal, "refused");

@@ -5,19 +5,31 @@ namespace Bursar.Core.Budgets;
 /// <summary>A budget that would be crossed: who, what limit, how much is already spent, when it resets.</summary>
 public sealed record BudgetRefusal(BudgetDefinition Budget, decimal SpentUsd, decimal ReservedUsd, decimal RequestedUsd, DateTimeOffset ResetsAt)
 {
-    public string Message =>
+    /// <summary>Set when the budget could not be checked at all (its shared counters are unreachable): the call is refused for that, not for the money.</summary>
+    public string? Unavailable { get; init; }
+
+    public string Message => Unavailable ?? Spent;
+
+    private string Spent =>
         $"{char.ToUpperInvariant(Budget.Describe()[0])}{Budget.Describe()[1..]} of ${Budget.LimitUsd} would be exceeded: ${SpentUsd} spent and ${ReservedUsd} reserved by calls in flight; this call could cost up to ${RequestedUsd}. "
         + (ResetsAt == DateTimeOffset.MaxValue ? "This budget does not reset." : $"It resets at {ResetsAt:yyyy-MM-dd'T'HH:mm:ss'Z'}.");
 }
 
+/// <summary>What a reservation decided: held (with the reservation to settle) or refused (with why).</summary>
+public readonly record struct BudgetDecision(bool Held, BudgetReservation Reservation, BudgetRefusal? Refusal);
+
 /// <summary>Money held against every budget that applies to one call, until the call settles.</summary>
 public sealed class BudgetReservation
 {
-    internal BudgetReservation(BudgetManager.State[] holds, decimal amount)
+    internal BudgetReservation(BudgetManager.State[] holds, decimal amount, bool shared = false)
     {
         Holds = holds;
         Amount = amount;
+        Shared = shared;
     }
+
+    /// <summary>The money is held in the shared counters (else in this process).</summary>
+    internal bool Shared { get; }
 
     /// <summary>The budgets held, each for <see cref="Amount"/>.</summary>
     internal BudgetManager.State[] Holds { get; }
@@ -48,22 +60,41 @@ public interface IBudgetAlertSink
 /// from the ledger (the source of truth) when a budget is first used, so they survive a restart. The interface is small
 /// so a Redis-backed implementation can share counters between instances later.
 /// </summary>
-public sealed partial class BudgetManager
+public sealed partial class BudgetManager : IAsyncDisposable
 {
     private readonly Lock _lock = new();
     private readonly TimeProvider _time;
     private readonly IBudgetStore _store;
     private readonly IBudgetAlertSink _alerts;
     private readonly ILogger _logger;
+    private readonly ISharedBudgetCounters? _shared;
+    private readonly BudgetOptions _options;
+    private readonly System.Threading.Channels.Channel<(BudgetReservation Reservation, decimal Actual)> _settles =
+        System.Threading.Channels.Channel.CreateUnbounded<(BudgetReservation, decimal)>(new System.Threading.Channels.UnboundedChannelOptions { SingleReader = true });
+    private readonly CancellationTokenSource _stop = new();
+    private Task? _settler;
+    private long _pendingSettles;
+    private long _sharedFailures;
+    private long _lastDownWarning;
     private State[] _states = [];
 
-    public BudgetManager(IBudgetStore store, IBudgetAlertSink alerts, TimeProvider time, ILogger<BudgetManager> logger)
+    public BudgetManager(IBudgetStore store, IBudgetAlertSink alerts, TimeProvider time, ILogger<BudgetManager> logger, ISharedBudgetCounters? shared = null, BudgetOptions? options = null)
     {
         _store = store;
         _alerts = alerts;
         _time = time;
         _logger = logger;
+        _shared = shared;
+        _options = options?.Clone() ?? new BudgetOptions();
+        _options.Validate();
+        if (shared is not null) _settler = Task.Run(SettleLoopAsync);
     }
+
+    /// <summary>The shared counters budgets are counted in (null: this process only).</summary>
+    public string? SharedCounters => _shared?.Name;
+
+    /// <summary>Reservations and settles the shared counters could not take (their store was unreachable).</summary>
+    public long SharedFailures => Interlocked.Read(ref _sharedFailures);
 
     internal sealed class State(BudgetDefinition budget)
     {
@@ -103,12 +134,56 @@ public sealed partial class BudgetManager
             fresh.Add(state);
         }
         lock (_lock) _states = fresh.ToArray();
+        if (_shared is not null)
+        {
+            foreach (var s in fresh)
+            {
+                try
+                {
+                    await _shared.SeedAsync(Shared(s), s.Spent).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    Interlocked.Increment(ref _sharedFailures);
+                    LogSharedDown(_logger, _shared.Name, "seeding budget " + s.Budget.Id, e.Message);
+                }
+            }
+        }
     }
+
+    private static SharedBudget Shared(State s) => new(s.Budget.Id, s.Budget.CountFrom(s.WindowStart), s.WindowEnd, s.Budget.LimitUsd);
 
     /// <summary>True when any budget exists (the request path skips all budget work otherwise).</summary>
     public bool Any => _states.Length > 0;
 
     public bool TryReserve(in BudgetSubject subject, decimal worstCaseUsd, out BudgetReservation reservation, out BudgetRefusal? refusal)
+    {
+        refusal = null;
+        reservation = BudgetReservation.None;
+        var states = _states;
+        if (states.Length == 0) return true;
+        if (_shared is not null)
+        {
+            // a caller that cannot wait (the CLI, tests): the request path uses TryReserveAsync
+            var d = TryReserveAsync(subject, worstCaseUsd, CancellationToken.None).AsTask().GetAwaiter().GetResult();
+            (reservation, refusal) = (d.Reservation, d.Refusal);
+            return d.Held;
+        }
+        return TryReserveLocal(subject, worstCaseUsd, out reservation, out refusal);
+    }
+
+    /// <summary>
+    /// Holds the worst case against every budget that applies (all or none). In process this completes at once; with
+    /// shared counters it is one round trip to their store.
+    /// </summary>
+    public ValueTask<BudgetDecision> TryReserveAsync(BudgetSubject subject, decimal worstCaseUsd, CancellationToken cancellationToken)
+    {
+        if (_shared is null || _states.Length == 0)
+            return ValueTask.FromResult(TryReserveLocal(subject, worstCaseUsd, out var r, out var refusal) ? new BudgetDecision(true, r, null) : new BudgetDecision(false, r, refusal));
+        return TryReserveSharedAsync(subject, worstCaseUsd, cancellationToken);
+    }
+
+    private bool TryReserveLocal(in BudgetSubject subject, decimal worstCaseUsd, out BudgetReservation reservation, out BudgetRefusal? refusal)
     {
         refusal = null;
         reservation = BudgetReservation.None;
@@ -143,6 +218,147 @@ public sealed partial class BudgetManager
         return true;
     }
 
+    private async ValueTask<BudgetDecision> TryReserveSharedAsync(BudgetSubject subject, decimal worstCaseUsd, CancellationToken cancellationToken)
+    {
+        var now = _time.GetUtcNow();
+        var matching = new List<State>(2);
+        lock (_lock)
+        {
+            foreach (var s in _states)
+            {
+                if (!subject.Matches(s.Budget)) continue;
+                Roll(s, now);
+                matching.Add(s);
+            }
+        }
+        if (matching.Count == 0) return new BudgetDecision(true, BudgetReservation.None, null);
+        var keys = new SharedBudget[matching.Count];
+        for (var i = 0; i < keys.Length; i++) keys[i] = Shared(matching[i]);
+        SharedReservation r;
+        try
+        {
+            r = await _shared!.TryReserveAsync(keys, worstCaseUsd, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            Interlocked.Increment(ref _sharedFailures);
+            WarnDown("a reservation", e);
+            if (_options.WhenSharedCountersDown == SharedCountersDownPolicy.LocalCounters)
+                return TryReserveLocal(subject, worstCaseUsd, out var lr, out var lrefusal) ? new BudgetDecision(true, lr, null) : new BudgetDecision(false, lr, lrefusal);
+            var b = matching[0];
+            return new BudgetDecision(false, BudgetReservation.None, new BudgetRefusal(b.Budget, 0, 0, worstCaseUsd, b.WindowEnd)
+            {
+                Unavailable = $"Budgets cannot be checked: the shared budget counters ({_shared!.Name}) are unreachable ({Short(e)}). Calls that budgets apply to are refused until they are back (Bursar:Budgets:WhenSharedCountersDown = FailClosed; LocalCounters counts in each instance instead).",
+            });
+        }
+        if (!r.Held)
+        {
+            var b = matching[r.RefusedIndex];
+            return new BudgetDecision(false, BudgetReservation.None, new BudgetRefusal(b.Budget, r.SpentUsd, r.ReservedUsd, worstCaseUsd, b.WindowEnd));
+        }
+        return new BudgetDecision(true, new BudgetReservation([.. matching], worstCaseUsd, shared: true), null);
+    }
+
+    /// <summary>The first sentence of a store client's error (StackExchange.Redis appends pages of diagnostics).</summary>
+    private static string Short(Exception e)
+    {
+        var m = e.Message;
+        var cut = m.IndexOf(" - ", StringComparison.Ordinal);
+        if (cut < 0) cut = m.IndexOf(", command=", StringComparison.Ordinal);
+        return (cut > 0 ? m[..cut] : m).TrimEnd('.');
+    }
+
+    private void WarnDown(string what, Exception e)
+    {
+        // at most one warning a minute: a store outage under load must not flood the log
+        var now = _time.GetTimestamp();
+        var last = Interlocked.Read(ref _lastDownWarning);
+        if (last != 0 && _time.GetElapsedTime(last, now) < TimeSpan.FromMinutes(1)) return;
+        if (Interlocked.CompareExchange(ref _lastDownWarning, now, last) != last) return;
+        LogSharedDown(_logger, _shared!.Name, what + (_options.WhenSharedCountersDown == SharedCountersDownPolicy.LocalCounters ? " (counting in this process meanwhile)" : " (refusing budgeted calls meanwhile)"), e.Message);
+    }
+
+    /// <summary>
+    /// Applies shared settles in the order they were made, off the caller's path (a settle never waits for the store).
+    /// While the store is unreachable a settle is retried until it lands; its hold stays counted meanwhile, so the
+    /// counters err on the side of less spending, never more.
+    /// </summary>
+    private async Task SettleLoopAsync()
+    {
+        var reader = _settles.Reader;
+        try
+        {
+            while (await reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false))
+            {
+                while (reader.TryPeek(out var item))
+                {
+                    if (!await SettleSharedAsync(item.Reservation, item.Actual).ConfigureAwait(false))
+                    {
+                        await Task.Delay(TimeSpan.FromMilliseconds(250), _time, _stop.Token).ConfigureAwait(false);
+                        continue;
+                    }
+                    reader.TryRead(out _);
+                    Interlocked.Decrement(ref _pendingSettles);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            // stopping: what is left was logged by the last failure; the holds expire in the store
+        }
+    }
+
+    /// <summary>Shared settles not yet applied (their store is slow or unreachable).</summary>
+    public long PendingSettles => Interlocked.Read(ref _pendingSettles);
+
+    /// <summary>Waits until every shared settle made so far has landed (or <paramref name="timeout"/> passes); true when none is left.</summary>
+    public async Task<bool> FlushSettlesAsync(TimeSpan timeout)
+    {
+        var until = _time.GetTimestamp();
+        while (PendingSettles > 0)
+        {
+            if (_time.GetElapsedTime(until) > timeout) return false;
+            await Task.Delay(10).ConfigureAwait(false);
+        }
+        return true;
+    }
+
+    private async ValueTask<bool> SettleSharedAsync(BudgetReservation reservation, decimal actualUsd)
+    {
+        var now = _time.GetUtcNow();
+        var keys = new SharedBudget[reservation.Holds.Length];
+        lock (_lock)
+        {
+            for (var i = 0; i < keys.Length; i++)
+            {
+                Roll(reservation.Holds[i], now); // a late settle counts in the period it lands in, as in process
+                keys[i] = Shared(reservation.Holds[i]);
+            }
+        }
+        try
+        {
+            var spent = await _shared!.SettleAsync(keys, reservation.Amount, actualUsd).ConfigureAwait(false);
+            AlertShared(reservation, spent);
+            return true;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            Interlocked.Increment(ref _sharedFailures);
+            WarnDown("a settle", e);
+            return false;
+        }
+    }
+
+    /// <summary>Stops the settle loop, after giving what is queued a few seconds to land.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_settler is null) return;
+        await FlushSettlesAsync(TimeSpan.FromSeconds(3)).ConfigureAwait(false);
+        await _stop.CancelAsync().ConfigureAwait(false);
+        await _settler.ConfigureAwait(false);
+        _stop.Dispose();
+    }
+
     /// <summary>Adds money already spent (a call made for Bursar's own purposes, such as the LLM routing classifier) to every budget it falls under; no limit check.</summary>
     public void Charge(in BudgetSubject subject, decimal actualUsd)
     {
@@ -152,13 +368,19 @@ public sealed partial class BudgetManager
         foreach (var s in states)
             if (subject.Matches(s.Budget)) matching.Add(s);
         var holds = matching.ToArray();
-        if (holds.Length > 0) Settle(new BudgetReservation(holds, 0m), actualUsd);
+        if (holds.Length > 0) Settle(new BudgetReservation(holds, 0m, shared: _shared is not null), actualUsd);
     }
 
     /// <summary>Replaces the reservation by the actual cost (0 for a call that never reached the provider). Idempotent.</summary>
     public void Settle(BudgetReservation reservation, decimal actualUsd)
     {
         if (reservation.Holds.Length == 0 || Interlocked.Exchange(ref reservation.Settled, 1) == 1) return;
+        if (reservation.Shared)
+        {
+            Interlocked.Increment(ref _pendingSettles);
+            _settles.Writer.TryWrite((reservation, actualUsd));
+            return;
+        }
         var now = _time.GetUtcNow();
         List<BudgetStatus>? alerts = null;
         lock (_lock)
@@ -184,12 +406,54 @@ public sealed partial class BudgetManager
         }
     }
 
-    public IReadOnlyList<BudgetStatus> Snapshot()
+    /// <summary>Every budget's period, spend and holds (with shared counters: as the store has them; this instance's own view when it is unreachable).</summary>
+    public IReadOnlyList<BudgetStatus> Snapshot() => _shared is null ? LocalSnapshot() : SnapshotAsync().AsTask().GetAwaiter().GetResult();
+
+    public async ValueTask<IReadOnlyList<BudgetStatus>> SnapshotAsync()
+    {
+        var local = LocalSnapshot();
+        if (_shared is null) return local;
+        var states = _states;
+        for (var i = 0; i < local.Length && i < states.Length; i++)
+        {
+            try
+            {
+                var (spent, reserved) = await _shared.ReadAsync(Shared(states[i])).ConfigureAwait(false);
+                local[i] = local[i] with { SpentUsd = spent, ReservedUsd = reserved, SoftLimitReached = spent >= states[i].Budget.SoftLimitUsd };
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                WarnDown("reading the budgets", e); // this instance's own view stands in
+                break;
+            }
+        }
+        return local;
+    }
+
+    private BudgetStatus[] LocalSnapshot()
     {
         var now = _time.GetUtcNow();
-        lock (_lock)
+        lock (_lock) return _states.Select(s => { Roll(s, now); return Status(s); }).ToArray();
+    }
+
+    /// <summary>The soft-limit alert for shared counters: raised by the instance whose settle crossed it, once per period per instance.</summary>
+    private void AlertShared(BudgetReservation reservation, decimal[] spentAfter)
+    {
+        var now = _time.GetUtcNow();
+        for (var i = 0; i < reservation.Holds.Length && i < spentAfter.Length; i++)
         {
-            return _states.Select(s => { Roll(s, now); return Status(s); }).ToArray();
+            var s = reservation.Holds[i];
+            var spent = spentAfter[i];
+            if (s.AlertedWindow == s.WindowStart || spent < s.Budget.SoftLimitUsd) continue;
+            lock (_lock)
+            {
+                Roll(s, now);
+                if (s.AlertedWindow == s.WindowStart) continue;
+                s.AlertedWindow = s.WindowStart;
+            }
+            var status = Status(s) with { SpentUsd = spent, SoftLimitReached = true };
+            LogSoftLimit(_logger, s.Budget.Describe(), s.Budget.Id, spent, s.Budget.LimitUsd, s.Budget.SoftLimitFraction);
+            _alerts.SoftLimitReached(status);
         }
     }
 
@@ -203,6 +467,9 @@ public sealed partial class BudgetManager
         s.WindowEnd = end;
         s.Spent = 0; // reservations of calls still in flight carry over and settle into the new window
     }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "The shared budget counters ({Store}) are unreachable during {What}: {Error}")]
+    private static partial void LogSharedDown(ILogger logger, string store, string what, string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Soft limit reached: {Budget} ({BudgetId}) has spent ${Spent} of ${Limit} (alert at {Fraction:P0})")]
     private static partial void LogSoftLimit(ILogger logger, string budget, string budgetId, decimal spent, decimal limit, decimal fraction);

@@ -61,7 +61,7 @@ public static class AdminApi
     {
         var admin = app.MapGroup("/admin").AddEndpointFilter(RequireAdminKey).ProducesAdminProblems();
 
-        admin.MapGet("/budgets", (BudgetManager budgets) => TypedResults.Ok(budgets.Snapshot().Select(BudgetView.From).ToArray()))
+        admin.MapGet("/budgets", async (BudgetManager budgets) => TypedResults.Ok((await budgets.SnapshotAsync()).Select(BudgetView.From).ToArray()))
             .WithTags("budgets").WithSummary("Budgets with the spend, reservations and reset time of their current period");
         admin.MapPut("/budgets/{id}", PutBudgetAsync)
             .WithTags("budgets").WithSummary("Create or change a budget").ProducesProblem(StatusCodes.Status400BadRequest);
@@ -75,7 +75,7 @@ public static class AdminApi
         {
             if (!await store.ResetBudgetAsync(id, time.GetUtcNow(), ct)) return NotFound($"No budget '{id}'.");
             await budgets.ReloadAsync(ct);
-            return TypedResults.Ok(BudgetView.From(budgets.Snapshot().Single(s => s.Budget.Id == id)));
+            return TypedResults.Ok(BudgetView.From((await budgets.SnapshotAsync()).Single(s => s.Budget.Id == id)));
         }).WithTags("budgets").WithSummary("Start a budget's current period again from zero");
         admin.MapGet("/alerts", (WebhookAlertSink alerts) => TypedResults.Ok(alerts.Raised.Select(BudgetView.From).ToArray()))
             .WithTags("budgets").WithSummary("Budgets whose soft limit raised an alert");
@@ -158,7 +158,7 @@ public static class AdminApi
         }
         await store.UpsertBudgetAsync(def, ct);
         await budgets.ReloadAsync(ct);
-        return TypedResults.Ok(BudgetView.From(budgets.Snapshot().Single(s => s.Budget.Id == id)));
+        return TypedResults.Ok(BudgetView.From((await budgets.SnapshotAsync()).Single(s => s.Budget.Id == id)));
     }
 
     private static async Task<Results<Ok<RateLimitDefinition>, ProblemHttpResult>> PutRateLimitAsync(string scope, string value, RateLimitRequest body, IRateLimitStore store, RateLimiter limiter, CancellationToken ct)
