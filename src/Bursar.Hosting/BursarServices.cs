@@ -255,9 +255,11 @@ public sealed class SharedRedis(BursarOptions options, TimeProvider time) : IDis
         if (!options.Redis.Enabled) return null;
         var config = StackExchange.Redis.ConfigurationOptions.Parse(options.Redis.Configuration!);
         config.AbortOnConnectFail = false;
-        config.ConnectTimeout = Math.Min(config.ConnectTimeout, 2000);
-        config.SyncTimeout = Math.Min(config.SyncTimeout, 1000);
-        config.AsyncTimeout = Math.Min(config.AsyncTimeout, 1000); // a reservation waits at most a second for an unreachable Redis
+        // unless the configuration string says otherwise, a reservation waits at most 2 s for an unreachable Redis (then the policy applies)
+        var given = options.Redis.Configuration!;
+        if (!given.Contains("connectTimeout", StringComparison.OrdinalIgnoreCase)) config.ConnectTimeout = 2000;
+        if (!given.Contains("syncTimeout", StringComparison.OrdinalIgnoreCase)) config.SyncTimeout = 2000;
+        if (!given.Contains("asyncTimeout", StringComparison.OrdinalIgnoreCase)) config.AsyncTimeout = 2000;
         return StackExchange.Redis.ConnectionMultiplexer.Connect(config);
     });
     private Bursar.Caching.Redis.RedisBudgetCounters? _budgets;

@@ -162,9 +162,12 @@ internal sealed class BursarProcess : IAsyncDisposable
         }
     }
 
-    private static ProcessStartInfo Info(string? dataDir, params string[] args)
+    private static ProcessStartInfo Info(string? dataDir, params string[] args) => Info(dataDir, null, args);
+
+    private static ProcessStartInfo Info(string? dataDir, IReadOnlyDictionary<string, string>? env, params string[] args)
     {
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (env is not null) foreach (var (k, v) in env) info.Environment[k] = v;
         info.ArgumentList.Add(CliDll);
         foreach (var a in args) info.ArgumentList.Add(a);
         if (dataDir is null) return info;
@@ -184,10 +187,10 @@ internal sealed class BursarProcess : IAsyncDisposable
         return (p.ExitCode, await stdout, await stderr);
     }
 
-    public static async Task<string> CreateKeyAsync(string dataDir)
+    public static async Task<string> CreateKeyAsync(string dataDir, IReadOnlyDictionary<string, string>? env = null, params string[] extra)
     {
         Directory.CreateDirectory(dataDir);
-        using var p = Process.Start(Info(dataDir, "keys", "create", "--team", "crash"))!;
+        using var p = Process.Start(Info(dataDir, env, ["keys", "create", "--team", "crash", .. extra]))!;
         var stdout = await p.StandardOutput.ReadToEndAsync();
         await p.WaitForExitAsync();
         Assert.Equal(0, p.ExitCode);
@@ -197,9 +200,12 @@ internal sealed class BursarProcess : IAsyncDisposable
     public static Task<BursarProcess> StartAsync(string dataDir) => StartAsync(dataDir, FreePort(), "serve", "--urls", "http://127.0.0.1:{port}");
 
     /// <summary>Starts a long-running command (<c>{port}</c> in an argument becomes <paramref name="port"/>) and waits until it answers /health/live.</summary>
-    public static async Task<BursarProcess> StartAsync(string dataDir, int port, params string[] args)
+    public static Task<BursarProcess> StartAsync(string dataDir, int port, params string[] args) => StartAsync(dataDir, port, null, args);
+
+    /// <summary>Starts a long-running command with <paramref name="env"/> set (<c>Bursar__Store</c>, ...).</summary>
+    public static async Task<BursarProcess> StartAsync(string dataDir, int port, IReadOnlyDictionary<string, string>? env, params string[] args)
     {
-        var p = Process.Start(Info(dataDir, [.. args.Select(a => a.Replace("{port}", port.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal))]))!;
+        var p = Process.Start(Info(dataDir, env, [.. args.Select(a => a.Replace("{port}", port.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal))]))!;
         var gw = new BursarProcess(p, $"http://127.0.0.1:{port}");
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (gw._log) gw._log.AppendLine(e.Data); };
         p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (gw._log) gw._log.AppendLine(e.Data); };
