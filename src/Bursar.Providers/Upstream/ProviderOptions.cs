@@ -94,6 +94,6 @@ public sealed class ProvidersOptions
     public static IReadOnlyList<(string Name, DeploymentOptions Options)> BuiltIn() =>
     [
         ("anthropic", new DeploymentOptions { Dialect = "anthropic", Models = ["claude-*"] }),
-        ("openai", new DeploymentOptions { Dialect = "openai", Models = ["gpt-*", "o1*", "o3*", "o4*", "chatgpt-*"] }),
+        ("openai", new DeploymentOptions { Dialect = "openai", Models = ["gpt-*", "o1*", "o3*", "o4*", "chatgpt-*", "text-embedding-*"] }),
     ];
 }
