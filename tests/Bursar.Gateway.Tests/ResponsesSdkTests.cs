@@ -165,6 +165,71 @@ public sealed class ResponsesSdkTests(GatewayFixture gw)
         Assert.Equal(rows[0].Cost, rows[1].SavingResponseCache);
     }
 
+    [Fact]
+    public async Task A_claude_model_answers_a_responses_caller_as_the_responses_api_and_bursar_keeps_the_chain()
+    {
+        var client = Client("rs-claude");
+        ResponseResult r1 = await client.CreateResponseAsync(new CreateResponseOptions("claude-haiku-4-5", [ResponseItem.CreateUserMessageItem("Say hello")]) { Instructions = "Be brief." });
+        Assert.StartsWith("resp_", r1.Id);
+        Assert.False(string.IsNullOrWhiteSpace(r1.GetOutputText()));
+        Assert.True(r1.Usage.InputTokenCount > 0 && r1.Usage.OutputTokenCount > 0);
+        ResponseResult r2 = await client.CreateResponseAsync("claude-haiku-4-5", "And again?", previousResponseId: r1.Id);
+        Assert.True(r2.Usage.InputTokenCount > r1.Usage.InputTokenCount); // the kept conversation went to Claude again
+        Assert.Equal(r1.GetOutputText(), (await client.GetResponseAsync(r1.Id)).Value.GetOutputText());
+        var items = new List<ResponseItem>();
+        await foreach (var item in client.GetResponseInputItemsAsync(r2.Id)) items.Add(item);
+        Assert.Single(items);
+        Assert.True((await client.DeleteResponseAsync(r1.Id)).Value.Deleted);
+        await Assert.ThrowsAsync<ClientResultException>(() => client.GetResponseAsync(r1.Id));
+
+        var rows = (await gw.LedgerAsync("rs-claude", 2)).OrderBy(r => r.Timestamp).ToArray();
+        Assert.All(rows, r => Assert.StartsWith("anthropic", r.Provider));
+        Assert.Equal("resp:" + r1.Id, rows[1].RunId);
+        var price = Catalog.Find("claude-haiku-4-5").Price!;
+        Assert.Equal(CostCalculator.Compute(price, new TokenUsage(rows[1].InputTokens, rows[1].CacheReadTokens, rows[1].CacheWrite5mTokens, rows[1].CacheWrite1hTokens, rows[1].OutputTokens)).Total, rows[1].Cost);
+        Assert.Equal(r2.Usage.InputTokenCount, rows[1].InputTokens + rows[1].CacheReadTokens + rows[1].CacheWrite5mTokens + rows[1].CacheWrite1hTokens);
+    }
+
+    [Fact]
+    public async Task A_claude_model_streams_responses_events_and_runs_function_tools_through_a_kept_chain()
+    {
+        var client = Client("rs-claude-stream");
+        var tool = ResponseTool.CreateFunctionTool("get_weather", BinaryData.FromString("""{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}"""), strictModeEnabled: false, functionDescription: "Weather for a city");
+        var first = new CreateResponseOptions("claude-sonnet-4-5", [ResponseItem.CreateUserMessageItem("Weather in Paris?")]) { Tools = { tool }, StreamingEnabled = true };
+        ResponseResult? r1 = null;
+        var args = new StringBuilder();
+        await foreach (var u in await client.CreateResponseStreamingAsync(first))
+        {
+            if (u is StreamingResponseFunctionCallArgumentsDeltaUpdate d) args.Append(d.Delta);
+            if (u is StreamingResponseCompletedUpdate c) r1 = c.Response;
+        }
+        Assert.NotNull(r1);
+        var call = Assert.IsType<FunctionCallResponseItem>(r1!.OutputItems.Single(i => i is FunctionCallResponseItem));
+        Assert.Equal("get_weather", call.FunctionName);
+        Assert.Equal(call.FunctionArguments.ToString(), args.ToString());
+        Assert.True(r1.Usage.OutputTokenCount > 0);
+        var second = new CreateResponseOptions("claude-sonnet-4-5", [ResponseItem.CreateFunctionCallOutputItem(call.CallId, "18C and sunny")]) { Tools = { tool }, PreviousResponseId = r1.Id, StreamingEnabled = true };
+        var text = new StringBuilder();
+        await foreach (var u in await client.CreateResponseStreamingAsync(second))
+            if (u is StreamingResponseOutputTextDeltaUpdate d) text.Append(d.Delta);
+        Assert.Contains("18C and sunny", text.ToString());
+        var rows = await gw.LedgerAsync("rs-claude-stream", 2);
+        Assert.All(rows, r => { Assert.True(r.Streamed); Assert.False(r.UsageEstimated); Assert.True(r.Cost > 0); });
+    }
+
+    [Theory]
+    [InlineData("""{"model":"claude-haiku-4-5","input":"x","tools":[{"type":"web_search"}]}""", "tools[0].type")]
+    [InlineData("""{"model":"claude-haiku-4-5","input":"x","tools":[{"type":"file_search","vector_store_ids":["vs_1"]}]}""", "tools[0].type")]
+    [InlineData("""{"model":"claude-haiku-4-5","input":"x","text":{"format":{"type":"json_object"}}}""", "text.format.type")]
+    [InlineData("""{"model":"claude-haiku-4-5","input":"x","previous_response_id":"resp_held_by_openai"}""", "previous_response_id")]
+    [InlineData("""{"model":"claude-haiku-4-5","input":[{"role":"user","content":[{"type":"input_image","file_id":"file_1"}]}]}""", "input[0].content[0].file_id")]
+    public async Task What_claude_cannot_run_or_express_is_a_400_naming_the_field(string json, string param)
+    {
+        using var resp = await gw.Http.SendAsync(gw.Post("/v1/responses", json, feature: "rs-claude-bad"));
+        Assert.Equal(400, (int)resp.StatusCode);
+        Assert.Equal(param, JsonNode.Parse(await resp.Content.ReadAsStringAsync())!["error"]!["param"]!.GetValue<string>());
+    }
+
     [Theory]
     [InlineData("/v1/responses", """{"model":5,"input":"x"}""", "model")]
     [InlineData("/v1/responses", """{"model":"gpt-4o"}""", "input")]

@@ -31,7 +31,7 @@ public sealed class OutputCapStage(OutputCapLearner caps) : ILeverStage, IReques
     public bool Apply(JsonObject body, in EditTarget target) => target.Call.Request.Api switch
     {
         // the Responses API has no stop sequences: only the cap applies (max_output_tokens)
-        WireApi.Responses => OutputCaps.ApplyResponses(body, target.Call.OutputCap),
+        WireApi.Responses when !target.Anthropic => OutputCaps.ApplyResponses(body, target.Call.OutputCap),
         WireApi.Embeddings => false,
         _ => OutputCaps.Apply(body, target.Anthropic, target.Call.OutputCap, target.Call.Policy?.Stop ?? []),
     };

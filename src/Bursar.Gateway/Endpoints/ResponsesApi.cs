@@ -61,6 +61,11 @@ public sealed class StoredResponses(KeyAuthenticator auth, ResponseChains chains
             await CallerAnswer.WriteErrorAsync(ctx, Dialect.OpenAI, notFound).ConfigureAwait(false);
             return;
         }
+        if (entry?.Conversation is not null)
+        {
+            await BursarHeldAsync(ctx, method, entry, sub).ConfigureAwait(false);
+            return;
+        }
         var candidates = registry.Deployments.Where(d => d.Dialect == Dialect.OpenAI && (entry is null || d.Name == entry.Deployment)).ToList();
         var path = "responses/" + Uri.EscapeDataString(id) + sub + ctx.Request.QueryString.Value;
         for (var i = 0; i < candidates.Count; i++)
@@ -91,5 +96,31 @@ public sealed class StoredResponses(KeyAuthenticator auth, ResponseChains chains
             }
         }
         await CallerAnswer.WriteErrorAsync(ctx, Dialect.OpenAI, notFound).ConfigureAwait(false);
+    }
+
+    /// <summary>A response a Claude model gave: Bursar holds it, so Bursar answers (as OpenAI would).</summary>
+    private async Task BursarHeldAsync(HttpContext ctx, HttpMethod method, ResponseChains.Entry entry, string sub)
+    {
+        byte[] body;
+        if (method == HttpMethod.Delete)
+        {
+            chains.Remove(entry.Id);
+            body = System.Text.Encoding.UTF8.GetBytes(new System.Text.Json.Nodes.JsonObject { ["id"] = entry.Id, ["object"] = "response.deleted", ["deleted"] = true }.ToJsonString());
+        }
+        else if (sub.Length == 0) body = entry.Stored!;
+        else
+        {
+            var items = (entry.InputItems ?? []).Select(i => i!.DeepClone()).ToList();
+            if (ctx.Request.Query["order"] != "asc") items.Reverse();
+            var list = new System.Text.Json.Nodes.JsonObject
+            {
+                ["object"] = "list", ["data"] = new System.Text.Json.Nodes.JsonArray([.. items]),
+                ["first_id"] = items.Count > 0 ? items[0]!["id"]?.DeepClone() : null, ["last_id"] = items.Count > 0 ? items[^1]!["id"]?.DeepClone() : null, ["has_more"] = false,
+            };
+            body = System.Text.Encoding.UTF8.GetBytes(list.ToJsonString());
+        }
+        ctx.Response.StatusCode = 200;
+        ctx.Response.ContentType = "application/json";
+        await ctx.Response.Body.WriteAsync(body, ctx.RequestAborted).ConfigureAwait(false);
     }
 }

@@ -20,4 +20,8 @@ public sealed class GatewayExchange(HttpContext http, Dialect dialect, ReadOnlyM
     public string? PreviousResponseId { get; init; }
     /// <summary>Responses: the answer is stored upstream (<c>store</c> not false), so a later call may continue it.</summary>
     public bool Stored { get; init; } = true;
+    /// <summary>Responses served by a Claude model: this call's input items, its output items and the Responses object the caller got.</summary>
+    public System.Text.Json.Nodes.JsonArray? TranslatedInput { get; set; }
+    public System.Text.Json.Nodes.JsonArray? TranslatedOutput { get; set; }
+    public byte[]? TranslatedResponse { get; set; }
 }

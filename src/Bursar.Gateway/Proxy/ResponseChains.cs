@@ -14,8 +14,11 @@ namespace Bursar.Gateway.Proxy;
 public sealed class ResponseChains
 {
     /// <summary>One stored response: the chain's first response, where it lives, whose it is and the context it carries.</summary>
-    /// <param name="Conversation">For a response Bursar answered from a Claude model: the conversation so far as Responses input items (Bursar keeps the state).</param>
-    public sealed record Entry(string Id, string Root, string Deployment, string Scope, long ContextTokens, string Model, System.Text.Json.Nodes.JsonArray? Conversation = null);
+    /// <param name="Conversation">For a response Bursar answered from a Claude model: the conversation so far as Responses items (Bursar keeps the state).</param>
+    /// <param name="Stored">For such a response: the Responses object <c>GET</c> returns.</param>
+    /// <param name="InputItems">For such a response: its own input items, for <c>input_items</c>.</param>
+    public sealed record Entry(string Id, string Root, string Deployment, string Scope, long ContextTokens, string Model,
+        System.Text.Json.Nodes.JsonArray? Conversation = null, byte[]? Stored = null, System.Text.Json.Nodes.JsonArray? InputItems = null);
 
     /// <summary>Most responses remembered. Default 100,000.</summary>
     public const int MaxEntries = 100_000;

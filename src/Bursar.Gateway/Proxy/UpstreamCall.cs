@@ -111,7 +111,12 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
         var modified = false;
         if (deployment.Dialect != dialect)
         {
-            node = RequestTranslator.Translate(dialect, deployment.Dialect, node);
+            if (x.Api == WireApi.Responses)
+            {
+                node = ResponsesTranslator.ToMessages(node, x.Previous?.Conversation, out var input);
+                x.TranslatedInput = input;
+            }
+            else node = RequestTranslator.Translate(dialect, deployment.Dialect, node);
             node["model"] = model;
             modified = true;
         }
@@ -166,10 +171,10 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
                 return;
             }
             call.Summary.Answered = true;
-            var readable = x.Api switch
+            var readable = (x.Api, deployment.Dialect) switch
             {
-                WireApi.Responses => UsageReader.TryReadResponsesBody(bytes, call.Summary),
-                WireApi.Embeddings => UsageReader.TryReadEmbeddingsBody(bytes, call.Summary),
+                (WireApi.Responses, Dialect.OpenAI) => UsageReader.TryReadResponsesBody(bytes, call.Summary),
+                (WireApi.Embeddings, _) => UsageReader.TryReadEmbeddingsBody(bytes, call.Summary),
                 _ => UsageReader.TryReadResponse(deployment.Dialect, bytes, call.Summary),
             };
             if (!readable)
@@ -181,7 +186,13 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
                 await CallerAnswer.WriteErrorAsync(ctx, call, dialect, new ProviderError(502, call.ErrorMessage, ErrorSource.Upstream)).ConfigureAwait(false);
                 return;
             }
-            if (deployment.Dialect != dialect)
+            if (deployment.Dialect != dialect && x.Api == WireApi.Responses)
+            {
+                // Bursar answers as the Responses API and keeps the conversation: the id is Bursar's
+                bytes = ResponsesTranslator.FromMessage(bytes, call.Request.Body, "resp_" + call.Id, time.GetUtcNow().ToUnixTimeSeconds(), call.Summary.Usage, out var items);
+                (x.TranslatedOutput, x.TranslatedResponse, call.Summary.ResponseId) = (items, bytes, "resp_" + call.Id);
+            }
+            else if (deployment.Dialect != dialect)
                 bytes = ResponseTranslator.Translate(deployment.Dialect, dialect, bytes, time.GetUtcNow().ToUnixTimeSeconds());
             Remember(call, x, deployment);
             await CallerAnswer.WriteJsonAsync(ctx, call, 200, bytes).ConfigureAwait(false);
@@ -197,6 +208,7 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
         SseStreamHandler handler = (deployment.Dialect, dialect) switch
         {
             (Dialect.OpenAI, Dialect.OpenAI) when x.Api == WireApi.Responses => new ResponsesMeteringHandler(call.Summary, time),
+            (Dialect.Anthropic, Dialect.OpenAI) when x.Api == WireApi.Responses => new AnthropicToResponsesStream(call.Summary, time, call.Request.Body, "resp_" + call.Id, time.GetUtcNow().ToUnixTimeSeconds()),
             (Dialect.Anthropic, Dialect.Anthropic) => new AnthropicMeteringHandler(call.Summary, time),
             (Dialect.OpenAI, Dialect.OpenAI) => new OpenAIMeteringHandler(call.Summary, time, injectedUsage),
             (Dialect.Anthropic, Dialect.OpenAI) => new AnthropicToOpenAIStream(call.Summary, time, includeUsage: x.IncludeUsage, time.GetUtcNow().ToUnixTimeSeconds()),
@@ -206,6 +218,8 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
         var copy = call.CaptureAnswer ? new ArrayBufferWriter<byte>(4096) : null;
         await SsePump.PumpAsync(upstreamStream, ctx.Response.BodyWriter, handler, ct, copy, () =>
         {
+            if (handler is AnthropicToResponsesStream translated && translated.Response is not null)
+                (x.TranslatedOutput, x.TranslatedResponse, call.Summary.ResponseId) = (translated.Output, translated.Response, "resp_" + call.Id);
             Remember(call, x, deployment);
             return call.SealAsync();
         }).ConfigureAwait(false);
@@ -235,8 +249,14 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
             if (chain.Count == 0)
                 return ProviderError.BadRequest($"The previous response '{RequestScan.Shown(prev.Id)}' is stored on deployment '{prev.Deployment}', which does not serve '{call.Model}'; continue the chain with a model that deployment serves, or send the conversation as input without previous_response_id.", "previous_response_id");
         }
-        chain.RemoveAll(c => c.Deployment.Dialect != Dialect.OpenAI);
-        return chain.Count > 0 ? null : ProviderError.BadRequest($"'{call.Model}' is served by an Anthropic Messages deployment; Bursar does not yet translate the Responses API to Messages.", "model");
+        // a Claude model continues only a conversation Bursar kept; one stored by OpenAI stays with OpenAI
+        if (x.PreviousResponseId is not null && x.Previous?.Conversation is null)
+        {
+            chain.RemoveAll(c => c.Deployment.Dialect == Dialect.Anthropic);
+            if (chain.Count == 0)
+                return ProviderError.BadRequest($"'{call.Model}' is a Claude model, and the previous response '{RequestScan.Shown(x.PreviousResponseId)}' is stored by OpenAI (or was not served by this gateway); continue it with an OpenAI model, or send the conversation as input.", "previous_response_id");
+        }
+        return null;
     }
 
     /// <summary>A stored Responses answer: remember where it lives, whose it is, its chain and the context a continuation re-bills.</summary>
@@ -244,8 +264,26 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
     {
         if (x.Api != WireApi.Responses || !x.Stored || call.Summary.ResponseId is not { } id || !call.Summary.UsageSeen) return;
         var u = call.Summary.Usage;
+        JsonArray? conversation = null, input = null;
+        if (deployment.Dialect == Dialect.Anthropic)
+        {
+            if (x.TranslatedResponse is null) return;
+            // Bursar keeps the state a continuation needs: every earlier item, this input (with ids, for input_items), this output
+            input = new JsonArray();
+            var n = 0;
+            foreach (var item in x.TranslatedInput ?? [])
+            {
+                var copy = (JsonObject)item!.DeepClone();
+                copy["id"] ??= $"item_{id[5..]}_{n++}";
+                input.Add(copy);
+            }
+            conversation = x.Previous?.Conversation is { } before ? (JsonArray)before.DeepClone() : [];
+            foreach (var item in input) conversation.Add(item!.DeepClone());
+            foreach (var item in x.TranslatedOutput ?? []) conversation.Add(item!.DeepClone());
+        }
         chains.Add(new ResponseChains.Entry(id, x.Previous?.Root ?? x.PreviousResponseId ?? id,
-            deployment.Name, ResponseChains.ScopeOf(call.Key), u.TotalInputTokens + u.OutputTokens, call.Summary.Model ?? call.Model));
+            deployment.Name, ResponseChains.ScopeOf(call.Key), u.TotalInputTokens + u.OutputTokens, call.Summary.Model ?? call.Model,
+            conversation, deployment.Dialect == Dialect.Anthropic ? x.TranslatedResponse : null, input));
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Routing fallback on feature {Feature}: {Detail}")]
