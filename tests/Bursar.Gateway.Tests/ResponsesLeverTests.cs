@@ -38,7 +38,8 @@ public sealed class ResponsesUpstreamFixture : IAsyncLifetime
             "--Bursar:Providers:Deployments:raw:Models:0=gpt-4o", "--Bursar:Providers:Deployments:raw:Models:1=gpt-4.1", "--Bursar:Providers:Deployments:raw:Models:2=gpt-5",
             "--Bursar:Providers:Deployments:raw:Models:3=gpt-4.1-mini", "--Bursar:Providers:Deployments:raw:MaxRetries=0",
             "--Bursar:Routing:Routes:0:Name=rs-capped", "--Bursar:Routing:Routes:0:Task=rs-capped", "--Bursar:Routing:Routes:0:MaxTokens=5",
-            "--Bursar:Routing:Routes:1:Name=rs-cheap", "--Bursar:Routing:Routes:1:Task=rs-cheap", "--Bursar:Routing:Routes:1:Model=gpt-4.1-mini"]);
+            "--Bursar:Routing:Routes:1:Name=rs-cheap", "--Bursar:Routing:Routes:1:Task=rs-cheap", "--Bursar:Routing:Routes:1:Model=gpt-4.1-mini",
+            "--Bursar:Routing:Routes:2:Name=rs-fallback", "--Bursar:Routing:Routes:2:Task=rs-fallback", "--Bursar:Routing:Routes:2:Model=gpt-4o", "--Bursar:Routing:Routes:2:Fallbacks:0=gpt-4.1"]);
         await Gateway.InitializeAsync();
     }
 
@@ -158,6 +159,47 @@ public sealed class ResponsesLeverTests(ResponsesUpstreamFixture raw) : IClassFi
         Assert.Equal((1000 * 0.40m + 100 * 1.60m) / 1_000_000m, row.Cost);
         Assert.Equal((1000 * 2m + 100 * 8m) / 1_000_000m - row.Cost, row.SavingRouting);
         _ = text;
+    }
+
+    [Fact]
+    public async Task A_failing_model_falls_back_along_the_route_with_the_responses_body()
+    {
+        raw.Respond = async (ctx, b) =>
+        {
+            var model = JsonNode.Parse(b)!["model"]!.GetValue<string>();
+            if (model == "gpt-4o")
+            {
+                ctx.Response.StatusCode = 503;
+                ctx.Response.ContentType = "application/json";
+                await ctx.Response.WriteAsync("""{"error":{"message":"overloaded","type":"server_error","param":null,"code":null}}""");
+                return;
+            }
+            await Json(Response(model, Usage(100, 0, 10, 0)))(ctx, b);
+        };
+        var (status, _, _) = await Post("""{"model":"gpt-4.1","input":"hi"}""", "rs-fallback", task: "rs-fallback");
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal("/v1/responses", raw.Received.Last().Path);
+        var row = Assert.Single(await Gw.LedgerAsync("rs-fallback"));
+        Assert.Equal("gpt-4.1", row.ServedModel);
+        Assert.Equal((100 * 2m + 10 * 8m) / 1_000_000m, row.Cost);
+    }
+
+    [Fact]
+    public async Task An_identical_temperature_zero_responses_call_is_an_exact_cache_hit_at_no_cost()
+    {
+        var calls = 0;
+        raw.Respond = (ctx, b) => { Interlocked.Increment(ref calls); return Json(Response("gpt-4.1", Usage(1200, 1024, 50, 0)))(ctx, b); };
+        const string body = """{"model":"gpt-4.1","input":"What is 2+2?","temperature":0}""";
+        var (s1, t1, _) = await Post(body, "rs-exact");
+        var (s2, t2, r2) = await Post(body, "rs-exact");
+        Assert.Equal((HttpStatusCode.OK, HttpStatusCode.OK), (s1, s2));
+        Assert.Equal(t1, t2);
+        Assert.Equal("hit", r2.Headers.GetValues("x-bursar-cache").Single());
+        Assert.Equal(1, calls);
+        var rows = (await Gw.LedgerAsync("rs-exact", 2)).OrderBy(r => r.Timestamp).ToArray();
+        Assert.Equal(0.001264m, rows[0].Cost);
+        Assert.Equal(0m, rows[1].Cost);
+        Assert.Equal(0.001264m, rows[1].SavingResponseCache);
     }
 
     [Fact]
