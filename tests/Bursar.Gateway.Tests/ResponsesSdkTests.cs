@@ -166,6 +166,17 @@ public sealed class ResponsesSdkTests(GatewayFixture gw)
     }
 
     [Fact]
+    public async Task An_embedding_model_without_a_price_is_recorded_unpriced_never_at_zero()
+    {
+        using var resp = await gw.Http.SendAsync(gw.Post("/v1/embeddings", """{"model":"gpt-unpriced-x","input":"no price for me"}""", feature: "emb-unpriced"));
+        Assert.Equal(200, (int)resp.StatusCode);
+        var row = Assert.Single(await gw.LedgerAsync("emb-unpriced"));
+        Assert.False(row.Priced);
+        Assert.Null(row.Cost);
+        Assert.True(row.InputTokens > 0);
+    }
+
+    [Fact]
     public async Task A_claude_model_answers_a_responses_caller_as_the_responses_api_and_bursar_keeps_the_chain()
     {
         var client = Client("rs-claude");
