@@ -90,10 +90,10 @@ public sealed class ProvidersOptions
         return result;
     }
 
-    /// <summary>The built-in deployments: <c>anthropic</c> (claude-*) and <c>openai</c> (gpt-*, o-series, chatgpt-*), both served by the Simulator until they get an ApiKey.</summary>
+    /// <summary>The built-in deployments: <c>anthropic</c> (claude-*) and <c>openai</c> (gpt-*, o-series, chatgpt-*, and OpenAI's text-embedding-* models), both served by the Simulator until they get an ApiKey.</summary>
     public static IReadOnlyList<(string Name, DeploymentOptions Options)> BuiltIn() =>
     [
         ("anthropic", new DeploymentOptions { Dialect = "anthropic", Models = ["claude-*"] }),
-        ("openai", new DeploymentOptions { Dialect = "openai", Models = ["gpt-*", "o1*", "o3*", "o4*", "chatgpt-*", "text-embedding-*"] }),
+        ("openai", new DeploymentOptions { Dialect = "openai", Models = ["gpt-*", "o1*", "o3*", "o4*", "chatgpt-*"] }),
     ];
 }
