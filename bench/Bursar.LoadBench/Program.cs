@@ -12,9 +12,10 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 
 // Loopback load benchmark: the same requests sent straight to a static upstream and through the Bursar gateway
-// (authentication, metering and the SQLite ledger on), p50 / p99 and throughput at several concurrencies.
+// (authentication, metering and the SQLite ledger on), p50 / p99 and throughput at several concurrencies, for Chat
+// Completions and the Responses API (JSON and streamed) in the same run.
 // Three processes on one machine: this load generator, the upstream, the gateway.
-//   dotnet run -c Release --project bench/Bursar.LoadBench -- run [--seconds 5] [--concurrency 1,16,64]
+//   dotnet run -c Release --project bench/Bursar.LoadBench -- run [--seconds 5] [--concurrency 1,16,64] [--base-port 5301]
 var mode = args.FirstOrDefault() ?? "run";
 string Arg(string name, string fallback) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() ?? fallback;
 
@@ -38,7 +39,8 @@ switch (mode)
         return 0;
     default:
         return await Runner.RunAsync(int.Parse(Arg("--seconds", "5"), CultureInfo.InvariantCulture),
-            Arg("--concurrency", "1,16,64").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray());
+            Arg("--concurrency", "1,16,64").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray(),
+            int.Parse(Arg("--base-port", "5301"), CultureInfo.InvariantCulture));
 }
 
 internal static class Upstream
@@ -46,6 +48,31 @@ internal static class Upstream
     private static readonly byte[] Json = Encoding.UTF8.GetBytes("""{"id":"chatcmpl-static","object":"chat.completion","created":1741569952,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Paris.","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":2,"total_tokens":33,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_static"}""");
 
     private static readonly byte[] Sse = BuildSse();
+
+    private static readonly byte[] ResponsesJson = Encoding.UTF8.GetBytes("""{"id":"resp_static","object":"response","created_at":1741569952,"status":"completed","error":null,"incomplete_details":null,"instructions":"You answer briefly.","max_output_tokens":16,"model":"gpt-4o-mini-2024-07-18","output":[{"id":"msg_static","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Paris.","annotations":[]}]}],"parallel_tool_calls":true,"previous_response_id":null,"store":true,"temperature":1.0,"text":{"format":{"type":"text"}},"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled","usage":{"input_tokens":31,"input_tokens_details":{"cached_tokens":0},"output_tokens":2,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":33},"metadata":{}}""");
+
+    private static readonly byte[] ResponsesSse = BuildResponsesSse();
+
+    /// <summary>The typed event sequence of a text answer (PROVIDER_API.md section 8), five deltas, no <c>[DONE]</c>.</summary>
+    private static byte[] BuildResponsesSse()
+    {
+        var sb = new StringBuilder();
+        var seq = 0;
+        void Event(string type, string fields) => sb.Append("event: ").Append(type).Append("\ndata: {\"type\":\"").Append(type).Append("\",\"sequence_number\":").Append(seq++).Append(',').Append(fields).Append("}\n\n");
+        const string pending = "\"response\":{\"id\":\"resp_static\",\"object\":\"response\",\"created_at\":1741569952,\"status\":\"in_progress\",\"model\":\"gpt-4o-mini-2024-07-18\",\"output\":[],\"usage\":null}";
+        Event("response.created", pending);
+        Event("response.in_progress", pending);
+        Event("response.output_item.added", "\"output_index\":0,\"item\":{\"id\":\"msg_static\",\"type\":\"message\",\"status\":\"in_progress\",\"role\":\"assistant\",\"content\":[]}");
+        Event("response.content_part.added", "\"item_id\":\"msg_static\",\"output_index\":0,\"content_index\":0,\"part\":{\"type\":\"output_text\",\"text\":\"\",\"annotations\":[]}");
+        foreach (var w in new[] { "The", " capital", " is", " Paris", "." })
+            Event("response.output_text.delta", "\"item_id\":\"msg_static\",\"output_index\":0,\"content_index\":0,\"delta\":\"" + w + "\",\"logprobs\":[]");
+        Event("response.output_text.done", "\"item_id\":\"msg_static\",\"output_index\":0,\"content_index\":0,\"text\":\"The capital is Paris.\",\"logprobs\":[]");
+        Event("response.content_part.done", "\"item_id\":\"msg_static\",\"output_index\":0,\"content_index\":0,\"part\":{\"type\":\"output_text\",\"text\":\"The capital is Paris.\",\"annotations\":[]}");
+        const string item = "{\"id\":\"msg_static\",\"type\":\"message\",\"status\":\"completed\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"The capital is Paris.\",\"annotations\":[]}]}";
+        Event("response.output_item.done", "\"output_index\":0,\"item\":" + item);
+        Event("response.completed", "\"response\":{\"id\":\"resp_static\",\"object\":\"response\",\"created_at\":1741569952,\"status\":\"completed\",\"model\":\"gpt-4o-mini-2024-07-18\",\"output\":[" + item + "],\"usage\":{\"input_tokens\":31,\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":5,\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":36}}");
+        return Encoding.UTF8.GetBytes(sb.ToString());
+    }
 
     private static byte[] BuildSse()
     {
@@ -66,19 +93,22 @@ internal static class Upstream
         builder.Logging.ClearProviders();
         var app = builder.Build();
         app.MapGet("/ready", () => "ok");
-        app.MapPost("/v1/chat/completions", async (HttpContext ctx) =>
-        {
-            var buf = new byte[64 * 1024];
-            var n = 0;
-            int r;
-            while ((r = await ctx.Request.Body.ReadAsync(buf.AsMemory(n))) > 0) n += r;
-            var stream = buf.AsSpan(0, n).IndexOf("\"stream\":true"u8) >= 0;
-            ctx.Response.ContentType = stream ? "text/event-stream" : "application/json";
-            var body = stream ? Sse : Json;
-            ctx.Response.ContentLength = body.Length;
-            await ctx.Response.Body.WriteAsync(body);
-        });
+        app.MapPost("/v1/chat/completions", (HttpContext ctx) => AnswerAsync(ctx, Json, Sse));
+        app.MapPost("/v1/responses", (HttpContext ctx) => AnswerAsync(ctx, ResponsesJson, ResponsesSse));
         await app.RunAsync();
+    }
+
+    private static async Task AnswerAsync(HttpContext ctx, byte[] json, byte[] sse)
+    {
+        var buf = new byte[64 * 1024];
+        var n = 0;
+        int r;
+        while ((r = await ctx.Request.Body.ReadAsync(buf.AsMemory(n))) > 0) n += r;
+        var stream = buf.AsSpan(0, n).IndexOf("\"stream\":true"u8) >= 0;
+        ctx.Response.ContentType = stream ? "text/event-stream" : "application/json";
+        var body = stream ? sse : json;
+        ctx.Response.ContentLength = body.Length;
+        await ctx.Response.Body.WriteAsync(body);
     }
 }
 
@@ -87,9 +117,12 @@ internal static class Runner
     private const string Body = """{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You answer briefly."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":16}""";
     private const string CachedBody = """{"model":"gpt-4o-mini","temperature":0,"messages":[{"role":"system","content":"You answer briefly."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":16}""";
     private const string StreamBody = """{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You answer briefly."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":16,"stream":true,"stream_options":{"include_usage":true}}""";
+    private const string ResponsesBody = """{"model":"gpt-4o-mini","instructions":"You answer briefly.","input":"What is the capital of France?","max_output_tokens":16}""";
+    private const string ResponsesStreamBody = """{"model":"gpt-4o-mini","instructions":"You answer briefly.","input":"What is the capital of France?","max_output_tokens":16,"stream":true}""";
 
-    public static async Task<int> RunAsync(int seconds, int[] concurrencies)
+    public static async Task<int> RunAsync(int seconds, int[] concurrencies, int basePort)
     {
+        var (up, gw, gwb) = (basePort, basePort + 1, basePort + 2);
         var self = typeof(Runner).Assembly.Location;
         var data = Path.Combine(Path.GetTempPath(), "bursar-loadbench-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(data);
@@ -105,22 +138,26 @@ internal static class Runner
         await storeBudgets.UpsertBudgetAsync(new BudgetDefinition { Id = "c", Scope = BudgetScope.Customer, Value = "acme", Period = BudgetPeriod.Month, LimitUsd = 1_000_000m, TimeZone = "Europe/Paris" }, default);
         await storeBudgets.UpsertBudgetAsync(new BudgetDefinition { Id = "k", Scope = BudgetScope.Key, Value = "key_bench", Period = BudgetPeriod.Hour, LimitUsd = 1_000_000m }, default);
 
-        using var upstream = Spawn(self, "upstream --port 5301");
-        using var gateway = Spawn(self, $"gateway --port 5302 --upstream http://127.0.0.1:5301 --data {data}");
-        using var gatewayBudgets = Spawn(self, $"gateway --port 5303 --upstream http://127.0.0.1:5301 --data {dataBudgets}");
+        using var upstream = Spawn(self, $"upstream --port {up}");
+        using var gateway = Spawn(self, $"gateway --port {gw} --upstream http://127.0.0.1:{up} --data {data}");
+        using var gatewayBudgets = Spawn(self, $"gateway --port {gwb} --upstream http://127.0.0.1:{up} --data {dataBudgets}");
         try
         {
             using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1024, UseProxy = false, PooledConnectionLifetime = Timeout.InfiniteTimeSpan }) { Timeout = TimeSpan.FromSeconds(30) };
-            await WaitReady(http, "http://127.0.0.1:5301/ready");
-            await WaitReady(http, "http://127.0.0.1:5302/health/live");
-            await WaitReady(http, "http://127.0.0.1:5303/health/live");
+            await WaitReady(http, $"http://127.0.0.1:{up}/ready");
+            await WaitReady(http, $"http://127.0.0.1:{gw}/health/live");
+            await WaitReady(http, $"http://127.0.0.1:{gwb}/health/live");
 
             // warm up both paths (JIT tiering, connection pools) before anything is recorded
             foreach (var st in new[] { false, true })
             {
-                await Load(http, "http://127.0.0.1:5301/v1/chat/completions", null, st, 4, 2);
-                await Load(http, "http://127.0.0.1:5302/v1/chat/completions", secret, st, 4, 2);
-                await Load(http, "http://127.0.0.1:5303/v1/chat/completions", secret, st, 4, 2);
+                await Load(http, $"http://127.0.0.1:{up}/v1/chat/completions", null, st, 4, 2);
+                await Load(http, $"http://127.0.0.1:{gw}/v1/chat/completions", secret, st, 4, 2);
+                await Load(http, $"http://127.0.0.1:{gwb}/v1/chat/completions", secret, st, 4, 2);
+                var rb = st ? ResponsesStreamBody : ResponsesBody;
+                await Load(http, $"http://127.0.0.1:{up}/v1/responses", null, st, 4, 2, rb);
+                await Load(http, $"http://127.0.0.1:{gw}/v1/responses", secret, st, 4, 2, rb);
+                await Load(http, $"http://127.0.0.1:{gwb}/v1/responses", secret, st, 4, 2, rb);
             }
             Console.WriteLine($"Bursar loopback load benchmark, {TimeProvider.System.GetUtcNow():yyyy-MM-dd}, {Environment.ProcessorCount} cores, {seconds} s per cell after a 1 s warm-up; DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS={Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") ?? "unset"}");
             Console.WriteLine();
@@ -130,9 +167,25 @@ internal static class Runner
             {
                 foreach (var c in concurrencies)
                 {
-                    var direct = await Load(http, "http://127.0.0.1:5301/v1/chat/completions", null, stream, c, seconds);
-                    var through = await Load(http, "http://127.0.0.1:5302/v1/chat/completions", secret, stream, c, seconds);
-                    var budgeted = await Load(http, "http://127.0.0.1:5303/v1/chat/completions", secret, stream, c, seconds);
+                    var direct = await Load(http, $"http://127.0.0.1:{up}/v1/chat/completions", null, stream, c, seconds);
+                    var through = await Load(http, $"http://127.0.0.1:{gw}/v1/chat/completions", secret, stream, c, seconds);
+                    var budgeted = await Load(http, $"http://127.0.0.1:{gwb}/v1/chat/completions", secret, stream, c, seconds);
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"| {(stream ? "stream" : "json")} | {c} | {direct.P50:F3} | {through.P50:F3} | {through.P50 - direct.P50:F3} | {budgeted.P50:F3} | {budgeted.P50 - through.P50:F3} | {direct.P99:F3} | {through.P99:F3} | {budgeted.P99:F3} | {direct.Rps:F0} | {through.Rps:F0} | {budgeted.Rps:F0} | {direct.Errors + through.Errors + budgeted.Errors} |"));
+                }
+            }
+            // the Responses API through the same gateways in the same run: the same question, JSON and the typed event stream
+            Console.WriteLine();
+            Console.WriteLine("| /v1/responses | concurrency | direct p50 ms | gateway p50 ms | added p50 ms | +4 budgets p50 ms | budgets added ms | direct p99 ms | gateway p99 ms | +budgets p99 ms | direct req/s | gateway req/s | +budgets req/s | errors |");
+            Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (var stream in new[] { false, true })
+            {
+                var rb = stream ? ResponsesStreamBody : ResponsesBody;
+                foreach (var c in concurrencies)
+                {
+                    var direct = await Load(http, $"http://127.0.0.1:{up}/v1/responses", null, stream, c, seconds, rb);
+                    var through = await Load(http, $"http://127.0.0.1:{gw}/v1/responses", secret, stream, c, seconds, rb);
+                    var budgeted = await Load(http, $"http://127.0.0.1:{gwb}/v1/responses", secret, stream, c, seconds, rb);
                     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                         $"| {(stream ? "stream" : "json")} | {c} | {direct.P50:F3} | {through.P50:F3} | {through.P50 - direct.P50:F3} | {budgeted.P50:F3} | {budgeted.P50 - through.P50:F3} | {direct.P99:F3} | {through.P99:F3} | {budgeted.P99:F3} | {direct.Rps:F0} | {through.Rps:F0} | {budgeted.Rps:F0} | {direct.Errors + through.Errors + budgeted.Errors} |"));
                 }
@@ -143,8 +196,8 @@ internal static class Runner
             Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var c in concurrencies)
             {
-                var direct = await Load(http, "http://127.0.0.1:5301/v1/chat/completions", null, false, c, seconds, CachedBody);
-                var hits = await Load(http, "http://127.0.0.1:5302/v1/chat/completions", secret, false, c, seconds, CachedBody);
+                var direct = await Load(http, $"http://127.0.0.1:{up}/v1/chat/completions", null, false, c, seconds, CachedBody);
+                var hits = await Load(http, $"http://127.0.0.1:{gw}/v1/chat/completions", secret, false, c, seconds, CachedBody);
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"| json, temperature 0 | {c} | {direct.P50:F3} | {hits.P50:F3} | {direct.P99:F3} | {hits.P99:F3} | {direct.Rps:F0} | {hits.Rps:F0} | {direct.Errors + hits.Errors} |"));
             }

@@ -169,10 +169,11 @@ public sealed class PromptCachePlacer(TokenCounter counter, TimeProvider time)
         return n;
     }
 
-    /// <summary>The system prompt text of a request in either dialect (Anthropic <c>system</c>, OpenAI system/developer messages).</summary>
+    /// <summary>The system prompt text of a request in either dialect (Anthropic <c>system</c>, OpenAI system/developer messages, Responses <c>instructions</c>).</summary>
     public static string SystemText(JsonObject body)
     {
         var sb = new StringBuilder();
+        if (body["instructions"] is JsonValue iv && iv.TryGetValue<string>(out var instructions)) sb.Append(instructions).Append('\n');
         switch (body["system"])
         {
             case JsonValue v when v.TryGetValue<string>(out var s): sb.Append(s); break;

@@ -34,7 +34,7 @@ public sealed partial class PromptCacheStage(PromptCacheOptions options, PromptC
                 try { call.Prefix = prefixes.Of(call.Model, PromptCachePlacer.SystemText(body), cancellationToken); }
                 catch (Exception e) when (CallRequest.IsBadJson(e)) { /* the provider call names the fault */ }
             }
-            if (call.Policy?.PromptCache ?? options.AppliesTo(call.Attribution.Feature)) call.Edits.Add(this);
+            if ((call.Policy?.PromptCache ?? options.AppliesTo(call.Attribution.Feature)) && req.Api != WireApi.Embeddings) call.Edits.Add(this);
         }
         return next(call, cancellationToken);
     }

@@ -15,6 +15,8 @@ public sealed class CallRequest(Func<JsonObject> parse)
 
     private JsonObject? _body;
 
+    /// <summary>The API the call speaks (chat unless the face says otherwise).</summary>
+    public WireApi Api { get; init; }
     /// <summary>The model the caller asked for.</summary>
     public required string Model { get; init; }
     public bool Stream { get; init; }

@@ -19,15 +19,22 @@ public sealed class OutputCapStage(OutputCapLearner caps) : ILeverStage, IReques
         if (call.Policy is { } route)
         {
             var cap = call.OutputCap = caps.CapFor(route); // fixed, or learned from the ledger
+            if (cap is { } low && call.Request.Api == WireApi.Responses && low < OutputCaps.ResponsesMinimumOutputTokens)
+                cap = call.OutputCap = OutputCaps.ResponsesMinimumOutputTokens; // what goes upstream is what admission reserves
             call.MaxTokens = cap is { } c && (asked is null || asked > c) ? c : asked;
-            if (cap is not null || route.Stop.Length > 0) call.Edits.Add(this);
+            if ((cap is not null || route.Stop.Length > 0) && call.Request.Api != WireApi.Embeddings) call.Edits.Add(this);
         }
         else call.MaxTokens = asked;
         return next(call, cancellationToken);
     }
 
-    public bool Apply(JsonObject body, in EditTarget target) =>
-        OutputCaps.Apply(body, target.Anthropic, target.Call.OutputCap, target.Call.Policy?.Stop ?? []);
+    public bool Apply(JsonObject body, in EditTarget target) => target.Call.Request.Api switch
+    {
+        // the Responses API has no stop sequences: only the cap applies (max_output_tokens)
+        WireApi.Responses when !target.Anthropic => OutputCaps.ApplyResponses(body, target.Call.OutputCap),
+        WireApi.Embeddings => false,
+        _ => OutputCaps.Apply(body, target.Anthropic, target.Call.OutputCap, target.Call.Policy?.Stop ?? []),
+    };
 
     public void Apply(ChatOptions options, in EditTarget target)
     {

@@ -8,7 +8,16 @@ public static class PromptText
 {
     public static (string Text, int Turns) LastUser(JsonObject body)
     {
-        if (body["messages"] is not JsonArray messages) return ("", 0);
+        if (body["messages"] is not JsonArray messages)
+        {
+            // the Responses API: input is a string (one user turn) or items, whose messages carry a role
+            switch (body["input"])
+            {
+                case JsonValue v when v.TryGetValue<string>(out var s): return (s, 1);
+                case JsonArray items: messages = items; break;
+                default: return ("", 0);
+            }
+        }
         string last = "";
         var turns = 0;
         foreach (var m in messages)

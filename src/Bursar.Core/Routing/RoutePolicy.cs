@@ -176,6 +176,20 @@ public static class OutputCaps
     /// <summary>The cap for an observed percentile: it plus the margin, rounded up.</summary>
     public static int CapFrom(long percentileTokens, double margin = 0.10) => (int)Math.Ceiling(percentileTokens * (1 + margin));
 
+    /// <summary>The smallest <c>max_output_tokens</c> the Responses API accepts.</summary>
+    public const int ResponsesMinimumOutputTokens = 16;
+
+    /// <summary>Lowers a Responses body's <c>max_output_tokens</c> to <paramref name="cap"/> (never raises the caller's; never below the API's minimum of 16). True when the body changed.</summary>
+    public static bool ApplyResponses(JsonObject body, int? cap)
+    {
+        if (cap is not { } c) return false;
+        c = Math.Max(c, ResponsesMinimumOutputTokens);
+        var current = body["max_output_tokens"] is JsonValue v && (v.TryGetValue<long>(out var n) || (v.TryGetValue<int>(out var i) && (n = i) == i)) ? n : (long?)null;
+        if (current is not null && current <= c) return false;
+        body["max_output_tokens"] = c;
+        return true;
+    }
+
     /// <summary>Lowers the output limit to <paramref name="cap"/> (never raises the caller's) and adds stop sequences. True when the body changed.</summary>
     public static bool Apply(JsonObject body, bool anthropic, int? cap, IReadOnlyList<string> stop)
     {

@@ -33,7 +33,7 @@ public sealed class RouteStage(ComplexityRouter router, IDifficultyClassifier cl
     public ValueTask InvokeAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
     {
         var asked = call.Request.Model;
-        var route = call.Policy;
+        var route = call.Request.Api == WireApi.Embeddings ? null : call.Policy; // a route's chat models never serve an embedding call
         if (route is { Ladder.Length: > 0 }) return LadderAsync(call, route, next, cancellationToken);
         var target = route?.Model ?? (route?.Tier is { } tier ? TierLadders.Rung(asked, tier) : null) ?? asked;
         if (!served.Serves(target))

@@ -152,7 +152,7 @@ public static class ModelsApi
         app.Map("/v1/{**rest}", (HttpContext ctx) =>
         {
             var dialect = ctx.Request.Headers.ContainsKey("anthropic-version") || ctx.Request.Path.StartsWithSegments("/v1/messages") ? Dialect.Anthropic : Dialect.OpenAI;
-            return CallerAnswer.WriteErrorAsync(ctx, dialect, new ProviderError(404, $"Bursar has no endpoint {ctx.Request.Method} {ctx.Request.Path}. It serves POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens and GET /v1/models."));
+            return CallerAnswer.WriteErrorAsync(ctx, dialect, new ProviderError(404, $"Bursar has no endpoint {ctx.Request.Method} {ctx.Request.Path}. It serves POST /v1/chat/completions, POST /v1/responses (and GET/DELETE /v1/responses/{{id}}, GET /v1/responses/{{id}}/input_items), POST /v1/embeddings, POST /v1/messages, POST /v1/messages/count_tokens and GET /v1/models."));
         });
         return app;
     }

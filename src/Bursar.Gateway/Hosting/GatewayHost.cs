@@ -69,6 +69,8 @@ public static partial class GatewayHost
         services.AddSingleton<IServedModels, Bursar.Gateway.Routing.DeploymentModels>();
         services.AddSingleton<IDifficultyClassifier>(sp => sp.GetRequiredService<Bursar.Gateway.Routing.LlmClassifier>());
         services.AddSingleton<UpstreamCall>();
+        services.AddSingleton<ResponseChains>();
+        services.AddSingleton<Bursar.Gateway.Endpoints.StoredResponses>();
         services.AddSingleton(sp => new LeverPipeline(sp.GetServices<ILeverStage>(), sp.GetRequiredService<UpstreamCall>(), sp.GetRequiredService<CallMeter>(), sp.GetRequiredService<AdmissionControl>()));
         services.AddSingleton<ProxyPipeline>();
         services.AddMetrics();
@@ -97,6 +99,8 @@ public static partial class GatewayHost
     {
         app.UseAdminBadRequestProblems();
         app.MapChatCompletionsApi();
+        app.MapResponsesApi();
+        app.MapEmbeddingsApi();
         app.MapMessagesApi();
         app.MapModelsApi();
         app.MapHealthApi();

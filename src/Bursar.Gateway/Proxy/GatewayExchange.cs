@@ -12,4 +12,16 @@ public sealed class GatewayExchange(HttpContext http, Dialect dialect, ReadOnlyM
     public ReadOnlyMemory<byte> Body { get; } = body;
     /// <summary>The caller asked for the usage chunk of an OpenAI stream.</summary>
     public bool IncludeUsage { get; init; }
+    /// <summary>The API the caller spoke: chat (Chat Completions or Messages), Responses or embeddings.</summary>
+    public Bursar.Core.Pipeline.WireApi Api { get; init; }
+    /// <summary>Responses: the stored response this call continues, when this gateway served it.</summary>
+    public ResponseChains.Entry? Previous { get; init; }
+    /// <summary>Responses: the caller's <c>previous_response_id</c>, served here or not.</summary>
+    public string? PreviousResponseId { get; init; }
+    /// <summary>Responses: the answer is stored upstream (<c>store</c> not false), so a later call may continue it.</summary>
+    public bool Stored { get; init; } = true;
+    /// <summary>Responses served by a Claude model: this call's input items, its output items and the Responses object the caller got.</summary>
+    public System.Text.Json.Nodes.JsonArray? TranslatedInput { get; set; }
+    public System.Text.Json.Nodes.JsonArray? TranslatedOutput { get; set; }
+    public byte[]? TranslatedResponse { get; set; }
 }

@@ -16,16 +16,26 @@ namespace Bursar.Gateway.Proxy;
 /// the answer), answer what a stage ended early (a refusal, a cache hit), and leave exactly one ledger record,
 /// whatever happened.
 /// </summary>
-public sealed partial class ProxyPipeline(KeyAuthenticator auth, LeverPipeline levers, BursarOptions options, TimeProvider time, ILogger<ProxyPipeline> logger)
+public sealed partial class ProxyPipeline(KeyAuthenticator auth, LeverPipeline levers, BursarOptions options, ResponseChains chains, TimeProvider time, ILogger<ProxyPipeline> logger)
 {
-    public async Task HandleAsync(HttpContext ctx, Dialect dialect)
+    /// <summary>The ledger's name for what the caller spoke: the dialect, or OpenAI's Responses and embeddings APIs.</summary>
+    public static string LedgerDialect(Dialect dialect, WireApi api) => api switch
+    {
+        WireApi.Responses => "openai-responses",
+        WireApi.Embeddings => "openai-embeddings",
+        _ => dialect.Name(),
+    };
+
+    public Task HandleAsync(HttpContext ctx, Dialect dialect) => HandleAsync(ctx, dialect, WireApi.Chat);
+
+    public async Task HandleAsync(HttpContext ctx, Dialect dialect, WireApi api)
     {
         var call = new LeverCall
         {
             Id = Guid.CreateVersion7(time.GetUtcNow()).ToString("N"),
             Started = time.GetUtcNow(),
             StartTimestamp = time.GetTimestamp(),
-            Dialect = dialect.Name(),
+            Dialect = LedgerDialect(dialect, api),
         };
         levers.Track(call); // settled through the pipeline even when refused before it runs
         ctx.Response.Headers["x-bursar-request-id"] = call.Id;
@@ -44,7 +54,35 @@ public sealed partial class ProxyPipeline(KeyAuthenticator auth, LeverPipeline l
             var (buffer, length, bodyError) = await RequestBody.ReadAsync(ctx.Request, options.MaxRequestBodyBytes, logger, ctx.RequestAborted).ConfigureAwait(false);
             rented = buffer;
             var body = new ReadOnlyMemory<byte>(buffer, 0, length);
-            var scan = bodyError is null ? RequestScan.Run(body.Span, dialect) : default;
+            var scan = bodyError is not null ? default : api switch
+            {
+                WireApi.Responses => RequestScan.RunResponses(body.Span),
+                WireApi.Embeddings => RequestScan.RunEmbeddings(body.Span),
+                _ => RequestScan.Run(body.Span, dialect),
+            };
+            // a chained Responses call: the stored context is billed again as input, so it is reserved, and the chain is a run
+            ResponseChains.Entry? previous = null;
+            if (bodyError is null && scan.Error is null && scan.PreviousResponseId is { } prevId)
+            {
+                previous = chains.Find(prevId);
+                if (previous is not null && previous.Scope != ResponseChains.ScopeOf(call.Key))
+                {
+                    // another tenant's response: not found, as the provider says of one it does not have
+                    previous = null;
+                    scan.Error = new ProviderError(400, $"Previous response with id '{RequestScan.Shown(prevId)}' not found.") { Param = "previous_response_id", Code = "previous_response_not_found" };
+                }
+                else if (previous is not null)
+                {
+                    scan.EstimatedInputTokens += previous.ContextTokens;
+                    scan.InputTokenBound += previous.ContextTokens;
+                }
+                else scan.InputTokenBound = RequestScan.UnknownInputBound; // served elsewhere: reserve the model's context window
+                if (scan.Error is null && string.IsNullOrEmpty(ctx.Request.Headers[AttributionResolver.RunHeader]) && AttributionResolver.MaySet(call.Key, "run"))
+                {
+                    var run = ResponseChains.RunOf(previous?.Root ?? prevId);
+                    call.Tags = name => name == AttributionResolver.RunHeader ? run : ctx.Request.Headers.TryGetValue(name, out var v) ? v.ToString() : null;
+                }
+            }
             call.RequestedModel = scan.Model;
             call.Streamed = scan.Stream;
             call.EstimatedInputTokens = scan.EstimatedInputTokens;
@@ -57,11 +95,11 @@ public sealed partial class ProxyPipeline(KeyAuthenticator auth, LeverPipeline l
             // the caller's body as a DOM, parsed at most once and only when a stage or a translation needs it
             call.Request = new CallRequest(() => CallerJson.Parse(body.Span))
             {
-                Model = scan.Model!, Stream = scan.Stream, IncludeUsage = scan.IncludeUsage, Deterministic = scan.Deterministic,
+                Api = api, Model = scan.Model!, Stream = scan.Stream, IncludeUsage = scan.IncludeUsage, Deterministic = scan.Deterministic,
                 EstimatedInputTokens = scan.EstimatedInputTokens, InputTokenBound = scan.InputTokenBound, MaxTokens = scan.MaxTokens, Choices = scan.Choices,
                 CacheControl = ctx.Request.Headers["x-bursar-cache"].ToString(),
             };
-            call.Host = new GatewayExchange(ctx, dialect, body) { IncludeUsage = scan.IncludeUsage };
+            call.Host = new GatewayExchange(ctx, dialect, body) { IncludeUsage = scan.IncludeUsage, Api = api, Previous = previous, PreviousResponseId = scan.PreviousResponseId, Stored = scan.Store ?? true };
 
             await levers.RunAsync(call, ctx.RequestAborted).ConfigureAwait(false);
 

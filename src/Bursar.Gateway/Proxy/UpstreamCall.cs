@@ -20,7 +20,7 @@ namespace Bursar.Gateway.Proxy;
 /// translation, an edit or metering changes them), the upstream call with the client's retries, then the route's
 /// fallbacks, and the answer relayed to the caller while it is metered (SSE pumped frame by frame, never buffered).
 /// </summary>
-public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClient upstream, PriceCatalog catalog, DeploymentHealth health, TimeProvider time, ILogger<UpstreamCall> logger) : IProviderCall
+public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClient upstream, PriceCatalog catalog, DeploymentHealth health, ResponseChains chains, TimeProvider time, ILogger<UpstreamCall> logger) : IProviderCall
 {
     private static readonly string[] ForwardedResponseHeaders = ["request-id", "x-request-id", "retry-after", "retry-after-ms"];
 
@@ -35,6 +35,11 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
         var (models, skipped) = FallbackChain.For(call, catalog, m => registry.Find(m) is not null);
         // a deployment in cooldown is tried only after every healthy one
         var chain = models.Select(m => (Deployment: m == call.Model ? first : registry.Find(m)!, Model: m)).OrderBy(c => health.IsCooling(c.Deployment.Name) ? 1 : 0).ToList();
+        if (x.Api != WireApi.Chat && Unservable(call, x, chain) is { } why)
+        {
+            await CallerAnswer.RefuseAsync(ctx, call, x.Dialect, why).ConfigureAwait(false);
+            return;
+        }
         var failures = new List<string>();
         UpstreamResponse response;
         UpstreamDeployment deployment;
@@ -59,7 +64,7 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
                 await CallerAnswer.RefuseAsync(ctx, call, x.Dialect, ProviderError.BadRequest($"The request body cannot be read for {deployment.Dialect.Name()}: {e.Message}")).ConfigureAwait(false);
                 return;
             }
-            var path = deployment.Dialect == Dialect.Anthropic ? "v1/messages" : "chat/completions";
+            var path = deployment.Dialect == Dialect.Anthropic ? "v1/messages" : x.Api switch { WireApi.Responses => "responses", WireApi.Embeddings => "embeddings", _ => "chat/completions" };
             var last = attempt + 1 >= chain.Count;
             try
             {
@@ -99,14 +104,19 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
     {
         var req = call.Request;
         var dialect = x.Dialect;
-        var injectUsage = dialect == Dialect.OpenAI && deployment.Dialect == Dialect.OpenAI && req.Stream && !x.IncludeUsage;
+        var injectUsage = x.Api == WireApi.Chat && dialect == Dialect.OpenAI && deployment.Dialect == Dialect.OpenAI && req.Stream && !x.IncludeUsage;
         if (deployment.Dialect == dialect && model == req.Model && !call.Edits.Any && !injectUsage) return (x.Body, false);
         // a second attempt starts again from the caller's bytes: the previous one changed the DOM
         var node = attempt == 0 ? req.Body : req.Reparse();
         var modified = false;
         if (deployment.Dialect != dialect)
         {
-            node = RequestTranslator.Translate(dialect, deployment.Dialect, node);
+            if (x.Api == WireApi.Responses)
+            {
+                node = ResponsesTranslator.ToMessages(node, x.Previous?.Conversation, out var input);
+                x.TranslatedInput = input;
+            }
+            else node = RequestTranslator.Translate(dialect, deployment.Dialect, node);
             node["model"] = model;
             modified = true;
         }
@@ -161,17 +171,30 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
                 return;
             }
             call.Summary.Answered = true;
-            if (!UsageReader.TryReadResponse(deployment.Dialect, bytes, call.Summary))
+            var readable = (x.Api, deployment.Dialect) switch
+            {
+                (WireApi.Responses, Dialect.OpenAI) => UsageReader.TryReadResponsesBody(bytes, call.Summary),
+                (WireApi.Embeddings, _) => UsageReader.TryReadEmbeddingsBody(bytes, call.Summary),
+                _ => UsageReader.TryReadResponse(deployment.Dialect, bytes, call.Summary),
+            };
+            if (!readable)
             {
                 call.Outcome = "upstream_error";
                 call.ErrorType = "usage_unreadable";
-                call.ErrorMessage = $"Upstream '{deployment.Name}' ({deployment.BaseUri}) answered 200 with a body that is not a {deployment.Dialect.Name()} response; check its Dialect and BaseUrl.";
+                call.ErrorMessage = $"Upstream '{deployment.Name}' ({deployment.BaseUri}) answered 200 with a body that is not {(x.Api == WireApi.Chat ? "a " + deployment.Dialect.Name() : ProxyPipeline.LedgerDialect(dialect, x.Api))} response; check its Dialect and BaseUrl.";
                 call.StatusCode = 502;
                 await CallerAnswer.WriteErrorAsync(ctx, call, dialect, new ProviderError(502, call.ErrorMessage, ErrorSource.Upstream)).ConfigureAwait(false);
                 return;
             }
-            if (deployment.Dialect != dialect)
+            if (deployment.Dialect != dialect && x.Api == WireApi.Responses)
+            {
+                // Bursar answers as the Responses API and keeps the conversation: the id is Bursar's
+                bytes = ResponsesTranslator.FromMessage(bytes, call.Request.Body, "resp_" + call.Id, time.GetUtcNow().ToUnixTimeSeconds(), call.Summary.Usage, out var items);
+                (x.TranslatedOutput, x.TranslatedResponse, call.Summary.ResponseId) = (items, bytes, "resp_" + call.Id);
+            }
+            else if (deployment.Dialect != dialect)
                 bytes = ResponseTranslator.Translate(deployment.Dialect, dialect, bytes, time.GetUtcNow().ToUnixTimeSeconds());
+            Remember(call, x, deployment);
             await CallerAnswer.WriteJsonAsync(ctx, call, 200, bytes).ConfigureAwait(false);
             if (call.CaptureAnswer) call.Answer = (bytes, "application/json");
             return;
@@ -184,6 +207,8 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
         call.Summary.Answered = true;
         SseStreamHandler handler = (deployment.Dialect, dialect) switch
         {
+            (Dialect.OpenAI, Dialect.OpenAI) when x.Api == WireApi.Responses => new ResponsesMeteringHandler(call.Summary, time),
+            (Dialect.Anthropic, Dialect.OpenAI) when x.Api == WireApi.Responses => new AnthropicToResponsesStream(call.Summary, time, call.Request.Body, "resp_" + call.Id, time.GetUtcNow().ToUnixTimeSeconds()),
             (Dialect.Anthropic, Dialect.Anthropic) => new AnthropicMeteringHandler(call.Summary, time),
             (Dialect.OpenAI, Dialect.OpenAI) => new OpenAIMeteringHandler(call.Summary, time, injectedUsage),
             (Dialect.Anthropic, Dialect.OpenAI) => new AnthropicToOpenAIStream(call.Summary, time, includeUsage: x.IncludeUsage, time.GetUtcNow().ToUnixTimeSeconds()),
@@ -191,7 +216,13 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
         };
         await using var upstreamStream = await response.Content.ReadAsStreamAsync(ct).ConfigureAwait(false);
         var copy = call.CaptureAnswer ? new ArrayBufferWriter<byte>(4096) : null;
-        await SsePump.PumpAsync(upstreamStream, ctx.Response.BodyWriter, handler, ct, copy, () => call.SealAsync()).ConfigureAwait(false);
+        await SsePump.PumpAsync(upstreamStream, ctx.Response.BodyWriter, handler, ct, copy, () =>
+        {
+            if (handler is AnthropicToResponsesStream translated && translated.Response is not null)
+                (x.TranslatedOutput, x.TranslatedResponse, call.Summary.ResponseId) = (translated.Output, translated.Response, "resp_" + call.Id);
+            Remember(call, x, deployment);
+            return call.SealAsync();
+        }).ConfigureAwait(false);
         if (call.Summary.ErrorType is not null)
         {
             call.Outcome = "upstream_error";
@@ -199,6 +230,60 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
             return;
         }
         if (copy is not null && call.Summary.FinishReason is not null) call.Answer = (copy.WrittenSpan.ToArray(), "text/event-stream");
+    }
+
+    /// <summary>
+    /// What a Responses or embeddings call cannot be sent to: embeddings to a Messages deployment (Anthropic has none); a
+    /// chained call to another deployment than the one that holds its previous response (the chain is kept to it).
+    /// </summary>
+    private static ProviderError? Unservable(LeverCall call, GatewayExchange x, List<(UpstreamDeployment Deployment, string Model)> chain)
+    {
+        if (x.Api == WireApi.Embeddings)
+        {
+            chain.RemoveAll(c => c.Deployment.Dialect != Dialect.OpenAI);
+            return chain.Count > 0 ? null : ProviderError.BadRequest($"'{call.Model}' is served by an Anthropic Messages deployment, which has no embeddings endpoint; use an OpenAI-compatible embedding model.", "model");
+        }
+        if (x.Previous is { } prev)
+        {
+            chain.RemoveAll(c => c.Deployment.Name != prev.Deployment);
+            if (chain.Count == 0)
+                return ProviderError.BadRequest($"The previous response '{RequestScan.Shown(prev.Id)}' is stored on deployment '{prev.Deployment}', which does not serve '{call.Model}'; continue the chain with a model that deployment serves, or send the conversation as input without previous_response_id.", "previous_response_id");
+        }
+        // a Claude model continues only a conversation Bursar kept; one stored by OpenAI stays with OpenAI
+        if (x.PreviousResponseId is not null && x.Previous?.Conversation is null)
+        {
+            chain.RemoveAll(c => c.Deployment.Dialect == Dialect.Anthropic);
+            if (chain.Count == 0)
+                return ProviderError.BadRequest($"'{call.Model}' is a Claude model, and the previous response '{RequestScan.Shown(x.PreviousResponseId)}' is stored by OpenAI (or was not served by this gateway); continue it with an OpenAI model, or send the conversation as input.", "previous_response_id");
+        }
+        return null;
+    }
+
+    /// <summary>A stored Responses answer: remember where it lives, whose it is, its chain and the context a continuation re-bills.</summary>
+    private void Remember(LeverCall call, GatewayExchange x, UpstreamDeployment deployment)
+    {
+        if (x.Api != WireApi.Responses || !x.Stored || call.Summary.ResponseId is not { } id || !call.Summary.UsageSeen) return;
+        var u = call.Summary.Usage;
+        JsonArray? conversation = null, input = null;
+        if (deployment.Dialect == Dialect.Anthropic)
+        {
+            if (x.TranslatedResponse is null) return;
+            // Bursar keeps the state a continuation needs: every earlier item, this input (with ids, for input_items), this output
+            input = new JsonArray();
+            var n = 0;
+            foreach (var item in x.TranslatedInput ?? [])
+            {
+                var copy = (JsonObject)item!.DeepClone();
+                copy["id"] ??= $"item_{id[5..]}_{n++}";
+                input.Add(copy);
+            }
+            conversation = x.Previous?.Conversation is { } before ? (JsonArray)before.DeepClone() : [];
+            foreach (var item in input) conversation.Add(item!.DeepClone());
+            foreach (var item in x.TranslatedOutput ?? []) conversation.Add(item!.DeepClone());
+        }
+        chains.Add(new ResponseChains.Entry(id, x.Previous?.Root ?? x.PreviousResponseId ?? id,
+            deployment.Name, ResponseChains.ScopeOf(call.Key), u.TotalInputTokens + u.OutputTokens, call.Summary.Model ?? call.Model,
+            conversation, deployment.Dialect == Dialect.Anthropic ? x.TranslatedResponse : null, input));
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Routing fallback on feature {Feature}: {Detail}")]

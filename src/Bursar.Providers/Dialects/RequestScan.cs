@@ -7,7 +7,7 @@ namespace Bursar.Providers.Dialects;
 /// fields the gateway needs, without building a DOM. Field shapes a provider would reject outright are reported here
 /// with a message that names the field; deeper validation is the provider's.
 /// </summary>
-public struct RequestScan
+public partial struct RequestScan
 {
     public string? Model;
     public bool Stream;
@@ -32,6 +32,10 @@ public struct RequestScan
     /// <summary>True when the request asks for greedy decoding (temperature 0 or top_k 1): the exact cache may answer it.</summary>
     public bool Deterministic;
     public ProviderError? Error;
+    /// <summary>Responses: the stored response this call continues (<c>previous_response_id</c>), if any.</summary>
+    public string? PreviousResponseId;
+    /// <summary>Responses: <c>store</c> as sent (null: not sent, which stores).</summary>
+    public bool? Store;
 
     /// <summary>English text runs about 4 bytes per token; 3 keeps the estimate on the safe (high) side.</summary>
     public const double BytesPerToken = 3.0;
@@ -244,7 +248,7 @@ public struct RequestScan
         return false;
     }
 
-    internal static string Shown(string key) => key.Length <= 64 ? key : key[..64] + "...";
+    public static string Shown(string key) => key.Length <= 64 ? key : key[..64] + "...";
 
     private static RequestScan Fail(ref RequestScan s, string field, string message)
     {

@@ -5,7 +5,7 @@ using Bursar.Core.Usage;
 namespace Bursar.Providers.Dialects;
 
 /// <summary>Reads usage from either dialect's response bodies and stream events.</summary>
-public static class UsageReader
+public static partial class UsageReader
 {
     /// <summary>OpenAI <c>usage</c>: prompt tokens include cached tokens; completion tokens include reasoning tokens.</summary>
     public static TokenUsage ReadOpenAI(JsonElement usage)

@@ -112,6 +112,10 @@ public sealed partial class ProviderSimulator
                 case ("POST", "/v1/embeddings"):
                     await EmbeddingsAsync(x, ct).ConfigureAwait(false);
                     break;
+                case (_, "/v1/responses"):
+                case (_, _) when path.StartsWith("/v1/responses/", StringComparison.Ordinal):
+                    await ResponsesRouteAsync(x, path, ct).ConfigureAwait(false);
+                    break;
                 case ("GET", "/v1/models"):
                     await ModelsAsync(x, ct).ConfigureAwait(false);
                     break;
@@ -355,29 +359,90 @@ public sealed partial class ProviderSimulator
 
     private static readonly Bursar.Core.Caching.Semantic.HashedNGramEmbeddingGenerator EmbeddingModel = new(512);
 
-    /// <summary>OpenAI-compatible embeddings: deterministic 512-dimension vectors (hashed character and word n-grams), real token counts.</summary>
+    /// <summary>OpenAI's limits on one embeddings request (PROVIDER_API.md section 9).</summary>
+    public const int MaxEmbeddingInputs = 2048, MaxEmbeddingInputTokens = 8192, MaxEmbeddingRequestTokens = 300_000;
+
+    /// <summary>
+    /// OpenAI-compatible embeddings: deterministic vectors (hashed character and word n-grams, 512 dimensions unless
+    /// <c>dimensions</c> asks for fewer), real token counts; inputs are strings or token arrays; <c>encoding_format</c>
+    /// <c>float</c> or <c>base64</c> (little-endian float32, as the npm SDK asks for by default).
+    /// </summary>
     private async Task EmbeddingsAsync(SimulatorExchange x, CancellationToken ct)
     {
-        var body = ParseBody(x, Dialect.OpenAI);
-        if (string.IsNullOrEmpty(x.Header("authorization"))) throw new SimulatorRequestException(Dialect.OpenAI, ProviderError.Unauthorized("You didn't provide an API key."));
-        var model = body["model"] is JsonValue mv && mv.TryGetValue<string>(out var m) ? m : throw Bad(Dialect.OpenAI, "you must provide a model parameter", "model");
-        string[] inputs = body["input"] switch
+        const Dialect d = Dialect.OpenAI;
+        var body = ParseBody(x, d);
+        if (string.IsNullOrEmpty(x.Header("authorization"))) throw new SimulatorRequestException(d, ProviderError.Unauthorized("You didn't provide an API key."));
+        var model = body["model"] is JsonValue mv && mv.TryGetValue<string>(out var m) ? m : throw Bad(d, "you must provide a model parameter", "model");
+        var inputs = new List<(string? Text, int Tokens)>();
+        void AddText(string s, string field)
         {
-            JsonValue v when v.TryGetValue<string>(out var one) => [one],
-            JsonArray a when a.Count > 0 && a.All(e => e is JsonValue ev && ev.TryGetValue<string>(out _)) => a.Select(e => e!.GetValue<string>()).ToArray(),
-            _ => throw Bad(Dialect.OpenAI, "'input' must be a string or a non-empty array of strings.", "input"),
+            if (s.Length == 0) throw Bad(d, $"'{field}' cannot be an empty string.", field);
+            inputs.Add((s, _counter.Count("text-embedding-3-small", s)));
+        }
+        void AddTokens(JsonArray a, string field)
+        {
+            if (a.Count == 0) throw Bad(d, $"'{field}' cannot be an empty array of tokens.", field);
+            if (!a.All(e => e is JsonValue ev && ev.TryGetValue<long>(out var t) && t >= 0)) throw Bad(d, $"'{field}' must be an array of non-negative integer tokens.", field);
+            inputs.Add((null, a.Count));
+        }
+        switch (body["input"])
+        {
+            case JsonValue v when v.TryGetValue<string>(out var one):
+                AddText(one, "input");
+                break;
+            case JsonArray a when a.Count > 0 && a.All(e => e is JsonValue ev && ev.TryGetValue<long>(out _)):
+                AddTokens(a, "input");
+                break;
+            case JsonArray a when a.Count > 0:
+                for (var i = 0; i < a.Count; i++)
+                {
+                    if (a[i] is JsonValue ev && ev.TryGetValue<string>(out var s)) AddText(s, $"input[{i}]");
+                    else if (a[i] is JsonArray ta) AddTokens(ta, $"input[{i}]");
+                    else throw Bad(d, $"Invalid type for 'input[{i}]': expected a string or an array of tokens.", $"input[{i}]");
+                }
+                break;
+            default:
+                throw Bad(d, "'input' must be a string, an array of strings, an array of tokens or an array of token arrays (not empty).", "input");
+        }
+        if (inputs.Count > MaxEmbeddingInputs) throw Bad(d, $"'input' has {inputs.Count} items; the limit is {MaxEmbeddingInputs}.", "input");
+        var longest = inputs.Max(i => i.Tokens);
+        if (longest > MaxEmbeddingInputTokens)
+            throw Bad(d, $"This model's maximum context length is {MaxEmbeddingInputTokens} tokens, however you requested {longest} tokens in one input.", "input");
+        var tokens = inputs.Sum(i => (long)i.Tokens);
+        if (tokens > MaxEmbeddingRequestTokens) throw Bad(d, $"Requested {tokens} tokens, max {MaxEmbeddingRequestTokens} tokens per request.", "input");
+        var dims = 512;
+        if (body["dimensions"] is { } dn && (dn is not JsonValue dv || !dv.TryGetValue(out dims) || dims is < 1 or > 512))
+            throw Bad(d, "Invalid 'dimensions': expected an integer from 1 to 512 (the Simulator's vectors).", "dimensions");
+        var format = body["encoding_format"] switch
+        {
+            null => "float",
+            JsonValue fv when fv.TryGetValue<string>(out var f) && f is "float" or "base64" => f,
+            _ => throw Bad(d, "Invalid value for 'encoding_format': supported values are 'float' and 'base64'.", "encoding_format"),
         };
-        var tokens = inputs.Sum(i => (long)_counter.Count("text-embedding-3-small", i));
         await WriteListAsync(x, w =>
         {
-            for (var i = 0; i < inputs.Length; i++)
+            for (var i = 0; i < inputs.Count; i++)
             {
+                var vector = EmbeddingModel.Embed(inputs[i].Text ?? "tokens " + i).AsSpan(0, dims).ToArray();
+                if (dims < 512)
+                {
+                    // a shortened vector is renormalized, as text-embedding-3's are
+                    var norm = MathF.Sqrt(vector.Sum(f => f * f));
+                    if (norm > 0) for (var k = 0; k < vector.Length; k++) vector[k] /= norm;
+                }
                 w.WriteStartObject();
                 w.WriteString("object", "embedding");
                 w.WriteNumber("index", i);
-                w.WriteStartArray("embedding");
-                foreach (var f in EmbeddingModel.Embed(inputs[i])) w.WriteNumberValue(f);
-                w.WriteEndArray();
+                if (format == "base64")
+                {
+                    w.WriteBase64String("embedding", System.Runtime.InteropServices.MemoryMarshal.AsBytes(vector.AsSpan()));
+                }
+                else
+                {
+                    w.WriteStartArray("embedding");
+                    foreach (var f in vector) w.WriteNumberValue(f);
+                    w.WriteEndArray();
+                }
                 w.WriteEndObject();
             }
         }, w =>

@@ -32,6 +32,7 @@ public static class SimulatorEndpoints
             _ctx = ctx;
             Method = ctx.Request.Method;
             Path = ctx.Request.Path.Value ?? "/";
+            Query = ctx.Request.QueryString.Value ?? "";
             Body = body;
         }
 

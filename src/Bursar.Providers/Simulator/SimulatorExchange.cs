@@ -6,6 +6,8 @@ public abstract class SimulatorExchange
     public required string Method { get; init; }
     public required string Path { get; init; }
     public required ReadOnlyMemory<byte> Body { get; init; }
+    /// <summary>The query string, with its leading <c>?</c> (empty when none).</summary>
+    public string Query { get; init; } = "";
     public abstract string? Header(string name);
 
     public abstract void SetStatus(int status);

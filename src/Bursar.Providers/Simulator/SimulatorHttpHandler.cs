@@ -55,6 +55,7 @@ public sealed class SimulatorHttpHandler(ProviderSimulator simulator) : HttpMess
             _writer = writer;
             Method = request.Method.Method;
             Path = request.RequestUri?.AbsolutePath ?? "/";
+            Query = request.RequestUri?.Query ?? "";
             Body = body;
         }
 

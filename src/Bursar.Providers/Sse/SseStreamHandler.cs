@@ -39,9 +39,14 @@ public abstract class SseStreamHandler(CallSummary summary, TimeProvider time)
         Summary.ErrorType ??= errorType;
         Summary.ErrorMessage ??= message;
         BeforeError(output);
-        var e = new ProviderError(502, message, ErrorSource.Upstream);
-        if (CallerDialect == Dialect.Anthropic) SseFrames.WriteEvent(output, "error"u8, e.ToJson(Dialect.Anthropic));
-        else SseFrames.WriteEvent(output, default, e.ToJson(Dialect.OpenAI));
+        WriteError(output, new ProviderError(502, message, ErrorSource.Upstream));
+    }
+
+    /// <summary>The error event a broken stream ends with, in the caller's dialect (a Responses stream writes its typed <c>error</c> event).</summary>
+    protected virtual void WriteError(IBufferWriter<byte> output, ProviderError error)
+    {
+        if (CallerDialect == Dialect.Anthropic) SseFrames.WriteEvent(output, "error"u8, error.ToJson(Dialect.Anthropic));
+        else SseFrames.WriteEvent(output, default, error.ToJson(Dialect.OpenAI));
     }
 
     /// <summary>What a translator closes before the error event (nothing by default).</summary>
@@ -73,9 +78,9 @@ public static class SsePump
         if (flush.IsCanceled || flush.IsCompleted) throw new CallerDisconnectedException(null);
     }
 
-    /// <summary>The upstream's last frame: OpenAI's <c>data: [DONE]</c>, Anthropic's <c>message_stop</c> event.</summary>
+    /// <summary>The upstream's last frame: OpenAI's <c>data: [DONE]</c>, Anthropic's <c>message_stop</c> event, a Responses stream's <c>response.completed</c> (or <c>.incomplete</c>, <c>.failed</c>).</summary>
     private static bool IsTerminal(ReadOnlySpan<byte> eventName, ReadOnlySpan<byte> data) =>
-        data.SequenceEqual("[DONE]"u8) || eventName.SequenceEqual("message_stop"u8);
+        data.SequenceEqual("[DONE]"u8) || eventName.SequenceEqual("message_stop"u8) || ResponsesMeteringHandler.IsTerminal(eventName);
 
     /// <param name="beforeLastFlush">Runs once, before the flush that carries the stream's end to the caller (after the
     /// upstream's terminal frame, <c>[DONE]</c> or <c>message_stop</c>, or at the end of the upstream): the gateway makes

@@ -90,7 +90,7 @@ public sealed class ProvidersOptions
         return result;
     }
 
-    /// <summary>The built-in deployments: <c>anthropic</c> (claude-*) and <c>openai</c> (gpt-*, o-series, chatgpt-*), both served by the Simulator until they get an ApiKey.</summary>
+    /// <summary>The built-in deployments: <c>anthropic</c> (claude-*) and <c>openai</c> (gpt-*, o-series, chatgpt-*, and OpenAI's text-embedding-* models), both served by the Simulator until they get an ApiKey.</summary>
     public static IReadOnlyList<(string Name, DeploymentOptions Options)> BuiltIn() =>
     [
         ("anthropic", new DeploymentOptions { Dialect = "anthropic", Models = ["claude-*"] }),

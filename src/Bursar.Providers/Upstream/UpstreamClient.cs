@@ -18,16 +18,23 @@ public sealed partial class UpstreamClient(ProvidersOptions options, TimeProvide
 
     public static bool IsRetryable(int status) => status is 408 or 429 or 500 or 502 or 503 or 504 or 529;
 
-    public async Task<UpstreamResponse> SendAsync(UpstreamDeployment deployment, string path, ReadOnlyMemory<byte> body, Func<string, string?> callerHeader, CancellationToken cancellationToken)
+    public Task<UpstreamResponse> SendAsync(UpstreamDeployment deployment, string path, ReadOnlyMemory<byte> body, Func<string, string?> callerHeader, CancellationToken cancellationToken) =>
+        SendAsync(deployment, HttpMethod.Post, path, body, callerHeader, cancellationToken);
+
+    /// <summary>Sends <paramref name="method"/> to the deployment with its auth, timeout and retries; a GET or DELETE carries no body.</summary>
+    public async Task<UpstreamResponse> SendAsync(UpstreamDeployment deployment, HttpMethod method, string path, ReadOnlyMemory<byte> body, Func<string, string?> callerHeader, CancellationToken cancellationToken)
     {
         var uri = new Uri(deployment.BaseUri, path.TrimStart('/'));
         var attempt = 0;
         while (true)
         {
-            using var request = new HttpRequestMessage(HttpMethod.Post, uri);
-            var content = new ReadOnlyMemoryContent(body);
-            content.Headers.ContentType = Json;
-            request.Content = content;
+            using var request = new HttpRequestMessage(method, uri);
+            if (method == HttpMethod.Post)
+            {
+                var content = new ReadOnlyMemoryContent(body);
+                content.Headers.ContentType = Json;
+                request.Content = content;
+            }
             Authenticate(deployment, request, callerHeader);
             HttpResponseMessage? response = null;
             // the deployment's timeout bounds the wait for the response headers; the body then streams for as long as it takes

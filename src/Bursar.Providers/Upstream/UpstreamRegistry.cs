@@ -17,7 +17,14 @@ public sealed class UpstreamDeployment
         Simulated = simulated;
         _exact = options.Models.Where(m => !m.EndsWith('*')).ToHashSet(StringComparer.OrdinalIgnoreCase);
         _prefixes = options.Models.Where(m => m.EndsWith('*')).Select(m => m[..^1]).ToArray();
+        // the built-in OpenAI deployment (as long as it serves the gpt family) also serves OpenAI's embedding models
+        _embeddings = name.Equals("openai", StringComparison.OrdinalIgnoreCase) && Dialect == Dialect.OpenAI && options.Models.Contains("gpt-*", StringComparer.Ordinal);
     }
+
+    /// <summary>The prefix of OpenAI's embedding models, which the built-in <c>openai</c> deployment serves besides the models it lists.</summary>
+    public const string EmbeddingModelPrefix = "text-embedding-";
+
+    private readonly bool _embeddings;
 
     private readonly HashSet<string> _exact;
     private readonly string[] _prefixes;
@@ -34,6 +41,7 @@ public sealed class UpstreamDeployment
     public bool Serves(string model)
     {
         if (_exact.Contains(model)) return true;
+        if (_embeddings && model.StartsWith(EmbeddingModelPrefix, StringComparison.OrdinalIgnoreCase)) return true;
         foreach (var p in _prefixes)
             if (model.StartsWith(p, StringComparison.OrdinalIgnoreCase)) return true;
         return false;
