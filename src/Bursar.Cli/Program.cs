@@ -17,6 +17,7 @@ root.Subcommands.Add(BudgetsCommand.Create());
 root.Subcommands.Add(BudgetsCommand.CreateLimits());
 root.Subcommands.Add(SimulateProviderCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
+root.Subcommands.Add(DbCommand.Create());
 
 var parsed = root.Parse(args);
 var configuration = new InvocationConfiguration
