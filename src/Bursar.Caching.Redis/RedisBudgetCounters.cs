@@ -9,7 +9,9 @@ namespace Bursar.Caching.Redis;
 /// integer nano-dollars so Redis's integer arithmetic is exact; every amount is rounded up to the next nano-dollar
 /// (a counter may over-count by less than $0.000000001 per call, never under-count). Per budget:
 /// <list type="bullet">
-/// <item><c>spent:{countFrom}</c>: the period's spend (a new period, or a reset by hand, is a new key), expiring at the period's end;</item>
+/// <item><c>spent:{countFrom}</c>: the period's spend (a new period, or a reset by hand, is a new key), expiring at the period's end;
+/// a reservation never counts a missing one as zero: it asks for the period to be seeded from the ledger first (a Redis
+/// restarted without its data must not hand every budget out again);</item>
 /// <item><c>held:{instance}</c>: what this instance's calls in flight hold, refreshed by a heartbeat while the instance
 /// lives and expiring <see cref="HoldTtl"/> after it dies, so a killed instance's reservations are released on their own;</item>
 /// <item><c>holders</c>: the set of those keys, so a reservation can sum every live instance's holds.</item>
@@ -30,7 +32,9 @@ public sealed class RedisBudgetCounters : ISharedBudgetCounters, IDisposable
         local n = #KEYS / 3
         local amount = tonumber(ARGV[1])
         for i = 1, n do
-          local spent = tonumber(redis.call('GET', KEYS[3*i-2]) or '0')
+          local s = redis.call('GET', KEYS[3*i-2])
+          if not s then return {-i} end
+          local spent = tonumber(s)
           local held = 0
           for _, k in ipairs(redis.call('SMEMBERS', KEYS[3*i-1])) do
             local v = redis.call('GET', k)
@@ -58,9 +62,13 @@ public sealed class RedisBudgetCounters : ISharedBudgetCounters, IDisposable
           local held = tonumber(redis.call('GET', KEYS[2*i-1]) or '0')
           local release = math.min(held, reserved)
           if release > 0 then redis.call('DECRBY', KEYS[2*i-1], release) end
-          local spent = redis.call('INCRBY', KEYS[2*i], ARGV[2])
-          local at = tonumber(ARGV[2 + i])
-          if at > 0 then redis.call('PEXPIREAT', KEYS[2*i], at) end
+          -- a period the store lost (restarted empty) is not started from this one call: the next reservation seeds it from the ledger
+          local spent = -1
+          if redis.call('EXISTS', KEYS[2*i]) == 1 then
+            spent = redis.call('INCRBY', KEYS[2*i], ARGV[2])
+            local at = tonumber(ARGV[2 + i])
+            if at > 0 then redis.call('PEXPIREAT', KEYS[2*i], at) end
+          end
           out[i] = string.format('%.0f', spent)
         end
         return out
@@ -122,6 +130,7 @@ public sealed class RedisBudgetCounters : ISharedBudgetCounters, IDisposable
         }
         var result = (RedisResult[])(await _redis.GetDatabase().ScriptEvaluateAsync(ReserveScript.ExecutableScript, keys, args).WaitAsync(cancellationToken).ConfigureAwait(false))!;
         var index = (int)result[0];
+        if (index < 0) return new SharedReservation(-1, 0, 0, UnseededIndex: -index - 1);
         if (index == 0)
         {
             lock (_holdsLock) foreach (var b in budgets) _holds.Add(HoldKey(b.BudgetId));

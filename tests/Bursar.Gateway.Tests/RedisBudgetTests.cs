@@ -181,22 +181,41 @@ public sealed class RedisBudgetTests(RedisServer redis) : IClassFixture<RedisSer
     }
 
     [Fact]
-    public async Task A_settle_made_while_redis_was_down_lands_when_it_is_back()
+    public async Task A_redis_restarted_empty_is_seeded_from_the_ledger_before_it_hands_out_money_again()
     {
         var own = new RedisServer();
         await own.InitializeAsync();
         var port = own.Port;
         try
         {
-            var (budgets, _) = await Instance(1m, connection: own.ConnectionString);
-            Assert.True(budgets.TryReserve(Acme, 0.1m, out var r, out _));
+            Directory.CreateDirectory(_dir);
+            var store = new SqliteStore(Path.Combine(_dir, "seeded.db"));
+            await store.UpsertBudgetAsync(new BudgetDefinition { Id = "shared", Scope = BudgetScope.Customer, Value = "acme", Period = BudgetPeriod.Month, LimitUsd = 1m }, default);
+            var now = TimeProvider.System.GetUtcNow();
+            await store.WriteAsync([.. Enumerable.Range(0, 8).Select(i => new Bursar.Core.Ledger.LedgerRecord
+            {
+                Id = $"spent-{i}", Timestamp = now, Dialect = "openai", Outcome = "ok", Customer = "acme", Priced = true, Cost = 0.10m,
+            })], default);
+            var counters = new RedisBudgetCounters(Connect(own.ConnectionString), TimeProvider.System, _prefix);
+            _owned.Add(counters);
+            var budgets = new BudgetManager(store, new NoAlerts(), TimeProvider.System, NullLogger<BudgetManager>.Instance, counters);
+            await budgets.ReloadAsync(default);
+            Assert.False((await budgets.TryReserveAsync(Acme, 0.30m, default)).Held); // $0.80 of the ledger is in Redis
+
             own.Stop();
-            budgets.Settle(r, 0.07m);
             await own.DisposeAsync();
-            own = RedisServer.OnPort(port); // back on the same address, empty (no persistence): the hold is gone, the settle is not
+            own = RedisServer.OnPort(port); // back on the same address with no data (no persistence)
             await own.InitializeAsync();
-            Assert.True(await budgets.FlushSettlesAsync(TimeSpan.FromSeconds(20)), "the settle landed once Redis was back");
-            Assert.Equal(0.07m, budgets.Snapshot()[0].SpentUsd);
+            Bursar.Core.Budgets.BudgetDecision d = default;
+            for (var i = 0; i < 50; i++)
+            {
+                d = await budgets.TryReserveAsync(Acme, 0.30m, default);
+                if (d.Refusal?.Unavailable is null) break;
+                await Task.Delay(100); // reconnecting
+            }
+            Assert.False(d.Held, "an empty Redis must not count the period from zero");
+            Assert.Contains("$0.80 spent", d.Refusal!.Message);
+            Assert.True((await budgets.TryReserveAsync(Acme, 0.20m, default)).Held);
         }
         finally
         {

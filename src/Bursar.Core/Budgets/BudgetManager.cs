@@ -238,6 +238,16 @@ public sealed partial class BudgetManager : IAsyncDisposable
         try
         {
             r = await _shared!.TryReserveAsync(keys, worstCaseUsd, cancellationToken).ConfigureAwait(false);
+            for (var attempt = 0; r.UnseededIndex >= 0 && attempt < keys.Length + 1; attempt++)
+            {
+                // the store does not know this period (a new one, or it restarted empty): the ledger says what was spent
+                var s = matching[r.UnseededIndex];
+                var spent = await _store.SpentSinceAsync(s.Budget, keys[r.UnseededIndex].CountFrom, cancellationToken).ConfigureAwait(false);
+                await _shared.SeedAsync(keys[r.UnseededIndex], spent).ConfigureAwait(false);
+                LogSeeded(_logger, s.Budget.Id, spent, _shared.Name);
+                r = await _shared.TryReserveAsync(keys, worstCaseUsd, cancellationToken).ConfigureAwait(false);
+            }
+            if (r.UnseededIndex >= 0) throw new InvalidOperationException($"the period of budget '{matching[r.UnseededIndex].Budget.Id}' could not be seeded");
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
@@ -467,6 +477,9 @@ public sealed partial class BudgetManager : IAsyncDisposable
         s.WindowEnd = end;
         s.Spent = 0; // reservations of calls still in flight carry over and settle into the new window
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Budget {BudgetId}'s period seeded in {Store} from the ledger: ${Spent} spent")]
+    private static partial void LogSeeded(ILogger logger, string budgetId, decimal spent, string store);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "The shared budget counters ({Store}) are unreachable during {What}: {Error}")]
     private static partial void LogSharedDown(ILogger logger, string store, string what, string error);

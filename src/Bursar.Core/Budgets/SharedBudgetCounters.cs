@@ -28,10 +28,14 @@ public interface ISharedBudgetCounters
 /// <summary>One budget's counters: its id, where its current period's counting started, when the period ends, its limit.</summary>
 public readonly record struct SharedBudget(string BudgetId, DateTimeOffset CountFrom, DateTimeOffset PeriodEnd, decimal LimitUsd);
 
-/// <summary>What a shared reservation did: <see cref="RefusedIndex"/> -1 when every budget holds the money.</summary>
-public readonly record struct SharedReservation(int RefusedIndex, decimal SpentUsd, decimal ReservedUsd)
+/// <summary>
+/// What a shared reservation did: <see cref="RefusedIndex"/> -1 when every budget holds the money.
+/// <see cref="UnseededIndex"/> names a budget whose period the store does not know (a new period, or a store restarted
+/// empty): nothing was held, and the caller seeds it from the ledger and tries again.
+/// </summary>
+public readonly record struct SharedReservation(int RefusedIndex, decimal SpentUsd, decimal ReservedUsd, int UnseededIndex = -1)
 {
-    public bool Held => RefusedIndex < 0;
+    public bool Held => RefusedIndex < 0 && UnseededIndex < 0;
 }
 
 /// <summary>What budgets do while the shared counters cannot be reached.</summary>
