@@ -27,6 +27,11 @@ if (args.Length > 0 && args[0] == "library-loop")
     b.Cleanup();
     return;
 }
+if (args.Length > 0 && args[0] == "redis-reserve")
+{
+    await Bursar.Benchmarks.RedisReservation.RunAsync(args);
+    return;
+}
 if (args.Length > 0 && args[0] == "postgres-scale")
 {
     await Bursar.Benchmarks.PostgresScale.RunAsync(args);
