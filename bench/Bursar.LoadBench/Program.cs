@@ -16,6 +16,9 @@ using Microsoft.Extensions.Logging;
 // Completions and the Responses API (JSON and streamed) in the same run.
 // Three processes on one machine: this load generator, the upstream, the gateway.
 //   dotnet run -c Release --project bench/Bursar.LoadBench -- run [--seconds 5] [--concurrency 1,16,64] [--base-port 5301]
+// Two builds in one run (before and after a change): the other build's Bursar.LoadBench.dll serves as the second gateway,
+// rounds alternate between the two, the added p50 of each and their ratio is printed:
+//   dotnet run -c Release --project bench/Bursar.LoadBench -- compare --other /path/to/other/Bursar.LoadBench.dll [--rounds 6] [--seconds 3]
 var mode = args.FirstOrDefault() ?? "run";
 string Arg(string name, string fallback) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() ?? fallback;
 
@@ -37,6 +40,9 @@ switch (mode)
         ], b => b.Logging.SetMinimumLevel(LogLevel.Warning));
         await app.RunAsync();
         return 0;
+    case "compare":
+        return await Runner.CompareAsync(Arg("--other", ""), int.Parse(Arg("--rounds", "6"), CultureInfo.InvariantCulture),
+            int.Parse(Arg("--seconds", "3"), CultureInfo.InvariantCulture), int.Parse(Arg("--base-port", "5341"), CultureInfo.InvariantCulture));
     default:
         return await Runner.RunAsync(int.Parse(Arg("--seconds", "5"), CultureInfo.InvariantCulture),
             Arg("--concurrency", "1,16,64").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray(),
@@ -214,6 +220,77 @@ internal static class Runner
             // the two ledgers grow by hundreds of MB per run: leave nothing behind
             Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
             foreach (var dir in new[] { data, dataBudgets })
+                try { Directory.Delete(dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    /// <summary>
+    /// This build's gateway and another build's (<paramref name="other"/>: its Bursar.LoadBench.dll) on one upstream,
+    /// concurrency 1, JSON and SSE, in alternating rounds: the median added p50 of each build and their ratio.
+    /// </summary>
+    public static async Task<int> CompareAsync(string other, int rounds, int seconds, int basePort)
+    {
+        if (!File.Exists(other)) throw new ArgumentException($"--other must name the other build's Bursar.LoadBench.dll (not found: '{other}').");
+        var (up, gwThis, gwOther) = (basePort, basePort + 1, basePort + 2);
+        var self = typeof(Runner).Assembly.Location;
+        var secret = VirtualKey.NewSecret();
+        var dirs = new List<string>();
+        async Task<string> DataAsync()
+        {
+            var dir = Path.Combine(Path.GetTempPath(), "bursar-compare-" + Guid.NewGuid().ToString("N")[..8]);
+            Directory.CreateDirectory(dir);
+            dirs.Add(dir);
+            var store = new SqliteStore(Path.Combine(dir, "bursar.db"));
+            await store.AddAsync(new VirtualKey { Id = "key_bench", Hash = VirtualKey.HashSecret(secret), Prefix = VirtualKey.DisplayPrefix(secret), Team = "bench", Customer = "acme", CreatedAt = TimeProvider.System.GetUtcNow() }, default);
+            return dir;
+        }
+        using var upstream = Spawn(self, $"upstream --port {up}");
+        using var mine = Spawn(self, $"gateway --port {gwThis} --upstream http://127.0.0.1:{up} --data {await DataAsync()}");
+        using var theirs = Spawn(other, $"gateway --port {gwOther} --upstream http://127.0.0.1:{up} --data {await DataAsync()}");
+        try
+        {
+            using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 64, UseProxy = false, PooledConnectionLifetime = Timeout.InfiniteTimeSpan }) { Timeout = TimeSpan.FromSeconds(30) };
+            await WaitReady(http, $"http://127.0.0.1:{up}/ready");
+            await WaitReady(http, $"http://127.0.0.1:{gwThis}/health/live");
+            await WaitReady(http, $"http://127.0.0.1:{gwOther}/health/live");
+            foreach (var st in new[] { false, true })
+                foreach (var port in new[] { up, gwThis, gwOther })
+                    await Load(http, $"http://127.0.0.1:{port}/v1/chat/completions", port == up ? null : secret, st, 1, 3);
+            Console.WriteLine($"Two builds in one run, {TimeProvider.System.GetUtcNow():yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores, concurrency 1, {rounds} rounds of {seconds} s per path (after a 1 s warm-up), alternating");
+            Console.WriteLine($"  this build:  {self}");
+            Console.WriteLine($"  other build: {other}");
+            Console.WriteLine();
+            Console.WriteLine("| mode | this build added p50 (per round) | median | other build added p50 (per round) | median | this / other |");
+            Console.WriteLine("|---|---|---:|---|---:|---:|");
+            foreach (var stream in new[] { false, true })
+            {
+                var a = new List<double>();
+                var b = new List<double>();
+                for (var r = 0; r < rounds; r++)
+                {
+                    // the order alternates so neither build always runs right after the direct path
+                    var direct = await Load(http, $"http://127.0.0.1:{up}/v1/chat/completions", null, stream, 1, seconds);
+                    var first = r % 2 == 0 ? gwThis : gwOther;
+                    var one = await Load(http, $"http://127.0.0.1:{first}/v1/chat/completions", secret, stream, 1, seconds);
+                    var two = await Load(http, $"http://127.0.0.1:{(first == gwThis ? gwOther : gwThis)}/v1/chat/completions", secret, stream, 1, seconds);
+                    var (x, y) = first == gwThis ? (one, two) : (two, one);
+                    a.Add(x.P50 - direct.P50);
+                    b.Add(y.P50 - direct.P50);
+                }
+                double Median(List<double> v) { var s = v.Order().ToArray(); return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2; }
+                string List(List<double> v) => string.Join(", ", v.Select(d => d.ToString("F3", CultureInfo.InvariantCulture)));
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"| {(stream ? "stream" : "json")} | {List(a)} ms | {Median(a):F3} ms | {List(b)} ms | {Median(b):F3} ms | {Median(a) / Median(b):P0} |"));
+            }
+            return 0;
+        }
+        finally
+        {
+            Kill(mine);
+            Kill(theirs);
+            Kill(upstream);
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            foreach (var dir in dirs)
                 try { Directory.Delete(dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }
     }
