@@ -174,6 +174,16 @@ public sealed partial class BudgetManager
         }
     }
 
+    /// <summary>Lets go of a hold without spending anything (a check, or a call that never started): unlike <see cref="Settle"/> with 0, no alert. Idempotent.</summary>
+    public void Release(BudgetReservation reservation)
+    {
+        if (reservation.Holds.Count == 0 || Interlocked.Exchange(ref reservation.Settled, 1) == 1) return;
+        lock (_lock)
+        {
+            foreach (var (s, amount) in reservation.Holds) s.Reserved = Math.Max(0, s.Reserved - amount);
+        }
+    }
+
     public IReadOnlyList<BudgetStatus> Snapshot()
     {
         var now = _time.GetUtcNow();

@@ -71,6 +71,18 @@ public static partial class GatewayHost
         services.AddSingleton<UpstreamCall>();
         services.AddSingleton(sp => new LeverPipeline(sp.GetServices<ILeverStage>(), sp.GetRequiredService<UpstreamCall>(), sp.GetRequiredService<CallMeter>(), sp.GetRequiredService<AdmissionControl>()));
         services.AddSingleton<ProxyPipeline>();
+        // provider batches passed through and metered line by line; the poller collects results after a restart too
+        services.AddOptions<Bursar.Core.Batch.BatchOptions>().Bind(configuration.GetSection(Bursar.Core.Batch.BatchOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<Bursar.Core.Batch.BatchOptions>>().Value);
+        services.AddSingleton<Bursar.Core.Batch.IBatchStore>(sp => sp.GetRequiredService<Bursar.Core.Storage.IBursarStore>() as Bursar.Core.Batch.IBatchStore
+            ?? new Bursar.Storage.Sqlite.SqliteStore(Path.Combine(sp.GetRequiredService<BursarOptions>().DataDirectory, "batches.db"), time: sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<Bursar.Gateway.Batch.BatchInput>();
+        services.AddSingleton<Bursar.Gateway.Batch.BatchReservations>();
+        services.AddSingleton<Bursar.Gateway.Batch.BatchCollector>();
+        services.AddSingleton<Bursar.Gateway.Batch.BatchGateway>();
+        services.AddSingleton<Bursar.Gateway.Batch.BatchPoller>();
+        services.AddHostedService(sp => sp.GetRequiredService<Bursar.Gateway.Batch.BatchPoller>());
         services.AddMetrics();
         // OpenTelemetry: Prometheus text at /metrics always; OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set
         var otel = services.AddOpenTelemetry()
@@ -97,6 +109,7 @@ public static partial class GatewayHost
         app.UseAdminBadRequestProblems();
         app.MapChatCompletionsApi();
         app.MapMessagesApi();
+        app.MapBatchApi();
         app.MapModelsApi();
         app.MapHealthApi();
         app.MapAdminApi();
