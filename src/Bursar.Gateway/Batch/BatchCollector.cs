@@ -39,9 +39,7 @@ public sealed partial class BatchCollector(
     /// </summary>
     public async Task<BatchState> RefreshAsync(BatchState batch, CancellationToken ct)
     {
-        var gate = _gates.GetOrAdd(batch.Id, static _ => new SemaphoreSlim(1, 1));
-        await gate.WaitAsync(ct).ConfigureAwait(false);
-        try
+        using (await LockAsync(batch.Id, ct).ConfigureAwait(false))
         {
             var b = await store.FindBatchAsync(batch.Id, ct).ConfigureAwait(false) ?? batch;
             if (b.Collected) return b;
@@ -74,9 +72,26 @@ public sealed partial class BatchCollector(
             LogCollected(logger, b.Id, b.Lines);
             return b;
         }
-        finally
+    }
+
+    /// <summary>
+    /// Holds the batch for one piece of work: a collection, or a submit in flight (so the poller never takes a submit this process is
+    /// still making for one a crash interrupted).
+    /// </summary>
+    public async Task<IDisposable> LockAsync(string batchId, CancellationToken ct)
+    {
+        var gate = _gates.GetOrAdd(batchId, static _ => new SemaphoreSlim(1, 1));
+        await gate.WaitAsync(ct).ConfigureAwait(false);
+        return new Held(gate);
+    }
+
+    private sealed class Held(SemaphoreSlim gate) : IDisposable
+    {
+        private int _done;
+
+        public void Dispose()
         {
-            gate.Release();
+            if (Interlocked.Exchange(ref _done, 1) == 0) gate.Release();
         }
     }
 

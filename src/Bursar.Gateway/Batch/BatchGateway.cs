@@ -315,6 +315,7 @@ public sealed partial class BatchGateway(
             await CallerAnswer.WriteErrorAsync(ctx, dialect, ProviderError.From(new LeverRefusal(429, message, Blame.Policy) { Type = "budget_exceeded", Code = "budget_exceeded", RetryAfterSeconds = secs })).ConfigureAwait(false);
             return;
         }
+        using var submitting = await collector.LockAsync(state.Id, ct).ConfigureAwait(false);
         await store.SaveBatchAsync(state, ct).ConfigureAwait(false);
         // from here a failure leaves it unsure whether the provider holds the batch: the poller reconciles it (OpenAI: by the metadata
         // Bursar attached) or abandons it, releasing the budget then
@@ -334,6 +335,7 @@ public sealed partial class BatchGateway(
             state = await collector.SaveObjectAsync(state, o!, CancellationToken.None).ConfigureAwait(false);
             LogSubmitted(logger, state.Id, deployment.Name, upstreamId, lines.Count, state.WorstUsd);
         }
+        submitting.Dispose();
         await WriteJsonAsync(ctx, 200, BatchObjects.ForCaller(state.Object!, Origin(ctx))).ConfigureAwait(false);
     }
 
