@@ -76,7 +76,7 @@ public static class PostgresMigrations
               id text PRIMARY KEY, dialect text NOT NULL, deployment text NOT NULL, upstream_id text, state text NOT NULL,
               key_id text NOT NULL, team text, customer text, feature text, task text, template text, route text,
               model text, lines integer NOT NULL, worst_usd numeric NOT NULL, manifest text NOT NULL, input_file_id text,
-              created_unix_ms bigint NOT NULL, updated_unix_ms bigint NOT NULL, collected boolean NOT NULL DEFAULT false, object text, error text
+              created_unix_ms bigint NOT NULL, updated_unix_ms bigint NOT NULL, collected boolean NOT NULL DEFAULT false, object text, error text, jobs boolean NOT NULL DEFAULT false
             );
             CREATE INDEX batches_open ON batches (collected, state);
             CREATE TABLE batch_files (
@@ -85,6 +85,14 @@ public static class PostgresMigrations
               created_unix_ms bigint NOT NULL, deleted boolean NOT NULL DEFAULT false
             );
             CREATE UNIQUE INDEX batch_files_upstream ON batch_files (deployment, upstream_id);
+            CREATE TABLE jobs (
+              id text PRIMARY KEY, key_id text NOT NULL, team text, customer text, feature text, task text, template text, route text,
+              dialect text NOT NULL, deployment text NOT NULL, model text NOT NULL, requested_model text, body bytea NOT NULL,
+              created_unix_ms bigint NOT NULL, deadline_unix_ms bigint NOT NULL, worst_usd numeric NOT NULL, state text NOT NULL, batch_id text,
+              status_code integer NOT NULL DEFAULT 0, result bytea, error text, updated_unix_ms bigint NOT NULL
+            );
+            CREATE INDEX jobs_queue ON jobs (state, deployment, model, created_unix_ms);
+            CREATE INDEX jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL;
             """),
     ];
 

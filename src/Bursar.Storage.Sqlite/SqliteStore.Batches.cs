@@ -15,7 +15,7 @@ public sealed partial class SqliteStore : IBatchStore
               id TEXT PRIMARY KEY, dialect TEXT NOT NULL, deployment TEXT NOT NULL, upstream_id TEXT, state TEXT NOT NULL,
               key_id TEXT NOT NULL, team TEXT, customer TEXT, feature TEXT, task TEXT, template TEXT, route TEXT,
               model TEXT, lines INTEGER NOT NULL, worst_usd TEXT NOT NULL, manifest TEXT NOT NULL, input_file_id TEXT,
-              created_unix_ms INTEGER NOT NULL, updated_unix_ms INTEGER NOT NULL, collected INTEGER NOT NULL DEFAULT 0, object TEXT, error TEXT
+              created_unix_ms INTEGER NOT NULL, updated_unix_ms INTEGER NOT NULL, collected INTEGER NOT NULL DEFAULT 0, object TEXT, error TEXT, jobs INTEGER NOT NULL DEFAULT 0
             );
             CREATE INDEX IF NOT EXISTS batches_open ON batches(collected, state);
             CREATE TABLE IF NOT EXISTS batch_files (
@@ -25,21 +25,29 @@ public sealed partial class SqliteStore : IBatchStore
             );
             CREATE UNIQUE INDEX IF NOT EXISTS batch_files_upstream ON batch_files(deployment, upstream_id);
             CREATE INDEX IF NOT EXISTS ledger_batch ON ledger(batch_id) WHERE batch_id IS NOT NULL;
+            CREATE TABLE IF NOT EXISTS jobs (
+              id TEXT PRIMARY KEY, key_id TEXT NOT NULL, team TEXT, customer TEXT, feature TEXT, task TEXT, template TEXT, route TEXT,
+              dialect TEXT NOT NULL, deployment TEXT NOT NULL, model TEXT NOT NULL, requested_model TEXT, body BLOB NOT NULL,
+              created_unix_ms INTEGER NOT NULL, deadline_unix_ms INTEGER NOT NULL, worst_usd TEXT NOT NULL, state TEXT NOT NULL, batch_id TEXT,
+              status_code INTEGER NOT NULL DEFAULT 0, result BLOB, error TEXT, updated_unix_ms INTEGER NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(state, deployment, model, created_unix_ms);
+            CREATE INDEX IF NOT EXISTS jobs_batch ON jobs(batch_id) WHERE batch_id IS NOT NULL;
             """;
         cmd.ExecuteNonQuery();
     }
 
-    private const string BatchColumns = "id, dialect, deployment, upstream_id, state, key_id, team, customer, feature, task, template, route, model, lines, worst_usd, manifest, input_file_id, created_unix_ms, updated_unix_ms, collected, object, error";
+    private const string BatchColumns = "id, dialect, deployment, upstream_id, state, key_id, team, customer, feature, task, template, route, model, lines, worst_usd, manifest, input_file_id, created_unix_ms, updated_unix_ms, collected, object, error, jobs";
 
     public Task SaveBatchAsync(BatchState b, CancellationToken cancellationToken)
     {
-        NonQuery($"INSERT INTO batches ({BatchColumns}) VALUES ($id,$dialect,$deployment,$upstream,$state,$key,$team,$customer,$feature,$task,$template,$route,$model,$lines,$worst,$manifest,$input,$created,$updated,$collected,$object,$error) "
+        NonQuery($"INSERT INTO batches ({BatchColumns}) VALUES ($id,$dialect,$deployment,$upstream,$state,$key,$team,$customer,$feature,$task,$template,$route,$model,$lines,$worst,$manifest,$input,$created,$updated,$collected,$object,$error,$jobs) "
             + "ON CONFLICT(id) DO UPDATE SET upstream_id=excluded.upstream_id, state=excluded.state, updated_unix_ms=excluded.updated_unix_ms, collected=excluded.collected, object=excluded.object, error=excluded.error",
             ("$id", b.Id), ("$dialect", b.Dialect), ("$deployment", b.Deployment), ("$upstream", b.UpstreamId), ("$state", b.Phase.ToString()),
             ("$key", b.KeyId), ("$team", b.Team), ("$customer", b.Customer), ("$feature", b.Feature), ("$task", b.Task), ("$template", b.Template), ("$route", b.Route),
             ("$model", b.Model), ("$lines", b.Lines), ("$worst", Dec(b.WorstUsd)), ("$manifest", b.Manifest), ("$input", b.InputFileId),
             ("$created", b.CreatedAt.ToUnixTimeMilliseconds()), ("$updated", (b.UpdatedAt == default ? b.CreatedAt : b.UpdatedAt).ToUnixTimeMilliseconds()),
-            ("$collected", b.Collected ? 1 : 0), ("$object", b.Object), ("$error", b.Error));
+            ("$collected", b.Collected ? 1 : 0), ("$object", b.Object), ("$error", b.Error), ("$jobs", b.Jobs ? 1 : 0));
         return Task.CompletedTask;
     }
 
@@ -52,7 +60,7 @@ public sealed partial class SqliteStore : IBatchStore
             KeyId = r.GetString(5), Team = S(6), Customer = S(7), Feature = S(8), Task = S(9), Template = S(10), Route = S(11),
             Model = S(12), Lines = (int)r.GetInt64(13), WorstUsd = ParseDec(r.GetString(14)), Manifest = r.GetString(15), InputFileId = S(16),
             CreatedAt = DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(17)), UpdatedAt = DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(18)),
-            Collected = r.GetInt64(19) != 0, Object = S(20), Error = S(21),
+            Collected = r.GetInt64(19) != 0, Object = S(20), Error = S(21), Jobs = r.GetInt64(22) != 0,
         };
     }
 

@@ -21,6 +21,8 @@ public sealed record BatchLineResult
     public string? ErrorMessage { get; init; }
     public string? FinishReason { get; init; }
     public string? UpstreamRequestId { get; init; }
+    /// <summary>The provider's answer for this line as the synchronous call would have returned it (a deferred job's result); null when it had none.</summary>
+    public string? Body { get; init; }
 }
 
 /// <summary>
@@ -44,7 +46,8 @@ public static class BatchLedger
     }
 
     /// <param name="requestedModel">The model the line asked for (its result may name a dated id).</param>
-    public static LedgerRecord Record(BatchState batch, BatchLineResult line, string? requestedModel, PriceCatalog catalog, DateTimeOffset at, string? provider)
+    /// <param name="batchRate">False for a deferred job's synchronous fallback: billed at the standard rate, no batch saving.</param>
+    public static LedgerRecord Record(BatchState batch, BatchLineResult line, string? requestedModel, PriceCatalog catalog, DateTimeOffset at, string? provider, bool batchRate = true)
     {
         var usage = line.Usage;
         var served = line.ServedModel ?? requestedModel;
@@ -55,9 +58,9 @@ public static class BatchLedger
         if (price is not null)
         {
             priced = true;
-            cost = CostCalculator.Compute(price, usage, batch: true).Total;
-            batchSaving = CostCalculator.Compute(price, usage).Total - cost.Value;
-            cacheSaving = CostCalculator.PromptCacheSaving(price, usage, batch: true);
+            cost = CostCalculator.Compute(price, usage, batch: batchRate).Total;
+            batchSaving = batchRate ? CostCalculator.Compute(price, usage).Total - cost.Value : 0m;
+            cacheSaving = CostCalculator.PromptCacheSaving(price, usage, batch: batchRate);
         }
         if (usage.IsEmpty && cost is null)
         {
@@ -73,7 +76,7 @@ public static class BatchLedger
             Provider = provider,
             RequestedModel = requestedModel,
             ServedModel = served,
-            Batch = true,
+            Batch = batchRate,
             BatchId = batch.Id,
             CustomId = line.CustomId,
             InputTokens = usage.InputTokens,

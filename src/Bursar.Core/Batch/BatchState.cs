@@ -36,6 +36,8 @@ public sealed record BatchState
     /// <summary>The provider's last answer for this batch, ids rewritten to Bursar's (what the list endpoints return).</summary>
     public string? Object { get; init; }
     public string? Error { get; init; }
+    /// <summary>A batch Bursar made of deferred jobs (<see cref="DeferredJob"/>): each line's <c>custom_id</c> is a job id, and each line's row carries its job's attribution.</summary>
+    public bool Jobs { get; init; }
 }
 
 /// <summary>Where a batch is in its life as Bursar sees it.</summary>

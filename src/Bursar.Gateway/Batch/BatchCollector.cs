@@ -21,7 +21,7 @@ namespace Bursar.Gateway.Batch;
 /// </summary>
 public sealed partial class BatchCollector(
     IBatchStore store, UpstreamRegistry registry, UpstreamClient upstream, LedgerWriter ledger, PriceCatalog catalog,
-    BatchReservations reservations, BatchOptions options, TimeProvider time, ILogger<BatchCollector> logger)
+    BatchReservations reservations, JobLines jobs, BatchOptions options, TimeProvider time, ILogger<BatchCollector> logger)
 {
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _gates = new(StringComparer.Ordinal);
     private static readonly Func<string, string?> NoCallerHeaders = static _ => null;
@@ -142,6 +142,7 @@ public sealed partial class BatchCollector(
         }
         LogAbandoned(logger, b.Id);
         reservations.Release(b.Id);
+        if (b.Jobs) await jobs.RequeueAsync(b.Id, ct).ConfigureAwait(false); // the provider never took them: they wait for the next flush
         b = b with { Phase = BatchPhase.Abandoned, Collected = true, Error = "the submit was interrupted and the provider holds no such batch", UpdatedAt = time.GetUtcNow() };
         await store.SaveBatchAsync(b, ct).ConfigureAwait(false);
         return b;
@@ -190,6 +191,11 @@ public sealed partial class BatchCollector(
 
     private async Task WriteAsync(BatchState b, UpstreamDeployment d, BatchLineResult line, string model, CancellationToken ct)
     {
+        if (b.Jobs)
+        {
+            await jobs.CompleteAsync(b, d, line, ct).ConfigureAwait(false);
+            return;
+        }
         var record = BatchLedger.Record(b, line, model, catalog, time.GetUtcNow(), d.ProviderName);
         await ledger.AppendAsync(record).ConfigureAwait(false);
         reservations.Settle(b, line.CustomId, record.ServedModel ?? model, record.Cost ?? 0m);
@@ -227,7 +233,7 @@ public sealed partial class BatchCollector(
                 return new BatchLineResult
                 {
                     CustomId = customId, Outcome = "ok", StatusCode = 200, Usage = usage, ServedModel = Str(body, "model"), FinishReason = finish,
-                    UpstreamRequestId = Str(body, "id") ?? Str(resp, "request_id"),
+                    UpstreamRequestId = Str(body, "id") ?? Str(resp, "request_id"), Body = body.GetRawText(),
                 };
             }
             var error = body.ValueKind == JsonValueKind.Object && body.TryGetProperty("error", out var e) && e.ValueKind == JsonValueKind.Object ? e : default;
@@ -236,6 +242,7 @@ public sealed partial class BatchCollector(
                 CustomId = customId, Outcome = status >= 500 ? "upstream_error" : "client_error", StatusCode = status,
                 ErrorType = error.ValueKind == JsonValueKind.Object ? Str(error, "code") ?? Str(error, "type") : null,
                 ErrorMessage = error.ValueKind == JsonValueKind.Object ? Str(error, "message") : null, UpstreamRequestId = Str(resp, "request_id"),
+                Body = body.ValueKind == JsonValueKind.Undefined ? null : body.GetRawText(),
             };
         }
         var err = r.TryGetProperty("error", out var ee) && ee.ValueKind == JsonValueKind.Object ? ee : default;
@@ -258,7 +265,7 @@ public sealed partial class BatchCollector(
                 return new BatchLineResult
                 {
                     CustomId = customId, Outcome = "ok", StatusCode = 200, Usage = usage, ServedModel = Str(m, "model"),
-                    FinishReason = Str(m, "stop_reason"), UpstreamRequestId = Str(m, "id"),
+                    FinishReason = Str(m, "stop_reason"), UpstreamRequestId = Str(m, "id"), Body = m.GetRawText(),
                 };
             case "errored":
                 var inner = result.TryGetProperty("error", out var e) && e.ValueKind == JsonValueKind.Object && e.TryGetProperty("error", out var ie) && ie.ValueKind == JsonValueKind.Object ? ie : default;
@@ -268,6 +275,7 @@ public sealed partial class BatchCollector(
                     CustomId = customId, Outcome = errorType is "invalid_request_error" or "not_found_error" or "permission_error" or "authentication_error" ? "client_error" : "upstream_error",
                     StatusCode = errorType == "invalid_request_error" ? 400 : 500, ErrorType = errorType,
                     ErrorMessage = inner.ValueKind == JsonValueKind.Object ? Str(inner, "message") : null,
+                    Body = result.TryGetProperty("error", out var whole) ? whole.GetRawText() : null,
                 };
             case "canceled":
                 return new BatchLineResult { CustomId = customId, Outcome = "canceled", ErrorType = "batch_canceled", ErrorMessage = "The batch was canceled before this request ran." };

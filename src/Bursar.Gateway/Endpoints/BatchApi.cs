@@ -31,6 +31,9 @@ public static class BatchApi
         anthropic.MapGet("/{id}/results", (HttpContext ctx, BatchGateway g, string id) => g.ResultsAsync(ctx, id));
         anthropic.MapPost("/{id}/cancel", (HttpContext ctx, BatchGateway g, string id) => g.CancelBatchAsync(ctx, Dialect.Anthropic, id));
         anthropic.MapDelete("/{id}", (HttpContext ctx, BatchGateway g, string id) => g.DeleteAnthropicBatchAsync(ctx, id));
+
+        // deferred calls (x-bursar-defer, a route's Defer): 202 while the job waits, then the synchronous call's answer
+        app.MapGet("/v1/bursar/jobs/{id}", (HttpContext ctx, JobAnswers jobs, string id) => jobs.GetAsync(ctx, id));
         return app;
     }
 }

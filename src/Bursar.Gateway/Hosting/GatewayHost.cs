@@ -83,6 +83,17 @@ public static partial class GatewayHost
         services.AddSingleton<Bursar.Gateway.Batch.BatchGateway>();
         services.AddSingleton<Bursar.Gateway.Batch.BatchPoller>();
         services.AddHostedService(sp => sp.GetRequiredService<Bursar.Gateway.Batch.BatchPoller>());
+        // the batch lever's stage: deferrable calls queued durably and flushed as provider batches
+        services.AddOptions<Bursar.Core.Batch.DeferralOptions>().Bind(configuration.GetSection(Bursar.Core.Batch.DeferralOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<Bursar.Core.Batch.DeferralOptions>>().Value);
+        services.AddSingleton<Bursar.Core.Batch.IJobStore>(sp => (Bursar.Core.Batch.IJobStore)sp.GetRequiredService<Bursar.Core.Batch.IBatchStore>());
+        services.AddSingleton<Bursar.Core.Batch.IJobQueue, Bursar.Gateway.Batch.JobQueue>();
+        services.AddSingleton<Bursar.Gateway.Batch.JobLines>();
+        services.AddSingleton<Bursar.Gateway.Batch.JobAnswers>();
+        services.AddSingleton<Bursar.Gateway.Batch.JobFlusher>();
+        services.AddHostedService(sp => sp.GetRequiredService<Bursar.Gateway.Batch.JobFlusher>());
+        new LeverPipelineBuilder(services).Use<Bursar.Core.Batch.DeferralStage>();
         services.AddMetrics();
         // OpenTelemetry: Prometheus text at /metrics always; OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set
         var otel = services.AddOpenTelemetry()

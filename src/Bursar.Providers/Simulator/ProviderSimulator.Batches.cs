@@ -16,7 +16,8 @@ namespace Bursar.Providers.Simulator;
 /// Anthropic Message Batches. A batch ends at its first poll after <see cref="SimulatorOptions.BatchProcessingTime"/>;
 /// every request is then answered by the same handler a synchronous call gets, its usage billed at the batch rate
 /// (<see cref="BatchBilledUsd"/>). A request whose text holds <c>[[sim:batch=error]]</c> errors, one with
-/// <c>[[sim:batch=expire]]</c> expires; a batch whose processing time reaches its 24-hour window expires whole.
+/// <c>[[sim:batch=expire]]</c> expires, one with <c>[[sim:batch=reject]]</c> fails its OpenAI batch at validation (an
+/// Anthropic batch is refused with a 400); a batch whose processing time reaches its 24-hour window expires whole.
 /// </summary>
 public sealed partial class ProviderSimulator
 {
@@ -388,6 +389,7 @@ public sealed partial class ProviderSimulator
             else if (body["model"] is not JsonValue bm || !bm.TryGetValue<string>(out var m)) Error("missing_required_parameter", "Missing required parameter: 'body.model'.", "body.model");
             else if (model is null) model = m;
             else if (m != model) Error("mismatched_model", $"Every request of a batch file must use the same model: line {line} uses '{m}', the file's first request '{model}'.", "body.model");
+            if (text.Contains("[[sim:batch=reject]]", StringComparison.Ordinal)) Error("invalid_request", "Simulated validation failure ([[sim:batch=reject]]).", "body");
             if (o["body"] is JsonObject sb && sb["stream"] is JsonValue st && st.TryGetValue<bool>(out var stream) && stream) Error("invalid_request", "Streaming is not supported in batches.", "body.stream");
         }
         if (total == 0) Error("empty_file", "The input file holds no requests.", null);
@@ -490,6 +492,7 @@ public sealed partial class ProviderSimulator
             if (!CustomIdPattern().IsMatch(cid)) throw Bad(d, $"requests.{i}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'");
             if (!ids.Add(cid)) throw Bad(d, $"requests.{i}.custom_id: Duplicate custom_id '{cid}': every request of a batch needs its own.");
             if (r["params"] is not JsonObject p) throw Bad(d, $"requests.{i}.params: Field required");
+            if (p.ToJsonString().Contains("[[sim:batch=reject]]", StringComparison.Ordinal)) throw Bad(d, $"requests.{i}.params: Simulated rejection ([[sim:batch=reject]]).");
             if (p["max_tokens"] is JsonValue mt && mt.TryGetValue<long>(out var max) && max < 1) throw Bad(d, $"requests.{i}.params.max_tokens: Input should be greater than or equal to 1");
         }
         var now = _time.GetUtcNow();
