@@ -345,6 +345,7 @@ public sealed partial class ProviderSimulator
         }
         BatchStore.Save(b);
         BatchAccepted?.Invoke(b.Id);
+        if (_options.BatchAcceptDelay > TimeSpan.Zero) await Task.Delay(_options.BatchAcceptDelay, _time, ct).ConfigureAwait(false);
         await WriteObjectAsync(x, w => OpenAIBatchFields(w, b), ct).ConfigureAwait(false);
     }
 
@@ -503,6 +504,7 @@ public sealed partial class ProviderSimulator
         var b = new SimBatch { Id = id, Dialect = "anthropic", InputPath = path, CreatedAt = now, ExpiresAt = now + BatchCompletionWindow, Total = requests.Count };
         BatchStore.Save(b);
         BatchAccepted?.Invoke(b.Id);
+        if (_options.BatchAcceptDelay > TimeSpan.Zero) await Task.Delay(_options.BatchAcceptDelay, _time, ct).ConfigureAwait(false);
         await WriteObjectAsync(x, w => AnthropicBatchFields(w, b, x), ct).ConfigureAwait(false);
     }
 

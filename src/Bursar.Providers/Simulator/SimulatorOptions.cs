@@ -42,6 +42,12 @@ public sealed class SimulatorOptions
     /// </summary>
     public TimeSpan BatchProcessingTime { get; set; } = TimeSpan.Zero;
 
+    /// <summary>
+    /// How long the Simulator waits after accepting a batch (its state saved) before it answers (crash drills: the provider holds a batch
+    /// whose creator never heard back). Default 0.
+    /// </summary>
+    public TimeSpan BatchAcceptDelay { get; set; } = TimeSpan.Zero;
+
     /// <summary>Largest file the simulated Files API accepts. Default 200 MB (OpenAI's batch input limit).</summary>
     public long BatchMaxFileBytes { get; set; } = 200L * 1024 * 1024;
 
@@ -62,6 +68,7 @@ public sealed class SimulatorOptions
             BatchDirectory = BatchDirectory,
             BatchProcessingTime = BatchProcessingTime,
             BatchMaxFileBytes = BatchMaxFileBytes,
+            BatchAcceptDelay = BatchAcceptDelay,
         };
         return c;
     }
