@@ -69,7 +69,7 @@ public sealed partial class SqliteStore : IJobStore
             ("$b", batchId), ("$t", when.ToUnixTimeMilliseconds())));
 
     public Task<bool> FinishAsync(string id, JobState state, int statusCode, byte[]? result, string? error, DateTimeOffset when, CancellationToken cancellationToken) =>
-        Task.FromResult(NonQuery("UPDATE jobs SET state = $s, status_code = $code, result = $r, error = $e, updated_unix_ms = $t WHERE id = $id AND state IN ('Queued', 'Submitted')",
+        Task.FromResult(NonQuery("UPDATE jobs SET state = $s, status_code = $code, result = $r, error = $e, updated_unix_ms = $t WHERE id = $id AND (state = 'Queued' OR (state = 'Submitted' AND $s <> 'Canceled'))",
             ("$id", id), ("$s", state.ToString()), ("$code", statusCode), ("$r", result), ("$e", error), ("$t", when.ToUnixTimeMilliseconds())) == 1);
 
     public Task<IReadOnlyList<DeferredJob>> ListJobsAsync(JobState? state, int limit, CancellationToken cancellationToken) =>

@@ -101,6 +101,24 @@ public static class BatchLedger
     }
 }
 
+/// <summary>A deferred job's one ledger row: its caller's attribution, its id from the job's, whichever way the job ended.</summary>
+public static class JobLedger
+{
+    public static LedgerRecord Record(DeferredJob job, string? batchId, BatchLineResult line, PriceCatalog catalog, DateTimeOffset at, string? provider, bool batchRate)
+    {
+        var who = new BatchState
+        {
+            Id = batchId ?? job.Id, Dialect = job.Dialect, Deployment = job.Deployment, Phase = BatchPhase.Running, KeyId = job.KeyId, Team = job.Team,
+            Customer = job.Customer, Feature = job.Feature, Task = job.Task, Template = job.Template, Route = job.Route, Lines = 1, WorstUsd = job.WorstUsd, Manifest = "",
+            CreatedAt = job.CreatedAt,
+        };
+        return BatchLedger.Record(who, line, job.Model, catalog, at, provider, batchRate) with
+        {
+            Id = job.RecordId, BatchId = batchId, CustomId = job.Id, RequestedModel = job.RequestedModel ?? job.Model,
+        };
+    }
+}
+
 /// <summary>One line of a batch as Bursar keeps it: its <c>custom_id</c>, the model it asks for and its worst case at the batch rate.</summary>
 public readonly record struct ManifestLine(string CustomId, string Model, decimal WorstUsd);
 

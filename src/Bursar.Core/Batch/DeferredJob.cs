@@ -64,7 +64,7 @@ public interface IJobStore
     /// <summary>Puts the jobs of a batch the provider never took back in the queue.</summary>
     Task<int> RequeueAsync(string batchId, DateTimeOffset when, CancellationToken cancellationToken);
 
-    /// <summary>Ends a job (Done, Failed or Canceled) unless it has ended already; false when it had.</summary>
+    /// <summary>Ends a job (Done, Failed or Canceled) unless it has ended already (a job already sent in a batch cannot be canceled); false when it could not.</summary>
     Task<bool> FinishAsync(string id, JobState state, int statusCode, byte[]? result, string? error, DateTimeOffset when, CancellationToken cancellationToken);
 
     Task<IReadOnlyList<DeferredJob>> ListJobsAsync(JobState? state, int limit, CancellationToken cancellationToken);

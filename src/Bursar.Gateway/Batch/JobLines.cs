@@ -80,19 +80,8 @@ public sealed partial class JobLines(IJobStore jobs, UpstreamClient upstream, Le
             budgets.Charge(new BudgetSubject(job.KeyId, job.Team, job.Customer, job.Feature, catalog.Find(record.ServedModel ?? job.Model).Price?.Model ?? job.Model), record.Cost ?? 0m);
     }
 
-    private LedgerRecord Row(DeferredJob job, UpstreamDeployment d, string? batchId, BatchLineResult line, bool batchRate)
-    {
-        var who = new BatchState
-        {
-            Id = batchId ?? job.Id, Dialect = job.Dialect, Deployment = job.Deployment, Phase = BatchPhase.Running, KeyId = job.KeyId, Team = job.Team,
-            Customer = job.Customer, Feature = job.Feature, Task = job.Task, Template = job.Template, Route = job.Route, Lines = 1, WorstUsd = job.WorstUsd, Manifest = "",
-            CreatedAt = job.CreatedAt,
-        };
-        return BatchLedger.Record(who, line, job.Model, catalog, time.GetUtcNow(), d.ProviderName, batchRate) with
-        {
-            Id = job.RecordId, BatchId = batchId, CustomId = job.Id, RequestedModel = job.RequestedModel ?? job.Model,
-        };
-    }
+    private LedgerRecord Row(DeferredJob job, UpstreamDeployment d, string? batchId, BatchLineResult line, bool batchRate) =>
+        JobLedger.Record(job, batchId, line, catalog, time.GetUtcNow(), d.ProviderName, batchRate);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Deferred job {JobId} runs synchronously: {Reason}")]
     private static partial void LogFallback(ILogger logger, string jobId, string reason);
