@@ -75,8 +75,8 @@ public static partial class GatewayHost
         services.AddOptions<Bursar.Core.Batch.BatchOptions>().Bind(configuration.GetSection(Bursar.Core.Batch.BatchOptions.Section))
             .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<Bursar.Core.Batch.BatchOptions>>().Value);
-        services.AddSingleton<Bursar.Core.Batch.IBatchStore>(sp => sp.GetRequiredService<Bursar.Core.Storage.IBursarStore>() as Bursar.Core.Batch.IBatchStore
-            ?? new Bursar.Storage.Sqlite.SqliteStore(Path.Combine(sp.GetRequiredService<BursarOptions>().DataDirectory, "batches.db"), time: sp.GetRequiredService<TimeProvider>()));
+        // both stores keep batches and jobs (SQLite: the ledger's file; PostgreSQL: migration 2's tables)
+        services.AddSingleton<Bursar.Core.Batch.IBatchStore>(sp => (Bursar.Core.Batch.IBatchStore)sp.GetRequiredService<Bursar.Core.Storage.IBursarStore>());
         services.AddSingleton<Bursar.Gateway.Batch.BatchInput>();
         services.AddSingleton<Bursar.Gateway.Batch.BatchReservations>();
         services.AddSingleton<Bursar.Gateway.Batch.BatchCollector>();
@@ -87,7 +87,7 @@ public static partial class GatewayHost
         services.AddOptions<Bursar.Core.Batch.DeferralOptions>().Bind(configuration.GetSection(Bursar.Core.Batch.DeferralOptions.Section))
             .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<Bursar.Core.Batch.DeferralOptions>>().Value);
-        services.AddSingleton<Bursar.Core.Batch.IJobStore>(sp => (Bursar.Core.Batch.IJobStore)sp.GetRequiredService<Bursar.Core.Batch.IBatchStore>());
+        services.AddSingleton<Bursar.Core.Batch.IJobStore>(sp => (Bursar.Core.Batch.IJobStore)sp.GetRequiredService<Bursar.Core.Storage.IBursarStore>());
         services.AddSingleton<Bursar.Core.Batch.IJobQueue, Bursar.Gateway.Batch.JobQueue>();
         services.AddSingleton<Bursar.Gateway.Batch.JobLines>();
         services.AddSingleton<Bursar.Gateway.Batch.JobAnswers>();
