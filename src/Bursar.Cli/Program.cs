@@ -18,6 +18,8 @@ root.Subcommands.Add(BudgetsCommand.CreateLimits());
 root.Subcommands.Add(SimulateProviderCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(DbCommand.Create());
+root.Subcommands.Add(BatchesCommand.CreateBatches());
+root.Subcommands.Add(BatchesCommand.CreateJobs());
 
 var parsed = root.Parse(args);
 var configuration = new InvocationConfiguration

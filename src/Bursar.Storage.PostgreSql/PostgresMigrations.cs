@@ -68,6 +68,32 @@ public static class PostgresMigrations
             CREATE TABLE rollup_run_day (day bigint NOT NULL, feature text NOT NULL, runs bigint NOT NULL, ended bigint NOT NULL,
               calls bigint NOT NULL, cost numeric NOT NULL, PRIMARY KEY (day, feature)) WITH (fillfactor = 70);
             """),
+        (2, "batch lines on the ledger (batch_id, custom_id); provider batches, their files and deferred jobs", """
+            ALTER TABLE ledger ADD COLUMN batch_id text;
+            ALTER TABLE ledger ADD COLUMN custom_id text;
+            CREATE INDEX ledger_batch ON ledger (batch_id) WHERE batch_id IS NOT NULL;
+            CREATE TABLE batches (
+              id text PRIMARY KEY, dialect text NOT NULL, deployment text NOT NULL, upstream_id text, state text NOT NULL,
+              key_id text NOT NULL, team text, customer text, feature text, task text, template text, route text,
+              model text, lines integer NOT NULL, worst_usd numeric NOT NULL, manifest text NOT NULL, input_file_id text,
+              created_unix_ms bigint NOT NULL, updated_unix_ms bigint NOT NULL, collected boolean NOT NULL DEFAULT false, object text, error text, jobs boolean NOT NULL DEFAULT false
+            );
+            CREATE INDEX batches_open ON batches (collected, state);
+            CREATE TABLE batch_files (
+              id text PRIMARY KEY, deployment text NOT NULL, upstream_id text NOT NULL, key_id text NOT NULL, purpose text NOT NULL,
+              filename text, bytes bigint NOT NULL, lines integer NOT NULL, model text, worst_usd numeric NOT NULL, spool text,
+              created_unix_ms bigint NOT NULL, deleted boolean NOT NULL DEFAULT false
+            );
+            CREATE UNIQUE INDEX batch_files_upstream ON batch_files (deployment, upstream_id);
+            CREATE TABLE jobs (
+              id text PRIMARY KEY, key_id text NOT NULL, team text, customer text, feature text, task text, template text, route text,
+              dialect text NOT NULL, deployment text NOT NULL, model text NOT NULL, requested_model text, body bytea NOT NULL,
+              created_unix_ms bigint NOT NULL, deadline_unix_ms bigint NOT NULL, worst_usd numeric NOT NULL, state text NOT NULL, batch_id text,
+              status_code integer NOT NULL DEFAULT 0, result bytea, error text, updated_unix_ms bigint NOT NULL
+            );
+            CREATE INDEX jobs_queue ON jobs (state, deployment, model, created_unix_ms);
+            CREATE INDEX jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL;
+            """),
     ];
 
     /// <summary>The newest schema version this build knows.</summary>

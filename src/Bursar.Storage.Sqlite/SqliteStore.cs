@@ -91,6 +91,8 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
         AddColumn(c, "ledger", "prefix_hash", "TEXT");
         AddColumn(c, "ledger", "prefix_tokens", "INTEGER");
         AddColumn(c, "ledger", "usage_estimated", "INTEGER NOT NULL DEFAULT 0");
+        AddColumn(c, "ledger", "batch_id", "TEXT");
+        AddColumn(c, "ledger", "custom_id", "TEXT");
         AddColumn(c, "keys", "downgrade_model", "TEXT");
         AddColumn(c, "keys", "unpriced_policy", "TEXT");
         AddColumn(c, "keys", "allowed_customers", "TEXT");
@@ -99,6 +101,7 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
         idx.CommandText = "CREATE INDEX IF NOT EXISTS ledger_customer_ts ON ledger(customer, ts_unix_ms); CREATE INDEX IF NOT EXISTS ledger_team_ts ON ledger(team, ts_unix_ms); CREATE INDEX IF NOT EXISTS ledger_route_ts ON ledger(route, ts_unix_ms) WHERE route IS NOT NULL;";
         idx.ExecuteNonQuery();
         MigrateRollups(c);
+        MigrateBatches(c);
     }
 
     /// <summary>Runs one query with named parameters and maps every row.</summary>
@@ -188,6 +191,8 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
         ("prefix_hash", (b, r) => b.Text(r.PrefixHash)),
         ("prefix_tokens", (b, r) => b.Int(r.PrefixTokens)),
         ("usage_estimated", (b, r) => b.Int(r.UsageEstimated ? 1 : 0)),
+        ("batch_id", (b, r) => b.Text(r.BatchId)),
+        ("custom_id", (b, r) => b.Text(r.CustomId)),
     ];
 
     private static readonly string[] LedgerColumns = LedgerWrite.Select(c => c.Column).ToArray();
@@ -333,6 +338,7 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
             ReportedCost = D(o + 43),
             PrefixHash = S(o + 44), PrefixTokens = r.IsDBNull(o + 45) ? 0 : r.GetInt64(o + 45),
             UsageEstimated = !r.IsDBNull(o + 46) && r.GetInt64(o + 46) != 0,
+            BatchId = S(o + 47), CustomId = S(o + 48),
         };
     }
 

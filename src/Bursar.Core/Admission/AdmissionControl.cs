@@ -164,6 +164,13 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
         return (inputTokens * input + outputTokens * Math.Max(r.Output, r.Reasoning ?? 0)) / 1_000_000m;
     }
 
+    /// <summary>Lets go of what admission held for a call that will not run now (deferred to a batch): its budget hold, its run's hold.</summary>
+    public void Release(AdmissionDecision admission)
+    {
+        budgets.Release(admission.Reservation);
+        if (admission.RunId is not null && admission.KeyId is not null) runs.Release(admission.KeyId, admission.RunId, admission.WorstCaseUsd);
+    }
+
     /// <summary>Settles the reservation to the call's actual cost and advances its run; returns why the run ended, if it did.</summary>
     public string? Complete(AdmissionDecision admission, LedgerRecord record, int toolCalls, string? text)
     {

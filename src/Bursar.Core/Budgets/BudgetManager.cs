@@ -416,6 +416,22 @@ public sealed partial class BudgetManager : IAsyncDisposable
         }
     }
 
+    /// <summary>Lets go of a hold without spending anything (a check, or a call that never started): unlike <see cref="Settle"/> with 0, no alert. Idempotent.</summary>
+    public void Release(BudgetReservation reservation)
+    {
+        if (reservation.Holds.Length == 0) return;
+        if (reservation.Shared)
+        {
+            Settle(reservation, 0m); // the shared hold is released in the store, nothing added to the spend
+            return;
+        }
+        if (Interlocked.Exchange(ref reservation.Settled, 1) == 1) return;
+        lock (_lock)
+        {
+            foreach (var s in reservation.Holds) s.Reserved = Math.Max(0, s.Reserved - reservation.Amount);
+        }
+    }
+
     /// <summary>Every budget's period, spend and holds (with shared counters: as the store has them; this instance's own view when it is unreachable).</summary>
     public IReadOnlyList<BudgetStatus> Snapshot() => _shared is null ? LocalSnapshot() : SnapshotAsync().AsTask().GetAwaiter().GetResult();
 

@@ -41,6 +41,10 @@ public sealed record LedgerRecord
     public long PrefixTokens { get; init; }
     public bool Streamed { get; init; }
     public bool Batch { get; init; }
+    /// <summary>For a line of a provider batch: Bursar's id of the batch (<c>batch_…</c>, <c>msgbatch_…</c>) or deferred job's batch.</summary>
+    public string? BatchId { get; init; }
+    /// <summary>For a line of a provider batch: the caller's <c>custom_id</c> of that line.</summary>
+    public string? CustomId { get; init; }
 
     // tokens
     public long InputTokens { get; init; }

@@ -80,6 +80,11 @@ public sealed class LeverCall
     public AdmissionDecision Admitted { get; set; } = AdmissionDecision.None;
     /// <summary>The ledger record is written: set once, before the call's last byte reaches the caller.</summary>
     public bool Sealed { get; set; }
+    /// <summary>
+    /// Set by the batch stage when the call was queued as a deferred job (its id): the face answers 202, and the call leaves no ledger
+    /// record of its own; the job's one record is written when its answer arrives.
+    /// </summary>
+    public string? DeferredJob { get; set; }
     /// <summary>The request's input tokens estimated before the call: billed when the provider's usage never arrives.</summary>
     public long EstimatedInputTokens { get; set; }
 

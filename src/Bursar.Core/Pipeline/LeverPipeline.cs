@@ -70,6 +70,12 @@ public sealed class LeverPipeline
     {
         if (call.Sealed) return;
         call.Sealed = true;
+        if (call.DeferredJob is not null)
+        {
+            // queued as a job: no record now (the job writes its one record when its answer arrives), nothing stays held
+            _admission.Release(call.Admitted);
+            return;
+        }
         if (call.Summary.ErrorType is not null && call.Outcome == "ok")
         {
             // the provider's stream carried an error event: the caller got it, and so does the ledger

@@ -57,6 +57,12 @@ public sealed class RoutePolicy
     public bool? ResponseCache { get; set; }
     public bool? SemanticCache { get; set; }
     public bool? PromptCache { get; set; }
+    /// <summary>
+    /// Calls of this route may wait this long (from 1 minute to 24 hours) for their answer: they are queued and sent in a provider batch
+    /// at half price, and answered 202 with a job id (<c>GET /v1/bursar/jobs/{id}</c>). Null: calls run now (a caller may still send
+    /// <c>x-bursar-defer</c>). Streamed calls and turns of a run always run now.
+    /// </summary>
+    public TimeSpan? Defer { get; set; }
     /// <summary>Learn the output cap from the ledger: p95 of this route's output tokens + 10%, recomputed periodically; <see cref="MaxTokens"/> is the cap until there is data.</summary>
     public bool LearnMaxTokens { get; set; }
     /// <summary>A learned cap that cuts off more than this share of calls (finish reason length / max_tokens) is raised (default 0.05).</summary>
@@ -65,6 +71,8 @@ public sealed class RoutePolicy
     /// <summary>Throws naming <paramref name="where"/> (a configuration path, <c>route 'x'</c>, a CLI option) and the field at fault.</summary>
     public void Validate(string where, Func<string, bool>? isServed = null)
     {
+        if (Defer is { } defer && (defer < TimeSpan.FromMinutes(1) || defer > TimeSpan.FromHours(24)))
+            throw new InvalidOperationException($"{where}:Defer must be from 00:01:00 to 1.00:00:00 (a provider batch's window is 24 hours), not {defer} (route '{Name}').");
         if (MaxTokens is <= 0) throw new InvalidOperationException($"{where}:MaxTokens must be at least 1 (route '{Name}').");
         if (Stop.Length > 4) throw new InvalidOperationException($"{where}:Stop has {Stop.Length} sequences; providers accept at most 4 (route '{Name}').");
         if (Tier is not null && Array.IndexOf(TierLadders.Tiers, Tier) < 0) throw new InvalidOperationException($"{where}:Tier '{Tier}' (route '{Name}') must be small, mid or top.");

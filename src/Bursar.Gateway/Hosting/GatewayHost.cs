@@ -73,6 +73,29 @@ public static partial class GatewayHost
         services.AddSingleton<Bursar.Gateway.Endpoints.StoredResponses>();
         services.AddSingleton(sp => new LeverPipeline(sp.GetServices<ILeverStage>(), sp.GetRequiredService<UpstreamCall>(), sp.GetRequiredService<CallMeter>(), sp.GetRequiredService<AdmissionControl>()));
         services.AddSingleton<ProxyPipeline>();
+        // provider batches passed through and metered line by line; the poller collects results after a restart too
+        services.AddOptions<Bursar.Core.Batch.BatchOptions>().Bind(configuration.GetSection(Bursar.Core.Batch.BatchOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<Bursar.Core.Batch.BatchOptions>>().Value);
+        // both stores keep batches and jobs (SQLite: the ledger's file; PostgreSQL: migration 2's tables)
+        services.AddSingleton<Bursar.Core.Batch.IBatchStore>(sp => (Bursar.Core.Batch.IBatchStore)sp.GetRequiredService<Bursar.Core.Storage.IBursarStore>());
+        services.AddSingleton<Bursar.Gateway.Batch.BatchInput>();
+        services.AddSingleton<Bursar.Gateway.Batch.BatchReservations>();
+        services.AddSingleton<Bursar.Gateway.Batch.BatchCollector>();
+        services.AddSingleton<Bursar.Gateway.Batch.BatchGateway>();
+        services.AddSingleton<Bursar.Gateway.Batch.BatchPoller>();
+        services.AddHostedService(sp => sp.GetRequiredService<Bursar.Gateway.Batch.BatchPoller>());
+        // the batch lever's stage: deferrable calls queued durably and flushed as provider batches
+        services.AddOptions<Bursar.Core.Batch.DeferralOptions>().Bind(configuration.GetSection(Bursar.Core.Batch.DeferralOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<Bursar.Core.Batch.DeferralOptions>>().Value);
+        services.AddSingleton<Bursar.Core.Batch.IJobStore>(sp => (Bursar.Core.Batch.IJobStore)sp.GetRequiredService<Bursar.Core.Storage.IBursarStore>());
+        services.AddSingleton<Bursar.Core.Batch.IJobQueue, Bursar.Gateway.Batch.JobQueue>();
+        services.AddSingleton<Bursar.Gateway.Batch.JobLines>();
+        services.AddSingleton<Bursar.Gateway.Batch.JobAnswers>();
+        services.AddSingleton<Bursar.Gateway.Batch.JobFlusher>();
+        services.AddHostedService(sp => sp.GetRequiredService<Bursar.Gateway.Batch.JobFlusher>());
+        new LeverPipelineBuilder(services).Use<Bursar.Core.Batch.DeferralStage>();
         services.AddMetrics();
         // OpenTelemetry: Prometheus text at /metrics always; OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set
         var otel = services.AddOpenTelemetry()
@@ -102,6 +125,7 @@ public static partial class GatewayHost
         app.MapResponsesApi();
         app.MapEmbeddingsApi();
         app.MapMessagesApi();
+        app.MapBatchApi();
         app.MapModelsApi();
         app.MapHealthApi();
         app.MapAdminApi();

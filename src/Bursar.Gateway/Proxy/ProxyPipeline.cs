@@ -103,7 +103,8 @@ public sealed partial class ProxyPipeline(KeyAuthenticator auth, LeverPipeline l
 
             await levers.RunAsync(call, ctx.RequestAborted).ConfigureAwait(false);
 
-            if (call.Refusal is { } refusal)
+            if (call.DeferredJob is { } job) await Bursar.Gateway.Batch.JobAnswers.AcceptedAsync(ctx, job).ConfigureAwait(false);
+            else if (call.Refusal is { } refusal)
             {
                 if (call.CacheStatus is { } cache) ctx.Response.Headers["x-bursar-cache"] = cache;
                 await CallerAnswer.RefuseAsync(ctx, call, dialect, ProviderError.From(refusal), call.Outcome).ConfigureAwait(false);

@@ -100,7 +100,7 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
     }
 
     /// <summary>What goes upstream for this attempt: the caller's bytes, or the DOM translated, edited and re-serialized.</summary>
-    private static (ReadOnlyMemory<byte> Body, bool InjectedUsage) Build(LeverCall call, GatewayExchange x, UpstreamDeployment deployment, string model, int attempt, CancellationToken ct)
+    internal static (ReadOnlyMemory<byte> Body, bool InjectedUsage) Build(LeverCall call, GatewayExchange x, UpstreamDeployment deployment, string model, int attempt, CancellationToken ct)
     {
         var req = call.Request;
         var dialect = x.Dialect;

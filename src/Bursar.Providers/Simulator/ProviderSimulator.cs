@@ -98,6 +98,7 @@ public sealed partial class ProviderSimulator
         var path = x.Path.TrimEnd('/');
         try
         {
+            if (await BatchRouteAsync(x, path, ct).ConfigureAwait(false)) return;
             switch (x.Method, path)
             {
                 case ("POST", "/v1/messages"):

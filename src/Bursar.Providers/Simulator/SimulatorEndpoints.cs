@@ -10,9 +10,17 @@ public static class SimulatorEndpoints
     public static IEndpointConventionBuilder MapProviderSimulator(this IEndpointRouteBuilder app, ProviderSimulator simulator) =>
         app.Map("/v1/{**rest}", async (HttpContext ctx) =>
         {
-            using var ms = new MemoryStream();
-            await ctx.Request.Body.CopyToAsync(ms, ctx.RequestAborted).ConfigureAwait(false);
-            var x = new ContextExchange(ctx, ms.ToArray());
+            ContextExchange x;
+            if (ProviderSimulator.StreamsRequestBody(ctx.Request.Method, ctx.Request.Path.Value ?? "/"))
+            {
+                x = new ContextExchange(ctx, [], ctx.Request.Body); // an upload: read as it arrives, never held whole
+            }
+            else
+            {
+                using var ms = new MemoryStream();
+                await ctx.Request.Body.CopyToAsync(ms, ctx.RequestAborted).ConfigureAwait(false);
+                x = new ContextExchange(ctx, ms.ToArray(), null);
+            }
             try
             {
                 await simulator.HandleAsync(x, ctx.RequestAborted).ConfigureAwait(false);
@@ -27,13 +35,14 @@ public static class SimulatorEndpoints
         private readonly HttpContext _ctx;
 
         [System.Diagnostics.CodeAnalysis.SetsRequiredMembers]
-        public ContextExchange(HttpContext ctx, byte[] body)
+        public ContextExchange(HttpContext ctx, byte[] body, Stream? bodyStream)
         {
             _ctx = ctx;
             Method = ctx.Request.Method;
             Path = ctx.Request.Path.Value ?? "/";
-            Query = ctx.Request.QueryString.Value ?? "";
+            Query = ctx.Request.QueryString.Value?.TrimStart('?') ?? "";
             Body = body;
+            BodyStream = bodyStream;
         }
 
         public override string? Header(string name) => _ctx.Request.Headers.TryGetValue(name, out var v) ? v.ToString() : null;

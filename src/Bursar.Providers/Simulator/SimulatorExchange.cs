@@ -6,8 +6,13 @@ public abstract class SimulatorExchange
     public required string Method { get; init; }
     public required string Path { get; init; }
     public required ReadOnlyMemory<byte> Body { get; init; }
-    /// <summary>The query string, with its leading <c>?</c> (empty when none).</summary>
+    /// <summary>The query string without its <c>?</c> (list endpoints page with it).</summary>
     public string Query { get; init; } = "";
+    /// <summary>
+    /// The request body as a stream instead of <see cref="Body"/>, for the endpoints that take uploads too large to hold
+    /// (<see cref="ProviderSimulator.StreamsRequestBody"/>): the host passes its body stream unread.
+    /// </summary>
+    public Stream? BodyStream { get; init; }
     public abstract string? Header(string name);
 
     public abstract void SetStatus(int status);

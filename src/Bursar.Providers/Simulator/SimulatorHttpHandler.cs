@@ -12,9 +12,11 @@ public sealed class SimulatorHttpHandler(ProviderSimulator simulator) : HttpMess
 {
     protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
     {
-        var body = request.Content is null ? [] : await request.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
+        var streamed = request.Content is not null && ProviderSimulator.StreamsRequestBody(request.Method.Method, request.RequestUri?.AbsolutePath ?? "/");
+        var body = request.Content is null || streamed ? [] : await request.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
+        var stream = streamed ? await request.Content!.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false) : null;
         var pipe = new Pipe();
-        var exchange = new PipeExchange(request, body, pipe.Writer);
+        var exchange = new PipeExchange(request, body, stream, pipe.Writer);
         _ = Task.Run(async () =>
         {
             try
@@ -49,14 +51,15 @@ public sealed class SimulatorHttpHandler(ProviderSimulator simulator) : HttpMess
         private readonly PipeWriter _writer;
 
         [System.Diagnostics.CodeAnalysis.SetsRequiredMembers]
-        public PipeExchange(HttpRequestMessage request, byte[] body, PipeWriter writer)
+        public PipeExchange(HttpRequestMessage request, byte[] body, Stream? bodyStream, PipeWriter writer)
         {
             _request = request;
             _writer = writer;
             Method = request.Method.Method;
             Path = request.RequestUri?.AbsolutePath ?? "/";
-            Query = request.RequestUri?.Query ?? "";
+            Query = request.RequestUri?.Query.TrimStart('?') ?? "";
             Body = body;
+            BodyStream = bodyStream;
         }
 
         public int Status { get; private set; } = 200;

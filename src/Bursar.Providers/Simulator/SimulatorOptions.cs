@@ -30,6 +30,27 @@ public sealed class SimulatorOptions
     /// <summary>Model ids the Simulator answers besides those of the price catalog and the deployments it serves; any other model gets a 404. Default none.</summary>
     public List<string> Models { get; set; } = [];
 
+    /// <summary>
+    /// Where the simulated Files and Batches APIs keep uploads, results and batch state (kept across restarts of a Simulator over the same
+    /// folder). Default: a fresh folder under the system temp directory.
+    /// </summary>
+    public string? BatchDirectory { get; set; }
+
+    /// <summary>
+    /// How long a simulated batch takes from creation until every request has its result. A batch whose processing time reaches its
+    /// completion window (24 hours) expires instead, every request unfinished. Default 0 (results at the first poll).
+    /// </summary>
+    public TimeSpan BatchProcessingTime { get; set; } = TimeSpan.Zero;
+
+    /// <summary>
+    /// How long the Simulator waits after accepting a batch (its state saved) before it answers (crash drills: the provider holds a batch
+    /// whose creator never heard back). Default 0.
+    /// </summary>
+    public TimeSpan BatchAcceptDelay { get; set; } = TimeSpan.Zero;
+
+    /// <summary>Largest file the simulated Files API accepts. Default 200 MB (OpenAI's batch input limit).</summary>
+    public long BatchMaxFileBytes { get; set; } = 200L * 1024 * 1024;
+
     /// <summary>Faults to inject into the next requests, in order (tests and chaos drills).</summary>
     public SimulatorFaults Faults { get; } = new();
 
@@ -44,6 +65,10 @@ public sealed class SimulatorOptions
             LabeledSets = [.. LabeledSets],
             StrongModels = [.. StrongModels],
             Models = [.. Models],
+            BatchDirectory = BatchDirectory,
+            BatchProcessingTime = BatchProcessingTime,
+            BatchMaxFileBytes = BatchMaxFileBytes,
+            BatchAcceptDelay = BatchAcceptDelay,
         };
         return c;
     }

@@ -70,6 +70,52 @@ public sealed partial class UpstreamClient(ProvidersOptions options, TimeProvide
         }
     }
 
+    /// <summary>
+    /// Sends any request of the provider's other APIs (files and batches: GET, DELETE, multipart uploads) with the provider's
+    /// authentication and timeout, retrying as <see cref="SendAsync(UpstreamDeployment, string, ReadOnlyMemory{byte}, Func{string, string?}, CancellationToken)"/>
+    /// does; <paramref name="content"/> makes a fresh body for each attempt (an upload re-read from its spool file). The caller disposes the response.
+    /// </summary>
+    /// <param name="path">Relative to the deployment's base URL (<c>files</c> for OpenAI's <c>…/v1/</c>, <c>v1/messages/batches</c> for Anthropic).</param>
+    public async Task<HttpResponseMessage> SendRawAsync(UpstreamDeployment deployment, HttpMethod method, string path, Func<HttpContent>? content, Func<string, string?> callerHeader, CancellationToken cancellationToken)
+    {
+        var uri = new Uri(deployment.BaseUri, path.TrimStart('/'));
+        var attempt = 0;
+        while (true)
+        {
+            using var request = new HttpRequestMessage(method, uri) { Content = content?.Invoke() };
+            Authenticate(deployment, request, callerHeader);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(deployment.Options.Timeout);
+            HttpResponseMessage response;
+            try
+            {
+                response = await deployment.Invoker.SendAsync(request, timeout.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                if (attempt >= deployment.Options.MaxRetries)
+                    throw new TimeoutException($"Deployment '{deployment.Name}' did not answer within {deployment.Options.Timeout.TotalSeconds:0.#} s.");
+                LogRetryConnect(logger, deployment.Name, attempt + 1, "timed out");
+                attempt++;
+                continue;
+            }
+            catch (HttpRequestException e) when (attempt < deployment.Options.MaxRetries && !cancellationToken.IsCancellationRequested)
+            {
+                LogRetryConnect(logger, deployment.Name, attempt + 1, e.Message);
+                await Task.Delay(Backoff(attempt), time, cancellationToken).ConfigureAwait(false);
+                attempt++;
+                continue;
+            }
+            var status = (int)response.StatusCode;
+            if (!IsRetryable(status) || attempt >= deployment.Options.MaxRetries || ShouldNotRetry(response)) return response;
+            var delay = RetryDelay(response) ?? Backoff(attempt);
+            LogRetry(logger, deployment.Name, status, attempt + 1, delay.TotalMilliseconds);
+            response.Dispose();
+            await Task.Delay(delay, time, cancellationToken).ConfigureAwait(false);
+            attempt++;
+        }
+    }
+
     private static void Authenticate(UpstreamDeployment d, HttpRequestMessage request, Func<string, string?> callerHeader)
     {
         var key = string.IsNullOrEmpty(d.Options.ApiKey) ? (d.Simulated ? "simulator" : null) : d.Options.ApiKey;
