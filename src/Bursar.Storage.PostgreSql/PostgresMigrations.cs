@@ -68,10 +68,15 @@ public static class PostgresMigrations
             CREATE TABLE rollup_run_day (day bigint NOT NULL, feature text NOT NULL, runs bigint NOT NULL, ended bigint NOT NULL,
               calls bigint NOT NULL, cost numeric NOT NULL, PRIMARY KEY (day, feature)) WITH (fillfactor = 70);
             """),
+        // version 2 is another branch's (batch); this one is numbered 3 either way, and Apply takes each missing version in order
+        (3, "ledger: tokens the context lever removed and its strategy", """
+            ALTER TABLE ledger ADD COLUMN IF NOT EXISTS context_tokens_removed bigint NOT NULL DEFAULT 0;
+            ALTER TABLE ledger ADD COLUMN IF NOT EXISTS context_strategy text;
+            """),
     ];
 
     /// <summary>The newest schema version this build knows.</summary>
-    public static int Latest => All[^1].Version;
+    public static int Latest => All.Max(m => m.Version);
 
     /// <summary>Applies the migrations the database lacks, in one transaction; returns the versions applied now (empty when up to date).</summary>
     public static IReadOnlyList<int> Apply(NpgsqlDataSource data, TimeProvider time)
@@ -87,7 +92,7 @@ public static class PostgresMigrations
         if (applied.Count > 0 && applied.Max() > Latest)
             throw new InvalidOperationException($"The PostgreSQL database is at schema version {applied.Max()}, newer than this Bursar knows ({Latest}): upgrade Bursar before pointing it at this database.");
         var now = new List<int>();
-        foreach (var (version, name, sql) in All)
+        foreach (var (version, name, sql) in All.OrderBy(m => m.Version))
         {
             if (applied.Contains(version)) continue;
             Exec(c, tx, sql);

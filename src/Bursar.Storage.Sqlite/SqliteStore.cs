@@ -91,6 +91,8 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
         AddColumn(c, "ledger", "prefix_hash", "TEXT");
         AddColumn(c, "ledger", "prefix_tokens", "INTEGER");
         AddColumn(c, "ledger", "usage_estimated", "INTEGER NOT NULL DEFAULT 0");
+        AddColumn(c, "ledger", "context_tokens_removed", "INTEGER NOT NULL DEFAULT 0");
+        AddColumn(c, "ledger", "context_strategy", "TEXT");
         AddColumn(c, "keys", "downgrade_model", "TEXT");
         AddColumn(c, "keys", "unpriced_policy", "TEXT");
         AddColumn(c, "keys", "allowed_customers", "TEXT");
@@ -188,6 +190,8 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
         ("prefix_hash", r => Db(r.PrefixHash)),
         ("prefix_tokens", r => r.PrefixTokens),
         ("usage_estimated", r => r.UsageEstimated ? 1 : 0),
+        ("context_tokens_removed", r => r.ContextTokensRemoved),
+        ("context_strategy", r => Db(r.ContextStrategy)),
     ];
 
     private static readonly string[] LedgerColumns = LedgerWrite.Select(c => c.Column).ToArray();
@@ -263,6 +267,7 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
             ReportedCost = D(o + 43),
             PrefixHash = S(o + 44), PrefixTokens = r.IsDBNull(o + 45) ? 0 : r.GetInt64(o + 45),
             UsageEstimated = !r.IsDBNull(o + 46) && r.GetInt64(o + 46) != 0,
+            ContextTokensRemoved = r.IsDBNull(o + 47) ? 0 : r.GetInt64(o + 47), ContextStrategy = S(o + 48),
         };
     }
 

@@ -1,0 +1,210 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Bursar.Core.Pricing;
+using Bursar.Core.Tokens;
+
+namespace Bursar.Core.Context;
+
+/// <summary>Cache rates relative to the input rate: what a cached token bills at when read, and when written.</summary>
+public readonly record struct CacheRates(double Read, double Write)
+{
+    /// <summary>The provider's published multipliers when the model has no price: Anthropic reads 0.1x, 5-minute writes 1.25x; OpenAI reads 0.5x, writes at the input rate.</summary>
+    public static CacheRates Default(bool anthropic) => anthropic ? new(0.1, 1.25) : new(0.5, 1.0);
+
+    /// <summary>The model's own rates (missing classes bill at the input rate, as the cost calculator bills them).</summary>
+    public static CacheRates Of(PriceRates? rates, bool anthropic)
+    {
+        if (rates is null || rates.Input <= 0) return Default(anthropic);
+        return new((double)((rates.CacheRead ?? rates.Input) / rates.Input), (double)((rates.CacheWrite5m ?? rates.Input) / rates.Input));
+    }
+}
+
+/// <summary>What a compaction did to one request.</summary>
+public sealed record CompactionOutcome(string Strategy, long TokensRemoved, int CompactedTurns, int PrunedResults);
+
+/// <summary>
+/// Compacts a conversation in its own wire format (OpenAI chat or Anthropic messages), in place, as a route's
+/// <see cref="CompactionPolicy"/> says: tool-result pruning or a sliding window, behind a cache-aware boundary that only
+/// moves when a step pays for re-writing the provider's prompt cache. What it never changes: the system prompt (the
+/// <c>system</c> field and every system or developer message), the tool definitions, the newest user turn, the pairing of a
+/// tool call with its result, and (Anthropic) the alternation of user and assistant turns. Thread-safe: no state.
+/// </summary>
+public sealed class Compactor(TokenCounter counter)
+{
+    /// <summary>Tokens a prune stub is taken to cost when weighing a step (the exact count is reported after).</summary>
+    private const int StubTokens = 24;
+
+    /// <summary>Compacts <paramref name="body"/>'s messages; null when nothing changed (below the trigger, too few turns, or no step pays).</summary>
+    public CompactionOutcome? Compact(JsonObject body, bool anthropic, CompactionPolicy policy, string model, CacheRates rates, CancellationToken ct = default)
+    {
+        if (body["messages"] is not JsonArray messages) return null;
+        var conv = Conversation.Read(messages, anthropic);
+        if (conv is null || conv.TurnStarts.Count <= policy.KeepTurns) return null;
+        var sliding = policy.Strategy == CompactionPolicy.SlidingWindow;
+        var cut = Boundary(conv, policy, sliding, rates);
+        if (cut <= 0) return null;
+        ct.ThrowIfCancellationRequested();
+        return sliding ? Slide(messages, conv, cut, anthropic, model) : Prune(conv, cut, model, policy);
+    }
+
+    /// <summary>
+    /// Where compaction stops: every message before the returned index is compacted. Without cache awareness, the start of the oldest kept
+    /// turn. With it, the boundary the conversation's own history gives: replaying its turns one by one, the boundary steps to the newest
+    /// candidate only when the tokens that step removes, read from the cache for the expected remaining turns, outweigh writing the cache
+    /// again from the first changed message on; the same conversation prefix therefore yields the same boundary on every later call.
+    /// </summary>
+    internal static int Boundary(Conversation conv, CompactionPolicy policy, bool sliding, CacheRates rates)
+    {
+        var turns = conv.TurnStarts.Count;
+        if (!policy.CacheAware) return Candidate(conv, turns, policy.KeepTurns, sliding);
+        var cut = 0;
+        var premium = Math.Max(0, rates.Write - rates.Read);
+        for (var n = policy.KeepTurns + 1; n <= turns; n++)
+        {
+            var end = n < turns ? conv.TurnStarts[n] : conv.Messages.Count;
+            var history = conv.Tokens(0, end);
+            if (history < policy.TriggerTokens) continue;
+            var candidate = Candidate(conv, n, policy.KeepTurns, sliding);
+            if (candidate <= cut) continue;
+            var saving = conv.Saving(cut, candidate, sliding, policy.MinPrunedTokens, StubTokens);
+            if (saving <= 0) continue;
+            // the first message whose bytes change: the header (the first message after the system prompt) or the first pruned result
+            var changed = sliding ? conv.FirstConversational : conv.FirstPrunable(cut, candidate, policy.MinPrunedTokens);
+            var rewrite = conv.Tokens(Math.Max(changed, 0), end) - saving;
+            if (saving * rates.Read * policy.ExpectedRemainingTurns >= rewrite * premium) cut = candidate;
+        }
+        return cut;
+    }
+
+    /// <summary>The boundary that keeps the last <paramref name="keep"/> of the first <paramref name="turns"/> turns (a sliding window never cuts at the newest turn, and on Anthropic only at a user turn without tool results).</summary>
+    private static int Candidate(Conversation conv, int turns, int keep, bool sliding)
+    {
+        if (turns <= keep) return 0;
+        var t = turns - keep;
+        if (!sliding) return conv.TurnStarts[t];
+        if (t == turns - 1) t--; // the newest turn keeps its own message
+        while (t > 0 && !conv.CleanStart(conv.TurnStarts[t])) t--;
+        return t <= 0 ? 0 : conv.TurnStarts[t];
+    }
+
+    private CompactionOutcome? Prune(Conversation conv, int cut, string model, CompactionPolicy policy)
+    {
+        long removed = 0;
+        var pruned = 0;
+        foreach (var r in conv.Results)
+        {
+            if (r.Message >= cut || r.ApproxTokens <= policy.MinPrunedTokens) continue;
+            var old = r.Owner[r.Property];
+            var before = Count(model, old);
+            var stub = Stub(r.Name, before, old);
+            var after = counter.Count(model, stub);
+            if (after >= before) continue;
+            r.Owner[r.Property] = stub;
+            removed += before - after;
+            pruned++;
+        }
+        return pruned == 0 ? null : new CompactionOutcome(CompactionPolicy.PruneToolResults, removed, conv.TurnIndex(cut), pruned);
+    }
+
+    private CompactionOutcome? Slide(JsonArray messages, Conversation conv, int cut, bool anthropic, string model)
+    {
+        var header = new StringBuilder();
+        long before = 0;
+        var turns = conv.TurnIndex(cut);
+        var drop = new List<int>();
+        for (var i = 0; i < cut; i++)
+        {
+            if (conv.IsSystem(i)) continue;
+            drop.Add(i);
+            before += Count(model, messages[i]);
+        }
+        if (drop.Count == 0) return null;
+        header.Append("[Earlier conversation, compacted by Bursar: ").Append(turns).Append(turns == 1 ? " turn" : " turns").Append(']');
+        foreach (var i in drop) conv.Describe(i, header);
+        var text = header.ToString();
+        var first = drop[0];
+        var kept = messages[cut]!.AsObject();
+        for (var k = drop.Count - 1; k >= 0; k--) messages.RemoveAt(drop[k]);
+        if (anthropic)
+        {
+            // Anthropic alternates user and assistant: the header opens the first kept user turn as its own text block
+            var content = kept["content"];
+            var blocks = content is JsonArray a ? a : new JsonArray(new JsonObject { ["type"] = "text", ["text"] = content?.DeepClone() });
+            if (content is not JsonArray) kept["content"] = blocks;
+            blocks.Insert(0, new JsonObject { ["type"] = "text", ["text"] = text });
+        }
+        else
+        {
+            messages.Insert(first, new JsonObject { ["role"] = "user", ["content"] = text });
+        }
+        var after = counter.Count(model, text);
+        return new CompactionOutcome(CompactionPolicy.SlidingWindow, Math.Max(0, before - after), turns, 0);
+    }
+
+    private int Count(string model, JsonNode? node) => node switch
+    {
+        null => 0,
+        JsonValue v when v.TryGetValue<string>(out var s) => counter.Count(model, s),
+        _ => counter.Count(model, node.ToJsonString()),
+    };
+
+    /// <summary>The stub a pruned result leaves: the tool, the tokens removed, and the identifiers it held (ids, codes, dates, amounts), so later turns can still name them.</summary>
+    internal static string Stub(string name, int tokens, JsonNode? result)
+    {
+        var ids = Identifiers(result);
+        var sb = new StringBuilder("[Bursar pruned this ").Append(name).Append(" result: ").Append(tokens.ToString(CultureInfo.InvariantCulture)).Append(" tokens removed");
+        if (ids.Count > 0) sb.Append("; it named: ").AppendJoin(", ", ids);
+        return sb.Append(']').ToString();
+    }
+
+    /// <summary>Identifier-like values of a tool result (strings with a digit, or short upper-case codes; numbers), at most 48, each once.</summary>
+    internal static List<string> Identifiers(JsonNode? result)
+    {
+        var found = new List<string>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var text = result is JsonValue v && v.TryGetValue<string>(out var s) ? s : result?.ToJsonString() ?? "";
+        JsonNode? parsed = null;
+        try { parsed = text.Length > 0 && (text[0] is '{' or '[') ? JsonNode.Parse(text) : null; }
+        catch (JsonException) { parsed = null; }
+        if (parsed is not null) Walk(parsed, found, seen);
+        return found;
+
+        static void Walk(JsonNode node, List<string> found, HashSet<string> seen)
+        {
+            if (found.Count >= 48) return;
+            switch (node)
+            {
+                case JsonObject o:
+                    foreach (var (_, child) in o) if (child is not null) Walk(child, found, seen);
+                    break;
+                case JsonArray a:
+                    foreach (var child in a) if (child is not null) Walk(child, found, seen);
+                    break;
+                case JsonValue value:
+                    var str = value.GetValueKind() switch
+                    {
+                        JsonValueKind.String => value.GetValue<string>(),
+                        JsonValueKind.Number => value.ToJsonString(),
+                        _ => null,
+                    };
+                    if (str is not null && IsIdentifier(str) && seen.Add(str)) found.Add(str);
+                    break;
+            }
+        }
+    }
+
+    private static bool IsIdentifier(string s)
+    {
+        if (s.Length is 0 or > 40 || s.Contains(' ', StringComparison.Ordinal)) return false;
+        var digit = false;
+        var allUpper = true;
+        foreach (var c in s)
+        {
+            if (char.IsAsciiDigit(c)) digit = true;
+            if (!char.IsAsciiLetterUpper(c)) allUpper = false;
+        }
+        return digit || (allUpper && s.Length is >= 2 and <= 6);
+    }
+}
