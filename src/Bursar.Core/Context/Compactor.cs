@@ -53,7 +53,7 @@ public sealed class Compactor(TokenCounter counter)
     /// Where compaction stops: every message before the returned index is compacted. Without cache awareness, the start of the oldest kept
     /// turn. With it, the boundary the conversation's own history gives: replaying its turns one by one, the boundary steps to the newest
     /// candidate only when the tokens that step removes, read from the cache for the expected remaining turns, outweigh writing the cache
-    /// again from the first changed message on; the same conversation prefix therefore yields the same boundary on every later call.
+    /// again from the first changed message up to what the previous call sent (the newest turn is written either way); the same conversation prefix therefore yields the same boundary on every later call.
     /// </summary>
     internal static int Boundary(Conversation conv, CompactionPolicy policy, bool sliding, CacheRates rates)
     {
@@ -72,7 +72,9 @@ public sealed class Compactor(TokenCounter counter)
             if (saving <= 0) continue;
             // the first message whose bytes change: the header (the first message after the system prompt) or the first pruned result
             var changed = sliding ? conv.FirstConversational : conv.FirstPrunable(cut, candidate, policy.MinPrunedTokens);
-            var rewrite = conv.Tokens(Math.Max(changed, 0), end) - saving;
+            // what the previous call sent (the first n-1 turns) sits in the cache; the newest turn is written either way
+            var cached = conv.TurnStarts[n - 1];
+            var rewrite = Math.Max(0, conv.Tokens(Math.Max(changed, 0), cached) - saving);
             if (saving * rates.Read * policy.ExpectedRemainingTurns >= rewrite * premium) cut = candidate;
         }
         return cut;

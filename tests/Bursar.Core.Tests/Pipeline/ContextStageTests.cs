@@ -198,3 +198,345 @@ public sealed class DocumentCompressionStageTests
         Assert.Contains("Bursar:DocumentCompression:" + field, e.Message);
     }
 }
+
+/// <summary>The context stage's compaction, in both dialects: what it keeps, what it stubs, and the invariants it never breaks.</summary>
+public sealed class CompactionStageTests : IAsyncLifetime
+{
+    private MeterKit _kit = null!;
+
+    public Task InitializeAsync()
+    {
+        _kit = new MeterKit();
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync() => await _kit.DisposeAsync();
+
+    private const string System = "You are an airline agent. Today is 2024-05-15 15:00 EST.";
+
+    private static readonly JsonArray Tools = new(new JsonObject
+    {
+        ["type"] = "function",
+        ["function"] = new JsonObject { ["name"] = "get_reservation_details", ["description"] = "Get a reservation", ["parameters"] = new JsonObject { ["type"] = "object" } },
+    });
+
+    /// <summary>A tool result: a reservation with ids, codes and dates, padded like a real one.</summary>
+    private static string Result(int i) => new JsonObject
+    {
+        ["reservation_id"] = $"RES{i:D3}X9", ["origin"] = "JFK", ["destination"] = "SEA", ["flight_number"] = $"HAT{100 + i}", ["date"] = $"2024-05-{10 + i % 18:D2}",
+        ["passengers"] = new JsonArray(new JsonObject { ["first_name"] = "Mia", ["last_name"] = "Li", ["dob"] = "1990-04-05" }),
+        ["notes"] = string.Join(' ', Enumerable.Repeat("The reservation was made through the website and paid in full with the card on file.", 6)),
+    }.ToJsonString();
+
+    /// <summary><paramref name="turns"/> turns in OpenAI chat: the user asks (the first in German, one in Japanese), the agent calls a tool, reads its result, answers.</summary>
+    internal static string OpenAIConversation(int turns, string model = "gpt-4o")
+    {
+        var messages = new JsonArray(new JsonObject { ["role"] = "system", ["content"] = System });
+        for (var i = 0; i < turns; i++)
+        {
+            messages.Add(new JsonObject { ["role"] = "user", ["content"] = Ask(i) });
+            if (i == turns - 1) break; // the newest turn: the user has just asked
+            messages.Add(new JsonObject
+            {
+                ["role"] = "assistant", ["content"] = null,
+                ["tool_calls"] = new JsonArray(new JsonObject { ["id"] = $"call_{i}", ["type"] = "function", ["function"] = new JsonObject { ["name"] = "get_reservation_details", ["arguments"] = $"{{\"reservation_id\":\"RES{i:D3}X9\"}}" } }),
+            });
+            messages.Add(new JsonObject { ["role"] = "tool", ["tool_call_id"] = $"call_{i}", ["content"] = Result(i) });
+            messages.Add(new JsonObject { ["role"] = "assistant", ["content"] = $"Reservation RES{i:D3}X9 is on flight HAT{100 + i}." });
+        }
+        return new JsonObject { ["model"] = model, ["messages"] = messages, ["tools"] = Tools.DeepClone(), ["temperature"] = 0 }.ToJsonString();
+    }
+
+    internal static string AnthropicConversation(int turns, string model = "claude-sonnet-4-5")
+    {
+        var messages = new JsonArray();
+        for (var i = 0; i < turns; i++)
+        {
+            messages.Add(new JsonObject { ["role"] = "user", ["content"] = i % 2 == 0 ? Ask(i) : new JsonArray(new JsonObject { ["type"] = "text", ["text"] = Ask(i) }) });
+            if (i == turns - 1) break;
+            messages.Add(new JsonObject { ["role"] = "assistant", ["content"] = new JsonArray(
+                new JsonObject { ["type"] = "text", ["text"] = "Let me look." },
+                new JsonObject { ["type"] = "tool_use", ["id"] = $"toolu_{i}", ["name"] = "get_reservation_details", ["input"] = new JsonObject { ["reservation_id"] = $"RES{i:D3}X9" } }) });
+            messages.Add(new JsonObject { ["role"] = "user", ["content"] = new JsonArray(new JsonObject { ["type"] = "tool_result", ["tool_use_id"] = $"toolu_{i}", ["content"] = Result(i) }) });
+            messages.Add(new JsonObject { ["role"] = "assistant", ["content"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = $"Reservation RES{i:D3}X9 is on flight HAT{100 + i}." }) });
+        }
+        var tools = new JsonArray(new JsonObject { ["name"] = "get_reservation_details", ["description"] = "Get a reservation", ["input_schema"] = new JsonObject { ["type"] = "object" } });
+        return new JsonObject { ["model"] = model, ["max_tokens"] = 512, ["system"] = System, ["tools"] = tools, ["messages"] = messages }.ToJsonString();
+    }
+
+    private static string Ask(int i) => i switch
+    {
+        0 => "Hallo, ich möchte meine Reservierung prüfen.",
+        3 => "予約 RES003X9 の詳細を教えてください。",
+        _ => $"Please check reservation RES{i:D3}X9 for me.",
+    };
+
+    private static CompactionPolicy Policy(string strategy, bool cacheAware = false, int keep = 2) =>
+        new() { Strategy = strategy, KeepTurns = keep, TriggerTokens = 500, CacheAware = cacheAware };
+
+    private static async Task<LeverCall> Run(string json, string dialect, CompactionPolicy policy)
+    {
+        var route = new RoutePolicy { Name = "agent", Compaction = policy };
+        var call = Levers.Call(json, dialect, policy: route);
+        var next = new FakeProvider();
+        await DocumentCompressionStageTests.Stage().InvokeAsync(call, next.Next, default);
+        Assert.Equal(1, next.Calls);
+        return call;
+    }
+
+    public static TheoryData<string, bool> Both => new() { { CompactionPolicy.PruneToolResults, false }, { CompactionPolicy.PruneToolResults, true }, { CompactionPolicy.SlidingWindow, false }, { CompactionPolicy.SlidingWindow, true } };
+
+    [Theory]
+    [MemberData(nameof(Both))]
+    public async Task Below_the_trigger_or_within_the_kept_turns_the_call_goes_through_byte_for_byte(string strategy, bool anthropic)
+    {
+        var long_ = anthropic ? AnthropicConversation(8) : OpenAIConversation(8);
+        var call = await Run(long_, anthropic ? "anthropic" : "openai", new CompactionPolicy { Strategy = strategy, TriggerTokens = 1_000_000 });
+        Assert.False(call.Edits.Any);
+
+        // past the trigger but only as many turns as are kept: the edit changes nothing, so the face sends the caller's bytes
+        var short_ = anthropic ? AnthropicConversation(2) : OpenAIConversation(2);
+        var few = await Run(short_, anthropic ? "anthropic" : "openai", new CompactionPolicy { Strategy = strategy, KeepTurns = 2, TriggerTokens = 0 });
+        var body = (JsonObject)few.Request.Body.DeepClone();
+        Assert.False(few.Edits.ApplyTo(body, new EditTarget(anthropic, few.Model, few, default)));
+        Assert.Equal(short_, body.ToJsonString());
+        Assert.Null(few.Context!.Strategy);
+    }
+
+    /// <summary>The call's upstream body after the edits (as bytes, read back), and the caller's.</summary>
+    private static (JsonObject Before, JsonObject After) Edited(LeverCall call, bool anthropic)
+    {
+        var before = (JsonObject)call.Request.Body.DeepClone();
+        return (before, DocumentCompressionStageTests.Edited(call, anthropic));
+    }
+
+    [Theory]
+    [MemberData(nameof(Both))]
+    public async Task Compaction_never_touches_the_system_prompt_the_tools_or_the_newest_user_turn_and_stays_valid(string strategy, bool anthropic)
+    {
+        var json = anthropic ? AnthropicConversation(9) : OpenAIConversation(9);
+        var call = await Run(json, anthropic ? "anthropic" : "openai", Policy(strategy));
+        Assert.True(call.Edits.Any);
+        var (before, after) = Edited(call, anthropic);
+        Assert.Equal(before["tools"]!.ToJsonString(), after["tools"]!.ToJsonString());
+        if (anthropic) Assert.Equal(System, after["system"]!.GetValue<string>());
+        else Assert.Equal(before["messages"]![0]!.ToJsonString(), after["messages"]![0]!.ToJsonString());
+        Assert.Equal(before["messages"]!.AsArray()[^1]!.ToJsonString(), after["messages"]!.AsArray()[^1]!.ToJsonString()); // the newest user turn, verbatim
+        Assert.True(after["messages"]!.AsArray().Count <= before["messages"]!.AsArray().Count);
+        AssertValid(after, anthropic);
+        Assert.Equal(strategy, call.Context!.Strategy);
+        Assert.True(call.Context.TokensRemoved > 0);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Pruning_stubs_resolved_results_older_than_the_kept_turns_naming_the_tool_and_tokens_and_keeps_the_pairing(bool anthropic)
+    {
+        var json = anthropic ? AnthropicConversation(6) : OpenAIConversation(6);
+        var call = await Run(json, anthropic ? "anthropic" : "openai", Policy(CompactionPolicy.PruneToolResults));
+        var (before, after) = Edited(call, anthropic);
+        var results = Results(after, anthropic);
+        Assert.Equal(5, results.Count); // every call keeps its result: none is split off
+        // turns 0..3 are older than the last two kept turns (4 and the newest, 5): their results are stubs
+        for (var i = 0; i < 5; i++)
+        {
+            var text = results[i];
+            if (i < 4)
+            {
+                Assert.StartsWith("[Bursar pruned this get_reservation_details result: ", text);
+                Assert.Contains(" tokens removed; it named: ", text);
+                Assert.Contains($"RES{i:D3}X9", text); // the identifiers stay nameable
+                Assert.Contains($"HAT{100 + i}", text);
+            }
+            else Assert.Equal(Result(i), text); // the newest result is never pruned
+        }
+        Assert.Equal(Results(before, anthropic).Take(4).Sum(r => TokenCounter.Default.Count(call.Model, r)) - results.Take(4).Sum(r => TokenCounter.Default.Count(call.Model, r)), call.Context!.TokensRemoved);
+        Assert.Equal(4, call.Context.Compacted!.PrunedResults);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_sliding_window_keeps_the_last_turns_verbatim_behind_a_header_that_names_what_was_called(bool anthropic)
+    {
+        var json = anthropic ? AnthropicConversation(6) : OpenAIConversation(6);
+        var call = await Run(json, anthropic ? "anthropic" : "openai", Policy(CompactionPolicy.SlidingWindow));
+        var (before, after) = Edited(call, anthropic);
+        var kept = after["messages"]!.AsArray();
+        var header = anthropic ? kept[0]!["content"]![0]!["text"]!.GetValue<string>() : kept[1]!["content"]!.GetValue<string>();
+        Assert.StartsWith("[Earlier conversation, compacted by Bursar: 4 turns]", header);
+        Assert.Contains("Hallo, ich möchte meine Reservierung prüfen.", header);
+        Assert.Contains("予約 RES003X9 の詳細を教えてください。", header);
+        Assert.Contains("get_reservation_details {\"reservation_id\":\"RES002X9\"}", header);
+        Assert.Contains("HAT103", header); // a result's identifiers
+        // the last two turns (4 and the newest) follow verbatim
+        var original = before["messages"]!.AsArray();
+        var tail = original.Skip(original.Count - 5).Select(m => m!.ToJsonString()).ToArray();
+        var keptTail = kept.Skip(kept.Count - 5).Select(m => m!.ToJsonString()).ToArray();
+        if (anthropic) Assert.Equal(tail[1..], keptTail[1..]); // the first kept user turn carries the header as its own first block
+        else Assert.Equal(tail, keptTail);
+        AssertValid(after, anthropic);
+    }
+
+    [Theory]
+    [InlineData(CompactionPolicy.PruneToolResults, false)]
+    [InlineData(CompactionPolicy.PruneToolResults, true)]
+    [InlineData(CompactionPolicy.SlidingWindow, false)]
+    [InlineData(CompactionPolicy.SlidingWindow, true)]
+    public void Cache_aware_compaction_steps_only_when_it_pays_and_bills_no_more_than_compacting_every_turn(string strategy, bool anthropic)
+    {
+        var rates = CacheRates.Default(anthropic);
+        var none = Replay(null);
+        var eager = Replay(new CompactionPolicy { Strategy = strategy, KeepTurns = 2, TriggerTokens = 500, CacheAware = false });
+        var aware = Replay(new CompactionPolicy { Strategy = strategy, KeepTurns = 2, TriggerTokens = 500, CacheAware = true, ExpectedRemainingTurns = 10 });
+        Assert.True(eager.Steps >= 20, $"compacting every turn moves the prefix nearly every turn ({eager.Steps})");
+        Assert.True(aware.Cost <= eager.Cost, $"cache-aware {aware.Cost:F0} ({aware.Steps} steps) vs every turn {eager.Cost:F0} ({eager.Steps} steps), none {none.Cost:F0} (input-rate tokens)");
+        Assert.True(aware.Cost < none.Cost, $"cache-aware {aware.Cost:F0} vs none {none.Cost:F0}");
+        Assert.True(aware.Steps < eager.Steps || strategy == CompactionPolicy.PruneToolResults && !anthropic,
+            $"{aware.Steps} steps vs {eager.Steps}: a prune on OpenAI (no write premium) re-writes only the newest turns and pays every turn");
+
+        // one 30-turn conversation replayed call by call as an agent loop makes them (a call before every assistant message): each call
+        // reads from the provider cache the longest prefix it shares with the previous call (in messages) and writes the rest; cost in
+        // input-rate tokens (4 characters a token)
+        (double Cost, int Steps) Replay(CompactionPolicy? policy)
+        {
+            var compactor = new Compactor(TokenCounter.Default);
+            var full = (JsonObject)JsonNode.Parse(anthropic ? AnthropicConversation(30) : OpenAIConversation(30))!;
+            var all = full["messages"]!.AsArray();
+            string[]? previous = null;
+            double cost = 0;
+            var steps = 0;
+            for (var end = 1; end <= all.Count; end++)
+            {
+                if (end < all.Count && all[end]!["role"]!.GetValue<string>() != "assistant") continue;
+                var body = (JsonObject)full.DeepClone();
+                var messages = body["messages"]!.AsArray();
+                while (messages.Count > end) messages.RemoveAt(messages.Count - 1);
+                if (policy is not null) compactor.Compact(body, anthropic, policy, anthropic ? "claude-sonnet-4-5" : "gpt-4o", rates);
+                var sent = messages.Select(m => m!.ToJsonString()).ToArray();
+                var shared = 0;
+                while (previous is not null && shared < previous.Length && shared < sent.Length && previous[shared] == sent[shared]) shared++;
+                if (previous is not null && shared < previous.Length) steps++;
+                double read = sent.Take(shared).Sum(m => m.Length / 4.0), written = sent.Skip(shared).Sum(m => m.Length / 4.0);
+                cost += read * rates.Read + written * rates.Write;
+                previous = sent;
+            }
+            return (cost, steps);
+        }
+    }
+
+    [Fact]
+    public async Task The_ledger_row_records_the_tokens_removed_the_strategy_and_the_saving_at_the_rate_they_would_have_billed()
+    {
+        var call = await Run(OpenAIConversation(9), "openai", Policy(CompactionPolicy.PruneToolResults));
+        Edited(call, anthropic: false);
+        call.Provider = "openai";
+        call.Summary.Model = "gpt-4o";
+        call.Summary.Usage = new Bursar.Core.Usage.TokenUsage(InputTokens: 900, CacheReadTokens: 0, CacheWrite5mTokens: 0, CacheWrite1hTokens: 0, OutputTokens: 20);
+        call.Summary.UsageSeen = call.Summary.UsageFinal = call.Summary.Answered = true;
+        call.StatusCode = 200;
+        var r = _kit.Meter.Build(call);
+        var price = Levers.Catalog.Find("gpt-4o").Price!;
+        Assert.Equal(call.Context!.TokensRemoved, r.ContextTokensRemoved);
+        Assert.True(r.ContextTokensRemoved > 0);
+        Assert.Equal(CompactionPolicy.PruneToolResults, r.ContextStrategy);
+        Assert.Equal(r.ContextTokensRemoved * price.Rates.Input / 1_000_000m, r.SavingCompaction);
+        Assert.Equal(r.Cost + r.SavingCompaction, r.CounterfactualCost);
+
+        // a call that read its prefix from the cache: the removed tokens would have billed at the cache-read rate
+        call.Summary.Usage = call.Summary.Usage with { CacheReadTokens = 600 };
+        var cached = _kit.Meter.Build(call);
+        Assert.Equal(cached.ContextTokensRemoved * price.Rates.CacheRead!.Value / 1_000_000m, cached.SavingCompaction);
+    }
+
+    [Theory]
+    [InlineData("{\"name\":\"x\",\"compaction\":{\"strategy\":\"summarise-everything\"}}", "Compaction:Strategy 'summarise-everything'")]
+    [InlineData("{\"name\":\"x\",\"Compaction\":{\"Strategy\":\"sliding-window\",\"KeepTurns\":0}}", "Compaction:KeepTurns 0")]
+    [InlineData("{\"name\":\"x\",\"compaction\":{\"strategy\":\"sliding-window\",\"expected_remaining_turns\":0}}", "Compaction:ExpectedRemainingTurns 0")]
+    public void A_route_with_a_bad_compaction_is_refused_naming_the_field(string json, string message)
+    {
+        var route = StoredRoute.Parse(json);
+        var e = Assert.Throws<InvalidOperationException>(() => route.Validate("route 'x'"));
+        Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public void A_route_takes_its_compaction_in_snake_case_or_pascal_case()
+    {
+        var snake = StoredRoute.Parse("""{"name":"a","compaction":{"strategy":"sliding-window","keep_turns":4,"cache_aware":false}}""");
+        var pascal = StoredRoute.Parse("""{"Name":"a","Compaction":{"Strategy":"sliding-window","KeepTurns":4,"CacheAware":false}}""");
+        foreach (var r in new[] { snake, pascal })
+        {
+            Assert.Equal((CompactionPolicy.SlidingWindow, 4, false), (r.Compaction!.Strategy, r.Compaction.KeepTurns, r.Compaction.CacheAware));
+            r.Validate("route 'a'");
+        }
+        Assert.Throws<System.Text.Json.JsonException>(() => StoredRoute.Parse("""{"name":"a","compaction":{"strategy":"sliding-window","keep":4}}"""));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Messages_a_provider_would_refuse_are_left_for_it_to_name(bool anthropic)
+    {
+        var json = """{"model":"gpt-4o","max_tokens":5,"messages":[{"role":"user","content":"a"},"not a message",{"content":"no role"}]}""";
+        var call = await Run(json, anthropic ? "anthropic" : "openai", new CompactionPolicy { TriggerTokens = 0, KeepTurns = 1 });
+        var body = (JsonObject)call.Request.Body.DeepClone();
+        Assert.False(call.Edits.ApplyTo(body, new EditTarget(anthropic, call.Model, call, default)));
+        Assert.Equal(call.Request.Body.ToJsonString(), body.ToJsonString());
+    }
+
+    /// <summary>The text of each tool result, in order.</summary>
+    private static List<string> Results(JsonObject body, bool anthropic)
+    {
+        var list = new List<string>();
+        foreach (var m in body["messages"]!.AsArray())
+        {
+            if (!anthropic && m!["role"]!.GetValue<string>() == "tool") list.Add(m["content"]!.GetValue<string>());
+            if (anthropic && m!["content"] is JsonArray blocks)
+                foreach (var b in blocks) if (b!["type"]!.GetValue<string>() == "tool_result") list.Add(b["content"]!.GetValue<string>());
+        }
+        return list;
+    }
+
+    /// <summary>
+    /// Valid in its dialect: OpenAI: roles known, every tool message answers a call of the assistant message before it and every call has
+    /// its result. Anthropic: user first, turns alternate, every tool_result answers a tool_use of the assistant turn just before it and
+    /// every tool_use is answered in the next user turn.
+    /// </summary>
+    internal static void AssertValid(JsonObject body, bool anthropic)
+    {
+        var messages = body["messages"]!.AsArray();
+        if (!anthropic)
+        {
+            var open = new HashSet<string>();
+            foreach (var m in messages)
+            {
+                var role = m!["role"]!.GetValue<string>();
+                Assert.Contains(role, new[] { "system", "developer", "user", "assistant", "tool" });
+                if (role == "tool") Assert.True(open.Remove(m["tool_call_id"]!.GetValue<string>()), "a tool result without its call");
+                else
+                {
+                    Assert.Empty(open); // every call was answered before the conversation went on
+                    if (m["tool_calls"] is JsonArray calls) foreach (var c in calls) open.Add(c!["id"]!.GetValue<string>());
+                }
+            }
+            return;
+        }
+        Assert.Equal("user", messages[0]!["role"]!.GetValue<string>());
+        for (var i = 0; i < messages.Count; i++)
+        {
+            var role = messages[i]!["role"]!.GetValue<string>();
+            Assert.Equal(i % 2 == 0 ? "user" : "assistant", role);
+            var uses = Blocks(messages[i], "tool_use").Select(b => b["id"]!.GetValue<string>()).ToHashSet();
+            var answered = i + 1 < messages.Count ? Blocks(messages[i + 1], "tool_result").Select(b => b["tool_use_id"]!.GetValue<string>()).ToHashSet() : [];
+            if (role == "assistant" && i + 1 < messages.Count) Assert.Equal(uses, answered);
+            if (role == "user" && i > 0)
+                Assert.Subset(Blocks(messages[i - 1], "tool_use").Select(b => b["id"]!.GetValue<string>()).ToHashSet(), Blocks(messages[i], "tool_result").Select(b => b["tool_use_id"]!.GetValue<string>()).ToHashSet());
+            if (role == "user" && i == 0) Assert.Empty(Blocks(messages[i], "tool_result"));
+        }
+
+        static IEnumerable<JsonObject> Blocks(JsonNode? m, string type) =>
+            m!["content"] is JsonArray a ? a.OfType<JsonObject>().Where(b => b["type"]?.GetValue<string>() == type) : [];
+    }
+}
