@@ -169,6 +169,7 @@ internal static class EvalCommand
         });
         eval.Subcommands.Add(routing);
         eval.Subcommands.Add(CompressionCommand());
+        eval.Subcommands.Add(EvalCompactionCommand.Create());
         return eval;
     }
 
