@@ -101,7 +101,8 @@ public sealed partial class ContextStage(DocumentCompressor compressor, Compacto
                 changed = true;
             }
         }
-        if (report.Compaction is { } policy)
+        // a caller that asked Anthropic for its own context management (clearing, compaction) gets it untouched: Bursar does not compact under it
+        if (report.Compaction is { } policy && !(target.Anthropic && body.ContainsKey("context_management")))
         {
             var rates = CacheRates.Of(catalog.Find(target.Model).Price?.Rates, target.Anthropic);
             report.Compacted = compactor.Compact(body, target.Anthropic, policy, target.Model, rates, target.CancellationToken);

@@ -57,11 +57,26 @@ public sealed class DocumentCompressor(DocumentCompressionOptions options)
         return closing >= 3;
     }
 
-    /// <summary>The compressed document (the text itself when there is nothing to gain).</summary>
+    /// <summary>Where an HTML page starts inside a text (a doctype, an html or a body tag after the caller's own words), or -1.</summary>
+    public static int HtmlStart(string text)
+    {
+        var start = -1;
+        foreach (var marker in (ReadOnlySpan<string>)["<!doctype html", "<html", "<body"])
+        {
+            var i = text.IndexOf(marker, StringComparison.OrdinalIgnoreCase);
+            if (i >= 0 && (start < 0 || i < start)) start = i;
+        }
+        return start;
+    }
+
+    /// <summary>The compressed document (the text itself when there is nothing to gain); words before an embedded page are kept as they are.</summary>
     public string Compress(string text, CancellationToken cancellationToken = default)
     {
         if (text.Length < Options.MinChars) return text;
-        var plain = LooksLikeHtml(text) ? HtmlToText(text, cancellationToken) : text;
+        string plain;
+        if (LooksLikeHtml(text)) plain = HtmlToText(text, cancellationToken);
+        else if (HtmlStart(text) is var start and > 0) plain = string.Concat(text.AsSpan(0, start), "\n", HtmlToText(text[start..], cancellationToken));
+        else plain = text;
         return CollapseWhitespace(plain, Options.Base64MinChars);
     }
 

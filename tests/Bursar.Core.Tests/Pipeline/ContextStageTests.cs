@@ -158,6 +158,15 @@ public sealed class DocumentCompressionStageTests
     }
 
     [Fact]
+    public void A_page_pasted_after_the_callers_words_keeps_the_words_and_loses_the_markup()
+    {
+        var text = new DocumentCompressor(new DocumentCompressionOptions { MinChars = 0 }).Compress("Fasse diese Seite zusammen:\n" + Page);
+        Assert.StartsWith("Fasse diese Seite zusammen:\n", text);
+        Assert.Contains("# Quarterly results", text);
+        Assert.DoesNotContain("<article>", text);
+    }
+
+    [Fact]
     public async Task Documents_that_do_not_shrink_leave_the_call_unedited()
     {
         var call = await Run(Stage(), Levers.OpenAI("gpt-4o", "A short plain question with nothing to compress."), policy: Compress);
