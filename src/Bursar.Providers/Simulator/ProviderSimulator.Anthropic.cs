@@ -208,6 +208,7 @@ public sealed partial class ProviderSimulator
             if (!ReferenceEquals(applied.Body, read)) p = ReadAnthropicPrompt(applied.Body, requireMaxTokens: true);
         }
         var paused = applied is { Paused: true };
+        var structured = ReadStructuredFormat(body, Dialect.Anthropic, p.AllText, x);
         var maxTokens = body["max_tokens"]!.GetValue<long>();
         var stream = body["stream"]?.GetValue<bool>() ?? false;
         var fault = TakeFault(p.AllText);
@@ -252,6 +253,12 @@ public sealed partial class ProviderSimulator
             text = "";
             outTokens = _counter.Count(p.Model, toolUse.ToJsonString());
             stopReason = "tool_use";
+        }
+        else if (structured is not null)
+        {
+            // structured outputs: the JSON in a text block, valid against the schema unless max_tokens cuts it
+            (text, outTokens, var truncated) = Structured(p.Model, StructuredAnswer(structured, p.LastUserText), maxTokens);
+            stopReason = truncated ? "max_tokens" : "end_turn";
         }
         else
         {
