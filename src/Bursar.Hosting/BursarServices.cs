@@ -136,6 +136,8 @@ public static partial class BursarServices
             .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
         services.AddSingleton(sp => new Bursar.Core.Context.DocumentCompressor(sp.GetRequiredService<IOptions<Bursar.Core.Context.DocumentCompressionOptions>>().Value));
         services.AddSingleton(sp => new Bursar.Core.Context.Compactor(sp.GetRequiredService<TokenCounter>()));
+        services.AddSingleton(new Bursar.Core.Context.SummaryStore());
+        services.TryAddSingleton(Bursar.Core.Context.IConversationSummarizer.None);
         services.AddMetrics();
         // the levers, in LeverPipeline.Order (each face adds its provider call as the last step)
         new LeverPipelineBuilder(services)

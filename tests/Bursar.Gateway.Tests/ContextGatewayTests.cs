@@ -15,6 +15,9 @@ public sealed class ContextGatewayFixture : GatewayFixture
         "--Bursar:Routing:Routes:1:Name=docs", "--Bursar:Routing:Routes:1:Feature=ctx-docs", "--Bursar:Routing:Routes:1:DocumentCompression=true",
         "--Bursar:Routing:Routes:2:Name=native", "--Bursar:Routing:Routes:2:Feature=ctx-native",
         "--Bursar:Routing:Routes:2:Compaction:Strategy=sliding-window", "--Bursar:Routing:Routes:2:Compaction:KeepTurns=1", "--Bursar:Routing:Routes:2:Compaction:TriggerTokens=0",
+        "--Bursar:Routing:Routes:3:Name=summaries", "--Bursar:Routing:Routes:3:Feature=ctx-summary", "--Bursar:Routing:Routes:3:Compaction:Strategy=summarize",
+        "--Bursar:Routing:Routes:3:Compaction:KeepTurns=2", "--Bursar:Routing:Routes:3:Compaction:SummaryEvery=2", "--Bursar:Routing:Routes:3:Compaction:TriggerTokens=0",
+        "--Bursar:Routing:Routes:3:Compaction:CacheAware=false",
     ];
 }
 
@@ -62,6 +65,26 @@ public sealed class ContextGatewayTests(ContextGatewayFixture gw) : IClassFixtur
         Assert.InRange(row.ContextTokensRemoved, saved - 20, saved + 20); // Bursar's count and the provider's agree
         Assert.True(row.SavingCompaction > 0);
         Assert.Equal(0, (await gw.LedgerAsync("ctx-plain")).Single().ContextTokensRemoved);
+    }
+
+    [Fact]
+    public async Task A_summarization_checkpoint_bills_its_summary_call_on_its_own_ledger_row_once()
+    {
+        var first = await Send(Conversation(6), "ctx-summary");
+        var again = await Send(Conversation(7), "ctx-summary"); // the same checkpoint (4 turns): the stored summary, no second summary call
+        var rows = await gw.LedgerAsync("ctx-summary", 3);
+        await Task.Delay(200);
+        rows = await gw.LedgerAsync("ctx-summary", 3);
+        var summaries = rows.Where(r => r.Task == "compaction-summary").ToArray();
+        var summary = Assert.Single(summaries);
+        Assert.Equal("summaries", summary.Route);
+        Assert.True(summary.Cost > 0 && summary.OutputTokens > 0);
+        var calls = rows.Where(r => r.Task != "compaction-summary").ToArray();
+        Assert.Equal(2, calls.Length);
+        Assert.All(calls, c => Assert.Equal(("summarize", "summaries"), (c.ContextStrategy, c.Route)));
+        Assert.All(calls, c => Assert.True(c.ContextTokensRemoved > 0));
+        Assert.True(first["usage"]!["prompt_tokens"]!.GetValue<long>() < (await Send(Conversation(6), "ctx-summary-plain"))["usage"]!["prompt_tokens"]!.GetValue<long>());
+        Assert.NotNull(again);
     }
 
     [Fact]

@@ -30,7 +30,7 @@ internal static class EvalCompactionCommand
         var trajectories = new Option<string>("--trajectories") { Description = "tau-bench trajectories (JSON array of {traj, info.task.actions})", DefaultValueFactory = _ => "../shared/data/context/tau_bench_airline_gpt4o.json" };
         var tools = new Option<string>("--tools") { Description = "Their tool definitions (OpenAI function schema)", DefaultValueFactory = _ => "../shared/data/context/tau_bench_airline_tools.json" };
         var model = new Option<string>("--model") { Description = "The model the calls ask for (a Claude model goes through translation to the Anthropic Simulator)", DefaultValueFactory = _ => "gpt-4o" };
-        var strategies = new Option<string>("--strategies") { Description = "Comma list: none, prune-tool-results, sliding-window; ':eager' compacts on every call (no cache awareness)", DefaultValueFactory = _ => "none,prune-tool-results,prune-tool-results:eager,sliding-window,sliding-window:eager" };
+        var strategies = new Option<string>("--strategies") { Description = "Comma list: none, prune-tool-results, sliding-window, summarize; ':eager' compacts on every call (no cache awareness)", DefaultValueFactory = _ => "none,prune-tool-results,prune-tool-results:eager,sliding-window,sliding-window:eager,summarize,summarize:eager" };
         var keep = new Option<int>("--keep-turns") { Description = "Turns kept verbatim (KeepTurns)", DefaultValueFactory = _ => new CompactionPolicy().KeepTurns };
         var limit = new Option<int>("--limit") { Description = "Only the first N conversations (0: all)", DefaultValueFactory = _ => 0 };
         var command = new Command("compaction", "Context compaction on recorded agent conversations: input tokens per call and cost per strategy through the gateway and Simulator, and the share of ground-truth action arguments still in context")
@@ -65,23 +65,27 @@ internal static class EvalCompactionCommand
             {
                 var started = System.Diagnostics.Stopwatch.GetTimestamp();
                 var (records, failed) = await ReplayAsync(pr, v, convs, toolDefs, m, calls, ct);
-                var fidelity = v.Policy is null ? null : CompactionEvaluation.Fidelity(convs, toolDefs, v.Policy, compactor, m, rates);
+                var fidelity = v.Policy is null or { Strategy: CompactionPolicy.Summarize } ? null : CompactionEvaluation.Fidelity(convs, toolDefs, v.Policy, compactor, m, rates);
                 rows.Add((v, records, failed, fidelity, System.Diagnostics.Stopwatch.GetElapsedTime(started)));
             }
             var baseline = rows.FirstOrDefault(r => r.V.Policy is null);
             Console.WriteLine();
             Console.WriteLine($"{"strategy",-26} {"calls",6} {"input/call",11} {"vs none",8} {"cached",7} {"removed/call",13} {"cost $",10} {"vs none",8} {"saving $",9} {"fidelity",9}");
-            foreach (var (v, records, failed, fidelity, _) in rows)
+            foreach (var (v, all_, failed, fidelity, _) in rows)
             {
+                // the summary calls of summarization checkpoints have rows of their own: in the cost, not in the per-call input
+                var records = all_.Where(r => r.Task != SummaryCall.Task).ToArray();
+                var summaryCalls = all_.Count - records.Length;
                 var input = records.Sum(r => r.Usage.TotalInputTokens);
-                var perCall = records.Count == 0 ? 0 : (double)input / records.Count;
+                var perCall = records.Length == 0 ? 0 : (double)input / records.Length;
                 var cached = input == 0 ? 0 : (double)records.Sum(r => r.CacheReadTokens) / input;
-                var cost = records.Sum(r => r.Cost ?? 0m);
-                var baseInput = baseline.Records?.Sum(r => r.Usage.TotalInputTokens) ?? 0;
+                var cost = all_.Sum(r => r.Cost ?? 0m);
+                var baseInput = baseline.Records?.Where(r => r.Task != SummaryCall.Task).Sum(r => r.Usage.TotalInputTokens) ?? 0;
                 var baseCost = baseline.Records?.Sum(r => r.Cost ?? 0m) ?? 0m;
                 string Delta(double x, double b) => b == 0 ? "-" : (x / b - 1).ToString("+0.0%;-0.0%;0.0%", CultureInfo.InvariantCulture);
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{v.Label,-26} {records.Count,6:N0} {perCall,11:N0} {Delta(input, baseInput),8} {cached,7:P0} {(records.Count == 0 ? 0 : (double)records.Sum(r => r.ContextTokensRemoved) / records.Count),13:N0} {cost,10:F4} {Delta((double)cost, (double)baseCost),8} {records.Sum(r => r.SavingCompaction),9:F4} {(fidelity is null ? "100%" : fidelity.Retained.ToString("P1", CultureInfo.InvariantCulture)),9}"));
+                    $"{v.Label,-26} {records.Length,6:N0} {perCall,11:N0} {Delta(input, baseInput),8} {cached,7:P0} {(records.Length == 0 ? 0 : (double)records.Sum(r => r.ContextTokensRemoved) / records.Length),13:N0} {cost,10:F4} {Delta((double)cost, (double)baseCost),8} {records.Sum(r => r.SavingCompaction),9:F4} {(fidelity is not null ? fidelity.Retained.ToString("P1", CultureInfo.InvariantCulture) : v.Policy is null ? "100%" : "n/a"),9}"));
+                if (summaryCalls > 0) Console.WriteLine($"  {summaryCalls:N0} summary calls (task {SummaryCall.Task}, the Simulator's stand-in text: fidelity not measured), their cost included");
                 if (failed > 0) Console.WriteLine($"  {failed} calls failed");
             }
             if (rows.FirstOrDefault(r => r.Fidelity is not null).Fidelity is { } f)

@@ -22,7 +22,14 @@ public readonly record struct CacheRates(double Read, double Write)
 }
 
 /// <summary>What a compaction did to one request.</summary>
-public sealed record CompactionOutcome(string Strategy, long TokensRemoved, int CompactedTurns, int PrunedResults);
+public sealed record CompactionOutcome(string Strategy, long TokensRemoved, int CompactedTurns, int PrunedResults)
+{
+    /// <summary>
+    /// Tokens this call writes to the provider's prompt cache again because its compaction boundary moved since the conversation's
+    /// previous turn (0 when it did not move, or on a later call of the same turn, which reads what the first one wrote).
+    /// </summary>
+    public long RewrittenTokens { get; init; }
+}
 
 /// <summary>
 /// Compacts a conversation in its own wire format (OpenAI chat or Anthropic messages), in place, as a route's
@@ -42,11 +49,30 @@ public sealed class Compactor(TokenCounter counter)
         if (body["messages"] is not JsonArray messages) return null;
         var conv = Conversation.Read(messages, anthropic);
         if (conv is null || conv.TurnStarts.Count <= policy.KeepTurns) return null;
+        if (policy.Strategy == CompactionPolicy.Summarize) return null; // a summary is made before the edit (ContextStage), applied by ApplySummary
         var sliding = policy.Strategy == CompactionPolicy.SlidingWindow;
-        var cut = Boundary(conv, policy, sliding, rates);
+        var (cut, previous) = Boundary(conv, policy, sliding, rates);
         if (cut <= 0) return null;
         ct.ThrowIfCancellationRequested();
-        return sliding ? Slide(messages, conv, cut, anthropic, model) : Prune(conv, cut, model, policy);
+        // measured before the messages change: what moving the boundary makes this call write to the cache again
+        var rewritten = Rewritten(conv, previous, cut, sliding, policy.MinPrunedTokens);
+        var outcome = sliding ? Slide(messages, conv, cut, anthropic, model) : Prune(conv, cut, model, policy);
+        return outcome is null ? null : outcome with { RewrittenTokens = rewritten };
+    }
+
+    /// <summary>
+    /// The tokens a call re-writes to the cache when its boundary moved from <paramref name="previous"/> (the previous turn's) to
+    /// <paramref name="cut"/>: from the first changed message (the header, or the first newly pruned result) up to what the previous turn
+    /// sent, less what the step removed. Only the first call of a turn (its newest message is the user's) pays it.
+    /// </summary>
+    internal static long Rewritten(Conversation conv, int previous, int cut, bool headerChanges, int minPruned)
+    {
+        var turns = conv.TurnStarts.Count;
+        if (cut == previous || turns < 2 || conv.TurnStarts[^1] != conv.Messages.Count - 1) return 0;
+        var changed = headerChanges ? conv.FirstConversational : conv.FirstPrunable(previous, cut, minPruned);
+        if (changed < 0) return 0;
+        var saving = conv.Saving(previous, cut, headerChanges, minPruned, StubTokens);
+        return Math.Max(0, conv.Tokens(changed, conv.TurnStarts[turns - 1]) - saving);
     }
 
     /// <summary>
@@ -55,14 +81,15 @@ public sealed class Compactor(TokenCounter counter)
     /// candidate only when the tokens that step removes, read from the cache for the expected remaining turns, outweigh writing the cache
     /// again from the first changed message up to what the previous call sent (the newest turn is written either way); the same conversation prefix therefore yields the same boundary on every later call.
     /// </summary>
-    internal static int Boundary(Conversation conv, CompactionPolicy policy, bool sliding, CacheRates rates)
+    internal static (int Cut, int Previous) Boundary(Conversation conv, CompactionPolicy policy, bool sliding, CacheRates rates)
     {
         var turns = conv.TurnStarts.Count;
-        if (!policy.CacheAware) return Candidate(conv, turns, policy.KeepTurns, sliding);
-        var cut = 0;
+        if (!policy.CacheAware) return (Candidate(conv, turns, policy.KeepTurns, sliding), Candidate(conv, turns - 1, policy.KeepTurns, sliding));
+        int cut = 0, previous = 0;
         var premium = Math.Max(0, rates.Write - rates.Read);
         for (var n = policy.KeepTurns + 1; n <= turns; n++)
         {
+            if (n == turns) previous = cut;
             var end = n < turns ? conv.TurnStarts[n] : conv.Messages.Count;
             var history = conv.Tokens(0, end);
             if (history < policy.TriggerTokens) continue;
@@ -77,7 +104,7 @@ public sealed class Compactor(TokenCounter counter)
             var rewrite = Math.Max(0, conv.Tokens(Math.Max(changed, 0), cached) - saving);
             if (saving * rates.Read * policy.ExpectedRemainingTurns >= rewrite * premium) cut = candidate;
         }
-        return cut;
+        return (cut, previous);
     }
 
     /// <summary>The boundary that keeps the last <paramref name="keep"/> of the first <paramref name="turns"/> turns (a sliding window never cuts at the newest turn, and on Anthropic only at a user turn without tool results).</summary>
@@ -89,6 +116,85 @@ public sealed class Compactor(TokenCounter counter)
         if (t == turns - 1) t--; // the newest turn keeps its own message
         while (t > 0 && !conv.CleanStart(conv.TurnStarts[t])) t--;
         return t <= 0 ? 0 : conv.TurnStarts[t];
+    }
+
+    /// <summary>
+    /// How many turns a summarization checkpoint replaces (0: none): a multiple of <see cref="CompactionPolicy.SummaryEvery"/> that leaves the
+    /// kept turns (and the newest) verbatim. Cache-aware, replaying the conversation's history, it steps to the next checkpoint only when the
+    /// tokens it removes, read from the cache over the expected remaining turns, outweigh writing the cache again (the summary changes the
+    /// conversation's head) plus the summary call (<paramref name="summaryInput"/> and <paramref name="summaryOutput"/>: its rates over the
+    /// served model's input rate).
+    /// </summary>
+    internal static (int Turns, int Previous) SummaryTurns(Conversation conv, CompactionPolicy policy, CacheRates rates, double summaryInput, double summaryOutput)
+    {
+        var turns = conv.TurnStarts.Count;
+        int cut = 0, previous = 0;
+        var premium = Math.Max(0, rates.Write - rates.Read);
+        for (var n = policy.KeepTurns + 1; n <= turns; n++)
+        {
+            if (n == turns) previous = cut;
+            var t = (n - policy.KeepTurns) / policy.SummaryEvery * policy.SummaryEvery;
+            if (t == n - 1) t -= policy.SummaryEvery; // the newest turn keeps its own message
+            while (t > 0 && !conv.CleanStart(conv.TurnStarts[t])) t -= policy.SummaryEvery;
+            if (t <= cut) continue;
+            var end = n < turns ? conv.TurnStarts[n] : conv.Messages.Count;
+            if (conv.Tokens(0, end) < policy.TriggerTokens) continue;
+            if (!policy.CacheAware) { cut = t; continue; }
+            var first = Math.Max(conv.FirstConversational, 0);
+            var saving = conv.Tokens(cut == 0 ? first : conv.TurnStarts[cut], conv.TurnStarts[t]) - (cut == 0 ? policy.SummaryMaxTokens : 0);
+            if (saving <= 0) continue;
+            var rewrite = Math.Max(0, conv.Tokens(first, conv.TurnStarts[n - 1]) - saving);
+            var summaryCost = conv.Tokens(first, conv.TurnStarts[t]) * summaryInput + policy.SummaryMaxTokens * summaryOutput;
+            if (saving * rates.Read * policy.ExpectedRemainingTurns >= rewrite * premium + summaryCost) cut = t;
+        }
+        return (cut, previous);
+    }
+
+    /// <summary>What a summarization checkpoint that moved from <paramref name="previous"/> to <paramref name="turns"/> turns makes this call write to the cache again.</summary>
+    internal static long SummaryRewritten(Conversation conv, int previous, int turns)
+    {
+        if (turns == previous || turns <= 0) return 0;
+        return Rewritten(conv, previous == 0 ? 0 : conv.TurnStarts[previous], conv.TurnStarts[turns], headerChanges: true, minPruned: 0);
+    }
+
+    /// <summary>Replaces the first <paramref name="turns"/> turns of <paramref name="body"/> with <paramref name="summary"/> (null when the conversation has no more turns than that).</summary>
+    public CompactionOutcome? ApplySummary(JsonObject body, bool anthropic, int turns, string summary, string model, long rewritten = 0)
+    {
+        if (turns <= 0 || body["messages"] is not JsonArray messages || Conversation.Read(messages, anthropic) is not { } conv || conv.TurnStarts.Count <= turns) return null;
+        var cut = conv.TurnStarts[turns];
+        if (!conv.CleanStart(cut)) return null;
+        var header = $"[Summary of the earlier conversation ({turns} {(turns == 1 ? "turn" : "turns")}), by Bursar]\n{summary}";
+        return ReplaceHead(messages, conv, cut, anthropic, model, header, CompactionPolicy.Summarize, turns) is { } o ? o with { RewrittenTokens = rewritten } : null;
+    }
+
+    private CompactionOutcome? ReplaceHead(JsonArray messages, Conversation conv, int cut, bool anthropic, string model, string text, string strategy, int turns)
+    {
+        long before = 0;
+        var drop = new List<int>();
+        for (var i = 0; i < cut; i++)
+        {
+            if (conv.IsSystem(i)) continue;
+            drop.Add(i);
+            before += Count(model, messages[i]);
+        }
+        if (drop.Count == 0) return null;
+        var first = drop[0];
+        var kept = messages[cut]!.AsObject();
+        for (var k = drop.Count - 1; k >= 0; k--) messages.RemoveAt(drop[k]);
+        if (anthropic)
+        {
+            // Anthropic alternates user and assistant: the header opens the first kept user turn as its own text block
+            var content = kept["content"];
+            var blocks = content is JsonArray a ? a : new JsonArray(new JsonObject { ["type"] = "text", ["text"] = content?.DeepClone() });
+            if (content is not JsonArray) kept["content"] = blocks;
+            blocks.Insert(0, new JsonObject { ["type"] = "text", ["text"] = text });
+        }
+        else
+        {
+            messages.Insert(first, new JsonObject { ["role"] = "user", ["content"] = text });
+        }
+        var after = counter.Count(model, text);
+        return new CompactionOutcome(strategy, Math.Max(0, before - after), turns, 0);
     }
 
     private CompactionOutcome? Prune(Conversation conv, int cut, string model, CompactionPolicy policy)
@@ -112,37 +218,10 @@ public sealed class Compactor(TokenCounter counter)
 
     private CompactionOutcome? Slide(JsonArray messages, Conversation conv, int cut, bool anthropic, string model)
     {
-        var header = new StringBuilder();
-        long before = 0;
         var turns = conv.TurnIndex(cut);
-        var drop = new List<int>();
-        for (var i = 0; i < cut; i++)
-        {
-            if (conv.IsSystem(i)) continue;
-            drop.Add(i);
-            before += Count(model, messages[i]);
-        }
-        if (drop.Count == 0) return null;
-        header.Append("[Earlier conversation, compacted by Bursar: ").Append(turns).Append(turns == 1 ? " turn" : " turns").Append(']');
-        foreach (var i in drop) conv.Describe(i, header);
-        var text = header.ToString();
-        var first = drop[0];
-        var kept = messages[cut]!.AsObject();
-        for (var k = drop.Count - 1; k >= 0; k--) messages.RemoveAt(drop[k]);
-        if (anthropic)
-        {
-            // Anthropic alternates user and assistant: the header opens the first kept user turn as its own text block
-            var content = kept["content"];
-            var blocks = content is JsonArray a ? a : new JsonArray(new JsonObject { ["type"] = "text", ["text"] = content?.DeepClone() });
-            if (content is not JsonArray) kept["content"] = blocks;
-            blocks.Insert(0, new JsonObject { ["type"] = "text", ["text"] = text });
-        }
-        else
-        {
-            messages.Insert(first, new JsonObject { ["role"] = "user", ["content"] = text });
-        }
-        var after = counter.Count(model, text);
-        return new CompactionOutcome(CompactionPolicy.SlidingWindow, Math.Max(0, before - after), turns, 0);
+        var header = new StringBuilder("[Earlier conversation, compacted by Bursar: ").Append(turns).Append(turns == 1 ? " turn" : " turns").Append(']');
+        for (var i = 0; i < cut; i++) if (!conv.IsSystem(i)) conv.Describe(i, header);
+        return ReplaceHead(messages, conv, cut, anthropic, model, header.ToString(), CompactionPolicy.SlidingWindow, turns);
     }
 
     private int Count(string model, JsonNode? node) => node switch

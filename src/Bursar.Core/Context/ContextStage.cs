@@ -13,6 +13,8 @@ public sealed class ContextReport
     /// <summary>Compressed text by original text, for the documents whose compression saves tokens.</summary>
     internal Dictionary<string, string>? Replacements { get; init; }
     internal CompactionPolicy? Compaction { get; init; }
+    /// <summary>A summarization checkpoint: the turns its summary replaces and the summary (the same text on every call until the next one).</summary>
+    internal (int Turns, string Text, long Rewritten)? Summary { get; set; }
 
     public int CompressedDocuments { get; init; }
     public long CompressionTokensRemoved { get; init; }
@@ -20,6 +22,9 @@ public sealed class ContextReport
     public CompactionOutcome? Compacted { get; internal set; }
 
     public long TokensRemoved => CompressionTokensRemoved + (Compacted?.TokensRemoved ?? 0);
+
+    /// <summary>Tokens the compaction made this call write to the provider cache again (see <see cref="CompactionOutcome.RewrittenTokens"/>).</summary>
+    public long RewrittenTokens => Compacted?.RewrittenTokens ?? 0;
 
     /// <summary>What the ledger records: <c>compress</c>, the compaction strategy, or both (<c>compress+prune-tool-results</c>); null when nothing was removed.</summary>
     public string? Strategy => (CompressionTokensRemoved > 0, Compacted) switch
@@ -38,7 +43,8 @@ public sealed class ContextReport
 /// <c>Compaction</c>, <see cref="Compactor"/>) trims the conversation once it is past the route's trigger, in the upstream's
 /// wire format. Both are edits: a call below every trigger, or whose documents do not shrink, goes upstream byte for byte.
 /// </summary>
-public sealed partial class ContextStage(DocumentCompressor compressor, Compactor compactor, TokenCounter counter, PriceCatalog catalog, ILogger<ContextStage> logger)
+public sealed partial class ContextStage(DocumentCompressor compressor, Compactor compactor, TokenCounter counter, PriceCatalog catalog,
+    IConversationSummarizer summarizer, SummaryStore summaries, ILogger<ContextStage> logger)
     : ILeverStage, IRequestEdit
 {
     public string Name => "context";
@@ -48,8 +54,48 @@ public sealed partial class ContextStage(DocumentCompressor compressor, Compacto
         var compress = call.Policy?.DocumentCompression ?? compressor.Options.AppliesTo(call.Attribution.Feature);
         var compaction = call.Policy?.Compaction is { } p && call.Request.EstimatedInputTokens >= p.TriggerTokens ? p : null;
         if (compress || compaction is not null) Plan(call, compress, compaction, cancellationToken);
-        return next(call, cancellationToken);
+        return compaction?.Strategy == CompactionPolicy.Summarize && call.Context is { } report
+            ? SummarizeThenNextAsync(call, report, compaction, next, cancellationToken)
+            : next(call, cancellationToken);
     }
+
+    /// <summary>
+    /// A summarization checkpoint: the turns the checkpoint replaces (cache-aware), their summary from the store or, the first time, from
+    /// the summary model (its own ledger row); then the rest of the pipeline. No summary (the call failed, no summarizer here): no compaction.
+    /// </summary>
+    private async ValueTask SummarizeThenNextAsync(LeverCall call, ContextReport report, CompactionPolicy policy, LeverNext next, CancellationToken ct)
+    {
+        try
+        {
+            var anthropic = call.Dialect == "anthropic";
+            if (call.Request.TryBody(out var body) && body["messages"] is System.Text.Json.Nodes.JsonArray messages && Conversation.Read(messages, anthropic) is { } conv)
+            {
+                var model = SummaryModel(policy, call.Model);
+                var served = catalog.Find(call.Model).Price?.Rates;
+                var rates = CacheRates.Of(served, anthropic);
+                var sum = catalog.Find(model).Price?.Rates;
+                double inShare = served is { Input: > 0 } && sum is not null ? (double)(sum.Input / served.Input) : 1, outShare = served is { Input: > 0 } && sum is not null ? (double)(sum.Output / served.Input) : 4;
+                var (turns, previous) = Compactor.SummaryTurns(conv, policy, rates, inShare, outShare);
+                if (turns > 0)
+                {
+                    var transcript = conv.Transcript(conv.FirstConversational, conv.TurnStarts[turns]);
+                    var key = SummaryStore.KeyOf(call.Key.Id, transcript);
+                    if (!summaries.TryGet(key, out var summary))
+                    {
+                        summary = await summarizer.SummarizeAsync(call, model, SummaryCall.Shown(transcript), policy.SummaryMaxTokens, ct).ConfigureAwait(false) ?? "";
+                        if (summary.Length > 0) summaries.Add(key, summary);
+                        else LogNoSummary(logger, call.Id, model);
+                    }
+                    if (summary.Length > 0) report.Summary = (turns, summary, Compactor.SummaryRewritten(conv, previous, turns));
+                }
+            }
+        }
+        catch (Exception e) when (CallRequest.IsBadJson(e)) { report.Summary = null; }
+        await next(call, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The summary model: the route's, else the small tier of the served model's family, else the served model.</summary>
+    public static string SummaryModel(CompactionPolicy policy, string served) => policy.SummaryModel ?? Routing.TierLadders.Rung(served, "small") ?? served;
 
     private void Plan(LeverCall call, bool compress, CompactionPolicy? compaction, CancellationToken ct)
     {
@@ -105,7 +151,9 @@ public sealed partial class ContextStage(DocumentCompressor compressor, Compacto
         if (report.Compaction is { } policy && !(target.Anthropic && body.ContainsKey("context_management")))
         {
             var rates = CacheRates.Of(catalog.Find(target.Model).Price?.Rates, target.Anthropic);
-            report.Compacted = compactor.Compact(body, target.Anthropic, policy, target.Model, rates, target.CancellationToken);
+            report.Compacted = report.Summary is { } s
+                ? compactor.ApplySummary(body, target.Anthropic, s.Turns, s.Text, target.Model, s.Rewritten)
+                : compactor.Compact(body, target.Anthropic, policy, target.Model, rates, target.CancellationToken);
             if (report.Compacted is { } c)
             {
                 changed = true;
@@ -139,6 +187,9 @@ public sealed partial class ContextStage(DocumentCompressor compressor, Compacto
             if (contents is not null) call.Messages[i] = new ChatMessage(m.Role, contents) { AuthorName = m.AuthorName, AdditionalProperties = m.AdditionalProperties };
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Call {CallId}: the summary model {Model} gave no summary; the call goes uncompacted")]
+    private static partial void LogNoSummary(ILogger logger, string callId, string model);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Call {CallId}: {Documents} documents compressed, {Tokens} tokens removed")]
     private static partial void LogCompressed(ILogger logger, string callId, int documents, long tokens);

@@ -178,6 +178,30 @@ internal sealed class Conversation
         else sb.Append(' ').Append(Clip(Text(content), 120));
     }
 
+    /// <summary>What a summarizer reads of messages [<paramref name="from"/>, <paramref name="to"/>): every turn's text, tool calls with their arguments, tool results in full.</summary>
+    public string Transcript(int from, int to)
+    {
+        var sb = new StringBuilder();
+        for (var i = Math.Max(0, from); i < to && i < _messages.Count; i++)
+        {
+            if (_system[i]) continue;
+            var m = _messages[i]!.AsObject();
+            var role = m["role"]!.GetValue<string>();
+            var content = m["content"];
+            var text = Text(content);
+            if (text.Length > 0) sb.Append(role == "tool" ? Name(m["tool_call_id"]) + " returned" : role).Append(": ").Append(text).Append('\n');
+            if (m["tool_calls"] is JsonArray calls)
+                foreach (var tc in calls) sb.Append("assistant called ").Append(tc?["function"]?["name"]?.ToString()).Append(' ').Append(tc?["function"]?["arguments"]?.ToString()).Append('\n');
+            if (content is JsonArray blocks)
+                foreach (var b in blocks)
+                {
+                    if (Type(b) == "tool_use") sb.Append("assistant called ").Append(b!["name"]?.ToString()).Append(' ').Append(b["input"]?.ToJsonString()).Append('\n');
+                    if (Type(b) == "tool_result") sb.Append(Name(b!["tool_use_id"])).Append(" returned: ").Append(b["content"] is JsonValue rv && rv.TryGetValue<string>(out var rs) ? rs : Text(b["content"])).Append('\n');
+                }
+        }
+        return sb.ToString();
+    }
+
     /// <summary>The text of a content: a string, or its text parts and blocks.</summary>
     public static string Text(JsonNode? content)
     {

@@ -128,10 +128,15 @@ public sealed partial class CallMeter
                 // routing credits what the same tokens would have cost on the model the caller asked for
                 if (c.RoutedFrom is not null && c.RoutedFrom != served && _catalog().Find(c.RoutedFrom).Price is { } asked)
                     routingSaving = CostCalculator.Compute(asked, usage).Total - cost.Value;
-                // the context lever credits the tokens it removed at the rate this call would have billed them: the cache-read
-                // rate when the call read its prefix from the cache (the removed turns sat in it), else the input rate
+                // the context lever credits the tokens it removed at the rate this call would have billed them (the cache-read rate
+                // when the call read its prefix from the cache: the removed turns sat in it; else the input rate), less what moving its
+                // boundary cost: the tokens written to the cache again at the write rate instead of read (negative when a step did not pay)
                 if (c.Context is { TokensRemoved: > 0 } context && c.CacheHit is null)
-                    contextSaving = context.TokensRemoved * (usage.CacheReadTokens > 0 ? price.Rates.CacheRead ?? price.Rates.Input : price.Rates.Input) / 1_000_000m;
+                {
+                    var read = price.Rates.CacheRead ?? price.Rates.Input;
+                    contextSaving = (context.TokensRemoved * (usage.CacheReadTokens > 0 ? read : price.Rates.Input)
+                        - context.RewrittenTokens * ((price.Rates.CacheWrite5m ?? price.Rates.Input) - read)) / 1_000_000m;
+                }
             }
             else if (!usage.IsEmpty)
             {

@@ -81,7 +81,7 @@ public sealed class RoutePolicy
         Compaction?.Validate($"{where}:Compaction", Name);
         if (MaxTruncationRate is <= 0 or >= 1) throw new InvalidOperationException($"{where}:MaxTruncationRate {MaxTruncationRate} (route '{Name}') must be between 0 and 1.");
         if (isServed is not null)
-            foreach (var (field, m) in new[] { ("Model", Model), ("ClassifierModel", ClassifierModel) }.Concat(Ladder.Select(x => ("Ladder", (string?)x))).Concat(Fallbacks.Select(x => ("Fallbacks", (string?)x))))
+            foreach (var (field, m) in new[] { ("Model", Model), ("ClassifierModel", ClassifierModel), ("Compaction:SummaryModel", Compaction?.SummaryModel) }.Concat(Ladder.Select(x => ("Ladder", (string?)x))).Concat(Fallbacks.Select(x => ("Fallbacks", (string?)x))))
                 if (m is not null && !isServed(m))
                     throw new InvalidOperationException($"{where}:{field} '{m}' (route '{Name}') is not served by any deployment; add it to Bursar:Providers:Deployments:<name>:Models.");
     }

@@ -68,6 +68,7 @@ public static partial class GatewayHost
         // the lever pipeline with the gateway's provider call as its last step
         services.AddSingleton<IServedModels, Bursar.Gateway.Routing.DeploymentModels>();
         services.AddSingleton<IDifficultyClassifier>(sp => sp.GetRequiredService<Bursar.Gateway.Routing.LlmClassifier>());
+        services.AddSingleton<Bursar.Core.Context.IConversationSummarizer, Bursar.Gateway.Context.LlmSummarizer>();
         services.AddSingleton<UpstreamCall>();
         services.AddSingleton(sp => new LeverPipeline(sp.GetServices<ILeverStage>(), sp.GetRequiredService<UpstreamCall>(), sp.GetRequiredService<CallMeter>(), sp.GetRequiredService<AdmissionControl>()));
         services.AddSingleton<ProxyPipeline>();

@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Bursar.Core.Context;
+using Bursar.Core.Ledger;
 using Bursar.Core.Pipeline;
 using Bursar.Core.Routing;
 using Bursar.Core.Tokens;
@@ -11,8 +12,9 @@ namespace Bursar.Core.Tests.Pipeline;
 /// <summary>The context stage's document compression: HTML to text, whitespace, base64, repeated edges; off unless opted in.</summary>
 public sealed class DocumentCompressionStageTests
 {
-    internal static ContextStage Stage(DocumentCompressionOptions? options = null) =>
-        new(new DocumentCompressor(options ?? new DocumentCompressionOptions { MinChars = 200 }), new Compactor(TokenCounter.Default), TokenCounter.Default, Levers.Catalog, NullLogger<ContextStage>.Instance);
+    internal static ContextStage Stage(DocumentCompressionOptions? options = null, IConversationSummarizer? summarizer = null, SummaryStore? store = null) =>
+        new(new DocumentCompressor(options ?? new DocumentCompressionOptions { MinChars = 200 }), new Compactor(TokenCounter.Default), TokenCounter.Default, Levers.Catalog,
+            summarizer ?? IConversationSummarizer.None, store ?? new SummaryStore(), NullLogger<ContextStage>.Instance);
 
     private static readonly RoutePolicy Compress = new() { Name = "docs", DocumentCompression = true };
 
@@ -436,27 +438,42 @@ public sealed class CompactionStageTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task The_ledger_row_records_the_tokens_removed_the_strategy_and_the_saving_at_the_rate_they_would_have_billed()
+    public async Task The_ledger_row_records_the_tokens_removed_the_strategy_and_the_saving_net_of_the_cache_it_writes_again()
     {
+        var price = Levers.Catalog.Find("gpt-4o").Price!;
+        var read = price.Rates.CacheRead!.Value;
+        LedgerRecord Meter(LeverCall call, long cacheRead)
+        {
+            call.Provider = "openai";
+            call.Summary.Model = "gpt-4o";
+            call.Summary.Usage = new Bursar.Core.Usage.TokenUsage(InputTokens: 900, CacheReadTokens: cacheRead, CacheWrite5mTokens: 0, CacheWrite1hTokens: 0, OutputTokens: 20);
+            call.Summary.UsageSeen = call.Summary.UsageFinal = call.Summary.Answered = true;
+            call.StatusCode = 200;
+            return _kit.Meter.Build(call);
+        }
+
+        // the first call of a turn (its newest message is the user's): the boundary moved, so part of the prefix is written to the cache again
         var call = await Run(OpenAIConversation(9), "openai", Policy(CompactionPolicy.PruneToolResults));
         Edited(call, anthropic: false);
-        call.Provider = "openai";
-        call.Summary.Model = "gpt-4o";
-        call.Summary.Usage = new Bursar.Core.Usage.TokenUsage(InputTokens: 900, CacheReadTokens: 0, CacheWrite5mTokens: 0, CacheWrite1hTokens: 0, OutputTokens: 20);
-        call.Summary.UsageSeen = call.Summary.UsageFinal = call.Summary.Answered = true;
-        call.StatusCode = 200;
-        var r = _kit.Meter.Build(call);
-        var price = Levers.Catalog.Find("gpt-4o").Price!;
+        var r = Meter(call, cacheRead: 0);
         Assert.Equal(call.Context!.TokensRemoved, r.ContextTokensRemoved);
         Assert.True(r.ContextTokensRemoved > 0);
+        Assert.True(call.Context.RewrittenTokens > 0);
         Assert.Equal(CompactionPolicy.PruneToolResults, r.ContextStrategy);
-        Assert.Equal(r.ContextTokensRemoved * price.Rates.Input / 1_000_000m, r.SavingCompaction);
+        // OpenAI writes at the input rate: re-writing costs the input rate instead of the cache-read rate
+        Assert.Equal((r.ContextTokensRemoved * price.Rates.Input - call.Context.RewrittenTokens * (price.Rates.Input - read)) / 1_000_000m, r.SavingCompaction);
         Assert.Equal(r.Cost + r.SavingCompaction, r.CounterfactualCost);
 
-        // a call that read its prefix from the cache: the removed tokens would have billed at the cache-read rate
-        call.Summary.Usage = call.Summary.Usage with { CacheReadTokens = 600 };
-        var cached = _kit.Meter.Build(call);
-        Assert.Equal(cached.ContextTokensRemoved * price.Rates.CacheRead!.Value / 1_000_000m, cached.SavingCompaction);
+        // a later call of the same turn (after a tool result) reads what the first wrote: the removed tokens at the cache-read rate, nothing re-written
+        var loop = (JsonObject)JsonNode.Parse(OpenAIConversation(9))!;
+        var messages = loop["messages"]!.AsArray();
+        messages.Add(new JsonObject { ["role"] = "assistant", ["content"] = null, ["tool_calls"] = new JsonArray(new JsonObject { ["id"] = "call_x", ["type"] = "function", ["function"] = new JsonObject { ["name"] = "get_reservation_details", ["arguments"] = "{}" } }) });
+        messages.Add(new JsonObject { ["role"] = "tool", ["tool_call_id"] = "call_x", ["content"] = "{}" });
+        var later = await Run(loop.ToJsonString(), "openai", Policy(CompactionPolicy.PruneToolResults));
+        Edited(later, anthropic: false);
+        Assert.Equal(0, later.Context!.RewrittenTokens);
+        var cached = Meter(later, cacheRead: 600);
+        Assert.Equal(cached.ContextTokensRemoved * read / 1_000_000m, cached.SavingCompaction);
     }
 
     [Theory]
@@ -493,6 +510,101 @@ public sealed class CompactionStageTests : IAsyncLifetime
         var body = (JsonObject)call.Request.Body.DeepClone();
         Assert.False(call.Edits.ApplyTo(body, new EditTarget(anthropic, call.Model, call, default)));
         Assert.Equal(call.Request.Body.ToJsonString(), body.ToJsonString());
+    }
+
+    /// <summary>A summarizer that records what it was asked and answers with the ids it was shown.</summary>
+    private sealed class FakeSummarizer(string? answer = "") : IConversationSummarizer
+    {
+        public List<string> Transcripts { get; } = [];
+        public List<string> Models { get; } = [];
+
+        public Task<string?> SummarizeAsync(LeverCall call, string model, string transcript, int maxTokens, CancellationToken cancellationToken)
+        {
+            Transcripts.Add(transcript);
+            Models.Add(model);
+            if (answer is null) return Task.FromResult<string?>(null);
+            var ids = global::System.Text.RegularExpressions.Regex.Matches(transcript, "RES[0-9]{3}X9").Select(m => m.Value).Distinct();
+            return Task.FromResult<string?>($"Zusammenfassung: reservations {string.Join(", ", ids)} were checked. 要約。{answer}");
+        }
+    }
+
+    private static async Task<(LeverCall Call, JsonObject After)> Summarized(ContextStage stage, int turns, bool anthropic, CompactionPolicy policy)
+    {
+        var json = anthropic ? AnthropicConversation(turns) : OpenAIConversation(turns);
+        var call = Levers.Call(json, anthropic ? "anthropic" : "openai", policy: new RoutePolicy { Name = "agent", Compaction = policy });
+        var next = new FakeProvider();
+        await stage.InvokeAsync(call, next.Next, default);
+        Assert.Equal(1, next.Calls);
+        return (call, DocumentCompressionStageTests.Edited(call, anthropic));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Summarization_checkpoints_replace_whole_multiples_of_turns_with_a_summary_made_once_per_checkpoint(bool anthropic)
+    {
+        var summarizer = new FakeSummarizer();
+        var stage = DocumentCompressionStageTests.Stage(summarizer: summarizer);
+        var policy = new CompactionPolicy { Strategy = CompactionPolicy.Summarize, KeepTurns = 2, SummaryEvery = 3, TriggerTokens = 0, CacheAware = false };
+
+        var (first, after9) = await Summarized(stage, 9, anthropic, policy); // (9 - 2) / 3 * 3 = 6 turns summarized
+        Assert.Single(summarizer.Transcripts);
+        Assert.Equal(anthropic ? "claude-haiku-4-5" : "gpt-4o-mini", summarizer.Models[0]); // the cheapest tier of the same provider
+        Assert.Contains("RES005X9", summarizer.Transcripts[0]);
+        Assert.DoesNotContain("RES006X9", summarizer.Transcripts[0]);
+        Assert.Contains("Hallo, ich möchte meine Reservierung prüfen.", summarizer.Transcripts[0]);
+        var head = anthropic ? after9["messages"]![0]!["content"]![0]!["text"]!.GetValue<string>() : after9["messages"]![1]!["content"]!.GetValue<string>();
+        Assert.StartsWith("[Summary of the earlier conversation (6 turns), by Bursar]\nZusammenfassung: reservations RES000X9", head);
+        Assert.Equal(CompactionPolicy.Summarize, first.Context!.Strategy);
+        Assert.True(first.Context.TokensRemoved > 0);
+        AssertValid(after9, anthropic);
+
+        // the next turn: same checkpoint, the stored summary, the same compacted head byte for byte
+        var (_, after10) = await Summarized(stage, 10, anthropic, policy);
+        Assert.Single(summarizer.Transcripts);
+        var opening = anthropic ? 1 : 2; // the summary's message (OpenAI: after the system message)
+        Assert.Equal(after9["messages"]!.AsArray().Take(opening).Select(m => m!.ToJsonString()), after10["messages"]!.AsArray().Take(opening).Select(m => m!.ToJsonString()));
+        // two turns later: the next checkpoint (9 turns) is summarized once more
+        await Summarized(stage, 11, anthropic, policy);
+        Assert.Equal(2, summarizer.Transcripts.Count);
+        Assert.Contains("RES008X9", summarizer.Transcripts[1]);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Without_a_summary_the_call_goes_on_uncompacted(bool anthropic)
+    {
+        var stage = DocumentCompressionStageTests.Stage(summarizer: new FakeSummarizer(answer: null));
+        var (call, after) = await Summarized(stage, 9, anthropic, new CompactionPolicy { Strategy = CompactionPolicy.Summarize, KeepTurns = 2, SummaryEvery = 3, TriggerTokens = 0, CacheAware = false });
+        Assert.Equal(call.Request.Body.ToJsonString(), after.ToJsonString());
+        Assert.Null(call.Context!.Strategy);
+    }
+
+    [Fact]
+    public async Task A_cache_aware_checkpoint_waits_until_the_summary_pays_for_itself()
+    {
+        var policy = new CompactionPolicy { Strategy = CompactionPolicy.Summarize, KeepTurns = 2, SummaryEvery = 3, TriggerTokens = 0, CacheAware = true };
+        var eager = new CompactionPolicy { Strategy = CompactionPolicy.Summarize, KeepTurns = 2, SummaryEvery = 3, TriggerTokens = 0, CacheAware = false };
+        // on Anthropic (cache reads 0.1x, writes 1.25x) a short conversation's first checkpoint does not pay; compacting eagerly does it anyway
+        var aware = await Summarized(DocumentCompressionStageTests.Stage(summarizer: new FakeSummarizer()), 6, anthropic: true, policy);
+        var now = await Summarized(DocumentCompressionStageTests.Stage(summarizer: new FakeSummarizer()), 6, anthropic: true, eager);
+        Assert.Null(aware.Call.Context!.Strategy);
+        Assert.Equal(CompactionPolicy.Summarize, now.Call.Context!.Strategy);
+    }
+
+    [Fact]
+    public void The_summary_store_keys_by_caller_and_replaced_turns_and_stays_bounded()
+    {
+        var store = new SummaryStore(capacity: 2);
+        var a = SummaryStore.KeyOf("key_a", "user: hi");
+        Assert.NotEqual(a, SummaryStore.KeyOf("key_b", "user: hi"));
+        Assert.NotEqual(a, SummaryStore.KeyOf("key_a", "user: hello"));
+        store.Add(a, "one");
+        store.Add(SummaryStore.KeyOf("key_a", "2"), "two");
+        store.Add(SummaryStore.KeyOf("key_a", "3"), "three");
+        Assert.Equal(2, store.Count);
+        Assert.False(store.TryGet(a, out _)); // the oldest went
     }
 
     /// <summary>The text of each tool result, in order.</summary>
