@@ -40,6 +40,12 @@ public sealed class DocumentCompressor(DocumentCompressionOptions options)
 
     public DocumentCompressionOptions Options { get; } = options;
 
+    /// <summary>Elements nested deeper than this are read as plain text (no recursion deeper, whatever the page).</summary>
+    public const int MaxDepth = 200;
+
+    /// <summary>Chrome-looking wrappers are checked for holding the page's text only this near the top (each check reads the element's text).</summary>
+    private const int TextCheckDepth = 32;
+
     /// <summary>Whether <paramref name="text"/> reads as HTML: a doctype, an html or body tag, or markup with several closing tags near its start.</summary>
     public static bool LooksLikeHtml(string text)
     {
@@ -69,15 +75,49 @@ public sealed class DocumentCompressor(DocumentCompressionOptions options)
         return start;
     }
 
+    /// <summary>
+    /// Markup nested deeper than this (estimated by <see cref="EstimatedDepth"/>) is not parsed: an HTML5 tree builder's work grows with the
+    /// square of the nesting, so such a document keeps its text as it is (whitespace collapsed, base64 stubbed). Real pages nest under 100.
+    /// </summary>
+    public const int MaxParseDepth = 2_000;
+
     /// <summary>The compressed document (the text itself when there is nothing to gain); words before an embedded page are kept as they are.</summary>
     public string Compress(string text, CancellationToken cancellationToken = default)
     {
         if (text.Length < Options.MinChars) return text;
         string plain;
-        if (LooksLikeHtml(text)) plain = HtmlToText(text, cancellationToken);
-        else if (HtmlStart(text) is var start and > 0) plain = string.Concat(text.AsSpan(0, start), "\n", HtmlToText(text[start..], cancellationToken));
+        if (LooksLikeHtml(text)) plain = EstimatedDepth(text) <= MaxParseDepth ? HtmlToText(text, cancellationToken) : text;
+        else if (HtmlStart(text) is var start and > 0 && EstimatedDepth(text) <= MaxParseDepth) plain = string.Concat(text.AsSpan(0, start), "\n", HtmlToText(text[start..], cancellationToken));
         else plain = text;
         return CollapseWhitespace(plain, Options.Base64MinChars);
+    }
+
+    private static readonly HashSet<string> VoidElements = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr", "p", "li", "td", "tr", "th", "option",
+    };
+
+    /// <summary>
+    /// An upper estimate of how deep <paramref name="html"/>'s elements nest, in one pass over its tags (start tags open, end tags close;
+    /// void elements and the ones whose end tag is optional do not count).
+    /// </summary>
+    public static int EstimatedDepth(string html)
+    {
+        int depth = 0, max = 0;
+        for (var i = 0; i < html.Length - 1; i++)
+        {
+            if (html[i] != '<') continue;
+            var c = html[i + 1];
+            if (c == '/') { if (depth > 0) depth--; continue; }
+            if (!char.IsAsciiLetter(c)) continue;
+            var end = i + 1;
+            while (end < html.Length && char.IsAsciiLetterOrDigit(html[end])) end++;
+            if (VoidElements.Contains(html[(i + 1)..end])) continue;
+            var close = html.IndexOf('>', end, Math.Min(1_000, html.Length - end)); // bounded: a tag that never closes costs no more
+            if (close > 0 && html[close - 1] == '/') continue;
+            if (++depth > max) max = depth;
+        }
+        return max;
     }
 
     /// <summary>The readable text of an HTML page, in Markdown-like form: headings, paragraphs, list items, table rows, fenced preformatted text.</summary>
@@ -87,11 +127,11 @@ public sealed class DocumentCompressor(DocumentCompressionOptions options)
         using var doc = parser.ParseDocument(html);
         var root = (INode?)doc.Body ?? doc.DocumentElement;
         var w = new TextWriterState { PageTextLength = root?.TextContent.Length ?? 0 };
-        if (root is not null) Walk(root, w, false, cancellationToken);
+        if (root is not null) Walk(root, w, false, 0, cancellationToken);
         return w.ToString();
     }
 
-    private static void Walk(INode node, TextWriterState w, bool inArticle, CancellationToken ct)
+    private static void Walk(INode node, TextWriterState w, bool inArticle, int depth, CancellationToken ct)
     {
         foreach (var child in node.ChildNodes)
         {
@@ -100,20 +140,48 @@ public sealed class DocumentCompressor(DocumentCompressionOptions options)
                 case IText t:
                     w.Inline(t.Data);
                     break;
+                case IElement e when depth >= MaxDepth:
+                    PlainText(e, w, ct);
+                    break;
                 case IElement e:
-                    Element(e, w, inArticle, ct);
+                    Element(e, w, inArticle, depth + 1, ct);
                     break;
             }
         }
     }
 
-    private static void Element(IElement e, TextWriterState w, bool inArticle, CancellationToken ct)
+    /// <summary>The text under <paramref name="root"/> without recursion (scripts, styles and hidden nodes still dropped): for pages nested past <see cref="MaxDepth"/>.</summary>
+    private static void PlainText(IElement root, TextWriterState w, CancellationToken ct)
+    {
+        var stack = new Stack<INode>();
+        stack.Push(root);
+        while (stack.Count > 0)
+        {
+            var node = stack.Pop();
+            if ((++w.Elements & 1023) == 0) ct.ThrowIfCancellationRequested();
+            if (node is IText t) { w.Inline(t.Data); continue; }
+            if (node is IElement e && (Dropped.Contains(e.LocalName) || IsHidden(e))) continue;
+            for (var i = node.ChildNodes.Length - 1; i >= 0; i--) stack.Push(node.ChildNodes[i]);
+        }
+    }
+
+    private static void Element(IElement e, TextWriterState w, bool inArticle, int depth, CancellationToken ct)
     {
         if ((++w.Elements & 1023) == 0) ct.ThrowIfCancellationRequested();
         var name = e.LocalName;
         if (Dropped.Contains(name) || IsHidden(e)) return;
         var holdsArticle = name is "article" or "main" || inArticle;
-        if (!holdsArticle && IsChrome(e, name) && !ContainsArticle(e) && !HoldsMostText(e, w)) return;
+        if (!holdsArticle && IsChrome(e, name))
+        {
+            // near the top a chrome-looking wrapper is checked (does it hold the article, or most of the page's text?); deeper down the
+            // checks would cost a pass over the subtree each, so a chrome-looking element is dropped unless a chrome-looking wrapper nearer the top was kept for holding the page
+            if (depth <= TextCheckDepth)
+            {
+                if (!ContainsArticle(e) && !HoldsMostText(e, w)) return;
+                w.TrustedDepth = Math.Min(w.TrustedDepth, depth); // this page's theme names its wrappers so: trust the deeper ones too
+            }
+            else if (w.TrustedDepth > depth) return;
+        }
         switch (name)
         {
             case "br":
@@ -125,23 +193,23 @@ public sealed class DocumentCompressor(DocumentCompressionOptions options)
             case "h1" or "h2" or "h3" or "h4" or "h5" or "h6":
                 w.Block();
                 w.Raw(new string('#', name[1] - '0') + " ");
-                Walk(e, w, holdsArticle, ct);
+                Walk(e, w, holdsArticle, depth, ct);
                 w.Block();
                 return;
             case "li":
                 w.Line();
                 w.Raw(e.ParentElement?.LocalName == "ol" ? (w.NextOrdinal(e) + ". ") : "- ");
-                Walk(e, w, holdsArticle, ct);
+                Walk(e, w, holdsArticle, depth, ct);
                 w.Line();
                 return;
             case "ul" or "ol":
                 w.Block();
-                Walk(e, w, holdsArticle, ct);
+                Walk(e, w, holdsArticle, depth, ct);
                 w.Block();
                 return;
             case "table":
                 w.Block();
-                Walk(e, w, holdsArticle, ct);
+                Walk(e, w, holdsArticle, depth, ct);
                 w.Block();
                 return;
             case "tr":
@@ -152,12 +220,12 @@ public sealed class DocumentCompressor(DocumentCompressionOptions options)
                     if (cell.LocalName is not ("td" or "th") || IsHidden(cell)) continue;
                     if (!first) w.Raw(" | ");
                     first = false;
-                    Walk(cell, w, holdsArticle, ct);
+                    Walk(cell, w, holdsArticle, depth, ct);
                 }
                 w.Line();
                 return;
             case "td" or "th":
-                Walk(e, w, holdsArticle, ct); // a cell outside a row
+                Walk(e, w, holdsArticle, depth, ct); // a cell outside a row
                 w.Inline(" ");
                 return;
             case "img":
@@ -165,7 +233,7 @@ public sealed class DocumentCompressor(DocumentCompressionOptions options)
         }
         var block = Blocks.Contains(name);
         if (block) w.Block();
-        Walk(e, w, holdsArticle, ct);
+        Walk(e, w, holdsArticle, depth, ct);
         if (block) w.Block();
     }
 
@@ -346,6 +414,8 @@ public sealed class DocumentCompressor(DocumentCompressionOptions options)
         private bool _space;
         public int Elements;
         public int PageTextLength;
+        /// <summary>The depth of the shallowest chrome-looking wrapper kept because it held the page (int.MaxValue: none).</summary>
+        public int TrustedDepth = int.MaxValue;
         private readonly Dictionary<IElement, int> _ordinals = [];
 
         public void Inline(string text)

@@ -169,6 +169,23 @@ public sealed class DocumentCompressionStageTests
     }
 
     [Fact]
+    public void Hostile_pages_are_compressed_in_bounded_time_and_stack()
+    {
+        var compressor = new DocumentCompressor(new DocumentCompressionOptions { MinChars = 0 });
+        // 50,000 nested elements (each looking like chrome), then 20,000 chrome siblings: no stack overflow, no quadratic blow-up
+        var deep = "<html><body>" + string.Concat(Enumerable.Repeat("<div class=\"nav\">x", 50_000)) + "deep text" + "</body></html>";
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        Assert.Contains("deep text", compressor.Compress(deep));
+        var wide = "<html><body><article>" + string.Concat(Enumerable.Range(0, 20_000).Select(i => $"<div class=\"share\"><p>t{i}</p></div>")) + "<p>kept</p></article></body></html>";
+        Assert.Contains("kept", compressor.Compress(wide));
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(20), $"{sw.Elapsed}");
+        // nesting just under the parse limit still parses (and drops the chrome); the readability pages nest far less
+        var nested = "<html><body>" + string.Concat(Enumerable.Repeat("<div>", 1_500)) + "<nav>menu</nav><p>inner text</p></body></html>";
+        Assert.InRange(DocumentCompressor.EstimatedDepth(nested), 1_500, DocumentCompressor.MaxParseDepth);
+        Assert.Equal("inner text", compressor.Compress(nested));
+    }
+
+    [Fact]
     public async Task Documents_that_do_not_shrink_leave_the_call_unedited()
     {
         var call = await Run(Stage(), Levers.OpenAI("gpt-4o", "A short plain question with nothing to compress."), policy: Compress);
