@@ -193,7 +193,7 @@ public sealed class Compactor(TokenCounter counter)
         {
             messages.Insert(first, new JsonObject { ["role"] = "user", ["content"] = text });
         }
-        var after = counter.Count(model, text);
+        var after = Count(model, text);
         return new CompactionOutcome(strategy, Math.Max(0, before - after), turns, 0);
     }
 
@@ -207,7 +207,7 @@ public sealed class Compactor(TokenCounter counter)
             var old = r.Owner[r.Property];
             var before = Count(model, old);
             var stub = Stub(r.Name, before, old);
-            var after = counter.Count(model, stub);
+            var after = Count(model, stub);
             if (after >= before) continue;
             r.Owner[r.Property] = stub;
             removed += before - after;
@@ -227,9 +227,27 @@ public sealed class Compactor(TokenCounter counter)
     private int Count(string model, JsonNode? node) => node switch
     {
         null => 0,
-        JsonValue v when v.TryGetValue<string>(out var s) => counter.Count(model, s),
-        _ => counter.Count(model, node.ToJsonString()),
+        JsonValue v when v.TryGetValue<string>(out var s) => Count(model, s),
+        _ => Count(model, node.ToJsonString()),
     };
+
+    /// <summary>
+    /// Token counts of texts seen before (a conversation re-sends its older turns on every call, so the same tool results are counted
+    /// again and again): keyed by the model, the text's length and its 64-bit hash; bounded, cleared when full.
+    /// </summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(string, int, ulong), int> _counts = new();
+    private const int CountCacheEntries = 16_384;
+
+    private int Count(string model, string text)
+    {
+        if (text.Length < 256) return counter.Count(model, text);
+        var key = (model, text.Length, System.IO.Hashing.XxHash3.HashToUInt64(System.Runtime.InteropServices.MemoryMarshal.AsBytes(text.AsSpan())));
+        if (_counts.TryGetValue(key, out var n)) return n;
+        if (_counts.Count >= CountCacheEntries) _counts.Clear();
+        n = counter.Count(model, text);
+        _counts[key] = n;
+        return n;
+    }
 
     /// <summary>The stub a pruned result leaves: the tool, the tokens removed, and the identifiers it held (ids, codes, dates, amounts), so later turns can still name them.</summary>
     internal static string Stub(string name, int tokens, JsonNode? result)

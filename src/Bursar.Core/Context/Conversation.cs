@@ -18,7 +18,7 @@ internal sealed class Conversation
     private readonly long[] _prefix;
     private readonly bool[] _system;
     private readonly bool[] _clean;
-    private readonly long[] _header;
+    private long[]? _header;
     /// <summary>Tool names by call id (OpenAI <c>tool_calls[].id</c>, Anthropic <c>tool_use.id</c>).</summary>
     private readonly Dictionary<string, string> _names = new(StringComparer.Ordinal);
 
@@ -29,7 +29,6 @@ internal sealed class Conversation
         _prefix = new long[messages.Count + 1];
         _system = new bool[messages.Count];
         _clean = new bool[messages.Count];
-        _header = new long[messages.Count];
     }
 
     public JsonArray Messages => _messages;
@@ -84,13 +83,6 @@ internal sealed class Conversation
                     break;
             }
         }
-        for (var i = 0; i < messages.Count; i++)
-        {
-            if (c._system[i]) continue;
-            var sb = new StringBuilder();
-            c.Describe(i, sb);
-            c._header[i] = sb.Length / 4;
-        }
         return c;
     }
 
@@ -117,12 +109,29 @@ internal sealed class Conversation
         long saving = 0;
         if (sliding)
         {
-            for (var i = from; i < to; i++) if (!_system[i]) saving += _prefix[i + 1] - _prefix[i] - _header[i];
+            var header = HeaderSizes();
+            for (var i = from; i < to; i++) if (!_system[i]) saving += _prefix[i + 1] - _prefix[i] - header[i];
             return saving;
         }
         foreach (var r in Results)
             if (r.Message >= from && r.Message < to && r.ApproxTokens > minPruned) saving += r.ApproxTokens - stubTokens;
         return saving;
+    }
+
+    /// <summary>The rough tokens each message's line in a sliding window's header takes (made on first use: only the sliding window weighs them).</summary>
+    private long[] HeaderSizes()
+    {
+        if (_header is not null) return _header;
+        var sizes = new long[_messages.Count];
+        var sb = new StringBuilder();
+        for (var i = 0; i < sizes.Length; i++)
+        {
+            if (_system[i]) continue;
+            sb.Clear();
+            Describe(i, sb);
+            sizes[i] = sb.Length / 4;
+        }
+        return _header = sizes;
     }
 
     /// <summary>The first message in [<paramref name="from"/>, <paramref name="to"/>) holding a result big enough to prune (-1: none).</summary>
