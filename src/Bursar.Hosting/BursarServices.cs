@@ -3,6 +3,7 @@ using Bursar.Core.Attribution;
 using Bursar.Core.Budgets;
 using Bursar.Core.Caching;
 using Bursar.Core.Caching.Semantic;
+using Bursar.Core.Context;
 using Bursar.Core.Keys;
 using Bursar.Core.Ledger;
 using Bursar.Core.Limits;
@@ -137,10 +138,16 @@ public static partial class BursarServices
         services.AddSingleton(sp => new Bursar.Core.Routing.OutputCapLearner(() => sp.GetRequiredService<Bursar.Core.Routing.RouteTable>().Current, sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<OutputCapService>();
         services.AddHostedService(sp => sp.GetRequiredService<OutputCapService>());
+        services.AddOptions<Bursar.Core.Context.DocumentCompressionOptions>().Bind(configuration.GetSection(Bursar.Core.Context.DocumentCompressionOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => new Bursar.Core.Context.DocumentCompressor(sp.GetRequiredService<IOptions<Bursar.Core.Context.DocumentCompressionOptions>>().Value));
+        services.AddSingleton(sp => new Bursar.Core.Context.Compactor(sp.GetRequiredService<TokenCounter>()));
+        services.AddSingleton(new Bursar.Core.Context.SummaryStore());
+        services.TryAddSingleton(Bursar.Core.Context.IConversationSummarizer.None);
         services.AddMetrics();
         // the levers, in LeverPipeline.Order (each face adds its provider call as the last step)
         new LeverPipelineBuilder(services)
-            .UseAttribution().UseRunGuard().UseExactCache().UseSemanticCache().UseRouting().UseOutputCaps().UsePromptCaching().UseAdmission();
+            .UseAttribution().UseRunGuard().UseExactCache().UseSemanticCache().UseRouting().UseContext().UseOutputCaps().UsePromptCaching().UseAdmission();
         return services;
     }
 

@@ -94,10 +94,14 @@ public static class PostgresMigrations
             CREATE INDEX jobs_queue ON jobs (state, deployment, model, created_unix_ms);
             CREATE INDEX jobs_batch ON jobs (batch_id) WHERE batch_id IS NOT NULL;
             """),
+        (3, "ledger: tokens the context lever removed and its strategy", """
+            ALTER TABLE ledger ADD COLUMN IF NOT EXISTS context_tokens_removed bigint NOT NULL DEFAULT 0;
+            ALTER TABLE ledger ADD COLUMN IF NOT EXISTS context_strategy text;
+            """),
     ];
 
     /// <summary>The newest schema version this build knows.</summary>
-    public static int Latest => All[^1].Version;
+    public static int Latest => All.Max(m => m.Version);
 
     /// <summary>Applies the migrations the database lacks, in one transaction; returns the versions applied now (empty when up to date).</summary>
     public static IReadOnlyList<int> Apply(NpgsqlDataSource data, TimeProvider time)
@@ -113,7 +117,7 @@ public static class PostgresMigrations
         if (applied.Count > 0 && applied.Max() > Latest)
             throw new InvalidOperationException($"The PostgreSQL database is at schema version {applied.Max()}, newer than this Bursar knows ({Latest}): upgrade Bursar before pointing it at this database.");
         var now = new List<int>();
-        foreach (var (version, name, sql) in All)
+        foreach (var (version, name, sql) in All.OrderBy(m => m.Version))
         {
             if (applied.Contains(version)) continue;
             Exec(c, tx, sql);

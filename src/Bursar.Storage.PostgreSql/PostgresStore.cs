@@ -126,7 +126,7 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
         "streamed, batch, input_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, " +
         "priced, cost, counterfactual_cost, saving_routing, saving_response_cache, saving_prompt_cache, saving_batch, saving_compaction, saving_output_cap, " +
         "latency_ms, ttft_ms, outcome, status_code, error_type, error_message, finish_reason, upstream_request_id, " +
-        "routing_reason, run_end_reason, volatile_prefix, reported_cost, prefix_hash, prefix_tokens, usage_estimated, batch_id, custom_id";
+        "routing_reason, run_end_reason, volatile_prefix, reported_cost, prefix_hash, prefix_tokens, usage_estimated, batch_id, custom_id, context_tokens_removed, context_strategy";
 
     /// <summary>One ledger row in <see cref="LedgerColumnList"/> order, for binary COPY.</summary>
     private static void WriteRow(NpgsqlBinaryImporter w, LedgerRecord r)
@@ -162,6 +162,8 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
         w.Write(r.PrefixTokens, NpgsqlDbType.Bigint);
         w.Write(r.UsageEstimated, NpgsqlDbType.Boolean);
         Text(r.BatchId); Text(r.CustomId);
+        w.Write(r.ContextTokensRemoved, NpgsqlDbType.Bigint);
+        Text(r.ContextStrategy);
     }
 
     /// <summary>Reads one ledger row whose columns start at <paramref name="o"/> in <see cref="LedgerColumnList"/> order.</summary>
@@ -186,6 +188,7 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
             FinishReason = S(38), UpstreamRequestId = S(39), RoutingReason = S(40), RunEndReason = S(41), VolatilePrefix = S(42),
             ReportedCost = D(43), PrefixHash = S(44), PrefixTokens = r.GetInt64(o + 45), UsageEstimated = r.GetBoolean(o + 46),
             BatchId = S(47), CustomId = S(48),
+            ContextTokensRemoved = r.GetInt64(o + 49), ContextStrategy = S(50),
         };
     }
 

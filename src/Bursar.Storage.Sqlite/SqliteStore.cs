@@ -93,6 +93,8 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
         AddColumn(c, "ledger", "usage_estimated", "INTEGER NOT NULL DEFAULT 0");
         AddColumn(c, "ledger", "batch_id", "TEXT");
         AddColumn(c, "ledger", "custom_id", "TEXT");
+        AddColumn(c, "ledger", "context_tokens_removed", "INTEGER NOT NULL DEFAULT 0");
+        AddColumn(c, "ledger", "context_strategy", "TEXT");
         AddColumn(c, "keys", "downgrade_model", "TEXT");
         AddColumn(c, "keys", "unpriced_policy", "TEXT");
         AddColumn(c, "keys", "allowed_customers", "TEXT");
@@ -193,6 +195,8 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
         ("usage_estimated", (b, r) => b.Int(r.UsageEstimated ? 1 : 0)),
         ("batch_id", (b, r) => b.Text(r.BatchId)),
         ("custom_id", (b, r) => b.Text(r.CustomId)),
+        ("context_tokens_removed", (b, r) => b.Int(r.ContextTokensRemoved)),
+        ("context_strategy", (b, r) => b.Text(r.ContextStrategy)),
     ];
 
     private static readonly string[] LedgerColumns = LedgerWrite.Select(c => c.Column).ToArray();
@@ -339,6 +343,7 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
             PrefixHash = S(o + 44), PrefixTokens = r.IsDBNull(o + 45) ? 0 : r.GetInt64(o + 45),
             UsageEstimated = !r.IsDBNull(o + 46) && r.GetInt64(o + 46) != 0,
             BatchId = S(o + 47), CustomId = S(o + 48),
+            ContextTokensRemoved = r.IsDBNull(o + 49) ? 0 : r.GetInt64(o + 49), ContextStrategy = S(o + 50),
         };
     }
 

@@ -168,6 +168,41 @@ internal static class EvalCommand
             return Task.FromResult(0);
         });
         eval.Subcommands.Add(routing);
+        eval.Subcommands.Add(CompressionCommand());
+        eval.Subcommands.Add(EvalCompactionCommand.Create());
         return eval;
+    }
+
+    /// <summary><c>bursar eval compression</c>: document compression on pages with a known article (tokens before and after, recall of the article's words).</summary>
+    private static Command CompressionCommand()
+    {
+        var pagesOption = new Option<string>("--pages") { Description = "A folder of page folders, each with source.html and the article in expected.html (Mozilla readability's test pages)", DefaultValueFactory = _ => "../shared/data/documents/readability" };
+        var modelOption = new Option<string>("--model") { Description = "The model whose tokenizer counts the tokens", DefaultValueFactory = _ => "gpt-4o" };
+        var all = new Option<bool>("--all") { Description = "One row per page (default: the ten lowest recalls)" };
+        var command = new Command("compression", "Document compression on real web pages: tokens of the raw HTML and of the compressed text, and recall of the article's words") { pagesOption, modelOption, all };
+        command.SetAction((pr, ct) =>
+        {
+            var folder = pr.GetValue(pagesOption)!;
+            if (!Directory.Exists(folder)) { Console.Error.WriteLine($"No such folder: {folder}"); return Task.FromResult(2); }
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
+            var result = Bursar.Core.Context.CompressionEvaluation.Run(folder, new Bursar.Core.Context.DocumentCompressor(new Bursar.Core.Context.DocumentCompressionOptions()),
+                Bursar.Core.Tokens.TokenCounter.Default, pr.GetValue(modelOption)!, new Progress<int>(n => Console.Error.Write($"\r  {n} pages")));
+            Console.Error.WriteLine($"\r  {result.Pages.Count} pages in {System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds:F1} s");
+            Console.WriteLine($"{"page",-36} {"raw HTML",10} {"compressed",10} {"article",9} {"removed",8} {"recall",7}");
+            var rows = pr.GetValue(all) ? result.Pages : result.Pages.OrderBy(p => p.Recall).Take(10).ToList();
+            foreach (var p in rows)
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{p.Name,-36} {p.RawTokens,10:N0} {p.CompressedTokens,10:N0} {p.ArticleTokens,9:N0} {p.Reduction,8:P1} {p.Recall,7:P1}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"all " + result.Pages.Count + " pages",-36} {result.RawTokens,10:N0} {result.CompressedTokens,10:N0} {result.ArticleTokens,9:N0} {result.Reduction,8:P1} {result.MeanRecall,7:P1}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"\nTokens ({result.Model} tokenizer): {result.RawTokens:N0} raw -> {result.CompressedTokens:N0} compressed, {result.Reduction:P1} fewer; recall of the article's words: mean {result.MeanRecall:P2} per page, {result.PooledRecall:P2} pooled; median page reduction {Median(result.Pages.Select(p => p.Reduction)):P1}."));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Target: >= 98% recall at >= 40% fewer tokens: {(result.MeanRecall >= 0.98 && result.Reduction >= 0.40 ? "met" : "not met")}."));
+            return Task.FromResult(0);
+        });
+        return command;
+
+        static double Median(IEnumerable<double> values)
+        {
+            var v = values.Order().ToArray();
+            return v.Length == 0 ? 0 : v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
+        }
     }
 }

@@ -70,6 +70,10 @@ public sealed record LedgerRecord
     public decimal SavingBatch { get; init; }
     public decimal SavingCompaction { get; init; }
     public decimal SavingOutputCap { get; init; }
+    /// <summary>Input tokens the context lever removed from this call (document compression and compaction).</summary>
+    public long ContextTokensRemoved { get; init; }
+    /// <summary>What removed them: <c>compress</c>, a compaction strategy (<c>prune-tool-results</c>, <c>sliding-window</c>), or both joined by <c>+</c>.</summary>
+    public string? ContextStrategy { get; init; }
     /// <summary>For imported call logs: the cost the source log reported (the ledger's <see cref="Cost"/> is always the catalog's).</summary>
     public decimal? ReportedCost { get; init; }
 

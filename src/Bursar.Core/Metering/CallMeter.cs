@@ -113,7 +113,7 @@ public sealed partial class CallMeter
             LogUsageUnreadable(_logger, c.Provider, served, c.Id);
         }
         decimal? cost = null;
-        decimal promptCacheSaving = 0m, routingSaving = 0m;
+        decimal promptCacheSaving = 0m, routingSaving = 0m, contextSaving = 0m;
         var priced = false;
         if (served is not null)
         {
@@ -128,6 +128,15 @@ public sealed partial class CallMeter
                 // routing credits what the same tokens would have cost on the model the caller asked for
                 if (c.RoutedFrom is not null && c.RoutedFrom != served && _catalog().Find(c.RoutedFrom).Price is { } asked)
                     routingSaving = CostCalculator.Compute(asked, usage).Total - cost.Value;
+                // the context lever credits the tokens it removed at the rate this call would have billed them (the cache-read rate
+                // when the call read its prefix from the cache: the removed turns sat in it; else the input rate), less what moving its
+                // boundary cost: the tokens written to the cache again at the write rate instead of read (negative when a step did not pay)
+                if (c.Context is { TokensRemoved: > 0 } context && c.CacheHit is null)
+                {
+                    var read = price.Rates.CacheRead ?? price.Rates.Input;
+                    contextSaving = (context.TokensRemoved * (usage.CacheReadTokens > 0 ? read : price.Rates.Input)
+                        - context.RewrittenTokens * ((price.Rates.CacheWrite5m ?? price.Rates.Input) - read)) / 1_000_000m;
+                }
             }
             else if (!usage.IsEmpty)
             {
@@ -169,13 +178,16 @@ public sealed partial class CallMeter
             UsageEstimated = usageEstimated,
             Priced = priced,
             Cost = cost,
-            CounterfactualCost = cost + (c.CacheHit?.CostUsd ?? 0m) + promptCacheSaving + routingSaving,
+            CounterfactualCost = cost + (c.CacheHit?.CostUsd ?? 0m) + promptCacheSaving + routingSaving + contextSaving,
             SavingRouting = routingSaving,
             Route = c.Route,
             PrefixHash = c.Prefix?.Hash,
             PrefixTokens = c.Prefix?.Tokens ?? 0,
             SavingResponseCache = c.CacheHit?.CostUsd ?? 0m,
             SavingPromptCache = promptCacheSaving,
+            SavingCompaction = contextSaving,
+            ContextTokensRemoved = c.CacheHit is null ? c.Context?.TokensRemoved ?? 0 : 0,
+            ContextStrategy = c.CacheHit is null ? c.Context?.Strategy : null,
             LatencyMs = elapsed.TotalMilliseconds,
             TimeToFirstTokenMs = ttft,
             Outcome = c.Outcome,
@@ -210,6 +222,7 @@ public sealed partial class CallMeter
         if (record.SavingResponseCache > 0) _saved.Add((double)record.SavingResponseCache, new KeyValuePair<string, object?>("lever", "response_cache"));
         if (record.SavingPromptCache != 0) _saved.Add((double)record.SavingPromptCache, new KeyValuePair<string, object?>("lever", "prompt_cache"));
         if (record.SavingRouting != 0) _saved.Add((double)record.SavingRouting, new KeyValuePair<string, object?>("lever", "routing"));
+        if (record.SavingCompaction != 0) _saved.Add((double)record.SavingCompaction, new KeyValuePair<string, object?>("lever", "context"));
         if (c.CacheHit is not null) _cacheHits.Add(1, new KeyValuePair<string, object?>("kind", c.Provider == "bursar-semantic-cache" ? "semantic" : "exact"));
         if (c.Outcome == "refused") _refusals.Add(1, new KeyValuePair<string, object?>("reason", record.ErrorType ?? "policy"));
         var provider = new KeyValuePair<string, object?>("gen_ai.provider.name", c.Provider ?? c.Dialect);

@@ -76,6 +76,8 @@ public sealed class LeverCall
     /// <summary>Bursar placed the prompt-cache breakpoints of this call (the caller had none): the net caching saving is Bursar's.</summary>
     public bool PromptCachePlaced { get; set; }
     public string? VolatilePrefix { get; set; }
+    /// <summary>What the context lever did (documents compressed, the compaction applied, tokens removed); null when it did nothing.</summary>
+    public Context.ContextReport? Context { get; set; }
     /// <summary>What admission decided (the reservation to settle, the run to advance).</summary>
     public AdmissionDecision Admitted { get; set; } = AdmissionDecision.None;
     /// <summary>The ledger record is written: set once, before the call's last byte reaches the caller.</summary>

@@ -63,6 +63,10 @@ public sealed class RoutePolicy
     /// <c>x-bursar-defer</c>). Streamed calls and turns of a run always run now.
     /// </summary>
     public TimeSpan? Defer { get; set; }
+    /// <summary>Document compression (HTML to text, whitespace, repeated headers and footers, base64 stubs) on this route: null keeps the per-feature setting.</summary>
+    public bool? DocumentCompression { get; set; }
+    /// <summary>Context compaction on this route (null: none): the strategy and its knobs (<see cref="Context.CompactionPolicy"/>).</summary>
+    public Context.CompactionPolicy? Compaction { get; set; }
     /// <summary>Learn the output cap from the ledger: p95 of this route's output tokens + 10%, recomputed periodically; <see cref="MaxTokens"/> is the cap until there is data.</summary>
     public bool LearnMaxTokens { get; set; }
     /// <summary>A learned cap that cuts off more than this share of calls (finish reason length / max_tokens) is raised (default 0.05).</summary>
@@ -82,9 +86,10 @@ public sealed class RoutePolicy
         if (Classifier is not ("complexity" or "llm")) throw new InvalidOperationException($"{where}:Classifier '{Classifier}' (route '{Name}') must be 'complexity' or 'llm'.");
         if (StrongShare is < 0 or > 1) throw new InvalidOperationException($"{where}:StrongShare {StrongShare} (route '{Name}') must be between 0 and 1.");
         if (ConfidenceMargin is < 0 or > 0.5) throw new InvalidOperationException($"{where}:ConfidenceMargin {ConfidenceMargin} (route '{Name}') must be between 0 and 0.5.");
+        Compaction?.Validate($"{where}:Compaction", Name);
         if (MaxTruncationRate is <= 0 or >= 1) throw new InvalidOperationException($"{where}:MaxTruncationRate {MaxTruncationRate} (route '{Name}') must be between 0 and 1.");
         if (isServed is not null)
-            foreach (var (field, m) in new[] { ("Model", Model), ("ClassifierModel", ClassifierModel) }.Concat(Ladder.Select(x => ("Ladder", (string?)x))).Concat(Fallbacks.Select(x => ("Fallbacks", (string?)x))))
+            foreach (var (field, m) in new[] { ("Model", Model), ("ClassifierModel", ClassifierModel), ("Compaction:SummaryModel", Compaction?.SummaryModel) }.Concat(Ladder.Select(x => ("Ladder", (string?)x))).Concat(Fallbacks.Select(x => ("Fallbacks", (string?)x))))
                 if (m is not null && !isServed(m))
                     throw new InvalidOperationException($"{where}:{field} '{m}' (route '{Name}') is not served by any deployment; add it to Bursar:Providers:Deployments:<name>:Models.");
     }

@@ -34,7 +34,8 @@ public sealed record StoredRoute(string Name, int Priority, RoutePolicy Policy)
         {
             var snake = JsonNamingPolicy.SnakeCaseLower.ConvertName(key);
             if (normalized.ContainsKey(snake)) throw new JsonException($"the field '{key}' is given twice (as '{snake}')");
-            normalized[snake] = value?.DeepClone();
+            // a nested policy (compaction) takes its fields in either case too
+            normalized[snake] = value is System.Text.Json.Nodes.JsonObject nested ? Normalize(nested) : value?.DeepClone();
         }
         try
         {
@@ -44,6 +45,18 @@ public sealed record StoredRoute(string Name, int Priority, RoutePolicy Policy)
         {
             throw new JsonException($"unknown field '{path.TrimStart('$', '.')}'", e);
         }
+    }
+
+    private static System.Text.Json.Nodes.JsonObject Normalize(System.Text.Json.Nodes.JsonObject body)
+    {
+        var normalized = new System.Text.Json.Nodes.JsonObject();
+        foreach (var (key, value) in body)
+        {
+            var snake = JsonNamingPolicy.SnakeCaseLower.ConvertName(key);
+            if (normalized.ContainsKey(snake)) throw new JsonException($"the field '{key}' is given twice (as '{snake}')");
+            normalized[snake] = value?.DeepClone();
+        }
+        return normalized;
     }
 }
 

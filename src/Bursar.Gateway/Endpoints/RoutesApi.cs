@@ -62,7 +62,7 @@ public static class RoutesApi
         }
         catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException)
         {
-            return TypedResults.Problem(statusCode: 400, title: "Bad route", detail: $"Route '{name}': {e.Message}. Fields (snake_case, or PascalCase as in appsettings.json): task, feature, team, key_id, requested_model, min_input_tokens, max_input_tokens, model, ladder, strong_share, confidence_margin, fallbacks, max_tokens, learn_max_tokens, max_truncation_rate, stop, priority.");
+            return TypedResults.Problem(statusCode: 400, title: "Bad route", detail: $"Route '{name}': {e.Message}. Fields (snake_case, or PascalCase as in appsettings.json): task, feature, team, key_id, requested_model, min_input_tokens, max_input_tokens, model, ladder, strong_share, confidence_margin, fallbacks, max_tokens, learn_max_tokens, max_truncation_rate, stop, document_compression, compaction (an object: strategy, keep_turns, trigger_tokens, min_pruned_tokens, cache_aware, expected_remaining_turns), priority.");
         }
         try
         {

@@ -68,6 +68,7 @@ public static partial class GatewayHost
         // the lever pipeline with the gateway's provider call as its last step
         services.AddSingleton<IServedModels, Bursar.Gateway.Routing.DeploymentModels>();
         services.AddSingleton<IDifficultyClassifier>(sp => sp.GetRequiredService<Bursar.Gateway.Routing.LlmClassifier>());
+        services.AddSingleton<Bursar.Core.Context.IConversationSummarizer, Bursar.Gateway.Context.LlmSummarizer>();
         services.AddSingleton<UpstreamCall>();
         services.AddSingleton<ResponseChains>();
         services.AddSingleton<Bursar.Gateway.Endpoints.StoredResponses>();

@@ -24,6 +24,9 @@ public static partial class UsageReader
     /// <summary>Anthropic <c>usage</c>: three separate input counts, creation split by TTL when <c>cache_creation</c> is present.</summary>
     public static TokenUsage ReadAnthropic(JsonElement usage, TokenUsage? previous = null)
     {
+        // compaction (context_management compact_20260112, on-demand compaction) and advisor calls bill in usage.iterations: the top-level
+        // counts leave them out, so with entries present the bill is their sum (PROVIDER_API.md section 10's gateway rule)
+        if (Iterations(usage) is { } summed) return summed;
         // message_delta usage is cumulative and may omit input counts: keep the message_start values then
         var p = previous ?? default;
         var input = OptLong(usage, "input_tokens") ?? p.InputTokens;
@@ -43,6 +46,33 @@ public static partial class UsageReader
         if (e5 is null && e1 is null && previous is not null && p.CacheWriteTokens == creation)
             u = u with { CacheWrite5mTokens = p.CacheWrite5mTokens, CacheWrite1hTokens = p.CacheWrite1hTokens };
         return u;
+    }
+
+    /// <summary>
+    /// The sum of a non-empty <c>usage.iterations</c> array (each entry's input, cache reads, cache writes split by TTL, output), or null
+    /// when there is none. Entries that name another model (an advisor) are summed too and priced at the served model's rates.
+    /// </summary>
+    public static TokenUsage? Iterations(JsonElement usage)
+    {
+        if (!usage.TryGetProperty("iterations", out var its) || its.ValueKind != JsonValueKind.Array || its.GetArrayLength() == 0) return null;
+        var total = default(TokenUsage);
+        var any = false;
+        foreach (var it in its.EnumerateArray())
+        {
+            if (it.ValueKind != JsonValueKind.Object) continue;
+            any = true;
+            long? e5 = null, e1 = null;
+            if (it.TryGetProperty("cache_creation", out var cc) && cc.ValueKind == JsonValueKind.Object)
+            {
+                e5 = OptLong(cc, "ephemeral_5m_input_tokens");
+                e1 = OptLong(cc, "ephemeral_1h_input_tokens");
+            }
+            var creation = OptLong(it, "cache_creation_input_tokens") ?? (e5 ?? 0) + (e1 ?? 0);
+            var u = TokenUsage.FromAnthropic(Long(it, "input_tokens"), creation, Long(it, "cache_read_input_tokens"), Long(it, "output_tokens"), e5, e1);
+            total = new TokenUsage(total.InputTokens + u.InputTokens, total.CacheReadTokens + u.CacheReadTokens, total.CacheWrite5mTokens + u.CacheWrite5mTokens,
+                total.CacheWrite1hTokens + u.CacheWrite1hTokens, total.OutputTokens + u.OutputTokens);
+        }
+        return any ? total : null;
     }
 
     /// <summary>

@@ -201,14 +201,25 @@ public sealed partial class ProviderSimulator
         var body = ParseBody(x, Dialect.Anthropic);
         if (string.IsNullOrEmpty(x.Header("x-api-key")) && string.IsNullOrEmpty(x.Header("authorization")))
             throw new SimulatorRequestException(Dialect.Anthropic, new ProviderError(401, "x-api-key header is required"));
-        var p = ReadAnthropicPrompt(body, requireMaxTokens: true);
+        // context management: a compaction block sent back replaces what precedes it; the clearing and compaction edits change what the model reads
+        var edits = ReadContextEdits(body, x);
+        var read = AfterCompactionBlock(body);
+        var p = ReadAnthropicPrompt(read, requireMaxTokens: true);
+        ContextApplied? applied = null;
+        if (edits is { Clear: not null } or { Compact: not null })
+        {
+            applied = ApplyContextEdits(read, edits, p.Model);
+            if (!ReferenceEquals(applied.Body, read)) p = ReadAnthropicPrompt(applied.Body, requireMaxTokens: true);
+        }
+        var paused = applied is { Paused: true };
+        var structured = ReadStructuredFormat(body, Dialect.Anthropic, p.AllText, x);
         var maxTokens = body["max_tokens"]!.GetValue<long>();
         var stream = body["stream"]?.GetValue<bool>() ?? false;
         var fault = TakeFault(p.AllText);
         if (fault is { MidStream: false }) throw new SimulatorRequestException(Dialect.Anthropic, FaultError(fault));
 
         var minCache = (int)(_catalog.Find(p.Model).Price?.PromptCacheMinTokens ?? _options.DefaultAnthropicMinCacheTokens);
-        var cache = Cache.Anthropic(p.Model, p.Blocks, minCache);
+        var cache = paused ? default : Cache.Anthropic(p.Model, p.Blocks, minCache);
 
         // decide the answer: a tool call, or text
         JsonObject? toolUse = null;
@@ -219,7 +230,7 @@ public sealed partial class ProviderSimulator
         if (choiceType is not ("auto" or "any" or "tool" or "none"))
             throw Bad(Dialect.Anthropic, $"tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none', not '{choiceType}'");
         // "auto" calls the first tool unless the last turn is a tool's result; "any" and "tool" always call one; "none" never does
-        if (tools is { Count: > 0 } && (choiceType is "any" or "tool" || (choiceType == "auto" && !p.LastIsToolResult)) && maxTokens > 0)
+        if (!paused && tools is { Count: > 0 } && (choiceType is "any" or "tool" || (choiceType == "auto" && !p.LastIsToolResult)) && maxTokens > 0)
         {
             var name = choiceType == "tool" ? choice!["name"]?.GetValue<string>() : null;
             var tool = (name is null ? tools[0] : tools.FirstOrDefault(t => t?["name"]?.GetValue<string>() == name)) as JsonObject
@@ -236,11 +247,22 @@ public sealed partial class ProviderSimulator
         int outTokens;
         string stopReason;
         string? stopSeq = null;
-        if (toolUse is not null)
+        if (paused)
+        {
+            // pause_after_compaction: the answer is the compaction block alone
+            (text, outTokens, stopReason) = ("", 0, "compaction");
+        }
+        else if (toolUse is not null)
         {
             text = "";
             outTokens = _counter.Count(p.Model, toolUse.ToJsonString());
             stopReason = "tool_use";
+        }
+        else if (structured is not null)
+        {
+            // structured outputs: the JSON in a text block, valid against the schema unless max_tokens cuts it
+            (text, outTokens, var truncated) = Structured(p.Model, StructuredAnswer(structured, p.LastUserText), maxTokens);
+            stopReason = truncated ? "max_tokens" : "end_turn";
         }
         else
         {
@@ -262,7 +284,9 @@ public sealed partial class ProviderSimulator
                 w.WriteString("role", "assistant");
                 w.WriteString("model", p.Model);
                 w.WriteStartArray("content");
-                if (toolUse is not null) toolUse.WriteTo(w);
+                if (applied?.Summary is { } summary) WriteCompactionBlock(w, summary);
+                if (paused) { }
+                else if (toolUse is not null) toolUse.WriteTo(w);
                 else
                 {
                     w.WriteStartObject();
@@ -273,7 +297,8 @@ public sealed partial class ProviderSimulator
                 w.WriteEndArray();
                 w.WriteString("stop_reason", stopReason);
                 if (stopSeq is null) w.WriteNull("stop_sequence"); else w.WriteString("stop_sequence", stopSeq);
-                WriteAnthropicUsage(w, cache, outTokens, full: true);
+                WriteAnthropicUsage(w, cache, outTokens, full: true, iw => WriteIterations(iw, applied, edits, cache, outTokens, p.Model));
+                if (edits?.Clear is not null) WriteAppliedEdits(w, applied);
             }, ct).ConfigureAwait(false);
             return;
         }
@@ -294,10 +319,37 @@ public sealed partial class ProviderSimulator
             WriteAnthropicUsage(w, cache, 1, full: true);
             w.WriteEndObject();
         }, ct).ConfigureAwait(false);
-        await Event(x, "content_block_start", w =>
+        var index = 0;
+        if (applied?.Summary is { } streamedSummary)
+        {
+            // the compaction block first: start, one compaction_delta, stop
+            await Event(x, "content_block_start", w =>
+            {
+                w.WriteString("type", "content_block_start");
+                w.WriteNumber("index", 0);
+                w.WriteStartObject("content_block");
+                w.WriteString("type", "compaction");
+                w.WriteNull("content");
+                w.WriteNull("encrypted_content");
+                w.WriteEndObject();
+            }, ct).ConfigureAwait(false);
+            await Event(x, "content_block_delta", w =>
+            {
+                w.WriteString("type", "content_block_delta");
+                w.WriteNumber("index", 0);
+                w.WriteStartObject("delta");
+                w.WriteString("type", "compaction_delta");
+                w.WriteString("content", streamedSummary);
+                w.WriteNull("encrypted_content");
+                w.WriteEndObject();
+            }, ct).ConfigureAwait(false);
+            await Event(x, "content_block_stop", w => { w.WriteString("type", "content_block_stop"); w.WriteNumber("index", 0); }, ct).ConfigureAwait(false);
+            index = 1;
+        }
+        if (!paused) await Event(x, "content_block_start", w =>
         {
             w.WriteString("type", "content_block_start");
-            w.WriteNumber("index", 0);
+            w.WriteNumber("index", index);
             w.WritePropertyName("content_block");
             if (toolUse is not null)
             {
@@ -319,7 +371,7 @@ public sealed partial class ProviderSimulator
         }, ct).ConfigureAwait(false);
         await Event(x, "ping", w => w.WriteString("type", "ping"), ct).ConfigureAwait(false);
 
-        var pieces = toolUse is not null ? SplitJson(toolUse["input"]!.ToJsonString()) : Chunks(text).ToList();
+        var pieces = paused ? [] : toolUse is not null ? SplitJson(toolUse["input"]!.ToJsonString()) : Chunks(text).ToList();
         var first = true;
         foreach (var piece in pieces)
         {
@@ -327,7 +379,7 @@ public sealed partial class ProviderSimulator
             await Event(x, "content_block_delta", w =>
             {
                 w.WriteString("type", "content_block_delta");
-                w.WriteNumber("index", 0);
+                w.WriteNumber("index", index);
                 w.WriteStartObject("delta");
                 if (toolUse is not null)
                 {
@@ -355,7 +407,7 @@ public sealed partial class ProviderSimulator
             }
             first = false;
         }
-        await Event(x, "content_block_stop", w => { w.WriteString("type", "content_block_stop"); w.WriteNumber("index", 0); }, ct).ConfigureAwait(false);
+        if (!paused) await Event(x, "content_block_stop", w => { w.WriteString("type", "content_block_stop"); w.WriteNumber("index", index); }, ct).ConfigureAwait(false);
         await Event(x, "message_delta", w =>
         {
             w.WriteString("type", "message_delta");
@@ -363,7 +415,8 @@ public sealed partial class ProviderSimulator
             w.WriteString("stop_reason", stopReason);
             if (stopSeq is null) w.WriteNull("stop_sequence"); else w.WriteString("stop_sequence", stopSeq);
             w.WriteEndObject();
-            WriteAnthropicUsage(w, cache, outTokens, full: false);
+            WriteAnthropicUsage(w, cache, outTokens, full: false, iw => WriteIterations(iw, applied, edits, cache, outTokens, p.Model));
+            if (edits?.Clear is not null) WriteAppliedEdits(w, applied);
         }, ct).ConfigureAwait(false);
         await Event(x, "message_stop", w => w.WriteString("type", "message_stop"), ct).ConfigureAwait(false);
     }
@@ -374,7 +427,7 @@ public sealed partial class ProviderSimulator
         return json.Length < 4 ? [json] : [json[..mid], json[mid..]];
     }
 
-    private static void WriteAnthropicUsage(Utf8JsonWriter w, CacheOutcome c, long output, bool full)
+    private static void WriteAnthropicUsage(Utf8JsonWriter w, CacheOutcome c, long output, bool full, Action<Utf8JsonWriter>? iterations = null)
     {
         w.WriteStartObject("usage");
         w.WriteNumber("input_tokens", c.Input);
@@ -389,6 +442,7 @@ public sealed partial class ProviderSimulator
         }
         w.WriteNumber("output_tokens", output);
         if (full) w.WriteString("service_tier", "standard");
+        iterations?.Invoke(w);
         w.WriteEndObject();
     }
 

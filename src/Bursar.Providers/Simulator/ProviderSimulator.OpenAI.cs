@@ -85,6 +85,7 @@ public sealed partial class ProviderSimulator
             }
         }
         var allText = prompt.ToString();
+        var structured = ReadStructuredFormat(body, d, allText, x);
         var fault = TakeFault(allText);
         if (fault is { MidStream: false }) throw new SimulatorRequestException(d, FaultError(fault));
 
@@ -139,6 +140,12 @@ public sealed partial class ProviderSimulator
         {
             outTokens = _counter.Count(model, toolCall.ToJsonString());
             finish = "tool_calls";
+        }
+        else if (structured is not null)
+        {
+            // structured outputs: JSON valid against the schema; cut short (and so invalid) only when max_tokens runs out, as a real model's is
+            (text2, outTokens, var truncated) = Structured(model, StructuredAnswer(structured, lastUser), Math.Max(1, maxTokens - reasoning));
+            finish = truncated ? "length" : "stop";
         }
         else
         {

@@ -55,8 +55,16 @@ public static class RequestTranslator
                     throw Cannot("reasoning_effort", "use a Claude model's 'thinking' setting through the Messages API instead.");
                 case "response_format" when Str(value?["type"]) is "text" or null:
                     break;
+                case "response_format" when Str(value?["type"]) == "json_schema":
+                    // Claude's structured outputs (GA): output_config.format, a schema with no name and no strict flag (always enforced)
+                    if (value!["json_schema"]?["schema"] is not JsonObject schema)
+                        throw Cannot("response_format.json_schema.schema", "Claude's structured outputs need the JSON schema as an object.");
+                    a["output_config"] = new JsonObject { ["format"] = new JsonObject { ["type"] = "json_schema", ["schema"] = schema.DeepClone() } };
+                    break;
+                case "response_format" when Str(value?["type"]) == "json_object":
+                    throw Cannot("response_format", "json_object (any JSON object) has no Claude equivalent: Claude's structured outputs take a schema; send {\"type\":\"json_schema\",\"json_schema\":{\"name\":...,\"schema\":{...}}}.");
                 case "response_format":
-                    throw Cannot("response_format", "structured output modes have no Claude Messages equivalent here; use a tool with an input_schema.");
+                    throw Cannot("response_format", $"type '{Str(value?["type"])}' has no Claude equivalent; Claude takes json_schema (as output_config.format).");
                 default:
                     if (!IgnoredFromOpenAI.Contains(name)) throw Cannot(name, "the Anthropic Messages API has no such field.");
                     break;
@@ -252,6 +260,31 @@ public static class RequestTranslator
 
     // ------------------------------------------------------------------ Anthropic -> OpenAI
 
+    /// <summary>
+    /// Claude's structured outputs as OpenAI's <c>response_format</c>: <c>output_config.format</c> (GA) or the deprecated beta
+    /// <c>output_format</c> (not both, as the SDK refuses) becomes a strict <c>json_schema</c> (Claude always enforces its schema).
+    /// </summary>
+    private static JsonObject ResponseFormat(JsonObject a)
+    {
+        var config = a["output_config"];
+        if (config is not null and not JsonObject) throw Cannot("output_config", "expected an object.");
+        if (config?["effort"] is not null) throw Cannot("output_config.effort", "OpenAI Chat Completions has no effort setting for this request.");
+        foreach (var (name, _) in config?.AsObject() ?? [])
+            if (name is not ("format" or "effort")) throw Cannot("output_config." + name, "the OpenAI Chat Completions API has no such field.");
+        var configFormat = config?["format"];
+        var beta = a["output_format"];
+        if (configFormat is not null && beta is not null) throw Cannot("output_format", "send output_config.format or the deprecated output_format, not both.");
+        var field = beta is not null ? "output_format" : "output_config.format";
+        var format = (configFormat ?? beta) as JsonObject ?? throw Cannot(field, "expected {\"type\":\"json_schema\",\"schema\":{...}}.");
+        if (Str(format["type"]) != "json_schema") throw Cannot(field + ".type", $"'{Str(format["type"])}' has no Chat Completions equivalent; only json_schema does.");
+        if (format["schema"] is not JsonObject schema) throw Cannot(field + ".schema", "the JSON schema must be an object.");
+        return new JsonObject
+        {
+            ["type"] = "json_schema",
+            ["json_schema"] = new JsonObject { ["name"] = "structured_output", ["schema"] = schema.DeepClone(), ["strict"] = true },
+        };
+    }
+
     private static readonly HashSet<string> IgnoredFromAnthropic = ["metadata", "cache_control", "service_tier", "stream"];
 
     public static JsonObject AnthropicToOpenAI(JsonObject a)
@@ -269,6 +302,9 @@ public static class RequestTranslator
                     throw Cannot("thinking", "extended thinking has no Chat Completions equivalent; use a reasoning model's reasoning_effort.");
                 case "top_k":
                     throw Cannot("top_k", "OpenAI Chat Completions has no top_k.");
+                case "output_config" or "output_format":
+                    o["response_format"] = ResponseFormat(a);
+                    break;
                 default:
                     if (!IgnoredFromAnthropic.Contains(name)) throw Cannot(name, "the OpenAI Chat Completions API has no such field.");
                     break;
