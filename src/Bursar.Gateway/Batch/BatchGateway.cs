@@ -307,9 +307,13 @@ public sealed partial class BatchGateway(
     {
         var ct = ctx.RequestAborted;
         var dialect = state.Dialect == "anthropic" ? Dialect.Anthropic : Dialect.OpenAI;
-        if (!reservations.TryReserve(state, lines, out var refusal))
+        if (await reservations.TryReserveAsync(state, lines, ct).ConfigureAwait(false) is { } br)
         {
-            var br = refusal!;
+            if (br.Unavailable is { } down)
+            {
+                await CallerAnswer.WriteErrorAsync(ctx, dialect, ProviderError.From(new LeverRefusal(503, down, Blame.Gateway) { Type = "budget_store_unavailable", Code = "budget_store_unavailable", RetryAfterSeconds = 5 })).ConfigureAwait(false);
+                return;
+            }
             var secs = br.ResetsAt == DateTimeOffset.MaxValue ? (int?)null : (int)Math.Max(1, Math.Ceiling((br.ResetsAt - time.GetUtcNow()).TotalSeconds));
             var message = $"This batch of {lines.Count} requests could cost up to ${state.WorstUsd.ToString(CultureInfo.InvariantCulture)} at the batch rate, so it is refused whole. {br.Message} (budget id '{br.Budget.Id}')";
             await CallerAnswer.WriteErrorAsync(ctx, dialect, ProviderError.From(new LeverRefusal(429, message, Blame.Policy) { Type = "budget_exceeded", Code = "budget_exceeded", RetryAfterSeconds = secs })).ConfigureAwait(false);

@@ -18,30 +18,34 @@ public sealed class BatchReservations(BudgetManager budgets, PriceCatalog catalo
     public BudgetSubject Subject(BatchState b, string? model) =>
         new(b.KeyId, b.Team, b.Customer, b.Feature, model is null ? null : catalog.Find(model).Price?.Model ?? model);
 
-    /// <summary>Holds every line's worst case, or nothing: the refusal names the budget the whole batch would cross.</summary>
-    public bool TryReserve(BatchState batch, IReadOnlyList<ManifestLine> lines, out BudgetRefusal? refusal)
+    /// <summary>
+    /// Holds every line's worst case, or nothing: the refusal names the budget the whole batch would cross (or, with
+    /// shared counters that cannot be reached, says so in <see cref="BudgetRefusal.Unavailable"/>).
+    /// </summary>
+    public async Task<BudgetRefusal?> TryReserveAsync(BatchState batch, IReadOnlyList<ManifestLine> lines, CancellationToken cancellationToken)
     {
-        refusal = null;
-        if (!budgets.Any) return true;
+        if (!budgets.Any) return null;
         // the whole batch first, per model (a model-scoped budget sees only its lines): refused whole, naming the budget
         foreach (var group in lines.GroupBy(l => l.Model))
         {
             var total = group.Sum(l => l.WorstUsd);
-            if (!budgets.TryReserve(Subject(batch, group.Key), total, out var check, out refusal)) return false;
-            budgets.Release(check);
+            var check = await budgets.TryReserveAsync(Subject(batch, group.Key), total, cancellationToken).ConfigureAwait(false);
+            if (!check.Held) return check.Refusal;
+            budgets.Release(check.Reservation);
         }
         var held = new ConcurrentDictionary<string, BudgetReservation>(StringComparer.Ordinal);
         foreach (var l in lines)
         {
-            if (!budgets.TryReserve(Subject(batch, l.Model), l.WorstUsd, out var r, out refusal))
+            var d = await budgets.TryReserveAsync(Subject(batch, l.Model), l.WorstUsd, cancellationToken).ConfigureAwait(false);
+            if (!d.Held)
             {
                 foreach (var h in held.Values) budgets.Release(h); // another call took the room in between: nothing stays held
-                return false;
+                return d.Refusal;
             }
-            held[l.CustomId] = r;
+            held[l.CustomId] = d.Reservation;
         }
         _held[batch.Id] = held;
-        return true;
+        return null;
     }
 
     /// <summary>Replaces the line's hold by its cost (charged without a hold when there is none: after a restart).</summary>
