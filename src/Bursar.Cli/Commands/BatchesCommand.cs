@@ -66,7 +66,7 @@ internal static class BatchesCommand
         var report = new Command("report", "The batch share per route: calls, calls at the batch rate, their share, and the saving credited to the batch lever") { days };
         report.SetAction(async (pr, ct) =>
         {
-            var from = DateTimeOffset.UtcNow.AddDays(-Math.Clamp(pr.GetValue(days), 1, 3650));
+            var from = TimeProvider.System.GetUtcNow().AddDays(-Math.Clamp(pr.GetValue(days), 1, 3650));
             var rows = await CliOptions.OpenStore(pr).ReadAsync(new LedgerQuery { From = from, Limit = 10_000_000 }, ct);
             var table = Terminal.NewTable(Col.L("route"), Col.R("calls"), Col.R("batch calls"), Col.R("batch share"), Col.R("cost"), Col.R("batch saving"));
             foreach (var g in rows.GroupBy(r => r.Route ?? "(no route)").OrderByDescending(g => g.Sum(r => r.Cost ?? 0)))
@@ -156,7 +156,7 @@ internal static class BatchesCommand
                 await Console.Error.WriteLineAsync($"jobs cancel: job {TerminalText.Escape(j.Id)} is {j.State.ToString().ToLowerInvariant()}" + (j.BatchId is null ? "" : $" (in batch {TerminalText.Escape(j.BatchId)})") + ": only a queued job can be canceled");
                 return 1;
             }
-            var now = DateTimeOffset.UtcNow;
+            var now = TimeProvider.System.GetUtcNow();
             if (!await jobStore.FinishAsync(j.Id, JobState.Canceled, 409, null, "canceled with bursar jobs cancel before it was sent", now, ct))
             {
                 await Console.Error.WriteLineAsync($"jobs cancel: job {TerminalText.Escape(j.Id)} was sent in a batch a moment ago: it was not canceled");

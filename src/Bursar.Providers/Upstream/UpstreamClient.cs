@@ -24,17 +24,41 @@ public sealed partial class UpstreamClient(ProvidersOptions options, TimeProvide
     /// <summary>Sends <paramref name="method"/> to the deployment with its auth, timeout and retries; a GET or DELETE carries no body.</summary>
     public async Task<UpstreamResponse> SendAsync(UpstreamDeployment deployment, HttpMethod method, string path, ReadOnlyMemory<byte> body, Func<string, string?> callerHeader, CancellationToken cancellationToken)
     {
+        var (response, attempts) = await SendWithRetriesAsync(deployment, method, path, body, null, callerHeader, cancellationToken).ConfigureAwait(false);
+        return new UpstreamResponse(response, attempts);
+    }
+
+    /// <summary>
+    /// Sends any request of the provider's other APIs (files and batches: GET, DELETE, multipart uploads) with the provider's
+    /// authentication and timeout, retrying as <see cref="SendAsync(UpstreamDeployment, string, ReadOnlyMemory{byte}, Func{string, string?}, CancellationToken)"/>
+    /// does; <paramref name="content"/> makes a fresh body for each attempt (an upload re-read from its spool file). The caller disposes the response.
+    /// </summary>
+    /// <param name="path">Relative to the deployment's base URL (<c>files</c> for OpenAI's <c>…/v1/</c>, <c>v1/messages/batches</c> for Anthropic).</param>
+    public async Task<HttpResponseMessage> SendRawAsync(UpstreamDeployment deployment, HttpMethod method, string path, Func<HttpContent>? content, Func<string, string?> callerHeader, CancellationToken cancellationToken)
+    {
+        var (response, _) = await SendWithRetriesAsync(deployment, method, path, default, content, callerHeader, cancellationToken).ConfigureAwait(false);
+        return response;
+    }
+
+    private static HttpContent? JsonBody(HttpMethod method, ReadOnlyMemory<byte> body)
+    {
+        if (method != HttpMethod.Post) return null;
+        var content = new ReadOnlyMemoryContent(body);
+        content.Headers.ContentType = Json;
+        return content;
+    }
+
+    /// <summary>
+    /// One request with the provider's authentication and timeout, retried on 408/429/5xx/529 (honouring retry-after) and
+    /// on connection failures; each attempt gets a fresh body (<paramref name="content"/>, else the JSON <paramref name="body"/> of a POST).
+    /// </summary>
+    private async Task<(HttpResponseMessage Response, int Attempts)> SendWithRetriesAsync(UpstreamDeployment deployment, HttpMethod method, string path, ReadOnlyMemory<byte> body, Func<HttpContent>? content, Func<string, string?> callerHeader, CancellationToken cancellationToken)
+    {
         var uri = new Uri(deployment.BaseUri, path.TrimStart('/'));
         var attempt = 0;
         while (true)
         {
-            using var request = new HttpRequestMessage(method, uri);
-            if (method == HttpMethod.Post)
-            {
-                var content = new ReadOnlyMemoryContent(body);
-                content.Headers.ContentType = Json;
-                request.Content = content;
-            }
+            using var request = new HttpRequestMessage(method, uri) { Content = content?.Invoke() ?? JsonBody(method, body) };
             Authenticate(deployment, request, callerHeader);
             HttpResponseMessage? response = null;
             // the deployment's timeout bounds the wait for the response headers; the body then streams for as long as it takes
@@ -61,53 +85,7 @@ public sealed partial class UpstreamClient(ProvidersOptions options, TimeProvide
             }
             var status = (int)response.StatusCode;
             if (!IsRetryable(status) || attempt >= deployment.Options.MaxRetries || ShouldNotRetry(response))
-                return new UpstreamResponse(response, attempt);
-            var delay = RetryDelay(response) ?? Backoff(attempt);
-            LogRetry(logger, deployment.Name, status, attempt + 1, delay.TotalMilliseconds);
-            response.Dispose();
-            await Task.Delay(delay, time, cancellationToken).ConfigureAwait(false);
-            attempt++;
-        }
-    }
-
-    /// <summary>
-    /// Sends any request of the provider's other APIs (files and batches: GET, DELETE, multipart uploads) with the provider's
-    /// authentication and timeout, retrying as <see cref="SendAsync(UpstreamDeployment, string, ReadOnlyMemory{byte}, Func{string, string?}, CancellationToken)"/>
-    /// does; <paramref name="content"/> makes a fresh body for each attempt (an upload re-read from its spool file). The caller disposes the response.
-    /// </summary>
-    /// <param name="path">Relative to the deployment's base URL (<c>files</c> for OpenAI's <c>…/v1/</c>, <c>v1/messages/batches</c> for Anthropic).</param>
-    public async Task<HttpResponseMessage> SendRawAsync(UpstreamDeployment deployment, HttpMethod method, string path, Func<HttpContent>? content, Func<string, string?> callerHeader, CancellationToken cancellationToken)
-    {
-        var uri = new Uri(deployment.BaseUri, path.TrimStart('/'));
-        var attempt = 0;
-        while (true)
-        {
-            using var request = new HttpRequestMessage(method, uri) { Content = content?.Invoke() };
-            Authenticate(deployment, request, callerHeader);
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(deployment.Options.Timeout);
-            HttpResponseMessage response;
-            try
-            {
-                response = await deployment.Invoker.SendAsync(request, timeout.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-            {
-                if (attempt >= deployment.Options.MaxRetries)
-                    throw new TimeoutException($"Deployment '{deployment.Name}' did not answer within {deployment.Options.Timeout.TotalSeconds:0.#} s.");
-                LogRetryConnect(logger, deployment.Name, attempt + 1, "timed out");
-                attempt++;
-                continue;
-            }
-            catch (HttpRequestException e) when (attempt < deployment.Options.MaxRetries && !cancellationToken.IsCancellationRequested)
-            {
-                LogRetryConnect(logger, deployment.Name, attempt + 1, e.Message);
-                await Task.Delay(Backoff(attempt), time, cancellationToken).ConfigureAwait(false);
-                attempt++;
-                continue;
-            }
-            var status = (int)response.StatusCode;
-            if (!IsRetryable(status) || attempt >= deployment.Options.MaxRetries || ShouldNotRetry(response)) return response;
+                return (response, attempt);
             var delay = RetryDelay(response) ?? Backoff(attempt);
             LogRetry(logger, deployment.Name, status, attempt + 1, delay.TotalMilliseconds);
             response.Dispose();
