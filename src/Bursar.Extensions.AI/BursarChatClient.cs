@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Text.Json.Nodes;
 using System.Threading.Channels;
 using Bursar.Core.Attribution;
 using Bursar.Core.Pipeline;
@@ -43,26 +42,77 @@ public sealed class BursarChatClient : DelegatingChatClient
         _defaultModel = metadata?.DefaultModelId;
     }
 
-    public override async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+    public override Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
-        await _runtime.EnsureStartedAsync(cancellationToken).ConfigureAwait(false);
-        var (call, x) = Begin(messages, options, updates: null);
+        var started = _runtime.EnsureStartedAsync(cancellationToken);
+        if (!started.IsCompletedSuccessfully) return StartThenRespondAsync(started, messages, options, cancellationToken);
+        CallSlot slot;
         try
         {
-            await _runtime.Pipeline.RunAsync(call, cancellationToken).ConfigureAwait(false);
+            slot = Begin(messages, options, updates: null);
         }
         catch (Exception e)
         {
-            Failed(call, e, cancellationToken);
-            throw;
+            return Task.FromException<ChatResponse>(e); // as an async method would: the caller sees it when it awaits
+        }
+        ValueTask run;
+        try
+        {
+            run = _runtime.Pipeline.RunAsync(slot.Call, cancellationToken);
+        }
+        catch (Exception e)
+        {
+            run = ValueTask.FromException(e);
+        }
+        if (!run.IsCompletedSuccessfully) return RespondAsync(slot, run, cancellationToken);
+        run.GetAwaiter().GetResult();
+        var seal = slot.Call.SealAsync();
+        if (!seal.IsCompletedSuccessfully) return SealThenAnswerAsync(slot, seal);
+        seal.GetAwaiter().GetResult();
+        // the usual case: every stage and the inner client finished at once, and nothing waits for anything
+        return Answer(slot);
+    }
+
+    private async Task<ChatResponse> StartThenRespondAsync(Task started, IEnumerable<ChatMessage> messages, ChatOptions? options, CancellationToken cancellationToken)
+    {
+        await started.ConfigureAwait(false);
+        return await GetResponseAsync(messages, options, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<ChatResponse> RespondAsync(CallSlot slot, ValueTask run, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await run.ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            Failed(slot.Call, e, cancellationToken);
+            throw; // the slot is not reused: whoever sees this exception may still look at what it held
         }
         finally
         {
-            await call.SealAsync().ConfigureAwait(false);
+            await slot.Call.SealAsync().ConfigureAwait(false);
         }
-        if (call.Refusal is { } refusal) throw BursarRefusedException.For(refusal);
-        if (call.CacheHit is { } hit) return ChatJson.Deserialize(hit.Body);
-        return x.Response!;
+        return await Answer(slot).ConfigureAwait(false);
+    }
+
+    private static async Task<ChatResponse> SealThenAnswerAsync(CallSlot slot, ValueTask seal)
+    {
+        await seal.ConfigureAwait(false);
+        return await Answer(slot).ConfigureAwait(false);
+    }
+
+    /// <summary>What the caller gets once the call is sealed: the refusal thrown, the cached answer, or the inner client's answer (its own task when it has one).</summary>
+    private static Task<ChatResponse> Answer(CallSlot slot)
+    {
+        var call = slot.Call;
+        Task<ChatResponse> answer;
+        if (call.Refusal is { } refusal) answer = Task.FromException<ChatResponse>(BursarRefusedException.For(refusal));
+        else if (call.CacheHit is { } hit) answer = Task.FromResult(ChatJson.Deserialize(hit.Body));
+        else answer = slot.Exchange.ResponseTask ?? Task.FromResult(slot.Exchange.Response!);
+        slot.Return();
+        return answer;
     }
 
     public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
@@ -70,7 +120,7 @@ public sealed class BursarChatClient : DelegatingChatClient
         await _runtime.EnsureStartedAsync(cancellationToken).ConfigureAwait(false);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var channel = Channel.CreateBounded<ChatResponseUpdate>(new BoundedChannelOptions(16) { SingleReader = true, SingleWriter = true });
-        var (call, _) = Begin(messages, options, channel.Writer);
+        var call = Begin(messages, options, channel.Writer).Call; // a streamed call's slot is not reused: its updates may outlive it
         var run = RunStreamingAsync(call, channel.Writer, stop.Token);
         var finished = false;
         Exception? failure;
@@ -124,7 +174,7 @@ public sealed class BursarChatClient : DelegatingChatClient
         call.StatusCode = e is HttpRequestException { StatusCode: { } status } ? (int)status : 502;
     }
 
-    private (LeverCall Call, ChatExchange Exchange) Begin(IEnumerable<ChatMessage> messages, ChatOptions? options, ChannelWriter<ChatResponseUpdate>? updates)
+    private CallSlot Begin(IEnumerable<ChatMessage> messages, ChatOptions? options, ChannelWriter<ChatResponseUpdate>? updates)
     {
         var time = _runtime.Time;
         var now = time.GetUtcNow();
@@ -132,35 +182,33 @@ public sealed class BursarChatClient : DelegatingChatClient
             ?? throw new InvalidOperationException("No model: set ChatOptions.ModelId or the inner client's default model. Bursar prices, routes and budgets each call by its model.");
         var list = messages as IList<ChatMessage> ?? messages.ToList();
         var streaming = updates is not null;
-        var body = ChatRequestJson.Write(list, options, model, streaming);
-        var scan = RequestScan.Run(body, Dialect.OpenAI);
-        var call = new LeverCall
-        {
-            Id = Guid.CreateVersion7(now).ToString("N"),
-            Started = now,
-            StartTimestamp = time.GetTimestamp(),
-            Dialect = "extensions-ai",
-            Key = _options.Key ?? BursarChatClientOptions.InProcessKey,
-            RequestedModel = model,
-            Streamed = streaming,
-            EstimatedInputTokens = scan.EstimatedInputTokens,
-        };
+        var slot = CallSlot.Rent();
+        ChatRequestJson.Write(list, options, model, streaming, slot.Body);
+        var scan = RequestScan.Run(slot.Body.WrittenSpan, Dialect.OpenAI);
+        var call = slot.Call;
+        call.Restart(Guid.CreateVersion7(now).ToString("N"), now, time.GetTimestamp(), DialectName);
+        call.Key = _options.Key ?? BursarChatClientOptions.InProcessKey;
+        call.RequestedModel = model;
+        call.Streamed = streaming;
+        call.EstimatedInputTokens = scan.EstimatedInputTokens;
         var props = options?.AdditionalProperties;
-        call.Tags = header => Tag(header, props);
-        call.Request = new CallRequest(() => (JsonObject)JsonNode.Parse(body)!)
-        {
-            Model = model, Stream = streaming, IncludeUsage = true, Deterministic = scan.Deterministic,
-            EstimatedInputTokens = scan.EstimatedInputTokens, InputTokenBound = scan.InputTokenBound, MaxTokens = scan.MaxTokens, Choices = scan.Choices,
-            CacheControl = props is not null && props.TryGetValue(PropertyPrefix + "cache", out var c) ? c?.ToString() ?? "" : "",
-        };
-        var x = new ChatExchange { Inner = InnerClient, ClientOptions = _options, Messages = list, Options = options, Provider = _provider, Updates = updates };
+        (slot.Client, slot.Properties) = (this, props);
+        call.Tags = slot.Tags;
+        slot.Request.Restart(model, streaming, includeUsage: true, scan.Deterministic, scan.EstimatedInputTokens, scan.InputTokenBound, scan.MaxTokens, scan.Choices,
+            props is not null && props.TryGetValue(PropertyPrefix + "cache", out var c) ? c?.ToString() ?? "" : "");
+        call.Request = slot.Request;
+        var x = slot.Exchange;
+        (x.Inner, x.ClientOptions, x.Messages, x.Options, x.Provider, x.Updates) = (InnerClient, _options, list, options, _provider, updates);
         call.Host = x;
         _runtime.Pipeline.Track(call);
-        return (call, x);
+        return slot;
     }
 
+    /// <summary>The dialect the ledger names for calls through the library.</summary>
+    internal const string DialectName = "extensions-ai";
+
     /// <summary>A tag for the attribution stage: this call's <c>bursar.*</c> property, else the ambient scope, else the client's default.</summary>
-    private string? Tag(string header, AdditionalPropertiesDictionary? props)
+    internal string? Tag(string header, AdditionalPropertiesDictionary? props)
     {
         var (tag, property, fallback) = header switch
         {

@@ -1,4 +1,6 @@
+using System.Buffers;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Threading.Channels;
 using Bursar.Core.Pipeline;
 using Bursar.Core.Routing;
@@ -9,15 +11,73 @@ namespace Bursar.Extensions.AI;
 /// <summary>The library's side of one call (<see cref="LeverCall.Host"/>): the inner client and what the caller passed.</summary>
 internal sealed class ChatExchange
 {
-    public required IChatClient Inner { get; init; }
+    public IChatClient Inner { get; set; } = null!;
     /// <summary>The inner clients for other models (<see cref="BursarChatClientOptions.ModelClients"/>).</summary>
-    public required BursarChatClientOptions ClientOptions { get; init; }
-    public required IEnumerable<ChatMessage> Messages { get; init; }
-    public ChatOptions? Options { get; init; }
-    public required string Provider { get; init; }
+    public BursarChatClientOptions ClientOptions { get; set; } = null!;
+    public IList<ChatMessage> Messages { get; set; } = Array.Empty<ChatMessage>();
+    public ChatOptions? Options { get; set; }
+    public string Provider { get; set; } = "";
     /// <summary>Streamed updates go to the caller through this channel (null: a whole answer).</summary>
-    public ChannelWriter<ChatResponseUpdate>? Updates { get; init; }
+    public ChannelWriter<ChatResponseUpdate>? Updates { get; set; }
     public ChatResponse? Response { get; set; }
+    /// <summary>The inner client's task that gave <see cref="Response"/> (the caller gets that task back).</summary>
+    public Task<ChatResponse>? ResponseTask { get; set; }
+
+    /// <summary>Lets go of the last call's objects (a reused slot).</summary>
+    public void Clear()
+    {
+        (Inner, ClientOptions, Messages, Options, Provider, Updates) = (null!, null!, Array.Empty<ChatMessage>(), null, "", null);
+        (Response, ResponseTask) = (null, null);
+    }
+}
+
+/// <summary>
+/// One call's reusable state: the lever call, the library's exchange, the request body, and the delegates bound to
+/// them once. A whole (not streamed) call that ends well gives its slot back when it returns, and the next call on that
+/// thread reuses it, so a call allocates little beyond its ledger record (see <see cref="LeverCall"/>'s remarks).
+/// </summary>
+internal sealed class CallSlot
+{
+    /// <summary>A body larger than this is not kept for the next call.</summary>
+    private const int MaxKeptBody = 64 * 1024;
+
+    [ThreadStatic] private static CallSlot? t_free;
+
+    public CallSlot()
+    {
+        Call = new LeverCall { Id = "", Started = default, StartTimestamp = 0, Dialect = BursarChatClient.DialectName };
+        Request = new CallRequest(Parse) { Model = "" };
+        Tags = header => Client!.Tag(header, Properties);
+    }
+
+    public LeverCall Call { get; }
+    public ChatExchange Exchange { get; } = new();
+    /// <summary>The call written as its OpenAI body (what the stages scan, hash and parse).</summary>
+    public ArrayBufferWriter<byte> Body { get; } = new(1024);
+    public CallRequest Request { get; }
+    public Func<string, string?> Tags { get; }
+    public BursarChatClient? Client { get; set; }
+    public AdditionalPropertiesDictionary? Properties { get; set; }
+
+    private JsonObject Parse() => (JsonObject)JsonNode.Parse(Body.WrittenSpan)!;
+
+    public static CallSlot Rent()
+    {
+        var slot = t_free;
+        if (slot is null) return new CallSlot();
+        t_free = null;
+        return slot;
+    }
+
+    /// <summary>The call has returned: the slot is free for the next one.</summary>
+    public void Return()
+    {
+        if (Body.Capacity > MaxKeptBody) return; // a huge call does not keep its buffer
+        (Client, Properties) = (null, null);
+        Exchange.Clear();
+        Body.ResetWrittenCount();
+        t_free = this;
+    }
 }
 
 /// <summary>
@@ -27,9 +87,15 @@ internal sealed class ChatExchange
 /// </summary>
 internal sealed class ChatProviderCall(TimeProvider time, Bursar.Core.Pricing.PriceCatalog catalog) : IProviderCall
 {
-    public async ValueTask CallAsync(LeverCall call, CancellationToken cancellationToken)
+    public ValueTask CallAsync(LeverCall call, CancellationToken cancellationToken)
     {
         var x = (ChatExchange)call.Host!;
+        // no fallbacks: the one model (no chain to build)
+        return call.Policy is { Fallbacks.Length: > 0 } ? CallChainAsync(call, x, cancellationToken) : CallOnceAsync(call, x, call.Model, cancellationToken);
+    }
+
+    private async ValueTask CallChainAsync(LeverCall call, ChatExchange x, CancellationToken cancellationToken)
+    {
         // the chosen model, then the route's fallbacks (any model has a client here: a listed one or the wrapped one)
         var (models, skipped) = FallbackChain.For(call, catalog, static _ => true);
         List<string>? failures = null;
@@ -53,7 +119,7 @@ internal sealed class ChatProviderCall(TimeProvider time, Bursar.Core.Pricing.Pr
         }
     }
 
-    private async Task CallOnceAsync(LeverCall call, ChatExchange x, string model, CancellationToken cancellationToken)
+    private async ValueTask CallOnceAsync(LeverCall call, ChatExchange x, string model, CancellationToken cancellationToken)
     {
         var inner = x.ClientOptions.ClientFor(model) ?? x.Inner;
         call.Provider = ReferenceEquals(inner, x.Inner) ? x.Provider : (inner.GetService(typeof(ChatClientMetadata)) as ChatClientMetadata)?.ProviderName ?? x.Provider;
@@ -70,11 +136,12 @@ internal sealed class ChatProviderCall(TimeProvider time, Bursar.Core.Pricing.Pr
         }
         if (x.Updates is null)
         {
-            var response = await inner.GetResponseAsync(messages, options, cancellationToken).ConfigureAwait(false);
+            var pending = inner.GetResponseAsync(messages, options, cancellationToken);
+            var response = await pending.ConfigureAwait(false);
             ChatMetering.Read(call, response);
             if (call.CaptureAnswer) call.Answer = (ChatJson.Serialize(response), "application/json");
             await call.SealAsync().ConfigureAwait(false);
-            x.Response = response;
+            (x.Response, x.ResponseTask) = (response, pending);
             return;
         }
         ChatResponseUpdate? held = null;

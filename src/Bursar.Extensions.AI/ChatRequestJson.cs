@@ -11,13 +11,14 @@ namespace Bursar.Extensions.AI;
 /// </summary>
 internal static class ChatRequestJson
 {
-    [ThreadStatic] private static ArrayBufferWriter<byte>? t_buffer;
     [ThreadStatic] private static Utf8JsonWriter? t_writer;
+    /// <summary>What an idle writer points at (never written to): not the last call's buffer.</summary>
+    private static readonly ArrayBufferWriter<byte> Detached = new(1);
 
-    public static byte[] Write(IEnumerable<ChatMessage> messages, ChatOptions? options, string model, bool stream)
+    /// <summary>Writes the call's body into <paramref name="buffer"/> (emptied first).</summary>
+    public static void Write(IList<ChatMessage> messages, ChatOptions? options, string model, bool stream, ArrayBufferWriter<byte> buffer)
     {
-        // one buffer and writer per thread, reused: the call keeps only its own copy of the bytes
-        var buffer = t_buffer ??= new ArrayBufferWriter<byte>(1024);
+        // one writer per thread, reused
         buffer.ResetWrittenCount();
         var w = t_writer;
         if (w is null) t_writer = w = new Utf8JsonWriter(buffer);
@@ -34,7 +35,7 @@ internal static class ChatRequestJson
                 w.WriteEndObject();
             }
             else w.WriteStartArray("messages");
-            foreach (var m in messages) WriteMessage(w, m);
+            for (var i = 0; i < messages.Count; i++) WriteMessage(w, messages[i]);
             w.WriteEndArray();
             if (stream) w.WriteBoolean("stream", true);
             if (options is not null)
@@ -88,9 +89,7 @@ internal static class ChatRequestJson
             w.WriteEndObject();
             w.Flush();
         }
-        var bytes = buffer.WrittenSpan.ToArray();
-        if (buffer.Capacity > 64 * 1024) t_buffer = null; // a huge call does not keep its buffer
-        return bytes;
+        w.Reset(Detached); // the writer keeps no reference to the call's buffer
     }
 
     private static void WriteMessage(Utf8JsonWriter w, ChatMessage m)
@@ -98,9 +97,9 @@ internal static class ChatRequestJson
         var contents = m.Contents;
         int results = 0, parts = 0, calls = 0;
         TextContent? onlyText = null;
-        foreach (var c in contents)
+        for (var i = 0; i < contents.Count; i++)
         {
-            switch (c)
+            switch (contents[i])
             {
                 case FunctionResultContent: results++; break;
                 case FunctionCallContent: calls++; break;
@@ -111,9 +110,9 @@ internal static class ChatRequestJson
         if (results > 0)
         {
             // each tool result is its own OpenAI message
-            foreach (var c in contents)
+            for (var i = 0; i < contents.Count; i++)
             {
-                if (c is not FunctionResultContent r) continue;
+                if (contents[i] is not FunctionResultContent r) continue;
                 w.WriteStartObject();
                 w.WriteString("role", "tool");
                 w.WriteString("tool_call_id", r.CallId);
@@ -128,9 +127,9 @@ internal static class ChatRequestJson
         else
         {
             w.WriteStartArray("content");
-            foreach (var c in contents)
+            for (var i = 0; i < contents.Count; i++)
             {
-                switch (c)
+                switch (contents[i])
                 {
                     case TextContent t:
                         w.WriteStartObject();
@@ -151,9 +150,9 @@ internal static class ChatRequestJson
         if (calls > 0)
         {
             w.WriteStartArray("tool_calls");
-            foreach (var c in contents)
+            for (var i = 0; i < contents.Count; i++)
             {
-                if (c is not FunctionCallContent call) continue;
+                if (contents[i] is not FunctionCallContent call) continue;
                 w.WriteStartObject();
                 w.WriteString("id", call.CallId);
                 w.WriteString("type", "function");

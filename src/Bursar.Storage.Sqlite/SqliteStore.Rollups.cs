@@ -17,11 +17,16 @@ public sealed partial class SqliteStore
     private static readonly string[] RollupCounts = ["calls", "unpriced", "errors", "cache_hits", "routed", "truncated", "input", "cache_read", "cache_write", "output", "estimated"];
     private static readonly string[] RollupMoney = ["cost", "s_routing", "s_response_cache", "s_prompt_cache", "s_batch", "s_compaction", "s_output_cap"];
 
-    private static long[] Counts(RollupTotals t) =>
-        [t.Calls, t.UnpricedCalls, t.ErrorCalls, t.ResponseCacheHits, t.RoutedCalls, t.TruncatedCalls, t.InputTokens, t.CacheReadTokens, t.CacheWriteTokens, t.OutputTokens, t.EstimatedCalls];
-
-    private static decimal[] Money(RollupTotals t) =>
-        [t.Cost, t.SavingRouting, t.SavingResponseCache, t.SavingPromptCache, t.SavingBatch, t.SavingCompaction, t.SavingOutputCap];
+    /// <summary>The upsert of one rollup row per table, its values in the order of <see cref="RollupCounts"/>, latency, <see cref="RollupMoney"/> (as bound in <c>UpdateRollups</c>).</summary>
+    private static readonly Dictionary<string, string> RollupUpsertSql = new[] { "rollup_hour", "rollup_day" }.ToDictionary(table => table, table =>
+    {
+        var all = RollupCounts.Append("latency_ms").Concat(RollupMoney).ToArray();
+        return $"""
+            INSERT INTO {table} (dim, bucket, value, {string.Join(',', all)}) VALUES ({string.Join(',', Enumerable.Range(1, all.Length + 3).Select(i => "?" + i.ToString(CultureInfo.InvariantCulture)))})
+            ON CONFLICT(dim, bucket, value) DO UPDATE SET
+            {string.Join(", ", RollupCounts.Append("latency_ms").Select(x => $"{x} = {x} + excluded.{x}").Concat(RollupMoney.Select(x => $"{x} = dec_add({x}, excluded.{x})")))}
+            """;
+    });
 
     private static RollupTotals Totals(long[] n, double latency, decimal[] m) => new()
     {
@@ -111,30 +116,20 @@ public sealed partial class SqliteStore
         var hourly = LedgerRollup.Aggregate(records, LedgerRollup.Hour);
         foreach (var (table, deltas) in new[] { ("rollup_hour", hourly), ("rollup_day", LedgerRollup.Coarsen(hourly, LedgerRollup.Day)) })
         {
-            using var cmd = c.CreateCommand();
-            cmd.Transaction = tx;
-            var all = RollupCounts.Append("latency_ms").Concat(RollupMoney).ToArray();
-            cmd.CommandText = $"""
-                INSERT INTO {table} (dim, bucket, value, {string.Join(',', all)}) VALUES ($dim, $bucket, $value, {string.Join(',', all.Select(x => "$" + x))})
-                ON CONFLICT(dim, bucket, value) DO UPDATE SET
-                {string.Join(", ", RollupCounts.Append("latency_ms").Select(x => $"{x} = {x} + excluded.{x}").Concat(RollupMoney.Select(x => $"{x} = dec_add({x}, excluded.{x})")))}
-                """;
-            var dim = cmd.Parameters.Add(new SqliteParameter("$dim", null));
-            var bucket = cmd.Parameters.Add(new SqliteParameter("$bucket", null));
-            var value = cmd.Parameters.Add(new SqliteParameter("$value", null));
-            var ps = all.Select(x => cmd.Parameters.Add(new SqliteParameter("$" + x, null))).ToArray();
-            cmd.Prepare();
+            // values bound straight through SQLite's C API (the store's second hot path after the ledger rows themselves)
+            using var upsert = new RowBinder(c.Handle!, RollupUpsertSql[table]);
             foreach (var (key, t) in deltas)
             {
-                dim.Value = (int)key.Dimension;
-                bucket.Value = key.BucketStart;
-                value.Value = key.Value;
-                var counts = Counts(t);
-                for (var i = 0; i < counts.Length; i++) ps[i].Value = counts[i];
-                ps[counts.Length].Value = t.LatencyMsSum;
-                var money = Money(t);
-                for (var i = 0; i < money.Length; i++) ps[counts.Length + 1 + i].Value = Dec(money[i]);
-                cmd.ExecuteNonQuery();
+                upsert.Begin();
+                upsert.Int((int)key.Dimension);
+                upsert.Int(key.BucketStart);
+                upsert.Text(key.Value);
+                upsert.Int(t.Calls); upsert.Int(t.UnpricedCalls); upsert.Int(t.ErrorCalls); upsert.Int(t.ResponseCacheHits); upsert.Int(t.RoutedCalls); upsert.Int(t.TruncatedCalls);
+                upsert.Int(t.InputTokens); upsert.Int(t.CacheReadTokens); upsert.Int(t.CacheWriteTokens); upsert.Int(t.OutputTokens); upsert.Int(t.EstimatedCalls);
+                upsert.Real(t.LatencyMsSum);
+                upsert.Money(t.Cost); upsert.Money(t.SavingRouting); upsert.Money(t.SavingResponseCache); upsert.Money(t.SavingPromptCache);
+                upsert.Money(t.SavingBatch); upsert.Money(t.SavingCompaction); upsert.Money(t.SavingOutputCap);
+                upsert.Execute();
             }
         }
         // runs: counted once, on the day and feature of the first call seen; calls, cost and ends on the day of each call

@@ -46,7 +46,7 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
         cmd.CommandText = "PRAGMA busy_timeout=30000; PRAGMA synchronous=NORMAL;";
         cmd.ExecuteNonQuery();
         // exact decimal money in SQL: addition for rollup upserts, a sum for grouped reads
-        c.CreateFunction("dec_add", (string a, string b) => Dec(ParseDec(a) + ParseDec(b)), isDeterministic: true);
+        SQLitePCL.raw.sqlite3_create_function(c.Handle!, "dec_add", 2, SQLitePCL.raw.SQLITE_UTF8 | SQLitePCL.raw.SQLITE_DETERMINISTIC, null, DecAdd);
         c.CreateAggregate("dec_sum", 0m, (decimal acc, string? v) => v is null ? acc : acc + ParseDec(v), acc => Dec(acc), isDeterministic: true);
         return c;
     }
@@ -144,7 +144,7 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
     // ---------------------------------------------------------------- ledger
 
     /// <summary>Each ledger column and how it is bound: one list serves the INSERT statement and its values (bound without boxing).</summary>
-    private static readonly (string Column, Action<LedgerBinder, LedgerRecord> Bind)[] LedgerWrite =
+    private static readonly (string Column, Action<RowBinder, LedgerRecord> Bind)[] LedgerWrite =
     [
         ("id", (b, r) => b.Text(r.Id)),
         ("ts", (b, r) => b.Time(r.Timestamp)),
@@ -206,7 +206,7 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
         using var c = Open();
         using var tx = c.BeginTransaction();
         var inserted = new List<LedgerRecord>(records.Count);
-        using (var insert = new LedgerBinder(c.Handle!, LedgerInsertSql))
+        using (var insert = new RowBinder(c.Handle!, LedgerInsertSql))
         {
             foreach (var r in records)
             {
@@ -230,13 +230,13 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
     /// store's hot path (a row per call); binding through ADO.NET parameters boxed every value and allocated a binder
     /// per parameter per row.
     /// </summary>
-    private sealed class LedgerBinder : IDisposable
+    private sealed class RowBinder : IDisposable
     {
         private readonly SQLitePCL.sqlite3 _db;
         private readonly SQLitePCL.sqlite3_stmt _stmt;
         private int _next;
 
-        public LedgerBinder(SQLitePCL.sqlite3 db, string sql)
+        public RowBinder(SQLitePCL.sqlite3 db, string sql)
         {
             _db = db;
             Check(SQLitePCL.raw.sqlite3_prepare_v2(db, sql, out _stmt));
@@ -290,6 +290,26 @@ public sealed partial class SqliteStore : Bursar.Core.Storage.IBursarStore
         }
 
         public void Dispose() => _stmt.Dispose();
+    }
+
+    /// <summary>
+    /// <c>dec_add(a, b)</c>: the exact sum of two decimal texts, read and written as UTF-8 on the stack (each rollup
+    /// upsert calls it once per money column; through ADO.NET's function binding every call made three strings).
+    /// </summary>
+    private static readonly SQLitePCL.delegate_function_scalar DecAdd = static (ctx, _, args) =>
+    {
+        var sum = DecArg(args[0]) + DecArg(args[1]);
+        Span<byte> text = stackalloc byte[64];
+        if (!sum.TryFormat(text, out var n, default, CultureInfo.InvariantCulture)) throw new InvalidOperationException($"Cannot format {sum} as ledger money.");
+        SQLitePCL.raw.sqlite3_result_text(ctx, text[..n]);
+    };
+
+    private static decimal DecArg(SQLitePCL.sqlite3_value v)
+    {
+        if (SQLitePCL.raw.sqlite3_value_type(v) == SQLitePCL.raw.SQLITE_NULL) return 0m;
+        var z = SQLitePCL.raw.sqlite3_value_text(v);
+        var utf8 = System.Runtime.InteropServices.MemoryMarshal.CreateReadOnlySpan(in z.GetPinnableReference(), SQLitePCL.raw.sqlite3_value_bytes(v));
+        return decimal.Parse(utf8, NumberStyles.Float, CultureInfo.InvariantCulture);
     }
 
     private static object Db(string? s) => s is null ? DBNull.Value : s;

@@ -319,4 +319,76 @@ public sealed class UseBursarTests
         var missing = Assert.Throws<InvalidOperationException>(() => new ChatClientBuilder(inner).UseBursar().Build());
         Assert.Contains("services.AddBursar()", missing.Message);
     }
+
+    /// <summary>
+    /// A client that answers at once reuses one call object for the calls made one after another on a thread (the
+    /// library's per-call state is pooled): a refusal, a cache hit and a routed answer must not leak into the next call.
+    /// </summary>
+    [Fact]
+    public async Task Calls_one_after_another_each_leave_their_own_row_when_the_library_reuses_its_call_state()
+    {
+        await using var host = new LibraryHost();
+        await host.AddBudgetAsync(BudgetScope.Customer, "tiny", 0.000001m);
+        var inner = new InstantClient();
+        var client = new ChatClientBuilder(inner).UseBursar().Build(host.Services);
+        var plain = new ChatOptions { ModelId = "gpt-4o-mini", AdditionalProperties = new() { ["bursar.feature"] = "seq-a" } };
+
+        // synchronously completing calls on one thread: each Task is already done when GetResponseAsync returns
+        var refused = client.GetResponseAsync("Write an essay.", new ChatOptions { ModelId = "gpt-4o", AdditionalProperties = new() { ["bursar.feature"] = "seq-refused", ["bursar.customer"] = "tiny" } });
+        var first = client.GetResponseAsync("What is 2+2?", new ChatOptions { ModelId = "gpt-4o-mini", Temperature = 0, AdditionalProperties = new() { ["bursar.feature"] = "seq-cached" } });
+        var hit = client.GetResponseAsync("What is 2+2?", new ChatOptions { ModelId = "gpt-4o-mini", Temperature = 0, AdditionalProperties = new() { ["bursar.feature"] = "seq-cached" } });
+        var served = client.GetResponseAsync("Hello", plain);
+        Assert.All(new Task[] { refused, first, hit, served }, t => Assert.True(t.IsCompleted));
+
+        await Assert.ThrowsAsync<BudgetExceededException>(() => refused);
+        Assert.Equal("answer 1", (await first).Text);
+        Assert.Equal("answer 1", (await hit).Text); // the cached answer, not a third call
+        Assert.Equal("answer 2", (await served).Text);
+        Assert.Equal(2, inner.Calls);
+
+        var r = Assert.Single(await host.LedgerAsync("seq-refused"));
+        Assert.Equal(("refused", 0m, "gpt-4o"), (r.Outcome, r.Cost, r.RequestedModel));
+        var cached = await host.LedgerAsync("seq-cached", 2);
+        Assert.Equal(("ok", "instant"), (cached[0].Outcome, cached[0].Provider));
+        Assert.Equal(("ok", "bursar-cache", 0m), (cached[1].Outcome, cached[1].Provider, cached[1].Cost));
+        var a = Assert.Single(await host.LedgerAsync("seq-a"));
+        Assert.Equal(("ok", "instant", "gpt-4o-mini", 0m), (a.Outcome, a.Provider, a.ServedModel, a.SavingResponseCache));
+        Assert.Equal((7L, 2L), (a.InputTokens, a.OutputTokens));
+        Assert.True(a.Cost > 0);
+        Assert.Equal(4, new[] { r.Id, cached[0].Id, cached[1].Id, a.Id }.Distinct().Count());
+    }
+
+    [Fact]
+    public async Task A_call_without_a_model_fails_its_task_and_says_how_to_name_one()
+    {
+        await using var host = new LibraryHost();
+        var client = new ChatClientBuilder(new InstantClient(defaultModel: null)).UseBursar().Build(host.Services);
+        var pending = client.GetResponseAsync("Hello"); // does not throw here: the task carries the error, as an async method's would
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => pending);
+        Assert.Contains("ChatOptions.ModelId", e.Message);
+    }
+
+    /// <summary>Answers at once (a completed task), numbering its answers.</summary>
+    private sealed class InstantClient(string? defaultModel = "gpt-4o-mini") : IChatClient
+    {
+        public int Calls;
+
+        public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+        {
+            var n = Interlocked.Increment(ref Calls);
+            return Task.FromResult(new ChatResponse(new ChatMessage(ChatRole.Assistant, $"answer {n}"))
+            {
+                ModelId = options?.ModelId, FinishReason = ChatFinishReason.Stop, ResponseId = $"r{n}",
+                Usage = new UsageDetails { InputTokenCount = 7, OutputTokenCount = 2, TotalTokenCount = 9 },
+            });
+        }
+
+        public IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
+            throw new NotSupportedException();
+
+        public object? GetService(Type serviceType, object? serviceKey = null) =>
+            serviceType == typeof(ChatClientMetadata) ? new ChatClientMetadata("instant", null, defaultModel) : null;
+
+        public void Dispose() { }
+    }
 }

@@ -10,13 +10,16 @@ using Bursar.Core.Pipeline;
 
 namespace Bursar.Core.Admission;
 
-/// <summary>What admission decided for one call: the model to serve, the money held, the run it belongs to.</summary>
-public sealed class AdmissionDecision
+/// <summary>What admission decided for one call: the model to serve, the money held, the run it belongs to (a value: admitting a call allocates no decision).</summary>
+public readonly struct AdmissionDecision
 {
-    public static AdmissionDecision None { get; } = new();
+    private readonly BudgetReservation? _reservation;
+
+    /// <summary>Nothing admitted: no model chosen, nothing held.</summary>
+    public static AdmissionDecision None => default;
 
     public string? Model { get; init; }
-    public BudgetReservation Reservation { get; init; } = BudgetReservation.None;
+    public BudgetReservation Reservation { get => _reservation ?? BudgetReservation.None; init => _reservation = value; }
     public decimal WorstCaseUsd { get; init; }
     public string? RoutingReason { get; init; }
     public string? RunId { get; init; }

@@ -68,51 +68,60 @@ public static class AttributionResolver
         return -1;
     }
 
-    public static CallAttribution Resolve(VirtualKey key, Func<string, string?> header, out AttributionError? error)
+    public static CallAttribution Resolve(VirtualKey key, Func<string, string?> header, out AttributionError? error) => Resolve(key, header, null, out error);
+
+    /// <summary>
+    /// As <see cref="Resolve(VirtualKey, Func{string, string?}, out AttributionError?)"/>; returns <paramref name="same"/>
+    /// itself when it names exactly the attribution this call resolves to (a service sends the same tags on every call,
+    /// and an attribution never changes once made).
+    /// </summary>
+    public static CallAttribution Resolve(VirtualKey key, Func<string, string?> header, CallAttribution? same, out AttributionError? error)
     {
         error = null;
-        string? Tag(string tag, string headerName, string? fixedValue, ref AttributionError? err)
-        {
-            var v = header(headerName);
-            if (string.IsNullOrEmpty(v)) return fixedValue;
-            if (v.Length > MaxTagLength)
-            {
-                err ??= new AttributionError(headerName, $"Header {headerName} is {v.Length} characters long; the limit is {MaxTagLength}.", Malformed: true);
-                return fixedValue;
-            }
-            if (IndexOfControl(v) is var at and >= 0)
-            {
-                // tags are stored and later printed (reports, CSV, the dashboard): an escape sequence must not get that far
-                err ??= new AttributionError(headerName, $"Header {headerName} contains a control character (U+{(int)v[at]:X4} at position {at}); tag values must be printable text.", Malformed: true);
-                return fixedValue;
-            }
-            if (!MaySet(key, tag))
-            {
-                err ??= new AttributionError(headerName, fixedValue is not null
-                    ? $"Key {key.Prefix}… fixes {tag} to '{fixedValue}'; remove the {headerName} header."
-                    : tag == "customer"
-                        ? $"Key {key.Prefix}… may not name a customer: remove the {headerName} header, or allow the customers it may name (bursar keys create --customers acme,globex, or \"allowed_customers\" in the admin API's key body; \"*\" allows any)."
-                        : $"Key {key.Prefix}… may not set {headerName}; its policy allows: {string.Join(", ", AllTags.Where(t => MaySet(key, t)))}.");
-                return fixedValue;
-            }
-            if (tag == "customer" && !MayName(key, v))
-            {
-                err ??= new AttributionError(headerName,
-                    $"Key {key.Prefix}… may not name customer '{v}' in {headerName}; it may name: {string.Join(", ", key.AllowedCustomers!)}. Use one of those, or create a key that allows it (--customers / \"allowed_customers\").");
-                return fixedValue;
-            }
-            return v;
-        }
-        var a = new CallAttribution
-        {
-            KeyId = key.Id,
-            Team = Tag("team", TeamHeader, key.Team, ref error),
-            Customer = Tag("customer", CustomerHeader, key.Customer, ref error),
-            Feature = Tag("feature", FeatureHeader, key.Feature, ref error),
-            Task = Tag("task", TaskHeader, null, ref error),
-            Template = Tag("template", TemplateHeader, null, ref error),
-            RunId = Tag("run", RunHeader, null, ref error),
-        };
-        return a;
+        var team = Tag(key, header, "team", TeamHeader, key.Team, ref error);
+        var customer = Tag(key, header, "customer", CustomerHeader, key.Customer, ref error);
+        var feature = Tag(key, header, "feature", FeatureHeader, key.Feature, ref error);
+        var task = Tag(key, header, "task", TaskHeader, null, ref error);
+        var template = Tag(key, header, "template", TemplateHeader, null, ref error);
+        var run = Tag(key, header, "run", RunHeader, null, ref error);
+        if (same is not null && same.KeyId == key.Id && same.Team == team && same.Customer == customer && same.Feature == feature
+            && same.Task == task && same.Template == template && same.RunId == run)
+            return same;
+        return new CallAttribution { KeyId = key.Id, Team = team, Customer = customer, Feature = feature, Task = task, Template = template, RunId = run };
     }
+
+    private static string? Tag(VirtualKey key, Func<string, string?> header, string tag, string headerName, string? fixedValue, ref AttributionError? err)
+    {
+        var v = header(headerName);
+        if (string.IsNullOrEmpty(v)) return fixedValue;
+        if (v.Length > MaxTagLength)
+        {
+            err ??= new AttributionError(headerName, $"Header {headerName} is {v.Length} characters long; the limit is {MaxTagLength}.", Malformed: true);
+            return fixedValue;
+        }
+        if (IndexOfControl(v) is var at and >= 0)
+        {
+            // tags are stored and later printed (reports, CSV, the dashboard): an escape sequence must not get that far
+            err ??= new AttributionError(headerName, $"Header {headerName} contains a control character (U+{(int)v[at]:X4} at position {at}); tag values must be printable text.", Malformed: true);
+            return fixedValue;
+        }
+        if (!MaySet(key, tag))
+        {
+            err ??= new AttributionError(headerName, NotAllowed(key, tag, headerName, fixedValue));
+            return fixedValue;
+        }
+        if (tag == "customer" && !MayName(key, v))
+        {
+            err ??= new AttributionError(headerName,
+                $"Key {key.Prefix}… may not name customer '{v}' in {headerName}; it may name: {string.Join(", ", key.AllowedCustomers!)}. Use one of those, or create a key that allows it (--customers / \"allowed_customers\").");
+            return fixedValue;
+        }
+        return v;
+    }
+
+    private static string NotAllowed(VirtualKey key, string tag, string headerName, string? fixedValue) => fixedValue is not null
+        ? $"Key {key.Prefix}… fixes {tag} to '{fixedValue}'; remove the {headerName} header."
+        : tag == "customer"
+            ? $"Key {key.Prefix}… may not name a customer: remove the {headerName} header, or allow the customers it may name (bursar keys create --customers acme,globex, or \"allowed_customers\" in the admin API's key body; \"*\" allows any)."
+            : $"Key {key.Prefix}… may not set {headerName}; its policy allows: {string.Join(", ", AllTags.Where(t => MaySet(key, t)))}.";
 }

@@ -10,11 +10,14 @@ namespace Bursar.Core.Attribution;
 /// </summary>
 public sealed class AttributionStage(RouteTable routes) : ILeverStage
 {
+    /// <summary>The last attribution made (shared by the next call that resolves to the same one: they never change).</summary>
+    private CallAttribution? _last;
+
     public string Name => "attribution";
 
     public ValueTask InvokeAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
     {
-        call.Attribution = AttributionResolver.Resolve(call.Key, call.Tags, out var error);
+        call.Attribution = _last = AttributionResolver.Resolve(call.Key, call.Tags, _last, out var error);
         if (error is not null)
         {
             call.Refuse(error.Malformed ? LeverRefusal.BadRequest(error.Message, error.Header) : LeverRefusal.Forbidden(error.Message));

@@ -99,6 +99,9 @@ public sealed partial class BudgetManager : IAsyncDisposable
     internal sealed class State(BudgetDefinition budget)
     {
         public BudgetDefinition Budget = budget;
+        /// <summary>This state alone, as the holds of a reservation against only it (holds are never changed once made).</summary>
+        public State[] Alone => _alone ??= [this];
+        private State[]? _alone;
         public DateTimeOffset WindowStart;
         public DateTimeOffset WindowEnd;
         public decimal Spent;
@@ -205,15 +208,17 @@ public sealed partial class BudgetManager : IAsyncDisposable
                 held++;
             }
             if (held == 0) return true;
-            var holds = new State[held];
+            var one = held == 1;
+            State[]? holds = one ? null : new State[held];
             held = 0;
             foreach (var s in states)
             {
                 if (!subject.Matches(s.Budget)) continue;
                 s.Reserved += worstCaseUsd;
-                holds[held++] = s;
+                if (one) holds = s.Alone;
+                else holds![held++] = s;
             }
-            reservation = new BudgetReservation(holds, worstCaseUsd);
+            reservation = new BudgetReservation(holds!, worstCaseUsd);
         }
         return true;
     }

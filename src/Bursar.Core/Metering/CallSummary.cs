@@ -30,6 +30,23 @@ public sealed class CallSummary
     /// <summary>An upstream answered 200 (JSON or stream): from here on the call may have been billed, so it is never metered at $0 silently.</summary>
     public bool Answered { get; set; }
 
+    /// <summary>Nothing learned yet (a reused call).</summary>
+    public void Reset()
+    {
+        Usage = default;
+        UsageSeen = false;
+        Model = ResponseId = FinishReason = ErrorType = ErrorMessage = null;
+        FirstTokenTimestamp = null;
+        OutputChars = 0;
+        UsageFinal = false;
+        Deltas = 0;
+        ToolCalls = 0;
+        Text = null;
+        Answered = false;
+        _output = null;
+        OutputTextChars = 0;
+    }
+
     public void AppendText(string? s)
     {
         if (s is null) return;

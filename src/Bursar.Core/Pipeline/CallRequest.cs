@@ -15,25 +15,44 @@ public sealed class CallRequest(Func<JsonObject> parse)
 
     private JsonObject? _body;
 
+    private WireApi _api;
+    private string _model = "";
+    private bool _stream, _includeUsage, _deterministic;
+    private long _estimatedInputTokens, _inputTokenBound;
+    private long? _maxTokens;
+    private int _choices = 1;
+    private string _cacheControl = "";
+
     /// <summary>The API the call speaks (chat unless the face says otherwise).</summary>
-    public WireApi Api { get; init; }
+    public WireApi Api { get => _api; init => _api = value; }
     /// <summary>The model the caller asked for.</summary>
-    public required string Model { get; init; }
-    public bool Stream { get; init; }
+    public required string Model { get => _model; init => _model = value; }
+    public bool Stream { get => _stream; init => _stream = value; }
     /// <summary>The caller asked for the usage chunk of a stream (OpenAI <c>stream_options.include_usage</c>).</summary>
-    public bool IncludeUsage { get; init; }
+    public bool IncludeUsage { get => _includeUsage; init => _includeUsage = value; }
     /// <summary>The answer is a function of the request (temperature 0, no tools that change the world): safe to cache.</summary>
-    public bool Deterministic { get; init; }
+    public bool Deterministic { get => _deterministic; init => _deterministic = value; }
     /// <summary>The one-pass input estimate (rate limits count it; reports show it when usage never arrives).</summary>
-    public long EstimatedInputTokens { get; init; }
+    public long EstimatedInputTokens { get => _estimatedInputTokens; init => _estimatedInputTokens = value; }
     /// <summary>Input tokens the request cannot exceed (budgets and run caps reserve it).</summary>
-    public long InputTokenBound { get; init; }
+    public long InputTokenBound { get => _inputTokenBound; init => _inputTokenBound = value; }
     /// <summary>The caller's output limit (null: none set).</summary>
-    public long? MaxTokens { get; init; }
+    public long? MaxTokens { get => _maxTokens; init => _maxTokens = value; }
     /// <summary>Completions generated and billed (<c>n</c>, <c>best_of</c>).</summary>
-    public int Choices { get; init; } = 1;
+    public int Choices { get => _choices; init => _choices = value; }
     /// <summary>The caller's cache control: <c>on</c> opts a non-deterministic call into the exact cache, <c>off</c> bypasses both caches.</summary>
-    public string CacheControl { get; init; } = "";
+    public string CacheControl { get => _cacheControl; init => _cacheControl = value; }
+
+    /// <summary>
+    /// Makes this object the view of a new request read the same way (a face that reuses its calls, see
+    /// <see cref="LeverCall.Restart"/>); the body is parsed again on first use, by the same parse function.
+    /// </summary>
+    public void Restart(string model, bool stream, bool includeUsage, bool deterministic, long estimatedInputTokens, long inputTokenBound, long? maxTokens, int choices, string cacheControl, WireApi api = WireApi.Chat)
+    {
+        (_api, _model, _stream, _includeUsage, _deterministic) = (api, model, stream, includeUsage, deterministic);
+        (_estimatedInputTokens, _inputTokenBound, _maxTokens, _choices, _cacheControl) = (estimatedInputTokens, inputTokenBound, maxTokens, choices, cacheControl);
+        _body = null;
+    }
 
     /// <summary>The body, parsed on first use (throws what a bad body throws: see <see cref="IsBadJson"/>).</summary>
     public JsonObject Body => _body ??= parse();

@@ -13,18 +13,78 @@ namespace Bursar.Core.Pipeline;
 /// ended, and what metering learned. The face fills in what it knows (the gateway from HTTP, the .NET library from
 /// <c>ChatOptions</c>); <see cref="CallMeter"/> turns it into the call's one ledger record.
 /// </summary>
+/// <remarks>
+/// A call is valid until the face's call returns (as an ASP.NET Core <c>HttpContext</c> is until its request ends): a
+/// face may reuse it for its next call (<see cref="Restart"/>), so a stage that needs something after the call ends
+/// copies it, never keeps the <see cref="LeverCall"/>.
+/// </remarks>
 public sealed class LeverCall
 {
-    public required string Id { get; init; }
-    public required DateTimeOffset Started { get; init; }
-    public required long StartTimestamp { get; init; }
+    private string _id = "";
+    private DateTimeOffset _started;
+    private long _startTimestamp;
+    private string _dialect = "";
+
+    public required string Id { get => _id; init => _id = value; }
+    public required DateTimeOffset Started { get => _started; init => _started = value; }
+    public required long StartTimestamp { get => _startTimestamp; init => _startTimestamp = value; }
     /// <summary>The wire format the caller used, as the ledger names it (<c>openai</c>, <c>anthropic</c>).</summary>
-    public required string Dialect { get; init; }
+    public required string Dialect { get => _dialect; init => _dialect = value; }
+
+    /// <summary>
+    /// Makes this object a new call, every property as a new <see cref="LeverCall"/> has it (a face that pools its
+    /// calls does this once the previous call has returned).
+    /// </summary>
+    public void Restart(string id, DateTimeOffset started, long startTimestamp, string dialect)
+    {
+        (_id, _started, _startTimestamp, _dialect) = (id, started, startTimestamp, dialect);
+        Key = VirtualKey.Anonymous;
+        Tags = NoTags;
+        Request = CallRequest.Empty;
+        Edits.Clear();
+        Host = null;
+        Attribution = CallAttribution.None;
+        Routes = null;
+        Policy = null;
+        Model = "";
+        OutputCap = null;
+        MaxTokens = null;
+        Refusal = null;
+        CacheHit = null;
+        SemanticHit = false;
+        Similarity = 0;
+        CaptureAnswer = false;
+        Answer = null;
+        CacheStatus = null;
+        RequestedModel = null;
+        Provider = null;
+        Streamed = false;
+        Summary.Reset();
+        StatusCode = 0;
+        Outcome = "ok";
+        ErrorType = null;
+        ErrorMessage = null;
+        UpstreamRequestId = null;
+        RoutingReason = null;
+        Route = null;
+        RoutedFrom = null;
+        Prefix = null;
+        PromptCachePlaced = false;
+        VolatilePrefix = null;
+        Context = null;
+        Admitted = AdmissionDecision.None;
+        Sealed = false;
+        DeferredJob = null;
+        EstimatedInputTokens = 0;
+        Pipeline = null;
+    }
+
+    private static readonly Func<string, string?> NoTags = static _ => null;
 
     /// <summary>The caller's virtual key (the .NET library's in-process key when it has none).</summary>
     public VirtualKey Key { get; set; } = VirtualKey.Anonymous;
     /// <summary>The caller's <c>x-bursar-*</c> tag values by header name (the library reads its scope and <c>ChatOptions</c>).</summary>
-    public Func<string, string?> Tags { get; set; } = static _ => null;
+    public Func<string, string?> Tags { get; set; } = NoTags;
     /// <summary>The request as stages read it; edits go to <see cref="Edits"/>, never into it.</summary>
     public CallRequest Request { get; set; } = CallRequest.Empty;
     /// <summary>Changes the stages asked for, applied by the face to what goes upstream (same-dialect bytes stay untouched when empty).</summary>

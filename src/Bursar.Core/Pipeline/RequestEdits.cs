@@ -44,6 +44,9 @@ public sealed class RequestEdits
 
     public void Add(IRequestEdit edit) => (_edits ??= []).Add(edit);
 
+    /// <summary>No edits again (a reused call).</summary>
+    public void Clear() => _edits?.Clear();
+
     /// <summary>Applies every edit to <paramref name="body"/>; true when any changed it.</summary>
     public bool ApplyTo(JsonObject body, in EditTarget target)
     {

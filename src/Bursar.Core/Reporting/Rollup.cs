@@ -117,12 +117,21 @@ public static class LedgerRollup
     public static Dictionary<RollupKey, RollupTotals> Aggregate(IEnumerable<LedgerRecord> records, long bucketSize)
     {
         var map = new Dictionary<RollupKey, RollupTotals>();
+        Dictionary<(string?, string?), string>? drivers = null; // a driver's name is made once per batch, not once per record
         foreach (var r in records)
         {
             var bucket = BucketOf(r.Timestamp, bucketSize);
             foreach (var dim in Stored)
             {
-                var key = new RollupKey(dim, Value(r, dim), bucket);
+                string value;
+                if (dim == ReportDimension.Driver)
+                {
+                    drivers ??= [];
+                    ref var name = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(drivers, (r.Feature, r.ServedModel), out _);
+                    value = name ??= Value(r, dim);
+                }
+                else value = Value(r, dim);
+                var key = new RollupKey(dim, value, bucket);
                 if (!map.TryGetValue(key, out var t)) map[key] = t = new RollupTotals();
                 t.Add(r);
             }

@@ -81,7 +81,7 @@ public partial struct RequestScan
                 {
                     r.Read();
                     if (r.TokenType != JsonTokenType.String) return Fail(ref s, "model", "'model' must be a string naming the model, e.g. \"gpt-4o-mini\" or \"claude-sonnet-4-5\".");
-                    s.Model = r.GetString();
+                    s.Model = ModelNames.Read(ref r);
                 }
                 else if (r.ValueTextEquals("stream"u8))
                 {
@@ -103,7 +103,7 @@ public partial struct RequestScan
                 }
                 else if (r.ValueTextEquals("max_tokens"u8) || r.ValueTextEquals("max_completion_tokens"u8))
                 {
-                    var name = r.GetString()!;
+                    var name = r.ValueTextEquals("max_tokens"u8) ? "max_tokens" : "max_completion_tokens";
                     r.Read();
                     if (r.TokenType == JsonTokenType.Null && dialect == Dialect.OpenAI) continue;
                     if (r.TokenType != JsonTokenType.Number || !r.TryGetInt64(out var mt) || mt < 0)
@@ -113,7 +113,7 @@ public partial struct RequestScan
                 }
                 else if (r.ValueTextEquals("n"u8) || r.ValueTextEquals("best_of"u8))
                 {
-                    var name = r.GetString()!;
+                    var name = r.ValueTextEquals("n"u8) ? "n" : "best_of";
                     r.Read();
                     if (r.TokenType == JsonTokenType.Null) continue;
                     if (r.TokenType != JsonTokenType.Number || !r.TryGetInt32(out var k) || k < 1 || k > MaxChoices)
