@@ -26,6 +26,7 @@ need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v redis-server >/dev/null || need+=(redis-server)
 compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || need+=(postgresql)
+[ -x /usr/sbin/nginx ] || need+=(nginx-light) # the field benchmark's floor (proxy_pass), in its smoke below
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing from Debian: ${need[*]}"
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
@@ -70,6 +71,15 @@ set +e
 js_status=${PIPESTATUS[0]}
 set -e
 [ "$js_status" -eq 0 ] || { echo "--- gateway log ---"; tail -50 "$data/serve.log"; }
+
+# --- the field benchmark's smoke: every cell (both dialects, JSON and SSE, throughput, a slow upstream, paced streams,
+# cold start, nginx as the floor) runs for a moment without errors; timings are not asserted (bench/RESULTS.md has them)
+set +e
+dotnet bench/Bursar.LoadBench/bin/Release/net10.0/Bursar.LoadBench.dll field --smoke --base-port $((40000 + RANDOM % 10000)) > "$data/field.log" 2>&1
+field_status=$?
+set -e
+if [ "$field_status" -eq 0 ]; then echo "field benchmark smoke: every cell ran without errors"; echo "# pass 1" >> "$log"
+else echo "field benchmark smoke FAILED:"; tail -40 "$data/field.log"; echo "# fail 1" >> "$log"; [ "$status" -eq 0 ] && status=1; fi
 
 passed=$(( $(grep -oE 'Passed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}') + $(grep -oE '^# pass [0-9]+' "$log" | awk '{s+=$3} END {print s+0}') ))
 failed=$(( $(grep -oE 'Failed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}') + $(grep -oE '^# fail [0-9]+' "$log" | awk '{s+=$3} END {print s+0}') ))

@@ -25,8 +25,11 @@ string Arg(string name, string fallback) => args.SkipWhile(a => a != name).Skip(
 switch (mode)
 {
     case "upstream":
-        await Upstream.RunAsync(int.Parse(Arg("--port", "5301"), CultureInfo.InvariantCulture));
+        await Upstream.RunAsync(int.Parse(Arg("--port", "5301"), CultureInfo.InvariantCulture), int.Parse(Arg("--delay-ms", "0"), CultureInfo.InvariantCulture),
+            int.Parse(Arg("--deltas", "5"), CultureInfo.InvariantCulture), int.Parse(Arg("--pace-ms", "0"), CultureInfo.InvariantCulture));
         return 0;
+    case "field":
+        return await FieldBench.RunAsync(args);
     case "gateway":
         var app = GatewayHost.Build(
         [
@@ -93,18 +96,25 @@ internal static class Upstream
         return Encoding.UTF8.GetBytes(sb.ToString());
     }
 
-    public static async Task RunAsync(int port)
+    /// <summary>
+    /// The upstream: static answers of both dialects, at once, or (<paramref name="delayMs"/>, <paramref name="paceMs"/>)
+    /// like a model: the JSON answer after a delay, a stream of <paramref name="deltas"/> deltas paced apart.
+    /// </summary>
+    public static async Task RunAsync(int port, int delayMs = 0, int deltas = 5, int paceMs = 0)
     {
         var builder = WebApplication.CreateSlimBuilder([$"--urls=http://127.0.0.1:{port}"]);
         builder.Logging.ClearProviders();
         var app = builder.Build();
         app.MapGet("/ready", () => "ok");
-        app.MapPost("/v1/chat/completions", (HttpContext ctx) => AnswerAsync(ctx, Json, Sse));
-        app.MapPost("/v1/responses", (HttpContext ctx) => AnswerAsync(ctx, ResponsesJson, ResponsesSse));
+        var paced = paceMs > 0 || deltas != 5;
+        var (openAiSse, anthropicSse) = paced ? (PacedOpenAi(deltas), PacedAnthropic(deltas)) : ([Sse], [AnthropicSse]);
+        app.MapPost("/v1/chat/completions", (HttpContext ctx) => AnswerAsync(ctx, Json, openAiSse, delayMs, paceMs));
+        app.MapPost("/v1/responses", (HttpContext ctx) => AnswerAsync(ctx, ResponsesJson, [ResponsesSse], delayMs, paceMs));
+        app.MapPost("/v1/messages", (HttpContext ctx) => AnswerAsync(ctx, AnthropicJson, anthropicSse, delayMs, paceMs));
         await app.RunAsync();
     }
 
-    private static async Task AnswerAsync(HttpContext ctx, byte[] json, byte[] sse)
+    private static async Task AnswerAsync(HttpContext ctx, byte[] json, byte[][] sse, int delayMs, int paceMs)
     {
         var buf = new byte[64 * 1024];
         var n = 0;
@@ -112,9 +122,77 @@ internal static class Upstream
         while ((r = await ctx.Request.Body.ReadAsync(buf.AsMemory(n))) > 0) n += r;
         var stream = buf.AsSpan(0, n).IndexOf("\"stream\":true"u8) >= 0;
         ctx.Response.ContentType = stream ? "text/event-stream" : "application/json";
-        var body = stream ? sse : json;
-        ctx.Response.ContentLength = body.Length;
-        await ctx.Response.Body.WriteAsync(body);
+        if (!stream)
+        {
+            if (delayMs > 0) await Task.Delay(delayMs);
+            ctx.Response.ContentLength = json.Length;
+            await ctx.Response.Body.WriteAsync(json);
+            return;
+        }
+        if (sse.Length == 1)
+        {
+            ctx.Response.ContentLength = sse[0].Length;
+            await ctx.Response.Body.WriteAsync(sse[0]);
+            return;
+        }
+        // paced: each part flushed on its own, the deltas paceMs apart
+        for (var i = 0; i < sse.Length; i++)
+        {
+            if (i > 0 && paceMs > 0) await Task.Delay(paceMs);
+            await ctx.Response.Body.WriteAsync(sse[i]);
+            await ctx.Response.Body.FlushAsync();
+        }
+    }
+
+    private static readonly byte[] AnthropicJson = Encoding.UTF8.GetBytes("""{"id":"msg_static","type":"message","role":"assistant","model":"claude-haiku-4-5-20251001","content":[{"type":"text","text":"Paris."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":31,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":3,"service_tier":"standard"}}""");
+
+    private static readonly byte[] AnthropicSse = Concat(PacedAnthropic(5));
+
+    private static byte[] Concat(byte[][] parts) => parts.SelectMany(p => p).ToArray();
+
+    /// <summary>An OpenAI stream in parts: the role chunk with the first delta, one part per further delta, then finish, usage and [DONE].</summary>
+    private static byte[][] PacedOpenAi(int deltas)
+    {
+        const string head = "{\"id\":\"chatcmpl-paced\",\"object\":\"chat.completion.chunk\",\"created\":1741569952,\"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_static\",";
+        var parts = new List<byte[]>();
+        for (var i = 0; i < deltas; i++)
+        {
+            var sb = new StringBuilder();
+            if (i == 0) sb.Append("data: ").Append(head).Append("\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n");
+            sb.Append("data: ").Append(head).Append("\"choices\":[{\"index\":0,\"delta\":{\"content\":\" word").Append(i).Append("\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n");
+            if (i == deltas - 1)
+            {
+                sb.Append("data: ").Append(head).Append("\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":null}\n\n");
+                sb.Append("data: ").Append(head).Append("\"choices\":[],\"usage\":{\"prompt_tokens\":31,\"completion_tokens\":").Append(deltas).Append(",\"total_tokens\":").Append(31 + deltas).Append(",\"prompt_tokens_details\":{\"cached_tokens\":0},\"completion_tokens_details\":{\"reasoning_tokens\":0}}}\n\n");
+                sb.Append("data: [DONE]\n\n");
+            }
+            parts.Add(Encoding.UTF8.GetBytes(sb.ToString()));
+        }
+        return [.. parts];
+    }
+
+    /// <summary>An Anthropic stream in parts: message_start and the block start with the first delta, one part per further delta, then the ends and the usage.</summary>
+    private static byte[][] PacedAnthropic(int deltas)
+    {
+        var parts = new List<byte[]>();
+        for (var i = 0; i < deltas; i++)
+        {
+            var sb = new StringBuilder();
+            if (i == 0)
+            {
+                sb.Append("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_paced\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-haiku-4-5-20251001\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":31,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}\n\n");
+                sb.Append("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+            }
+            sb.Append("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" word").Append(i).Append("\"}}\n\n");
+            if (i == deltas - 1)
+            {
+                sb.Append("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n");
+                sb.Append("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":").Append(deltas).Append("}}\n\n");
+                sb.Append("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+            }
+            parts.Add(Encoding.UTF8.GetBytes(sb.ToString()));
+        }
+        return [.. parts];
     }
 }
 

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Bursar.Core.Attribution;
+using Bursar.Core.Ledger;
 using Bursar.Core.Pipeline;
 using Bursar.Providers.Dialects;
 using Microsoft.Extensions.AI;
@@ -186,7 +187,7 @@ public sealed class BursarChatClient : DelegatingChatClient
         ChatRequestJson.Write(list, options, model, streaming, slot.Body);
         var scan = RequestScan.Run(slot.Body.WrittenSpan, Dialect.OpenAI);
         var call = slot.Call;
-        call.Restart(Guid.CreateVersion7(now).ToString("N"), now, time.GetTimestamp(), DialectName);
+        call.Restart(CallIds.New(now), now, time.GetTimestamp(), DialectName);
         call.Key = _options.Key ?? BursarChatClientOptions.InProcessKey;
         call.RequestedModel = model;
         call.Streamed = streaming;

@@ -17,7 +17,7 @@ public static class ClassifierCall
     /// <summary>The classifier call's <see cref="LeverCall"/>, attributed like the call it routes.</summary>
     public static LeverCall Begin(TimeProvider time, string dialect, string model, string? provider, CallAttribution attribution, string route) => new()
     {
-        Id = Guid.CreateVersion7(time.GetUtcNow()).ToString("N"), Started = time.GetUtcNow(), StartTimestamp = time.GetTimestamp(), Dialect = dialect,
+        Id = Ledger.CallIds.New(time.GetUtcNow()), Started = time.GetUtcNow(), StartTimestamp = time.GetTimestamp(), Dialect = dialect,
         Attribution = attribution with { Task = Task }, RequestedModel = model, Provider = provider, Route = route, Model = model,
     };
 

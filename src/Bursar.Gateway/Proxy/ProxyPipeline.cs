@@ -1,5 +1,6 @@
 using Bursar.Hosting;
 using Bursar.Core.Attribution;
+using Bursar.Core.Ledger;
 using Bursar.Core.Pipeline;
 using Bursar.Gateway.Auth;
 using Bursar.Gateway.Hosting;
@@ -30,10 +31,11 @@ public sealed partial class ProxyPipeline(KeyAuthenticator auth, LeverPipeline l
 
     public async Task HandleAsync(HttpContext ctx, Dialect dialect, WireApi api)
     {
+        var now = time.GetUtcNow();
         var call = new LeverCall
         {
-            Id = Guid.CreateVersion7(time.GetUtcNow()).ToString("N"),
-            Started = time.GetUtcNow(),
+            Id = CallIds.New(now),
+            Started = now,
             StartTimestamp = time.GetTimestamp(),
             Dialect = LedgerDialect(dialect, api),
         };

@@ -1,0 +1,361 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using Bursar.Core.Keys;
+using Bursar.Storage.Sqlite;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+
+// The field's benchmark method (the public board's: added latency at concurrency 1, throughput, sustained load against a
+// slow upstream, concurrent paced SSE streams, memory, cold start), Bursar and its peers in one run on this machine:
+//   dotnet bench/Bursar.LoadBench/bin/Release/net10.0/Bursar.LoadBench.dll field [--seconds 5] [--smoke]
+// The gateway is the real `bursar serve` (src/Bursar.Cli's Release build), metering, ledger and rollups on. Peer: nginx
+// proxy_pass when `nginx` is on PATH (the floor). --smoke runs every cell for a moment and only checks that each ran
+// without errors (./test.sh runs it).
+internal static class FieldBench
+{
+    private const string OpenAiBody = """{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You answer briefly."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":16}""";
+    private const string OpenAiStreamBody = """{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You answer briefly."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":16,"stream":true,"stream_options":{"include_usage":true}}""";
+    private const string AnthropicBody = """{"model":"claude-haiku-4-5","max_tokens":16,"system":"You answer briefly.","messages":[{"role":"user","content":"What is the capital of France?"}]}""";
+    private const string AnthropicStreamBody = """{"model":"claude-haiku-4-5","max_tokens":16,"stream":true,"system":"You answer briefly.","messages":[{"role":"user","content":"What is the capital of France?"}]}""";
+
+    private sealed record Path(string Name, string BaseUrl, string? Key, Process? Process);
+
+    private sealed record Cell(string Path, double P50, double P99, double Rps, long Errors, int Count);
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        string Arg(string name, string fallback) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() ?? fallback;
+        var smoke = args.Contains("--smoke");
+        var seconds = smoke ? 1 : int.Parse(Arg("--seconds", "5"), CultureInfo.InvariantCulture);
+        var basePort = int.Parse(Arg("--base-port", "5401"), CultureInfo.InvariantCulture);
+        var (deltas, paceMs, delayMs) = smoke ? (4, 5, 5) : (64, 20, 20);
+        var streamCounts = smoke ? new[] { 8 } : [64, 128, 256, 512, 1024];
+
+        var self = typeof(FieldBench).Assembly.Location;
+        var bursarDll = System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(self)!, "../../../../../src/Bursar.Cli/bin/Release/net10.0/bursar.dll"));
+        if (!File.Exists(bursarDll)) throw new InvalidOperationException($"Build the gateway first: dotnet build -c Release src/Bursar.Cli (looked for {bursarDll}).");
+        var (upFast, upSlow) = (basePort, basePort + 1);
+        var data = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "bursar-field-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(data);
+        var secret = VirtualKey.NewSecret();
+        foreach (var dir in new[] { data, data + "-slow", data + "-cold" })
+        {
+            // each gateway its own ledger, the same virtual key in each
+            Directory.CreateDirectory(dir);
+            var store = new SqliteStore(System.IO.Path.Combine(dir, "bursar.db"));
+            await store.AddAsync(new VirtualKey { Id = "key_field", Hash = VirtualKey.HashSecret(secret), Prefix = VirtualKey.DisplayPrefix(secret), Team = "bench", CreatedAt = TimeProvider.System.GetUtcNow() }, default);
+        }
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+
+        var processes = new List<Process>();
+        Process Start(string file, string arguments, string? workDir = null)
+        {
+            var p = Process.Start(new ProcessStartInfo(file, arguments) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workDir ?? Environment.CurrentDirectory })!;
+            p.OutputDataReceived += (_, _) => { };
+            p.ErrorDataReceived += (_, _) => { };
+            p.BeginOutputReadLine();
+            p.BeginErrorReadLine();
+            processes.Add(p);
+            return p;
+        }
+        Process StartBursar(int port, int upstream, string dir) => Start("dotnet",
+            $"\"{bursarDll}\" serve --port {port} --data-dir \"{dir}\" "
+            + $"--Bursar:Providers:Deployments:openai:BaseUrl=http://127.0.0.1:{upstream}/v1 --Bursar:Providers:Deployments:openai:ApiKey=sk-field "
+            + $"--Bursar:Providers:Deployments:anthropic:BaseUrl=http://127.0.0.1:{upstream} --Bursar:Providers:Deployments:anthropic:ApiKey=sk-ant-field "
+            + "--Logging:LogLevel:Default=Warning");
+        using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 4096, UseProxy = false, PooledConnectionLifetime = Timeout.InfiniteTimeSpan }) { Timeout = TimeSpan.FromSeconds(60) };
+        try
+        {
+            Start("dotnet", $"\"{self}\" upstream --port {upFast}");
+            Start("dotnet", $"\"{self}\" upstream --port {upSlow} --delay-ms {delayMs} --deltas {deltas} --pace-ms {paceMs}");
+            await WaitReady(http, $"http://127.0.0.1:{upFast}/ready");
+            await WaitReady(http, $"http://127.0.0.1:{upSlow}/ready");
+
+            // cold start: a fresh gateway, timed from the moment it says ready, on its own
+            var coldPort = basePort + 9;
+            var coldStarted = Stopwatch.GetTimestamp();
+            var cold = StartBursar(coldPort, upFast, data + "-cold");
+            await WaitReady(http, $"http://127.0.0.1:{coldPort}/health/ready");
+            var readyMs = Stopwatch.GetElapsedTime(coldStarted).TotalMilliseconds;
+            var coldCell = await Load(http, "bursar, first 10 s", $"http://127.0.0.1:{coldPort}", secret, false, "openai", 1, smoke ? 1 : 10, warmSeconds: 0);
+            Stop(cold);
+
+            var bursarFast = new Path("bursar", $"http://127.0.0.1:{basePort + 2}", secret, StartBursar(basePort + 2, upFast, data));
+            var bursarSlow = new Path("bursar", $"http://127.0.0.1:{basePort + 3}", secret, StartBursar(basePort + 3, upSlow, data + "-slow"));
+            var fast = new List<Path> { new("direct", $"http://127.0.0.1:{upFast}", null, null), bursarFast };
+            var slow = new List<Path> { new("direct", $"http://127.0.0.1:{upSlow}", null, null), bursarSlow };
+            if (Which("nginx") is { } nginx)
+            {
+                var conf = NginxConfig(data, basePort + 4, upFast, basePort + 5, upSlow);
+                processes.Add(Start(nginx, $"-p \"{data}\" -c \"{conf}\" -g \"daemon off;\""));
+                fast.Add(new Path("nginx proxy_pass", $"http://127.0.0.1:{basePort + 4}", null, null));
+                slow.Add(new Path("nginx proxy_pass", $"http://127.0.0.1:{basePort + 5}", null, null));
+            }
+            foreach (var p in fast.Concat(slow))
+                await WaitReady(http, p.Name == "bursar" ? p.BaseUrl + "/health/ready" : p.Name == "direct" ? p.BaseUrl + "/ready" : p.BaseUrl + "/");
+            var bursarPids = new[] { bursarFast.Process!, bursarSlow.Process! };
+
+            // every path warmed up first (JIT tiers, connection pools)
+            foreach (var p in fast.Concat(slow))
+                foreach (var (dialect, stream) in new[] { ("openai", false), ("openai", true), ("anthropic", false), ("anthropic", true) })
+                    await Load(http, p.Name, p.BaseUrl, p.Key, stream, dialect, 4, smoke ? 1 : 2, warmSeconds: 0);
+
+            var errors = 0L;
+            Console.WriteLine($"Bursar field benchmark, {TimeProvider.System.GetUtcNow():yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores shared by load generator, upstreams and gateways (not pinned); {seconds} s per cell after a 1 s warm-up{(smoke ? " (smoke: short cells, errors only)" : "")}");
+            Console.WriteLine($"Bursar: `bursar serve` ({bursarDll}), metering, ledger (SQLite, journal) and rollups on; peers: {string.Join(", ", fast.Skip(2).Select(p => p.Name).DefaultIfEmpty("none found"))}");
+            Console.WriteLine();
+            Console.WriteLine("Added latency at concurrency 1 (path minus direct, same run), instant upstream:");
+            Console.WriteLine();
+            Console.WriteLine("| path | dialect | mode | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |");
+            Console.WriteLine("|---|---|---|---:|---:|---:|---:|---:|");
+            foreach (var (dialect, stream) in new[] { ("openai", false), ("openai", true), ("anthropic", false), ("anthropic", true) })
+            {
+                Cell? direct = null;
+                foreach (var p in fast)
+                {
+                    var c = await Load(http, p.Name, p.BaseUrl, p.Key, stream, dialect, 1, seconds);
+                    direct ??= c;
+                    errors += c.Errors;
+                    Console.WriteLine(Row($"| {p.Name} | {dialect} | {(stream ? "SSE" : "JSON")} | {c.P50:F3} | {c.P99:F3} | {(p.Name == "direct" ? "" : (c.P50 - direct.P50).ToString("F3", CultureInfo.InvariantCulture))} | {(p.Name == "direct" ? "" : (c.P99 - direct.P99).ToString("F3", CultureInfo.InvariantCulture))} | {c.Errors} |"));
+                }
+            }
+            Console.WriteLine();
+            Console.WriteLine("Throughput at concurrency 64, instant upstream, OpenAI JSON:");
+            Console.WriteLine();
+            Console.WriteLine("| path | req/s | p50 ms | p99 ms | share of the floor | errors |");
+            Console.WriteLine("|---|---:|---:|---:|---:|---:|");
+            var throughput = new List<Cell>();
+            foreach (var p in fast)
+            {
+                var c = await Load(http, p.Name, p.BaseUrl, p.Key, false, "openai", 64, seconds);
+                throughput.Add(c);
+                errors += c.Errors;
+            }
+            var floor = throughput.FirstOrDefault(c => c.Path == "nginx proxy_pass") ?? throughput[0];
+            foreach (var c in throughput)
+                Console.WriteLine(Row($"| {c.Path} | {c.Rps:F0} | {c.P50:F3} | {c.P99:F3} | {c.Rps / floor.Rps:P0} | {c.Errors} |"));
+
+            Console.WriteLine();
+            var bound = delayMs * 1.5;
+            Console.WriteLine($"Sustained load against a {delayMs} ms upstream, OpenAI JSON (p99 bound {bound:F0} ms):");
+            Console.WriteLine();
+            Console.WriteLine("| path | concurrency | req/s | p50 ms | p99 ms | within bound | errors |");
+            Console.WriteLine("|---|---:|---:|---:|---:|---|---:|");
+            foreach (var p in slow)
+                foreach (var n in smoke ? new[] { 4 } : [64, 256, 512])
+                {
+                    var c = await Load(http, p.Name, p.BaseUrl, p.Key, false, "openai", n, seconds);
+                    errors += c.Errors;
+                    Console.WriteLine(Row($"| {p.Name} | {n} | {c.Rps:F0} | {c.P50:F3} | {c.P99:F3} | {(c.P99 <= bound && c.Errors == 0 ? "yes" : "no")} | {c.Errors} |"));
+                }
+
+            Console.WriteLine();
+            Console.WriteLine($"Concurrent SSE streams, {deltas} deltas {paceMs} ms apart (OpenAI): held = every stream complete, no gap between deltas over {2 * paceMs} ms:");
+            Console.WriteLine();
+            Console.WriteLine("| path | streams | completed | stalls | dropped | added first-token p99 ms | held | gateway RSS MB |");
+            Console.WriteLine("|---|---:|---:|---:|---:|---:|---|---:|");
+            foreach (var n in streamCounts)
+            {
+                var direct = await Streams(http, slow[0], n, deltas, paceMs);
+                foreach (var p in slow)
+                {
+                    var s = p.Name == "direct" ? direct : await Streams(http, p, n, deltas, paceMs);
+                    var held = s.Dropped == 0 && s.Stalls == 0;
+                    if (smoke) errors += s.Dropped; // past the smoke's few streams a drop is a finding (the largest count held), not a failure
+                    var rss = p.Name == "bursar" ? (RssMb(p.Process!)?.ToString("F0", CultureInfo.InvariantCulture) ?? "") : "";
+                    Console.WriteLine(Row($"| {p.Name} | {n} | {s.Completed} | {s.Stalls} | {s.Dropped} | {(p.Name == "direct" ? "" : (s.FirstTokenP99 - direct.FirstTokenP99).ToString("F3", CultureInfo.InvariantCulture))} | {(held ? "yes" : "no")} | {rss} |"));
+                }
+            }
+
+            Console.WriteLine();
+            Console.WriteLine("Cold start (a fresh `bursar serve`, concurrency 1, OpenAI JSON, instant upstream):");
+            Console.WriteLine();
+            Console.WriteLine("| measure | value |");
+            Console.WriteLine("|---|---:|");
+            Console.WriteLine(Row($"| process start to /health/ready | {readyMs:F0} ms |"));
+            Console.WriteLine(Row($"| first {(smoke ? 1 : 10)} s after ready: p50 / p99 | {coldCell.P50:F3} / {coldCell.P99:F3} ms ({coldCell.Count} calls, {coldCell.Errors} errors) |"));
+            errors += coldCell.Errors;
+            Console.WriteLine();
+            Console.WriteLine("| gateway memory | RSS MB |");
+            Console.WriteLine("|---|---:|");
+            await Task.Delay(smoke ? 200 : 3000);
+            foreach (var p in bursarPids) Console.WriteLine(Row($"| bursar serve (pid {p.Id}), after its load | {RssMb(p):F0} |"));
+            Console.WriteLine();
+            Console.WriteLine(errors == 0 ? "Every cell ran without errors." : $"{errors} errors (see the tables).");
+            return errors == 0 ? 0 : 1;
+        }
+        finally
+        {
+            foreach (var p in processes) Stop(p);
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            foreach (var dir in new[] { data, data + "-slow", data + "-cold" })
+                try { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    private static string Row(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+
+    private static string NginxConfig(string dir, int fastPort, int fastUpstream, int slowPort, int slowUpstream)
+    {
+        Directory.CreateDirectory(System.IO.Path.Combine(dir, "logs"));
+        var conf = System.IO.Path.Combine(dir, "nginx.conf");
+        string Server(int port, int upstream) => $$"""
+            upstream up{{port}} { server 127.0.0.1:{{upstream}}; keepalive 512; }
+            server {
+              listen 127.0.0.1:{{port}} reuseport backlog=4096;
+              access_log off;
+              location / { proxy_pass http://up{{port}}; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; proxy_read_timeout 120s; }
+            }
+            """;
+        File.WriteAllText(conf, $$"""
+            worker_processes 1;
+            error_log {{dir}}/logs/error.log warn;
+            pid {{dir}}/nginx.pid;
+            events { worker_connections 8192; }
+            http {
+              client_body_temp_path {{dir}}/tmp; proxy_temp_path {{dir}}/tmp;
+              {{Server(fastPort, fastUpstream)}}
+              {{Server(slowPort, slowUpstream)}}
+            }
+            """);
+        return conf;
+    }
+
+    private static string? Which(string program) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Select(d => System.IO.Path.Combine(d, program)).FirstOrDefault(File.Exists)
+        ?? new[] { "/usr/sbin/" + program, "/sbin/" + program }.FirstOrDefault(File.Exists);
+
+    private static double? RssMb(Process p)
+    {
+        try
+        {
+            var line = File.ReadLines($"/proc/{p.Id}/status").FirstOrDefault(l => l.StartsWith("VmRSS:", StringComparison.Ordinal));
+            return line is null ? null : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024.0;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
+    private static void Stop(Process p)
+    {
+        try { p.Kill(entireProcessTree: true); p.WaitForExit(5000); } catch (InvalidOperationException) { }
+    }
+
+    private static HttpRequestMessage Request(string baseUrl, string? key, bool stream, string dialect)
+    {
+        var anthropic = dialect == "anthropic";
+        var req = new HttpRequestMessage(HttpMethod.Post, baseUrl + (anthropic ? "/v1/messages" : "/v1/chat/completions"))
+        {
+            Content = new StringContent(anthropic ? stream ? AnthropicStreamBody : AnthropicBody : stream ? OpenAiStreamBody : OpenAiBody, Encoding.UTF8, "application/json"),
+        };
+        if (key is not null)
+        {
+            if (anthropic) req.Headers.Add("x-api-key", key);
+            else req.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        }
+        if (anthropic) req.Headers.Add("anthropic-version", "2023-06-01");
+        return req;
+    }
+
+    private static async Task<Cell> Load(HttpClient http, string name, string baseUrl, string? key, bool stream, string dialect, int concurrency, int seconds, int warmSeconds = 1)
+    {
+        var latencies = new List<double>[concurrency];
+        long errors = 0;
+        var warmUntil = Stopwatch.GetTimestamp() + warmSeconds * Stopwatch.Frequency;
+        var stopAt = warmUntil + seconds * Stopwatch.Frequency;
+        var workers = Enumerable.Range(0, concurrency).Select(w => Task.Run(async () =>
+        {
+            var mine = latencies[w] = new List<double>(50_000);
+            var buf = new byte[16 * 1024];
+            while (true)
+            {
+                var t0 = Stopwatch.GetTimestamp();
+                if (t0 >= stopAt) break;
+                using var req = Request(baseUrl, key, stream, dialect);
+                try
+                {
+                    using var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead);
+                    await using var s = await resp.Content.ReadAsStreamAsync();
+                    while (await s.ReadAsync(buf) > 0) { }
+                    if (resp.StatusCode != HttpStatusCode.OK) Interlocked.Increment(ref errors);
+                }
+                catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException)
+                {
+                    Interlocked.Increment(ref errors);
+                }
+                var t1 = Stopwatch.GetTimestamp();
+                if (t0 >= warmUntil) mine.Add((t1 - t0) * 1000.0 / Stopwatch.Frequency);
+            }
+        })).ToArray();
+        await Task.WhenAll(workers);
+        var all = latencies.SelectMany(l => l).Order().ToArray();
+        if (all.Length == 0) return new Cell(name, double.NaN, double.NaN, 0, errors, 0);
+        return new Cell(name, all[(int)(all.Length * 0.50)], all[Math.Min(all.Length - 1, (int)(all.Length * 0.99))], all.Length / (double)seconds, errors, all.Length);
+    }
+
+    private sealed record StreamResult(int Completed, int Stalls, int Dropped, double FirstTokenP99);
+
+    /// <summary><paramref name="count"/> streams at once, each read line by line: a stall is a gap between two deltas over twice the pacing; a stream is dropped when it fails or ends short.</summary>
+    private static async Task<StreamResult> Streams(HttpClient http, Path p, int count, int deltas, int paceMs)
+    {
+        int completed = 0, stalls = 0, dropped = 0;
+        var firstTokens = new double[count];
+        var start = new TaskCompletionSource();
+        var tasks = Enumerable.Range(0, count).Select(i => Task.Run(async () =>
+        {
+            await start.Task;
+            var t0 = Stopwatch.GetTimestamp();
+            try
+            {
+                using var req = Request(p.BaseUrl, p.Key, stream: true, "openai");
+                using var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead);
+                if (resp.StatusCode != HttpStatusCode.OK) { Interlocked.Increment(ref dropped); return; }
+                using var reader = new StreamReader(await resp.Content.ReadAsStreamAsync());
+                var seen = 0;
+                var last = 0L;
+                var stalled = false;
+                while (await reader.ReadLineAsync() is { } line)
+                {
+                    if (!line.StartsWith("data: {", StringComparison.Ordinal) || !line.Contains("\"content\":\"", StringComparison.Ordinal)) continue;
+                    var now = Stopwatch.GetTimestamp();
+                    if (seen == 0) firstTokens[i] = (now - t0) * 1000.0 / Stopwatch.Frequency;
+                    else if ((now - last) * 1000.0 / Stopwatch.Frequency > 2 * paceMs) stalled = true;
+                    last = now;
+                    seen++;
+                }
+                if (seen < deltas) Interlocked.Increment(ref dropped);
+                else Interlocked.Increment(ref completed);
+                if (stalled) Interlocked.Increment(ref stalls);
+            }
+            catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException)
+            {
+                Interlocked.Increment(ref dropped);
+            }
+        })).ToArray();
+        start.SetResult();
+        await Task.WhenAll(tasks);
+        var ft = firstTokens.Where(x => x > 0).Order().ToArray();
+        return new StreamResult(completed, stalls, dropped, ft.Length == 0 ? double.NaN : ft[Math.Min(ft.Length - 1, (int)(ft.Length * 0.99))]);
+    }
+
+    private static async Task WaitReady(HttpClient http, string url)
+    {
+        for (var i = 0; i < 600; i++)
+        {
+            try
+            {
+                using var r = await http.GetAsync(url);
+                if ((int)r.StatusCode < 500) return;
+            }
+            catch (HttpRequestException) { }
+            await Task.Delay(50);
+        }
+        throw new InvalidOperationException("not ready: " + url);
+    }
+}
