@@ -265,38 +265,9 @@ internal static class FieldBench
 
     private static async Task<Cell> Load(HttpClient http, string name, string baseUrl, string? key, bool stream, string dialect, int concurrency, int seconds, int warmSeconds = 1)
     {
-        var latencies = new List<double>[concurrency];
-        long errors = 0;
-        var warmUntil = Stopwatch.GetTimestamp() + warmSeconds * Stopwatch.Frequency;
-        var stopAt = warmUntil + seconds * Stopwatch.Frequency;
-        var workers = Enumerable.Range(0, concurrency).Select(w => Task.Run(async () =>
-        {
-            var mine = latencies[w] = new List<double>(50_000);
-            var buf = new byte[16 * 1024];
-            while (true)
-            {
-                var t0 = Stopwatch.GetTimestamp();
-                if (t0 >= stopAt) break;
-                using var req = Request(baseUrl, key, stream, dialect);
-                try
-                {
-                    using var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead);
-                    await using var s = await resp.Content.ReadAsStreamAsync();
-                    while (await s.ReadAsync(buf) > 0) { }
-                    if (resp.StatusCode != HttpStatusCode.OK) Interlocked.Increment(ref errors);
-                }
-                catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException)
-                {
-                    Interlocked.Increment(ref errors);
-                }
-                var t1 = Stopwatch.GetTimestamp();
-                if (t0 >= warmUntil) mine.Add((t1 - t0) * 1000.0 / Stopwatch.Frequency);
-            }
-        })).ToArray();
-        await Task.WhenAll(workers);
-        var all = latencies.SelectMany(l => l).Order().ToArray();
-        if (all.Length == 0) return new Cell(name, double.NaN, double.NaN, 0, errors, 0);
-        return new Cell(name, all[(int)(all.Length * 0.50)], all[Math.Min(all.Length - 1, (int)(all.Length * 0.99))], all.Length / (double)seconds, errors, all.Length);
+        var (latencies, errors) = await LoadLoop.RunAsync(http, () => Request(baseUrl, key, stream, dialect), concurrency, seconds, warmSeconds);
+        if (latencies.Length == 0) return new Cell(name, double.NaN, double.NaN, 0, errors, 0);
+        return new Cell(name, LoadLoop.Percentile(latencies, 0.50), LoadLoop.Percentile(latencies, 0.99), latencies.Length / (double)seconds, errors, latencies.Length);
     }
 
     private sealed record StreamResult(int Completed, int Stalls, int Dropped, double FirstTokenP99);
@@ -341,7 +312,7 @@ internal static class FieldBench
         start.SetResult();
         await Task.WhenAll(tasks);
         var ft = firstTokens.Where(x => x > 0).Order().ToArray();
-        return new StreamResult(completed, stalls, dropped, ft.Length == 0 ? double.NaN : ft[Math.Min(ft.Length - 1, (int)(ft.Length * 0.99))]);
+        return new StreamResult(completed, stalls, dropped, ft.Length == 0 ? double.NaN : LoadLoop.Percentile(ft, 0.99));
     }
 
     private static async Task WaitReady(HttpClient http, string url)
@@ -358,4 +329,45 @@ internal static class FieldBench
         }
         throw new InvalidOperationException("not ready: " + url);
     }
+}
+
+/// <summary>Closed-loop load: <c>concurrency</c> workers each sending the next request when the last one's body has been read.</summary>
+internal static class LoadLoop
+{
+    /// <summary>The latencies (ms, sorted) of the requests started after the warm-up, and the count of failed ones.</summary>
+    public static async Task<(double[] Latencies, long Errors)> RunAsync(HttpClient http, Func<HttpRequestMessage> request, int concurrency, int seconds, int warmSeconds = 1)
+    {
+        var latencies = new List<double>[concurrency];
+        long errors = 0;
+        var warmUntil = Stopwatch.GetTimestamp() + warmSeconds * Stopwatch.Frequency;
+        var stopAt = warmUntil + seconds * Stopwatch.Frequency;
+        var workers = Enumerable.Range(0, concurrency).Select(w => Task.Run(async () =>
+        {
+            var mine = latencies[w] = new List<double>(50_000);
+            var buf = new byte[16 * 1024];
+            while (true)
+            {
+                var t0 = Stopwatch.GetTimestamp();
+                if (t0 >= stopAt) break;
+                using var req = request();
+                try
+                {
+                    using var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead);
+                    await using var s = await resp.Content.ReadAsStreamAsync();
+                    while (await s.ReadAsync(buf) > 0) { }
+                    if (resp.StatusCode != HttpStatusCode.OK) Interlocked.Increment(ref errors);
+                }
+                catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException)
+                {
+                    Interlocked.Increment(ref errors);
+                }
+                var t1 = Stopwatch.GetTimestamp();
+                if (t0 >= warmUntil) mine.Add((t1 - t0) * 1000.0 / Stopwatch.Frequency);
+            }
+        })).ToArray();
+        await Task.WhenAll(workers);
+        return (latencies.SelectMany(l => l).Order().ToArray(), errors);
+    }
+
+    public static double Percentile(double[] sorted, double q) => sorted[Math.Min(sorted.Length - 1, (int)(sorted.Length * q))];
 }

@@ -378,40 +378,15 @@ internal static class Runner
     private static async Task<Result> Load(HttpClient http, string url, string? key, bool stream, int concurrency, int seconds, string? bodyOverride = null)
     {
         var body = Encoding.UTF8.GetBytes(bodyOverride ?? (stream ? StreamBody : Body));
-        var latencies = new List<double>[concurrency];
-        long errors = 0;
-        var warmUntil = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
-        var stopAt = warmUntil + seconds * Stopwatch.Frequency;
-        var workers = Enumerable.Range(0, concurrency).Select(w => Task.Run(async () =>
+        var (all, errors) = await LoadLoop.RunAsync(http, () =>
         {
-            var mine = latencies[w] = new List<double>(100_000);
-            var buf = new byte[16 * 1024];
-            while (true)
-            {
-                var t0 = Stopwatch.GetTimestamp();
-                if (t0 >= stopAt) break;
-                using var req = new HttpRequestMessage(HttpMethod.Post, url) { Content = new ByteArrayContent(body) };
-                req.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
-                if (key is not null) req.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
-                try
-                {
-                    using var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead);
-                    await using var s = await resp.Content.ReadAsStreamAsync();
-                    while (await s.ReadAsync(buf) > 0) { }
-                    if (resp.StatusCode != HttpStatusCode.OK) Interlocked.Increment(ref errors);
-                }
-                catch (HttpRequestException)
-                {
-                    Interlocked.Increment(ref errors);
-                }
-                var t1 = Stopwatch.GetTimestamp();
-                if (t0 >= warmUntil) mine.Add((t1 - t0) * 1000.0 / Stopwatch.Frequency);
-            }
-        })).ToArray();
-        await Task.WhenAll(workers);
-        var all = latencies.SelectMany(l => l).OrderBy(x => x).ToArray();
+            var req = new HttpRequestMessage(HttpMethod.Post, url) { Content = new ByteArrayContent(body) };
+            req.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+            if (key is not null) req.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            return req;
+        }, concurrency, seconds);
         if (all.Length == 0) return new Result(double.NaN, double.NaN, 0, errors);
-        return new Result(all[(int)(all.Length * 0.50)], all[Math.Min(all.Length - 1, (int)(all.Length * 0.99))], all.Length / (double)seconds, errors);
+        return new Result(LoadLoop.Percentile(all, 0.50), LoadLoop.Percentile(all, 0.99), all.Length / (double)seconds, errors);
     }
 
     private static async Task WaitReady(HttpClient http, string url)

@@ -14,8 +14,23 @@ public sealed partial class SqliteStore
 {
     private const int RollupVersion = 3;
 
-    private static readonly string[] RollupCounts = ["calls", "unpriced", "errors", "cache_hits", "routed", "truncated", "input", "cache_read", "cache_write", "output", "estimated"];
-    private static readonly string[] RollupMoney = ["cost", "s_routing", "s_response_cache", "s_prompt_cache", "s_batch", "s_compaction", "s_output_cap"];
+    /// <summary>The rollup tables' count columns and what each holds, in the order they are written and read back (<see cref="Totals"/>).</summary>
+    private static readonly (string Column, Func<RollupTotals, long> Value)[] RollupCountColumns =
+    [
+        ("calls", t => t.Calls), ("unpriced", t => t.UnpricedCalls), ("errors", t => t.ErrorCalls), ("cache_hits", t => t.ResponseCacheHits),
+        ("routed", t => t.RoutedCalls), ("truncated", t => t.TruncatedCalls), ("input", t => t.InputTokens), ("cache_read", t => t.CacheReadTokens),
+        ("cache_write", t => t.CacheWriteTokens), ("output", t => t.OutputTokens), ("estimated", t => t.EstimatedCalls),
+    ];
+
+    /// <summary>The money columns (exact decimal text), in the same order as <see cref="Totals"/> reads them.</summary>
+    private static readonly (string Column, Func<RollupTotals, decimal> Value)[] RollupMoneyColumns =
+    [
+        ("cost", t => t.Cost), ("s_routing", t => t.SavingRouting), ("s_response_cache", t => t.SavingResponseCache), ("s_prompt_cache", t => t.SavingPromptCache),
+        ("s_batch", t => t.SavingBatch), ("s_compaction", t => t.SavingCompaction), ("s_output_cap", t => t.SavingOutputCap),
+    ];
+
+    private static readonly string[] RollupCounts = RollupCountColumns.Select(c => c.Column).ToArray();
+    private static readonly string[] RollupMoney = RollupMoneyColumns.Select(c => c.Column).ToArray();
 
     /// <summary>The upsert of one rollup row per table, its values in the order of <see cref="RollupCounts"/>, latency, <see cref="RollupMoney"/> (as bound in <c>UpdateRollups</c>).</summary>
     private static readonly Dictionary<string, string> RollupUpsertSql = new[] { "rollup_hour", "rollup_day" }.ToDictionary(table => table, table =>
@@ -124,11 +139,9 @@ public sealed partial class SqliteStore
                 upsert.Int((int)key.Dimension);
                 upsert.Int(key.BucketStart);
                 upsert.Text(key.Value);
-                upsert.Int(t.Calls); upsert.Int(t.UnpricedCalls); upsert.Int(t.ErrorCalls); upsert.Int(t.ResponseCacheHits); upsert.Int(t.RoutedCalls); upsert.Int(t.TruncatedCalls);
-                upsert.Int(t.InputTokens); upsert.Int(t.CacheReadTokens); upsert.Int(t.CacheWriteTokens); upsert.Int(t.OutputTokens); upsert.Int(t.EstimatedCalls);
+                foreach (var (_, value) in RollupCountColumns) upsert.Int(value(t));
                 upsert.Real(t.LatencyMsSum);
-                upsert.Money(t.Cost); upsert.Money(t.SavingRouting); upsert.Money(t.SavingResponseCache); upsert.Money(t.SavingPromptCache);
-                upsert.Money(t.SavingBatch); upsert.Money(t.SavingCompaction); upsert.Money(t.SavingOutputCap);
+                foreach (var (_, value) in RollupMoneyColumns) upsert.Money(value(t));
                 upsert.Execute();
             }
         }

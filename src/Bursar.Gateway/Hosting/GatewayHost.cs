@@ -112,8 +112,11 @@ public static partial class GatewayHost
             o.SerializerOptions.PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower;
             o.SerializerOptions.Converters.Add(new System.Text.Json.Serialization.JsonStringEnumConverter(System.Text.Json.JsonNamingPolicy.SnakeCaseLower));
         });
+        services.AddSingleton<GatewayWarmup>();
+        services.AddHostedService(sp => sp.GetRequiredService<GatewayWarmup>());
         services.AddHealthChecks()
             .AddCheck("live", () => HealthCheckResult.Healthy(), tags: ["live"])
+            .AddCheck<GatewayWarmup>("warm_up", tags: ["ready"])
             .AddCheck<StoreHealthCheck>("store", tags: ["ready"])
             .AddCheck<SharedCountersHealthCheck>("shared_counters", tags: ["ready"]);
         return services;
