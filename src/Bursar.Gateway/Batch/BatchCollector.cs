@@ -63,7 +63,7 @@ public sealed partial class BatchCollector(
             var o = JsonNode.Parse(await resp.Content.ReadAsStringAsync(ct).ConfigureAwait(false)) as JsonObject;
             if (o is null) return b;
             b = await SaveObjectAsync(b, o, ct).ConfigureAwait(false);
-            if (!BatchObjects.IsEnded(b, o)) return b;
+            if (!BatchObjects.IsEnded(d.Dialect, o)) return b;
             await CollectAsync(b, d, o, ct).ConfigureAwait(false);
             RowsWritten?.Invoke(b.Id);
             b = b with { Phase = BatchPhase.Ended, Collected = true, UpdatedAt = time.GetUtcNow() };
@@ -99,7 +99,8 @@ public sealed partial class BatchCollector(
     public async Task<BatchState> SaveObjectAsync(BatchState b, JsonObject upstreamObject, CancellationToken ct)
     {
         var files = new List<BatchFileState>();
-        var rewritten = BatchObjects.Rewrite(b, upstreamObject, up =>
+        var upstreamDialect = Deployment(b)?.Dialect ?? CrossDialectBatches.Caller(b);
+        var rewritten = BatchObjects.Rewrite(b, upstreamDialect, upstreamObject, up =>
         {
             var id = BatchObjects.ResultFileId(b.Deployment, up);
             files.Add(new BatchFileState { Id = id, Deployment = b.Deployment, UpstreamId = up, KeyId = b.KeyId, Purpose = "batch_output", CreatedAt = time.GetUtcNow() });
@@ -162,11 +163,12 @@ public sealed partial class BatchCollector(
             while (await reader.ReadLineAsync(ct).ConfigureAwait(false) is { } text)
             {
                 if (string.IsNullOrWhiteSpace(text)) continue;
-                if (Parse(b.Dialect, text) is not { } line || !manifest.TryGetValue(line.CustomId, out var m) || !seen.Add(line.CustomId)) continue;
+                if (Parse(d.Dialect.Name(), text) is not { } line || !manifest.TryGetValue(line.CustomId, out var m) || !seen.Add(line.CustomId)) continue;
                 await WriteAsync(b, d, line, m.Model, ct).ConfigureAwait(false);
             }
         }
-        if (b.Dialect == "anthropic")
+        // the results are read in the deployment's dialect (a cross-dialect batch's caller reads them translated)
+        if (d.Dialect == Dialect.Anthropic)
         {
             await Lines(BatchPath(d, $"/{b.UpstreamId}/results")).ConfigureAwait(false);
         }
@@ -176,7 +178,7 @@ public sealed partial class BatchCollector(
                 if (BatchObjects.Str(o, field) is { } file) await Lines($"files/{Uri.EscapeDataString(file)}/content").ConfigureAwait(false);
         }
         // lines the provider gave no result for end with their batch
-        var status = BatchObjects.Str(o, b.Dialect == "anthropic" ? "processing_status" : "status");
+        var status = BatchObjects.Str(o, d.Dialect == Dialect.Anthropic ? "processing_status" : "status");
         var (outcome, message) = status switch
         {
             "expired" => ("expired", "The batch expired before this request ran."),
