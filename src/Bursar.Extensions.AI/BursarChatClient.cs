@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
 using Bursar.Core.Attribution;
+using Bursar.Core.Batch;
 using Bursar.Core.Pipeline;
 using Bursar.Providers.Dialects;
 using Microsoft.Extensions.AI;
@@ -46,6 +47,8 @@ public sealed class BursarChatClient : DelegatingChatClient
     public override async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
         await _runtime.EnsureStartedAsync(cancellationToken).ConfigureAwait(false);
+        if (options?.ContinuationToken is { } token && ChatJobQueue.JobOf(token) is { } jobId)
+            return await _runtime.Jobs.PollAsync(token, jobId, cancellationToken).ConfigureAwait(false); // a deferred call: where its job is
         var (call, x) = Begin(messages, options, updates: null);
         try
         {
@@ -62,6 +65,15 @@ public sealed class BursarChatClient : DelegatingChatClient
         }
         if (call.Refusal is { } refusal) throw BursarRefusedException.For(refusal);
         if (call.CacheHit is { } hit) return ChatJson.Deserialize(hit.Body);
+        if (call.DeferredJob is { } job)
+        {
+            // deferred to a provider batch: no answer yet, a token to poll with (ChatOptions.ContinuationToken)
+            return new ChatResponse
+            {
+                ContinuationToken = ChatJobQueue.Token(job), ResponseId = job, ModelId = call.Model, CreatedAt = call.Started,
+                AdditionalProperties = new AdditionalPropertiesDictionary { ["bursar.job"] = job },
+            };
+        }
         return x.Response!;
     }
 
@@ -146,7 +158,8 @@ public sealed class BursarChatClient : DelegatingChatClient
             EstimatedInputTokens = scan.EstimatedInputTokens,
         };
         var props = options?.AdditionalProperties;
-        call.Tags = header => Tag(header, props);
+        var background = !streaming && options?.AllowBackgroundResponses == true;
+        call.Tags = header => header == DeferralStage.Header ? (background ? DeferTag(props) : null) : Tag(header, props);
         call.Request = new CallRequest(() => (JsonObject)JsonNode.Parse(body)!)
         {
             Model = model, Stream = streaming, IncludeUsage = true, Deterministic = scan.Deterministic,
@@ -158,6 +171,14 @@ public sealed class BursarChatClient : DelegatingChatClient
         _runtime.Pipeline.Track(call);
         return (call, x);
     }
+
+    /// <summary>
+    /// The delay a background call may wait (the deferral stage's <c>x-bursar-defer</c>): this call's <c>bursar.defer</c> property
+    /// (<c>1h</c>, <c>24h</c>), else <see cref="BursarChatClientOptions.BackgroundDelay"/>.
+    /// </summary>
+    private string DeferTag(AdditionalPropertiesDictionary? props) =>
+        props is not null && props.TryGetValue(PropertyPrefix + "defer", out var v) && v?.ToString() is { Length: > 0 } d
+            ? d : ((long)_options.BackgroundDelay.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture) + "s";
 
     /// <summary>A tag for the attribution stage: this call's <c>bursar.*</c> property, else the ambient scope, else the client's default.</summary>
     private string? Tag(string header, AdditionalPropertiesDictionary? props)
