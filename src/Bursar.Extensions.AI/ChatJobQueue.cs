@@ -23,7 +23,8 @@ public sealed class ChatJobQueue(IJobStore jobs, UpstreamRegistry registry, Time
 
     public async ValueTask<string?> EnqueueAsync(LeverCall call, TimeSpan delay, CancellationToken cancellationToken)
     {
-        if (call.Host is not ChatExchange || registry.Find(call.Model) is not { } d) return null;
+        // only a caller that allowed background responses can take a continuation token instead of an answer (a route's Defer included)
+        if (call.Host is not ChatExchange { Updates: null, Options.AllowBackgroundResponses: true } || registry.Find(call.Model) is not { } d) return null;
         var node = (JsonObject)call.Request.Body.DeepClone();
         node["model"] = call.Model;
         node.Remove("stream");

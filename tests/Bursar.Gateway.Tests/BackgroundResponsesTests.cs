@@ -25,7 +25,8 @@ public sealed class BackgroundResponsesTests : IAsyncLifetime
     public async Task InitializeAsync()
     {
         _gw = await BatchHost.StartAsync(_dir, "--Bursar:Deferral:MaxWait=00:00:00.200", "--Bursar:Deferral:FlushInterval=00:00:00.050");
-        _library = new ServiceCollection().AddBursar(new Dictionary<string, string?> { ["Bursar:DataDirectory"] = _dir, ["Bursar:Ledger:FlushInterval"] = "00:00:00.020" }).BuildServiceProvider();
+        _library = new ServiceCollection().AddBursar(new Dictionary<string, string?> { ["Bursar:DataDirectory"] = _dir,
+            ["Bursar:Routing:Routes:0:Name"] = "nightly", ["Bursar:Routing:Routes:0:Task"] = "nightly", ["Bursar:Routing:Routes:0:Defer"] = "01:00:00" }).BuildServiceProvider();
     }
 
     public async Task DisposeAsync()
@@ -106,6 +107,23 @@ public sealed class BackgroundResponsesTests : IAsyncLifetime
         await foreach (var u in client.GetStreamingResponseAsync("hi", new ChatOptions { ModelId = "gpt-4o-mini", AllowBackgroundResponses = true })) updates.Add(u);
         Assert.False(string.IsNullOrWhiteSpace(updates.ToChatResponse().Text));
         Assert.Empty(await _gw.Services.GetRequiredService<IJobStore>().ListJobsAsync(null, 100, default));
+    }
+
+    [Fact]
+    public async Task A_routes_Defer_waits_only_for_a_caller_that_allowed_background_responses()
+    {
+        var client = Client("gpt-4o-mini");
+        ChatOptions Options(bool background) => new()
+        {
+            ModelId = "gpt-4o-mini", AllowBackgroundResponses = background,
+            AdditionalProperties = new AdditionalPropertiesDictionary { ["bursar.task"] = "nightly", ["bursar.feature"] = "lib-route-defer" },
+        };
+        var now = await client.GetResponseAsync("tonight's report", Options(background: false));
+        Assert.Null(now.ContinuationToken); // the caller expects an answer: the route's Defer does not apply
+        Assert.False(string.IsNullOrWhiteSpace(now.Text));
+        var later = await client.GetResponseAsync("tonight's report", Options(background: true));
+        Assert.NotNull(later.ContinuationToken);
+        Assert.False(string.IsNullOrWhiteSpace((await PollAsync(client, later.ContinuationToken!)).Text));
     }
 
     [Fact]
