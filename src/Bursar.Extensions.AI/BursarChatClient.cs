@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Bursar.Core.Attribution;
 using Bursar.Core.Ledger;
+using Bursar.Core.Batch;
 using Bursar.Core.Pipeline;
 using Bursar.Providers.Dialects;
 using Microsoft.Extensions.AI;
@@ -47,6 +48,8 @@ public sealed class BursarChatClient : DelegatingChatClient
     {
         var started = _runtime.EnsureStartedAsync(cancellationToken);
         if (!started.IsCompletedSuccessfully) return StartThenRespondAsync(started, messages, options, cancellationToken);
+        if (options?.ContinuationToken is { } token && ChatJobQueue.JobOf(token) is { } jobId)
+            return _runtime.Jobs.PollAsync(token, jobId, cancellationToken); // a deferred call: where its job is
         CallSlot slot;
         try
         {
@@ -111,6 +114,15 @@ public sealed class BursarChatClient : DelegatingChatClient
         Task<ChatResponse> answer;
         if (call.Refusal is { } refusal) answer = Task.FromException<ChatResponse>(BursarRefusedException.For(refusal));
         else if (call.CacheHit is { } hit) answer = Task.FromResult(ChatJson.Deserialize(hit.Body));
+        else if (call.DeferredJob is { } job)
+        {
+            // deferred to a provider batch: no answer yet, a token to poll with (ChatOptions.ContinuationToken)
+            answer = Task.FromResult(new ChatResponse
+            {
+                ContinuationToken = ChatJobQueue.Token(job), ResponseId = job, ModelId = call.Model, CreatedAt = call.Started,
+                AdditionalProperties = new AdditionalPropertiesDictionary { ["bursar.job"] = job },
+            });
+        }
         else answer = slot.Exchange.ResponseTask ?? Task.FromResult(slot.Exchange.Response!);
         slot.Return();
         return answer;
@@ -193,7 +205,7 @@ public sealed class BursarChatClient : DelegatingChatClient
         call.Streamed = streaming;
         call.EstimatedInputTokens = scan.EstimatedInputTokens;
         var props = options?.AdditionalProperties;
-        (slot.Client, slot.Properties) = (this, props);
+        (slot.Client, slot.Properties, slot.Background) = (this, props, !streaming && options?.AllowBackgroundResponses == true);
         call.Tags = slot.Tags;
         slot.Request.Restart(model, streaming, includeUsage: true, scan.Deterministic, scan.EstimatedInputTokens, scan.InputTokenBound, scan.MaxTokens, scan.Choices,
             props is not null && props.TryGetValue(PropertyPrefix + "cache", out var c) ? c?.ToString() ?? "" : "");
@@ -208,9 +220,18 @@ public sealed class BursarChatClient : DelegatingChatClient
     /// <summary>The dialect the ledger names for calls through the library.</summary>
     internal const string DialectName = "extensions-ai";
 
+    /// <summary>
+    /// The delay a background call may wait (the deferral stage's <c>x-bursar-defer</c>): this call's <c>bursar.defer</c> property
+    /// (<c>1h</c>, <c>24h</c>), else <see cref="BursarChatClientOptions.BackgroundDelay"/>.
+    /// </summary>
+    private string DeferTag(AdditionalPropertiesDictionary? props) =>
+        props is not null && props.TryGetValue(PropertyPrefix + "defer", out var v) && v?.ToString() is { Length: > 0 } d
+            ? d : ((long)_options.BackgroundDelay.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture) + "s";
+
     /// <summary>A tag for the attribution stage: this call's <c>bursar.*</c> property, else the ambient scope, else the client's default.</summary>
-    internal string? Tag(string header, AdditionalPropertiesDictionary? props)
+    internal string? Tag(string header, AdditionalPropertiesDictionary? props, bool background)
     {
+        if (header == DeferralStage.Header) return background ? DeferTag(props) : null; // only a caller that allowed background responses waits for a batch
         var (tag, property, fallback) = header switch
         {
             AttributionResolver.FeatureHeader => ("feature", PropertyPrefix + "feature", _options.Feature),

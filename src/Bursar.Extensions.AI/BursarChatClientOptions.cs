@@ -25,6 +25,12 @@ public sealed class BursarChatClientOptions
     /// </summary>
     public Dictionary<string, IChatClient> ModelClients { get; set; } = new(StringComparer.OrdinalIgnoreCase);
 
+    /// <summary>
+    /// How long a call with <c>ChatOptions.AllowBackgroundResponses</c> may wait for its provider batch when it names no
+    /// <c>bursar.defer</c> property (from <c>Bursar:Deferral:MinDelay</c> to 24 hours). Default 24 hours, the batch window.
+    /// </summary>
+    public TimeSpan BackgroundDelay { get; set; } = TimeSpan.FromHours(24);
+
     public BursarChatClientOptions Clone()
     {
         var copy = (BursarChatClientOptions)MemberwiseClone();

@@ -10,7 +10,7 @@ namespace Bursar.Extensions.AI;
 /// call) and the start of what a host would start: the ledger's journal replay and writer, budgets, limits and routes.
 /// Under a generic host the hosted services start them; in a plain service provider the first call does.
 /// </summary>
-public sealed class BursarRuntime(IEnumerable<ILeverStage> stages, CallMeter meter, AdmissionControl admission, LedgerService ledger, PolicyLoader policies, Bursar.Core.Pricing.PriceCatalog catalog, TimeProvider time)
+public sealed class BursarRuntime(IEnumerable<ILeverStage> stages, CallMeter meter, AdmissionControl admission, LedgerService ledger, PolicyLoader policies, Bursar.Core.Pricing.PriceCatalog catalog, TimeProvider time, ChatJobQueue jobs)
 {
     private Task? _started;
     private readonly Lock _lock = new();
@@ -18,6 +18,9 @@ public sealed class BursarRuntime(IEnumerable<ILeverStage> stages, CallMeter met
     public LeverPipeline Pipeline { get; } = new(stages, new ChatProviderCall(time, catalog), meter, admission);
 
     public TimeProvider Time => time;
+
+    /// <summary>Deferred calls (<c>ChatOptions.AllowBackgroundResponses</c>): queued for the gateway's batch flusher, polled by continuation token.</summary>
+    internal ChatJobQueue Jobs => jobs;
 
     /// <summary>Starts the ledger writer and loads the policies once.</summary>
     public Task EnsureStartedAsync(CancellationToken cancellationToken)

@@ -1,8 +1,13 @@
+using Bursar.Core.Batch;
 using Bursar.Hosting;
+using Bursar.Providers.Simulator;
+using Bursar.Providers.Upstream;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace Bursar.Extensions.AI;
 
@@ -17,8 +22,19 @@ public static class BursarServiceCollectionExtensions
     public static IServiceCollection AddBursar(this IServiceCollection services, IConfiguration? configuration = null)
     {
         services.AddLogging();
-        services.AddBursarCore(configuration ?? new ConfigurationBuilder().Build());
+        configuration ??= new ConfigurationBuilder().Build();
+        services.AddBursarCore(configuration);
         services.AddSingleton<BursarRuntime>();
+        // the batch lever: a call with ChatOptions.AllowBackgroundResponses is deferred by the same stage as the gateway's x-bursar-defer,
+        // queued in the shared job store for the deployment serving its model (Bursar:Providers) and flushed by the gateway's flusher
+        services.AddOptions<DeferralOptions>().Bind(configuration.GetSection(DeferralOptions.Section)).Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<DeferralOptions>>().Value);
+        services.AddOptions<ProvidersOptions>().Bind(configuration.GetSection(ProvidersOptions.Section));
+        services.TryAddSingleton(sp => new UpstreamRegistry(ProvidersOptions.WithDefaults(sp.GetRequiredService<IOptions<ProvidersOptions>>().Value), sp.GetRequiredService<ProviderSimulator>()));
+        services.TryAddSingleton<IJobStore>(sp => (IJobStore)sp.GetRequiredService<Bursar.Core.Storage.IBursarStore>());
+        services.AddSingleton<ChatJobQueue>();
+        services.AddSingleton<IJobQueue>(sp => sp.GetRequiredService<ChatJobQueue>());
+        new Bursar.Core.Pipeline.LeverPipelineBuilder(services).Use<DeferralStage>();
         services.AddSingleton<Bursar.Core.Routing.IDifficultyClassifier, ChatDifficultyClassifier>(); // replaces the core's null object
         return services;
     }

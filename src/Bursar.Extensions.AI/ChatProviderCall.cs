@@ -47,7 +47,7 @@ internal sealed class CallSlot
     {
         Call = new LeverCall { Id = "", Started = default, StartTimestamp = 0, Dialect = BursarChatClient.DialectName };
         Request = new CallRequest(Parse) { Model = "" };
-        Tags = header => Client!.Tag(header, Properties);
+        Tags = header => Client!.Tag(header, Properties, Background);
     }
 
     public LeverCall Call { get; }
@@ -58,6 +58,8 @@ internal sealed class CallSlot
     public Func<string, string?> Tags { get; }
     public BursarChatClient? Client { get; set; }
     public AdditionalPropertiesDictionary? Properties { get; set; }
+    /// <summary>The caller allowed a background response (<c>ChatOptions.AllowBackgroundResponses</c>): the call may be deferred to a batch.</summary>
+    public bool Background { get; set; }
 
     private JsonObject Parse() => (JsonObject)JsonNode.Parse(Body.WrittenSpan)!;
 
@@ -73,7 +75,7 @@ internal sealed class CallSlot
     public void Return()
     {
         if (Body.Capacity > MaxKeptBody) return; // a huge call does not keep its buffer
-        (Client, Properties) = (null, null);
+        (Client, Properties, Background) = (null, null, false);
         Exchange.Clear();
         Body.ResetWrittenCount();
         t_free = this;

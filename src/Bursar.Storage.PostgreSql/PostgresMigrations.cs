@@ -98,6 +98,10 @@ public static class PostgresMigrations
             ALTER TABLE ledger ADD COLUMN IF NOT EXISTS context_tokens_removed bigint NOT NULL DEFAULT 0;
             ALTER TABLE ledger ADD COLUMN IF NOT EXISTS context_strategy text;
             """),
+        (6, "report rollups: calls at the batch rate (the batch share per route); counted from this migration on", """
+            ALTER TABLE rollup_hour ADD COLUMN IF NOT EXISTS batched bigint NOT NULL DEFAULT 0;
+            ALTER TABLE rollup_day ADD COLUMN IF NOT EXISTS batched bigint NOT NULL DEFAULT 0;
+            """),
     ];
 
     /// <summary>The newest schema version this build knows.</summary>

@@ -265,7 +265,7 @@ public sealed class BatchGatewayTests : IAsyncLifetime
     [InlineData("OK_LINE\nOK_LINE", 2, "custom_id")]
     [InlineData("{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"gpt-4o-mini\"}}", 1, "body.messages")]
     [InlineData("{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}}", 1, "body.stream")]
-    [InlineData("{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"claude-haiku-4-5\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}}", 1, "body.model")]
+    [InlineData("{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}}\n{\"custom_id\":\"b\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}}", 2, "body.model")]
     [InlineData("{\"custom_id\":\"\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{}}", 1, "custom_id")]
     public async Task Every_line_is_checked_before_anything_goes_upstream_naming_line_and_field(string jsonl, int line, string field)
     {
@@ -282,7 +282,7 @@ public sealed class BatchGatewayTests : IAsyncLifetime
     [Theory]
     [InlineData("""{"requests":[{"custom_id":"bad id!","params":{"model":"claude-haiku-4-5","max_tokens":5,"messages":[{"role":"user","content":"x"}]}}]}""", "requests.0.custom_id")]
     [InlineData("""{"requests":[{"custom_id":"a","params":{"model":"claude-haiku-4-5","max_tokens":5,"messages":[{"role":"user","content":"x"}]}},{"custom_id":"b","params":{"model":"claude-haiku-4-5","messages":[{"role":"user","content":"x"}]}}]}""", "requests.1.params.max_tokens")]
-    [InlineData("""{"requests":[{"custom_id":"a","params":{"model":"gpt-4o-mini","max_tokens":5,"messages":[{"role":"user","content":"x"}]}}]}""", "requests.0.params.model")]
+    [InlineData("""{"requests":[{"custom_id":"a","params":{"model":"claude-haiku-4-5","max_tokens":5,"messages":[{"role":"user","content":"x"}]}},{"custom_id":"b","params":{"model":"gpt-4o-mini","max_tokens":5,"messages":[{"role":"user","content":"x"}]}}]}""", "requests.1.params.model")]
     [InlineData("""{"requests":[]}""", "requests")]
     [InlineData("""[1,2]""", "requests")]
     public async Task Anthropic_requests_are_checked_naming_the_index_and_field(string body, string field)

@@ -34,7 +34,7 @@ public sealed class DeferralGatewayTests : IAsyncLifetime
     internal static string OpenAIBody(string text, string model = "gpt-4o-mini") =>
         new JsonObject { ["model"] = model, ["max_completion_tokens"] = 200, ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = text }) }.ToJsonString();
 
-    private static string AnthropicBody(string text) =>
+    internal static string AnthropicBody(string text) =>
         new JsonObject { ["model"] = "claude-haiku-4-5", ["max_tokens"] = 200, ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = text }) }.ToJsonString();
 
     internal static async Task<(HttpStatusCode Status, string Body, HttpResponseMessage Resp)> Call(HttpClient http, string key, string path, string body, string feature, string? defer = null, string? task = null)

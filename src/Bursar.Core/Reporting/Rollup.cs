@@ -20,6 +20,8 @@ public sealed class RollupTotals
     public long TruncatedCalls { get; set; }
     /// <summary>Calls whose usage the provider never reported: their tokens and cost are Bursar's estimate.</summary>
     public long EstimatedCalls { get; set; }
+    /// <summary>Calls that ran at the batch rate (a provider batch's line, a deferred job's).</summary>
+    public long BatchCalls { get; set; }
     public long InputTokens { get; set; }
     public long CacheReadTokens { get; set; }
     public long CacheWriteTokens { get; set; }
@@ -46,6 +48,7 @@ public sealed class RollupTotals
         if (r.RoutingReason is not null && !r.RoutingReason.StartsWith("kept", StringComparison.Ordinal)) RoutedCalls++;
         if (r.FinishReason is "length" or "max_tokens") TruncatedCalls++;
         if (r.UsageEstimated) EstimatedCalls++;
+        if (r.Batch) BatchCalls++;
         InputTokens += r.InputTokens;
         CacheReadTokens += r.CacheReadTokens;
         CacheWriteTokens += r.CacheWrite5mTokens + r.CacheWrite1hTokens;
@@ -63,7 +66,7 @@ public sealed class RollupTotals
     public void Add(RollupTotals o)
     {
         Calls += o.Calls; UnpricedCalls += o.UnpricedCalls; ErrorCalls += o.ErrorCalls; ResponseCacheHits += o.ResponseCacheHits;
-        RoutedCalls += o.RoutedCalls; TruncatedCalls += o.TruncatedCalls; EstimatedCalls += o.EstimatedCalls;
+        RoutedCalls += o.RoutedCalls; TruncatedCalls += o.TruncatedCalls; EstimatedCalls += o.EstimatedCalls; BatchCalls += o.BatchCalls;
         InputTokens += o.InputTokens; CacheReadTokens += o.CacheReadTokens; CacheWriteTokens += o.CacheWriteTokens; OutputTokens += o.OutputTokens;
         LatencyMsSum += o.LatencyMsSum; Cost += o.Cost;
         SavingRouting += o.SavingRouting; SavingResponseCache += o.SavingResponseCache; SavingPromptCache += o.SavingPromptCache;

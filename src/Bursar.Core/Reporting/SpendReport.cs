@@ -34,13 +34,19 @@ public sealed record SpendRow(string Group, long Calls, long UnpricedCalls, long
     /// <summary>Calls cut short by their output limit.</summary>
     public long TruncatedCalls { get; init; }
     public long CacheWriteTokens { get; init; }
+    /// <summary>Calls that ran at the batch rate (provider batch lines and deferred jobs).</summary>
+    public long BatchCalls { get; init; }
+    /// <summary>The batch share: <see cref="BatchCalls"/> over <see cref="Calls"/>.</summary>
+    public decimal BatchShare => Calls == 0 ? 0 : (decimal)BatchCalls / Calls;
+    /// <summary>What the batch rate saved on these calls (the same tokens at the standard rate minus what they cost).</summary>
+    public decimal SavingBatch { get; init; }
 
     public static SpendRow From(string group, RollupTotals t, decimal denominator) =>
         new(group, t.Calls, t.UnpricedCalls, t.TotalInputTokens, t.CacheReadTokens, t.OutputTokens, t.Cost, denominator == 0 ? 0 : t.Cost / denominator)
         {
             Saved = t.Saved, ErrorCalls = t.ErrorCalls, AvgLatencyMs = t.Calls == 0 ? 0 : t.LatencyMsSum / t.Calls,
             ResponseCacheHits = t.ResponseCacheHits, RoutedCalls = t.RoutedCalls, TruncatedCalls = t.TruncatedCalls, CacheWriteTokens = t.CacheWriteTokens,
-            EstimatedCalls = t.EstimatedCalls,
+            EstimatedCalls = t.EstimatedCalls, BatchCalls = t.BatchCalls, SavingBatch = t.SavingBatch,
         };
 }
 
@@ -131,7 +137,7 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
             new("model routing", all.SavingRouting, all.RoutedCalls),
             new("prompt caching", all.SavingPromptCache, 0),
             new("response cache", all.SavingResponseCache, all.ResponseCacheHits),
-            new("batch", all.SavingBatch, 0),
+            new("batch", all.SavingBatch, all.BatchCalls),
             new("compaction", all.SavingCompaction, 0),
         ];
         return new SpendReport(slice.By, slice.From, slice.To, rows, SpendRow.From("TOTAL", all, denominator) with { Share = all.Cost == 0 ? 0 : 1 },
@@ -172,6 +178,13 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
             sb.AppendLine();
             sb.AppendLine("Saved by each lever:");
             foreach (var x in Savings.Where(x => x.Saved != 0)) sb.AppendLine($"  {x.Lever,-15} {Money(x.Saved),12}" + (x.Calls > 0 ? $"  ({x.Calls:N0} calls)" : ""));
+        }
+        if (Total.BatchCalls > 0)
+        {
+            sb.AppendLine();
+            sb.AppendLine($"Batch share and saving per {By.ToString().ToLowerInvariant()} (calls at the batch rate):");
+            foreach (var r in Rows.Where(r => r.BatchCalls > 0))
+                sb.AppendLine($"  {TerminalText.Escape(r.Group),-24} {r.BatchCalls,8:N0} of {r.Calls,8:N0} calls  {r.BatchShare.ToString("P1", CultureInfo.InvariantCulture),7}  saved {Money(r.SavingBatch),12}");
         }
         if (Tasks.Count > 0)
         {

@@ -63,7 +63,7 @@ public sealed partial class BatchCollector(
             var o = JsonNode.Parse(await resp.Content.ReadAsStringAsync(ct).ConfigureAwait(false)) as JsonObject;
             if (o is null) return b;
             b = await SaveObjectAsync(b, o, ct).ConfigureAwait(false);
-            if (!BatchObjects.IsEnded(b, o)) return b;
+            if (!BatchObjects.IsEnded(d.Dialect, o)) return b;
             await CollectAsync(b, d, o, ct).ConfigureAwait(false);
             RowsWritten?.Invoke(b.Id);
             b = b with { Phase = BatchPhase.Ended, Collected = true, UpdatedAt = time.GetUtcNow() };
@@ -99,7 +99,8 @@ public sealed partial class BatchCollector(
     public async Task<BatchState> SaveObjectAsync(BatchState b, JsonObject upstreamObject, CancellationToken ct)
     {
         var files = new List<BatchFileState>();
-        var rewritten = BatchObjects.Rewrite(b, upstreamObject, up =>
+        var upstreamDialect = Deployment(b)?.Dialect ?? CrossDialectBatches.Caller(b);
+        var rewritten = BatchObjects.Rewrite(b, upstreamDialect, upstreamObject, up =>
         {
             var id = BatchObjects.ResultFileId(b.Deployment, up);
             files.Add(new BatchFileState { Id = id, Deployment = b.Deployment, UpstreamId = up, KeyId = b.KeyId, Purpose = "batch_output", CreatedAt = time.GetUtcNow() });
@@ -114,7 +115,8 @@ public sealed partial class BatchCollector(
 
     /// <summary>
     /// A submit Bursar recorded but never heard back about (a crash between the provider's accepting it and Bursar's recording its id):
-    /// found in the provider's list by the metadata Bursar attached (OpenAI), else abandoned once <see cref="BatchOptions.ReconcileAfter"/> has passed.
+    /// found in the provider's list by the metadata Bursar attached (OpenAI) or by its time, size and lines (Anthropic, whose batches carry no
+    /// metadata: <see cref="FindAnthropicAsync"/>), else abandoned; looked for once <see cref="BatchOptions.ReconcileAfter"/> has passed.
     /// </summary>
     private async Task<BatchState> ReconcileAsync(BatchState b, UpstreamDeployment d, CancellationToken ct)
     {
@@ -140,12 +142,88 @@ public sealed partial class BatchCollector(
                 after = BatchObjects.Str(data[^1], "id");
             }
         }
+        else
+        {
+            switch (await FindAnthropicAsync(b, d, ct).ConfigureAwait(false))
+            {
+                case { } upstreamId when upstreamId.Length > 0:
+                    LogReconciled(logger, b.Id, upstreamId);
+                    b = b with { UpstreamId = upstreamId, Phase = BatchPhase.Running, UpdatedAt = time.GetUtcNow() };
+                    await store.SaveBatchAsync(b, ct).ConfigureAwait(false);
+                    return b;
+                case "":
+                    return b; // candidates that cannot be told apart yet: the next poll looks again
+                case null:
+                    break; // the provider holds nothing that can be this batch
+            }
+        }
         LogAbandoned(logger, b.Id);
         reservations.Release(b.Id);
         if (b.Jobs) await jobs.RequeueAsync(b.Id, ct).ConfigureAwait(false); // the provider never took them: they wait for the next flush
         b = b with { Phase = BatchPhase.Abandoned, Collected = true, Error = "the submit was interrupted and the provider holds no such batch", UpdatedAt = time.GetUtcNow() };
         await store.SaveBatchAsync(b, ct).ConfigureAwait(false);
         return b;
+    }
+
+    /// <summary>How far from Bursar's record of a submit the provider's <c>created_at</c> of the same batch may be (clock skew, retries, a slow accept).</summary>
+    private static readonly TimeSpan SkewBefore = TimeSpan.FromMinutes(5), SkewAfter = TimeSpan.FromHours(1);
+
+    /// <summary>
+    /// Finds an interrupted submit among an Anthropic deployment's message batches, which carry no metadata: a candidate is a
+    /// batch created around the submit, with as many requests, that no other Bursar batch holds. An ended candidate is proven
+    /// by its results (their <c>custom_id</c>s are exactly the batch's lines); one still running is taken only when it is the
+    /// only candidate and no other interrupted submit of this deployment has as many lines. Returns the provider's id, ""
+    /// when candidates exist that cannot be told apart yet, null when there is none.
+    /// </summary>
+    private async Task<string?> FindAnthropicAsync(BatchState b, UpstreamDeployment d, CancellationToken ct)
+    {
+        var known = await store.ListBatchesAsync(null, null, 100_000, ct).ConfigureAwait(false);
+        var claimed = known.Where(x => x.UpstreamId is not null && x.Deployment.Equals(d.Name, StringComparison.OrdinalIgnoreCase)).Select(x => x.UpstreamId!).ToHashSet(StringComparer.Ordinal);
+        var rivals = known.Count(x => x.Id != b.Id && x.Phase == BatchPhase.Submitting && x.Lines == b.Lines && x.Deployment.Equals(d.Name, StringComparison.OrdinalIgnoreCase));
+        var candidates = new List<(string Id, bool Ended)>();
+        string? after = null;
+        for (var page = 0; page < 20; page++)
+        {
+            using var resp = await upstream.SendRawAsync(d, HttpMethod.Get, "v1/messages/batches?limit=100" + (after is null ? "" : "&after_id=" + Uri.EscapeDataString(after)), null, NoCallerHeaders, ct).ConfigureAwait(false);
+            if (!resp.IsSuccessStatusCode) return "";
+            var list = JsonNode.Parse(await resp.Content.ReadAsStringAsync(ct).ConfigureAwait(false)) as JsonObject;
+            var data = list?["data"] as JsonArray;
+            foreach (var item in data ?? [])
+            {
+                if (BatchObjects.Str(item, "id") is not { } id || claimed.Contains(id)) continue;
+                if (!DateTimeOffset.TryParse(BatchObjects.Str(item, "created_at"), System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var created)
+                    || created < b.CreatedAt - SkewBefore || created > b.CreatedAt + SkewAfter) continue;
+                var total = 0L;
+                if (item!["request_counts"] is JsonObject counts)
+                    foreach (var (_, v) in counts) total += v is JsonValue jv && jv.TryGetValue<long>(out var n) ? n : 0;
+                if (total != b.Lines) continue;
+                candidates.Add((id, BatchObjects.Str(item, "processing_status") == "ended"));
+            }
+            if (list?["has_more"] is not JsonValue hm || !hm.TryGetValue<bool>(out var more) || !more || data is not { Count: > 0 }) break;
+            after = BatchObjects.Str(data[^1], "id");
+        }
+        if (candidates.Count == 0) return null;
+        var lines = new HashSet<string>(StringComparer.Ordinal);
+        await foreach (var l in BatchManifest.ReadAsync(b.Manifest, ct).ConfigureAwait(false)) lines.Add(l.CustomId);
+        foreach (var (id, ended) in candidates)
+        {
+            if (!ended) continue;
+            using var resp = await upstream.SendRawAsync(d, HttpMethod.Get, BatchPath(d, $"/{Uri.EscapeDataString(id)}/results"), null, NoCallerHeaders, ct).ConfigureAwait(false);
+            if (!resp.IsSuccessStatusCode) continue;
+            await using var stream = await resp.Content.ReadAsStreamAsync(ct).ConfigureAwait(false);
+            using var reader = new StreamReader(stream, Encoding.UTF8);
+            var seen = 0;
+            var match = true;
+            while (match && await reader.ReadLineAsync(ct).ConfigureAwait(false) is { } text)
+            {
+                if (string.IsNullOrWhiteSpace(text)) continue;
+                match = Parse("anthropic", text) is { } line && lines.Contains(line.CustomId);
+                seen++;
+            }
+            if (match && seen == lines.Count) return id;
+        }
+        if (candidates.All(c => c.Ended)) return null; // every candidate has ended with other lines than this batch's
+        return candidates.Count == 1 && rivals == 0 ? candidates[0].Id : "";
     }
 
     private async Task CollectAsync(BatchState b, UpstreamDeployment d, JsonObject o, CancellationToken ct)
@@ -162,11 +240,12 @@ public sealed partial class BatchCollector(
             while (await reader.ReadLineAsync(ct).ConfigureAwait(false) is { } text)
             {
                 if (string.IsNullOrWhiteSpace(text)) continue;
-                if (Parse(b.Dialect, text) is not { } line || !manifest.TryGetValue(line.CustomId, out var m) || !seen.Add(line.CustomId)) continue;
+                if (Parse(d.Dialect.Name(), text) is not { } line || !manifest.TryGetValue(line.CustomId, out var m) || !seen.Add(line.CustomId)) continue;
                 await WriteAsync(b, d, line, m.Model, ct).ConfigureAwait(false);
             }
         }
-        if (b.Dialect == "anthropic")
+        // the results are read in the deployment's dialect (a cross-dialect batch's caller reads them translated)
+        if (d.Dialect == Dialect.Anthropic)
         {
             await Lines(BatchPath(d, $"/{b.UpstreamId}/results")).ConfigureAwait(false);
         }
@@ -176,7 +255,7 @@ public sealed partial class BatchCollector(
                 if (BatchObjects.Str(o, field) is { } file) await Lines($"files/{Uri.EscapeDataString(file)}/content").ConfigureAwait(false);
         }
         // lines the provider gave no result for end with their batch
-        var status = BatchObjects.Str(o, b.Dialect == "anthropic" ? "processing_status" : "status");
+        var status = BatchObjects.Str(o, d.Dialect == Dialect.Anthropic ? "processing_status" : "status");
         var (outcome, message) = status switch
         {
             "expired" => ("expired", "The batch expired before this request ran."),

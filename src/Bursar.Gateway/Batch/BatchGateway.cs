@@ -134,6 +134,12 @@ public sealed partial class BatchGateway(
             return;
         }
         var deployment = summary!.Deployment;
+        if (deployment.Dialect == Dialect.Anthropic)
+        {
+            // lines for Claude: Anthropic has no files API, so Bursar keeps the file and sends its lines as a message batch at submit
+            await SaveUploadAsync(ctx, caller, id, deployment, CrossDialectBatches.LocalPrefix + id, filename!, summary, spoolPath, LocalFileObject(id, summary.Bytes, filename!, time.GetUtcNow()), ct).ConfigureAwait(false);
+            return;
+        }
         HttpContent Upload()
         {
             var form = new MultipartFormDataContent();
@@ -152,6 +158,11 @@ public sealed partial class BatchGateway(
         }
         var o = await ReadObjectAsync(resp, ct).ConfigureAwait(false);
         if (BatchObjects.Str(o, "id") is not { } upstreamId) throw new HttpRequestException($"Deployment '{deployment.Name}' answered the upload without a file id.");
+        await SaveUploadAsync(ctx, caller, id, deployment, upstreamId, filename!, summary, spoolPath, o!, ct).ConfigureAwait(false);
+    });
+
+    private async Task SaveUploadAsync(HttpContext ctx, Caller caller, string id, UpstreamDeployment deployment, string upstreamId, string filename, BatchInputSummary summary, string spoolPath, JsonObject o, CancellationToken ct)
+    {
         var manifest = spoolPath + ".manifest";
         await BatchManifest.WriteAsync(manifest, summary.Lines, ct).ConfigureAwait(false);
         await store.SaveFileAsync(new BatchFileState
@@ -159,9 +170,22 @@ public sealed partial class BatchGateway(
             Id = id, Deployment = deployment.Name, UpstreamId = upstreamId, KeyId = caller.Key.Id, Purpose = "batch", Filename = filename, Bytes = summary.Bytes,
             Lines = summary.Lines.Count, Model = summary.Model, WorstUsd = summary.WorstUsd, Spool = spoolPath, CreatedAt = time.GetUtcNow(),
         }, ct).ConfigureAwait(false);
-        o!["id"] = id;
+        o["id"] = id;
         await WriteJsonAsync(ctx, 200, o.ToJsonString()).ConfigureAwait(false);
-    });
+    }
+
+    /// <summary>The file object of a file Bursar holds itself (an input file for Claude, a result file of a cross-dialect batch).</summary>
+    private static JsonObject LocalFileObject(string id, long bytes, string filename, DateTimeOffset created, string purpose = "batch") => new()
+    {
+        ["id"] = id, ["object"] = "file", ["bytes"] = bytes, ["created_at"] = created.ToUnixTimeSeconds(), ["filename"] = filename, ["purpose"] = purpose,
+        ["status"] = "processed", ["expires_at"] = null, ["status_details"] = null,
+    };
+
+    /// <summary>A file of a cross-dialect batch: an input file Bursar keeps, or a result file made from a message batch's results.</summary>
+    private static bool IsLocal(BatchFileState f) => f.UpstreamId.StartsWith(CrossDialectBatches.LocalPrefix, StringComparison.Ordinal);
+
+    private static bool IsTranslatedResults(BatchFileState f, UpstreamDeployment d) =>
+        d.Dialect == Dialect.Anthropic && (f.UpstreamId.EndsWith(CrossDialectBatches.OutputSuffix, StringComparison.Ordinal) || f.UpstreamId.EndsWith(CrossDialectBatches.ErrorSuffix, StringComparison.Ordinal));
 
     private async Task<BatchFileState?> OwnFileAsync(HttpContext ctx, Caller caller, string id)
     {
@@ -174,6 +198,13 @@ public sealed partial class BatchGateway(
     public Task GetFileAsync(HttpContext ctx, string id) => RunAsync(ctx, Dialect.OpenAI, async caller =>
     {
         if (await OwnFileAsync(ctx, caller, id).ConfigureAwait(false) is not { } f || await DeploymentAsync(ctx, f.Deployment).ConfigureAwait(false) is not { } d) return;
+        if (IsLocal(f) || IsTranslatedResults(f, d))
+        {
+            var purpose = IsLocal(f) ? "batch" : "batch_output";
+            var name = IsLocal(f) ? f.Filename ?? "batch.jsonl" : f.UpstreamId.EndsWith(CrossDialectBatches.OutputSuffix, StringComparison.Ordinal) ? "batch_output.jsonl" : "batch_errors.jsonl";
+            await WriteJsonAsync(ctx, 200, LocalFileObject(f.Id, f.Bytes, name, f.CreatedAt, purpose).ToJsonString()).ConfigureAwait(false);
+            return;
+        }
         using var resp = await upstream.SendRawAsync(d, HttpMethod.Get, "files/" + Uri.EscapeDataString(f.UpstreamId), null, caller.Header, ctx.RequestAborted).ConfigureAwait(false);
         if (!resp.IsSuccessStatusCode)
         {
@@ -189,6 +220,34 @@ public sealed partial class BatchGateway(
     {
         if (await OwnFileAsync(ctx, caller, id).ConfigureAwait(false) is not { } f || await DeploymentAsync(ctx, f.Deployment).ConfigureAwait(false) is not { } d) return;
         // reading results never bills: the rows were written when the results arrived (the poller), whoever reads them, however often
+        if (IsLocal(f))
+        {
+            if (f.Spool is null || !File.Exists(f.Spool))
+            {
+                await CallerAnswer.WriteErrorAsync(ctx, Dialect.OpenAI, new ProviderError(404, $"The content of file {f.Id} is no longer held.") { Param = "id" }).ConfigureAwait(false);
+                return;
+            }
+            ctx.Response.ContentType = "application/jsonl";
+            await ctx.Response.SendFileAsync(f.Spool, ctx.RequestAborted).ConfigureAwait(false);
+            return;
+        }
+        if (IsTranslatedResults(f, d))
+        {
+            // an OpenAI caller's batch a Claude deployment ran: the message batch's results, translated line by line as they stream
+            var errors = f.UpstreamId.EndsWith(CrossDialectBatches.ErrorSuffix, StringComparison.Ordinal);
+            var upstreamBatch = f.UpstreamId[..f.UpstreamId.LastIndexOf('#')];
+            using var results = await upstream.SendRawAsync(d, HttpMethod.Get, BatchCollector.BatchPath(d, $"/{Uri.EscapeDataString(upstreamBatch)}/results"), null, caller.Header, ctx.RequestAborted).ConfigureAwait(false);
+            if (!results.IsSuccessStatusCode)
+            {
+                await RelayAsync(ctx, results, Dialect.OpenAI).ConfigureAwait(false);
+                return;
+            }
+            ctx.Response.ContentType = "application/jsonl";
+            var created = time.GetUtcNow().ToUnixTimeSeconds();
+            await using var source = await results.Content.ReadAsStreamAsync(ctx.RequestAborted).ConfigureAwait(false);
+            await CrossDialectBatches.TranslateLinesAsync(source, ctx.Response.Body, line => CrossDialectBatches.ToOpenAILine(line, errors, created), ctx.RequestAborted).ConfigureAwait(false);
+            return;
+        }
         using var resp = await upstream.SendRawAsync(d, HttpMethod.Get, $"files/{Uri.EscapeDataString(f.UpstreamId)}/content", null, caller.Header, ctx.RequestAborted).ConfigureAwait(false);
         await RelayAsync(ctx, resp).ConfigureAwait(false);
     });
@@ -196,11 +255,14 @@ public sealed partial class BatchGateway(
     public Task DeleteFileAsync(HttpContext ctx, string id) => RunAsync(ctx, Dialect.OpenAI, async caller =>
     {
         if (await OwnFileAsync(ctx, caller, id).ConfigureAwait(false) is not { } f || await DeploymentAsync(ctx, f.Deployment).ConfigureAwait(false) is not { } d) return;
-        using var resp = await upstream.SendRawAsync(d, HttpMethod.Delete, "files/" + Uri.EscapeDataString(f.UpstreamId), null, caller.Header, ctx.RequestAborted).ConfigureAwait(false);
-        if (!resp.IsSuccessStatusCode)
+        if (!IsLocal(f) && !IsTranslatedResults(f, d))
         {
-            await RelayAsync(ctx, resp).ConfigureAwait(false);
-            return;
+            using var resp = await upstream.SendRawAsync(d, HttpMethod.Delete, "files/" + Uri.EscapeDataString(f.UpstreamId), null, caller.Header, ctx.RequestAborted).ConfigureAwait(false);
+            if (!resp.IsSuccessStatusCode)
+            {
+                await RelayAsync(ctx, resp).ConfigureAwait(false);
+                return;
+            }
         }
         if (f.Spool is not null) TryDelete(f.Spool); // the manifest stays: a batch of this file still needs it for its results
         await store.SaveFileAsync(f with { Deleted = true, Spool = null }, ctx.RequestAborted).ConfigureAwait(false);
@@ -254,6 +316,21 @@ public sealed partial class BatchGateway(
         if (await DeploymentAsync(ctx, f.Deployment).ConfigureAwait(false) is not { } deployment) return;
         var lines = await ReadManifestAsync(f.Spool + ".manifest", ct).ConfigureAwait(false);
         var state = NewState(caller, d, deployment, f.Model, lines, f.Spool + ".manifest") with { InputFileId = f.Id };
+        if (deployment.Dialect == Dialect.Anthropic)
+        {
+            // a file of Claude lines: one Anthropic message batch of the translated requests, its object and results shown as OpenAI's
+            state = state with { Object = CrossDialectBatches.SubmittingOpenAIBatch(state, body!["metadata"]).ToJsonString() };
+            var spool = f.Spool;
+            var requests = Path.Combine(_spool, state.Id + ".requests.json");
+            await SubmitAsync(ctx, caller, state, lines, deployment, "v1/messages/batches", async token =>
+            {
+                await using (var file = new FileStream(requests, FileMode.Create, FileAccess.Write, FileShare.None, 64 * 1024, useAsync: true))
+                    await CrossDialectBatches.WriteAnthropicRequestsAsync(spool, file, token).ConfigureAwait(false);
+                return (null, () => JsonFile(requests));
+            }).ConfigureAwait(false);
+            TryDelete(requests);
+            return;
+        }
         var metadata = body!["metadata"] is JsonObject m ? (JsonObject)m.DeepClone() : new JsonObject();
         metadata[BatchObjects.MetadataKey] = state.Id;
         var upstreamBody = new JsonObject
@@ -261,7 +338,8 @@ public sealed partial class BatchGateway(
             ["input_file_id"] = f.UpstreamId, ["endpoint"] = BatchInput.ChatEndpoint, ["completion_window"] = "24h", ["metadata"] = metadata,
         };
         if (body["output_expires_after"] is { } oea) upstreamBody["output_expires_after"] = oea.DeepClone();
-        await SubmitAsync(ctx, caller, state, lines, deployment, "batches", System.Text.Encoding.UTF8.GetBytes(upstreamBody.ToJsonString())).ConfigureAwait(false);
+        var bytes = System.Text.Encoding.UTF8.GetBytes(upstreamBody.ToJsonString());
+        await SubmitAsync(ctx, caller, state, lines, deployment, "batches", _ => Task.FromResult<(HttpResponseMessage?, Func<HttpContent>?)>((null, () => Json(bytes)))).ConfigureAwait(false);
     });
 
     public Task CreateAnthropicBatchAsync(HttpContext ctx) => RunAsync(ctx, Dialect.Anthropic, async caller =>
@@ -281,8 +359,42 @@ public sealed partial class BatchGateway(
             var state = NewState(caller, d, summary!.Deployment, null, summary.Lines, "");
             state = state with { Manifest = Path.Combine(_spool, state.Id + ".manifest") };
             await BatchManifest.WriteAsync(state.Manifest, summary.Lines, ct).ConfigureAwait(false);
+            var body = buffer.AsMemory(0, length);
+            if (summary.Deployment.Dialect == Dialect.OpenAI)
+            {
+                // requests for GPT models: one OpenAI input file of the translated requests and one batch of it, shown as a message batch
+                var dep = summary.Deployment;
+                var input = Path.Combine(_spool, state.Id + ".jsonl");
+                state = state with { Model = summary.Lines[0].Model };
+                var id = state.Id;
+                await SubmitAsync(ctx, caller, state, summary.Lines, dep, "batches", async token =>
+                {
+                    await using (var file = new FileStream(input, FileMode.Create, FileAccess.Write, FileShare.None, 64 * 1024, useAsync: true))
+                        await CrossDialectBatches.WriteOpenAIInputAsync(body, file, token).ConfigureAwait(false);
+                    HttpContent Upload()
+                    {
+                        var form = new MultipartFormDataContent();
+                        form.Add(new StringContent("batch"), "purpose");
+                        form.Add(new StreamContent(new FileStream(input, FileMode.Open, FileAccess.Read, FileShare.Read, 64 * 1024, useAsync: true), 64 * 1024), "file", id + ".jsonl");
+                        return form;
+                    }
+                    var uploaded = await upstream.SendRawAsync(dep, HttpMethod.Post, "files", Upload, caller.Header, token).ConfigureAwait(false);
+                    if (!uploaded.IsSuccessStatusCode) return (uploaded, null);
+                    string fileId;
+                    using (uploaded)
+                        fileId = BatchObjects.Str(await ReadObjectAsync(uploaded, token).ConfigureAwait(false), "id") ?? throw new HttpRequestException($"Deployment '{dep.Name}' answered the upload without a file id.");
+                    var create = System.Text.Encoding.UTF8.GetBytes(new JsonObject
+                    {
+                        ["input_file_id"] = fileId, ["endpoint"] = BatchInput.ChatEndpoint, ["completion_window"] = "24h",
+                        ["metadata"] = new JsonObject { [BatchObjects.MetadataKey] = id },
+                    }.ToJsonString());
+                    return (null, () => Json(create));
+                }).ConfigureAwait(false);
+                TryDelete(input);
+                return;
+            }
             // the caller's bytes go upstream untouched: every request passed the same checks a synchronous call gets
-            await SubmitAsync(ctx, caller, state, summary.Lines, summary.Deployment, "v1/messages/batches", buffer.AsMemory(0, length)).ConfigureAwait(false);
+            await SubmitAsync(ctx, caller, state, summary.Lines, summary.Deployment, "v1/messages/batches", _ => Task.FromResult<(HttpResponseMessage?, Func<HttpContent>?)>((null, () => Json(body)))).ConfigureAwait(false);
         }
         finally
         {
@@ -302,8 +414,20 @@ public sealed partial class BatchGateway(
         };
     }
 
+    /// <summary>
+    /// What a submit sends: the create request's body (made once the budgets hold the batch, e.g. a cross-dialect batch's translated
+    /// requests and their upload), or the provider's refusal of a step before it.
+    /// </summary>
+    private delegate Task<(HttpResponseMessage? Refused, Func<HttpContent>? Body)> SubmitBody(CancellationToken ct);
+
+    private static ReadOnlyMemoryContent Json(ReadOnlyMemory<byte> bytes) =>
+        new(bytes) { Headers = { ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json") } };
+
+    private static StreamContent JsonFile(string path) =>
+        new(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 64 * 1024, useAsync: true), 64 * 1024) { Headers = { ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json") } };
+
     /// <summary>Holds the budgets, records the submit before the provider hears of it, sends it, and answers with Bursar's ids.</summary>
-    private async Task SubmitAsync(HttpContext ctx, Caller caller, BatchState state, IReadOnlyList<ManifestLine> lines, UpstreamDeployment deployment, string path, ReadOnlyMemory<byte> body)
+    private async Task SubmitAsync(HttpContext ctx, Caller caller, BatchState state, IReadOnlyList<ManifestLine> lines, UpstreamDeployment deployment, string path, SubmitBody body)
     {
         var ct = ctx.RequestAborted;
         var dialect = state.Dialect == "anthropic" ? Dialect.Anthropic : Dialect.OpenAI;
@@ -323,14 +447,15 @@ public sealed partial class BatchGateway(
         await store.SaveBatchAsync(state, ct).ConfigureAwait(false);
         // from here a failure leaves it unsure whether the provider holds the batch: the poller reconciles it (OpenAI: by the metadata
         // Bursar attached) or abandons it, releasing the budget then
-        var resp = await upstream.SendRawAsync(deployment, HttpMethod.Post, path, () => new ReadOnlyMemoryContent(body) { Headers = { ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json") } }, caller.Header, CancellationToken.None).ConfigureAwait(false);
+        var (refused, content) = await body(CancellationToken.None).ConfigureAwait(false);
+        var resp = refused ?? await upstream.SendRawAsync(deployment, HttpMethod.Post, path, content!, caller.Header, CancellationToken.None).ConfigureAwait(false);
         using (resp)
         {
             if (!resp.IsSuccessStatusCode)
             {
                 reservations.Release(state.Id);
                 await store.SaveBatchAsync(state with { Phase = BatchPhase.Abandoned, Collected = true, Error = $"the provider refused the batch ({(int)resp.StatusCode})", UpdatedAt = time.GetUtcNow() }, CancellationToken.None).ConfigureAwait(false);
-                await RelayAsync(ctx, resp).ConfigureAwait(false);
+                await (deployment.Dialect == dialect ? RelayAsync(ctx, resp) : RelayAsync(ctx, resp, dialect)).ConfigureAwait(false);
                 return;
             }
             var o = await ReadObjectAsync(resp, CancellationToken.None).ConfigureAwait(false);
@@ -417,6 +542,33 @@ public sealed partial class BatchGateway(
             return;
         }
         // reading results never bills: the rows are written once per line, when the batch ends, whoever reads them
+        if (dep.Dialect == Dialect.OpenAI)
+        {
+            // a message batch a GPT deployment ran: its output and error files, translated line by line as they stream
+            using var batch = await upstream.SendRawAsync(dep, HttpMethod.Get, BatchCollector.BatchPath(dep, "/" + Uri.EscapeDataString(b.UpstreamId)), null, caller.Header, ctx.RequestAborted).ConfigureAwait(false);
+            if (!batch.IsSuccessStatusCode)
+            {
+                await RelayAsync(ctx, batch, Dialect.Anthropic).ConfigureAwait(false);
+                return;
+            }
+            var o = await ReadObjectAsync(batch, ctx.RequestAborted).ConfigureAwait(false);
+            if (!BatchObjects.IsEnded(Dialect.OpenAI, o!))
+            {
+                await CallerAnswer.WriteErrorAsync(ctx, Dialect.Anthropic, ProviderError.BadRequest($"Message batch {b.Id} has not ended yet; its results are available once processing_status is 'ended'.")).ConfigureAwait(false);
+                return;
+            }
+            ctx.Response.StatusCode = 200;
+            ctx.Response.ContentType = "application/binary";
+            foreach (var field in new[] { "output_file_id", "error_file_id" })
+            {
+                if (BatchObjects.Str(o, field) is not { } file) continue;
+                using var content = await upstream.SendRawAsync(dep, HttpMethod.Get, $"files/{Uri.EscapeDataString(file)}/content", null, caller.Header, ctx.RequestAborted).ConfigureAwait(false);
+                if (!content.IsSuccessStatusCode) throw new HttpRequestException($"Deployment '{dep.Name}' answered {(int)content.StatusCode} for the results file {file}.");
+                await using var source = await content.Content.ReadAsStreamAsync(ctx.RequestAborted).ConfigureAwait(false);
+                await CrossDialectBatches.TranslateLinesAsync(source, ctx.Response.Body, CrossDialectBatches.ToAnthropicLine, ctx.RequestAborted).ConfigureAwait(false);
+            }
+            return;
+        }
         using var resp = await upstream.SendRawAsync(dep, HttpMethod.Get, BatchCollector.BatchPath(dep, $"/{Uri.EscapeDataString(b.UpstreamId)}/results"), null, caller.Header, ctx.RequestAborted).ConfigureAwait(false);
         await RelayAsync(ctx, resp).ConfigureAwait(false);
     });
@@ -471,6 +623,15 @@ public sealed partial class BatchGateway(
         {
             throw new HttpRequestException($"The provider's answer is not JSON: {e.Message}");
         }
+    }
+
+    /// <summary>Relays a provider's error answer in the caller's dialect (a cross-dialect batch's deployment speaks the other).</summary>
+    private static async Task RelayAsync(HttpContext ctx, HttpResponseMessage resp, Dialect caller)
+    {
+        var bytes = await resp.Content.ReadAsByteArrayAsync(ctx.RequestAborted).ConfigureAwait(false);
+        var error = ProviderError.TryParse((int)resp.StatusCode, bytes) ?? new ProviderError((int)resp.StatusCode, $"The provider answered {(int)resp.StatusCode}.", ErrorSource.Upstream);
+        if (resp.Headers.RetryAfter?.Delta is { } delta) error = error with { RetryAfterSeconds = (int)Math.Ceiling(delta.TotalSeconds) };
+        await CallerAnswer.WriteErrorAsync(ctx, caller, error.ForDialect(caller)).ConfigureAwait(false);
     }
 
     private static async Task RelayAsync(HttpContext ctx, HttpResponseMessage resp)

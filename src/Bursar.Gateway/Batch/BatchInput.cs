@@ -1,10 +1,12 @@
 using System.Buffers;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Bursar.Core.Admission;
 using Bursar.Core.Batch;
 using Bursar.Core.Pricing;
 using Bursar.Providers.Dialects;
+using Bursar.Providers.Translation;
 using Bursar.Providers.Upstream;
 
 namespace Bursar.Gateway.Batch;
@@ -87,6 +89,8 @@ public sealed partial class BatchInput(UpstreamRegistry registry, PriceCatalog c
                 return (default, LineError(n, "body", "expected the request body as a JSON object"), null);
             var raw = System.Text.Encoding.UTF8.GetBytes(body.GetRawText());
             var (entry, error, d) = CheckBody(raw, Dialect.OpenAI, customId, model, e => LineError(n, "body." + (e.Param ?? "body"), Unsentence(e.Message)));
+            if (error is null && d!.Dialect == Dialect.Anthropic && !AnthropicCustomId().IsMatch(customId))
+                return (default, LineError(n, "custom_id", $"'{Clip(customId)}' cannot name a request of the Anthropic message batch the model '{Clip(entry.Model)}' needs: it takes 1 to 64 characters of [A-Za-z0-9_-]"), null);
             if (error is null) model ??= entry.Model;
             return (entry, error, d);
         }
@@ -104,10 +108,22 @@ public sealed partial class BatchInput(UpstreamRegistry registry, PriceCatalog c
         var deployment = registry.Find(model);
         if (deployment is null)
             return (default, named(ProviderError.BadRequest($"no deployment serves the model '{Clip(model)}'", "model")), null);
+        long? maxTokens = scan.MaxTokens;
         if (deployment.Dialect != dialect)
-            return (default, named(ProviderError.BadRequest($"the model '{Clip(model)}' is served by the {deployment.Dialect.Name()} deployment '{deployment.Name}'; send it as a{(deployment.Dialect == Dialect.Anthropic ? "n Anthropic message" : "n OpenAI")} batch (cross-dialect batches are not supported yet)", "model")), null);
+        {
+            // a cross-dialect batch: the request must translate as the synchronous call's would, or the line is refused naming the field
+            try
+            {
+                _ = RequestTranslator.Translate(dialect, deployment.Dialect, (JsonObject)JsonNode.Parse(body)!);
+                if (deployment.Dialect == Dialect.Anthropic) maxTokens ??= RequestTranslator.DefaultClaudeMaxTokens;
+            }
+            catch (RequestTranslator.TranslationException t)
+            {
+                return (default, named(t.Error with { Message = $"{t.Error.Message.TrimEnd('.')} (the model '{Clip(model)}' is served by the {deployment.Dialect.Name()} deployment '{deployment.Name}', so this request is translated)" }), null);
+            }
+        }
         var price = catalog.Find(model).Price;
-        var output = (scan.MaxTokens ?? price?.MaxOutputTokens ?? AdmissionControl.DefaultMaxOutputTokens) * Math.Max(1, scan.Choices);
+        var output = (maxTokens ?? price?.MaxOutputTokens ?? AdmissionControl.DefaultMaxOutputTokens) * Math.Max(1, scan.Choices);
         var worst = BatchLedger.WorstCase(price, admission.InputBound(model, price, scan.InputTokenBound), output);
         return (new ManifestLine(customId, model, worst), null, deployment);
     }
@@ -152,6 +168,8 @@ public sealed partial class BatchInput(UpstreamRegistry registry, PriceCatalog c
                 if (error is not null) return (null, error);
                 if (deployment is not null && d != deployment)
                     return (null, At(at + ".params.model", $"every request of a batch must be served by one deployment: '{Clip(entry.Model)}' is served by '{d!.Name}', the first request's model by '{deployment.Name}'"));
+                if (d!.Dialect == Dialect.OpenAI && lines.Count > 0 && lines[0].Model != entry.Model)
+                    return (null, At(at + ".params.model", $"the OpenAI batch these requests become takes one model: '{Clip(entry.Model)}' differs from the first request's '{Clip(lines[0].Model)}'"));
                 deployment ??= d;
                 lines.Add(entry);
                 i++;

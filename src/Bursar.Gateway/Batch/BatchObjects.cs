@@ -20,9 +20,10 @@ public static class BatchObjects
     public static string ResultFileId(string deployment, string upstreamId) =>
         "file-bsr" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(deployment + "\n" + upstreamId)))[..32];
 
-    public static bool IsEnded(BatchState b, JsonObject upstream) => b.Dialect == "anthropic"
-        ? Str(upstream, "processing_status") == "ended"
-        : Str(upstream, "status") is "completed" or "expired" or "cancelled" or "failed";
+    /// <summary>Whether the provider's object (in the deployment's dialect, <paramref name="upstream"/>) says the batch has ended.</summary>
+    public static bool IsEnded(Bursar.Providers.Dialects.Dialect upstream, JsonObject o) => upstream == Bursar.Providers.Dialects.Dialect.Anthropic
+        ? Str(o, "processing_status") == "ended"
+        : Str(o, "status") is "completed" or "expired" or "cancelled" or "failed";
 
     public static string? Str(JsonNode? node, string name) =>
         node is JsonObject o && o[name] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
@@ -30,9 +31,12 @@ public static class BatchObjects
     /// <summary>
     /// The provider's batch object with Bursar's ids: the batch's, the input file's, the result files' (<paramref name="resultFile"/> maps and records
     /// them); Bursar's metadata key removed; an Anthropic <c>results_url</c> made relative (the endpoint answers it with the caller's host).
+    /// A deployment of the other dialect (<paramref name="upstreamDialect"/>) has its object translated to the caller's (<see cref="CrossDialectBatches"/>).
     /// </summary>
-    public static JsonObject Rewrite(BatchState b, JsonObject upstream, Func<string, string> resultFile)
+    public static JsonObject Rewrite(BatchState b, Bursar.Providers.Dialects.Dialect upstreamDialect, JsonObject upstream, Func<string, string> resultFile)
     {
+        if (CrossDialectBatches.IsCross(b, upstreamDialect))
+            return upstreamDialect == Bursar.Providers.Dialects.Dialect.Anthropic ? CrossDialectBatches.ToOpenAIBatch(b, upstream, resultFile) : CrossDialectBatches.ToAnthropicBatch(b, upstream);
         var o = (JsonObject)upstream.DeepClone();
         o["id"] = b.Id;
         if (b.Dialect == "anthropic")

@@ -15,7 +15,7 @@ namespace Bursar.Gateway.Batch;
 /// read: its batch line's answer (at the batch rate), or, when its batch was refused or the line expired or was
 /// canceled, a synchronous call while the job's delay allows (at the standard rate), or a failure with its reason.
 /// </summary>
-public sealed partial class JobLines(IJobStore jobs, UpstreamClient upstream, LedgerWriter ledger, PriceCatalog catalog, BudgetManager budgets, TimeProvider time, ILogger<JobLines> logger)
+public sealed partial class JobLines(IJobStore jobs, UpstreamClient upstream, LedgerWriter ledger, PriceCatalog catalog, BudgetManager budgets, JobWebhooks webhooks, TimeProvider time, ILogger<JobLines> logger)
 {
     private static readonly Func<string, string?> NoCallerHeaders = static _ => null;
 
@@ -42,6 +42,7 @@ public sealed partial class JobLines(IJobStore jobs, UpstreamClient upstream, Le
             var error = new ProviderError(504, $"Deferred job {job.Id} could not be completed within its delay (deadline {job.Deadline:yyyy-MM-dd'T'HH:mm:ss'Z'}): {reason}.", ErrorSource.Upstream);
             var failed = new BatchLineResult { CustomId = job.Id, Outcome = "expired", StatusCode = 504, ErrorType = "deferral_expired", ErrorMessage = error.Message };
             await ledger.AppendAsync(Row(job, d, null, failed, batchRate: false)).ConfigureAwait(false);
+            await webhooks.RecordAsync(job, ct).ConfigureAwait(false); // before the job ends: a crash between them still announces it
             await jobs.FinishAsync(job.Id, JobState.Failed, 504, error.ToJson(dialect), error.Message, time.GetUtcNow(), ct).ConfigureAwait(false);
             LogJobFailed(logger, job.Id, reason);
             return;
@@ -76,6 +77,7 @@ public sealed partial class JobLines(IJobStore jobs, UpstreamClient upstream, Le
         var record = Row(job, d, batchId, line, batchRate);
         // the row first: a crash before the job is marked done replays the same row id, never a second row
         await ledger.AppendAsync(record).ConfigureAwait(false);
+        await webhooks.RecordAsync(job, ct).ConfigureAwait(false); // before the job ends: a crash between them still announces it
         if (await jobs.FinishAsync(job.Id, JobState.Done, line.StatusCode, Encoding.UTF8.GetBytes(line.Body!), null, time.GetUtcNow(), ct).ConfigureAwait(false))
             budgets.Charge(new BudgetSubject(job.KeyId, job.Team, job.Customer, job.Feature, catalog.Find(record.ServedModel ?? job.Model).Price?.Model ?? job.Model), record.Cost ?? 0m);
     }

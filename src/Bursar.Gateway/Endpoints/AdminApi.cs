@@ -77,6 +77,9 @@ public static class AdminApi
             await budgets.ReloadAsync(ct);
             return TypedResults.Ok(BudgetView.From((await budgets.SnapshotAsync()).Single(s => s.Budget.Id == id)));
         }).WithTags("budgets").WithSummary("Start a budget's current period again from zero");
+        admin.MapGet("/batches/pending", async (Bursar.Core.Batch.IJobStore jobs, Bursar.Core.Batch.IBatchStore batches, CancellationToken ct) =>
+                TypedResults.Ok(await Bursar.Gateway.Batch.PendingWork.ReadAsync(jobs, batches, ct)))
+            .WithTags("batches").WithSummary("The batch lever's work in flight: deferred jobs queued per deployment and model, jobs in a batch, and provider batches not yet collected");
         admin.MapGet("/alerts", (WebhookAlertSink alerts) => TypedResults.Ok(alerts.Raised.Select(BudgetView.From).ToArray()))
             .WithTags("budgets").WithSummary("Budgets whose soft limit raised an alert");
 

@@ -92,6 +92,12 @@ public static partial class GatewayHost
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<Bursar.Core.Batch.DeferralOptions>>().Value);
         services.AddSingleton<Bursar.Core.Batch.IJobStore>(sp => (Bursar.Core.Batch.IJobStore)sp.GetRequiredService<Bursar.Core.Storage.IBursarStore>());
         services.AddSingleton<Bursar.Core.Batch.IJobQueue, Bursar.Gateway.Batch.JobQueue>();
+        // the optional signed webhook per key announcing a job's end, durable in the data directory
+        services.AddOptions<Bursar.Core.Batch.WebhookOptions>().Bind(configuration.GetSection(Bursar.Core.Batch.WebhookOptions.Section))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<Bursar.Core.Batch.WebhookOptions>>().Value);
+        services.AddSingleton<Bursar.Gateway.Batch.JobWebhooks>();
+        services.AddHostedService(sp => sp.GetRequiredService<Bursar.Gateway.Batch.JobWebhooks>());
         services.AddSingleton<Bursar.Gateway.Batch.JobLines>();
         services.AddSingleton<Bursar.Gateway.Batch.JobAnswers>();
         services.AddSingleton<Bursar.Gateway.Batch.JobFlusher>();

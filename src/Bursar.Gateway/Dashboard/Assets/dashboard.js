@@ -130,6 +130,19 @@ function budgets(host, list) {
   }));
 }
 
+// the batch lever's work in flight: deferred jobs waiting for a flush, and provider batches whose lines are not all on the ledger
+function pending(host, note, work) {
+  note.textContent = `${count(work.queued_jobs)} deferred jobs queued, ${count(work.submitted_jobs)} in a provider batch, ${count(work.open_batches.length)} batches not yet collected.`;
+  note.setAttribute("data-queued", String(work.queued_jobs));
+  note.setAttribute("data-batches", String(work.open_batches.length));
+  const rows = [
+    ...work.queues.map(q => ["queued jobs", `${q.deployment} / ${q.model}`, count(q.jobs), q.oldest_queued_at.slice(0, 16).replace("T", " "), "deadline " + q.nearest_deadline.slice(0, 16).replace("T", " ")]),
+    ...work.open_batches.map(b => [b.deferred_jobs ? "batch of jobs" : "batch", `${b.deployment}: ${b.id}`, count(b.lines), b.created_at.slice(0, 16).replace("T", " "), `${b.phase}${b.provider_status ? " (" + b.provider_status + ")" : ""}, up to ${usd(b.worst_usd)}`]),
+  ];
+  if (!rows.length) return empty(host, "Nothing pending: no deferred job is queued and every batch is on the ledger.");
+  table(host, ["what", "where", "calls", "since (UTC)", "state"], rows);
+}
+
 function whatIf(host, notes, ladder) {
   if (!ladder.calls) { empty(host, "No calls in this window to replay."); notes.replaceChildren(); return; }
   const steps = [{ lever: "baseline", monthly_cost: ladder.baseline_monthly }, ...ladder.steps];
@@ -154,6 +167,7 @@ async function load() {
       api(`/admin/reports/spend?by=model&${q}`), api(`/admin/reports/spend?by=outcome&${q}`), api(`/admin/reports/spend?by=template&${q}`),
       api("/admin/budgets"), api(`/admin/reports/whatif?${q}`),
     ]);
+    pending(document.getElementById("pending"), document.getElementById("pending-note"), await api("/admin/batches/pending"));
     const total = feature.total;
     const setKpi = (id, text, value) => { const e = document.querySelector(`[data-testid=${id}]`); e.textContent = text; e.setAttribute("data-value", String(value)); };
     setKpi("kpi-spend", money(total), total.priced_cost);
