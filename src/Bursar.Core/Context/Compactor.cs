@@ -21,6 +21,9 @@ public readonly record struct CacheRates(double Read, double Write)
     }
 }
 
+/// <summary>Retrieval's choice for one call: the turns the header replaces, the older turns kept verbatim, and whether the compacted prefix changed since the previous turn.</summary>
+public sealed record RetrievalPlan(int Turns, int[] Retained, bool Moved);
+
 /// <summary>What a compaction did to one request.</summary>
 public sealed record CompactionOutcome(string Strategy, long TokensRemoved, int CompactedTurns, int PrunedResults)
 {
@@ -50,8 +53,9 @@ public sealed class Compactor(TokenCounter counter)
         var conv = Conversation.Read(messages, anthropic);
         if (conv is null || conv.TurnStarts.Count <= policy.KeepTurns) return null;
         if (policy.Strategy == CompactionPolicy.Summarize) return null; // a summary is made before the edit (ContextStage), applied by ApplySummary
-        var sliding = policy.Strategy == CompactionPolicy.SlidingWindow;
-        var (cut, previous) = Boundary(conv, policy, sliding, rates);
+        // retrieval with its turns chosen goes through ApplyRetrieval; here (no encoder) it is the sliding window it extends
+        var sliding = policy.Strategy is CompactionPolicy.SlidingWindow or CompactionPolicy.Retrieval;
+        var (cut, previous, _) = Boundary(conv, policy, sliding, rates);
         if (cut <= 0) return null;
         ct.ThrowIfCancellationRequested();
         // measured before the messages change: what moving the boundary makes this call write to the cache again
@@ -81,11 +85,12 @@ public sealed class Compactor(TokenCounter counter)
     /// candidate only when the tokens that step removes, read from the cache for the expected remaining turns, outweigh writing the cache
     /// again from the first changed message up to what the previous call sent (the newest turn is written either way); the same conversation prefix therefore yields the same boundary on every later call.
     /// </summary>
-    internal static (int Cut, int Previous) Boundary(Conversation conv, CompactionPolicy policy, bool sliding, CacheRates rates)
+    /// <returns>The boundary, the previous turn's, and how many turns the conversation had when the boundary last stepped (its newest user turn then is what retrieval ranks the older turns against).</returns>
+    internal static (int Cut, int Previous, int At) Boundary(Conversation conv, CompactionPolicy policy, bool sliding, CacheRates rates)
     {
         var turns = conv.TurnStarts.Count;
-        if (!policy.CacheAware) return (Candidate(conv, turns, policy.KeepTurns, sliding), Candidate(conv, turns - 1, policy.KeepTurns, sliding));
-        int cut = 0, previous = 0;
+        if (!policy.CacheAware) return (Candidate(conv, turns, policy.KeepTurns, sliding), Candidate(conv, turns - 1, policy.KeepTurns, sliding), turns);
+        int cut = 0, previous = 0, at = 0;
         var premium = Math.Max(0, rates.Write - rates.Read);
         for (var n = policy.KeepTurns + 1; n <= turns; n++)
         {
@@ -102,9 +107,9 @@ public sealed class Compactor(TokenCounter counter)
             // what the previous call sent (the first n-1 turns) sits in the cache; the newest turn is written either way
             var cached = conv.TurnStarts[n - 1];
             var rewrite = Math.Max(0, conv.Tokens(Math.Max(changed, 0), cached) - saving);
-            if (saving * rates.Read * policy.ExpectedRemainingTurns >= rewrite * premium) cut = candidate;
+            if (saving * rates.Read * policy.ExpectedRemainingTurns >= rewrite * premium) (cut, at) = (candidate, n);
         }
-        return (cut, previous);
+        return (cut, previous, at);
     }
 
     /// <summary>The boundary that keeps the last <paramref name="keep"/> of the first <paramref name="turns"/> turns (a sliding window never cuts at the newest turn, and on Anthropic only at a user turn without tool results).</summary>
@@ -167,19 +172,89 @@ public sealed class Compactor(TokenCounter counter)
         return ReplaceHead(messages, conv, cut, anthropic, model, header, CompactionPolicy.Summarize, turns) is { } o ? o with { RewrittenTokens = rewritten } : null;
     }
 
-    private CompactionOutcome? ReplaceHead(JsonArray messages, Conversation conv, int cut, bool anthropic, string model, string text, string strategy, int turns)
+    /// <summary>
+    /// Retrieval, before the edit: where the boundary falls (as a sliding window's) and, of the older turns a window may start at, the
+    /// <see cref="CompactionPolicy.RetrieveTurns"/> most similar to the user turn of the boundary's step (the newest one without cache
+    /// awareness), by cosine similarity of their embeddings. Null when nothing would be compacted.
+    /// </summary>
+    public static async ValueTask<RetrievalPlan?> PlanRetrievalAsync(JsonArray messages, bool anthropic, CompactionPolicy policy, CacheRates rates, TurnEmbeddings embeddings, CancellationToken ct)
+    {
+        if (Conversation.Read(messages, anthropic) is not { } conv || conv.TurnStarts.Count <= policy.KeepTurns) return null;
+        var (cut, previous, at) = Boundary(conv, policy, sliding: true, rates);
+        if (cut <= 0 || at <= 0) return null;
+        var cutTurn = conv.TurnIndex(cut);
+        var moved = (cut != previous || !policy.CacheAware) && conv.TurnStarts[^1] == conv.Messages.Count - 1;
+        var candidates = new List<int>();
+        for (var t = 0; t < cutTurn; t++) if (conv.CleanStart(conv.TurnStarts[t])) candidates.Add(t);
+        if (policy.RetrieveTurns == 0 || candidates.Count == 0) return new RetrievalPlan(cutTurn, [], moved);
+        var query = Conversation.Text(conv.Messages[conv.TurnStarts[at - 1]]!["content"]);
+        if (query.Length == 0) return new RetrievalPlan(cutTurn, [], moved);
+        var texts = new string[candidates.Count + 1];
+        texts[0] = query;
+        for (var k = 0; k < candidates.Count; k++)
+        {
+            var transcript = conv.Transcript(conv.TurnStarts[candidates[k]], conv.TurnStarts[candidates[k] + 1]);
+            texts[k + 1] = transcript.Length <= TurnEmbeddings.MaxChars ? transcript : transcript[..TurnEmbeddings.MaxChars];
+        }
+        if (await embeddings.EmbedAsync(texts, ct).ConfigureAwait(false) is not { } vectors) return null;
+        var scored = new List<(float Score, int Turn)>(candidates.Count);
+        for (var k = 0; k < candidates.Count; k++)
+            if (vectors[k + 1].Length == vectors[0].Length && vectors[0].Length > 0)
+                scored.Add((System.Numerics.Tensors.TensorPrimitives.CosineSimilarity(vectors[0], vectors[k + 1]), candidates[k]));
+        // the most similar first; on a tie the newer turn
+        scored.Sort((a, b) => a.Score != b.Score ? b.Score.CompareTo(a.Score) : b.Turn.CompareTo(a.Turn));
+        var kept = scored.Where(x => x.Score > 0).Take(policy.RetrieveTurns).Select(x => x.Turn).Order().ToArray();
+        return new RetrievalPlan(cutTurn, kept, moved);
+    }
+
+    /// <summary>
+    /// Retrieval's edit: the first <see cref="RetrievalPlan.Turns"/> turns are replaced by a sliding window's header, except the turns the
+    /// plan keeps, which stay verbatim in their place (whole turns: a tool call and its result stay together). Null when nothing changed.
+    /// </summary>
+    public CompactionOutcome? ApplyRetrieval(JsonObject body, bool anthropic, RetrievalPlan plan, string model)
+    {
+        if (plan.Turns <= 0 || body["messages"] is not JsonArray messages || Conversation.Read(messages, anthropic) is not { } conv || conv.TurnStarts.Count <= plan.Turns) return null;
+        var cut = conv.TurnStarts[plan.Turns];
+        if (!conv.CleanStart(cut)) return null;
+        var keep = new bool[messages.Count];
+        var retained = 0;
+        foreach (var t in plan.Retained)
+        {
+            if (t < 0 || t >= plan.Turns || !conv.CleanStart(conv.TurnStarts[t])) continue;
+            retained++;
+            for (var i = conv.TurnStarts[t]; i < conv.TurnStarts[t + 1]; i++) keep[i] = true;
+        }
+        var count = messages.Count;
+        var newest = conv.TurnStarts[^1];
+        var dropped = plan.Turns - retained;
+        var header = new StringBuilder("[Earlier conversation, compacted by Bursar: ").Append(dropped).Append(dropped == 1 ? " turn" : " turns");
+        if (retained > 0) header.Append("; ").Append(retained).Append(retained == 1 ? " earlier turn relevant to this one is" : " earlier turns relevant to this one are").Append(" kept in full");
+        header.Append(']');
+        for (var i = 0; i < cut; i++) if (!conv.IsSystem(i) && !keep[i]) conv.Describe(i, header);
+        if (ReplaceHead(messages, conv, cut, anthropic, model, header.ToString(), CompactionPolicy.Retrieval, dropped, keep) is not { } outcome) return null;
+        // a moved boundary (or a new choice of turns) re-writes the cache from the header up to the newest turn, as compacted (4 characters a token, as every step is weighed)
+        long rewritten = 0;
+        if (plan.Moved)
+            for (var i = Math.Max(conv.FirstConversational, 0); i < messages.Count - (count - newest); i++) rewritten += messages[i]!.ToJsonString().Length / 4;
+        return outcome with { RewrittenTokens = rewritten };
+    }
+
+    private CompactionOutcome? ReplaceHead(JsonArray messages, Conversation conv, int cut, bool anthropic, string model, string text, string strategy, int turns, bool[]? keep = null)
     {
         long before = 0;
         var drop = new List<int>();
         for (var i = 0; i < cut; i++)
         {
-            if (conv.IsSystem(i)) continue;
+            if (conv.IsSystem(i) || keep?[i] == true) continue;
             drop.Add(i);
             before += Count(model, messages[i]);
         }
         if (drop.Count == 0) return null;
         var first = drop[0];
-        var kept = messages[cut]!.AsObject();
+        // the header opens the first message after the first dropped one that stays (a turn start: drops are whole turns)
+        var next = first + 1;
+        while (next < cut && !(keep?[next] == true)) next++;
+        var kept = messages[next]!.AsObject();
         for (var k = drop.Count - 1; k >= 0; k--) messages.RemoveAt(drop[k]);
         if (anthropic)
         {

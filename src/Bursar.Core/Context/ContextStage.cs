@@ -15,6 +15,8 @@ public sealed class ContextReport
     internal CompactionPolicy? Compaction { get; init; }
     /// <summary>A summarization checkpoint: the turns its summary replaces and the summary (the same text on every call until the next one).</summary>
     internal (int Turns, string Text, long Rewritten)? Summary { get; set; }
+    /// <summary>Retrieval: the turns replaced and the older turns kept for their relevance (null: no encoder, so a sliding window).</summary>
+    internal RetrievalPlan? Retrieval { get; set; }
 
     public int CompressedDocuments { get; init; }
     public long CompressionTokensRemoved { get; init; }
@@ -44,7 +46,7 @@ public sealed class ContextReport
 /// wire format. Both are edits: a call below every trigger, or whose documents do not shrink, goes upstream byte for byte.
 /// </summary>
 public sealed partial class ContextStage(DocumentCompressor compressor, Compactor compactor, TokenCounter counter, PriceCatalog catalog,
-    IConversationSummarizer summarizer, SummaryStore summaries, ILogger<ContextStage> logger)
+    IConversationSummarizer summarizer, SummaryStore summaries, ILogger<ContextStage> logger, TurnEmbeddings? embeddings = null)
     : ILeverStage, IRequestEdit
 {
     public string Name => "context";
@@ -54,9 +56,34 @@ public sealed partial class ContextStage(DocumentCompressor compressor, Compacto
         var compress = call.Policy?.DocumentCompression ?? compressor.Options.AppliesTo(call.Attribution.Feature);
         var compaction = call.Policy?.Compaction is { } p && call.Request.EstimatedInputTokens >= p.TriggerTokens ? p : null;
         if (compress || compaction is not null) Plan(call, compress, compaction, cancellationToken);
-        return compaction?.Strategy == CompactionPolicy.Summarize && call.Context is { } report
-            ? SummarizeThenNextAsync(call, report, compaction, next, cancellationToken)
-            : next(call, cancellationToken);
+        return (compaction?.Strategy, call.Context) switch
+        {
+            (CompactionPolicy.Summarize, { } report) => SummarizeThenNextAsync(call, report, compaction!, next, cancellationToken),
+            (CompactionPolicy.Retrieval, { } report) when embeddings is not null => RetrieveThenNextAsync(call, report, compaction!, embeddings, next, cancellationToken),
+            _ => next(call, cancellationToken),
+        };
+    }
+
+    /// <summary>
+    /// Retrieval: the older turns embedded with the semantic cache's encoder and the most relevant chosen before the edit (the edit itself
+    /// is synchronous); then the rest of the pipeline. No encoder, or it failed: the route's sliding window.
+    /// </summary>
+    private async ValueTask RetrieveThenNextAsync(LeverCall call, ContextReport report, CompactionPolicy policy, TurnEmbeddings turns, LeverNext next, CancellationToken ct)
+    {
+        try
+        {
+            var anthropic = call.Dialect == "anthropic";
+            if (call.Request.TryBody(out var body) && body["messages"] is JsonArray messages)
+                report.Retrieval = await Compactor.PlanRetrievalAsync(messages, anthropic, policy, CacheRates.Of(catalog.Find(call.Model).Price?.Rates, anthropic), turns, ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (CallRequest.IsBadJson(e)) { report.Retrieval = null; }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // the encoder failed (a model error, an embeddings endpoint down): the call is compacted as a sliding window, never refused
+            report.Retrieval = null;
+            LogNoRetrieval(logger, call.Id, e.Message);
+        }
+        await next(call, ct).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -151,9 +178,12 @@ public sealed partial class ContextStage(DocumentCompressor compressor, Compacto
         if (report.Compaction is { } policy && !(target.Anthropic && body.ContainsKey("context_management")))
         {
             var rates = CacheRates.Of(catalog.Find(target.Model).Price?.Rates, target.Anthropic);
-            report.Compacted = report.Summary is { } s
-                ? compactor.ApplySummary(body, target.Anthropic, s.Turns, s.Text, target.Model, s.Rewritten)
-                : compactor.Compact(body, target.Anthropic, policy, target.Model, rates, target.CancellationToken);
+            report.Compacted = (report.Summary, report.Retrieval) switch
+            {
+                ({ } s, _) => compactor.ApplySummary(body, target.Anthropic, s.Turns, s.Text, target.Model, s.Rewritten),
+                (_, { } r) => compactor.ApplyRetrieval(body, target.Anthropic, r, target.Model),
+                _ => compactor.Compact(body, target.Anthropic, policy, target.Model, rates, target.CancellationToken),
+            };
             if (report.Compacted is { } c)
             {
                 changed = true;
@@ -187,6 +217,9 @@ public sealed partial class ContextStage(DocumentCompressor compressor, Compacto
             if (contents is not null) call.Messages[i] = new ChatMessage(m.Role, contents) { AuthorName = m.AuthorName, AdditionalProperties = m.AdditionalProperties };
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Call {CallId}: retrieval could not embed the turns ({Reason}); the call is compacted as a sliding window")]
+    private static partial void LogNoRetrieval(ILogger logger, string callId, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Call {CallId}: the summary model {Model} gave no summary; the call goes uncompacted")]
     private static partial void LogNoSummary(ILogger logger, string callId, string model);
