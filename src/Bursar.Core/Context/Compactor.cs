@@ -230,7 +230,7 @@ public sealed class Compactor(TokenCounter counter)
         var header = new StringBuilder("[Earlier conversation, compacted by Bursar: ").Append(dropped).Append(dropped == 1 ? " turn" : " turns");
         if (retained > 0) header.Append("; ").Append(retained).Append(retained == 1 ? " earlier turn relevant to this one is" : " earlier turns relevant to this one are").Append(" kept in full");
         header.Append(']');
-        for (var i = 0; i < cut; i++) if (!conv.IsSystem(i) && !keep[i]) conv.Describe(i, header);
+        for (var i = 0; i < cut; i++) if (!conv.IsSystem(i) && !keep[i]) header.Append(conv.HeaderLine(i));
         if (ReplaceHead(messages, conv, cut, anthropic, model, header.ToString(), CompactionPolicy.Retrieval, dropped, keep) is not { } outcome) return null;
         // a moved boundary (or a new choice of turns) re-writes the cache from the header up to the newest turn, as compacted (4 characters a token, as every step is weighed)
         long rewritten = 0;
@@ -295,7 +295,7 @@ public sealed class Compactor(TokenCounter counter)
     {
         var turns = conv.TurnIndex(cut);
         var header = new StringBuilder("[Earlier conversation, compacted by Bursar: ").Append(turns).Append(turns == 1 ? " turn" : " turns").Append(']');
-        for (var i = 0; i < cut; i++) if (!conv.IsSystem(i)) conv.Describe(i, header);
+        for (var i = 0; i < cut; i++) if (!conv.IsSystem(i)) header.Append(conv.HeaderLine(i));
         return ReplaceHead(messages, conv, cut, anthropic, model, header.ToString(), CompactionPolicy.SlidingWindow, turns);
     }
 
@@ -333,40 +333,41 @@ public sealed class Compactor(TokenCounter counter)
         return sb.Append(']').ToString();
     }
 
-    /// <summary>Identifier-like values of a tool result (strings with a digit, or short upper-case codes; numbers), at most 48, each once.</summary>
+    /// <summary>
+    /// Identifier-like values of a tool result (strings with a digit, or short upper-case codes; numbers), at most 48, each once, in
+    /// document order. Read with <see cref="Utf8JsonReader"/>, not a parsed tree: a sliding window reads every older result on every call.
+    /// </summary>
     internal static List<string> Identifiers(JsonNode? result)
     {
         var found = new List<string>();
-        var seen = new HashSet<string>(StringComparer.Ordinal);
         var text = result is JsonValue v && v.TryGetValue<string>(out var s) ? s : result?.ToJsonString() ?? "";
-        JsonNode? parsed = null;
-        try { parsed = text.Length > 0 && (text[0] is '{' or '[') ? JsonNode.Parse(text) : null; }
-        catch (JsonException) { parsed = null; }
-        if (parsed is not null) Walk(parsed, found, seen);
-        return found;
-
-        static void Walk(JsonNode node, List<string> found, HashSet<string> seen)
+        if (text.Length == 0 || text[0] is not ('{' or '[')) return found;
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var max = Encoding.UTF8.GetMaxByteCount(text.Length);
+        byte[]? rented = max > 4096 ? System.Buffers.ArrayPool<byte>.Shared.Rent(max) : null;
+        try
         {
-            if (found.Count >= 48) return;
-            switch (node)
+            Span<byte> buffer = rented ?? stackalloc byte[max];
+            var reader = new Utf8JsonReader(buffer[..Encoding.UTF8.GetBytes(text, buffer)]);
+            while (found.Count < 48 && reader.Read())
             {
-                case JsonObject o:
-                    foreach (var (_, child) in o) if (child is not null) Walk(child, found, seen);
-                    break;
-                case JsonArray a:
-                    foreach (var child in a) if (child is not null) Walk(child, found, seen);
-                    break;
-                case JsonValue value:
-                    var str = value.GetValueKind() switch
-                    {
-                        JsonValueKind.String => value.GetValue<string>(),
-                        JsonValueKind.Number => value.ToJsonString(),
-                        _ => null,
-                    };
-                    if (str is not null && IsIdentifier(str) && seen.Add(str)) found.Add(str);
-                    break;
+                var str = reader.TokenType switch
+                {
+                    JsonTokenType.String => reader.GetString(),
+                    JsonTokenType.Number => Encoding.UTF8.GetString(reader.ValueSpan),
+                    _ => null,
+                };
+                if (str is not null && IsIdentifier(str) && seen.Add(str)) found.Add(str);
             }
+            // a text that only starts like JSON: nothing is read from it (as before: only a whole document counts)
+            while (reader.Read()) { }
         }
+        catch (JsonException) { found.Clear(); }
+        finally
+        {
+            if (rented is not null) System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+        }
+        return found;
     }
 
     private static bool IsIdentifier(string s)

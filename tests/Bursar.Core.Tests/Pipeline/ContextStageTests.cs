@@ -414,6 +414,19 @@ public sealed class CompactionStageTests : IAsyncLifetime
         AssertValid(after, anthropic);
     }
 
+    [Fact]
+    public void Identifiers_are_read_from_a_whole_json_document_in_order_each_once_and_none_from_a_broken_one()
+    {
+        var ids = Compactor.Identifiers(JsonValue.Create("""{"reservation_id":"RES001X9","flights":[{"flight_number":"HAT100","price":180,"cabin":"basic economy"},{"flight_number":"HAT100","date":"2024-05-20"}],"status":"OK","note":"a\u0020b1"}"""));
+        Assert.Equal(["RES001X9", "HAT100", "180", "2024-05-20", "OK"], ids); // "a b1" has a space once unescaped: not an identifier
+        Assert.Empty(Compactor.Identifiers(JsonValue.Create("""{"reservation_id":"RES001X9","flights":[""")));
+        Assert.Empty(Compactor.Identifiers(JsonValue.Create("""{"reservation_id":"RES001X9"} trailing""")));
+        Assert.Empty(Compactor.Identifiers(JsonValue.Create("RES001X9 is not json")));
+        var many = new JsonArray([.. Enumerable.Range(0, 100).Select(i => (JsonNode)JsonValue.Create($"ID{i}")!)]);
+        Assert.Equal(48, Compactor.Identifiers(JsonValue.Create(many.ToJsonString())).Count);
+        Assert.Equal(48, Compactor.Identifiers(many).Count); // a content given as JSON, not as a string
+    }
+
     /// <summary>A 9-turn conversation whose newest user turn goes back to the reservation of turn 2.</summary>
     private static string BackToTurnTwo(bool anthropic)
     {
