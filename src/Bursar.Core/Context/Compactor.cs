@@ -247,7 +247,7 @@ public sealed class Compactor(TokenCounter counter)
         {
             if (conv.IsSystem(i) || keep?[i] == true) continue;
             drop.Add(i);
-            before += Count(model, messages[i]);
+            before += MessageTokens(model, messages[i]);
         }
         if (drop.Count == 0) return null;
         var first = drop[0];
@@ -268,7 +268,8 @@ public sealed class Compactor(TokenCounter counter)
         {
             messages.Insert(first, new JsonObject { ["role"] = "user", ["content"] = text });
         }
-        var after = Count(model, text);
+        // the header is a message of its own on OpenAI (with its framing), a text block of a kept message on Anthropic
+        var after = Count(model, text) + (anthropic ? 0 : TokenCounter.OpenAIMessageOverhead);
         return new CompactionOutcome(strategy, Math.Max(0, before - after), turns, 0);
     }
 
@@ -297,6 +298,14 @@ public sealed class Compactor(TokenCounter counter)
         var header = new StringBuilder("[Earlier conversation, compacted by Bursar: ").Append(turns).Append(turns == 1 ? " turn" : " turns").Append(']');
         for (var i = 0; i < cut; i++) if (!conv.IsSystem(i)) header.Append(conv.HeaderLine(i));
         return ReplaceHead(messages, conv, cut, anthropic, model, header.ToString(), CompactionPolicy.SlidingWindow, turns);
+    }
+
+    /// <summary>The tokens a provider bills for a message (<see cref="PromptTokenEstimator.AppendMessage"/> and its framing), not its JSON: a tool result's escaped quotes are not billed.</summary>
+    private long MessageTokens(string model, JsonNode? message)
+    {
+        var text = new StringBuilder();
+        var extra = PromptTokenEstimator.AppendMessage(message, text);
+        return Count(model, text.ToString()) + extra + TokenCounter.OpenAIMessageOverhead;
     }
 
     private int Count(string model, JsonNode? node) => node switch

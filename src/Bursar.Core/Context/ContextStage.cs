@@ -176,27 +176,41 @@ public sealed partial class ContextStage(DocumentCompressor compressor, Compacto
         }
         // a caller that asked Anthropic for its own context management (clearing, compaction) gets it untouched: Bursar does not compact under it
         if (report.Compaction is { } policy && !(target.Anthropic && body.ContainsKey("context_management")))
-        {
-            var rates = CacheRates.Of(catalog.Find(target.Model).Price?.Rates, target.Anthropic);
-            report.Compacted = (report.Summary, report.Retrieval) switch
-            {
-                ({ } s, _) => compactor.ApplySummary(body, target.Anthropic, s.Turns, s.Text, target.Model, s.Rewritten),
-                (_, { } r) => compactor.ApplyRetrieval(body, target.Anthropic, r, target.Model),
-                _ => compactor.Compact(body, target.Anthropic, policy, target.Model, rates, target.CancellationToken),
-            };
-            if (report.Compacted is { } c)
-            {
-                changed = true;
-                LogCompacted(logger, target.Call.Id, c.Strategy, c.CompactedTurns, c.TokensRemoved);
-            }
-        }
+            changed |= Compact(body, target.Anthropic, policy, report, target);
         return changed;
     }
 
-    /// <summary>A .NET chat call: the compressed documents replace the text of user turns and string tool results (compaction is the gateway's, on the wire format).</summary>
+    /// <summary>Compacts <paramref name="body"/> as the call's plan says (its summary, its retrieved turns, or the policy's strategy); true when it changed.</summary>
+    private bool Compact(JsonObject body, bool anthropic, CompactionPolicy policy, ContextReport report, in EditTarget target)
+    {
+        var rates = CacheRates.Of(catalog.Find(target.Model).Price?.Rates, target.Anthropic);
+        report.Compacted = (report.Summary, report.Retrieval) switch
+        {
+            ({ } s, _) => compactor.ApplySummary(body, anthropic, s.Turns, s.Text, target.Model, s.Rewritten),
+            (_, { } r) => compactor.ApplyRetrieval(body, anthropic, r, target.Model),
+            _ => compactor.Compact(body, anthropic, policy, target.Model, rates, target.CancellationToken),
+        };
+        if (report.Compacted is not { } c) return false;
+        LogCompacted(logger, target.Call.Id, c.Strategy, c.CompactedTurns, c.TokensRemoved);
+        return true;
+    }
+
+    /// <summary>
+    /// A .NET chat call: the compressed documents replace the text of user turns and string tool results; then a route's compaction, on the
+    /// messages (<see cref="ChatCompaction"/>: the same compactor as the gateway's, read in content blocks whatever the provider).
+    /// </summary>
     public void Apply(ChatCallEdit call, in EditTarget target)
     {
-        if (target.Call.Context?.Replacements is not { } map) return;
+        if (target.Call.Context is not { } report) return;
+        Compress(call, report);
+        if (report.Compaction is not { } policy) return;
+        var body = ChatCompaction.Body(call.Messages);
+        if (Compact(body, anthropic: true, policy, report, target)) ChatCompaction.MapBack(body, call.Messages);
+    }
+
+    private static void Compress(ChatCallEdit call, ContextReport report)
+    {
+        if (report.Replacements is not { } map) return;
         for (var i = 0; i < call.Messages.Count; i++)
         {
             var m = call.Messages[i];

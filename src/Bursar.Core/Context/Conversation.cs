@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json.Nodes;
+using Bursar.Core.Tokens;
 
 namespace Bursar.Core.Context;
 
@@ -8,8 +9,8 @@ internal sealed record ToolResult(int Message, JsonObject Owner, string Property
 
 /// <summary>
 /// A conversation read for compaction, in either dialect: which messages are system messages, where each turn starts (a user message
-/// that is not only tool results), the tool results with the tools that produced them, and rough token sizes (4 characters a token)
-/// for weighing steps. Reading never changes the messages.
+/// that is not only tool results), the tool results with the tools that produced them, and rough token sizes (4 characters a token
+/// of the text the provider bills, <see cref="PromptTokenEstimator.AppendMessage"/>) for weighing steps. Reading never changes the messages.
 /// </summary>
 internal sealed class Conversation
 {
@@ -42,10 +43,14 @@ internal sealed class Conversation
     {
         var c = new Conversation(messages, anthropic);
         var names = c._names;
+        var billed = new StringBuilder();
         for (var i = 0; i < messages.Count; i++)
         {
             if (messages[i] is not JsonObject m || m["role"] is not JsonValue rv || !rv.TryGetValue<string>(out var role)) return null;
-            c._prefix[i + 1] = c._prefix[i] + m.ToJsonString().Length / 4;
+            // what the provider bills for the message (its text, tool calls and results, and framing), 4 characters a token
+            billed.Clear();
+            var extra = PromptTokenEstimator.AppendMessage(m, billed);
+            c._prefix[i + 1] = c._prefix[i] + billed.Length / 4 + extra + TokenCounter.OpenAIMessageOverhead;
             c._system[i] = role is "system" or "developer";
             if (!c._system[i] && c.FirstConversational < 0) c.FirstConversational = i;
             var content = m["content"];

@@ -137,6 +137,9 @@ public sealed partial class CallMeter
                     contextSaving = (context.TokensRemoved * (usage.CacheReadTokens > 0 ? read : price.Rates.Input)
                         - context.RewrittenTokens * ((price.Rates.CacheWrite5m ?? price.Rates.Input) - read)) / 1_000_000m;
                 }
+                // a summarization checkpoint's own call exists only because of compaction: its cost is credited against the lever, so the
+                // saving summed over a conversation is net of the summary calls (and its counterfactual cost is zero)
+                if (c.Attribution.Task == Context.SummaryCall.Task) contextSaving = -cost.Value;
             }
             else if (!usage.IsEmpty)
             {

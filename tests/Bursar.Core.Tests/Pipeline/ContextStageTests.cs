@@ -489,10 +489,10 @@ public sealed class CompactionStageTests : IAsyncLifetime
     public async Task Cache_aware_retrieval_keeps_the_same_compacted_head_until_its_next_step(bool anthropic)
     {
         // the boundary steps at most every few turns; between steps every call sends the same head (header and kept turns), byte for byte
-        var policy = new CompactionPolicy { Strategy = CompactionPolicy.Retrieval, KeepTurns = 2, RetrieveTurns = 1, TriggerTokens = 500, CacheAware = true, ExpectedRemainingTurns = 10 };
+        var policy = new CompactionPolicy { Strategy = CompactionPolicy.Retrieval, KeepTurns = 2, RetrieveTurns = 1, TriggerTokens = 500, CacheAware = true, ExpectedRemainingTurns = 20 };
         string? head = null;
         int changes = 0, compacted = 0, boundary = -1;
-        for (var turns = 4; turns <= 16; turns++)
+        for (var turns = 4; turns <= 24; turns++)
         {
             var json = anthropic ? AnthropicConversation(turns) : OpenAIConversation(turns);
             var call = await Run(json, anthropic ? "anthropic" : "openai", policy);
