@@ -87,13 +87,13 @@ internal static class EvalCompactionCommand
                 var baseCost = baseline.Records?.Sum(r => r.Cost ?? 0m) ?? 0m;
                 string Delta(double x, double b) => b == 0 ? "-" : (x / b - 1).ToString("+0.0%;-0.0%;0.0%", CultureInfo.InvariantCulture);
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{v.Label,-26} {records.Length,6:N0} {perCall,11:N0} {Delta(input, baseInput),8} {cached,7:P0} {(records.Length == 0 ? 0 : (double)records.Sum(r => r.ContextTokensRemoved) / records.Length),13:N0} {cost,10:F4} {Delta((double)cost, (double)baseCost),8} {records.Sum(r => r.SavingCompaction),9:F4} {(fidelity is not null ? fidelity.Retained.ToString("P1", CultureInfo.InvariantCulture) : v.Policy is null ? "100%" : "n/a"),9}"));
+                    $"{v.Label,-26} {records.Length,6:N0} {perCall,11:N0} {Delta(input, baseInput),8} {cached,7:P0} {(records.Length == 0 ? 0 : (double)records.Sum(r => r.ContextTokensRemoved) / records.Length),13:N0} {cost,10:F4} {Delta((double)cost, (double)baseCost),8} {all_.Sum(r => r.SavingCompaction),9:F4} {(fidelity is not null ? fidelity.Retained.ToString("P1", CultureInfo.InvariantCulture) : v.Policy is null ? "100%" : "n/a"),9}"));
                 if (summaryCalls > 0) Console.WriteLine($"  {summaryCalls:N0} summary calls (task {SummaryCall.Task}, the Simulator's stand-in text: fidelity not measured), their cost included");
                 if (failed > 0) Console.WriteLine($"  {failed} calls failed");
             }
             if (rows.FirstOrDefault(r => r.Fidelity is not null).Fidelity is { } f)
                 Console.WriteLine($"\nFidelity proxy: {f.ActionsTaken} of {f.Actions} ground-truth actions were taken by the agent; {f.ValuesSeen:N0} of their argument values appeared earlier in the conversation (outside the system prompt). Fidelity is the share still in the compacted context of that call.");
-            Console.WriteLine("Cost: the ledger's own rows (the Simulator's usage with its prompt caching, priced by the catalog); 'saving $' is the ledger's SavingCompaction.");
+            Console.WriteLine("Cost: the ledger's own rows (the Simulator's usage with its prompt caching, priced by the catalog); 'saving $' is the ledger's SavingCompaction (the summary calls' rows included: their cost counts against it).");
             var def = new CompactionPolicy();
             Console.WriteLine($"Default strategy: {def.Strategy} (KeepTurns {def.KeepTurns}, cache-aware); target fidelity >= 95%.");
             return 0;

@@ -32,6 +32,13 @@ public sealed record CompactionOutcome(string Strategy, long TokensRemoved, int 
     /// previous turn (0 when it did not move, or on a later call of the same turn, which reads what the first one wrote).
     /// </summary>
     public long RewrittenTokens { get; init; }
+
+    /// <summary>
+    /// The tokens from the newest assistant message on (what the previous call of the conversation did not send, so writes either way): the
+    /// meter bounds <see cref="RewrittenTokens"/> by what the call actually wrote beyond them (a later call of a turn reads what the first
+    /// one wrote; a call whose predecessor was answered from the response cache writes the new prefix itself).
+    /// </summary>
+    public long TailTokens { get; init; }
 }
 
 /// <summary>
@@ -58,25 +65,29 @@ public sealed class Compactor(TokenCounter counter)
         var (cut, previous, _) = Boundary(conv, policy, sliding, rates);
         if (cut <= 0) return null;
         ct.ThrowIfCancellationRequested();
-        // measured before the messages change: what moving the boundary makes this call write to the cache again
-        var rewritten = Rewritten(conv, previous, cut, sliding, policy.MinPrunedTokens);
+        // where the bytes first change, read before the messages change (-1: the boundary did not move since the previous turn)
+        var changed = Moved(conv, previous, cut) ? sliding ? conv.FirstConversational : conv.FirstPrunable(previous, cut, policy.MinPrunedTokens) : -1;
         var outcome = sliding ? Slide(messages, conv, cut, anthropic, model) : Prune(conv, cut, model, policy);
-        return outcome is null ? null : outcome with { RewrittenTokens = rewritten };
+        return outcome is null ? null : Rewrite(outcome, messages, changed, model);
     }
 
+    /// <summary>Whether the boundary differs from the previous turn's (then the compacted prefix changed since the conversation's previous turn).</summary>
+    private static bool Moved(Conversation conv, int previous, int cut) => cut != previous && conv.TurnStarts.Count >= 2;
+
     /// <summary>
-    /// The tokens a call re-writes to the cache when its boundary moved from <paramref name="previous"/> (the previous turn's) to
-    /// <paramref name="cut"/>: from the first changed message (the header, or the first newly pruned result) up to what the previous turn
-    /// sent, less what the step removed. Only the first call of a turn (its newest message is the user's) pays it.
+    /// <paramref name="outcome"/> with what the edit may make the call write to the provider cache again: the compacted messages from the
+    /// first changed one (<paramref name="from"/>; -1: none) up to the newest assistant message (what the previous call sent), and the tail
+    /// from there on (written either way); counted as the provider bills them, after the edit, on what is sent.
     /// </summary>
-    internal static long Rewritten(Conversation conv, int previous, int cut, bool headerChanges, int minPruned)
+    private CompactionOutcome Rewrite(CompactionOutcome outcome, JsonArray messages, int from, string model)
     {
-        var turns = conv.TurnStarts.Count;
-        if (cut == previous || turns < 2 || conv.TurnStarts[^1] != conv.Messages.Count - 1) return 0;
-        var changed = headerChanges ? conv.FirstConversational : conv.FirstPrunable(previous, cut, minPruned);
-        if (changed < 0) return 0;
-        var saving = conv.Saving(previous, cut, headerChanges, minPruned, StubTokens);
-        return Math.Max(0, conv.Tokens(changed, conv.TurnStarts[turns - 1]) - saving);
+        var last = messages.Count - 1;
+        while (last >= 0 && messages[last]?["role"]?.GetValue<string>() != "assistant") last--;
+        if (last < 0) return outcome;
+        long rewritten = 0, tail = 0;
+        for (var i = Math.Max(from, 0); i < last && from >= 0; i++) rewritten += MessageTokens(model, messages[i]);
+        for (var i = last; i < messages.Count; i++) tail += MessageTokens(model, messages[i]);
+        return outcome with { RewrittenTokens = rewritten, TailTokens = tail };
     }
 
     /// <summary>
@@ -155,21 +166,22 @@ public sealed class Compactor(TokenCounter counter)
         return (cut, previous);
     }
 
-    /// <summary>What a summarization checkpoint that moved from <paramref name="previous"/> to <paramref name="turns"/> turns makes this call write to the cache again.</summary>
-    internal static long SummaryRewritten(Conversation conv, int previous, int turns)
-    {
-        if (turns == previous || turns <= 0) return 0;
-        return Rewritten(conv, previous == 0 ? 0 : conv.TurnStarts[previous], conv.TurnStarts[turns], headerChanges: true, minPruned: 0);
-    }
+    /// <summary>Whether a summarization checkpoint moved from <paramref name="previous"/> to <paramref name="turns"/> turns on this call (the first of its turn): then it writes the cache again from the summary on.</summary>
+    internal static bool SummaryMoved(Conversation conv, int previous, int turns) =>
+        turns > 0 && Moved(conv, previous == 0 ? 0 : conv.TurnStarts[previous], conv.TurnStarts[turns]);
 
     /// <summary>Replaces the first <paramref name="turns"/> turns of <paramref name="body"/> with <paramref name="summary"/> (null when the conversation has no more turns than that).</summary>
-    public CompactionOutcome? ApplySummary(JsonObject body, bool anthropic, int turns, string summary, string model, long rewritten = 0)
+    /// <param name="moved">The checkpoint moved on this call (<see cref="SummaryMoved"/>): the call re-writes the cache from the summary on.</param>
+    public CompactionOutcome? ApplySummary(JsonObject body, bool anthropic, int turns, string summary, string model, bool moved = false)
     {
         if (turns <= 0 || body["messages"] is not JsonArray messages || Conversation.Read(messages, anthropic) is not { } conv || conv.TurnStarts.Count <= turns) return null;
         var cut = conv.TurnStarts[turns];
         if (!conv.CleanStart(cut)) return null;
         var header = $"[Summary of the earlier conversation ({turns} {(turns == 1 ? "turn" : "turns")}), by Bursar]\n{summary}";
-        return ReplaceHead(messages, conv, cut, anthropic, model, header, CompactionPolicy.Summarize, turns) is { } o ? o with { RewrittenTokens = rewritten } : null;
+        var first = conv.FirstConversational;
+        // a checkpoint that moved re-writes from the summary to the newest turn
+        return ReplaceHead(messages, conv, cut, anthropic, model, header, CompactionPolicy.Summarize, turns) is { } o
+            ? Rewrite(o, messages, moved ? first : -1, model) : null;
     }
 
     /// <summary>
@@ -183,7 +195,7 @@ public sealed class Compactor(TokenCounter counter)
         var (cut, previous, at) = Boundary(conv, policy, sliding: true, rates);
         if (cut <= 0 || at <= 0) return null;
         var cutTurn = conv.TurnIndex(cut);
-        var moved = (cut != previous || !policy.CacheAware) && conv.TurnStarts[^1] == conv.Messages.Count - 1;
+        var moved = cut != previous || !policy.CacheAware;
         var candidates = new List<int>();
         for (var t = 0; t < cutTurn; t++) if (conv.CleanStart(conv.TurnStarts[t])) candidates.Add(t);
         if (policy.RetrieveTurns == 0 || candidates.Count == 0) return new RetrievalPlan(cutTurn, [], moved);
@@ -224,19 +236,14 @@ public sealed class Compactor(TokenCounter counter)
             retained++;
             for (var i = conv.TurnStarts[t]; i < conv.TurnStarts[t + 1]; i++) keep[i] = true;
         }
-        var count = messages.Count;
-        var newest = conv.TurnStarts[^1];
         var dropped = plan.Turns - retained;
         var header = new StringBuilder("[Earlier conversation, compacted by Bursar: ").Append(dropped).Append(dropped == 1 ? " turn" : " turns");
         if (retained > 0) header.Append("; ").Append(retained).Append(retained == 1 ? " earlier turn relevant to this one is" : " earlier turns relevant to this one are").Append(" kept in full");
         header.Append(']');
         for (var i = 0; i < cut; i++) if (!conv.IsSystem(i) && !keep[i]) header.Append(conv.HeaderLine(i));
         if (ReplaceHead(messages, conv, cut, anthropic, model, header.ToString(), CompactionPolicy.Retrieval, dropped, keep) is not { } outcome) return null;
-        // a moved boundary (or a new choice of turns) re-writes the cache from the header up to the newest turn, as compacted (4 characters a token, as every step is weighed)
-        long rewritten = 0;
-        if (plan.Moved)
-            for (var i = Math.Max(conv.FirstConversational, 0); i < messages.Count - (count - newest); i++) rewritten += messages[i]!.ToJsonString().Length / 4;
-        return outcome with { RewrittenTokens = rewritten };
+        // a moved boundary (or a new choice of turns) re-writes the cache from the header up to the newest turn, as compacted
+        return Rewrite(outcome, messages, plan.Moved ? Math.Max(conv.FirstConversational, 0) : -1, model);
     }
 
     private CompactionOutcome? ReplaceHead(JsonArray messages, Conversation conv, int cut, bool anthropic, string model, string text, string strategy, int turns, bool[]? keep = null)
@@ -249,7 +256,10 @@ public sealed class Compactor(TokenCounter counter)
             drop.Add(i);
             before += MessageTokens(model, messages[i]);
         }
-        if (drop.Count == 0) return null;
+        // the header is a message of its own on OpenAI (with its framing), a text block of a kept message on Anthropic
+        var after = Count(model, text) + (anthropic ? 0 : TokenCounter.OpenAIMessageOverhead);
+        // a header no shorter than what it replaces would only move the prefix (and lose the provider cache): no compaction then
+        if (drop.Count == 0 || after >= before) return null;
         var first = drop[0];
         // the header opens the first message after the first dropped one that stays (a turn start: drops are whole turns)
         var next = first + 1;
@@ -268,9 +278,7 @@ public sealed class Compactor(TokenCounter counter)
         {
             messages.Insert(first, new JsonObject { ["role"] = "user", ["content"] = text });
         }
-        // the header is a message of its own on OpenAI (with its framing), a text block of a kept message on Anthropic
-        var after = Count(model, text) + (anthropic ? 0 : TokenCounter.OpenAIMessageOverhead);
-        return new CompactionOutcome(strategy, Math.Max(0, before - after), turns, 0);
+        return new CompactionOutcome(strategy, before - after, turns, 0);
     }
 
     private CompactionOutcome? Prune(Conversation conv, int cut, string model, CompactionPolicy policy)

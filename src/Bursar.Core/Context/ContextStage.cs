@@ -14,7 +14,7 @@ public sealed class ContextReport
     internal Dictionary<string, string>? Replacements { get; init; }
     internal CompactionPolicy? Compaction { get; init; }
     /// <summary>A summarization checkpoint: the turns its summary replaces and the summary (the same text on every call until the next one).</summary>
-    internal (int Turns, string Text, long Rewritten)? Summary { get; set; }
+    internal (int Turns, string Text, bool Moved)? Summary { get; set; }
     /// <summary>Retrieval: the turns replaced and the older turns kept for their relevance (null: no encoder, so a sliding window).</summary>
     internal RetrievalPlan? Retrieval { get; set; }
 
@@ -27,6 +27,9 @@ public sealed class ContextReport
 
     /// <summary>Tokens the compaction made this call write to the provider cache again (see <see cref="CompactionOutcome.RewrittenTokens"/>).</summary>
     public long RewrittenTokens => Compacted?.RewrittenTokens ?? 0;
+
+    /// <summary>The tokens from the newest assistant message on (see <see cref="CompactionOutcome.TailTokens"/>).</summary>
+    public long TailTokens => Compacted?.TailTokens ?? 0;
 
     /// <summary>What the ledger records: <c>compress</c>, the compaction strategy, or both (<c>compress+prune-tool-results</c>); null when nothing was removed.</summary>
     public string? Strategy => (CompressionTokensRemoved > 0, Compacted) switch
@@ -113,7 +116,7 @@ public sealed partial class ContextStage(DocumentCompressor compressor, Compacto
                         if (summary.Length > 0) summaries.Add(key, summary);
                         else LogNoSummary(logger, call.Id, model);
                     }
-                    if (summary.Length > 0) report.Summary = (turns, summary, Compactor.SummaryRewritten(conv, previous, turns));
+                    if (summary.Length > 0) report.Summary = (turns, summary, Compactor.SummaryMoved(conv, previous, turns));
                 }
             }
         }
@@ -186,7 +189,7 @@ public sealed partial class ContextStage(DocumentCompressor compressor, Compacto
         var rates = CacheRates.Of(catalog.Find(target.Model).Price?.Rates, target.Anthropic);
         report.Compacted = (report.Summary, report.Retrieval) switch
         {
-            ({ } s, _) => compactor.ApplySummary(body, anthropic, s.Turns, s.Text, target.Model, s.Rewritten),
+            ({ } s, _) => compactor.ApplySummary(body, anthropic, s.Turns, s.Text, target.Model, s.Moved),
             (_, { } r) => compactor.ApplyRetrieval(body, anthropic, r, target.Model),
             _ => compactor.Compact(body, anthropic, policy, target.Model, rates, target.CancellationToken),
         };

@@ -471,6 +471,25 @@ public sealed class CompactionStageTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_header_no_shorter_than_the_turns_it_replaces_is_not_made()
+    {
+        // short older turns: "[Earlier conversation, compacted by Bursar: ...]" plus one line each is longer than they are
+        var messages = new JsonArray(new JsonObject { ["role"] = "system", ["content"] = System });
+        for (var i = 0; i < 8; i++)
+        {
+            messages.Add(new JsonObject { ["role"] = "user", ["content"] = $"ok {i}" });
+            messages.Add(new JsonObject { ["role"] = "assistant", ["content"] = "ok" });
+        }
+        messages.Add(new JsonObject { ["role"] = "user", ["content"] = string.Join(' ', Enumerable.Repeat("Now the long question about reservation RES001X9.", 80)) });
+        var json = new JsonObject { ["model"] = "gpt-4o", ["messages"] = messages }.ToJsonString();
+        var call = await Run(json, "openai", new CompactionPolicy { Strategy = CompactionPolicy.SlidingWindow, KeepTurns = 2, TriggerTokens = 0, CacheAware = false });
+        var body = (JsonObject)call.Request.Body.DeepClone();
+        Assert.False(call.Edits.ApplyTo(body, new EditTarget(false, call.Model, call, default)));
+        Assert.Equal(json, body.ToJsonString());
+        Assert.Null(call.Context!.Compacted);
+    }
+
+    [Fact]
     public async Task Retrieval_without_an_encoder_is_the_sliding_window()
     {
         var json = BackToTurnTwo(anthropic: false);
@@ -568,11 +587,11 @@ public sealed class CompactionStageTests : IAsyncLifetime
     {
         var price = Levers.Catalog.Find("gpt-4o").Price!;
         var read = price.Rates.CacheRead!.Value;
-        LedgerRecord Meter(LeverCall call, long cacheRead)
+        LedgerRecord Meter(LeverCall call, long cacheRead, long input = 900)
         {
             call.Provider = "openai";
             call.Summary.Model = "gpt-4o";
-            call.Summary.Usage = new Bursar.Core.Usage.TokenUsage(InputTokens: 900, CacheReadTokens: cacheRead, CacheWrite5mTokens: 0, CacheWrite1hTokens: 0, OutputTokens: 20);
+            call.Summary.Usage = new Bursar.Core.Usage.TokenUsage(InputTokens: input, CacheReadTokens: cacheRead, CacheWrite5mTokens: 0, CacheWrite1hTokens: 0, OutputTokens: 20);
             call.Summary.UsageSeen = call.Summary.UsageFinal = call.Summary.Answered = true;
             call.StatusCode = 200;
             return _kit.Meter.Build(call);
@@ -586,9 +605,18 @@ public sealed class CompactionStageTests : IAsyncLifetime
         Assert.True(r.ContextTokensRemoved > 0);
         Assert.True(call.Context.RewrittenTokens > 0);
         Assert.Equal(CompactionPolicy.PruneToolResults, r.ContextStrategy);
-        // OpenAI writes at the input rate: re-writing costs the input rate instead of the cache-read rate
-        Assert.Equal((r.ContextTokensRemoved * price.Rates.Input - call.Context.RewrittenTokens * (price.Rates.Input - read)) / 1_000_000m, r.SavingCompaction);
+        // OpenAI writes at the input rate: re-writing costs the input rate instead of the cache-read rate; what was re-written is bounded by
+        // what the call wrote (900 uncached input tokens here) beyond the tail it writes either way
+        Assert.True(call.Context.TailTokens > 0);
+        var rewritten = Math.Min(call.Context.RewrittenTokens, Math.Max(0, 900 - call.Context.TailTokens));
+        Assert.True(rewritten > 0);
+        Assert.Equal((r.ContextTokensRemoved * price.Rates.Input - rewritten * (price.Rates.Input - read)) / 1_000_000m, r.SavingCompaction);
         Assert.Equal(r.Cost + r.SavingCompaction, r.CounterfactualCost);
+        // a call that wrote only its tail (it read the rest from the cache) re-wrote nothing
+        var second = await Run(OpenAIConversation(9), "openai", Policy(CompactionPolicy.PruneToolResults));
+        Edited(second, anthropic: false);
+        var tailOnly = Meter(second, cacheRead: 5_000, input: second.Context!.TailTokens);
+        Assert.Equal(tailOnly.ContextTokensRemoved * read / 1_000_000m, tailOnly.SavingCompaction);
 
         // a later call of the same turn (after a tool result) reads what the first wrote: the removed tokens at the cache-read rate, nothing re-written
         var loop = (JsonObject)JsonNode.Parse(OpenAIConversation(9))!;
@@ -597,8 +625,7 @@ public sealed class CompactionStageTests : IAsyncLifetime
         messages.Add(new JsonObject { ["role"] = "tool", ["tool_call_id"] = "call_x", ["content"] = "{}" });
         var later = await Run(loop.ToJsonString(), "openai", Policy(CompactionPolicy.PruneToolResults));
         Edited(later, anthropic: false);
-        Assert.Equal(0, later.Context!.RewrittenTokens);
-        var cached = Meter(later, cacheRead: 600);
+        var cached = Meter(later, cacheRead: 600, input: later.Context!.TailTokens);
         Assert.Equal(cached.ContextTokensRemoved * read / 1_000_000m, cached.SavingCompaction);
     }
 
