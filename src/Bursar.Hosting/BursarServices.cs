@@ -143,6 +143,8 @@ public static partial class BursarServices
         services.AddSingleton(sp => new Bursar.Core.Context.DocumentCompressor(sp.GetRequiredService<IOptions<Bursar.Core.Context.DocumentCompressionOptions>>().Value));
         services.AddSingleton(sp => new Bursar.Core.Context.Compactor(sp.GetRequiredService<TokenCounter>()));
         services.AddSingleton(new Bursar.Core.Context.SummaryStore());
+        // retrieval compaction embeds turns with the semantic cache's encoder (the same instance: one model loaded)
+        services.AddSingleton(sp => new Bursar.Core.Context.TurnEmbeddings(() => sp.GetRequiredService<SemanticResponseCache>().Encoder.Generator));
         services.TryAddSingleton(Bursar.Core.Context.IConversationSummarizer.None);
         services.AddMetrics();
         // the levers, in LeverPipeline.Order (each face adds its provider call as the last step)

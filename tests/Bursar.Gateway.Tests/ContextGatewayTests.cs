@@ -18,6 +18,8 @@ public sealed class ContextGatewayFixture : GatewayFixture
         "--Bursar:Routing:Routes:3:Name=summaries", "--Bursar:Routing:Routes:3:Feature=ctx-summary", "--Bursar:Routing:Routes:3:Compaction:Strategy=summarize",
         "--Bursar:Routing:Routes:3:Compaction:KeepTurns=2", "--Bursar:Routing:Routes:3:Compaction:SummaryEvery=2", "--Bursar:Routing:Routes:3:Compaction:TriggerTokens=0",
         "--Bursar:Routing:Routes:3:Compaction:CacheAware=false",
+        "--Bursar:Routing:Routes:4:Name=window", "--Bursar:Routing:Routes:4:Feature=ctx-window", "--Bursar:Routing:Routes:4:Compaction:Strategy=sliding-window",
+        "--Bursar:Routing:Routes:5:Name=prune", "--Bursar:Routing:Routes:5:Feature=ctx-prune", "--Bursar:Routing:Routes:5:Compaction:Strategy=prune-tool-results",
     ];
 }
 
@@ -50,6 +52,44 @@ public sealed class ContextGatewayTests(ContextGatewayFixture gw) : IClassFixtur
         var text = await resp.Content.ReadAsStringAsync();
         Assert.True(resp.StatusCode == HttpStatusCode.OK, text);
         return JsonNode.Parse(text)!;
+    }
+
+    /// <summary>
+    /// The saving a ledger row credits (tokens removed at the rate they would have billed, the cache-read rate when cached, less the cache
+    /// written again) summed over recorded agent conversations (tau-bench airline, call by call) is close to the cost actually saved: the
+    /// same calls replayed without compaction on an empty provider cache, against with it on an empty cache.
+    /// </summary>
+    [Theory]
+    [InlineData("ctx-window")]
+    [InlineData("ctx-prune")]
+    public async Task The_credited_compaction_saving_is_close_to_the_measured_change_in_cost(string feature)
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Bursar.slnx"))) dir = dir.Parent;
+        var data = Path.Combine(dir!.FullName, "..", "shared", "data", "context");
+        var conversations = Bursar.Core.Context.CompactionEvaluation.Load(Path.Combine(data, "tau_bench_airline_gpt4o.json")).Take(30).ToArray();
+        var tools = Bursar.Core.Context.CompactionEvaluation.LoadTools(Path.Combine(data, "tau_bench_airline_tools.json"));
+        var calls = conversations.Sum(t => t.CallPoints().Count());
+        async Task<IReadOnlyList<Bursar.Core.Ledger.LedgerRecord>> Replay(string f)
+        {
+            gw.Simulator.Cache.Clear();
+            foreach (var t in conversations)
+                foreach (var end in t.CallPoints())
+                {
+                    // the response cache off: the second replay must reach the provider as the first did
+                    using var req = gw.Post("/v1/chat/completions", t.Request(end, tools, "gpt-4o").ToJsonString(), feature: f);
+                    req.Headers.Add("x-bursar-cache", "off");
+                    using var resp = await gw.Http.SendAsync(req);
+                    Assert.Equal(HttpStatusCode.OK, resp.StatusCode);
+                }
+            return await gw.LedgerAsync(f, calls);
+        }
+        var plain = await Replay(feature + "-off");
+        var compacted = await Replay(feature);
+        var measured = plain.Sum(r => r.Cost!.Value) - compacted.Sum(r => r.Cost!.Value);
+        var credited = compacted.Sum(r => r.SavingCompaction);
+        Assert.True(compacted.Sum(r => r.ContextTokensRemoved) > 0);
+        Assert.True(Math.Abs(credited - measured) <= Math.Max(0.25m * Math.Abs(measured), 0.005m), $"credited {credited:F4} vs measured {measured:F4} over {calls} calls");
     }
 
     [Fact]

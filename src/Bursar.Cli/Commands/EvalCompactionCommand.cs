@@ -30,11 +30,13 @@ internal static class EvalCompactionCommand
         var trajectories = new Option<string>("--trajectories") { Description = "tau-bench trajectories (JSON array of {traj, info.task.actions})", DefaultValueFactory = _ => "../shared/data/context/tau_bench_airline_gpt4o.json" };
         var tools = new Option<string>("--tools") { Description = "Their tool definitions (OpenAI function schema)", DefaultValueFactory = _ => "../shared/data/context/tau_bench_airline_tools.json" };
         var model = new Option<string>("--model") { Description = "The model the calls ask for (a Claude model goes through translation to the Anthropic Simulator)", DefaultValueFactory = _ => "gpt-4o" };
-        var strategies = new Option<string>("--strategies") { Description = "Comma list: none, prune-tool-results, sliding-window, summarize; ':eager' compacts on every call (no cache awareness)", DefaultValueFactory = _ => "none,prune-tool-results,prune-tool-results:eager,sliding-window,sliding-window:eager,summarize,summarize:eager" };
+        var strategies = new Option<string>("--strategies") { Description = "Comma list: none, prune-tool-results, sliding-window, summarize; ':eager' compacts on every call (no cache awareness)", DefaultValueFactory = _ => "none,prune-tool-results,prune-tool-results:eager,sliding-window,sliding-window:eager,summarize,summarize:eager,retrieval,retrieval:eager" };
+        var retrieve = new Option<int>("--retrieve-turns") { Description = "Retrieval: older turns kept for their relevance (RetrieveTurns)", DefaultValueFactory = _ => new CompactionPolicy().RetrieveTurns };
+        var generator = new Option<string>("--generator") { Description = "Retrieval's encoder, as Bursar:SemanticCache:Generator (local, auto, minilm, onnx, openai)", DefaultValueFactory = _ => "local" };
         var keep = new Option<int>("--keep-turns") { Description = "Turns kept verbatim (KeepTurns)", DefaultValueFactory = _ => new CompactionPolicy().KeepTurns };
         var limit = new Option<int>("--limit") { Description = "Only the first N conversations (0: all)", DefaultValueFactory = _ => 0 };
         var command = new Command("compaction", "Context compaction on recorded agent conversations: input tokens per call and cost per strategy through the gateway and Simulator, and the share of ground-truth action arguments still in context")
-            { trajectories, tools, model, strategies, keep, limit };
+            { trajectories, tools, model, strategies, keep, limit, retrieve, generator };
         command.SetAction(async (pr, ct) =>
         {
             foreach (var file in new[] { pr.GetValue(trajectories)!, pr.GetValue(tools)! })
@@ -48,7 +50,7 @@ internal static class EvalCompactionCommand
             {
                 if (s == "none") { variants.Add(new Variant("none", null)); continue; }
                 var parts = s.Split(':');
-                var policy = new CompactionPolicy { Strategy = parts[0], KeepTurns = pr.GetValue(keep), CacheAware = !(parts.Length > 1 && parts[1] == "eager") };
+                var policy = new CompactionPolicy { Strategy = parts[0], KeepTurns = pr.GetValue(keep), RetrieveTurns = pr.GetValue(retrieve), CacheAware = !(parts.Length > 1 && parts[1] == "eager") };
                 try { policy.Validate("--strategies", s); }
                 catch (InvalidOperationException e) { Console.Error.WriteLine(e.Message); return 2; }
                 variants.Add(new Variant(s, policy));
@@ -64,8 +66,9 @@ internal static class EvalCompactionCommand
             foreach (var v in variants)
             {
                 var started = System.Diagnostics.Stopwatch.GetTimestamp();
-                var (records, failed) = await ReplayAsync(pr, v, convs, toolDefs, m, calls, ct);
-                var fidelity = v.Policy is null or { Strategy: CompactionPolicy.Summarize } ? null : CompactionEvaluation.Fidelity(convs, toolDefs, v.Policy, compactor, m, rates);
+                var (records, failed, fidelity) = await ReplayAsync(pr, v, convs, toolDefs, m, calls, pr.GetValue(generator)!,
+                    async (embeddings, token) => v.Policy is null or { Strategy: CompactionPolicy.Summarize } ? null
+                        : await CompactionEvaluation.FidelityAsync(convs, toolDefs, v.Policy, compactor, m, rates, embeddings, token), ct);
                 rows.Add((v, records, failed, fidelity, System.Diagnostics.Stopwatch.GetElapsedTime(started)));
             }
             var baseline = rows.FirstOrDefault(r => r.V.Policy is null);
@@ -84,13 +87,13 @@ internal static class EvalCompactionCommand
                 var baseCost = baseline.Records?.Sum(r => r.Cost ?? 0m) ?? 0m;
                 string Delta(double x, double b) => b == 0 ? "-" : (x / b - 1).ToString("+0.0%;-0.0%;0.0%", CultureInfo.InvariantCulture);
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{v.Label,-26} {records.Length,6:N0} {perCall,11:N0} {Delta(input, baseInput),8} {cached,7:P0} {(records.Length == 0 ? 0 : (double)records.Sum(r => r.ContextTokensRemoved) / records.Length),13:N0} {cost,10:F4} {Delta((double)cost, (double)baseCost),8} {records.Sum(r => r.SavingCompaction),9:F4} {(fidelity is not null ? fidelity.Retained.ToString("P1", CultureInfo.InvariantCulture) : v.Policy is null ? "100%" : "n/a"),9}"));
+                    $"{v.Label,-26} {records.Length,6:N0} {perCall,11:N0} {Delta(input, baseInput),8} {cached,7:P0} {(records.Length == 0 ? 0 : (double)records.Sum(r => r.ContextTokensRemoved) / records.Length),13:N0} {cost,10:F4} {Delta((double)cost, (double)baseCost),8} {all_.Sum(r => r.SavingCompaction),9:F4} {(fidelity is not null ? fidelity.Retained.ToString("P1", CultureInfo.InvariantCulture) : v.Policy is null ? "100%" : "n/a"),9}"));
                 if (summaryCalls > 0) Console.WriteLine($"  {summaryCalls:N0} summary calls (task {SummaryCall.Task}, the Simulator's stand-in text: fidelity not measured), their cost included");
                 if (failed > 0) Console.WriteLine($"  {failed} calls failed");
             }
             if (rows.FirstOrDefault(r => r.Fidelity is not null).Fidelity is { } f)
                 Console.WriteLine($"\nFidelity proxy: {f.ActionsTaken} of {f.Actions} ground-truth actions were taken by the agent; {f.ValuesSeen:N0} of their argument values appeared earlier in the conversation (outside the system prompt). Fidelity is the share still in the compacted context of that call.");
-            Console.WriteLine("Cost: the ledger's own rows (the Simulator's usage with its prompt caching, priced by the catalog); 'saving $' is the ledger's SavingCompaction.");
+            Console.WriteLine("Cost: the ledger's own rows (the Simulator's usage with its prompt caching, priced by the catalog); 'saving $' is the ledger's SavingCompaction (the summary calls' rows included: their cost counts against it).");
             var def = new CompactionPolicy();
             Console.WriteLine($"Default strategy: {def.Strategy} (KeepTurns {def.KeepTurns}, cache-aware); target fidelity >= 95%.");
             return 0;
@@ -99,22 +102,25 @@ internal static class EvalCompactionCommand
     }
 
     /// <summary>One strategy on a fresh gateway: every call of every conversation in order, one at a time; the ledger's rows after it drained.</summary>
-    private static async Task<(IReadOnlyList<LedgerRecord> Records, int Failed)> ReplayAsync(ParseResult pr, Variant v, Trajectory[] convs, System.Text.Json.Nodes.JsonArray tools, string model, int calls, CancellationToken ct)
+    /// <param name="fidelity">Reads the fidelity with the gateway's own retrieval encoder (resolved as the semantic cache's).</param>
+    private static async Task<(IReadOnlyList<LedgerRecord> Records, int Failed, FidelityResult? Fidelity)> ReplayAsync(ParseResult pr, Variant v, Trajectory[] convs, System.Text.Json.Nodes.JsonArray tools, string model, int calls,
+        string generator, Func<TurnEmbeddings, CancellationToken, Task<FidelityResult?>> fidelity, CancellationToken ct)
     {
         var dir = Path.Combine(Path.GetTempPath(), "bursar-eval-compaction-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(dir);
         try
         {
-            var extra = new List<string>();
+            var extra = new List<string> { $"--Bursar:SemanticCache:Generator={generator}" };
             if (v.Policy is { } p)
             {
                 const string r = "--Bursar:Routing:Routes:0:";
                 extra.AddRange([$"{r}Name=eval", $"{r}Feature=eval", $"{r}Compaction:Strategy={p.Strategy}", $"{r}Compaction:KeepTurns={p.KeepTurns}",
-                    $"{r}Compaction:CacheAware={p.CacheAware}", $"{r}Compaction:TriggerTokens={p.TriggerTokens}"]);
+                    $"{r}Compaction:CacheAware={p.CacheAware}", $"{r}Compaction:TriggerTokens={p.TriggerTokens}", $"{r}Compaction:RetrieveTurns={p.RetrieveTurns}"]);
             }
             var app = GatewayHost.Build(CliOptions.HostArgs(pr, "http://127.0.0.1:0", extra, dir), b => CliOptions.QuietHost(b, LogLevel.Error));
             await app.StartAsync(ct);
             int failed = 0, done = 0;
+            FidelityResult? measured = null;
             try
             {
                 var store = app.Services.GetRequiredService<Bursar.Core.Storage.IBursarStore>();
@@ -137,6 +143,7 @@ internal static class EvalCompactionCommand
                     }
                 }
                 Console.Error.WriteLine();
+                measured = await fidelity(app.Services.GetRequiredService<TurnEmbeddings>(), ct);
             }
             finally
             {
@@ -144,7 +151,7 @@ internal static class EvalCompactionCommand
             }
             var records = await app.Services.GetRequiredService<Bursar.Core.Storage.IBursarStore>().ReadAsync(new LedgerQuery { Limit = int.MaxValue }, CancellationToken.None);
             await app.DisposeAsync();
-            return (records, failed);
+            return (records, failed, measured);
         }
         finally
         {

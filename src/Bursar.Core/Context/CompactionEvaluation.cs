@@ -77,7 +77,9 @@ public static class CompactionEvaluation
     }
 
     /// <summary>The fidelity of <paramref name="policy"/> (null: no compaction) on <paramref name="trajectories"/>, compacted as the gateway compacts an OpenAI-bound request.</summary>
-    public static FidelityResult Fidelity(IEnumerable<Trajectory> trajectories, JsonArray tools, CompactionPolicy? policy, Compactor compactor, string model, CacheRates rates)
+    /// <param name="embeddings">Retrieval's encoder (the gateway's: the semantic cache's); without one retrieval is read as its sliding window.</param>
+    public static async Task<FidelityResult> FidelityAsync(IEnumerable<Trajectory> trajectories, JsonArray tools, CompactionPolicy? policy, Compactor compactor, string model, CacheRates rates,
+        TurnEmbeddings? embeddings = null, CancellationToken ct = default)
     {
         int actions = 0, taken = 0;
         long seen = 0, retained = 0;
@@ -93,7 +95,10 @@ public static class CompactionEvaluation
                 from = at + 1;
                 var request = t.Request(at, tools, model);
                 var before = Text(request);
-                if (policy is not null) compactor.Compact(request, anthropic: false, policy, model, rates);
+                if (policy is { Strategy: CompactionPolicy.Retrieval } && embeddings is not null
+                    && await Compactor.PlanRetrievalAsync(request["messages"]!.AsArray(), anthropic: false, policy, rates, embeddings, ct).ConfigureAwait(false) is { } plan)
+                    compactor.ApplyRetrieval(request, anthropic: false, plan, model);
+                else if (policy is not null) compactor.Compact(request, anthropic: false, policy, model, rates, ct);
                 var after = Text(request);
                 foreach (var value in Values(args))
                 {

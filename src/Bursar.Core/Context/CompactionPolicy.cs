@@ -18,9 +18,17 @@ public sealed class CompactionPolicy
     /// </summary>
     public const string Summarize = "summarize";
 
-    public static readonly string[] Strategies = [PruneToolResults, SlidingWindow, Summarize];
+    /// <summary>
+    /// Retrieval: a sliding window that also keeps verbatim the <see cref="RetrieveTurns"/> older turns most similar to the newest user turn
+    /// (embedded with the semantic cache's encoder); the other older turns become the sliding window's header. Cache-aware, the turns kept
+    /// are chosen when the boundary steps (against the user turn of that step) and stay until the next step, so the prefix stays stable.
+    /// Without an encoder (the semantic cache's failed to load) it is a sliding window.
+    /// </summary>
+    public const string Retrieval = "retrieval";
 
-    /// <summary>The strategy: <c>prune-tool-results</c> (default), <c>sliding-window</c> or <c>summarize</c>.</summary>
+    public static readonly string[] Strategies = [PruneToolResults, SlidingWindow, Summarize, Retrieval];
+
+    /// <summary>The strategy: <c>prune-tool-results</c> (default), <c>sliding-window</c>, <c>summarize</c> or <c>retrieval</c>.</summary>
     public string Strategy { get; set; } = PruneToolResults;
 
     /// <summary>The newest turns kept verbatim (K). Default 3; at least 1.</summary>
@@ -51,6 +59,9 @@ public sealed class CompactionPolicy
     /// <summary>Summarize: the summary's output limit. Default 400 tokens.</summary>
     public int SummaryMaxTokens { get; set; } = 400;
 
+    /// <summary>Retrieval: the older turns kept verbatim for their relevance to the newest user turn. Default 2; 0 to 20.</summary>
+    public int RetrieveTurns { get; set; } = 2;
+
     /// <summary>Throws naming <paramref name="where"/> and the field at fault.</summary>
     public void Validate(string where, string route)
     {
@@ -61,6 +72,7 @@ public sealed class CompactionPolicy
         if (MinPrunedTokens < 0) throw new InvalidOperationException($"{where}:MinPrunedTokens {MinPrunedTokens} (route '{route}') must be 0 or more.");
         if (SummaryEvery is < 1 or > 1000) throw new InvalidOperationException($"{where}:SummaryEvery {SummaryEvery} (route '{route}') must be between 1 and 1000.");
         if (SummaryMaxTokens is < 16 or > 8192) throw new InvalidOperationException($"{where}:SummaryMaxTokens {SummaryMaxTokens} (route '{route}') must be between 16 and 8192.");
+        if (RetrieveTurns is < 0 or > 20) throw new InvalidOperationException($"{where}:RetrieveTurns {RetrieveTurns} (route '{route}') must be between 0 and 20.");
         if (ExpectedRemainingTurns is < 1 or > 1000) throw new InvalidOperationException($"{where}:ExpectedRemainingTurns {ExpectedRemainingTurns} (route '{route}') must be between 1 and 1000.");
     }
 }

@@ -21,6 +21,9 @@ public readonly record struct CacheRates(double Read, double Write)
     }
 }
 
+/// <summary>Retrieval's choice for one call: the turns the header replaces, the older turns kept verbatim, and whether the compacted prefix changed since the previous turn.</summary>
+public sealed record RetrievalPlan(int Turns, int[] Retained, bool Moved);
+
 /// <summary>What a compaction did to one request.</summary>
 public sealed record CompactionOutcome(string Strategy, long TokensRemoved, int CompactedTurns, int PrunedResults)
 {
@@ -29,6 +32,13 @@ public sealed record CompactionOutcome(string Strategy, long TokensRemoved, int 
     /// previous turn (0 when it did not move, or on a later call of the same turn, which reads what the first one wrote).
     /// </summary>
     public long RewrittenTokens { get; init; }
+
+    /// <summary>
+    /// The tokens from the newest assistant message on (what the previous call of the conversation did not send, so writes either way): the
+    /// meter bounds <see cref="RewrittenTokens"/> by what the call actually wrote beyond them (a later call of a turn reads what the first
+    /// one wrote; a call whose predecessor was answered from the response cache writes the new prefix itself).
+    /// </summary>
+    public long TailTokens { get; init; }
 }
 
 /// <summary>
@@ -50,29 +60,34 @@ public sealed class Compactor(TokenCounter counter)
         var conv = Conversation.Read(messages, anthropic);
         if (conv is null || conv.TurnStarts.Count <= policy.KeepTurns) return null;
         if (policy.Strategy == CompactionPolicy.Summarize) return null; // a summary is made before the edit (ContextStage), applied by ApplySummary
-        var sliding = policy.Strategy == CompactionPolicy.SlidingWindow;
-        var (cut, previous) = Boundary(conv, policy, sliding, rates);
+        // retrieval with its turns chosen goes through ApplyRetrieval; here (no encoder) it is the sliding window it extends
+        var sliding = policy.Strategy is CompactionPolicy.SlidingWindow or CompactionPolicy.Retrieval;
+        var (cut, previous, _) = Boundary(conv, policy, sliding, rates);
         if (cut <= 0) return null;
         ct.ThrowIfCancellationRequested();
-        // measured before the messages change: what moving the boundary makes this call write to the cache again
-        var rewritten = Rewritten(conv, previous, cut, sliding, policy.MinPrunedTokens);
+        // where the bytes first change, read before the messages change (-1: the boundary did not move since the previous turn)
+        var changed = Moved(conv, previous, cut) ? sliding ? conv.FirstConversational : conv.FirstPrunable(previous, cut, policy.MinPrunedTokens) : -1;
         var outcome = sliding ? Slide(messages, conv, cut, anthropic, model) : Prune(conv, cut, model, policy);
-        return outcome is null ? null : outcome with { RewrittenTokens = rewritten };
+        return outcome is null ? null : Rewrite(outcome, messages, changed, model);
     }
 
+    /// <summary>Whether the boundary differs from the previous turn's (then the compacted prefix changed since the conversation's previous turn).</summary>
+    private static bool Moved(Conversation conv, int previous, int cut) => cut != previous && conv.TurnStarts.Count >= 2;
+
     /// <summary>
-    /// The tokens a call re-writes to the cache when its boundary moved from <paramref name="previous"/> (the previous turn's) to
-    /// <paramref name="cut"/>: from the first changed message (the header, or the first newly pruned result) up to what the previous turn
-    /// sent, less what the step removed. Only the first call of a turn (its newest message is the user's) pays it.
+    /// <paramref name="outcome"/> with what the edit may make the call write to the provider cache again: the compacted messages from the
+    /// first changed one (<paramref name="from"/>; -1: none) up to the newest assistant message (what the previous call sent), and the tail
+    /// from there on (written either way); counted as the provider bills them, after the edit, on what is sent.
     /// </summary>
-    internal static long Rewritten(Conversation conv, int previous, int cut, bool headerChanges, int minPruned)
+    private CompactionOutcome Rewrite(CompactionOutcome outcome, JsonArray messages, int from, string model)
     {
-        var turns = conv.TurnStarts.Count;
-        if (cut == previous || turns < 2 || conv.TurnStarts[^1] != conv.Messages.Count - 1) return 0;
-        var changed = headerChanges ? conv.FirstConversational : conv.FirstPrunable(previous, cut, minPruned);
-        if (changed < 0) return 0;
-        var saving = conv.Saving(previous, cut, headerChanges, minPruned, StubTokens);
-        return Math.Max(0, conv.Tokens(changed, conv.TurnStarts[turns - 1]) - saving);
+        var last = messages.Count - 1;
+        while (last >= 0 && messages[last]?["role"]?.GetValue<string>() != "assistant") last--;
+        if (last < 0) return outcome;
+        long rewritten = 0, tail = 0;
+        for (var i = Math.Max(from, 0); i < last && from >= 0; i++) rewritten += MessageTokens(model, messages[i]);
+        for (var i = last; i < messages.Count; i++) tail += MessageTokens(model, messages[i]);
+        return outcome with { RewrittenTokens = rewritten, TailTokens = tail };
     }
 
     /// <summary>
@@ -81,11 +96,12 @@ public sealed class Compactor(TokenCounter counter)
     /// candidate only when the tokens that step removes, read from the cache for the expected remaining turns, outweigh writing the cache
     /// again from the first changed message up to what the previous call sent (the newest turn is written either way); the same conversation prefix therefore yields the same boundary on every later call.
     /// </summary>
-    internal static (int Cut, int Previous) Boundary(Conversation conv, CompactionPolicy policy, bool sliding, CacheRates rates)
+    /// <returns>The boundary, the previous turn's, and how many turns the conversation had when the boundary last stepped (its newest user turn then is what retrieval ranks the older turns against).</returns>
+    internal static (int Cut, int Previous, int At) Boundary(Conversation conv, CompactionPolicy policy, bool sliding, CacheRates rates)
     {
         var turns = conv.TurnStarts.Count;
-        if (!policy.CacheAware) return (Candidate(conv, turns, policy.KeepTurns, sliding), Candidate(conv, turns - 1, policy.KeepTurns, sliding));
-        int cut = 0, previous = 0;
+        if (!policy.CacheAware) return (Candidate(conv, turns, policy.KeepTurns, sliding), Candidate(conv, turns - 1, policy.KeepTurns, sliding), turns);
+        int cut = 0, previous = 0, at = 0;
         var premium = Math.Max(0, rates.Write - rates.Read);
         for (var n = policy.KeepTurns + 1; n <= turns; n++)
         {
@@ -102,9 +118,9 @@ public sealed class Compactor(TokenCounter counter)
             // what the previous call sent (the first n-1 turns) sits in the cache; the newest turn is written either way
             var cached = conv.TurnStarts[n - 1];
             var rewrite = Math.Max(0, conv.Tokens(Math.Max(changed, 0), cached) - saving);
-            if (saving * rates.Read * policy.ExpectedRemainingTurns >= rewrite * premium) cut = candidate;
+            if (saving * rates.Read * policy.ExpectedRemainingTurns >= rewrite * premium) (cut, at) = (candidate, n);
         }
-        return (cut, previous);
+        return (cut, previous, at);
     }
 
     /// <summary>The boundary that keeps the last <paramref name="keep"/> of the first <paramref name="turns"/> turns (a sliding window never cuts at the newest turn, and on Anthropic only at a user turn without tool results).</summary>
@@ -150,36 +166,105 @@ public sealed class Compactor(TokenCounter counter)
         return (cut, previous);
     }
 
-    /// <summary>What a summarization checkpoint that moved from <paramref name="previous"/> to <paramref name="turns"/> turns makes this call write to the cache again.</summary>
-    internal static long SummaryRewritten(Conversation conv, int previous, int turns)
-    {
-        if (turns == previous || turns <= 0) return 0;
-        return Rewritten(conv, previous == 0 ? 0 : conv.TurnStarts[previous], conv.TurnStarts[turns], headerChanges: true, minPruned: 0);
-    }
+    /// <summary>Whether a summarization checkpoint moved from <paramref name="previous"/> to <paramref name="turns"/> turns on this call (the first of its turn): then it writes the cache again from the summary on.</summary>
+    internal static bool SummaryMoved(Conversation conv, int previous, int turns) =>
+        turns > 0 && Moved(conv, previous == 0 ? 0 : conv.TurnStarts[previous], conv.TurnStarts[turns]);
 
     /// <summary>Replaces the first <paramref name="turns"/> turns of <paramref name="body"/> with <paramref name="summary"/> (null when the conversation has no more turns than that).</summary>
-    public CompactionOutcome? ApplySummary(JsonObject body, bool anthropic, int turns, string summary, string model, long rewritten = 0)
+    /// <param name="moved">The checkpoint moved on this call (<see cref="SummaryMoved"/>): the call re-writes the cache from the summary on.</param>
+    public CompactionOutcome? ApplySummary(JsonObject body, bool anthropic, int turns, string summary, string model, bool moved = false)
     {
         if (turns <= 0 || body["messages"] is not JsonArray messages || Conversation.Read(messages, anthropic) is not { } conv || conv.TurnStarts.Count <= turns) return null;
         var cut = conv.TurnStarts[turns];
         if (!conv.CleanStart(cut)) return null;
         var header = $"[Summary of the earlier conversation ({turns} {(turns == 1 ? "turn" : "turns")}), by Bursar]\n{summary}";
-        return ReplaceHead(messages, conv, cut, anthropic, model, header, CompactionPolicy.Summarize, turns) is { } o ? o with { RewrittenTokens = rewritten } : null;
+        var first = conv.FirstConversational;
+        // a checkpoint that moved re-writes from the summary to the newest turn
+        return ReplaceHead(messages, conv, cut, anthropic, model, header, CompactionPolicy.Summarize, turns) is { } o
+            ? Rewrite(o, messages, moved ? first : -1, model) : null;
     }
 
-    private CompactionOutcome? ReplaceHead(JsonArray messages, Conversation conv, int cut, bool anthropic, string model, string text, string strategy, int turns)
+    /// <summary>
+    /// Retrieval, before the edit: where the boundary falls (as a sliding window's) and, of the older turns a window may start at, the
+    /// <see cref="CompactionPolicy.RetrieveTurns"/> most similar to the user turn of the boundary's step (the newest one without cache
+    /// awareness), by cosine similarity of their embeddings. Null when nothing would be compacted.
+    /// </summary>
+    public static async ValueTask<RetrievalPlan?> PlanRetrievalAsync(JsonArray messages, bool anthropic, CompactionPolicy policy, CacheRates rates, TurnEmbeddings embeddings, CancellationToken ct)
+    {
+        if (Conversation.Read(messages, anthropic) is not { } conv || conv.TurnStarts.Count <= policy.KeepTurns) return null;
+        var (cut, previous, at) = Boundary(conv, policy, sliding: true, rates);
+        if (cut <= 0 || at <= 0) return null;
+        var cutTurn = conv.TurnIndex(cut);
+        var moved = cut != previous || !policy.CacheAware;
+        var candidates = new List<int>();
+        for (var t = 0; t < cutTurn; t++) if (conv.CleanStart(conv.TurnStarts[t])) candidates.Add(t);
+        if (policy.RetrieveTurns == 0 || candidates.Count == 0) return new RetrievalPlan(cutTurn, [], moved);
+        var query = Conversation.Text(conv.Messages[conv.TurnStarts[at - 1]]!["content"]);
+        if (query.Length == 0) return new RetrievalPlan(cutTurn, [], moved);
+        var texts = new string[candidates.Count + 1];
+        texts[0] = query;
+        for (var k = 0; k < candidates.Count; k++)
+        {
+            var transcript = conv.Transcript(conv.TurnStarts[candidates[k]], conv.TurnStarts[candidates[k] + 1]);
+            texts[k + 1] = transcript.Length <= TurnEmbeddings.MaxChars ? transcript : transcript[..TurnEmbeddings.MaxChars];
+        }
+        if (await embeddings.EmbedAsync(texts, ct).ConfigureAwait(false) is not { } vectors) return null;
+        var scored = new List<(float Score, int Turn)>(candidates.Count);
+        for (var k = 0; k < candidates.Count; k++)
+            if (vectors[k + 1].Length == vectors[0].Length && vectors[0].Length > 0)
+                scored.Add((System.Numerics.Tensors.TensorPrimitives.CosineSimilarity(vectors[0], vectors[k + 1]), candidates[k]));
+        // the most similar first; on a tie the newer turn
+        scored.Sort((a, b) => a.Score != b.Score ? b.Score.CompareTo(a.Score) : b.Turn.CompareTo(a.Turn));
+        var kept = scored.Where(x => x.Score > 0).Take(policy.RetrieveTurns).Select(x => x.Turn).Order().ToArray();
+        return new RetrievalPlan(cutTurn, kept, moved);
+    }
+
+    /// <summary>
+    /// Retrieval's edit: the first <see cref="RetrievalPlan.Turns"/> turns are replaced by a sliding window's header, except the turns the
+    /// plan keeps, which stay verbatim in their place (whole turns: a tool call and its result stay together). Null when nothing changed.
+    /// </summary>
+    public CompactionOutcome? ApplyRetrieval(JsonObject body, bool anthropic, RetrievalPlan plan, string model)
+    {
+        if (plan.Turns <= 0 || body["messages"] is not JsonArray messages || Conversation.Read(messages, anthropic) is not { } conv || conv.TurnStarts.Count <= plan.Turns) return null;
+        var cut = conv.TurnStarts[plan.Turns];
+        if (!conv.CleanStart(cut)) return null;
+        var keep = new bool[messages.Count];
+        var retained = 0;
+        foreach (var t in plan.Retained)
+        {
+            if (t < 0 || t >= plan.Turns || !conv.CleanStart(conv.TurnStarts[t])) continue;
+            retained++;
+            for (var i = conv.TurnStarts[t]; i < conv.TurnStarts[t + 1]; i++) keep[i] = true;
+        }
+        var dropped = plan.Turns - retained;
+        var header = new StringBuilder("[Earlier conversation, compacted by Bursar: ").Append(dropped).Append(dropped == 1 ? " turn" : " turns");
+        if (retained > 0) header.Append("; ").Append(retained).Append(retained == 1 ? " earlier turn relevant to this one is" : " earlier turns relevant to this one are").Append(" kept in full");
+        header.Append(']');
+        for (var i = 0; i < cut; i++) if (!conv.IsSystem(i) && !keep[i]) header.Append(conv.HeaderLine(i));
+        if (ReplaceHead(messages, conv, cut, anthropic, model, header.ToString(), CompactionPolicy.Retrieval, dropped, keep) is not { } outcome) return null;
+        // a moved boundary (or a new choice of turns) re-writes the cache from the header up to the newest turn, as compacted
+        return Rewrite(outcome, messages, plan.Moved ? Math.Max(conv.FirstConversational, 0) : -1, model);
+    }
+
+    private CompactionOutcome? ReplaceHead(JsonArray messages, Conversation conv, int cut, bool anthropic, string model, string text, string strategy, int turns, bool[]? keep = null)
     {
         long before = 0;
         var drop = new List<int>();
         for (var i = 0; i < cut; i++)
         {
-            if (conv.IsSystem(i)) continue;
+            if (conv.IsSystem(i) || keep?[i] == true) continue;
             drop.Add(i);
-            before += Count(model, messages[i]);
+            before += MessageTokens(model, messages[i]);
         }
-        if (drop.Count == 0) return null;
+        // the header is a message of its own on OpenAI (with its framing), a text block of a kept message on Anthropic
+        var after = Count(model, text) + (anthropic ? 0 : TokenCounter.OpenAIMessageOverhead);
+        // a header no shorter than what it replaces would only move the prefix (and lose the provider cache): no compaction then
+        if (drop.Count == 0 || after >= before) return null;
         var first = drop[0];
-        var kept = messages[cut]!.AsObject();
+        // the header opens the first message after the first dropped one that stays (a turn start: drops are whole turns)
+        var next = first + 1;
+        while (next < cut && !(keep?[next] == true)) next++;
+        var kept = messages[next]!.AsObject();
         for (var k = drop.Count - 1; k >= 0; k--) messages.RemoveAt(drop[k]);
         if (anthropic)
         {
@@ -193,8 +278,7 @@ public sealed class Compactor(TokenCounter counter)
         {
             messages.Insert(first, new JsonObject { ["role"] = "user", ["content"] = text });
         }
-        var after = Count(model, text);
-        return new CompactionOutcome(strategy, Math.Max(0, before - after), turns, 0);
+        return new CompactionOutcome(strategy, before - after, turns, 0);
     }
 
     private CompactionOutcome? Prune(Conversation conv, int cut, string model, CompactionPolicy policy)
@@ -220,8 +304,16 @@ public sealed class Compactor(TokenCounter counter)
     {
         var turns = conv.TurnIndex(cut);
         var header = new StringBuilder("[Earlier conversation, compacted by Bursar: ").Append(turns).Append(turns == 1 ? " turn" : " turns").Append(']');
-        for (var i = 0; i < cut; i++) if (!conv.IsSystem(i)) conv.Describe(i, header);
+        for (var i = 0; i < cut; i++) if (!conv.IsSystem(i)) header.Append(conv.HeaderLine(i));
         return ReplaceHead(messages, conv, cut, anthropic, model, header.ToString(), CompactionPolicy.SlidingWindow, turns);
+    }
+
+    /// <summary>The tokens a provider bills for a message (<see cref="PromptTokenEstimator.AppendMessage"/> and its framing), not its JSON: a tool result's escaped quotes are not billed.</summary>
+    private long MessageTokens(string model, JsonNode? message)
+    {
+        var text = new StringBuilder();
+        var extra = PromptTokenEstimator.AppendMessage(message, text);
+        return Count(model, text.ToString()) + extra + TokenCounter.OpenAIMessageOverhead;
     }
 
     private int Count(string model, JsonNode? node) => node switch
@@ -258,40 +350,41 @@ public sealed class Compactor(TokenCounter counter)
         return sb.Append(']').ToString();
     }
 
-    /// <summary>Identifier-like values of a tool result (strings with a digit, or short upper-case codes; numbers), at most 48, each once.</summary>
+    /// <summary>
+    /// Identifier-like values of a tool result (strings with a digit, or short upper-case codes; numbers), at most 48, each once, in
+    /// document order. Read with <see cref="Utf8JsonReader"/>, not a parsed tree: a sliding window reads every older result on every call.
+    /// </summary>
     internal static List<string> Identifiers(JsonNode? result)
     {
         var found = new List<string>();
-        var seen = new HashSet<string>(StringComparer.Ordinal);
         var text = result is JsonValue v && v.TryGetValue<string>(out var s) ? s : result?.ToJsonString() ?? "";
-        JsonNode? parsed = null;
-        try { parsed = text.Length > 0 && (text[0] is '{' or '[') ? JsonNode.Parse(text) : null; }
-        catch (JsonException) { parsed = null; }
-        if (parsed is not null) Walk(parsed, found, seen);
-        return found;
-
-        static void Walk(JsonNode node, List<string> found, HashSet<string> seen)
+        if (text.Length == 0 || text[0] is not ('{' or '[')) return found;
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var max = Encoding.UTF8.GetMaxByteCount(text.Length);
+        byte[]? rented = max > 4096 ? System.Buffers.ArrayPool<byte>.Shared.Rent(max) : null;
+        try
         {
-            if (found.Count >= 48) return;
-            switch (node)
+            Span<byte> buffer = rented ?? stackalloc byte[max];
+            var reader = new Utf8JsonReader(buffer[..Encoding.UTF8.GetBytes(text, buffer)]);
+            while (found.Count < 48 && reader.Read())
             {
-                case JsonObject o:
-                    foreach (var (_, child) in o) if (child is not null) Walk(child, found, seen);
-                    break;
-                case JsonArray a:
-                    foreach (var child in a) if (child is not null) Walk(child, found, seen);
-                    break;
-                case JsonValue value:
-                    var str = value.GetValueKind() switch
-                    {
-                        JsonValueKind.String => value.GetValue<string>(),
-                        JsonValueKind.Number => value.ToJsonString(),
-                        _ => null,
-                    };
-                    if (str is not null && IsIdentifier(str) && seen.Add(str)) found.Add(str);
-                    break;
+                var str = reader.TokenType switch
+                {
+                    JsonTokenType.String => reader.GetString(),
+                    JsonTokenType.Number => Encoding.UTF8.GetString(reader.ValueSpan),
+                    _ => null,
+                };
+                if (str is not null && IsIdentifier(str) && seen.Add(str)) found.Add(str);
             }
+            // a text that only starts like JSON: nothing is read from it (as before: only a whole document counts)
+            while (reader.Read()) { }
         }
+        catch (JsonException) { found.Clear(); }
+        finally
+        {
+            if (rented is not null) System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+        }
+        return found;
     }
 
     private static bool IsIdentifier(string s)

@@ -14,7 +14,9 @@ public sealed class ContextReport
     internal Dictionary<string, string>? Replacements { get; init; }
     internal CompactionPolicy? Compaction { get; init; }
     /// <summary>A summarization checkpoint: the turns its summary replaces and the summary (the same text on every call until the next one).</summary>
-    internal (int Turns, string Text, long Rewritten)? Summary { get; set; }
+    internal (int Turns, string Text, bool Moved)? Summary { get; set; }
+    /// <summary>Retrieval: the turns replaced and the older turns kept for their relevance (null: no encoder, so a sliding window).</summary>
+    internal RetrievalPlan? Retrieval { get; set; }
 
     public int CompressedDocuments { get; init; }
     public long CompressionTokensRemoved { get; init; }
@@ -25,6 +27,9 @@ public sealed class ContextReport
 
     /// <summary>Tokens the compaction made this call write to the provider cache again (see <see cref="CompactionOutcome.RewrittenTokens"/>).</summary>
     public long RewrittenTokens => Compacted?.RewrittenTokens ?? 0;
+
+    /// <summary>The tokens from the newest assistant message on (see <see cref="CompactionOutcome.TailTokens"/>).</summary>
+    public long TailTokens => Compacted?.TailTokens ?? 0;
 
     /// <summary>What the ledger records: <c>compress</c>, the compaction strategy, or both (<c>compress+prune-tool-results</c>); null when nothing was removed.</summary>
     public string? Strategy => (CompressionTokensRemoved > 0, Compacted) switch
@@ -44,7 +49,7 @@ public sealed class ContextReport
 /// wire format. Both are edits: a call below every trigger, or whose documents do not shrink, goes upstream byte for byte.
 /// </summary>
 public sealed partial class ContextStage(DocumentCompressor compressor, Compactor compactor, TokenCounter counter, PriceCatalog catalog,
-    IConversationSummarizer summarizer, SummaryStore summaries, ILogger<ContextStage> logger)
+    IConversationSummarizer summarizer, SummaryStore summaries, ILogger<ContextStage> logger, TurnEmbeddings? embeddings = null)
     : ILeverStage, IRequestEdit
 {
     public string Name => "context";
@@ -54,9 +59,34 @@ public sealed partial class ContextStage(DocumentCompressor compressor, Compacto
         var compress = call.Policy?.DocumentCompression ?? compressor.Options.AppliesTo(call.Attribution.Feature);
         var compaction = call.Policy?.Compaction is { } p && call.Request.EstimatedInputTokens >= p.TriggerTokens ? p : null;
         if (compress || compaction is not null) Plan(call, compress, compaction, cancellationToken);
-        return compaction?.Strategy == CompactionPolicy.Summarize && call.Context is { } report
-            ? SummarizeThenNextAsync(call, report, compaction, next, cancellationToken)
-            : next(call, cancellationToken);
+        return (compaction?.Strategy, call.Context) switch
+        {
+            (CompactionPolicy.Summarize, { } report) => SummarizeThenNextAsync(call, report, compaction!, next, cancellationToken),
+            (CompactionPolicy.Retrieval, { } report) when embeddings is not null => RetrieveThenNextAsync(call, report, compaction!, embeddings, next, cancellationToken),
+            _ => next(call, cancellationToken),
+        };
+    }
+
+    /// <summary>
+    /// Retrieval: the older turns embedded with the semantic cache's encoder and the most relevant chosen before the edit (the edit itself
+    /// is synchronous); then the rest of the pipeline. No encoder, or it failed: the route's sliding window.
+    /// </summary>
+    private async ValueTask RetrieveThenNextAsync(LeverCall call, ContextReport report, CompactionPolicy policy, TurnEmbeddings turns, LeverNext next, CancellationToken ct)
+    {
+        try
+        {
+            var anthropic = call.Dialect == "anthropic";
+            if (call.Request.TryBody(out var body) && body["messages"] is JsonArray messages)
+                report.Retrieval = await Compactor.PlanRetrievalAsync(messages, anthropic, policy, CacheRates.Of(catalog.Find(call.Model).Price?.Rates, anthropic), turns, ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (CallRequest.IsBadJson(e)) { report.Retrieval = null; }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // the encoder failed (a model error, an embeddings endpoint down): the call is compacted as a sliding window, never refused
+            report.Retrieval = null;
+            LogNoRetrieval(logger, call.Id, e.Message);
+        }
+        await next(call, ct).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -86,7 +116,7 @@ public sealed partial class ContextStage(DocumentCompressor compressor, Compacto
                         if (summary.Length > 0) summaries.Add(key, summary);
                         else LogNoSummary(logger, call.Id, model);
                     }
-                    if (summary.Length > 0) report.Summary = (turns, summary, Compactor.SummaryRewritten(conv, previous, turns));
+                    if (summary.Length > 0) report.Summary = (turns, summary, Compactor.SummaryMoved(conv, previous, turns));
                 }
             }
         }
@@ -149,24 +179,41 @@ public sealed partial class ContextStage(DocumentCompressor compressor, Compacto
         }
         // a caller that asked Anthropic for its own context management (clearing, compaction) gets it untouched: Bursar does not compact under it
         if (report.Compaction is { } policy && !(target.Anthropic && body.ContainsKey("context_management")))
-        {
-            var rates = CacheRates.Of(catalog.Find(target.Model).Price?.Rates, target.Anthropic);
-            report.Compacted = report.Summary is { } s
-                ? compactor.ApplySummary(body, target.Anthropic, s.Turns, s.Text, target.Model, s.Rewritten)
-                : compactor.Compact(body, target.Anthropic, policy, target.Model, rates, target.CancellationToken);
-            if (report.Compacted is { } c)
-            {
-                changed = true;
-                LogCompacted(logger, target.Call.Id, c.Strategy, c.CompactedTurns, c.TokensRemoved);
-            }
-        }
+            changed |= Compact(body, target.Anthropic, policy, report, target);
         return changed;
     }
 
-    /// <summary>A .NET chat call: the compressed documents replace the text of user turns and string tool results (compaction is the gateway's, on the wire format).</summary>
+    /// <summary>Compacts <paramref name="body"/> as the call's plan says (its summary, its retrieved turns, or the policy's strategy); true when it changed.</summary>
+    private bool Compact(JsonObject body, bool anthropic, CompactionPolicy policy, ContextReport report, in EditTarget target)
+    {
+        var rates = CacheRates.Of(catalog.Find(target.Model).Price?.Rates, target.Anthropic);
+        report.Compacted = (report.Summary, report.Retrieval) switch
+        {
+            ({ } s, _) => compactor.ApplySummary(body, anthropic, s.Turns, s.Text, target.Model, s.Moved),
+            (_, { } r) => compactor.ApplyRetrieval(body, anthropic, r, target.Model),
+            _ => compactor.Compact(body, anthropic, policy, target.Model, rates, target.CancellationToken),
+        };
+        if (report.Compacted is not { } c) return false;
+        LogCompacted(logger, target.Call.Id, c.Strategy, c.CompactedTurns, c.TokensRemoved);
+        return true;
+    }
+
+    /// <summary>
+    /// A .NET chat call: the compressed documents replace the text of user turns and string tool results; then a route's compaction, on the
+    /// messages (<see cref="ChatCompaction"/>: the same compactor as the gateway's, read in content blocks whatever the provider).
+    /// </summary>
     public void Apply(ChatCallEdit call, in EditTarget target)
     {
-        if (target.Call.Context?.Replacements is not { } map) return;
+        if (target.Call.Context is not { } report) return;
+        Compress(call, report);
+        if (report.Compaction is not { } policy) return;
+        var body = ChatCompaction.Body(call.Messages);
+        if (Compact(body, anthropic: true, policy, report, target)) ChatCompaction.MapBack(body, call.Messages);
+    }
+
+    private static void Compress(ChatCallEdit call, ContextReport report)
+    {
+        if (report.Replacements is not { } map) return;
         for (var i = 0; i < call.Messages.Count; i++)
         {
             var m = call.Messages[i];
@@ -187,6 +234,9 @@ public sealed partial class ContextStage(DocumentCompressor compressor, Compacto
             if (contents is not null) call.Messages[i] = new ChatMessage(m.Role, contents) { AuthorName = m.AuthorName, AdditionalProperties = m.AdditionalProperties };
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Call {CallId}: retrieval could not embed the turns ({Reason}); the call is compacted as a sliding window")]
+    private static partial void LogNoRetrieval(ILogger logger, string callId, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Call {CallId}: the summary model {Model} gave no summary; the call goes uncompacted")]
     private static partial void LogNoSummary(ILogger logger, string callId, string model);

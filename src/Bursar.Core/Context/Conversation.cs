@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json.Nodes;
+using Bursar.Core.Tokens;
 
 namespace Bursar.Core.Context;
 
@@ -8,8 +9,8 @@ internal sealed record ToolResult(int Message, JsonObject Owner, string Property
 
 /// <summary>
 /// A conversation read for compaction, in either dialect: which messages are system messages, where each turn starts (a user message
-/// that is not only tool results), the tool results with the tools that produced them, and rough token sizes (4 characters a token)
-/// for weighing steps. Reading never changes the messages.
+/// that is not only tool results), the tool results with the tools that produced them, and rough token sizes (4 characters a token
+/// of the text the provider bills, <see cref="PromptTokenEstimator.AppendMessage"/>) for weighing steps. Reading never changes the messages.
 /// </summary>
 internal sealed class Conversation
 {
@@ -19,6 +20,7 @@ internal sealed class Conversation
     private readonly bool[] _system;
     private readonly bool[] _clean;
     private long[]? _header;
+    private string?[]? _lines;
     /// <summary>Tool names by call id (OpenAI <c>tool_calls[].id</c>, Anthropic <c>tool_use.id</c>).</summary>
     private readonly Dictionary<string, string> _names = new(StringComparer.Ordinal);
 
@@ -41,10 +43,14 @@ internal sealed class Conversation
     {
         var c = new Conversation(messages, anthropic);
         var names = c._names;
+        var billed = new StringBuilder();
         for (var i = 0; i < messages.Count; i++)
         {
             if (messages[i] is not JsonObject m || m["role"] is not JsonValue rv || !rv.TryGetValue<string>(out var role)) return null;
-            c._prefix[i + 1] = c._prefix[i] + m.ToJsonString().Length / 4;
+            // what the provider bills for the message (its text, tool calls and results, and framing), 4 characters a token
+            billed.Clear();
+            var extra = PromptTokenEstimator.AppendMessage(m, billed);
+            c._prefix[i + 1] = c._prefix[i] + billed.Length / 4 + extra + TokenCounter.OpenAIMessageOverhead;
             c._system[i] = role is "system" or "developer";
             if (!c._system[i] && c.FirstConversational < 0) c.FirstConversational = i;
             var content = m["content"];
@@ -123,15 +129,18 @@ internal sealed class Conversation
     {
         if (_header is not null) return _header;
         var sizes = new long[_messages.Count];
-        var sb = new StringBuilder();
-        for (var i = 0; i < sizes.Length; i++)
-        {
-            if (_system[i]) continue;
-            sb.Clear();
-            Describe(i, sb);
-            sizes[i] = sb.Length / 4;
-        }
+        for (var i = 0; i < sizes.Length; i++) if (!_system[i]) sizes[i] = HeaderLine(i).Length / 4;
         return _header = sizes;
+    }
+
+    /// <summary>Message <paramref name="i"/>'s line in a sliding window's header (<see cref="Describe"/>), made once: weighing the steps and writing the header read the same lines.</summary>
+    public string HeaderLine(int i)
+    {
+        _lines ??= new string?[_messages.Count];
+        if (_lines[i] is { } line) return line;
+        var sb = new StringBuilder();
+        Describe(i, sb);
+        return _lines[i] = sb.ToString();
     }
 
     /// <summary>The first message in [<paramref name="from"/>, <paramref name="to"/>) holding a result big enough to prune (-1: none).</summary>
@@ -228,9 +237,18 @@ internal sealed class Conversation
         }
     }
 
+    /// <summary>The text on one line (runs of white space as one space, trimmed), cut at <paramref name="max"/> characters with an ellipsis; one pass that stops at the cut.</summary>
     private static string Clip(string text, int max)
     {
-        var one = string.Join(' ', text.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries));
-        return one.Length <= max ? one : string.Concat(one.AsSpan(0, max), "…");
+        var sb = new StringBuilder(Math.Min(text.Length, max + 1));
+        var space = false;
+        foreach (var c in text)
+        {
+            if (char.IsWhiteSpace(c)) { space = sb.Length > 0; continue; }
+            if (space) { sb.Append(' '); space = false; }
+            if (sb.Length >= max) return string.Concat(sb.ToString(0, max), "…");
+            sb.Append(c);
+        }
+        return sb.ToString();
     }
 }

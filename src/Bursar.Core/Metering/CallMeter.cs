@@ -130,13 +130,19 @@ public sealed partial class CallMeter
                     routingSaving = CostCalculator.Compute(asked, usage).Total - cost.Value;
                 // the context lever credits the tokens it removed at the rate this call would have billed them (the cache-read rate
                 // when the call read its prefix from the cache: the removed turns sat in it; else the input rate), less what moving its
-                // boundary cost: the tokens written to the cache again at the write rate instead of read (negative when a step did not pay)
+                // boundary cost: the tokens written to the cache again at the write rate instead of read (negative when a step did not pay);
+                // what was re-written is bounded by what the call wrote beyond the tail it writes either way (usage says what it wrote)
                 if (c.Context is { TokensRemoved: > 0 } context && c.CacheHit is null)
                 {
                     var read = price.Rates.CacheRead ?? price.Rates.Input;
+                    var written = usage.InputTokens + usage.CacheWrite5mTokens + usage.CacheWrite1hTokens;
+                    var rewritten = Math.Min(context.RewrittenTokens, Math.Max(0, written - context.TailTokens));
                     contextSaving = (context.TokensRemoved * (usage.CacheReadTokens > 0 ? read : price.Rates.Input)
-                        - context.RewrittenTokens * ((price.Rates.CacheWrite5m ?? price.Rates.Input) - read)) / 1_000_000m;
+                        - rewritten * ((price.Rates.CacheWrite5m ?? price.Rates.Input) - read)) / 1_000_000m;
                 }
+                // a summarization checkpoint's own call exists only because of compaction: its cost is credited against the lever, so the
+                // saving summed over a conversation is net of the summary calls (and its counterfactual cost is zero)
+                if (c.Attribution.Task == Context.SummaryCall.Task) contextSaving = -cost.Value;
             }
             else if (!usage.IsEmpty)
             {

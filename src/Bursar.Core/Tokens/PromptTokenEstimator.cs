@@ -28,20 +28,30 @@ public sealed class PromptTokenEstimator(TokenCounter counter)
             foreach (var m in messages)
             {
                 ct.ThrowIfCancellationRequested();
-                total += TokenCounter.OpenAIMessageOverhead;
-                if (m?["tool_calls"] is JsonArray calls) text.Append(calls.ToJsonString());
-                switch (m?["content"])
-                {
-                    case JsonValue v when v.TryGetValue<string>(out var s):
-                        text.Append(s).Append('\n');
-                        break;
-                    case JsonArray parts:
-                        foreach (var p in parts) total += Part(p, text);
-                        break;
-                }
+                total += TokenCounter.OpenAIMessageOverhead + AppendMessage(m, text);
             }
         }
         return total + counter.Count(model, text.ToString(), ct);
+    }
+
+    /// <summary>
+    /// Appends the text of one message a provider bills (its content's text, tool calls, tool uses and results) to <paramref name="text"/>;
+    /// returns the tokens it adds beyond that text (images). Its framing is <see cref="TokenCounter.OpenAIMessageOverhead"/>.
+    /// </summary>
+    public static long AppendMessage(JsonNode? message, System.Text.StringBuilder text)
+    {
+        long extra = 0;
+        if (message?["tool_calls"] is JsonArray calls) text.Append(calls.ToJsonString());
+        switch (message?["content"])
+        {
+            case JsonValue v when v.TryGetValue<string>(out var s):
+                text.Append(s).Append('\n');
+                break;
+            case JsonArray parts:
+                foreach (var p in parts) extra += Part(p, text);
+                break;
+        }
+        return extra;
     }
 
     private static long Part(JsonNode? p, System.Text.StringBuilder text)

@@ -12,9 +12,12 @@ namespace Bursar.Core.Tests.Pipeline;
 /// <summary>The context stage's document compression: HTML to text, whitespace, base64, repeated edges; off unless opted in.</summary>
 public sealed class DocumentCompressionStageTests
 {
-    internal static ContextStage Stage(DocumentCompressionOptions? options = null, IConversationSummarizer? summarizer = null, SummaryStore? store = null) =>
+    /// <summary>Retrieval's encoder in these tests: the semantic cache's local hashed n-gram generator.</summary>
+    internal static readonly TurnEmbeddings LocalEmbeddings = new(() => new Bursar.Core.Caching.Semantic.HashedNGramEmbeddingGenerator());
+
+    internal static ContextStage Stage(DocumentCompressionOptions? options = null, IConversationSummarizer? summarizer = null, SummaryStore? store = null, TurnEmbeddings? embeddings = null) =>
         new(new DocumentCompressor(options ?? new DocumentCompressionOptions { MinChars = 200 }), new Compactor(TokenCounter.Default), TokenCounter.Default, Levers.Catalog,
-            summarizer ?? IConversationSummarizer.None, store ?? new SummaryStore(), NullLogger<ContextStage>.Instance);
+            summarizer ?? IConversationSummarizer.None, store ?? new SummaryStore(), NullLogger<ContextStage>.Instance, embeddings ?? LocalEmbeddings);
 
     private static readonly RoutePolicy Compress = new() { Name = "docs", DocumentCompression = true };
 
@@ -312,7 +315,11 @@ public sealed class CompactionStageTests : IAsyncLifetime
         return call;
     }
 
-    public static TheoryData<string, bool> Both => new() { { CompactionPolicy.PruneToolResults, false }, { CompactionPolicy.PruneToolResults, true }, { CompactionPolicy.SlidingWindow, false }, { CompactionPolicy.SlidingWindow, true } };
+    public static TheoryData<string, bool> Both => new()
+    {
+        { CompactionPolicy.PruneToolResults, false }, { CompactionPolicy.PruneToolResults, true }, { CompactionPolicy.SlidingWindow, false }, { CompactionPolicy.SlidingWindow, true },
+        { CompactionPolicy.Retrieval, false }, { CompactionPolicy.Retrieval, true },
+    };
 
     [Theory]
     [MemberData(nameof(Both))]
@@ -407,6 +414,127 @@ public sealed class CompactionStageTests : IAsyncLifetime
         AssertValid(after, anthropic);
     }
 
+    [Fact]
+    public void Identifiers_are_read_from_a_whole_json_document_in_order_each_once_and_none_from_a_broken_one()
+    {
+        var ids = Compactor.Identifiers(JsonValue.Create("""{"reservation_id":"RES001X9","flights":[{"flight_number":"HAT100","price":180,"cabin":"basic economy"},{"flight_number":"HAT100","date":"2024-05-20"}],"status":"OK","note":"a\u0020b1"}"""));
+        Assert.Equal(["RES001X9", "HAT100", "180", "2024-05-20", "OK"], ids); // "a b1" has a space once unescaped: not an identifier
+        Assert.Empty(Compactor.Identifiers(JsonValue.Create("""{"reservation_id":"RES001X9","flights":[""")));
+        Assert.Empty(Compactor.Identifiers(JsonValue.Create("""{"reservation_id":"RES001X9"} trailing""")));
+        Assert.Empty(Compactor.Identifiers(JsonValue.Create("RES001X9 is not json")));
+        var many = new JsonArray([.. Enumerable.Range(0, 100).Select(i => (JsonNode)JsonValue.Create($"ID{i}")!)]);
+        Assert.Equal(48, Compactor.Identifiers(JsonValue.Create(many.ToJsonString())).Count);
+        Assert.Equal(48, Compactor.Identifiers(many).Count); // a content given as JSON, not as a string
+    }
+
+    /// <summary>A 9-turn conversation whose newest user turn goes back to the reservation of turn 2.</summary>
+    private static string BackToTurnTwo(bool anthropic)
+    {
+        var body = (JsonObject)JsonNode.Parse(anthropic ? AnthropicConversation(9) : OpenAIConversation(9))!;
+        body["messages"]!.AsArray()[^1]!["content"] = "Back to reservation RES002X9 please: which flight number was it on, and from where?";
+        return body.ToJsonString();
+    }
+
+    /// <summary>The messages of turn <paramref name="turn"/> in a conversation of <see cref="OpenAIConversation"/> / <see cref="AnthropicConversation"/> (4 a turn; OpenAI after the system message).</summary>
+    private static string[] Turn(JsonObject body, bool anthropic, int turn) =>
+        body["messages"]!.AsArray().Skip((anthropic ? 0 : 1) + 4 * turn).Take(4).Select(m => m!.ToJsonString()).ToArray();
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Retrieval_keeps_the_older_turn_relevant_to_the_newest_user_turn_verbatim_and_the_rest_as_a_header(bool anthropic)
+    {
+        var json = BackToTurnTwo(anthropic);
+        var policy = new CompactionPolicy { Strategy = CompactionPolicy.Retrieval, KeepTurns = 2, RetrieveTurns = 1, TriggerTokens = 500, CacheAware = false };
+        var call = await Run(json, anthropic ? "anthropic" : "openai", policy);
+        var (before, after) = Edited(call, anthropic);
+        Assert.Equal(CompactionPolicy.Retrieval, call.Context!.Strategy);
+        Assert.Equal([2], call.Context.Retrieval!.Retained);
+        var sent = after["messages"]!.AsArray().Select(m => m!.ToJsonString()).ToArray();
+        // turn 2 (call, result, answer) is there verbatim and in order; on Anthropic its first user message carries the header block
+        var two = Turn(before, anthropic, 2);
+        var at = Array.IndexOf(sent, two[1]);
+        Assert.True(at > 0, "turn 2's tool call is kept");
+        Assert.Equal(two[1..], sent[at..(at + 3)]);
+        var header = anthropic ? after["messages"]![0]!["content"]![0]!["text"]!.GetValue<string>() : after["messages"]![1]!["content"]!.GetValue<string>();
+        Assert.StartsWith("[Earlier conversation, compacted by Bursar: 6 turns; 1 earlier turn relevant to this one is kept in full]", header);
+        Assert.Contains("RES005X9", header); // a dropped turn is named in the header
+        Assert.DoesNotContain("RES002X9", header); // the kept turn is not described twice
+        // the last two turns follow verbatim, the newest user turn last
+        Assert.Equal(Turn(before, anthropic, 7), sent[^5..^1]);
+        Assert.Equal(before["messages"]!.AsArray()[^1]!.ToJsonString(), sent[^1]);
+        AssertValid(after, anthropic);
+        // it removes less than the sliding window (it keeps a turn more), and more than nothing
+        var sliding = await Run(json, anthropic ? "anthropic" : "openai", new CompactionPolicy { Strategy = CompactionPolicy.SlidingWindow, KeepTurns = 2, TriggerTokens = 500, CacheAware = false });
+        Edited(sliding, anthropic);
+        Assert.InRange(call.Context.TokensRemoved, 1, sliding.Context!.TokensRemoved - 1);
+    }
+
+    [Fact]
+    public async Task A_header_no_shorter_than_the_turns_it_replaces_is_not_made()
+    {
+        // short older turns: "[Earlier conversation, compacted by Bursar: ...]" plus one line each is longer than they are
+        var messages = new JsonArray(new JsonObject { ["role"] = "system", ["content"] = System });
+        for (var i = 0; i < 8; i++)
+        {
+            messages.Add(new JsonObject { ["role"] = "user", ["content"] = $"ok {i}" });
+            messages.Add(new JsonObject { ["role"] = "assistant", ["content"] = "ok" });
+        }
+        messages.Add(new JsonObject { ["role"] = "user", ["content"] = string.Join(' ', Enumerable.Repeat("Now the long question about reservation RES001X9.", 80)) });
+        var json = new JsonObject { ["model"] = "gpt-4o", ["messages"] = messages }.ToJsonString();
+        var call = await Run(json, "openai", new CompactionPolicy { Strategy = CompactionPolicy.SlidingWindow, KeepTurns = 2, TriggerTokens = 0, CacheAware = false });
+        var body = (JsonObject)call.Request.Body.DeepClone();
+        Assert.False(call.Edits.ApplyTo(body, new EditTarget(false, call.Model, call, default)));
+        Assert.Equal(json, body.ToJsonString());
+        Assert.Null(call.Context!.Compacted);
+    }
+
+    [Fact]
+    public async Task Retrieval_without_an_encoder_is_the_sliding_window()
+    {
+        var json = BackToTurnTwo(anthropic: false);
+        var policy = new CompactionPolicy { Strategy = CompactionPolicy.Retrieval, KeepTurns = 2, TriggerTokens = 500, CacheAware = false };
+        var call = Levers.Call(json, "openai", policy: new RoutePolicy { Name = "agent", Compaction = policy });
+        var next = new FakeProvider();
+        await DocumentCompressionStageTests.Stage(embeddings: TurnEmbeddings.None).InvokeAsync(call, next.Next, default);
+        var after = DocumentCompressionStageTests.Edited(call, anthropic: false);
+        Assert.Equal(CompactionPolicy.SlidingWindow, call.Context!.Strategy);
+        Assert.StartsWith("[Earlier conversation, compacted by Bursar: 7 turns]", after["messages"]![1]!["content"]!.GetValue<string>());
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Cache_aware_retrieval_keeps_the_same_compacted_head_until_its_next_step(bool anthropic)
+    {
+        // the boundary steps at most every few turns; between steps every call sends the same head (header and kept turns), byte for byte
+        var policy = new CompactionPolicy { Strategy = CompactionPolicy.Retrieval, KeepTurns = 2, RetrieveTurns = 1, TriggerTokens = 500, CacheAware = true, ExpectedRemainingTurns = 20 };
+        string? head = null;
+        int changes = 0, compacted = 0, boundary = -1;
+        for (var turns = 4; turns <= 24; turns++)
+        {
+            var json = anthropic ? AnthropicConversation(turns) : OpenAIConversation(turns);
+            var call = await Run(json, anthropic ? "anthropic" : "openai", policy);
+            var (_, after) = Edited(call, anthropic);
+            AssertValid(after, anthropic);
+            if (call.Context?.Compacted is not { } c) continue;
+            compacted++;
+            var messages = after["messages"]!.AsArray();
+            // the head: everything before the boundary (the turns after it are the caller's, verbatim)
+            var original = JsonNode.Parse(json)!["messages"]!.AsArray().Count;
+            var cut = (anthropic ? 0 : 1) + 4 * call.Context.Retrieval!.Turns;
+            var h = string.Join('\n', messages.Take(messages.Count - (original - cut)).Select(m => m!.ToJsonString()));
+            var stepped = call.Context.Retrieval.Turns != boundary;
+            // the head changes exactly when the boundary steps, and only then does the call re-write the cache
+            if (head is not null) Assert.Equal(stepped, h != head);
+            if (head is not null && h != head) { changes++; Assert.True(c.RewrittenTokens > 0, "a changed head is a re-write"); }
+            else if (head is not null) Assert.Equal(0, c.RewrittenTokens);
+            (head, boundary) = (h, call.Context.Retrieval.Turns);
+        }
+        Assert.True(compacted >= 8, $"{compacted} compacted calls");
+        Assert.InRange(changes, 1, compacted - 2);
+    }
+
     [Theory]
     [InlineData(CompactionPolicy.PruneToolResults, false)]
     [InlineData(CompactionPolicy.PruneToolResults, true)]
@@ -459,11 +587,11 @@ public sealed class CompactionStageTests : IAsyncLifetime
     {
         var price = Levers.Catalog.Find("gpt-4o").Price!;
         var read = price.Rates.CacheRead!.Value;
-        LedgerRecord Meter(LeverCall call, long cacheRead)
+        LedgerRecord Meter(LeverCall call, long cacheRead, long input = 900)
         {
             call.Provider = "openai";
             call.Summary.Model = "gpt-4o";
-            call.Summary.Usage = new Bursar.Core.Usage.TokenUsage(InputTokens: 900, CacheReadTokens: cacheRead, CacheWrite5mTokens: 0, CacheWrite1hTokens: 0, OutputTokens: 20);
+            call.Summary.Usage = new Bursar.Core.Usage.TokenUsage(InputTokens: input, CacheReadTokens: cacheRead, CacheWrite5mTokens: 0, CacheWrite1hTokens: 0, OutputTokens: 20);
             call.Summary.UsageSeen = call.Summary.UsageFinal = call.Summary.Answered = true;
             call.StatusCode = 200;
             return _kit.Meter.Build(call);
@@ -477,9 +605,18 @@ public sealed class CompactionStageTests : IAsyncLifetime
         Assert.True(r.ContextTokensRemoved > 0);
         Assert.True(call.Context.RewrittenTokens > 0);
         Assert.Equal(CompactionPolicy.PruneToolResults, r.ContextStrategy);
-        // OpenAI writes at the input rate: re-writing costs the input rate instead of the cache-read rate
-        Assert.Equal((r.ContextTokensRemoved * price.Rates.Input - call.Context.RewrittenTokens * (price.Rates.Input - read)) / 1_000_000m, r.SavingCompaction);
+        // OpenAI writes at the input rate: re-writing costs the input rate instead of the cache-read rate; what was re-written is bounded by
+        // what the call wrote (900 uncached input tokens here) beyond the tail it writes either way
+        Assert.True(call.Context.TailTokens > 0);
+        var rewritten = Math.Min(call.Context.RewrittenTokens, Math.Max(0, 900 - call.Context.TailTokens));
+        Assert.True(rewritten > 0);
+        Assert.Equal((r.ContextTokensRemoved * price.Rates.Input - rewritten * (price.Rates.Input - read)) / 1_000_000m, r.SavingCompaction);
         Assert.Equal(r.Cost + r.SavingCompaction, r.CounterfactualCost);
+        // a call that wrote only its tail (it read the rest from the cache) re-wrote nothing
+        var second = await Run(OpenAIConversation(9), "openai", Policy(CompactionPolicy.PruneToolResults));
+        Edited(second, anthropic: false);
+        var tailOnly = Meter(second, cacheRead: 5_000, input: second.Context!.TailTokens);
+        Assert.Equal(tailOnly.ContextTokensRemoved * read / 1_000_000m, tailOnly.SavingCompaction);
 
         // a later call of the same turn (after a tool result) reads what the first wrote: the removed tokens at the cache-read rate, nothing re-written
         var loop = (JsonObject)JsonNode.Parse(OpenAIConversation(9))!;
@@ -488,8 +625,7 @@ public sealed class CompactionStageTests : IAsyncLifetime
         messages.Add(new JsonObject { ["role"] = "tool", ["tool_call_id"] = "call_x", ["content"] = "{}" });
         var later = await Run(loop.ToJsonString(), "openai", Policy(CompactionPolicy.PruneToolResults));
         Edited(later, anthropic: false);
-        Assert.Equal(0, later.Context!.RewrittenTokens);
-        var cached = Meter(later, cacheRead: 600);
+        var cached = Meter(later, cacheRead: 600, input: later.Context!.TailTokens);
         Assert.Equal(cached.ContextTokensRemoved * read / 1_000_000m, cached.SavingCompaction);
     }
 
