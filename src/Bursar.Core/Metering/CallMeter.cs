@@ -131,11 +131,13 @@ public sealed partial class CallMeter
                 // the context lever credits the tokens it removed at the rate this call would have billed them (the cache-read rate
                 // when the call read its prefix from the cache: the removed turns sat in it; else the input rate), less what moving its
                 // boundary cost: the tokens written to the cache again at the write rate instead of read (negative when a step did not pay);
-                // what was re-written is bounded by what the call wrote beyond the tail it writes either way (usage says what it wrote)
+                // what was re-written is bounded by what the call wrote beyond the tail it writes either way (usage says what it wrote:
+                // a provider that bills writes, Anthropic, reports them, and a call that wrote nothing, below the model's minimum or without
+                // breakpoints, re-wrote nothing; where writes are implicit, OpenAI, every uncached input token is one the cache could have read)
                 if (c.Context is { TokensRemoved: > 0 } context && c.CacheHit is null)
                 {
                     var read = price.Rates.CacheRead ?? price.Rates.Input;
-                    var written = usage.InputTokens + usage.CacheWrite5mTokens + usage.CacheWrite1hTokens;
+                    var written = usage.CacheWrite5mTokens + usage.CacheWrite1hTokens + (price.Rates.CacheWrite5m is null ? usage.InputTokens : 0);
                     var rewritten = Math.Min(context.RewrittenTokens, Math.Max(0, written - context.TailTokens));
                     contextSaving = (context.TokensRemoved * (usage.CacheReadTokens > 0 ? read : price.Rates.Input)
                         - rewritten * ((price.Rates.CacheWrite5m ?? price.Rates.Input) - read)) / 1_000_000m;
