@@ -102,6 +102,12 @@ public static class PostgresMigrations
             ALTER TABLE rollup_hour ADD COLUMN IF NOT EXISTS batched bigint NOT NULL DEFAULT 0;
             ALTER TABLE rollup_day ADD COLUMN IF NOT EXISTS batched bigint NOT NULL DEFAULT 0;
             """),
+        (7, "report rollups: calls the context lever shortened and the input tokens it removed (per route); counted from this migration on", """
+            ALTER TABLE rollup_hour ADD COLUMN IF NOT EXISTS context_calls bigint NOT NULL DEFAULT 0;
+            ALTER TABLE rollup_hour ADD COLUMN IF NOT EXISTS context_removed bigint NOT NULL DEFAULT 0;
+            ALTER TABLE rollup_day ADD COLUMN IF NOT EXISTS context_calls bigint NOT NULL DEFAULT 0;
+            ALTER TABLE rollup_day ADD COLUMN IF NOT EXISTS context_removed bigint NOT NULL DEFAULT 0;
+            """),
     ];
 
     /// <summary>The newest schema version this build knows.</summary>

@@ -12,11 +12,11 @@ namespace Bursar.Storage.PostgreSql;
 /// </summary>
 public sealed partial class PostgresStore
 {
-    private static readonly string[] RollupCounts = ["calls", "unpriced", "errors", "cache_hits", "routed", "truncated", "input", "cache_read", "cache_write", "output", "estimated", "batched"];
+    private static readonly string[] RollupCounts = ["calls", "unpriced", "errors", "cache_hits", "routed", "truncated", "input", "cache_read", "cache_write", "output", "estimated", "batched", "context_calls", "context_removed"];
     private static readonly string[] RollupMoney = ["cost", "s_routing", "s_response_cache", "s_prompt_cache", "s_batch", "s_compaction", "s_output_cap"];
 
     private static long[] Counts(RollupTotals t) =>
-        [t.Calls, t.UnpricedCalls, t.ErrorCalls, t.ResponseCacheHits, t.RoutedCalls, t.TruncatedCalls, t.InputTokens, t.CacheReadTokens, t.CacheWriteTokens, t.OutputTokens, t.EstimatedCalls, t.BatchCalls];
+        [t.Calls, t.UnpricedCalls, t.ErrorCalls, t.ResponseCacheHits, t.RoutedCalls, t.TruncatedCalls, t.InputTokens, t.CacheReadTokens, t.CacheWriteTokens, t.OutputTokens, t.EstimatedCalls, t.BatchCalls, t.ContextCalls, t.ContextTokensRemoved];
 
     private static decimal[] Money(RollupTotals t) =>
         [t.Cost, t.SavingRouting, t.SavingResponseCache, t.SavingPromptCache, t.SavingBatch, t.SavingCompaction, t.SavingOutputCap];
@@ -24,7 +24,7 @@ public sealed partial class PostgresStore
     private static RollupTotals Totals(long[] n, double latency, decimal[] m) => new()
     {
         Calls = n[0], UnpricedCalls = n[1], ErrorCalls = n[2], ResponseCacheHits = n[3], RoutedCalls = n[4], TruncatedCalls = n[5],
-        InputTokens = n[6], CacheReadTokens = n[7], CacheWriteTokens = n[8], OutputTokens = n[9], EstimatedCalls = n[10], BatchCalls = n[11], LatencyMsSum = latency,
+        InputTokens = n[6], CacheReadTokens = n[7], CacheWriteTokens = n[8], OutputTokens = n[9], EstimatedCalls = n[10], BatchCalls = n[11], ContextCalls = n[12], ContextTokensRemoved = n[13], LatencyMsSum = latency,
         Cost = m[0], SavingRouting = m[1], SavingResponseCache = m[2], SavingPromptCache = m[3], SavingBatch = m[4], SavingCompaction = m[5], SavingOutputCap = m[6],
     };
 

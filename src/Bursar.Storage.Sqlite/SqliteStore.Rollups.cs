@@ -12,7 +12,7 @@ namespace Bursar.Storage.Sqlite;
 /// </summary>
 public sealed partial class SqliteStore
 {
-    private const int RollupVersion = 4;
+    private const int RollupVersion = 5;
 
     /// <summary>The rollup tables' count columns and what each holds, in the order they are written and read back (<see cref="Totals"/>).</summary>
     private static readonly (string Column, Func<RollupTotals, long> Value)[] RollupCountColumns =
@@ -20,6 +20,7 @@ public sealed partial class SqliteStore
         ("calls", t => t.Calls), ("unpriced", t => t.UnpricedCalls), ("errors", t => t.ErrorCalls), ("cache_hits", t => t.ResponseCacheHits),
         ("routed", t => t.RoutedCalls), ("truncated", t => t.TruncatedCalls), ("input", t => t.InputTokens), ("cache_read", t => t.CacheReadTokens),
         ("cache_write", t => t.CacheWriteTokens), ("output", t => t.OutputTokens), ("estimated", t => t.EstimatedCalls), ("batched", t => t.BatchCalls),
+        ("context_calls", t => t.ContextCalls), ("context_removed", t => t.ContextTokensRemoved),
     ];
 
     /// <summary>The money columns (exact decimal text), in the same order as <see cref="Totals"/> reads them.</summary>
@@ -46,7 +47,7 @@ public sealed partial class SqliteStore
     private static RollupTotals Totals(long[] n, double latency, decimal[] m) => new()
     {
         Calls = n[0], UnpricedCalls = n[1], ErrorCalls = n[2], ResponseCacheHits = n[3], RoutedCalls = n[4], TruncatedCalls = n[5],
-        InputTokens = n[6], CacheReadTokens = n[7], CacheWriteTokens = n[8], OutputTokens = n[9], EstimatedCalls = n[10], BatchCalls = n[11], LatencyMsSum = latency,
+        InputTokens = n[6], CacheReadTokens = n[7], CacheWriteTokens = n[8], OutputTokens = n[9], EstimatedCalls = n[10], BatchCalls = n[11], ContextCalls = n[12], ContextTokensRemoved = n[13], LatencyMsSum = latency,
         Cost = m[0], SavingRouting = m[1], SavingResponseCache = m[2], SavingPromptCache = m[3], SavingBatch = m[4], SavingCompaction = m[5], SavingOutputCap = m[6],
     };
 
@@ -72,6 +73,8 @@ public sealed partial class SqliteStore
         AddColumn(c, "rollup_day", "estimated", "INTEGER NOT NULL DEFAULT 0");
         AddColumn(c, "rollup_hour", "batched", "INTEGER NOT NULL DEFAULT 0");
         AddColumn(c, "rollup_day", "batched", "INTEGER NOT NULL DEFAULT 0");
+        foreach (var table in new[] { "rollup_hour", "rollup_day" })
+            foreach (var column in new[] { "context_calls", "context_removed" }) AddColumn(c, table, column, "INTEGER NOT NULL DEFAULT 0");
         using var version = c.CreateCommand();
         version.CommandText = "SELECT value FROM meta WHERE name = 'rollup_version'";
         if (version.ExecuteScalar() is string v && int.Parse(v, CultureInfo.InvariantCulture) == RollupVersion) return;

@@ -59,7 +59,11 @@ public sealed class RollupReportTests : IDisposable
         var rng = new Random(7);
         string[] features = ["chat", "search", "summarize", "extract"], models = ["gpt-4.1", "gpt-4.1-mini", "claude-haiku-4-5"];
         var records = Enumerable.Range(0, 3000).Select(i => R(T0.AddMinutes(rng.Next(0, 60 * 24 * 9)), features[rng.Next(4)], models[rng.Next(3)],
-            rng.Next(10) == 0 ? null : rng.Next(1, 100_000) / 1_000_000m, "c" + rng.Next(20))).ToArray();
+            rng.Next(10) == 0 ? null : rng.Next(1, 100_000) / 1_000_000m, "c" + rng.Next(20)))
+            // a third compacted (tokens removed, the context saving), some at the batch rate: the per-route lever columns add up too
+            .Select(r => rng.Next(3) != 0 ? r : r with { ContextTokensRemoved = rng.Next(1, 5_000), SavingCompaction = rng.Next(-100, 1_000) / 1_000_000m, ContextStrategy = "sliding-window", Batch = rng.Next(2) == 0 })
+            .ToArray();
+        Assert.Contains(records, r => r.ContextTokensRemoved > 0);
         foreach (var chunk in records.Chunk(257)) await store.WriteAsync(chunk, default);
         foreach (var (from, to) in new[] { (T0, T0.AddDays(9)), (T0.AddHours(5), T0.AddDays(6).AddHours(7)), (T0.AddHours(30), T0.AddHours(40)), (T0.AddDays(2), T0.AddDays(3)) })
         {
@@ -73,7 +77,7 @@ public sealed class RollupReportTests : IDisposable
     }
 
     private static string[] Canonical(RollupSlice s) => s.Rows.OrderBy(x => x.Value, StringComparer.Ordinal).ThenBy(x => x.Day)
-        .Select(x => $"{x.Value}|{x.Day}|{x.Totals.Calls}|{x.Totals.UnpricedCalls}|{x.Totals.Cost}|{x.Totals.InputTokens}|{x.Totals.OutputTokens}").ToArray();
+        .Select(x => $"{x.Value}|{x.Day}|{x.Totals.Calls}|{x.Totals.UnpricedCalls}|{x.Totals.Cost}|{x.Totals.InputTokens}|{x.Totals.OutputTokens}|{x.Totals.BatchCalls}|{x.Totals.ContextCalls}|{x.Totals.ContextTokensRemoved}|{x.Totals.SavingCompaction}").ToArray();
 
     [Fact]
     public async Task A_replayed_batch_is_not_counted_twice()

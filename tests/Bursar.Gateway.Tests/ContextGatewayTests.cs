@@ -20,6 +20,8 @@ public sealed class ContextGatewayFixture : GatewayFixture
         "--Bursar:Routing:Routes:3:Compaction:CacheAware=false",
         "--Bursar:Routing:Routes:4:Name=window", "--Bursar:Routing:Routes:4:Feature=ctx-window", "--Bursar:Routing:Routes:4:Compaction:Strategy=sliding-window",
         "--Bursar:Routing:Routes:5:Name=prune", "--Bursar:Routing:Routes:5:Feature=ctx-prune", "--Bursar:Routing:Routes:5:Compaction:Strategy=prune-tool-results",
+        "--Bursar:Routing:Routes:6:Name=window-a", "--Bursar:Routing:Routes:6:Feature=ctx-window-a", "--Bursar:Routing:Routes:6:Compaction:Strategy=sliding-window",
+        "--Bursar:Routing:Routes:7:Name=window-b", "--Bursar:Routing:Routes:7:Feature=ctx-window-b", "--Bursar:Routing:Routes:7:Compaction:Strategy=sliding-window",
     ];
 }
 
@@ -59,33 +61,97 @@ public sealed class ContextGatewayTests(ContextGatewayFixture gw) : IClassFixtur
     /// written again) summed over recorded agent conversations (tau-bench airline, call by call) is close to the cost actually saved: the
     /// same calls replayed without compaction on an empty provider cache, against with it on an empty cache.
     /// </summary>
+    private static IReadOnlyList<Bursar.Core.Context.Trajectory> TauBench() => Bursar.Core.Context.CompactionEvaluation.Load(Path.Combine(ContextData(), "tau_bench_airline_gpt4o.json"));
+
+    private static string ContextData()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Bursar.slnx"))) dir = dir.Parent;
+        return Path.Combine(dir!.FullName, "..", "shared", "data", "context");
+    }
+
+    /// <summary>Each conversation replayed call by call (gpt-4o, the tau-bench tools) under <paramref name="feature"/>, on an empty provider cache; the ledger's rows.</summary>
+    private async Task<IReadOnlyList<Bursar.Core.Ledger.LedgerRecord>> Replay(IReadOnlyList<Bursar.Core.Context.Trajectory> conversations, string feature)
+    {
+        var tools = Bursar.Core.Context.CompactionEvaluation.LoadTools(Path.Combine(ContextData(), "tau_bench_airline_tools.json"));
+        gw.Simulator.Cache.Clear();
+        foreach (var t in conversations)
+            foreach (var end in t.CallPoints())
+            {
+                // the response cache off: a second replay must reach the provider as the first did
+                using var req = gw.Post("/v1/chat/completions", t.Request(end, tools, "gpt-4o").ToJsonString(), feature: feature);
+                req.Headers.Add("x-bursar-cache", "off");
+                using var resp = await gw.Http.SendAsync(req);
+                Assert.Equal(HttpStatusCode.OK, resp.StatusCode);
+            }
+        return await gw.LedgerAsync(feature, conversations.Sum(t => t.CallPoints().Count()));
+    }
+
+    /// <summary>
+    /// The what-if ladder's tighter-context step with route policies: the ledger holds 40 conversations already on a sliding-window route
+    /// and 40 others not compacted; told a route would compact the second set, the ladder applies the share of cost the first set's rows
+    /// measured (their credited saving over what they would have cost), or the share it is given. The report shows the lever per route.
+    /// </summary>
+    [Fact]
+    public async Task The_tighter_context_step_applies_the_reduction_measured_on_the_ledgers_compacted_calls_to_the_calls_a_route_would_compact()
+    {
+        var all = TauBench();
+        var calibration = await Replay(all.Take(80).Where((_, k) => k % 2 == 0).ToArray(), "ctx-window-a");
+        var off = await Replay(all.Take(80).Where((_, k) => k % 2 == 1).ToArray(), "ctx-whatif");
+        var routes = new Bursar.Core.Routing.RoutingOptions
+        {
+            Routes =
+            [
+                new() { Name = "window-a", Feature = "ctx-window-a", Compaction = new() { Strategy = Bursar.Core.Context.CompactionPolicy.SlidingWindow } },
+                new() { Name = "window-b", Feature = "ctx-whatif", Compaction = new() { Strategy = Bursar.Core.Context.CompactionPolicy.SlidingWindow } },
+            ],
+        };
+        var window = calibration.Concat(off).ToArray();
+        var catalog = new Bursar.Core.Pricing.PriceCatalog(Bursar.Core.Pricing.PriceFiles.LoadBuiltIn());
+        var i = Array.IndexOf(Bursar.Core.Advisor.WhatIfSimulator.Order, "tighter context");
+        (decimal Saving, decimal Before, string Assumption) Step(Bursar.Core.Advisor.WhatIfAssumptions a)
+        {
+            var ladder = Bursar.Core.Advisor.WhatIfSimulator.Run(window, catalog, a, window.Min(r => r.Timestamp), window.Max(r => r.Timestamp).AddSeconds(1));
+            return (ladder.Steps[i - 1].WindowCost - ladder.Steps[i].WindowCost, ladder.Steps[i - 1].WindowCost, ladder.Steps[i].Assumption);
+        }
+
+        // measured on the ledger: the compacted calls' credited saving over their cost without it, applied to the others' cost
+        var share = calibration.Sum(r => r.SavingCompaction) / calibration.Sum(r => r.Cost!.Value + r.SavingCompaction);
+        Assert.True(share > 0, $"the calibration set's compaction saved nothing: {share}");
+        var (measured, before, text) = Step(new() { Routes = routes });
+        var offCost = before - calibration.Sum(r => r.Cost!.Value); // the earlier steps change nothing on these gpt-4o calls
+        Assert.Equal(Math.Round(share * offCost, 6), Math.Round(measured, 6));
+        Assert.Contains($"{off.Count:N0} calls compacted with sliding-window", text);
+        Assert.Contains($"measured on {calibration.Count:N0} ledger calls already on such a route", text);
+        // a share measured elsewhere (`bursar eval compaction` on the team's own conversations) replaces the ledger's
+        var (given, _, givenText) = Step(new() { Routes = routes, ContextReductions = new Dictionary<string, decimal> { ["sliding-window"] = 0.05m } });
+        Assert.Equal(Math.Round(0.05m * offCost, 6), Math.Round(given, 6));
+        Assert.Contains("5.0% of their cost (given)", givenText);
+        // the calls already compacted are in the baseline: a ladder over them alone has nothing left to trim
+        var onlyOn = Bursar.Core.Advisor.WhatIfSimulator.Run(calibration, catalog, new() { Routes = routes }, calibration.Min(r => r.Timestamp), calibration.Max(r => r.Timestamp).AddSeconds(1));
+        Assert.Equal(onlyOn.Steps[i - 1].WindowCost, onlyOn.Steps[i].WindowCost);
+
+        // the report: the lever per route, calls shortened, tokens removed, the saving
+        var report = Bursar.Core.Reporting.SpendReport.Build(window, Bursar.Core.Reporting.ReportDimension.Route);
+        var row = Assert.Single(report.Rows, r => r.Group == "window-a");
+        Assert.True(row.ContextCalls > 0);
+        Assert.Equal(calibration.Count(r => r.ContextTokensRemoved > 0), row.ContextCalls);
+        Assert.Equal(calibration.Sum(r => r.ContextTokensRemoved), row.ContextTokensRemoved);
+        Assert.Equal(calibration.Sum(r => r.SavingCompaction), row.SavingContext);
+        Assert.Equal(0, report.Rows.Single(r => r.Group != "window-a").ContextCalls);
+        Assert.Contains("Context lever per route", report.ToTable());
+        Assert.Contains("\"context_tokens_removed\": " + row.ContextTokensRemoved, report.ToJson());
+    }
+
     [Theory]
     [InlineData("ctx-window")]
     [InlineData("ctx-prune")]
     public async Task The_credited_compaction_saving_is_close_to_the_measured_change_in_cost(string feature)
     {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Bursar.slnx"))) dir = dir.Parent;
-        var data = Path.Combine(dir!.FullName, "..", "shared", "data", "context");
-        var conversations = Bursar.Core.Context.CompactionEvaluation.Load(Path.Combine(data, "tau_bench_airline_gpt4o.json")).Take(30).ToArray();
-        var tools = Bursar.Core.Context.CompactionEvaluation.LoadTools(Path.Combine(data, "tau_bench_airline_tools.json"));
+        var conversations = TauBench().Take(30).ToArray();
         var calls = conversations.Sum(t => t.CallPoints().Count());
-        async Task<IReadOnlyList<Bursar.Core.Ledger.LedgerRecord>> Replay(string f)
-        {
-            gw.Simulator.Cache.Clear();
-            foreach (var t in conversations)
-                foreach (var end in t.CallPoints())
-                {
-                    // the response cache off: the second replay must reach the provider as the first did
-                    using var req = gw.Post("/v1/chat/completions", t.Request(end, tools, "gpt-4o").ToJsonString(), feature: f);
-                    req.Headers.Add("x-bursar-cache", "off");
-                    using var resp = await gw.Http.SendAsync(req);
-                    Assert.Equal(HttpStatusCode.OK, resp.StatusCode);
-                }
-            return await gw.LedgerAsync(f, calls);
-        }
-        var plain = await Replay(feature + "-off");
-        var compacted = await Replay(feature);
+        var plain = await Replay(conversations, feature + "-off");
+        var compacted = await Replay(conversations, feature);
         var measured = plain.Sum(r => r.Cost!.Value) - compacted.Sum(r => r.Cost!.Value);
         var credited = compacted.Sum(r => r.SavingCompaction);
         Assert.True(compacted.Sum(r => r.ContextTokensRemoved) > 0);

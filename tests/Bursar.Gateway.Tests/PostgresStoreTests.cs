@@ -44,7 +44,7 @@ public static class LedgerWorkload
                 CacheWrite1hTokens = rng.Next(20) == 0 ? 1_024 : 0, OutputTokens = rng.Next(1, 4_000), ReasoningTokens = rng.Next(4) == 0 ? rng.Next(0, 1_000) : 0,
                 Priced = priced, Cost = cost, CounterfactualCost = cost is { } c ? c * 3 : null, ReportedCost = rng.Next(6) == 0 ? cost : null,
                 SavingRouting = rng.Next(4) == 0 ? 0.000123456789m : 0, SavingResponseCache = rng.Next(10) == 0 ? 0.00042m : 0, SavingPromptCache = rng.Next(3) == 0 ? rng.Next(1, 999) / 10_000_000m : 0,
-                SavingBatch = 0, SavingCompaction = rng.Next(20) == 0 ? 0.000001m : 0, SavingOutputCap = rng.Next(20) == 0 ? 0.00000007m : 0,
+                SavingBatch = 0, SavingCompaction = rng.Next(20) == 0 ? 0.000001m : 0, ContextTokensRemoved = rng.Next(6) == 0 ? rng.Next(1, 3_000) : 0, SavingOutputCap = rng.Next(20) == 0 ? 0.00000007m : 0,
                 LatencyMs = Math.Round(rng.NextDouble() * 3000, 3), TimeToFirstTokenMs = rng.Next(2) == 0 ? Math.Round(rng.NextDouble() * 500, 3) : null,
                 Outcome = error ? "error" : rng.Next(30) == 0 ? "cache_hit" : "ok", StatusCode = error ? 502 : 200,
                 ErrorType = error ? "upstream_error" : null, ErrorMessage = error ? "upstream said no" : null, FinishReason = error ? null : rng.Next(15) == 0 ? "length" : "stop",
@@ -107,6 +107,9 @@ public sealed class PostgresStoreTests(PostgresServer pg) : IClassFixture<Postgr
         var slice = await store.SliceAsync(ReportDimension.Feature, DateTimeOffset.UtcNow.AddDays(-4), DateTimeOffset.UtcNow.AddHours(1), default);
         Assert.Equal(300, slice.Rows.Sum(r => r.Totals.Calls));
         Assert.Equal(records.Sum(r => r.Cost ?? 0), slice.Rows.Sum(r => r.Totals.Cost));
+        Assert.Equal(records.Count(r => r.Batch), slice.Rows.Sum(r => r.Totals.BatchCalls));
+        Assert.Equal(records.Count(r => r.ContextTokensRemoved > 0), slice.Rows.Sum(r => r.Totals.ContextCalls));
+        Assert.Equal(records.Sum(r => r.ContextTokensRemoved), slice.Rows.Sum(r => r.Totals.ContextTokensRemoved));
     }
 
     [Fact]

@@ -18,11 +18,12 @@ internal static class SimulateCommand
         var routes = new Option<FileInfo?>("--routes") { Description = "A JSON file of route policies (the Bursar:Routing:Routes array) to replay instead of the default tier table" };
         var deferrable = new Option<string?>("--deferrable-tasks") { Description = "Comma-separated task tags that can wait for the batch API (default: batch,nightly,offline,eval,backfill,report)" };
         var trim = new Option<decimal>("--context-trim") { Description = "Tighter context: share of uncached input trimmed on long prompts (default 0.20)", DefaultValueFactory = _ => 0.20m };
+        var reduction = new Option<string[]>("--context-reduction") { Description = "With --routes that turn compaction on: the share of a call's cost a strategy removes, as measured by `bursar eval compaction` on your conversations (e.g. sliding-window=0.03; repeatable). Default: measured on the ledger's calls already on such a route, else on recorded agent conversations", AllowMultipleArgumentsPerToken = true };
         var ttl = new Option<int>("--cache-ttl-minutes") { Description = "Prompt caching: a prefix re-sent within this many minutes is a cache read (default 5)", DefaultValueFactory = _ => 5 };
         var format = new Option<string>("--format") { Description = "table or json", DefaultValueFactory = _ => "table" };
         var importFile = new Option<FileInfo?>("--import") { Description = "Replay a call log (CSV or JSONL, as `bursar import` reads it) instead of the ledger, without writing it" };
         var cmd = new Command("simulate", "What-if: replay the ledger through the levers one at a time (output caps, tier routing, prompt caching, batch, tighter context) and print the monthly cost after each")
-            { days, example, percentile, margin, routes, deferrable, trim, ttl, format, importFile };
+            { days, example, percentile, margin, routes, deferrable, trim, reduction, ttl, format, importFile };
         cmd.SetAction(async (pr, ct) =>
         {
             WhatIfLadder ladder;
@@ -40,6 +41,22 @@ internal static class SimulateCommand
                 {
                     await Console.Error.WriteLineAsync("simulate: --cap-percentile must be in (0, 1], --cap-margin >= 0, --context-trim in [0, 1), --cache-ttl-minutes >= 1");
                     return 2;
+                }
+                if (pr.GetValue(reduction) is { Length: > 0 } given)
+                {
+                    var shares = new Dictionary<string, decimal>(StringComparer.Ordinal);
+                    foreach (var g in given)
+                    {
+                        var parts = g.Split('=', 2, StringSplitOptions.TrimEntries);
+                        if (parts.Length != 2 || !decimal.TryParse(parts[1], System.Globalization.NumberStyles.Number, System.Globalization.CultureInfo.InvariantCulture, out var share) || share is < 0 or >= 1
+                            || !Bursar.Core.Context.CompactionPolicy.Strategies.Contains(parts[0]))
+                        {
+                            await Console.Error.WriteLineAsync($"simulate: --context-reduction '{g}': expected <strategy>=<share in [0, 1)>, the strategy one of {string.Join(", ", Bursar.Core.Context.CompactionPolicy.Strategies)}");
+                            return 2;
+                        }
+                        shares[parts[0]] = share;
+                    }
+                    a = a with { ContextReductions = shares };
                 }
                 if (pr.GetValue(deferrable) is { } d) a = a with { DeferrableTasks = d.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.OrdinalIgnoreCase) };
                 if (pr.GetValue(routes) is { } file)

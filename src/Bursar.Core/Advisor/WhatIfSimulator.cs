@@ -36,6 +36,23 @@ public sealed record WhatIfAssumptions
     /// <summary>...on calls with at least this many uncached input tokens (default 2,000).</summary>
     public long ContextTrimMinTokens { get; init; } = 2_000;
 
+    /// <summary>
+    /// When <see cref="Routes"/> turn compaction on: the share of a call's cost each strategy removes, by strategy name. A strategy
+    /// missing here takes the share measured on the ledger's own rows of routes where it is already on (their credited compaction
+    /// saving over what they would have cost), else <see cref="DefaultContextReductions"/>.
+    /// </summary>
+    public IReadOnlyDictionary<string, decimal> ContextReductions { get; init; } = new Dictionary<string, decimal>();
+
+    /// <summary>
+    /// The cost change each strategy made on 200 recorded tau-bench airline agent conversations (gpt-4o, the Simulator's prompt caching,
+    /// KeepTurns 3, cache-aware; `bursar eval compaction`, bench/RESULTS.md, 2026-12-02): the fallback when the ledger has no rows of it.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, decimal> DefaultContextReductions = new Dictionary<string, decimal>
+    {
+        [Context.CompactionPolicy.PruneToolResults] = 0.009m, [Context.CompactionPolicy.SlidingWindow] = 0.028m,
+        [Context.CompactionPolicy.Summarize] = 0.018m, [Context.CompactionPolicy.Retrieval] = 0.012m,
+    };
+
     /// <summary>Below this many requests a day the advisor says optimization is not worth the engineering time yet.</summary>
     public double WorthItRequestsPerDay { get; init; } = 1_000;
 }
@@ -102,6 +119,8 @@ public static class WhatIfSimulator
         public TokenUsage Usage { get; set; }
         public bool Batch { get; set; }
         public bool Free { get; init; }
+        /// <summary>The share of this call's cost a compaction route would remove (the tighter-context step).</summary>
+        public decimal ContextShare { get; set; }
     }
 
     public static WhatIfLadder Run(IReadOnlyList<LedgerRecord> records, PriceCatalog catalog, WhatIfAssumptions a, DateTimeOffset from, DateTimeOffset to, string source = "ledger")
@@ -124,7 +143,7 @@ public static class WhatIfSimulator
         var start = calls.Count > 0 && calls[0].Source.Timestamp > from ? calls[0].Source.Timestamp : from;
         var days = Math.Max((to - start).TotalDays, 1.0 / 1440); // at least a minute; under a day the ladder says it is too short to extrapolate
         var scale = (decimal)(30.0 / days);
-        decimal Cost() => calls.Where(c => !c.Free).Sum(c => CostCalculator.Compute(c.Price!, c.Usage, c.Batch).Total);
+        decimal Cost() => calls.Where(c => !c.Free).Sum(c => CostCalculator.Compute(c.Price!, c.Usage, c.Batch).Total * (1 - c.ContextShare));
 
         var baseline = Cost();
         var steps = new List<WhatIfStep>();
@@ -243,6 +262,7 @@ public static class WhatIfSimulator
 
     private static string Context(List<Call> calls, WhatIfAssumptions a)
     {
+        if (a.Routes is { } routes && routes.Routes.Any(r => r.Compaction is not null)) return RouteContext(calls, routes, a);
         long n = 0;
         foreach (var c in calls)
         {
@@ -251,6 +271,47 @@ public static class WhatIfSimulator
             n++;
         }
         return $"{Pct((double)a.ContextTrimShare)} of the uncached input trimmed (sliding window, pruned tool output) on the {n:N0} calls with {a.ContextTrimMinTokens:N0}+ uncached input tokens";
+    }
+
+    /// <summary>
+    /// The tighter-context step when route policies turn compaction on: each call a compaction route would take loses the share of its
+    /// cost its strategy removes, as measured (the assumption's, else the ledger's rows already on such a route, else the recorded
+    /// trajectories'); calls already compacted in the window are in the baseline and have nothing left to save here.
+    /// </summary>
+    private static string RouteContext(List<Call> calls, RoutingOptions routes, WhatIfAssumptions a)
+    {
+        var strategyOfRoute = routes.Routes.Where(r => r.Compaction is not null).ToDictionary(r => r.Name, r => r.Compaction!.Strategy, StringComparer.Ordinal);
+        string? AlreadyOn(LedgerRecord r) => r.ContextStrategy is { } s && s != "compress" ? s.Replace("compress+", "", StringComparison.Ordinal)
+            : r.Route is { } name && strategyOfRoute.TryGetValue(name, out var st) ? st : null;
+        // measured on the ledger: per strategy, the credited saving over what those calls would have cost without it
+        var measured = new Dictionary<string, (decimal Saved, decimal Without, long Calls)>(StringComparer.Ordinal);
+        foreach (var c in calls)
+        {
+            if (c.Free || c.Source.Cost is not { } cost || AlreadyOn(c.Source) is not { } s) continue;
+            var m = measured.GetValueOrDefault(s);
+            measured[s] = (m.Saved + c.Source.SavingCompaction, m.Without + cost + c.Source.SavingCompaction, m.Calls + 1);
+        }
+        (decimal Share, string From) ShareOf(string s) =>
+            a.ContextReductions.TryGetValue(s, out var given) ? (given, "given")
+            : measured.TryGetValue(s, out var m) && m.Without > 0 ? (m.Saved / m.Without, $"measured on {m.Calls:N0} ledger calls already on such a route")
+            : (WhatIfAssumptions.DefaultContextReductions.GetValueOrDefault(s), "measured on recorded agent conversations");
+        var moved = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (var c in calls)
+        {
+            var r = c.Source;
+            if (c.Free || AlreadyOn(r) is not null) continue;
+            var route = routes.Match(new Attribution.CallAttribution { Task = r.Task, Feature = r.Feature, Team = r.Team, KeyId = r.KeyId, Customer = r.Customer },
+                r.RequestedModel ?? c.Model, r.Usage.TotalInputTokens);
+            if (route?.Compaction is not { } policy) continue;
+            c.ContextShare = Math.Clamp(ShareOf(policy.Strategy).Share, 0m, 1m);
+            moved[policy.Strategy] = moved.GetValueOrDefault(policy.Strategy) + 1;
+        }
+        if (moved.Count == 0) return "no call of the window is on a compaction route that is not on already";
+        return string.Join("; ", moved.OrderBy(m => m.Key, StringComparer.Ordinal).Select(m =>
+        {
+            var (share, from) = ShareOf(m.Key);
+            return $"{m.Value:N0} calls compacted with {m.Key}: {(share * 100).ToString("0.0", CultureInfo.InvariantCulture)}% of their cost ({from})";
+        }));
     }
 
     private static string Pct(double share) => (share * 100).ToString("0", CultureInfo.InvariantCulture) + "%";

@@ -22,6 +22,9 @@ public sealed class RollupTotals
     public long EstimatedCalls { get; set; }
     /// <summary>Calls that ran at the batch rate (a provider batch's line, a deferred job's).</summary>
     public long BatchCalls { get; set; }
+    /// <summary>Calls the context lever shortened (documents compressed, turns compacted) and the input tokens it removed from them.</summary>
+    public long ContextCalls { get; set; }
+    public long ContextTokensRemoved { get; set; }
     public long InputTokens { get; set; }
     public long CacheReadTokens { get; set; }
     public long CacheWriteTokens { get; set; }
@@ -49,6 +52,7 @@ public sealed class RollupTotals
         if (r.FinishReason is "length" or "max_tokens") TruncatedCalls++;
         if (r.UsageEstimated) EstimatedCalls++;
         if (r.Batch) BatchCalls++;
+        if (r.ContextTokensRemoved > 0) { ContextCalls++; ContextTokensRemoved += r.ContextTokensRemoved; }
         InputTokens += r.InputTokens;
         CacheReadTokens += r.CacheReadTokens;
         CacheWriteTokens += r.CacheWrite5mTokens + r.CacheWrite1hTokens;
@@ -67,6 +71,7 @@ public sealed class RollupTotals
     {
         Calls += o.Calls; UnpricedCalls += o.UnpricedCalls; ErrorCalls += o.ErrorCalls; ResponseCacheHits += o.ResponseCacheHits;
         RoutedCalls += o.RoutedCalls; TruncatedCalls += o.TruncatedCalls; EstimatedCalls += o.EstimatedCalls; BatchCalls += o.BatchCalls;
+        ContextCalls += o.ContextCalls; ContextTokensRemoved += o.ContextTokensRemoved;
         InputTokens += o.InputTokens; CacheReadTokens += o.CacheReadTokens; CacheWriteTokens += o.CacheWriteTokens; OutputTokens += o.OutputTokens;
         LatencyMsSum += o.LatencyMsSum; Cost += o.Cost;
         SavingRouting += o.SavingRouting; SavingResponseCache += o.SavingResponseCache; SavingPromptCache += o.SavingPromptCache;

@@ -40,6 +40,12 @@ public sealed record SpendRow(string Group, long Calls, long UnpricedCalls, long
     public decimal BatchShare => Calls == 0 ? 0 : (decimal)BatchCalls / Calls;
     /// <summary>What the batch rate saved on these calls (the same tokens at the standard rate minus what they cost).</summary>
     public decimal SavingBatch { get; init; }
+    /// <summary>Calls the context lever shortened (documents compressed, turns compacted).</summary>
+    public long ContextCalls { get; init; }
+    /// <summary>The input tokens the context lever removed from them (as the provider bills messages).</summary>
+    public long ContextTokensRemoved { get; init; }
+    /// <summary>What compaction and document compression saved on these calls, net of the cache re-written and the summary calls.</summary>
+    public decimal SavingContext { get; init; }
 
     public static SpendRow From(string group, RollupTotals t, decimal denominator) =>
         new(group, t.Calls, t.UnpricedCalls, t.TotalInputTokens, t.CacheReadTokens, t.OutputTokens, t.Cost, denominator == 0 ? 0 : t.Cost / denominator)
@@ -47,6 +53,7 @@ public sealed record SpendRow(string Group, long Calls, long UnpricedCalls, long
             Saved = t.Saved, ErrorCalls = t.ErrorCalls, AvgLatencyMs = t.Calls == 0 ? 0 : t.LatencyMsSum / t.Calls,
             ResponseCacheHits = t.ResponseCacheHits, RoutedCalls = t.RoutedCalls, TruncatedCalls = t.TruncatedCalls, CacheWriteTokens = t.CacheWriteTokens,
             EstimatedCalls = t.EstimatedCalls, BatchCalls = t.BatchCalls, SavingBatch = t.SavingBatch,
+            ContextCalls = t.ContextCalls, ContextTokensRemoved = t.ContextTokensRemoved, SavingContext = t.SavingCompaction,
         };
 }
 
@@ -138,7 +145,7 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
             new("prompt caching", all.SavingPromptCache, 0),
             new("response cache", all.SavingResponseCache, all.ResponseCacheHits),
             new("batch", all.SavingBatch, all.BatchCalls),
-            new("compaction", all.SavingCompaction, 0),
+            new("compaction", all.SavingCompaction, all.ContextCalls),
         ];
         return new SpendReport(slice.By, slice.From, slice.To, rows, SpendRow.From("TOTAL", all, denominator) with { Share = all.Cost == 0 ? 0 : 1 },
             top, trend, savings, tasks);
@@ -185,6 +192,13 @@ public sealed record SpendReport(ReportDimension By, DateTimeOffset From, DateTi
             sb.AppendLine($"Batch share and saving per {By.ToString().ToLowerInvariant()} (calls at the batch rate):");
             foreach (var r in Rows.Where(r => r.BatchCalls > 0))
                 sb.AppendLine($"  {TerminalText.Escape(r.Group),-24} {r.BatchCalls,8:N0} of {r.Calls,8:N0} calls  {r.BatchShare.ToString("P1", CultureInfo.InvariantCulture),7}  saved {Money(r.SavingBatch),12}");
+        }
+        if (Total.ContextCalls > 0 || Total.SavingContext != 0)
+        {
+            sb.AppendLine();
+            sb.AppendLine($"Context lever per {By.ToString().ToLowerInvariant()} (compaction and document compression; saving net of cache re-writes and summary calls):");
+            foreach (var r in Rows.Where(r => r.ContextCalls > 0 || r.SavingContext != 0))
+                sb.AppendLine($"  {TerminalText.Escape(r.Group),-24} {r.ContextCalls,8:N0} of {r.Calls,8:N0} calls shortened  {r.ContextTokensRemoved,12:N0} tokens removed  saved {Money(r.SavingContext),12}");
         }
         if (Tasks.Count > 0)
         {
