@@ -21,6 +21,7 @@ public sealed class ContextGatewayFixture : GatewayFixture
         "--Bursar:Routing:Routes:4:Name=window", "--Bursar:Routing:Routes:4:Feature=ctx-window", "--Bursar:Routing:Routes:4:Compaction:Strategy=sliding-window",
         "--Bursar:Routing:Routes:5:Name=prune", "--Bursar:Routing:Routes:5:Feature=ctx-prune", "--Bursar:Routing:Routes:5:Compaction:Strategy=prune-tool-results",
         "--Bursar:Routing:Routes:6:Name=window-a", "--Bursar:Routing:Routes:6:Feature=ctx-window-a", "--Bursar:Routing:Routes:6:Compaction:Strategy=sliding-window",
+        "--Bursar:Runs:MaxTurns=1000", "--Bursar:Runs:MaxToolCalls=1000", "--Bursar:Runs:DoneWhenAnsweredWithoutTools=false", // replayed agent conversations run long and answer between tool calls
         "--Bursar:Routing:Routes:7:Name=window-b", "--Bursar:Routing:Routes:7:Feature=ctx-window-b", "--Bursar:Routing:Routes:7:Compaction:Strategy=sliding-window",
     ];
 }
@@ -81,8 +82,9 @@ public sealed class ContextGatewayTests(ContextGatewayFixture gw) : IClassFixtur
                 // the response cache off: a second replay must reach the provider as the first did
                 using var req = gw.Post("/v1/chat/completions", t.Request(end, tools, "gpt-4o").ToJsonString(), feature: feature);
                 req.Headers.Add("x-bursar-cache", "off");
+                req.Headers.Add("x-bursar-run", $"{feature}-{t.Id}"); // one agent run per conversation, as an agent framework tags it
                 using var resp = await gw.Http.SendAsync(req);
-                Assert.Equal(HttpStatusCode.OK, resp.StatusCode);
+                Assert.True(resp.StatusCode == HttpStatusCode.OK, await resp.Content.ReadAsStringAsync());
             }
         return await gw.LedgerAsync(feature, conversations.Sum(t => t.CallPoints().Count()));
     }
