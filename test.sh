@@ -73,8 +73,10 @@ set -e
 [ "$js_status" -eq 0 ] || { echo "--- gateway log ---"; tail -50 "$data/serve.log"; }
 
 # --- the field benchmark's smoke: every cell (both dialects, JSON and SSE, throughput, a slow upstream, paced streams,
-# cold start, nginx as the floor) runs for a moment without errors; timings are not asserted (bench/RESULTS.md has them)
+# cold start, nginx as the floor, Portkey's npm gateway as a peer) runs for a moment without errors; timings are not asserted
+# (bench/RESULTS.md has them)
 set +e
+npm ci --prefix bench/portkey --no-audit --no-fund --loglevel=error >/dev/null 2>&1 || echo "bench/portkey: npm ci failed; the field smoke runs without the Portkey peer"
 dotnet bench/Bursar.LoadBench/bin/Release/net10.0/Bursar.LoadBench.dll field --smoke --base-port $((40000 + RANDOM % 10000)) > "$data/field.log" 2>&1
 field_status=$?
 set -e

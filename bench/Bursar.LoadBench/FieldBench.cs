@@ -12,9 +12,12 @@ using Microsoft.Extensions.Logging;
 // The field's benchmark method (the public board's: added latency at concurrency 1, throughput, sustained load against a
 // slow upstream, concurrent paced SSE streams, memory, cold start), Bursar and its peers in one run on this machine:
 //   dotnet bench/Bursar.LoadBench/bin/Release/net10.0/Bursar.LoadBench.dll field [--seconds 5] [--smoke]
-// The gateway is the real `bursar serve` (src/Bursar.Cli's Release build), metering, ledger and rollups on. Peer: nginx
-// proxy_pass when `nginx` is on PATH (the floor). --smoke runs every cell for a moment and only checks that each ran
-// without errors (./test.sh runs it).
+// The gateway is the real `bursar serve` (src/Bursar.Cli's Release build), metering, ledger and rollups on. Peers: nginx
+// proxy_pass when `nginx` is on PATH (the floor), and Portkey's OSS gateway (npm @portkey-ai/gateway 1.15.2 on Node) when
+// bench/portkey holds it (`npm ci --prefix bench/portkey`; --portkey DIR for another place, --no-portkey to leave it out).
+// Its 1.15.2 build answers streams with HTTP 500 on Node unless each upstream fetch Response is re-wrapped: it runs with
+// bench/portkey/wrap-fetch.mjs preloaded (`node --import`), which does only that. --smoke runs every cell for a moment and
+// only checks that each ran without errors (./test.sh runs it).
 internal static class FieldBench
 {
     private const string OpenAiBody = """{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You answer briefly."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":16}""";
@@ -22,7 +25,8 @@ internal static class FieldBench
     private const string AnthropicBody = """{"model":"claude-haiku-4-5","max_tokens":16,"system":"You answer briefly.","messages":[{"role":"user","content":"What is the capital of France?"}]}""";
     private const string AnthropicStreamBody = """{"model":"claude-haiku-4-5","max_tokens":16,"stream":true,"system":"You answer briefly.","messages":[{"role":"user","content":"What is the capital of France?"}]}""";
 
-    private sealed record Path(string Name, string BaseUrl, string? Key, Process? Process);
+    /// <summary>A way to the upstream; <paramref name="Upstream"/> is set for Portkey, which is told per request where to go (x-portkey-custom-host).</summary>
+    private sealed record Path(string Name, string BaseUrl, string? Key, Process? Process, int? Upstream = null);
 
     private sealed record Cell(string Path, double P50, double P99, double Rps, long Errors, int Count);
 
@@ -95,6 +99,22 @@ internal static class FieldBench
                 fast.Add(new Path("nginx proxy_pass", $"http://127.0.0.1:{basePort + 4}", null, null));
                 slow.Add(new Path("nginx proxy_pass", $"http://127.0.0.1:{basePort + 5}", null, null));
             }
+            var portkeyDir = args.Contains("--no-portkey") ? null : System.IO.Path.GetFullPath(Arg("--portkey", System.IO.Path.Combine(System.IO.Path.GetDirectoryName(self)!, "../../../../portkey")));
+            var portkeyServer = portkeyDir is null ? null : System.IO.Path.Combine(portkeyDir, "node_modules/@portkey-ai/gateway/build/start-server.js");
+            if (portkeyServer is not null && File.Exists(portkeyServer) && Which("node") is { } node)
+            {
+                var psi = new ProcessStartInfo(node, $"--import \"{System.IO.Path.Combine(portkeyDir!, "wrap-fetch.mjs")}\" \"{portkeyServer}\" --port={basePort + 6} --headless")
+                    { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = portkeyDir };
+                psi.Environment["NODE_ENV"] = "production";
+                var portkey = Process.Start(psi)!;
+                portkey.OutputDataReceived += (_, _) => { };
+                portkey.ErrorDataReceived += (_, _) => { };
+                portkey.BeginOutputReadLine();
+                portkey.BeginErrorReadLine();
+                processes.Add(portkey);
+                fast.Add(new Path("portkey", $"http://127.0.0.1:{basePort + 6}", "sk-field", portkey, upFast));
+                slow.Add(new Path("portkey", $"http://127.0.0.1:{basePort + 6}", "sk-field", portkey, upSlow));
+            }
             foreach (var p in fast.Concat(slow))
                 await WaitReady(http, p.Name == "bursar" ? p.BaseUrl + "/health/ready" : p.Name == "direct" ? p.BaseUrl + "/ready" : p.BaseUrl + "/");
             var bursarPids = new[] { bursarFast.Process!, bursarSlow.Process! };
@@ -102,7 +122,7 @@ internal static class FieldBench
             // every path warmed up first (JIT tiers, connection pools)
             foreach (var p in fast.Concat(slow))
                 foreach (var (dialect, stream) in new[] { ("openai", false), ("openai", true), ("anthropic", false), ("anthropic", true) })
-                    await Load(http, p.Name, p.BaseUrl, p.Key, stream, dialect, 4, smoke ? 1 : 2, warmSeconds: 0);
+                    await Load(http, p.Name, p.BaseUrl, p.Key, stream, dialect, 4, smoke ? 1 : 2, warmSeconds: 0, upstream: p.Upstream);
 
             var errors = 0L;
             Console.WriteLine($"Bursar field benchmark, {TimeProvider.System.GetUtcNow():yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores shared by load generator, upstreams and gateways (not pinned); {seconds} s per cell after a 1 s warm-up{(smoke ? " (smoke: short cells, errors only)" : "")}");
@@ -117,7 +137,7 @@ internal static class FieldBench
                 Cell? direct = null;
                 foreach (var p in fast)
                 {
-                    var c = await Load(http, p.Name, p.BaseUrl, p.Key, stream, dialect, 1, seconds);
+                    var c = await Load(http, p.Name, p.BaseUrl, p.Key, stream, dialect, 1, seconds, upstream: p.Upstream);
                     direct ??= c;
                     errors += c.Errors;
                     Console.WriteLine(Row($"| {p.Name} | {dialect} | {(stream ? "SSE" : "JSON")} | {c.P50:F3} | {c.P99:F3} | {(p.Name == "direct" ? "" : (c.P50 - direct.P50).ToString("F3", CultureInfo.InvariantCulture))} | {(p.Name == "direct" ? "" : (c.P99 - direct.P99).ToString("F3", CultureInfo.InvariantCulture))} | {c.Errors} |"));
@@ -131,13 +151,18 @@ internal static class FieldBench
             var throughput = new List<Cell>();
             foreach (var p in fast)
             {
-                var c = await Load(http, p.Name, p.BaseUrl, p.Key, false, "openai", 64, seconds);
+                var c = await Load(http, p.Name, p.BaseUrl, p.Key, false, "openai", 64, seconds, upstream: p.Upstream);
                 throughput.Add(c);
                 errors += c.Errors;
             }
             var floor = throughput.FirstOrDefault(c => c.Path == "nginx proxy_pass") ?? throughput[0];
             foreach (var c in throughput)
                 Console.WriteLine(Row($"| {c.Path} | {c.Rps:F0} | {c.P50:F3} | {c.P99:F3} | {c.Rps / floor.Rps:P0} | {c.Errors} |"));
+            if (throughput.FirstOrDefault(c => c.Path == "portkey") is { Rps: > 0 } pk && throughput.FirstOrDefault(c => c.Path == "bursar") is { } bu)
+            {
+                Console.WriteLine();
+                Console.WriteLine(Row($"Bursar / Portkey throughput: {bu.Rps / pk.Rps:F1}x"));
+            }
 
             Console.WriteLine();
             var bound = delayMs * 1.5;
@@ -148,7 +173,7 @@ internal static class FieldBench
             foreach (var p in slow)
                 foreach (var n in smoke ? new[] { 4 } : [64, 256, 512])
                 {
-                    var c = await Load(http, p.Name, p.BaseUrl, p.Key, false, "openai", n, seconds);
+                    var c = await Load(http, p.Name, p.BaseUrl, p.Key, false, "openai", n, seconds, upstream: p.Upstream);
                     errors += c.Errors;
                     Console.WriteLine(Row($"| {p.Name} | {n} | {c.Rps:F0} | {c.P50:F3} | {c.P99:F3} | {(c.P99 <= bound && c.Errors == 0 ? "yes" : "no")} | {c.Errors} |"));
                 }
@@ -166,7 +191,7 @@ internal static class FieldBench
                     var s = p.Name == "direct" ? direct : await Streams(http, p, n, deltas, paceMs);
                     var held = s.Dropped == 0 && s.Stalls == 0;
                     if (smoke) errors += s.Dropped; // past the smoke's few streams a drop is a finding (the largest count held), not a failure
-                    var rss = p.Name == "bursar" ? (RssMb(p.Process!)?.ToString("F0", CultureInfo.InvariantCulture) ?? "") : "";
+                    var rss = p.Process is not null ? (RssMb(p.Process)?.ToString("F0", CultureInfo.InvariantCulture) ?? "") : "";
                     Console.WriteLine(Row($"| {p.Name} | {n} | {s.Completed} | {s.Stalls} | {s.Dropped} | {(p.Name == "direct" ? "" : (s.FirstTokenP99 - direct.FirstTokenP99).ToString("F3", CultureInfo.InvariantCulture))} | {(held ? "yes" : "no")} | {rss} |"));
                 }
             }
@@ -184,6 +209,7 @@ internal static class FieldBench
             Console.WriteLine("|---|---:|");
             await Task.Delay(smoke ? 200 : 3000);
             foreach (var p in bursarPids) Console.WriteLine(Row($"| bursar serve (pid {p.Id}), after its load | {RssMb(p):F0} |"));
+            if (fast.FirstOrDefault(p => p.Name == "portkey")?.Process is { } pkp) Console.WriteLine(Row($"| portkey (node, pid {pkp.Id}), after its load | {RssMb(pkp):F0} |"));
             Console.WriteLine();
             Console.WriteLine(errors == 0 ? "Every cell ran without errors." : $"{errors} errors (see the tables).");
             return errors == 0 ? 0 : 1;
@@ -247,7 +273,7 @@ internal static class FieldBench
         try { p.Kill(entireProcessTree: true); p.WaitForExit(5000); } catch (InvalidOperationException) { }
     }
 
-    private static HttpRequestMessage Request(string baseUrl, string? key, bool stream, string dialect)
+    private static HttpRequestMessage Request(string baseUrl, string? key, bool stream, string dialect, int? upstream = null)
     {
         var anthropic = dialect == "anthropic";
         var req = new HttpRequestMessage(HttpMethod.Post, baseUrl + (anthropic ? "/v1/messages" : "/v1/chat/completions"))
@@ -260,12 +286,18 @@ internal static class FieldBench
             else req.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
         }
         if (anthropic) req.Headers.Add("anthropic-version", "2023-06-01");
+        if (upstream is { } port)
+        {
+            // Portkey: which provider's adapter, and where that provider is (the mock upstream instead of the provider's API)
+            req.Headers.Add("x-portkey-provider", anthropic ? "anthropic" : "openai");
+            req.Headers.Add("x-portkey-custom-host", $"http://127.0.0.1:{port}/v1");
+        }
         return req;
     }
 
-    private static async Task<Cell> Load(HttpClient http, string name, string baseUrl, string? key, bool stream, string dialect, int concurrency, int seconds, int warmSeconds = 1)
+    private static async Task<Cell> Load(HttpClient http, string name, string baseUrl, string? key, bool stream, string dialect, int concurrency, int seconds, int warmSeconds = 1, int? upstream = null)
     {
-        var (latencies, errors) = await LoadLoop.RunAsync(http, () => Request(baseUrl, key, stream, dialect), concurrency, seconds, warmSeconds);
+        var (latencies, errors) = await LoadLoop.RunAsync(http, () => Request(baseUrl, key, stream, dialect, upstream), concurrency, seconds, warmSeconds);
         if (latencies.Length == 0) return new Cell(name, double.NaN, double.NaN, 0, errors, 0);
         return new Cell(name, LoadLoop.Percentile(latencies, 0.50), LoadLoop.Percentile(latencies, 0.99), latencies.Length / (double)seconds, errors, latencies.Length);
     }
@@ -284,7 +316,7 @@ internal static class FieldBench
             var t0 = Stopwatch.GetTimestamp();
             try
             {
-                using var req = Request(p.BaseUrl, p.Key, stream: true, "openai");
+                using var req = Request(p.BaseUrl, p.Key, stream: true, "openai", p.Upstream);
                 using var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead);
                 if (resp.StatusCode != HttpStatusCode.OK) { Interlocked.Increment(ref dropped); return; }
                 using var reader = new StreamReader(await resp.Content.ReadAsStreamAsync());
