@@ -102,8 +102,12 @@ public static partial class BursarServices
         services.AddSingleton<SharedRedis>();
         services.AddSingleton(sp => new BudgetManager(sp.GetRequiredService<IBudgetStore>(), sp.GetRequiredService<IBudgetAlertSink>(), sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<ILogger<BudgetManager>>(), sp.GetRequiredService<SharedRedis>().BudgetCounters, sp.GetRequiredService<BudgetOptions>()));
-        services.AddSingleton(sp => new RateLimiter(sp.GetRequiredService<TimeProvider>()));
-        services.AddSingleton<RunTracker>();
+        // rate-limit cells and run state shared the same way (and under the same policy while Redis is unreachable)
+        services.AddSingleton(sp => new RateLimiter(sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<SharedRedis>().RateLimitCells,
+            sp.GetRequiredService<BudgetOptions>().WhenSharedCountersDown, sp.GetRequiredService<ILogger<RateLimiter>>()));
+        services.AddSingleton(sp => new RunTracker(sp.GetRequiredService<RunCapOptions>(), sp.GetRequiredService<TimeProvider>(),
+            sp.GetRequiredService<SharedRedis>().RunState(sp.GetRequiredService<RunCapOptions>()),
+            sp.GetRequiredService<BudgetOptions>().WhenSharedCountersDown, sp.GetRequiredService<ILogger<RunTracker>>()));
         services.AddSingleton<AdmissionControl>();
         services.AddSingleton<PolicyLoader>();
         services.AddHostedService(sp => sp.GetRequiredService<PolicyLoader>());
@@ -252,7 +256,7 @@ public sealed class LedgerService(LedgerWriter writer) : IHostedService
 }
 
 /// <summary>
-/// The one Redis connection for shared counters (<c>Bursar:Redis:Configuration</c>), opened on first use without
+/// The one Redis connection for shared counters (<c>Bursar:Redis:Configuration</c>: budgets, rate-limit cells, run state), opened on first use without
 /// waiting for Redis (the gateway starts, and reconnects on its own, while Redis is unreachable).
 /// </summary>
 public sealed class SharedRedis(BursarOptions options, TimeProvider time) : IDisposable
@@ -276,9 +280,19 @@ public sealed class SharedRedis(BursarOptions options, TimeProvider time) : IDis
     /// <summary>The shared budget counters, or null when no Redis is configured.</summary>
     public ISharedBudgetCounters? BudgetCounters => Connection is { } c ? _budgets ??= new Bursar.Caching.Redis.RedisBudgetCounters(c, time, holdTtl: options.Redis.HoldTtl) : null;
 
+    /// <summary>The shared rate-limit cells, or null when no Redis is configured.</summary>
+    public Bursar.Core.Limits.ISharedRateLimitCells? RateLimitCells => Connection is { } c ? new Bursar.Caching.Redis.RedisRateLimitCells(c) : null;
+
+    private Bursar.Caching.Redis.RedisRunState? _runs;
+
+    /// <summary>The shared run state, or null when no Redis is configured.</summary>
+    public Bursar.Core.Runs.ISharedRunState? RunState(Bursar.Core.Runs.RunCapOptions caps) =>
+        Connection is { } c ? _runs ??= new Bursar.Caching.Redis.RedisRunState(c, caps, time, holdTtl: options.Redis.RunHoldTtl) : null;
+
     public void Dispose()
     {
         _budgets?.Dispose();
+        _runs?.Dispose();
         if (_connection.IsValueCreated) _connection.Value?.Dispose();
     }
 }
