@@ -114,16 +114,17 @@ public static partial class BursarServices
         services.AddOptions<ResponseCacheOptions>().Bind(configuration.GetSection(ResponseCacheOptions.Section))
             .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<ResponseCacheOptions>>().Value);
+        services.AddSingleton<ResponseCacheRedis>();
         services.AddSingleton<IResponseCacheStore>(sp =>
         {
             var o = sp.GetRequiredService<ResponseCacheOptions>();
-            if (string.IsNullOrEmpty(o.Redis)) return new MemoryResponseCacheStore(o, sp.GetRequiredService<TimeProvider>());
-            // AbortOnConnectFail=false: the gateway starts (and serves, uncached) while Redis is unreachable, and reconnects on its own
-            var config = StackExchange.Redis.ConfigurationOptions.Parse(o.Redis);
-            config.AbortOnConnectFail = false;
-            return new Bursar.Caching.Redis.RedisResponseCacheStore(StackExchange.Redis.ConnectionMultiplexer.Connect(config), o,
-                sp.GetRequiredService<ILogger<Bursar.Caching.Redis.RedisResponseCacheStore>>());
+            if (sp.GetRequiredService<ResponseCacheRedis>().Connection is not { } c) return new MemoryResponseCacheStore(o, sp.GetRequiredService<TimeProvider>());
+            return new Bursar.Caching.Redis.RedisResponseCacheStore(c, o, sp.GetRequiredService<ILogger<Bursar.Caching.Redis.RedisResponseCacheStore>>());
         });
+        // stampede protection across instances when the cache is shared; in one process the coordinator is enough
+        services.AddSingleton<IResponseCacheFillLock>(sp => sp.GetRequiredService<ResponseCacheRedis>().Connection is { } c
+            ? new Bursar.Caching.Redis.RedisResponseCacheFillLock(c, sp.GetRequiredService<ResponseCacheOptions>(), sp.GetRequiredService<ILogger<Bursar.Caching.Redis.RedisResponseCacheFillLock>>())
+            : IResponseCacheFillLock.None);
         services.AddSingleton<CacheFillCoordinator>();
         services.AddOptions<Bursar.Core.Caching.Semantic.SemanticCacheOptions>().Bind(configuration.GetSection(Bursar.Core.Caching.Semantic.SemanticCacheOptions.Section))
             .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
@@ -297,3 +298,22 @@ public sealed class SharedRedis(BursarOptions options, TimeProvider time) : IDis
     }
 }
 
+/// <summary>The shared exact response cache's Redis connection (<c>Bursar:ResponseCache:Redis</c>), or null: entries and fill locks use it.</summary>
+public sealed class ResponseCacheRedis(ResponseCacheOptions options) : IDisposable
+{
+    private readonly Lazy<StackExchange.Redis.ConnectionMultiplexer?> _connection = new(() =>
+    {
+        if (string.IsNullOrEmpty(options.Redis)) return null;
+        // AbortOnConnectFail=false: the gateway starts (and serves, uncached) while Redis is unreachable, and reconnects on its own
+        var config = StackExchange.Redis.ConfigurationOptions.Parse(options.Redis);
+        config.AbortOnConnectFail = false;
+        return StackExchange.Redis.ConnectionMultiplexer.Connect(config);
+    });
+
+    public StackExchange.Redis.ConnectionMultiplexer? Connection => _connection.Value;
+
+    public void Dispose()
+    {
+        if (_connection.IsValueCreated) _connection.Value?.Dispose();
+    }
+}

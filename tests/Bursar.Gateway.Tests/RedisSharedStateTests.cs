@@ -301,4 +301,153 @@ public sealed class RedisSharedStateTests(RedisServer redis) : IClassFixture<Red
             await gone.DisposeAsync();
         }
     }
+
+    // ---- exact-cache stampede protection across instances: the fill lock ----
+
+    private static string Deterministic(string text) => new JsonObject
+    {
+        ["model"] = "gpt-4o-mini", ["temperature"] = 0, ["max_tokens"] = 16,
+        ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = text }),
+    }.ToJsonString();
+
+    /// <summary>The cache key a gateway computes for this key's chat call (no tags: the key's own tenant).</summary>
+    private static async Task<string> CacheKeyAsync(GatewayFixture gw, string json)
+    {
+        var key = (await gw.Store.ListAsync(default)).Single(k => k.Hash == VirtualKey.HashSecret(gw.Key));
+        var tenant = Bursar.Core.Caching.ResponseCacheKey.Tenant(key, new Bursar.Core.Attribution.CallAttribution { KeyId = key.Id });
+        return Bursar.Core.Caching.ResponseCacheKey.Compute(tenant, "openai", stream: false, JsonNode.Parse(json)!.AsObject());
+    }
+
+    private RedisResponseCacheFillLock FillLock(TimeSpan ttl) =>
+        new(Connect(), new Bursar.Core.Caching.ResponseCacheOptions { FillLockTtl = ttl, RedisTimeout = TimeSpan.FromSeconds(2) }, Microsoft.Extensions.Logging.Abstractions.NullLogger<RedisResponseCacheFillLock>.Instance);
+
+    private static async Task<(HttpStatusCode Status, string? Cache, string Body)> CachedSendAsync(GatewayFixture gw, string key, string json)
+    {
+        using var resp = await gw.Http.SendAsync(gw.Post("/v1/chat/completions", json, key, "fill-lock"));
+        return (resp.StatusCode, resp.Headers.TryGetValues("x-bursar-cache", out var v) ? v.Single() : null, await resp.Content.ReadAsStringAsync());
+    }
+
+    /// <summary>Polls until <paramref name="done"/> holds (generous: a loaded machine).</summary>
+    private static async Task EventuallyAsync(Func<bool> done, string what)
+    {
+        for (var i = 0; i < 300 && !done(); i++) await Task.Delay(50);
+        Assert.True(done(), what);
+    }
+
+    [Fact]
+    public async Task Concurrent_identical_misses_on_two_gateways_make_one_upstream_call()
+    {
+        // each upstream call takes two seconds: the six calls below overlap, three on each instance
+        var (a, b, _) = await TwoInstancesAsync($"--Bursar:ResponseCache:Redis={redis.ConnectionString}", "--Bursar:Simulator:TimeToFirstToken=00:00:02");
+        try
+        {
+            var json = Deterministic("Stampede " + Guid.NewGuid());
+            var answers = await Task.WhenAll(Enumerable.Range(0, 6).Select(i => CachedSendAsync(i % 2 == 0 ? a : b, a.Key, json)));
+            Assert.All(answers, r => Assert.Equal(HttpStatusCode.OK, r.Status));
+            Assert.Single(answers, r => r.Cache == "miss");
+            Assert.Equal(5, answers.Count(r => r.Cache == "hit"));
+            Assert.Single(answers.Select(r => r.Body).Distinct());
+            var rows = (await a.LedgerAsync("fill-lock", 3)).Concat(await b.LedgerAsync("fill-lock", 3)).ToArray();
+            Assert.Equal(6, rows.Length);
+            Assert.Single(rows, r => r.Provider != "bursar-cache"); // one call paid for, by one instance
+            // the instance that did not lead waited on the other's lock instead of calling
+            var contended = new[] { a, b }.Sum(g => ((RedisResponseCacheFillLock)g.Services.GetRequiredService<Bursar.Core.Caching.IResponseCacheFillLock>()).Contended);
+            Assert.True(contended >= 1, "no instance found the fill lock held");
+        }
+        finally
+        {
+            await a.DisposeAsync();
+            await b.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task An_instance_that_finds_the_fill_lock_held_waits_and_serves_the_holder_s_entry()
+    {
+        var gw = new ConfiguredGateway([$"--Bursar:ResponseCache:Redis={redis.ConnectionString}"]);
+        await gw.InitializeAsync();
+        try
+        {
+            var json = Deterministic("Held elsewhere " + Guid.NewGuid());
+            var key = await CacheKeyAsync(gw, json);
+            var other = FillLock(TimeSpan.FromSeconds(30)); // another instance, filling this key
+            Assert.True(await other.TryAcquireAsync(key, default));
+            Assert.False(await FillLock(TimeSpan.FromSeconds(30)).TryAcquireAsync(key, default)); // one holder at a time
+
+            var pending = CachedSendAsync(gw, gw.Key, json);
+            var mine = (RedisResponseCacheFillLock)gw.Services.GetRequiredService<Bursar.Core.Caching.IResponseCacheFillLock>();
+            await EventuallyAsync(() => mine.Contended >= 1, "the gateway never found the lock held");
+            Assert.False(pending.IsCompleted, "the gateway answered while another instance held the fill lock and no entry existed");
+
+            // the holder stores its answer and lets go: the waiting gateway serves it, without calling upstream
+            var body = """{"id":"chatcmpl-elsewhere","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"from the other instance"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}""";
+            var store = new RedisResponseCacheStore(Connect(), new Bursar.Core.Caching.ResponseCacheOptions { RedisTimeout = TimeSpan.FromSeconds(2) }, Microsoft.Extensions.Logging.Abstractions.NullLogger<RedisResponseCacheStore>.Instance);
+            await store.SetAsync(key, new Bursar.Core.Caching.CachedResponse(System.Text.Encoding.UTF8.GetBytes(body), "application/json", "gpt-4o-mini", 0.00001m, 9, 4, DateTimeOffset.UtcNow), TimeSpan.FromMinutes(5), default);
+            await other.ReleaseAsync(key);
+            var answer = await pending.WaitAsync(TimeSpan.FromSeconds(15));
+            Assert.Equal((HttpStatusCode.OK, "hit"), (answer.Status, answer.Cache));
+            Assert.Contains("from the other instance", answer.Body);
+            Assert.Equal("bursar-cache", Assert.Single(await gw.LedgerAsync("fill-lock")).Provider);
+        }
+        finally
+        {
+            await gw.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task A_holder_that_fails_or_dies_lets_the_waiting_instance_call_upstream_itself()
+    {
+        var gw = new ConfiguredGateway([$"--Bursar:ResponseCache:Redis={redis.ConnectionString}"]);
+        await gw.InitializeAsync();
+        try
+        {
+            var mine = (RedisResponseCacheFillLock)gw.Services.GetRequiredService<Bursar.Core.Caching.IResponseCacheFillLock>();
+            // failed: the holder gives the lock back without an entry
+            var failed = Deterministic("Holder fails " + Guid.NewGuid());
+            var key = await CacheKeyAsync(gw, failed);
+            var holder = FillLock(TimeSpan.FromSeconds(30));
+            Assert.True(await holder.TryAcquireAsync(key, default));
+            var pending = CachedSendAsync(gw, gw.Key, failed);
+            await EventuallyAsync(() => mine.Contended >= 1, "the gateway never found the lock held");
+            await holder.ReleaseAsync(key);
+            var answer = await pending.WaitAsync(TimeSpan.FromSeconds(15));
+            Assert.Equal((HttpStatusCode.OK, "miss"), (answer.Status, answer.Cache));
+            Assert.NotEqual("bursar-cache", Assert.Single(await gw.LedgerAsync("fill-lock")).Provider);
+
+            // died: the lock is never given back and lapses after its TTL (a second here)
+            var died = Deterministic("Holder dies " + Guid.NewGuid());
+            var deadKey = await CacheKeyAsync(gw, died);
+            Assert.True(await FillLock(TimeSpan.FromSeconds(1)).TryAcquireAsync(deadKey, default));
+            var before = mine.Contended;
+            var late = await CachedSendAsync(gw, gw.Key, died).WaitAsync(TimeSpan.FromSeconds(15));
+            Assert.Equal((HttpStatusCode.OK, "miss"), (late.Status, late.Cache));
+            Assert.True(mine.Contended > before, "the gateway did not wait on the dead holder's lock");
+            // and the entry it stored serves the next identical call
+            Assert.Equal("hit", (await CachedSendAsync(gw, gw.Key, died)).Cache);
+        }
+        finally
+        {
+            await gw.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task A_release_frees_only_the_holder_s_own_lock()
+    {
+        var key = "lock-" + Guid.NewGuid().ToString("N");
+        var first = FillLock(TimeSpan.FromSeconds(1));
+        var second = FillLock(TimeSpan.FromSeconds(30));
+        Assert.True(await first.TryAcquireAsync(key, default));
+        Assert.False(await second.TryAcquireAsync(key, default));
+        await second.ReleaseAsync(key); // not its lock: nothing happens
+        Assert.False(await second.TryAcquireAsync(key, default));
+        Assert.Equal(2, second.Contended);
+        // the first holder's lock lapses; the second takes it; the first's late release must not free the second's
+        for (var i = 0; i < 100 && !await second.TryAcquireAsync(key, default); i++) await Task.Delay(50);
+        await first.ReleaseAsync(key);
+        Assert.False(await FillLock(TimeSpan.FromSeconds(30)).TryAcquireAsync(key, default));
+        await second.ReleaseAsync(key);
+        Assert.True(await FillLock(TimeSpan.FromSeconds(30)).TryAcquireAsync(key, default));
+    }
 }
