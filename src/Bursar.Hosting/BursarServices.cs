@@ -132,6 +132,11 @@ public static partial class BursarServices
         // the encoder is chosen (and MiniLM extracted and loaded) on first use, or at start when a feature opts in
         services.AddSingleton(sp => new SemanticResponseCache(sp.GetRequiredService<SemanticCacheOptions>(), () => SemanticEncoders.Choose(sp), sp.GetRequiredService<TimeProvider>()));
         services.AddHostedService<SemanticEncoderWarmup>();
+        // semantic entries shared through the response cache's Redis, each instance's index kept warm from it
+        services.AddSingleton<ISharedSemanticEntries>(sp => sp.GetRequiredService<ResponseCacheRedis>().Connection is { } c
+            ? new Bursar.Caching.Redis.RedisSemanticEntries(c, sp.GetRequiredService<ResponseCacheOptions>(), sp.GetRequiredService<ILogger<Bursar.Caching.Redis.RedisSemanticEntries>>())
+            : NoSharedSemanticEntries.Instance);
+        services.AddHostedService<SemanticCacheSync>();
         services.AddOptions<PromptCacheOptions>().Bind(configuration.GetSection(PromptCacheOptions.Section));
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<PromptCacheOptions>>().Value);
         services.AddSingleton<VolatilePrefixDetector>();
@@ -316,4 +321,42 @@ public sealed class ResponseCacheRedis(ResponseCacheOptions options) : IDisposab
     {
         if (_connection.IsValueCreated) _connection.Value?.Dispose();
     }
+}
+
+/// <summary>One instance: nothing to share.</summary>
+internal sealed class NoSharedSemanticEntries : ISharedSemanticEntries
+{
+    public static readonly NoSharedSemanticEntries Instance = new();
+    public ValueTask PublishAsync(string partition, string question, Core.Caching.CachedResponse response, TimeSpan ttl) => ValueTask.CompletedTask;
+    public Task FollowAsync(Func<string, string, Core.Caching.CachedResponse, Task> onEntry, CancellationToken cancellationToken) => Task.CompletedTask;
+}
+
+/// <summary>
+/// Keeps this instance's semantic index warm from the shared entries (when the semantic cache is on for some feature
+/// and its entries are shared): what is stored at start, then what other instances announce; re-followed after an outage.
+/// </summary>
+public sealed partial class SemanticCacheSync(SemanticResponseCache cache, ISharedSemanticEntries shared, TimeProvider time, ILogger<SemanticCacheSync> logger) : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        if (shared is NoSharedSemanticEntries || cache.Options.Features.Count == 0) return;
+        await Task.Yield();
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await shared.FollowAsync((p, q, r) => cache.AddAsync(p, q, r, stoppingToken), stoppingToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested) { return; }
+            catch (Exception e)
+            {
+                LogFollowFailed(logger, e.Message);
+                try { await Task.Delay(TimeSpan.FromSeconds(5), time, stoppingToken).ConfigureAwait(false); }
+                catch (OperationCanceledException) { return; }
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Following the shared semantic-cache entries failed ({Reason}); trying again in 5 s")]
+    private static partial void LogFollowFailed(ILogger logger, string reason);
 }

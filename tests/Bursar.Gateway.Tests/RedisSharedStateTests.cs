@@ -450,4 +450,47 @@ public sealed class RedisSharedStateTests(RedisServer redis) : IClassFixture<Red
         await second.ReleaseAsync(key);
         Assert.True(await FillLock(TimeSpan.FromSeconds(30)).TryAcquireAsync(key, default));
     }
+
+    // ---- semantic-cache entries shared through Redis, each instance's index warmed from them ----
+
+    private static async Task<(HttpStatusCode Status, string? Cache)> AskAsync(GatewayFixture gw, string key, string question)
+    {
+        var json = new JsonObject { ["model"] = "gpt-4o-mini", ["temperature"] = 0.7, ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = question }) };
+        using var resp = await gw.Http.SendAsync(gw.Post("/v1/chat/completions", json.ToJsonString(), key, "semantic-faq"));
+        return (resp.StatusCode, resp.Headers.TryGetValues("x-bursar-cache", out var v) ? v.Single() : null);
+    }
+
+    [Fact]
+    public async Task A_semantic_entry_stored_by_one_gateway_serves_similar_questions_on_another_and_on_one_started_later()
+    {
+        var prefix = $"--Bursar:ResponseCache:Redis={redis.ConnectionString}";
+        var (a, b, _) = await TwoInstancesAsync(prefix);
+        ConfiguredGateway? later = null;
+        try
+        {
+            var salt = Guid.NewGuid().ToString("N")[..8];
+            Assert.Equal((HttpStatusCode.OK, "miss"), await AskAsync(a, a.Key, $"How do I reset my password for account {salt}?"));
+            // announced: b adds a's entry to its own index (b has answered nothing itself)
+            var bEntries = (RedisSemanticEntries)b.Services.GetRequiredService<Bursar.Core.Caching.Semantic.ISharedSemanticEntries>();
+            await EventuallyAsync(() => bEntries.Loaded >= 1, "b never loaded a's semantic entry");
+            Assert.Equal((HttpStatusCode.OK, "semantic-hit"), await AskAsync(b, a.Key, $"how do I reset my password for account {salt}"));
+            Assert.Equal("bursar-semantic-cache", Assert.Single(await b.LedgerAsync("semantic-faq")).Provider);
+
+            // a gateway started afterwards loads what is stored
+            later = new ConfiguredGateway([prefix]);
+            await later.InitializeAsync();
+            await later.Store.AddAsync((await a.Store.ListAsync(default)).Single(k => k.Hash == VirtualKey.HashSecret(a.Key)), default);
+            var laterEntries = (RedisSemanticEntries)later.Services.GetRequiredService<Bursar.Core.Caching.Semantic.ISharedSemanticEntries>();
+            await EventuallyAsync(() => laterEntries.Loaded >= 1, "the later gateway never loaded the stored semantic entry");
+            Assert.Equal((HttpStatusCode.OK, "semantic-hit"), await AskAsync(later, a.Key, $"How do I reset my password for account {salt}"));
+            // the tenant still bounds it: another key of the later gateway does not see acme's entry
+            Assert.Equal("miss", (await AskAsync(later, later.Key, $"How do I reset my password for account {salt}?")).Cache);
+        }
+        finally
+        {
+            await a.DisposeAsync();
+            await b.DisposeAsync();
+            if (later is not null) await later.DisposeAsync();
+        }
+    }
 }
