@@ -16,6 +16,9 @@ using Microsoft.Extensions.Logging;
 // Completions and the Responses API (JSON and streamed) in the same run.
 // Three processes on one machine: this load generator, the upstream, the gateway.
 //   dotnet run -c Release --project bench/Bursar.LoadBench -- run [--seconds 5] [--concurrency 1,16,64] [--base-port 5301]
+// The shared stores (PostgreSQL + Redis, started here in temporary directories) against the embedded defaults, in
+// alternating rounds, and the Redis round trips of a budget reservation, a settle, a rate-limit check and a run start:
+//   dotnet run -c Release --project bench/Bursar.LoadBench -- shared [--rounds 5] [--seconds 3] [--base-port 5361]
 // Two builds in one run (before and after a change): the other build's Bursar.LoadBench.dll serves as the second gateway,
 // rounds alternate between the two, the added p50 of each and their ratio is printed:
 //   dotnet run -c Release --project bench/Bursar.LoadBench -- compare --other /path/to/other/Bursar.LoadBench.dll [--rounds 6] [--seconds 3]
@@ -30,6 +33,9 @@ switch (mode)
         return 0;
     case "field":
         return await FieldBench.RunAsync(args);
+    case "shared":
+        return await SharedBench.RunAsync(int.Parse(Arg("--rounds", "5"), CultureInfo.InvariantCulture), int.Parse(Arg("--seconds", "3"), CultureInfo.InvariantCulture),
+            int.Parse(Arg("--base-port", "5361"), CultureInfo.InvariantCulture));
     case "gateway":
         var app = GatewayHost.Build(
         [
@@ -40,6 +46,8 @@ switch (mode)
             "--Bursar:Providers:Deployments:bench:ApiKey=sk-bench-upstream",
             "--Bursar:Providers:Deployments:bench:Models:0=gpt-4o-mini",
             "--Logging:LogLevel:Default=Warning",
+            // the shared mode's stores: --Bursar:Store=postgres, --Bursar:Redis:Configuration=...
+            .. args.Where(a => a.StartsWith("--Bursar:", StringComparison.Ordinal)),
         ], b => b.Logging.SetMinimumLevel(LogLevel.Warning));
         await app.RunAsync();
         return 0;
@@ -373,9 +381,9 @@ internal static class Runner
         }
     }
 
-    private sealed record Result(double P50, double P99, double Rps, long Errors);
+    internal sealed record Result(double P50, double P99, double Rps, long Errors);
 
-    private static async Task<Result> Load(HttpClient http, string url, string? key, bool stream, int concurrency, int seconds, string? bodyOverride = null)
+    internal static async Task<Result> Load(HttpClient http, string url, string? key, bool stream, int concurrency, int seconds, string? bodyOverride = null)
     {
         var body = Encoding.UTF8.GetBytes(bodyOverride ?? (stream ? StreamBody : Body));
         var (all, errors) = await LoadLoop.RunAsync(http, () =>
@@ -389,7 +397,7 @@ internal static class Runner
         return new Result(LoadLoop.Percentile(all, 0.50), LoadLoop.Percentile(all, 0.99), all.Length / (double)seconds, errors);
     }
 
-    private static async Task WaitReady(HttpClient http, string url)
+    internal static async Task WaitReady(HttpClient http, string url)
     {
         for (var i = 0; i < 200; i++)
         {
@@ -403,10 +411,10 @@ internal static class Runner
         throw new InvalidOperationException("not ready: " + url);
     }
 
-    private static Process Spawn(string dll, string arguments) =>
+    internal static Process Spawn(string dll, string arguments) =>
         Process.Start(new ProcessStartInfo("dotnet", $"\"{dll}\" {arguments}") { UseShellExecute = false, RedirectStandardOutput = false, RedirectStandardError = false })!;
 
-    private static void Kill(Process p)
+    internal static void Kill(Process p)
     {
         try { p.Kill(entireProcessTree: true); p.WaitForExit(5000); } catch (InvalidOperationException) { }
     }

@@ -10,7 +10,7 @@ namespace Bursar.Caching.Redis;
 /// <summary>
 /// The exact response cache shared by every gateway instance: one Redis string per entry (a small JSON header, then the response
 /// bytes), expiring with the entry's TTL. Redis being down or slow is a cache miss and a warning, never a failed call.
-/// Stampede protection stays per instance (concurrent identical misses on one instance make one upstream call).
+/// Stampede protection across instances is <see cref="RedisResponseCacheFillLock"/> (concurrent identical misses on any instances make one upstream call).
 /// </summary>
 public sealed partial class RedisResponseCacheStore(IConnectionMultiplexer redis, ResponseCacheOptions options, ILogger<RedisResponseCacheStore> logger, string prefix = "bursar:rc:") : IResponseCacheStore
 {

@@ -46,7 +46,7 @@ public sealed class BursarOptions
     /// <summary>The PostgreSQL store (<c>Bursar:Store=postgres</c>).</summary>
     public PostgresStoreOptions Postgres { get; set; } = new();
 
-    /// <summary>Redis for what several gateway instances must count together (<c>Bursar:Redis:Configuration</c>; budgets today). Unset: counted in each process.</summary>
+    /// <summary>Redis for what several gateway instances must count together (<c>Bursar:Redis:Configuration</c>: budgets, rate limits, run state). Unset: counted in each process.</summary>
     public RedisOptions Redis { get; set; } = new();
 
     public bool UsesPostgres => string.Equals(Store, "postgres", StringComparison.OrdinalIgnoreCase);
@@ -80,12 +80,21 @@ public sealed class RedisOptions
     /// <summary>How long the money held by a gateway instance's calls in flight outlives the instance (killed, cut off). Default 30 s.</summary>
     public TimeSpan HoldTtl { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How long what a gateway instance's calls in flight hold against their runs (a turn and the worst case, for the
+    /// run caps) outlives the instance. Longer than any call should take, since a call outliving it while its instance
+    /// is cut off from Redis stops holding. Default 10 minutes.
+    /// </summary>
+    public TimeSpan RunHoldTtl { get; set; } = TimeSpan.FromMinutes(10);
+
     public bool Enabled => !string.IsNullOrWhiteSpace(Configuration);
 
     public void Validate()
     {
         if (HoldTtl < TimeSpan.FromSeconds(1) || HoldTtl > TimeSpan.FromMinutes(10))
             throw new InvalidOperationException($"Bursar:Redis:HoldTtl must be between 00:00:01 and 00:10:00, not {HoldTtl}.");
+        if (RunHoldTtl < TimeSpan.FromSeconds(1) || RunHoldTtl > TimeSpan.FromDays(1))
+            throw new InvalidOperationException($"Bursar:Redis:RunHoldTtl must be between 00:00:01 and 1.00:00:00, not {RunHoldTtl}.");
         if (!Enabled) return;
         // the message names the problem, never the string itself (it may hold a password)
         try { _ = StackExchange.Redis.ConfigurationOptions.Parse(Configuration!); }

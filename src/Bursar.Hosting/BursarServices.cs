@@ -102,24 +102,29 @@ public static partial class BursarServices
         services.AddSingleton<SharedRedis>();
         services.AddSingleton(sp => new BudgetManager(sp.GetRequiredService<IBudgetStore>(), sp.GetRequiredService<IBudgetAlertSink>(), sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<ILogger<BudgetManager>>(), sp.GetRequiredService<SharedRedis>().BudgetCounters, sp.GetRequiredService<BudgetOptions>()));
-        services.AddSingleton(sp => new RateLimiter(sp.GetRequiredService<TimeProvider>()));
-        services.AddSingleton<RunTracker>();
+        // rate-limit cells and run state shared the same way (and under the same policy while Redis is unreachable)
+        services.AddSingleton(sp => new RateLimiter(sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<SharedRedis>().RateLimitCells,
+            sp.GetRequiredService<BudgetOptions>().WhenSharedCountersDown, sp.GetRequiredService<ILogger<RateLimiter>>()));
+        services.AddSingleton(sp => new RunTracker(sp.GetRequiredService<RunCapOptions>(), sp.GetRequiredService<TimeProvider>(),
+            sp.GetRequiredService<SharedRedis>().RunState(sp.GetRequiredService<RunCapOptions>()),
+            sp.GetRequiredService<BudgetOptions>().WhenSharedCountersDown, sp.GetRequiredService<ILogger<RunTracker>>()));
         services.AddSingleton<AdmissionControl>();
         services.AddSingleton<PolicyLoader>();
         services.AddHostedService(sp => sp.GetRequiredService<PolicyLoader>());
         services.AddOptions<ResponseCacheOptions>().Bind(configuration.GetSection(ResponseCacheOptions.Section))
             .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<ResponseCacheOptions>>().Value);
+        services.AddSingleton<ResponseCacheRedis>();
         services.AddSingleton<IResponseCacheStore>(sp =>
         {
             var o = sp.GetRequiredService<ResponseCacheOptions>();
-            if (string.IsNullOrEmpty(o.Redis)) return new MemoryResponseCacheStore(o, sp.GetRequiredService<TimeProvider>());
-            // AbortOnConnectFail=false: the gateway starts (and serves, uncached) while Redis is unreachable, and reconnects on its own
-            var config = StackExchange.Redis.ConfigurationOptions.Parse(o.Redis);
-            config.AbortOnConnectFail = false;
-            return new Bursar.Caching.Redis.RedisResponseCacheStore(StackExchange.Redis.ConnectionMultiplexer.Connect(config), o,
-                sp.GetRequiredService<ILogger<Bursar.Caching.Redis.RedisResponseCacheStore>>());
+            if (sp.GetRequiredService<ResponseCacheRedis>().Connection is not { } c) return new MemoryResponseCacheStore(o, sp.GetRequiredService<TimeProvider>());
+            return new Bursar.Caching.Redis.RedisResponseCacheStore(c, o, sp.GetRequiredService<ILogger<Bursar.Caching.Redis.RedisResponseCacheStore>>());
         });
+        // stampede protection across instances when the cache is shared; in one process the coordinator is enough
+        services.AddSingleton<IResponseCacheFillLock>(sp => sp.GetRequiredService<ResponseCacheRedis>().Connection is { } c
+            ? new Bursar.Caching.Redis.RedisResponseCacheFillLock(c, sp.GetRequiredService<ResponseCacheOptions>(), sp.GetRequiredService<ILogger<Bursar.Caching.Redis.RedisResponseCacheFillLock>>())
+            : IResponseCacheFillLock.None);
         services.AddSingleton<CacheFillCoordinator>();
         services.AddOptions<Bursar.Core.Caching.Semantic.SemanticCacheOptions>().Bind(configuration.GetSection(Bursar.Core.Caching.Semantic.SemanticCacheOptions.Section))
             .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
@@ -127,6 +132,11 @@ public static partial class BursarServices
         // the encoder is chosen (and MiniLM extracted and loaded) on first use, or at start when a feature opts in
         services.AddSingleton(sp => new SemanticResponseCache(sp.GetRequiredService<SemanticCacheOptions>(), () => SemanticEncoders.Choose(sp), sp.GetRequiredService<TimeProvider>()));
         services.AddHostedService<SemanticEncoderWarmup>();
+        // semantic entries shared through the response cache's Redis, each instance's index kept warm from it
+        services.AddSingleton<ISharedSemanticEntries>(sp => sp.GetRequiredService<ResponseCacheRedis>().Connection is { } c
+            ? new Bursar.Caching.Redis.RedisSemanticEntries(c, sp.GetRequiredService<ResponseCacheOptions>(), sp.GetRequiredService<ILogger<Bursar.Caching.Redis.RedisSemanticEntries>>())
+            : NoSharedSemanticEntries.Instance);
+        services.AddHostedService<SemanticCacheSync>();
         services.AddOptions<PromptCacheOptions>().Bind(configuration.GetSection(PromptCacheOptions.Section));
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<PromptCacheOptions>>().Value);
         services.AddSingleton<VolatilePrefixDetector>();
@@ -254,7 +264,7 @@ public sealed class LedgerService(LedgerWriter writer) : IHostedService
 }
 
 /// <summary>
-/// The one Redis connection for shared counters (<c>Bursar:Redis:Configuration</c>), opened on first use without
+/// The one Redis connection for shared counters (<c>Bursar:Redis:Configuration</c>: budgets, rate-limit cells, run state), opened on first use without
 /// waiting for Redis (the gateway starts, and reconnects on its own, while Redis is unreachable).
 /// </summary>
 public sealed class SharedRedis(BursarOptions options, TimeProvider time) : IDisposable
@@ -278,10 +288,77 @@ public sealed class SharedRedis(BursarOptions options, TimeProvider time) : IDis
     /// <summary>The shared budget counters, or null when no Redis is configured.</summary>
     public ISharedBudgetCounters? BudgetCounters => Connection is { } c ? _budgets ??= new Bursar.Caching.Redis.RedisBudgetCounters(c, time, holdTtl: options.Redis.HoldTtl) : null;
 
+    /// <summary>The shared rate-limit cells, or null when no Redis is configured.</summary>
+    public Bursar.Core.Limits.ISharedRateLimitCells? RateLimitCells => Connection is { } c ? new Bursar.Caching.Redis.RedisRateLimitCells(c) : null;
+
+    private Bursar.Caching.Redis.RedisRunState? _runs;
+
+    /// <summary>The shared run state, or null when no Redis is configured.</summary>
+    public Bursar.Core.Runs.ISharedRunState? RunState(Bursar.Core.Runs.RunCapOptions caps) =>
+        Connection is { } c ? _runs ??= new Bursar.Caching.Redis.RedisRunState(c, caps, time, holdTtl: options.Redis.RunHoldTtl) : null;
+
     public void Dispose()
     {
         _budgets?.Dispose();
+        _runs?.Dispose();
         if (_connection.IsValueCreated) _connection.Value?.Dispose();
     }
 }
 
+/// <summary>The shared exact response cache's Redis connection (<c>Bursar:ResponseCache:Redis</c>), or null: entries and fill locks use it.</summary>
+public sealed class ResponseCacheRedis(ResponseCacheOptions options) : IDisposable
+{
+    private readonly Lazy<StackExchange.Redis.ConnectionMultiplexer?> _connection = new(() =>
+    {
+        if (string.IsNullOrEmpty(options.Redis)) return null;
+        // AbortOnConnectFail=false: the gateway starts (and serves, uncached) while Redis is unreachable, and reconnects on its own
+        var config = StackExchange.Redis.ConfigurationOptions.Parse(options.Redis);
+        config.AbortOnConnectFail = false;
+        return StackExchange.Redis.ConnectionMultiplexer.Connect(config);
+    });
+
+    public StackExchange.Redis.ConnectionMultiplexer? Connection => _connection.Value;
+
+    public void Dispose()
+    {
+        if (_connection.IsValueCreated) _connection.Value?.Dispose();
+    }
+}
+
+/// <summary>One instance: nothing to share.</summary>
+internal sealed class NoSharedSemanticEntries : ISharedSemanticEntries
+{
+    public static readonly NoSharedSemanticEntries Instance = new();
+    public ValueTask PublishAsync(string partition, string question, Core.Caching.CachedResponse response, TimeSpan ttl) => ValueTask.CompletedTask;
+    public Task FollowAsync(Func<string, string, Core.Caching.CachedResponse, Task> onEntry, CancellationToken cancellationToken) => Task.CompletedTask;
+}
+
+/// <summary>
+/// Keeps this instance's semantic index warm from the shared entries (when the semantic cache is on for some feature
+/// and its entries are shared): what is stored at start, then what other instances announce; re-followed after an outage.
+/// </summary>
+public sealed partial class SemanticCacheSync(SemanticResponseCache cache, ISharedSemanticEntries shared, TimeProvider time, ILogger<SemanticCacheSync> logger) : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        if (shared is NoSharedSemanticEntries || cache.Options.Features.Count == 0) return;
+        await Task.Yield();
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await shared.FollowAsync((p, q, r) => cache.AddAsync(p, q, r, stoppingToken), stoppingToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested) { return; }
+            catch (Exception e)
+            {
+                LogFollowFailed(logger, e.Message);
+                try { await Task.Delay(TimeSpan.FromSeconds(5), time, stoppingToken).ConfigureAwait(false); }
+                catch (OperationCanceledException) { return; }
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Following the shared semantic-cache entries failed ({Reason}); trying again in 5 s")]
+    private static partial void LogFollowFailed(ILogger logger, string reason);
+}

@@ -11,7 +11,7 @@ using Bursar.Core.Pipeline;
 namespace Bursar.Core.Admission;
 
 /// <summary>What admission decided for one call: the model to serve, the money held, the run it belongs to (a value: admitting a call allocates no decision).</summary>
-public readonly struct AdmissionDecision
+public readonly record struct AdmissionDecision
 {
     private readonly BudgetReservation? _reservation;
 
@@ -24,6 +24,8 @@ public readonly struct AdmissionDecision
     public string? RoutingReason { get; init; }
     public string? RunId { get; init; }
     public string? KeyId { get; init; }
+    /// <summary>The run's hold was taken in this process although run state is shared (it was unreachable and the policy counts locally).</summary>
+    public bool RunLocal { get; init; }
 }
 
 /// <summary>
@@ -51,43 +53,87 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
 
     /// <summary>
     /// Admits the call or refuses it (rate limits, run caps, budgets). In process it completes at once; with shared
-    /// budget counters the reservation is one round trip to their store.
+    /// counters (rate-limit cells, run state, budgets) each step is one round trip to their store.
     /// </summary>
     public ValueTask<(AdmissionDecision Decision, LeverRefusal? Refusal)> AdmitAsync(VirtualKey key, CallAttribution a, string model, long estimatedInputTokens, long inputTokenBound, long? maxTokens, int choices, CancellationToken cancellationToken)
     {
-        LeverRefusal? refusal;
         var price = catalog.Find(model).Price;
         choices = Math.Max(1, choices);
         var output = maxTokens ?? price?.MaxOutputTokens ?? DefaultMaxOutputTokens;
         var bound = InputBound(model, price, inputTokenBound);
-
-        if (limiter.Any && !limiter.TryAcquire(key.Id, a.Team, a.Customer, estimatedInputTokens + output * choices, out var rl))
-        {
-            refusal = new LeverRefusal(429, rl!.Message, Blame.Policy) { RetryAfterSeconds = (int)Math.Ceiling(rl.RetryAfter.TotalSeconds), Code = "rate_limit_exceeded" };
-            return ValueTask.FromResult((AdmissionDecision.None, (LeverRefusal?)refusal));
-        }
-
         var worst = WorstCase(price, bound, output * choices);
-        if (a.RunId is { } runId && !runs.TryStart(key.Id, runId, worst, out var rr))
+        var ask = new Ask(key, a, model, price, bound, maxTokens, output, choices, worst);
+
+        if (limiter.Any)
         {
-            refusal = Bursar.Core.Runs.RunRefusals.ToRefusal(rr!);
-            return ValueTask.FromResult((AdmissionDecision.None, (LeverRefusal?)refusal));
+            var limited = limiter.TryAcquireAsync(key.Id, a.Team, a.Customer, estimatedInputTokens + output * choices, cancellationToken);
+            if (!limited.IsCompletedSuccessfully) return AfterRateLimitAsync(limited, ask, cancellationToken);
+            if (RateRefusal(limited.Result) is { } refused) return ValueTask.FromResult((AdmissionDecision.None, (LeverRefusal?)refused));
         }
+        return AdmitRun(ask, cancellationToken);
+    }
 
+    /// <summary>What one call asks admission for, carried from step to step.</summary>
+    private readonly record struct Ask(VirtualKey Key, CallAttribution A, string Model, ModelPrice? Price, long Bound, long? MaxTokens, long Output, int Choices, decimal Worst);
+
+    private async ValueTask<(AdmissionDecision, LeverRefusal?)> AfterRateLimitAsync(ValueTask<RateLimitDecision> limited, Ask ask, CancellationToken cancellationToken)
+    {
+        if (RateRefusal(await limited.ConfigureAwait(false)) is { } refused) return (AdmissionDecision.None, refused);
+        return await AdmitRun(ask, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static LeverRefusal? RateRefusal(RateLimitDecision d)
+    {
+        if (d.Unavailable is { } down)
+            return new LeverRefusal(503, down, Blame.Gateway) { Type = "rate_limit_store_unavailable", Code = "rate_limit_store_unavailable", RetryAfterSeconds = 5 };
+        if (d.Refusal is { } rl)
+            return new LeverRefusal(429, rl.Message, Blame.Policy) { RetryAfterSeconds = (int)Math.Ceiling(rl.RetryAfter.TotalSeconds), Code = "rate_limit_exceeded" };
+        return null;
+    }
+
+    private static LeverRefusal? RunRefusal(RunStart s)
+    {
+        if (s.Unavailable is { } down)
+            return new LeverRefusal(503, down, Blame.Gateway) { Type = "run_store_unavailable", Code = "run_store_unavailable", RetryAfterSeconds = 5 };
+        return s.Refusal is { } rr ? Bursar.Core.Runs.RunRefusals.ToRefusal(rr) : null;
+    }
+
+    private ValueTask<(AdmissionDecision, LeverRefusal?)> AdmitRun(Ask ask, CancellationToken cancellationToken)
+    {
+        if (ask.A.RunId is not { } runId) return AdmitBudgets(ask, runLocal: false, cancellationToken);
+        var started = runs.TryStartAsync(ask.Key.Id, runId, ask.Worst, cancellationToken);
+        if (!started.IsCompletedSuccessfully) return AfterRunAsync(started, ask, cancellationToken);
+        if (RunRefusal(started.Result) is { } refused) return ValueTask.FromResult((AdmissionDecision.None, (LeverRefusal?)refused));
+        return AdmitBudgets(ask, started.Result.Local, cancellationToken);
+    }
+
+    private async ValueTask<(AdmissionDecision, LeverRefusal?)> AfterRunAsync(ValueTask<RunStart> started, Ask ask, CancellationToken cancellationToken)
+    {
+        var s = await started.ConfigureAwait(false);
+        if (RunRefusal(s) is { } refused) return (AdmissionDecision.None, refused);
+        return await AdmitBudgets(ask, s.Local, cancellationToken).ConfigureAwait(false);
+    }
+
+    private ValueTask<(AdmissionDecision, LeverRefusal?)> AdmitBudgets(Ask ask, bool runLocal, CancellationToken cancellationToken)
+    {
+        var (key, a, model) = (ask.Key, ask.A, ask.Model);
         if (!budgets.Any)
-            return ValueTask.FromResult((new AdmissionDecision { Model = model, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = worst }, (LeverRefusal?)null));
+            return ValueTask.FromResult((new AdmissionDecision { Model = model, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = ask.Worst, RunLocal = runLocal }, (LeverRefusal?)null));
 
-        var admitted = AdmitBudgetsAsync(key, a, model, price, bound, maxTokens, output, choices, worst, cancellationToken);
+        var admitted = AdmitBudgetsAsync(key, a, model, ask.Price, ask.Bound, ask.MaxTokens, ask.Output, ask.Choices, ask.Worst, cancellationToken);
         if (admitted.IsCompletedSuccessfully)
         {
             var done = admitted.Result;
-            if (done.Refusal is not null && a.RunId is not null) runs.Release(key.Id, a.RunId, worst); // refused: the run's hold goes back
-            return ValueTask.FromResult(done);
+            if (done.Refusal is not null && a.RunId is not null) runs.Release(key.Id, a.RunId, ask.Worst, runLocal); // refused: the run's hold goes back
+            return ValueTask.FromResult(WithRunLocal(done, runLocal));
         }
-        return ReleaseIfRefusedAsync(admitted, key.Id, a.RunId, worst);
+        return ReleaseIfRefusedAsync(admitted, key.Id, a.RunId, ask.Worst, runLocal);
     }
 
-    private async ValueTask<(AdmissionDecision, LeverRefusal?)> ReleaseIfRefusedAsync(ValueTask<(AdmissionDecision Decision, LeverRefusal? Refusal)> admitted, string keyId, string? runId, decimal worst)
+    private static (AdmissionDecision, LeverRefusal?) WithRunLocal((AdmissionDecision Decision, LeverRefusal? Refusal) done, bool runLocal) =>
+        runLocal && done.Refusal is null ? (done.Decision with { RunLocal = true }, null) : done;
+
+    private async ValueTask<(AdmissionDecision, LeverRefusal?)> ReleaseIfRefusedAsync(ValueTask<(AdmissionDecision Decision, LeverRefusal? Refusal)> admitted, string keyId, string? runId, decimal worst, bool runLocal)
     {
         (AdmissionDecision Decision, LeverRefusal? Refusal) done;
         try
@@ -96,11 +142,11 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
         }
         catch
         {
-            if (runId is not null) runs.Release(keyId, runId, worst);
+            if (runId is not null) runs.Release(keyId, runId, worst, runLocal);
             throw;
         }
-        if (done.Refusal is not null && runId is not null) runs.Release(keyId, runId, worst);
-        return done;
+        if (done.Refusal is not null && runId is not null) runs.Release(keyId, runId, worst, runLocal);
+        return WithRunLocal(done, runLocal);
     }
 
     private async ValueTask<(AdmissionDecision Decision, LeverRefusal? Refusal)> AdmitBudgetsAsync(VirtualKey key, CallAttribution a, string model, ModelPrice? price, long bound, long? maxTokens, long output, int choices, decimal worst, CancellationToken cancellationToken)
@@ -171,15 +217,22 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
     public void Release(AdmissionDecision admission)
     {
         budgets.Release(admission.Reservation);
-        if (admission.RunId is not null && admission.KeyId is not null) runs.Release(admission.KeyId, admission.RunId, admission.WorstCaseUsd);
+        if (admission.RunId is not null && admission.KeyId is not null) runs.Release(admission.KeyId, admission.RunId, admission.WorstCaseUsd, admission.RunLocal);
     }
 
     /// <summary>Settles the reservation to the call's actual cost and advances its run; returns why the run ended, if it did.</summary>
     public string? Complete(AdmissionDecision admission, LedgerRecord record, int toolCalls, string? text)
     {
+        var pending = CompleteAsync(admission, record, toolCalls, text);
+        return pending.IsCompletedSuccessfully ? pending.Result : pending.AsTask().GetAwaiter().GetResult();
+    }
+
+    /// <summary>Settles the reservation (off the caller's path) and advances the run: at once in process, one round trip with shared run state.</summary>
+    public ValueTask<string?> CompleteAsync(AdmissionDecision admission, LedgerRecord record, int toolCalls, string? text)
+    {
         var cost = record.Cost ?? 0m;
         budgets.Settle(admission.Reservation, cost);
-        if (admission.RunId is null || record.Outcome is "refused") return null;
-        return runs.Complete(admission.KeyId, admission.RunId, new RunTurn(toolCalls, cost, record.FinishReason, text), admission.WorstCaseUsd);
+        if (admission.RunId is null || record.Outcome is "refused") return ValueTask.FromResult<string?>(null);
+        return runs.CompleteAsync(admission.KeyId, admission.RunId, new RunTurn(toolCalls, cost, record.FinishReason, text), admission.WorstCaseUsd, admission.RunLocal);
     }
 }

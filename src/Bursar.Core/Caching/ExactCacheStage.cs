@@ -6,11 +6,18 @@ namespace Bursar.Core.Caching;
 /// <summary>
 /// The exact response cache: an identical deterministic request (or one the caller opts in with cache control
 /// <c>on</c>) of the same tenant is answered from the store at $0, recorded with the saving of the call it replays.
-/// Concurrent identical misses wait for one leader's answer instead of paying twice (<see cref="CacheFillCoordinator"/>).
+/// Concurrent identical misses wait for one leader's answer instead of paying twice (<see cref="CacheFillCoordinator"/> in
+/// an instance; across instances sharing a Redis cache the leader also takes the key's <see cref="IResponseCacheFillLock"/>,
+/// and an instance that finds it held waits for the entry, then calls the provider itself if the holder failed).
 /// Off for a feature with a zero TTL, for a route with <c>ResponseCache: false</c>, and for cache control <c>off</c>.
 /// </summary>
-public sealed class ExactCacheStage(IResponseCacheStore cache, ResponseCacheOptions options, CacheFillCoordinator fills, CallMeter meter, TimeProvider time) : ILeverStage
+public sealed class ExactCacheStage(IResponseCacheStore cache, ResponseCacheOptions options, CacheFillCoordinator fills, CallMeter meter, TimeProvider time, IResponseCacheFillLock? fillLock = null) : ILeverStage
 {
+    private readonly IResponseCacheFillLock _fillLock = fillLock ?? IResponseCacheFillLock.None;
+
+    /// <summary>How often an instance waiting on another's fill looks for the entry, at most (it starts at 10 ms).</summary>
+    public static readonly TimeSpan FillPollInterval = TimeSpan.FromMilliseconds(100);
+
     /// <summary>How long a follower waits for the leader's answer before it calls the provider itself.</summary>
     public static readonly TimeSpan FollowerWait = TimeSpan.FromMinutes(2);
 
@@ -59,8 +66,18 @@ public sealed class ExactCacheStage(IResponseCacheStore cache, ResponseCacheOpti
             return;
         }
         var done = false;
+        var locked = false;
         try
         {
+            // another instance may be filling this key: wait for its entry rather than paying for the same answer
+            var (lead, filledElsewhere) = await LeadAcrossInstancesAsync(key, cancellationToken).ConfigureAwait(false);
+            if (filledElsewhere is not null)
+            {
+                Hit(call, filledElsewhere, semantic: false);
+                done = true;
+                return;
+            }
+            locked = lead;
             call.CacheStatus = "miss";
             call.CaptureAnswer = true;
             await next(call, cancellationToken).ConfigureAwait(false);
@@ -72,8 +89,39 @@ public sealed class ExactCacheStage(IResponseCacheStore cache, ResponseCacheOpti
         }
         finally
         {
+            // released after the entry is stored: an instance waiting on the lock finds the entry, not an empty key
+            if (locked) await _fillLock.ReleaseAsync(key).ConfigureAwait(false);
             fills.Complete(key, done);
         }
+    }
+
+    /// <summary>
+    /// Takes the key's fill lock (true), or waits while another instance holds it until its entry appears (returned)
+    /// or the lock is free again (the holder failed or died: taken, true); after <see cref="ResponseCacheOptions.FillLockTtl"/>
+    /// of waiting the call goes upstream without it (false).
+    /// </summary>
+    private async ValueTask<(bool Locked, CachedResponse? Filled)> LeadAcrossInstancesAsync(string key, CancellationToken cancellationToken)
+    {
+        if (await _fillLock.TryAcquireAsync(key, cancellationToken).ConfigureAwait(false)) return (true, null);
+        var started = time.GetTimestamp();
+        var delay = TimeSpan.FromMilliseconds(10);
+        while (time.GetElapsedTime(started) < options.FillLockTtl)
+        {
+            await Task.Delay(delay, time, cancellationToken).ConfigureAwait(false);
+            if (delay < FillPollInterval) delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, FillPollInterval.Ticks));
+            if (await cache.GetAsync(key, cancellationToken).ConfigureAwait(false) is { } filled) return (false, filled);
+            if (await _fillLock.TryAcquireAsync(key, cancellationToken).ConfigureAwait(false))
+            {
+                // free again: the holder failed or died, or stored its entry and let go between the two looks
+                if (await cache.GetAsync(key, cancellationToken).ConfigureAwait(false) is { } late)
+                {
+                    await _fillLock.ReleaseAsync(key).ConfigureAwait(false);
+                    return (false, late);
+                }
+                return (true, null);
+            }
+        }
+        return (false, null);
     }
 
     /// <summary>Ends the call with a cached answer: $0, the saving of the call it replays.</summary>

@@ -19,6 +19,31 @@ public interface IResponseCacheStore
     ValueTask SetAsync(string key, CachedResponse response, TimeSpan ttl, CancellationToken cancellationToken);
 }
 
+/// <summary>
+/// Stampede protection across gateway instances: before an instance's leader calls the provider for a missed key it
+/// takes the key's fill lock; an instance that finds the lock held waits for the entry instead of paying for the same
+/// answer. In process (one instance) every acquisition succeeds (<see cref="None"/>); in Redis it is a short-lived lock
+/// key (<see cref="ResponseCacheOptions.FillLockTtl"/>), so a holder that dies never blocks the key for longer.
+/// A lock store that cannot answer grants the lock (the call goes upstream, as it would with no cache), never fails it.
+/// </summary>
+public interface IResponseCacheFillLock
+{
+    /// <summary>True when this instance may fill <paramref name="key"/> (it holds the lock until <see cref="ReleaseAsync"/> or the TTL); false while another instance holds it.</summary>
+    ValueTask<bool> TryAcquireAsync(string key, CancellationToken cancellationToken);
+
+    /// <summary>Gives back a lock this instance holds (after the entry is stored, or the call failed); a lock it no longer holds is left alone.</summary>
+    ValueTask ReleaseAsync(string key);
+
+    /// <summary>One instance: no lock to take.</summary>
+    public static IResponseCacheFillLock None { get; } = new NoFillLock();
+
+    private sealed class NoFillLock : IResponseCacheFillLock
+    {
+        public ValueTask<bool> TryAcquireAsync(string key, CancellationToken cancellationToken) => new(true);
+        public ValueTask ReleaseAsync(string key) => ValueTask.CompletedTask;
+    }
+}
+
 /// <summary>Options of the exact response cache (<c>Bursar:ResponseCache</c>).</summary>
 public sealed class ResponseCacheOptions
 {
@@ -27,6 +52,13 @@ public sealed class ResponseCacheOptions
 
     /// <summary>How long a Redis read or write may take before it counts as a miss. Default 50 ms.</summary>
     public TimeSpan RedisTimeout { get; set; } = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>
+    /// With Redis: how long an instance's claim to fill a missed entry lasts (the lock key's TTL). Identical misses on
+    /// other instances wait up to this long for the entry, then call the provider themselves; a holder that fails
+    /// gives the lock back at once, one that dies lets it lapse. Default 30 s.
+    /// </summary>
+    public TimeSpan FillLockTtl { get; set; } = TimeSpan.FromSeconds(30);
 
     public const string Section = "Bursar:ResponseCache";
 
@@ -48,6 +80,8 @@ public sealed class ResponseCacheOptions
     public void Validate()
     {
         if (DefaultTtl < TimeSpan.Zero) throw new InvalidOperationException("Bursar:ResponseCache:DefaultTtl must not be negative.");
+        if (FillLockTtl < TimeSpan.FromSeconds(1) || FillLockTtl > TimeSpan.FromMinutes(10))
+            throw new InvalidOperationException($"Bursar:ResponseCache:FillLockTtl must be between 00:00:01 and 00:10:00, not {FillLockTtl}.");
         if (MaxEntries < 1) throw new InvalidOperationException("Bursar:ResponseCache:MaxEntries must be at least 1.");
         if (MaxEntryBytes < 1024) throw new InvalidOperationException("Bursar:ResponseCache:MaxEntryBytes must be at least 1024.");
         if (MaxTotalBytes < MaxEntryBytes) throw new InvalidOperationException($"Bursar:ResponseCache:MaxTotalBytes must be at least MaxEntryBytes ({MaxEntryBytes}).");

@@ -72,6 +72,14 @@ public sealed partial class CallMeter
         return record;
     }
 
+    /// <summary>Like <see cref="FinishAsync(LeverCall, Func{LeverCall, LedgerRecord, LedgerRecord})"/> with a completion that may wait (run state in a shared store).</summary>
+    public async ValueTask<LedgerRecord> FinishAsync(LeverCall c, Func<LeverCall, LedgerRecord, ValueTask<LedgerRecord>> complete)
+    {
+        var record = await complete(c, Build(c)).ConfigureAwait(false);
+        await _ledger.AppendAsync(record).ConfigureAwait(false);
+        return record;
+    }
+
     /// <summary>The call's cost from its usage so far (null when its model is unpriced).</summary>
     public decimal? CostOf(LeverCall c)
     {

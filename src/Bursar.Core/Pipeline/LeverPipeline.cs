@@ -27,12 +27,14 @@ public sealed class LeverPipeline
     private readonly CallMeter _meter;
     private readonly AdmissionControl _admission;
     private readonly Func<LeverCall, LedgerRecord, LedgerRecord> _completeRun;
+    private readonly Func<LeverCall, LedgerRecord, ValueTask<LedgerRecord>> _completeSharedRun;
 
     public LeverPipeline(IEnumerable<ILeverStage> stages, IProviderCall provider, CallMeter meter, AdmissionControl admission)
     {
         _meter = meter;
         _admission = admission;
         _completeRun = CompleteRun;
+        _completeSharedRun = CompleteSharedRunAsync;
         Stages = stages.OrderBy(s => IndexOf(s.Name)).ToArray();
         var dup = Stages.GroupBy(s => s.Name).FirstOrDefault(g => g.Count() > 1);
         if (dup is not null) throw new InvalidOperationException($"The lever stage '{dup.Key}' is registered twice.");
@@ -82,7 +84,16 @@ public sealed class LeverPipeline
             call.Outcome = "upstream_error";
             call.ErrorType ??= call.Summary.ErrorType;
         }
-        await _meter.FinishAsync(call, _completeRun).ConfigureAwait(false);
+        if (call.Admitted.RunId is not null && _admission.Runs.SharedState is not null && !call.Admitted.RunLocal)
+            await _meter.FinishAsync(call, _completeSharedRun).ConfigureAwait(false); // the run lives in a shared store: one round trip
+        else
+            await _meter.FinishAsync(call, _completeRun).ConfigureAwait(false);
+    }
+
+    private async ValueTask<LedgerRecord> CompleteSharedRunAsync(LeverCall call, LedgerRecord record)
+    {
+        var runEnd = await _admission.CompleteAsync(call.Admitted, record, call.Summary.ToolCalls, call.Summary.Text?.ToString()).ConfigureAwait(false);
+        return runEnd is null ? record : record with { RunEndReason = runEnd };
     }
 
     /// <summary>Settles the call's reservation and advances its run; the record names the run's end when this call ended it.</summary>

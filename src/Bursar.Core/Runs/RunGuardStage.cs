@@ -13,12 +13,25 @@ public sealed class RunGuardStage(RunTracker runs) : ILeverStage
 
     public ValueTask InvokeAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
     {
-        if (call.Attribution.RunId is { } runId && runs.HasEnded(call.Attribution.KeyId, runId, out var ended))
+        if (call.Attribution.RunId is not { } runId) return next(call, cancellationToken);
+        if (runs.SharedState is not null) return SharedAsync(call, runId, next, cancellationToken);
+        if (runs.HasEnded(call.Attribution.KeyId, runId, out var ended))
         {
             call.Refuse(RunRefusals.ToRefusal(ended!));
             return ValueTask.CompletedTask;
         }
         return next(call, cancellationToken);
+    }
+
+    private async ValueTask SharedAsync(LeverCall call, string runId, LeverNext next, CancellationToken cancellationToken)
+    {
+        // the run's state is in a shared store: another instance may have ended it
+        if (await runs.EndedAsync(call.Attribution.KeyId, runId, cancellationToken).ConfigureAwait(false) is { } ended)
+        {
+            call.Refuse(RunRefusals.ToRefusal(ended));
+            return;
+        }
+        await next(call, cancellationToken).ConfigureAwait(false);
     }
 }
 

@@ -1,5 +1,8 @@
 using System.Collections.Concurrent;
 using System.Text.RegularExpressions;
+using Bursar.Core.Budgets;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Bursar.Core.Runs;
 
@@ -45,12 +48,135 @@ public sealed record RunRefusal(string RunId, string Reason, string Message);
 /// <summary>What one finished call of a run did.</summary>
 public readonly record struct RunTurn(int ToolCalls, decimal CostUsd, string? FinishReason, string? Text);
 
+/// <summary>What starting a call of a run decided: admitted (both null), refused by a cap, or not checkable (the shared run state is unreachable and the policy fails closed). <see cref="Local"/>: held in this process (the shared state was down and the policy counts locally).</summary>
+public readonly record struct RunStart(RunRefusal? Refusal, string? Unavailable, bool Local = false)
+{
+    public bool Started => Refusal is null && Unavailable is null;
+}
+
+/// <summary>
+/// Run state shared by every gateway instance (<c>Bursar:Redis:Configuration</c>): a run's turns, tool calls, spend and
+/// end, and what its calls in flight on each instance hold, so the caps hold across instances together. The holds of
+/// an instance expire a while after it dies (<c>Bursar:Redis:RunHoldTtl</c>), so a killed instance never leaves a run
+/// stuck. The caps and messages are <see cref="RunTracker"/>'s. Implementations throw when their store is unreachable.
+/// </summary>
+public interface ISharedRunState
+{
+    /// <summary>The store, as messages name it (e.g. <c>Redis at 10.0.0.5:6379</c>).</summary>
+    string Name { get; }
+
+    /// <summary>The refusal of an ended run (not gone idle since), or null.</summary>
+    ValueTask<RunRefusal?> EndedAsync(string? keyId, string runId, CancellationToken cancellationToken);
+
+    /// <summary>Admits the next call of a run (holding its worst case and a turn) or refuses it naming the cap.</summary>
+    ValueTask<RunRefusal?> TryStartAsync(string? keyId, string runId, decimal worstCaseUsd, CancellationToken cancellationToken);
+
+    /// <summary>Gives back what <see cref="TryStartAsync"/> held for a call that will not run.</summary>
+    ValueTask ReleaseAsync(string? keyId, string runId, decimal heldUsd);
+
+    /// <summary>Records a finished call (releasing its hold) and checks the caps, then <paramref name="doneReason"/>; returns the reason the run ended with it, if it did.</summary>
+    ValueTask<string?> CompleteAsync(string? keyId, string runId, int toolCalls, decimal costUsd, string? doneReason, decimal heldUsd);
+}
+
 /// <summary>
 /// Tracks agent runs: turns, tool calls and spend per run id (scoped by key), refuses calls once a cap trips or a
-/// done-condition is met, and forgets runs idle for <see cref="RunCapOptions.IdleExpiry"/>.
+/// done-condition is met, and forgets runs idle for <see cref="RunCapOptions.IdleExpiry"/>. With
+/// <see cref="ISharedRunState"/> the runs live in that store (every instance counts together); while it is
+/// unreachable, <see cref="SharedCountersDownPolicy"/> says whether run calls are refused (503) or counted here.
 /// </summary>
-public sealed class RunTracker(RunCapOptions options, TimeProvider time)
+public sealed partial class RunTracker(RunCapOptions options, TimeProvider time, ISharedRunState? shared = null, SharedCountersDownPolicy whenDown = SharedCountersDownPolicy.FailClosed, ILogger? logger = null)
 {
+    private readonly ILogger _logger = logger ?? NullLogger.Instance;
+    private long _sharedFailures;
+    private long _lastDownWarning;
+
+    /// <summary>The shared run state's store, or null when runs are tracked in this process.</summary>
+    public string? SharedState => shared?.Name;
+
+    /// <summary>Operations that failed because the shared run state could not be reached.</summary>
+    public long SharedFailures => Interlocked.Read(ref _sharedFailures);
+
+    /// <summary>The refusal of an ended run, wherever its state lives; a shared state that cannot be reached says nothing here (admission applies the policy).</summary>
+    public async ValueTask<RunRefusal?> EndedAsync(string? keyId, string runId, CancellationToken cancellationToken)
+    {
+        if (shared is null) return HasEnded(keyId, runId, out var r) ? r : null;
+        try { return await shared.EndedAsync(keyId, runId, cancellationToken).ConfigureAwait(false); }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            Down("reading a run", e);
+            return HasEnded(keyId, runId, out var r) ? r : null;
+        }
+    }
+
+    /// <summary>Admits the next call of a run or refuses it; in process at once, with shared state one round trip.</summary>
+    public ValueTask<RunStart> TryStartAsync(string? keyId, string runId, decimal worstCaseUsd, CancellationToken cancellationToken)
+    {
+        if (shared is null) return ValueTask.FromResult(TryStart(keyId, runId, worstCaseUsd, out var r) ? default : new RunStart(r, null));
+        return SharedStartAsync(keyId, runId, worstCaseUsd, cancellationToken);
+    }
+
+    private async ValueTask<RunStart> SharedStartAsync(string? keyId, string runId, decimal worstCaseUsd, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var refusal = await shared!.TryStartAsync(keyId, runId, worstCaseUsd, cancellationToken).ConfigureAwait(false);
+            return new RunStart(refusal, null);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            Down("starting a run's call", e);
+            if (whenDown == SharedCountersDownPolicy.LocalCounters)
+                return TryStart(keyId, runId, worstCaseUsd, out var r) ? new RunStart(null, null, Local: true) : new RunStart(r, null, Local: true);
+            return new RunStart(null, $"Run caps cannot be checked: the shared run state ({shared!.Name}) is unreachable ({Bursar.Core.Limits.RateLimiter.Short(e)}). Calls of runs are refused until it is back (Bursar:Budgets:WhenSharedCountersDown = FailClosed; LocalCounters counts in each instance instead).");
+        }
+    }
+
+    /// <summary>Gives back a hold; <paramref name="local"/>: it was taken in this process (see <see cref="RunStart.Local"/>).</summary>
+    public void Release(string? keyId, string runId, decimal heldUsd, bool local)
+    {
+        if (shared is null || local) { Release(keyId, runId, heldUsd); return; }
+        _ = ReleaseSharedAsync(keyId, runId, heldUsd);
+    }
+
+    private async Task ReleaseSharedAsync(string? keyId, string runId, decimal heldUsd)
+    {
+        // unreachable: the hold expires with the instance's hold TTL
+        try { await shared!.ReleaseAsync(keyId, runId, heldUsd).ConfigureAwait(false); }
+        catch (Exception e) { Down("releasing a run's hold", e); }
+    }
+
+    /// <summary>Records a finished call wherever the run lives; returns the reason the run ended with it, if it did.</summary>
+    public ValueTask<string?> CompleteAsync(string? keyId, string runId, RunTurn turn, decimal heldUsd, bool local)
+    {
+        if (shared is null || local) return ValueTask.FromResult(Complete(keyId, runId, turn, heldUsd));
+        return CompleteSharedAsync(keyId, runId, turn, heldUsd);
+    }
+
+    private async ValueTask<string?> CompleteSharedAsync(string? keyId, string runId, RunTurn turn, decimal heldUsd)
+    {
+        try { return await shared!.CompleteAsync(keyId, runId, turn.ToolCalls, turn.CostUsd, DoneReason(turn), heldUsd).ConfigureAwait(false); }
+        catch (Exception e)
+        {
+            // unreachable: this turn is not counted (its hold expires with the instance's hold TTL); the warning says so
+            Down("recording a run's turn", e);
+            return null;
+        }
+    }
+
+    private void Down(string what, Exception e)
+    {
+        Interlocked.Increment(ref _sharedFailures);
+        // at most one warning a minute: an outage under load must not flood the log
+        var now = time.GetTimestamp();
+        var last = Interlocked.Read(ref _lastDownWarning);
+        if (last != 0 && time.GetElapsedTime(last, now) < TimeSpan.FromMinutes(1)) return;
+        if (Interlocked.CompareExchange(ref _lastDownWarning, now, last) != last) return;
+        LogSharedDown(_logger, shared!.Name, what, whenDown == SharedCountersDownPolicy.LocalCounters ? "counting runs in this process meanwhile" : "refusing calls of runs meanwhile", e.Message);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Shared run state ({Store}) unreachable while {What}, {Policy}: {Error}")]
+    private static partial void LogSharedDown(ILogger logger, string store, string what, string policy, string error);
+
     private readonly ConcurrentDictionary<(string? Key, string Run), RunState> _runs = new();
     private readonly Regex? _pattern = options.DonePattern is null ? null : new Regex(options.DonePattern, RegexOptions.None, TimeSpan.FromMilliseconds(50));
     private long _lastSweep;
@@ -87,8 +213,28 @@ public sealed class RunTracker(RunCapOptions options, TimeProvider time)
         }
     }
 
-    private static RunRefusal Ended(string runId, RunState s) =>
-        new(runId, s.EndReason!, $"Run '{runId}' has ended: {s.EndReason}, after {s.Turns} turns, {s.ToolCalls} tool calls and ${s.SpentUsd} spent. Start a new run id to continue.");
+    private static RunRefusal Ended(string runId, RunState s) => Ended(runId, s.EndReason!, s.Turns, s.ToolCalls, s.SpentUsd);
+
+    /// <summary>The refusal every call of an ended run gets (the same words wherever the run's state lives).</summary>
+    public static RunRefusal Ended(string runId, string reason, long turns, long toolCalls, decimal spentUsd) =>
+        new(runId, reason, $"Run '{runId}' has ended: {reason}, after {turns} turns, {toolCalls} tool calls and ${spentUsd} spent. Start a new run id to continue.");
+
+    /// <summary>The refusal of a call that would pass the turn cap together with the run's calls in flight.</summary>
+    public static RunRefusal InFlight(string runId, long inFlight, long turns, int maxTurns) =>
+        new(runId, $"max_turns ({maxTurns})", $"Run '{runId}' has {inFlight} calls in flight and {turns} finished: one more would pass its cap of {maxTurns} turns.");
+
+    /// <summary>The refusal of a call whose worst case would pass the run's spend cap.</summary>
+    public static RunRefusal OverSpend(string runId, decimal max, decimal spentUsd, decimal heldUsd, decimal worstCaseUsd) =>
+        new(runId, $"max_spend (${max})", $"Run '{runId}' would exceed its spend cap of ${max}: ${spentUsd} spent, ${heldUsd} held by calls in flight, this call could cost up to ${worstCaseUsd}.");
+
+    /// <summary>The done-condition a finished turn meets (stop marker, done pattern, answered without tools), checked after the caps.</summary>
+    public string? DoneReason(in RunTurn turn)
+    {
+        if (options.StopMarker is { } marker && turn.Text?.Contains(marker, StringComparison.Ordinal) == true) return "done: stop marker";
+        if (_pattern is not null && turn.Text is not null && SafeMatch(_pattern, turn.Text)) return "done: text matched the done pattern";
+        if (options.DoneWhenAnsweredWithoutTools && turn.ToolCalls == 0 && turn.FinishReason is not null) return "done: answered without a tool call";
+        return null;
+    }
 
     /// <summary>Admits the next call of a run, or refuses it naming the cap that ended the run.</summary>
     public bool TryStart(string? keyId, string runId, decimal worstCaseUsd, out RunRefusal? refusal)
@@ -107,7 +253,7 @@ public sealed class RunTracker(RunCapOptions options, TimeProvider time)
             if (s.EndReason is null && options.MaxTurns is { } mt && s.Turns >= mt) s.EndReason = $"max_turns ({mt})";
             if (s.EndReason is null && options.MaxTurns is { } mt2 && s.Turns + s.InFlight >= mt2)
             {
-                refusal = new RunRefusal(runId, $"max_turns ({mt2})", $"Run '{runId}' has {s.InFlight} calls in flight and {s.Turns} finished: one more would pass its cap of {mt2} turns.");
+                refusal = InFlight(runId, s.InFlight, s.Turns, mt2);
                 return false;
             }
             if (s.EndReason is not null)
@@ -117,7 +263,7 @@ public sealed class RunTracker(RunCapOptions options, TimeProvider time)
             }
             if (options.MaxSpendUsd is { } max && s.SpentUsd + s.HeldUsd + worstCaseUsd > max)
             {
-                refusal = new RunRefusal(runId, $"max_spend (${max})", $"Run '{runId}' would exceed its spend cap of ${max}: ${s.SpentUsd} spent, ${s.HeldUsd} held by calls in flight, this call could cost up to ${worstCaseUsd}.");
+                refusal = OverSpend(runId, max, s.SpentUsd, s.HeldUsd, worstCaseUsd);
                 return false;
             }
             s.HeldUsd += worstCaseUsd;
@@ -154,9 +300,7 @@ public sealed class RunTracker(RunCapOptions options, TimeProvider time)
             if (options.MaxToolCalls is { } mtc && s.ToolCalls >= mtc) s.EndReason = $"max_tool_calls ({mtc})";
             else if (options.MaxSpendUsd is { } ms && s.SpentUsd >= ms) s.EndReason = $"max_spend (${ms})";
             else if (options.MaxTurns is { } mt && s.Turns >= mt) s.EndReason = $"max_turns ({mt})";
-            else if (options.StopMarker is { } marker && turn.Text?.Contains(marker, StringComparison.Ordinal) == true) s.EndReason = "done: stop marker";
-            else if (_pattern is not null && turn.Text is not null && SafeMatch(_pattern, turn.Text)) s.EndReason = "done: text matched the done pattern";
-            else if (options.DoneWhenAnsweredWithoutTools && turn.ToolCalls == 0 && turn.FinishReason is not null) s.EndReason = "done: answered without a tool call";
+            else s.EndReason = DoneReason(turn);
             return s.EndReason;
         }
     }

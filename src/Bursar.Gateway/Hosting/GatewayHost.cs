@@ -165,24 +165,24 @@ internal sealed class StoreHealthCheck(ILedgerStore store, LedgerWriter writer) 
     }
 }
 
-/// <summary>The shared budget counters (<c>Bursar:Redis:Configuration</c>): reachable, and what budgets do while they are not.</summary>
+/// <summary>The shared counters (<c>Bursar:Redis:Configuration</c>: budgets, rate limits, run state): reachable, and what they do while they are not.</summary>
 internal sealed class SharedCountersHealthCheck(Bursar.Hosting.SharedRedis redis, Bursar.Core.Budgets.BudgetOptions options, Bursar.Core.Budgets.BudgetManager budgets) : IHealthCheck
 {
     public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
-        if (redis.Connection is not { } c) return HealthCheckResult.Healthy("budgets are counted in this process (no Bursar:Redis:Configuration)");
+        if (redis.Connection is not { } c) return HealthCheckResult.Healthy("budgets, rate limits and runs are counted in this process (no Bursar:Redis:Configuration)");
         var data = new Dictionary<string, object> { ["store"] = budgets.SharedCounters ?? "", ["when_down"] = options.WhenSharedCountersDown.ToString(), ["failures"] = budgets.SharedFailures };
         try
         {
             var rtt = await c.GetDatabase().PingAsync().WaitAsync(TimeSpan.FromSeconds(2), cancellationToken).ConfigureAwait(false);
             data["ping_ms"] = rtt.TotalMilliseconds;
-            return HealthCheckResult.Healthy("shared budget counters reachable", data);
+            return HealthCheckResult.Healthy("shared counters (budgets, rate limits, run state) reachable", data);
         }
         catch (Exception e) when (e is StackExchange.Redis.RedisException or TimeoutException)
         {
             var policy = options.WhenSharedCountersDown == Bursar.Core.Budgets.SharedCountersDownPolicy.FailClosed
-                ? "budgeted calls are refused with 503 until it is back" : "budgets are counted in each instance until it is back";
-            return HealthCheckResult.Unhealthy($"shared budget counters ({budgets.SharedCounters}) unreachable: {policy}", e, data);
+                ? "budgeted, rate-limited and run calls are refused with 503 until it is back" : "budgets, rate limits and runs are counted in each instance until it is back";
+            return HealthCheckResult.Unhealthy($"shared counters ({budgets.SharedCounters}) unreachable: {policy}", e, data);
         }
     }
 }

@@ -7,9 +7,10 @@ namespace Bursar.Core.Caching.Semantic;
 /// The semantic response cache, for the features that opt in (<see cref="SemanticCacheOptions"/>, or a route's
 /// <c>SemanticCache</c>): a similar single-turn question of the same tenant, model and system prompt, past the guards,
 /// is answered with the stored answer at $0. An unreadable body or an embeddings endpoint that is down means no
-/// semantic cache for that call, never a failed call; so does an encoder whose model did not load.
+/// semantic cache for that call, never a failed call; so does an encoder whose model did not load. With
+/// <see cref="ISharedSemanticEntries"/> an entry stored here is also stored for the other instances and announced.
 /// </summary>
-public sealed class SemanticCacheStage(SemanticResponseCache semantic, CallMeter meter, TimeProvider time) : ILeverStage
+public sealed class SemanticCacheStage(SemanticResponseCache semantic, CallMeter meter, TimeProvider time, ISharedSemanticEntries? shared = null) : ILeverStage
 {
     public string Name => "semantic-cache";
 
@@ -57,7 +58,11 @@ public sealed class SemanticCacheStage(SemanticResponseCache semantic, CallMeter
         call.CaptureAnswer = true;
         await next(call, cancellationToken).ConfigureAwait(false);
         if (call.Answer is { } answer && call.Outcome == "ok" && !cancellationToken.IsCancellationRequested)
-            await semantic.AddAsync(partition!, question, ExactCacheStage.Stored(call, answer, meter, time), CancellationToken.None).ConfigureAwait(false);
+        {
+            var stored = ExactCacheStage.Stored(call, answer, meter, time);
+            if (await semantic.AddAsync(partition!, question, stored, CancellationToken.None).ConfigureAwait(false) && shared is not null)
+                await shared.PublishAsync(partition!, question, stored, semantic.Options.Ttl).ConfigureAwait(false);
+        }
     }
 }
 

@@ -169,15 +169,18 @@ public sealed class SemanticResponseCache : IDisposable
         return (entry, score, null);
     }
 
-    public async Task AddAsync(string partition, string question, CachedResponse response, CancellationToken ct = default)
+    /// <summary>Adds an entry to the index; false when it was not added (bounds, an expired answer, no encoder).</summary>
+    public async Task<bool> AddAsync(string partition, string question, CachedResponse response, CancellationToken ct = default)
     {
-        if (Count >= options.MaxEntries || question.Length > options.MaxQuestionChars || response.Body.Length > options.MaxEntryBytes) return;
+        if (Count >= options.MaxEntries || question.Length > options.MaxQuestionChars || response.Body.Length > options.MaxEntryBytes) return false;
+        if (time.GetUtcNow() - response.StoredAt > options.Ttl) return false; // another instance's entry that expired meanwhile
         var charge = 2L * question.Length + response.Body.Length + 2L * (response.ContentType.Length + (response.Model?.Length ?? 0)) + 200;
-        if (Bytes + charge > options.MaxTotalBytes) return;
-        if (await EmbedAsync(question, ct).ConfigureAwait(false) is not { } vector) return;
+        if (Bytes + charge > options.MaxTotalBytes) return false;
+        if (await EmbedAsync(question, ct).ConfigureAwait(false) is not { } vector) return false;
         var index = Index(vector.Length);
-        if (Bytes + charge + index.CostOf(partition, vector) > options.MaxTotalBytes) return;
+        if (Bytes + charge + index.CostOf(partition, vector) > options.MaxTotalBytes) return false;
         index.Add(partition, vector, new Entry(question, response));
         Interlocked.Add(ref _entryBytes, charge);
+        return true;
     }
 }
