@@ -28,15 +28,16 @@ internal static class SharedBench
         var root = Path.Combine(Path.GetTempPath(), "bursar-shared-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(root);
         Process? redis = null;
-        Postgres? pg = null;
+        Bursar.Testing.LocalPostgres? pg = null;
         Process? upstream = null, embedded = null, shared = null;
         try
         {
             var redisPort = FreePort();
             redis = Process.Start(new ProcessStartInfo("redis-server", $"--port {redisPort} --bind 127.0.0.1 --save \"\" --appendonly no") { UseShellExecute = false, RedirectStandardOutput = true })
                 ?? throw new InvalidOperationException("redis-server did not start (Debian's redis-server)");
-            pg = await Postgres.StartAsync(Path.Combine(root, "pg"));
-            var pgConnection = await pg.CreateDatabaseAsync("bursar_bench");
+            pg = new Bursar.Testing.LocalPostgres();
+            await pg.StartAsync();
+            var pgConnection = await pg.CreateDatabaseAsync();
 
             var secret = VirtualKey.NewSecret();
             var embeddedData = Path.Combine(root, "embedded");
@@ -165,74 +166,5 @@ internal static class SharedBench
         var port = ((IPEndPoint)listener.LocalEndpoint).Port;
         listener.Stop();
         return port;
-    }
-
-    /// <summary>A PostgreSQL server of its own: initdb in a folder, pg_ctl on a free loopback port (as an unprivileged user when run as root).</summary>
-    private sealed class Postgres
-    {
-        private readonly string _dir;
-        private readonly string _bin;
-        private readonly string? _runAs;
-
-        private Postgres(string dir, string bin, string? runAs) => (_dir, _bin, _runAs) = (dir, bin, runAs);
-
-        public int Port { get; private set; }
-        public string Version { get; private set; } = "?";
-
-        private string Connection(string db) => $"Host=127.0.0.1;Port={Port};Username=bursar;Database={db};Pooling=true;Timeout=30";
-
-        public static async Task<Postgres> StartAsync(string dir)
-        {
-            var bin = Directory.Exists("/usr/lib/postgresql")
-                ? Directory.GetDirectories("/usr/lib/postgresql").Select(d => Path.Combine(d, "bin")).FirstOrDefault(b => File.Exists(Path.Combine(b, "pg_ctl"))) ?? ""
-                : "";
-            string? runAs = Environment.UserName == "root" ? (File.ReadLines("/etc/passwd").Any(l => l.StartsWith("postgres:", StringComparison.Ordinal)) ? "postgres" : "nobody") : null;
-            Directory.CreateDirectory(dir);
-            if (runAs is not null && !OperatingSystem.IsWindows()) File.SetUnixFileMode(dir, (UnixFileMode)0b111_111_111);
-            var pg = new Postgres(dir, bin, runAs);
-            var data = Path.Combine(dir, "data");
-            await pg.RunAsync("initdb", ["-D", data, "-U", "bursar", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"]);
-            pg.Port = FreePort();
-            await pg.RunAsync("pg_ctl", ["start", "-w", "-t", "60", "-D", data, "-l", Path.Combine(dir, "server.log"), "-o", $"-h 127.0.0.1 -p {pg.Port} -k {dir}"]);
-            await using var c = new Npgsql.NpgsqlConnection(pg.Connection("postgres"));
-            await c.OpenAsync();
-            pg.Version = c.ServerVersion;
-            return pg;
-        }
-
-        public async Task<string> CreateDatabaseAsync(string name)
-        {
-            await using var c = new Npgsql.NpgsqlConnection(Connection("postgres"));
-            await c.OpenAsync();
-            await using var cmd = new Npgsql.NpgsqlCommand($"CREATE DATABASE {name}", c);
-            await cmd.ExecuteNonQueryAsync();
-            return Connection(name);
-        }
-
-        public async Task StopAsync()
-        {
-            Npgsql.NpgsqlConnection.ClearAllPools();
-            try { await RunAsync("pg_ctl", ["stop", "-w", "-m", "fast", "-D", Path.Combine(_dir, "data")]); }
-            catch (InvalidOperationException) { await RunAsync("pg_ctl", ["stop", "-w", "-m", "immediate", "-D", Path.Combine(_dir, "data")]); }
-        }
-
-        private async Task RunAsync(string program, string[] args)
-        {
-            var exe = _bin.Length > 0 ? Path.Combine(_bin, program) : program;
-            var psi = _runAs is null ? new ProcessStartInfo(exe) : new ProcessStartInfo("runuser");
-            if (_runAs is not null) foreach (var a in new[] { "-u", _runAs, "--", exe }) psi.ArgumentList.Add(a);
-            foreach (var a in args) psi.ArgumentList.Add(a);
-            psi.RedirectStandardOutput = true;
-            psi.RedirectStandardError = true;
-            psi.UseShellExecute = false;
-            psi.WorkingDirectory = _dir;
-            using var p = Process.Start(psi) ?? throw new InvalidOperationException($"{program} did not start (Debian's postgresql)");
-            // pg_ctl start leaves the server holding stdout open: read until the program exits, not until the pipes close
-            var err = p.StandardError.ReadToEndAsync();
-            _ = p.StandardOutput.ReadToEndAsync();
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
-            await p.WaitForExitAsync(timeout.Token);
-            if (p.ExitCode != 0) throw new InvalidOperationException($"{program} {string.Join(' ', args)} failed ({p.ExitCode}): {(err.IsCompleted ? await err : "")}");
-        }
     }
 }
