@@ -11,7 +11,7 @@ using Microsoft.Extensions.Logging;
 
 // The field's benchmark method (the public board's: added latency at concurrency 1, throughput, sustained load against a
 // slow upstream, concurrent paced SSE streams, memory, cold start), Bursar and its peers in one run on this machine:
-//   dotnet bench/Bursar.LoadBench/bin/Release/net10.0/Bursar.LoadBench.dll field [--seconds 5] [--smoke]
+//   dotnet bench/Bursar.LoadBench/bin/Release/net10.0/Bursar.LoadBench.dll field [--seconds 5] [--smoke] [--only latency] [--bursar-args "..."]
 // The gateway is the real `bursar serve` (src/Bursar.Cli's Release build), metering, ledger and rollups on. Peers: nginx
 // proxy_pass when `nginx` is on PATH (the floor), and Portkey's OSS gateway (npm @portkey-ai/gateway 1.15.2 on Node) when
 // bench/portkey holds it (`npm ci --prefix bench/portkey`; --portkey DIR for another place, --no-portkey to leave it out).
@@ -38,6 +38,8 @@ internal static class FieldBench
         var basePort = int.Parse(Arg("--base-port", "5401"), CultureInfo.InvariantCulture);
         var (deltas, paceMs, delayMs) = smoke ? (4, 5, 5) : (64, 20, 20);
         var streamCounts = smoke ? new[] { 8 } : [64, 128, 256, 512, 1024];
+        var extra = Arg("--bursar-args", ""); // more configuration for every `bursar serve` of the run, e.g. "--Bursar:Ledger:FsyncInterval=00:00:01"
+        var only = Arg("--only", "all"); // "latency": the added-latency table alone (quicker A/B runs)
 
         var self = typeof(FieldBench).Assembly.Location;
         var bursarDll = System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(self)!, "../../../../../src/Bursar.Cli/bin/Release/net10.0/bursar.dll"));
@@ -70,7 +72,7 @@ internal static class FieldBench
             $"\"{bursarDll}\" serve --port {port} --data-dir \"{dir}\" "
             + $"--Bursar:Providers:Deployments:openai:BaseUrl=http://127.0.0.1:{upstream}/v1 --Bursar:Providers:Deployments:openai:ApiKey=sk-field "
             + $"--Bursar:Providers:Deployments:anthropic:BaseUrl=http://127.0.0.1:{upstream} --Bursar:Providers:Deployments:anthropic:ApiKey=sk-ant-field "
-            + "--Logging:LogLevel:Default=Warning");
+            + "--Logging:LogLevel:Default=Warning " + extra);
         using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 4096, UseProxy = false, PooledConnectionLifetime = Timeout.InfiniteTimeSpan }) { Timeout = TimeSpan.FromSeconds(60) };
         try
         {
@@ -143,6 +145,7 @@ internal static class FieldBench
                     Console.WriteLine(Row($"| {p.Name} | {dialect} | {(stream ? "SSE" : "JSON")} | {c.P50:F3} | {c.P99:F3} | {(p.Name == "direct" ? "" : (c.P50 - direct.P50).ToString("F3", CultureInfo.InvariantCulture))} | {(p.Name == "direct" ? "" : (c.P99 - direct.P99).ToString("F3", CultureInfo.InvariantCulture))} | {c.Errors} |"));
                 }
             }
+            if (only == "latency") return errors == 0 ? 0 : 1;
             Console.WriteLine();
             Console.WriteLine("Throughput at concurrency 64, instant upstream, OpenAI JSON:");
             Console.WriteLine();
