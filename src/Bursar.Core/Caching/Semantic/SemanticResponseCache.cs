@@ -42,6 +42,9 @@ public sealed class SemanticCacheOptions
     public string? OnnxModelPath { get; set; }
     public string? OnnxVocabPath { get; set; }
 
+    /// <summary>How concurrent lookups share one run of a learned encoder (MiniLM, ONNX): <see cref="EmbeddingBatchingOptions"/>.</summary>
+    public EmbeddingBatchingOptions Batching { get; set; } = new();
+
     public bool AppliesTo(string? feature) => Features.Contains("*") || (feature is not null && Features.Contains(feature, StringComparer.Ordinal));
 
     public void Validate()
@@ -54,6 +57,7 @@ public sealed class SemanticCacheOptions
         if (Generator is not ("auto" or "minilm" or "local" or "openai" or "onnx")) throw new InvalidOperationException($"Bursar:SemanticCache:Generator must be 'auto', 'minilm', 'local', 'openai' or 'onnx', not '{Generator}'.");
         if (Generator == "onnx" && (string.IsNullOrEmpty(OnnxModelPath) || string.IsNullOrEmpty(OnnxVocabPath)))
             throw new InvalidOperationException("Bursar:SemanticCache:Generator 'onnx' needs Bursar:SemanticCache:OnnxModelPath (the .onnx file) and OnnxVocabPath (its vocab.txt).");
+        Batching.Validate();
         if (EmbeddingsBaseUrl is not null && !Uri.TryCreate(EmbeddingsBaseUrl, UriKind.Absolute, out _)) throw new InvalidOperationException($"Bursar:SemanticCache:EmbeddingsBaseUrl '{EmbeddingsBaseUrl}' is not an absolute URL.");
     }
 }
