@@ -127,6 +127,9 @@ public static partial class BursarServices
         // the encoder is chosen (and MiniLM extracted and loaded) on first use, or at start when a feature opts in
         services.AddSingleton(sp => new SemanticResponseCache(sp.GetRequiredService<SemanticCacheOptions>(), () => SemanticEncoders.Choose(sp), sp.GetRequiredService<TimeProvider>()));
         services.AddHostedService<SemanticEncoderWarmup>();
+        services.AddOptions<Bursar.Embeddings.Onnx.HnswIndexOptions>().Bind(configuration.GetSection(Bursar.Core.Caching.Semantic.SemanticCacheOptions.Section + ":Ann"))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<Bursar.Embeddings.Onnx.HnswIndexOptions>>().Value);
         services.AddOptions<PromptCacheOptions>().Bind(configuration.GetSection(PromptCacheOptions.Section));
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<PromptCacheOptions>>().Value);
         services.AddSingleton<VolatilePrefixDetector>();

@@ -38,14 +38,14 @@ public static partial class SemanticEncoders
                 return SemanticEncoder.Learned(new OpenAIEmbeddingGenerator(http, baseUrl, simulated ? "simulator" : o.EmbeddingsApiKey, o.EmbeddingsModel), $"openai {o.EmbeddingsModel}", SemanticEncoder.LocalThreshold);
             }
             case "onnx":
-                return Load(log, time, o, "onnx " + Path.GetFileName(o.OnnxModelPath), () => new OnnxEmbeddingGenerator(o.OnnxModelPath!, o.OnnxVocabPath!), SemanticEncoder.LocalThreshold, SemanticGuards.All, fallback: false, o.OnnxModelPath!);
+                return Load(sp, log, time, o, "onnx " + Path.GetFileName(o.OnnxModelPath), () => new OnnxEmbeddingGenerator(o.OnnxModelPath!, o.OnnxVocabPath!), SemanticEncoder.LocalThreshold, SemanticGuards.All, fallback: false, o.OnnxModelPath!);
             default: // auto, minilm
-                return Load(log, time, o, MiniLmModel.Name, () => MiniLmModel.Load(bursar.DataDirectory, o.MiniLmDllPath), SemanticEncoder.MiniLmThreshold,
+                return Load(sp, log, time, o, MiniLmModel.Name, () => MiniLmModel.Load(bursar.DataDirectory, o.MiniLmDllPath), SemanticEncoder.MiniLmThreshold,
                     SemanticEncoder.MiniLmGuards, fallback: o.Generator == "auto", null);
         }
     }
 
-    private static SemanticEncoder Load(ILogger log, TimeProvider time, SemanticCacheOptions o, string name, Func<OnnxEmbeddingGenerator> load, float threshold, int guards, bool fallback, string? modelPath)
+    private static SemanticEncoder Load(IServiceProvider sp, ILogger log, TimeProvider time, SemanticCacheOptions o, string name, Func<OnnxEmbeddingGenerator> load, float threshold, int guards, bool fallback, string? modelPath)
     {
         var started = time.GetTimestamp();
         try
@@ -55,7 +55,9 @@ public static partial class SemanticEncoders
             var bytes = modelPath is not null ? new FileInfo(modelPath).Length : g.Metadata.ProviderUri is { IsFile: true } u ? new FileInfo(u.LocalPath).Length : 0;
             LogLoaded(log, name, g.Dimensions ?? 0, elapsed.TotalMilliseconds, bytes / (1024.0 * 1024));
             // concurrent lookups share one ONNX run (Bursar:SemanticCache:Batching)
-            return SemanticEncoder.Learned(new BatchingEmbeddingGenerator(g, o.Batching, time), name, threshold, elapsed, bytes, guards);
+            // large partitions searched through an HNSW graph, its candidates re-ranked exactly (Bursar:SemanticCache:Ann)
+            var ann = new HnswVectorIndexFactory(sp.GetRequiredService<HnswIndexOptions>());
+            return SemanticEncoder.Learned(new BatchingEmbeddingGenerator(g, o.Batching, time), name, threshold, elapsed, bytes, guards, ann);
         }
         catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException or ArgumentException or TypeInitializationException or DllNotFoundException)
         {

@@ -43,14 +43,16 @@ public sealed class SemanticEncoder
     /// <summary>The guards kept for this encoder (a mask over <see cref="SemanticGuards.Names"/>): those that raise its held-out precision by more than they cost recall.</summary>
     public int Guards { get; private init; } = SemanticGuards.All;
     public bool Enabled => DisabledReason is null;
+    /// <summary>Builds the index of this encoder's vectors; null: the exact one (<see cref="VectorIndex{T}"/> when dense, <see cref="SparseVectorIndex{T}"/> otherwise).</summary>
+    public IVectorIndexFactory? IndexFactory { get; private init; }
     /// <summary>How long extracting and loading the model took, and about how much memory its weights take (zero for the built-in generator).</summary>
     public TimeSpan LoadTime { get; private init; }
     public long ModelBytes { get; private init; }
 
     public static SemanticEncoder Local(HashedNGramEmbeddingGenerator generator) => new(generator, HashedNGramEmbeddingGenerator.Name, LocalThreshold, dense: false, null);
 
-    public static SemanticEncoder Learned(IEmbeddingGenerator<string, Embedding<float>> generator, string name, float threshold, TimeSpan loadTime = default, long modelBytes = 0, int guards = SemanticGuards.All) =>
-        new(generator, name, threshold, dense: true, null) { LoadTime = loadTime, ModelBytes = modelBytes, Guards = guards };
+    public static SemanticEncoder Learned(IEmbeddingGenerator<string, Embedding<float>> generator, string name, float threshold, TimeSpan loadTime = default, long modelBytes = 0, int guards = SemanticGuards.All, IVectorIndexFactory? index = null) =>
+        new(generator, name, threshold, dense: true, null) { LoadTime = loadTime, ModelBytes = modelBytes, Guards = guards, IndexFactory = index };
 
     public static SemanticEncoder Disabled(string name, string reason) => new(null, name, 1f, dense: true, reason);
 

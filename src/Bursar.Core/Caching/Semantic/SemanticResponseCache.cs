@@ -70,7 +70,11 @@ public sealed class SemanticCacheOptions
 /// </summary>
 public sealed class SemanticResponseCache : IDisposable
 {
-    public sealed record Entry(string Question, CachedResponse Response);
+    public sealed record Entry(string Question, CachedResponse Response)
+    {
+        /// <summary>What this entry adds to <see cref="Bytes"/> beside its vector (given back when it is removed).</summary>
+        public long Charge { get; init; }
+    }
 
     private readonly SemanticCacheOptions options;
     private readonly TimeProvider time;
@@ -96,6 +100,7 @@ public sealed class SemanticResponseCache : IDisposable
     public void Dispose()
     {
         if (_ownsEncoder && _encoder.IsValueCreated) _encoder.Value.Generator?.Dispose();
+        (_index as IDisposable)?.Dispose(); // an approximate index holds native graphs
     }
 
     /// <summary>The encoder in use (loading it on first call).</summary>
@@ -111,6 +116,7 @@ public sealed class SemanticResponseCache : IDisposable
 
 
     private long _entryBytes;
+    private long _lastSweepTicks = long.MinValue / 2;
 
     /// <summary>About how many bytes the cache holds: its questions and answers, and the index.</summary>
     public long Bytes => Interlocked.Read(ref _entryBytes) + (_index?.Bytes ?? 0);
@@ -128,7 +134,7 @@ public sealed class SemanticResponseCache : IDisposable
 
     private IVectorIndex<Entry> Index(int dimensions)
     {
-        lock (_indexLock) return _index ??= Encoder.Dense ? new VectorIndex<Entry>(dimensions) : new SparseVectorIndex<Entry>(dimensions);
+        lock (_indexLock) return _index ??= Encoder.IndexFactory?.Create<Entry>(dimensions) ?? (Encoder.Dense ? new VectorIndex<Entry>(dimensions) : new SparseVectorIndex<Entry>(dimensions));
     }
 
     /// <summary>The question a request asks (its newest user text) and the partition it belongs to; null when it is not a candidate.</summary>
@@ -166,22 +172,53 @@ public sealed class SemanticResponseCache : IDisposable
         // a multi-megabyte "question" is neither embedded nor stored: it bypasses the semantic cache
         if (question.Length > options.MaxQuestionChars) return (null, float.NegativeInfinity, "too long");
         if (await EmbedAsync(question, ct).ConfigureAwait(false) is not { } vector) return (null, float.NegativeInfinity, "disabled");
-        var (entry, score) = Index(vector.Length).Nearest(partition, vector);
+        var index = Index(vector.Length);
+        var (entry, score) = index.Nearest(partition, vector);
+        // an expired entry is removed, so it no longer hides a live one behind it (or holds a slot of MaxEntries)
+        for (var tries = 0; entry is not null && score >= Threshold && Expired(entry) && tries < 4; tries++)
+        {
+            if (index.Remove(partition, entry)) Interlocked.Add(ref _entryBytes, -entry.Charge);
+            (entry, score) = index.Nearest(partition, vector);
+        }
         if (entry is null || score < Threshold) return (null, score, null);
-        if (time.GetUtcNow() - entry.Response.StoredAt > options.Ttl) return (null, score, "expired");
+        if (Expired(entry)) return (null, score, "expired");
         if (!SemanticGuards.Compatible(question, entry.Question, Encoder.Guards, out var why)) return (null, score, why);
         return (entry, score, null);
     }
 
+    private bool Expired(Entry e) => time.GetUtcNow() - e.Response.StoredAt > options.Ttl;
+
+    /// <summary>Removes the expired entries; returns how many.</summary>
+    public int RemoveExpired()
+    {
+        if (_index is not { } index) return 0;
+        long freed = 0;
+        var removed = index.RemoveWhere(e =>
+        {
+            if (!Expired(e)) return false;
+            freed += e.Charge;
+            return true;
+        });
+        Interlocked.Add(ref _entryBytes, -freed);
+        return removed;
+    }
+
     public async Task AddAsync(string partition, string question, CachedResponse response, CancellationToken ct = default)
     {
+        // full: make room by dropping the expired entries (at most once a TTL's tenth, so a cache full of live entries is not swept per add)
+        var now = time.GetUtcNow().UtcTicks;
+        if (Count >= options.MaxEntries && now - Interlocked.Read(ref _lastSweepTicks) > options.Ttl.Ticks / 10)
+        {
+            Interlocked.Exchange(ref _lastSweepTicks, now);
+            RemoveExpired();
+        }
         if (Count >= options.MaxEntries || question.Length > options.MaxQuestionChars || response.Body.Length > options.MaxEntryBytes) return;
         var charge = 2L * question.Length + response.Body.Length + 2L * (response.ContentType.Length + (response.Model?.Length ?? 0)) + 200;
         if (Bytes + charge > options.MaxTotalBytes) return;
         if (await EmbedAsync(question, ct).ConfigureAwait(false) is not { } vector) return;
         var index = Index(vector.Length);
         if (Bytes + charge + index.CostOf(partition, vector) > options.MaxTotalBytes) return;
-        index.Add(partition, vector, new Entry(question, response));
+        index.Add(partition, vector, new Entry(question, response) { Charge = charge });
         Interlocked.Add(ref _entryBytes, charge);
     }
 }
