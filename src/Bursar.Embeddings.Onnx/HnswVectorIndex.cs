@@ -135,7 +135,11 @@ public sealed class HnswVectorIndex<T> : IVectorIndex<T>, IDisposable where T : 
             Interlocked.Add(ref _bytes, EntryBytes - 4L * _dimensions);
             if (p.Graph is { } graph)
             {
-                lock (p.Native) graph.Add(key, vector.ToArray());
+                lock (p.Native)
+                {
+                    UsearchCapacity.EnsureRoom(graph);
+                    graph.Add(key, vector.ToArray());
+                }
                 Interlocked.Add(ref _bytes, GraphEntryBytes);
             }
             else if (p.Items.Count > _options.AnnAbove)
@@ -150,18 +154,16 @@ public sealed class HnswVectorIndex<T> : IVectorIndex<T>, IDisposable where T : 
         Interlocked.Increment(ref _count);
     }
 
-    /// <summary>The partition passed the threshold: every entry goes into a new graph (under the partition's write lock).</summary>
+    /// <summary>The partition passed the threshold: every entry goes into a new graph (under the partition's write lock), room reserved once.</summary>
     private void BuildGraph(Partition p)
     {
         var graph = new USearchIndex(MetricKind.Cos, ScalarKind.Float16, (ulong)_dimensions, (ulong)_options.Connectivity, (ulong)_options.ExpansionAdd, (ulong)_options.ExpansionSearch);
-        var v = new float[_dimensions];
+        var vectors = new float[p.Items.Count][];
+        for (var i = 0; i < vectors.Length; i++) vectors[i] = p.Vectors.AsSpan(i * _dimensions, _dimensions).ToArray();
         lock (p.Native)
         {
-            for (var i = 0; i < p.Items.Count; i++)
-            {
-                p.Vectors.AsSpan(i * _dimensions, _dimensions).CopyTo(v);
-                graph.Add(p.Keys[i], v);
-            }
+            UsearchCapacity.Reserve(graph, 2UL * (ulong)vectors.Length);
+            graph.Add([.. p.Keys], vectors);
         }
         p.Graph = graph;
         Interlocked.Add(ref _bytes, GraphEntryBytes * p.Items.Count);
@@ -292,5 +294,35 @@ public sealed class HnswVectorIndex<T> : IVectorIndex<T>, IDisposable where T : 
                     p.Graph = null;
                 }
         }
+    }
+}
+
+/// <summary>
+/// Geometric growth of a USearch graph's capacity. The C# wrapper of Cloud.Unum.USearch 2.26.6 reserves exactly one more slot
+/// when a single <see cref="USearchIndex.Add(ulong, float[])"/> finds the index full, so every add past the first reservation
+/// reallocates the whole graph (100,000 adds took 464 s on 2 cores). The wrapper keeps its native handle private; it is read once
+/// by reflection and the native <c>usearch_reserve</c> called directly to double the capacity instead. Should a later version
+/// rename the field, this does nothing and the wrapper's own (slow) growth applies.
+/// </summary>
+internal static class UsearchCapacity
+{
+    private static readonly System.Reflection.FieldInfo? Handle =
+        typeof(USearchIndex).GetField("_index", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance);
+
+    [System.Runtime.InteropServices.DllImport("libusearch_c", CallingConvention = System.Runtime.InteropServices.CallingConvention.Cdecl)]
+    private static extern void usearch_reserve(IntPtr index, UIntPtr capacity, out IntPtr error);
+
+    public static void EnsureRoom(USearchIndex graph)
+    {
+        var size = graph.Size();
+        if (graph.Capacity() > size) return;
+        Reserve(graph, Math.Max(64, 2 * size));
+    }
+
+    public static void Reserve(USearchIndex graph, ulong capacity)
+    {
+        if (Handle?.GetValue(graph) is not IntPtr index || index == IntPtr.Zero) return;
+        usearch_reserve(index, (UIntPtr)capacity, out var error);
+        if (error != IntPtr.Zero) throw new InvalidOperationException($"USearch could not reserve {capacity} slots: {System.Runtime.InteropServices.Marshal.PtrToStringAnsi(error)}");
     }
 }

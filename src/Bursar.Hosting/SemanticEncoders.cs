@@ -48,23 +48,25 @@ public static partial class SemanticEncoders
     private static SemanticEncoder Load(IServiceProvider sp, ILogger log, TimeProvider time, SemanticCacheOptions o, string name, Func<OnnxEmbeddingGenerator> load, float threshold, int guards, bool fallback, string? modelPath)
     {
         var started = time.GetTimestamp();
+        var resident = Environment.WorkingSet;
         try
         {
             var g = load();
+            var grown = Math.Max(0, Environment.WorkingSet - resident);
             var elapsed = time.GetElapsedTime(started);
             var bytes = modelPath is not null ? new FileInfo(modelPath).Length : g.Metadata.ProviderUri is { IsFile: true } u ? new FileInfo(u.LocalPath).Length : 0;
             LogLoaded(log, name, g.Dimensions ?? 0, elapsed.TotalMilliseconds, bytes / (1024.0 * 1024));
             // concurrent lookups share one ONNX run (Bursar:SemanticCache:Batching)
             // large partitions searched through an HNSW graph, its candidates re-ranked exactly (Bursar:SemanticCache:Ann)
             var ann = new HnswVectorIndexFactory(sp.GetRequiredService<HnswIndexOptions>());
-            return SemanticEncoder.Learned(new BatchingEmbeddingGenerator(g, o.Batching, time), name, threshold, elapsed, bytes, guards, ann);
+            return SemanticEncoder.Learned(new BatchingEmbeddingGenerator(g, o.Batching, time), name, threshold, elapsed, bytes, guards, ann, grown);
         }
         catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException or ArgumentException or TypeInitializationException or DllNotFoundException)
         {
             if (fallback)
             {
                 LogFallback(log, name, e.Message);
-                return SemanticEncoder.Local(new HashedNGramEmbeddingGenerator());
+                return SemanticEncoder.Local(new HashedNGramEmbeddingGenerator(), $"{name} could not be loaded: {e.Message}");
             }
             LogDisabled(log, name, e.Message);
             return SemanticEncoder.Disabled(name, e.Message);

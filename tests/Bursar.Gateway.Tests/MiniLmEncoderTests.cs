@@ -155,6 +155,49 @@ public sealed class MiniLmEncoderTests : IDisposable
         }
     }
 
+    private sealed class CapturedLogs : Microsoft.Extensions.Logging.ILoggerProvider
+    {
+        public readonly System.Collections.Concurrent.ConcurrentQueue<(Microsoft.Extensions.Logging.LogLevel Level, string Text)> Lines = new();
+        public Microsoft.Extensions.Logging.ILogger CreateLogger(string categoryName) => new Logger(this);
+        public void Dispose() { }
+
+        private sealed class Logger(CapturedLogs owner) : Microsoft.Extensions.Logging.ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+            public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+            public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+                owner.Lines.Enqueue((logLevel, formatter(state, exception)));
+        }
+    }
+
+    [Fact]
+    public async Task A_corrupt_model_file_disables_the_semantic_cache_with_the_reason_logged()
+    {
+        var model = Path.Combine(_dir.FullName, "corrupt.onnx");
+        File.WriteAllBytes(model, [.. Enumerable.Range(0, 4096).Select(i => (byte)(i * 37))]);
+        var (_, vocab) = MiniLmModel.Extract(_dir.FullName);
+        var logs = new CapturedLogs();
+        var values = new Dictionary<string, string?>
+        {
+            ["Bursar:DataDirectory"] = _dir.FullName, ["Bursar:SemanticCache:Generator"] = "onnx",
+            ["Bursar:SemanticCache:OnnxModelPath"] = model, ["Bursar:SemanticCache:OnnxVocabPath"] = vocab,
+        };
+        var services = new ServiceCollection().AddLogging(b => b.Services.AddSingleton<Microsoft.Extensions.Logging.ILoggerProvider>(logs));
+        services.AddBursarCore(new ConfigurationBuilder().AddInMemoryCollection(values).Build());
+        using var sp = services.BuildServiceProvider();
+        var cache = sp.GetRequiredService<SemanticResponseCache>();
+        Assert.False(cache.Encoder.Enabled);
+        Assert.Contains(model, cache.Encoder.DisabledReason);
+        var (level, text) = Assert.Single(logs.Lines, l => l.Text.Contains("Semantic cache disabled", StringComparison.Ordinal));
+        Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Error, level);
+        Assert.Contains(model, text);
+        Assert.Contains("serves every call without it", text);
+        // lookups and adds are off, not failing
+        var answer = new Bursar.Core.Caching.CachedResponse([1], "application/json", "m", 0m, 1, 1, DateTimeOffset.UnixEpoch);
+        await cache.AddAsync("p", "How do I reset my password?", answer);
+        Assert.Equal((null, "disabled"), ((await cache.LookupAsync("p", "How do I reset my password?")).Hit, (await cache.LookupAsync("p", "How do I reset my password?")).Rejected));
+    }
+
     [Fact]
     public async Task The_gateway_answers_paraphrases_from_minilm_and_serves_everything_when_the_model_is_missing()
     {

@@ -49,10 +49,16 @@ public sealed class SemanticEncoder
     public TimeSpan LoadTime { get; private init; }
     public long ModelBytes { get; private init; }
 
-    public static SemanticEncoder Local(HashedNGramEmbeddingGenerator generator) => new(generator, HashedNGramEmbeddingGenerator.Name, LocalThreshold, dense: false, null);
+    public static SemanticEncoder Local(HashedNGramEmbeddingGenerator generator, string? fallbackReason = null) =>
+        new(generator, HashedNGramEmbeddingGenerator.Name, LocalThreshold, dense: false, null) { FallbackReason = fallbackReason };
 
-    public static SemanticEncoder Learned(IEmbeddingGenerator<string, Embedding<float>> generator, string name, float threshold, TimeSpan loadTime = default, long modelBytes = 0, int guards = SemanticGuards.All, IVectorIndexFactory? index = null) =>
-        new(generator, name, threshold, dense: true, null) { LoadTime = loadTime, ModelBytes = modelBytes, Guards = guards, IndexFactory = index };
+    /// <summary>Why the configured model was not used and the built-in generator was (<c>auto</c> without MiniLM); null otherwise.</summary>
+    public string? FallbackReason { get; private init; }
+    /// <summary>How much the process's resident memory grew while the model loaded (about what its weights and session take; zero when not measured).</summary>
+    public long LoadMemoryBytes { get; private init; }
+
+    public static SemanticEncoder Learned(IEmbeddingGenerator<string, Embedding<float>> generator, string name, float threshold, TimeSpan loadTime = default, long modelBytes = 0, int guards = SemanticGuards.All, IVectorIndexFactory? index = null, long loadMemoryBytes = 0) =>
+        new(generator, name, threshold, dense: true, null) { LoadTime = loadTime, ModelBytes = modelBytes, Guards = guards, IndexFactory = index, LoadMemoryBytes = loadMemoryBytes };
 
     public static SemanticEncoder Disabled(string name, string reason) => new(null, name, 1f, dense: true, reason);
 
