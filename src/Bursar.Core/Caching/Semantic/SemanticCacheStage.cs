@@ -26,13 +26,14 @@ public sealed class SemanticCacheStage(SemanticResponseCache semantic, CallMeter
     {
         var req = call.Request;
         string? partition = null, question = null;
+        float[]? vector = null;
         {
             try
             {
                 if (req.TryBody(out var body) && SemanticResponseCache.Question(body, semantic.Options.MaxUserTurns) is { } q)
                 {
                     partition = SemanticResponseCache.Partition(ResponseCacheKey.Tenant(call.Key, call.Attribution), req.Model, q.SystemHash, call.Dialect, req.Stream);
-                    var (similar, score, rejected) = await semantic.LookupAsync(partition, q.Question, cancellationToken).ConfigureAwait(false);
+                    var (similar, score, rejected, embedded) = await semantic.LookupWithVectorAsync(partition, q.Question, cancellationToken).ConfigureAwait(false);
                     if (similar is not null)
                     {
                         ExactCacheStage.Hit(call, similar.Response, semantic: true);
@@ -40,7 +41,7 @@ public sealed class SemanticCacheStage(SemanticResponseCache semantic, CallMeter
                         return;
                     }
                     // the encoder's model did not load: no semantic cache (the reason was logged once), the call goes on as a bypass
-                    if (rejected != "disabled") question = q.Question;
+                    if (rejected != "disabled") (question, vector) = (q.Question, embedded); // no vector: too long to embed or store
                 }
             }
             catch (Exception e) when (CallRequest.IsBadJson(e) || e is HttpRequestException)
@@ -56,8 +57,10 @@ public sealed class SemanticCacheStage(SemanticResponseCache semantic, CallMeter
         call.CacheStatus = "miss";
         call.CaptureAnswer = true;
         await next(call, cancellationToken).ConfigureAwait(false);
-        if (call.Answer is { } answer && call.Outcome == "ok" && !cancellationToken.IsCancellationRequested)
-            await semantic.AddAsync(partition!, question, ExactCacheStage.Stored(call, answer, meter, time), CancellationToken.None).ConfigureAwait(false);
+        // the answer goes in under the lookup's vector: the question is not embedded again, so the miss waits for an index
+        // insertion (microseconds), never for a second encoder run
+        if (vector is not null && call.Answer is { } answer && call.Outcome == "ok" && !cancellationToken.IsCancellationRequested)
+            semantic.Add(partition!, question, vector, ExactCacheStage.Stored(call, answer, meter, time));
     }
 }
 

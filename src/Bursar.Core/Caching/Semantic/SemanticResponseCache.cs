@@ -169,9 +169,25 @@ public sealed class SemanticResponseCache : IDisposable
 
     public async Task<(Entry? Hit, float Score, string? Rejected)> LookupAsync(string partition, string question, CancellationToken ct = default)
     {
+        var (hit, score, rejected, _) = await LookupWithVectorAsync(partition, question, ct).ConfigureAwait(false);
+        return (hit, score, rejected);
+    }
+
+    /// <summary>
+    /// As <see cref="LookupAsync"/>, and the question's vector, so that a miss stores its answer with <see cref="Add"/> without
+    /// embedding the question a second time (the add then costs an index insertion, not an encoder run).
+    /// </summary>
+    public async Task<(Entry? Hit, float Score, string? Rejected, float[]? Vector)> LookupWithVectorAsync(string partition, string question, CancellationToken ct = default)
+    {
         // a multi-megabyte "question" is neither embedded nor stored: it bypasses the semantic cache
-        if (question.Length > options.MaxQuestionChars) return (null, float.NegativeInfinity, "too long");
-        if (await EmbedAsync(question, ct).ConfigureAwait(false) is not { } vector) return (null, float.NegativeInfinity, "disabled");
+        if (question.Length > options.MaxQuestionChars) return (null, float.NegativeInfinity, "too long", null);
+        if (await EmbedAsync(question, ct).ConfigureAwait(false) is not { } vector) return (null, float.NegativeInfinity, "disabled", null);
+        var (hit, score, rejected) = Search(partition, question, vector);
+        return (hit, score, rejected, vector);
+    }
+
+    private (Entry? Hit, float Score, string? Rejected) Search(string partition, string question, float[] vector)
+    {
         var index = Index(vector.Length);
         var (entry, score) = index.Nearest(partition, vector);
         // an expired entry is removed, so it no longer hides a live one behind it (or holds a slot of MaxEntries)
@@ -216,6 +232,21 @@ public sealed class SemanticResponseCache : IDisposable
         var charge = 2L * question.Length + response.Body.Length + 2L * (response.ContentType.Length + (response.Model?.Length ?? 0)) + 200;
         if (Bytes + charge > options.MaxTotalBytes) return;
         if (await EmbedAsync(question, ct).ConfigureAwait(false) is not { } vector) return;
+        Add(partition, question, vector, response);
+    }
+
+    /// <summary>Stores an answer under the vector its question's lookup already computed (<see cref="LookupWithVectorAsync"/>): no encoder run.</summary>
+    public void Add(string partition, string question, float[] vector, CachedResponse response)
+    {
+        var now = time.GetUtcNow().UtcTicks;
+        if (Count >= options.MaxEntries && now - Interlocked.Read(ref _lastSweepTicks) > options.Ttl.Ticks / 10)
+        {
+            Interlocked.Exchange(ref _lastSweepTicks, now);
+            RemoveExpired();
+        }
+        if (Count >= options.MaxEntries || question.Length > options.MaxQuestionChars || response.Body.Length > options.MaxEntryBytes) return;
+        var charge = 2L * question.Length + response.Body.Length + 2L * (response.ContentType.Length + (response.Model?.Length ?? 0)) + 200;
+        if (Bytes + charge > options.MaxTotalBytes) return;
         var index = Index(vector.Length);
         if (Bytes + charge + index.CostOf(partition, vector) > options.MaxTotalBytes) return;
         index.Add(partition, vector, new Entry(question, response) { Charge = charge });
