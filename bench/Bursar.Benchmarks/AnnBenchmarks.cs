@@ -8,7 +8,7 @@ namespace Bursar.Benchmarks;
 
 /// <summary>
 /// One semantic-cache lookup in a partition of MiniLM-sized vectors (384 floats): the exact SIMD scan vs the HNSW tier (USearch,
-/// f16 graph, 16 candidates re-ranked exactly). Vectors are clustered like sentence embeddings (4,000 topics plus noise); queries
+/// i8 graph, 16 candidates re-ranked exactly). Vectors are clustered like sentence embeddings (4,000 topics plus noise); queries
 /// are near-duplicates of stored entries (what a hit looks like). Run:
 /// <c>nice -n 10 dotnet run -c Release --project bench/Bursar.Benchmarks -- --filter '*AnnLookup*' --job short</c>.
 /// Per-lookup percentiles and memory per entry: <c>-- ann-percentiles [entries]</c>.
@@ -22,7 +22,7 @@ public class AnnLookupBenchmarks
     private float[][] _queries = null!;
     private int _next;
 
-    [Params(100_000, 1_000_000)]
+    [Params(100_000)]
     public int Entries { get; set; }
 
     [GlobalSetup(Target = nameof(ExactScan))]
@@ -96,20 +96,21 @@ public static class AnnPercentiles
     public static void Run(string[] args)
     {
         var n = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 100_000;
+        var quantization = args.Length > 2 ? args[2] : "i8";
         var (stored, queries) = AnnData.Make(n, 5000);
         var items = Enumerable.Range(0, n).Select(i => $"e{i}").ToArray(); // one item per entry, made before memory is measured
         const string p = "p";
         long Mem() { GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect(); using var proc = Process.GetCurrentProcess(); return proc.PrivateMemorySize64; }
         var m0 = Mem();
         var sw = Stopwatch.StartNew();
-        var ann = new HnswVectorIndex<string>(AnnData.Dims);
+        var ann = new HnswVectorIndex<string>(AnnData.Dims, new HnswIndexOptions { Quantization = quantization });
         for (var i = 0; i < n; i++) ann.Add(p, stored[i], items[i]);
         var build = sw.Elapsed;
         var m1 = Mem();
         var exact = new VectorIndex<string>(AnnData.Dims);
         for (var i = 0; i < n; i++) exact.Add(p, stored[i], items[i]);
         var m2 = Mem();
-        Console.WriteLine($"{n:N0} entries: HNSW built in {build.TotalSeconds:F1} s; memory per entry: HNSW tier {(m1 - m0) / (double)n:F0} B (charged {ann.Bytes / (double)n:F0} B), exact {(m2 - m1) / (double)n:F0} B (charged {exact.Bytes / (double)n:F0} B)");
+        Console.WriteLine($"{n:N0} entries ({quantization} graph): HNSW built in {build.TotalSeconds:F1} s; memory per entry: HNSW tier {(m1 - m0) / (double)n:F0} B (charged {ann.Bytes / (double)n:F0} B), exact {(m2 - m1) / (double)n:F0} B (charged {exact.Bytes / (double)n:F0} B)");
         foreach (var (name, index) in new (string, IVectorIndex<string>)[] { ("exact", exact), ("hnsw", ann) })
         {
             foreach (var q in queries.Take(200)) index.Nearest(p, q);

@@ -21,6 +21,11 @@ public sealed class HnswIndexOptions
     public int ExpansionSearch { get; set; } = 64;
     /// <summary>Nearest candidates the graph returns, re-ranked by their exact cosine over the stored float vectors. Default 16.</summary>
     public int Candidates { get; set; } = 16;
+    /// <summary>How the graph stores its copy of each vector: <c>i8</c> (1 byte per dimension, SIMD distances), <c>f16</c> or <c>f32</c>. Default i8 (re-ranking uses the floats).</summary>
+    public string Quantization { get; set; } = "i8";
+
+    internal ScalarKind Scalar => Quantization switch { "f16" => ScalarKind.Float16, "f32" => ScalarKind.Float32, _ => ScalarKind.Int8 };
+    internal int ScalarBytes => Quantization switch { "f16" => 2, "f32" => 4, _ => 1 };
 
     public void Validate()
     {
@@ -28,6 +33,7 @@ public sealed class HnswIndexOptions
         if (Connectivity is < 2 or > 256) throw new InvalidOperationException($"Bursar:SemanticCache:Ann:Connectivity must be between 2 and 256, not {Connectivity}.");
         if (ExpansionAdd < 1) throw new InvalidOperationException($"Bursar:SemanticCache:Ann:ExpansionAdd must be at least 1, not {ExpansionAdd}.");
         if (ExpansionSearch < 1) throw new InvalidOperationException($"Bursar:SemanticCache:Ann:ExpansionSearch must be at least 1, not {ExpansionSearch}.");
+        if (Quantization is not ("i8" or "f16" or "f32")) throw new InvalidOperationException($"Bursar:SemanticCache:Ann:Quantization must be 'i8', 'f16' or 'f32', not '{Quantization}'.");
         if (Candidates < 1 || Candidates > ExpansionSearch) throw new InvalidOperationException($"Bursar:SemanticCache:Ann:Candidates must be between 1 and ExpansionSearch ({ExpansionSearch}), not {Candidates}.");
     }
 }
@@ -41,10 +47,10 @@ public sealed class HnswVectorIndexFactory(HnswIndexOptions options) : IVectorIn
 /// <summary>
 /// The dense index of a learned encoder's vectors with an approximate tier: each partition keeps its L2-normalized float vectors
 /// in one contiguous array (as <see cref="VectorIndex{T}"/>); while it holds at most <see cref="HnswIndexOptions.AnnAbove"/>
-/// entries a query scans them exactly; past that, an HNSW graph (USearch, cosine, f16 copies of the vectors) proposes
+/// entries a query scans them exactly; past that, an HNSW graph (USearch, cosine, i8 copies of the vectors by default) proposes
 /// <see cref="HnswIndexOptions.Candidates"/> neighbours, and the one returned is the best of them by its exact cosine over the
 /// float vectors, so the score is always exact (only which entry is found is approximate). Removals take the entry out of both.
-/// Memory per entry past the threshold: 4 bytes per dimension (floats) + 2 per dimension (f16 in the graph) + the graph's links
+/// Memory per entry past the threshold: 4 bytes per dimension (floats) + 1 per dimension (i8 in the graph) + the graph's links
 /// and key maps (about 2 x Connectivity x 4 + 100 bytes): about 2.5 KiB for MiniLM's 384.
 /// Native graph calls of one partition are serialized (one lock per partition); partitions are independent.
 /// </summary>
@@ -92,8 +98,8 @@ public sealed class HnswVectorIndex<T> : IVectorIndex<T>, IDisposable where T : 
         }
     }
 
-    /// <summary>What one entry adds once its partition has a graph: its floats, its f16 copy, its links and map slots.</summary>
-    private long GraphEntryBytes => 2L * _dimensions + 8L * _options.Connectivity + 64;
+    /// <summary>What one entry adds once its partition has a graph: its quantized copy, its links and map slots.</summary>
+    private long GraphEntryBytes => (long)_options.ScalarBytes * _dimensions + 8L * _options.Connectivity + 64;
     private long EntryBytes => 4L * _dimensions + IntPtr.Size + 8 + 48 + 48;
 
     public long CostOf(string partition, ReadOnlySpan<float> vector)
@@ -157,7 +163,7 @@ public sealed class HnswVectorIndex<T> : IVectorIndex<T>, IDisposable where T : 
     /// <summary>The partition passed the threshold: every entry goes into a new graph (under the partition's write lock), room reserved once.</summary>
     private void BuildGraph(Partition p)
     {
-        var graph = new USearchIndex(MetricKind.Cos, ScalarKind.Float16, (ulong)_dimensions, (ulong)_options.Connectivity, (ulong)_options.ExpansionAdd, (ulong)_options.ExpansionSearch);
+        var graph = new USearchIndex(MetricKind.Cos, _options.Scalar, (ulong)_dimensions, (ulong)_options.Connectivity, (ulong)_options.ExpansionAdd, (ulong)_options.ExpansionSearch);
         var vectors = new float[p.Items.Count][];
         for (var i = 0; i < vectors.Length; i++) vectors[i] = p.Vectors.AsSpan(i * _dimensions, _dimensions).ToArray();
         lock (p.Native)
