@@ -38,11 +38,11 @@ public static class EmbeddingThroughput
         {
             var direct = await Concurrent(onnx, questions, callers, seconds);
             Console.WriteLine($"{callers,2} callers, one run per question: {direct.PerSecond,7:F0} embeddings/s; p50 {direct.P50:F2} ms per question");
-            foreach (var (maxBatch, runners) in new[] { (8, 1), (8, 2), (16, 1) })
+            foreach (var (maxBatch, runners, waitMs) in args.Length > 2 && args[2] == "defaults" ? new[] { (8, Environment.ProcessorCount, 0) } : new[] { (8, 1, 1), (8, 2, 1), (16, 1, 1), (8, Environment.ProcessorCount, 0) })
             {
-                using var batching = new BatchingEmbeddingGenerator(new Borrowed(onnx), new EmbeddingBatchingOptions { MaxBatchSize = maxBatch, MaxConcurrentBatches = runners });
+                using var batching = new BatchingEmbeddingGenerator(new Borrowed(onnx), new EmbeddingBatchingOptions { MaxBatchSize = maxBatch, MaxConcurrentBatches = runners, MaxWait = TimeSpan.FromMilliseconds(waitMs) });
                 var batched = await Concurrent(batching, questions, callers, seconds);
-                Console.WriteLine($"{callers,2} callers, batched (max {maxBatch}, {runners} runner{(runners > 1 ? "s" : "")}): {batched.PerSecond,7:F0} embeddings/s; p50 {batched.P50:F2} ms per question; mean batch {(double)batching.Texts / Math.Max(1, batching.Batches):F1}");
+                Console.WriteLine($"{callers,2} callers, batched (max {maxBatch}, {runners} runner{(runners > 1 ? "s" : "")}, wait {waitMs} ms): {batched.PerSecond,7:F0} embeddings/s; p50 {batched.P50:F2} ms per question; mean batch {(double)batching.Texts / Math.Max(1, batching.Batches):F1}");
             }
         }
     }

@@ -6,17 +6,24 @@ namespace Bursar.Core.Caching.Semantic;
 /// <summary>Options of <see cref="BatchingEmbeddingGenerator"/> (<c>Bursar:SemanticCache:Batching</c>).</summary>
 public sealed class EmbeddingBatchingOptions
 {
-    /// <summary>Most texts embedded in one run of the inner generator (one ONNX run, padded to its longest text). Default 8. 1 turns batching off.</summary>
-    public int MaxBatchSize { get; set; } = 8;
+    /// <summary>
+    /// Most texts embedded in one run of the inner generator (one ONNX run, padded to its longest text). Default 1: batching off,
+    /// each request goes straight to the encoder, because on the 2-core reference machine one sentence per core in parallel embedded
+    /// more per second than batches did at every concurrency measured (bench/RESULTS.md, <c>embed-throughput</c>). 8 turns it on
+    /// (machines with more cores than concurrent lookups' runs can use, or a GPU encoder).
+    /// </summary>
+    public int MaxBatchSize { get; set; } = 1;
 
     /// <summary>
-    /// How long a batch that is not full waits for more requests before it runs. Default 1 ms: a lone lookup pays at most this,
-    /// concurrent lookups share one run. Zero: run at once with whatever is queued (batches then form only while a run is in progress).
+    /// How long a batch that is not full waits for more requests before it runs, when a runner is free. Default zero: a request
+    /// that finds a free runner runs at once, and batches form from the requests that arrive while every runner is busy (on a
+    /// CPU, one sentence per core in parallel beats one padded batch on one core; batches pay off only once the cores are taken:
+    /// bench/RESULTS.md). A few milliseconds trade a lone lookup's latency for fuller batches.
     /// </summary>
-    public TimeSpan MaxWait { get; set; } = TimeSpan.FromMilliseconds(1);
+    public TimeSpan MaxWait { get; set; } = TimeSpan.Zero;
 
-    /// <summary>Batches run by the inner generator at the same time. Default 1 (one ONNX run uses a core; the other serves the requests).</summary>
-    public int MaxConcurrentBatches { get; set; } = 1;
+    /// <summary>Batches run by the inner generator at the same time. Default the machine's cores (each ONNX run uses one thread).</summary>
+    public int MaxConcurrentBatches { get; set; } = Environment.ProcessorCount;
 
     public void Validate()
     {
@@ -28,8 +35,9 @@ public sealed class EmbeddingBatchingOptions
 
 /// <summary>
 /// Gathers the embedding requests of concurrent callers (semantic-cache lookups and adds, one question each) into one call of the
-/// inner generator, so an ONNX encoder runs one padded batch instead of one sentence per run. A batch runs once it holds
-/// <see cref="EmbeddingBatchingOptions.MaxBatchSize"/> texts or its first request has waited <see cref="EmbeddingBatchingOptions.MaxWait"/>.
+/// inner generator, so an ONNX encoder runs one padded batch instead of one sentence per run. A batch runs as soon as a runner
+/// is free, with what has queued (up to <see cref="EmbeddingBatchingOptions.MaxBatchSize"/> texts; when the runner was idle, after
+/// waiting up to <see cref="EmbeddingBatchingOptions.MaxWait"/> for company).
 /// Each caller gets the vectors of its own texts, in order. A caller that cancels leaves its batch (the others still get theirs);
 /// an inner generator that throws faults the requests of that batch only. Requests with <see cref="EmbeddingGenerationOptions"/>
 /// are passed straight through (a batch has one set of options).
