@@ -65,7 +65,7 @@ public sealed class BatchingEmbeddingGeneratorTests
     public async Task Requests_that_arrive_while_a_run_is_busy_go_together_into_the_next_run()
     {
         var inner = new Recording { Gate = new(TaskCreationOptions.RunContinuationsAsynchronously) };
-        using var batching = new BatchingEmbeddingGenerator(inner, new EmbeddingBatchingOptions { MaxBatchSize = 16, MaxWait = TimeSpan.Zero }, new FakeTimeProvider());
+        using var batching = new BatchingEmbeddingGenerator(inner, new EmbeddingBatchingOptions { MaxBatchSize = 16, MaxWait = TimeSpan.Zero, MaxConcurrentBatches = 1 }, new FakeTimeProvider());
         var first = batching.GenerateAsync(["first"]);
         await inner.Entered.Task; // the first question runs alone (MaxWait zero: no waiting for company)
         var queued = Enumerable.Range(0, 6).Select(i => batching.GenerateAsync([$"question {i}"])).ToArray();
@@ -80,7 +80,7 @@ public sealed class BatchingEmbeddingGeneratorTests
     public async Task A_batch_never_holds_more_than_the_max_and_a_request_is_never_split()
     {
         var inner = new Recording();
-        using var batching = new BatchingEmbeddingGenerator(inner, new EmbeddingBatchingOptions { MaxBatchSize = 3, MaxWait = TimeSpan.FromSeconds(1) }, new FakeTimeProvider());
+        using var batching = new BatchingEmbeddingGenerator(inner, new EmbeddingBatchingOptions { MaxBatchSize = 3, MaxWait = TimeSpan.FromSeconds(1), MaxConcurrentBatches = 1 }, new FakeTimeProvider());
         var a = batching.GenerateAsync(["a1", "a2"]);
         var b = batching.GenerateAsync(["b1", "b2"]); // does not fit beside a: starts the next batch
         var c = batching.GenerateAsync(["c1"]);
@@ -95,7 +95,7 @@ public sealed class BatchingEmbeddingGeneratorTests
     public async Task A_caller_that_cancels_leaves_its_batch_and_the_others_still_get_their_vectors()
     {
         var inner = new Recording { Gate = new(TaskCreationOptions.RunContinuationsAsynchronously) };
-        using var batching = new BatchingEmbeddingGenerator(inner, new EmbeddingBatchingOptions { MaxWait = TimeSpan.Zero }, new FakeTimeProvider());
+        using var batching = new BatchingEmbeddingGenerator(inner, new EmbeddingBatchingOptions { MaxBatchSize = 8, MaxWait = TimeSpan.Zero, MaxConcurrentBatches = 1 }, new FakeTimeProvider());
         using var whileRunning = new CancellationTokenSource();
         var running = batching.GenerateAsync(["running"], cancellationToken: whileRunning.Token);
         await inner.Entered.Task;
