@@ -5,6 +5,16 @@ if (args.Length > 0 && args[0] == "semantic-percentiles")
     Bursar.Benchmarks.SemanticPercentiles.Run();
     return;
 }
+if (args.Length > 0 && args[0] == "ann-percentiles")
+{
+    Bursar.Benchmarks.AnnPercentiles.Run(args);
+    return;
+}
+if (args.Length > 0 && args[0] == "embed-throughput")
+{
+    await Bursar.Benchmarks.EmbeddingThroughput.RunAsync(args);
+    return;
+}
 if (args.Length > 0 && args[0] == "router-percentiles")
 {
     Bursar.Benchmarks.RouterBenchmarks.Percentiles();

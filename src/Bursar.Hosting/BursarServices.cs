@@ -137,6 +137,9 @@ public static partial class BursarServices
             ? new Bursar.Caching.Redis.RedisSemanticEntries(c, sp.GetRequiredService<ResponseCacheOptions>(), sp.GetRequiredService<ILogger<Bursar.Caching.Redis.RedisSemanticEntries>>())
             : NoSharedSemanticEntries.Instance);
         services.AddHostedService<SemanticCacheSync>();
+        services.AddOptions<Bursar.Embeddings.Onnx.HnswIndexOptions>().Bind(configuration.GetSection(Bursar.Core.Caching.Semantic.SemanticCacheOptions.Section + ":Ann"))
+            .Validate(o => { o.Validate(); return true; }).ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<Bursar.Embeddings.Onnx.HnswIndexOptions>>().Value);
         services.AddOptions<PromptCacheOptions>().Bind(configuration.GetSection(PromptCacheOptions.Section));
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<PromptCacheOptions>>().Value);
         services.AddSingleton<VolatilePrefixDetector>();

@@ -38,30 +38,35 @@ public static partial class SemanticEncoders
                 return SemanticEncoder.Learned(new OpenAIEmbeddingGenerator(http, baseUrl, simulated ? "simulator" : o.EmbeddingsApiKey, o.EmbeddingsModel), $"openai {o.EmbeddingsModel}", SemanticEncoder.LocalThreshold);
             }
             case "onnx":
-                return Load(log, time, "onnx " + Path.GetFileName(o.OnnxModelPath), () => new OnnxEmbeddingGenerator(o.OnnxModelPath!, o.OnnxVocabPath!), SemanticEncoder.LocalThreshold, SemanticGuards.All, fallback: false, o.OnnxModelPath!);
+                return Load(sp, log, time, o, "onnx " + Path.GetFileName(o.OnnxModelPath), () => new OnnxEmbeddingGenerator(o.OnnxModelPath!, o.OnnxVocabPath!), SemanticEncoder.LocalThreshold, SemanticGuards.All, fallback: false, o.OnnxModelPath!);
             default: // auto, minilm
-                return Load(log, time, MiniLmModel.Name, () => MiniLmModel.Load(bursar.DataDirectory, o.MiniLmDllPath), SemanticEncoder.MiniLmThreshold,
+                return Load(sp, log, time, o, MiniLmModel.Name, () => MiniLmModel.Load(bursar.DataDirectory, o.MiniLmDllPath), SemanticEncoder.MiniLmThreshold,
                     SemanticEncoder.MiniLmGuards, fallback: o.Generator == "auto", null);
         }
     }
 
-    private static SemanticEncoder Load(ILogger log, TimeProvider time, string name, Func<OnnxEmbeddingGenerator> load, float threshold, int guards, bool fallback, string? modelPath)
+    private static SemanticEncoder Load(IServiceProvider sp, ILogger log, TimeProvider time, SemanticCacheOptions o, string name, Func<OnnxEmbeddingGenerator> load, float threshold, int guards, bool fallback, string? modelPath)
     {
         var started = time.GetTimestamp();
+        var resident = Environment.WorkingSet;
         try
         {
             var g = load();
+            var grown = Math.Max(0, Environment.WorkingSet - resident);
             var elapsed = time.GetElapsedTime(started);
             var bytes = modelPath is not null ? new FileInfo(modelPath).Length : g.Metadata.ProviderUri is { IsFile: true } u ? new FileInfo(u.LocalPath).Length : 0;
             LogLoaded(log, name, g.Dimensions ?? 0, elapsed.TotalMilliseconds, bytes / (1024.0 * 1024));
-            return SemanticEncoder.Learned(g, name, threshold, elapsed, bytes, guards);
+            // concurrent lookups share one ONNX run (Bursar:SemanticCache:Batching)
+            // large partitions searched through an HNSW graph, its candidates re-ranked exactly (Bursar:SemanticCache:Ann)
+            var ann = new HnswVectorIndexFactory(sp.GetRequiredService<HnswIndexOptions>());
+            return SemanticEncoder.Learned(new BatchingEmbeddingGenerator(g, o.Batching, time), name, threshold, elapsed, bytes, guards, ann, grown);
         }
         catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException or ArgumentException or TypeInitializationException or DllNotFoundException)
         {
             if (fallback)
             {
                 LogFallback(log, name, e.Message);
-                return SemanticEncoder.Local(new HashedNGramEmbeddingGenerator());
+                return SemanticEncoder.Local(new HashedNGramEmbeddingGenerator(), $"{name} could not be loaded: {e.Message}");
             }
             LogDisabled(log, name, e.Message);
             return SemanticEncoder.Disabled(name, e.Message);

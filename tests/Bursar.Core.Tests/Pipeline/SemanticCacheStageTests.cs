@@ -206,4 +206,40 @@ public sealed class SemanticCacheStageTests : IAsyncLifetime
         Assert.Null(late.CacheHit);
         Assert.Equal(2, provider.Calls);
     }
+
+    /// <summary>An encoder whose first run answers and whose later runs wait at a gate that never opens (unless a test opens it).</summary>
+    private sealed class OneFreeRun : Microsoft.Extensions.AI.IEmbeddingGenerator<string, Microsoft.Extensions.AI.Embedding<float>>
+    {
+        private readonly HashedNGramEmbeddingGenerator _inner = new();
+        public readonly TaskCompletionSource Gate = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public int Runs;
+
+        public async Task<Microsoft.Extensions.AI.GeneratedEmbeddings<Microsoft.Extensions.AI.Embedding<float>>> GenerateAsync(IEnumerable<string> values, Microsoft.Extensions.AI.EmbeddingGenerationOptions? options = null, CancellationToken cancellationToken = default)
+        {
+            if (Interlocked.Increment(ref Runs) > 1) await Gate.Task.WaitAsync(cancellationToken);
+            return new(values.Select(v => new Microsoft.Extensions.AI.Embedding<float>(_inner.Embed(v))));
+        }
+
+        public object? GetService(Type serviceType, object? serviceKey = null) => null;
+        public void Dispose() { }
+    }
+
+    [Fact]
+    public async Task A_miss_stores_its_answer_under_the_lookups_vector_without_a_second_encoder_run()
+    {
+        // a dense encoder that would hang on a second run: the miss must complete on the lookup's one run, and the answer be stored
+        var encoder = new OneFreeRun();
+        var cache = new SemanticResponseCache(_options, encoder, _time);
+        var stage = new SemanticCacheStage(cache, _kit.Meter, _time);
+        var provider = new FakeProvider();
+        var miss = Ask(Levers.OpenAI("gpt-4o-mini", "How do I reset my password for account 4f2a?"));
+        var done = stage.InvokeAsync(miss, provider.Next, default).AsTask();
+        Assert.Same(done, await Task.WhenAny(done, Task.Delay(TimeSpan.FromSeconds(30)))); // a generous bound only, no timing asserted
+        Assert.Equal(("miss", 1, 1, 1), (miss.CacheStatus, provider.Calls, encoder.Runs, cache.Count));
+        // the stored entry is the one the next question finds (its lookup is the encoder's second run)
+        encoder.Gate.SetResult();
+        var again = Ask(Levers.OpenAI("gpt-4o-mini", "how do I reset my password for account 4f2a"));
+        await stage.InvokeAsync(again, provider.Next, default);
+        Assert.Equal(("semantic-hit", 1, 2), (again.CacheStatus, provider.Calls, encoder.Runs));
+    }
 }

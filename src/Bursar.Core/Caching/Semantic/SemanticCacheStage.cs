@@ -27,13 +27,14 @@ public sealed class SemanticCacheStage(SemanticResponseCache semantic, CallMeter
     {
         var req = call.Request;
         string? partition = null, question = null;
+        float[]? vector = null;
         {
             try
             {
                 if (req.TryBody(out var body) && SemanticResponseCache.Question(body, semantic.Options.MaxUserTurns) is { } q)
                 {
                     partition = SemanticResponseCache.Partition(ResponseCacheKey.Tenant(call.Key, call.Attribution), req.Model, q.SystemHash, call.Dialect, req.Stream);
-                    var (similar, score, rejected) = await semantic.LookupAsync(partition, q.Question, cancellationToken).ConfigureAwait(false);
+                    var (similar, score, rejected, embedded) = await semantic.LookupWithVectorAsync(partition, q.Question, cancellationToken).ConfigureAwait(false);
                     if (similar is not null)
                     {
                         ExactCacheStage.Hit(call, similar.Response, semantic: true);
@@ -41,7 +42,7 @@ public sealed class SemanticCacheStage(SemanticResponseCache semantic, CallMeter
                         return;
                     }
                     // the encoder's model did not load: no semantic cache (the reason was logged once), the call goes on as a bypass
-                    if (rejected != "disabled") question = q.Question;
+                    if (rejected != "disabled") (question, vector) = (q.Question, embedded); // no vector: too long to embed or store
                 }
             }
             catch (Exception e) when (CallRequest.IsBadJson(e) || e is HttpRequestException)
@@ -57,10 +58,12 @@ public sealed class SemanticCacheStage(SemanticResponseCache semantic, CallMeter
         call.CacheStatus = "miss";
         call.CaptureAnswer = true;
         await next(call, cancellationToken).ConfigureAwait(false);
-        if (call.Answer is { } answer && call.Outcome == "ok" && !cancellationToken.IsCancellationRequested)
+        // the answer goes in under the lookup's vector: the question is not embedded again, so the miss waits for an index
+        // insertion (microseconds), never for a second encoder run; other instances hear of it through the shared entries
+        if (vector is not null && call.Answer is { } answer && call.Outcome == "ok" && !cancellationToken.IsCancellationRequested)
         {
             var stored = ExactCacheStage.Stored(call, answer, meter, time);
-            if (await semantic.AddAsync(partition!, question, stored, CancellationToken.None).ConfigureAwait(false) && shared is not null)
+            if (semantic.Add(partition!, question, vector, stored) && shared is not null)
                 await shared.PublishAsync(partition!, question, stored, semantic.Options.Ttl).ConfigureAwait(false);
         }
     }

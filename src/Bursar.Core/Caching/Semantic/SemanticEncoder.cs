@@ -43,14 +43,22 @@ public sealed class SemanticEncoder
     /// <summary>The guards kept for this encoder (a mask over <see cref="SemanticGuards.Names"/>): those that raise its held-out precision by more than they cost recall.</summary>
     public int Guards { get; private init; } = SemanticGuards.All;
     public bool Enabled => DisabledReason is null;
+    /// <summary>Builds the index of this encoder's vectors; null: the exact one (<see cref="VectorIndex{T}"/> when dense, <see cref="SparseVectorIndex{T}"/> otherwise).</summary>
+    public IVectorIndexFactory? IndexFactory { get; private init; }
     /// <summary>How long extracting and loading the model took, and about how much memory its weights take (zero for the built-in generator).</summary>
     public TimeSpan LoadTime { get; private init; }
     public long ModelBytes { get; private init; }
 
-    public static SemanticEncoder Local(HashedNGramEmbeddingGenerator generator) => new(generator, HashedNGramEmbeddingGenerator.Name, LocalThreshold, dense: false, null);
+    public static SemanticEncoder Local(HashedNGramEmbeddingGenerator generator, string? fallbackReason = null) =>
+        new(generator, HashedNGramEmbeddingGenerator.Name, LocalThreshold, dense: false, null) { FallbackReason = fallbackReason };
 
-    public static SemanticEncoder Learned(IEmbeddingGenerator<string, Embedding<float>> generator, string name, float threshold, TimeSpan loadTime = default, long modelBytes = 0, int guards = SemanticGuards.All) =>
-        new(generator, name, threshold, dense: true, null) { LoadTime = loadTime, ModelBytes = modelBytes, Guards = guards };
+    /// <summary>Why the configured model was not used and the built-in generator was (<c>auto</c> without MiniLM); null otherwise.</summary>
+    public string? FallbackReason { get; private init; }
+    /// <summary>How much the process's resident memory grew while the model loaded (about what its weights and session take; zero when not measured).</summary>
+    public long LoadMemoryBytes { get; private init; }
+
+    public static SemanticEncoder Learned(IEmbeddingGenerator<string, Embedding<float>> generator, string name, float threshold, TimeSpan loadTime = default, long modelBytes = 0, int guards = SemanticGuards.All, IVectorIndexFactory? index = null, long loadMemoryBytes = 0) =>
+        new(generator, name, threshold, dense: true, null) { LoadTime = loadTime, ModelBytes = modelBytes, Guards = guards, IndexFactory = index, LoadMemoryBytes = loadMemoryBytes };
 
     public static SemanticEncoder Disabled(string name, string reason) => new(null, name, 1f, dense: true, reason);
 

@@ -42,6 +42,9 @@ public sealed class SemanticCacheOptions
     public string? OnnxModelPath { get; set; }
     public string? OnnxVocabPath { get; set; }
 
+    /// <summary>How concurrent lookups share one run of a learned encoder (MiniLM, ONNX): <see cref="EmbeddingBatchingOptions"/>.</summary>
+    public EmbeddingBatchingOptions Batching { get; set; } = new();
+
     public bool AppliesTo(string? feature) => Features.Contains("*") || (feature is not null && Features.Contains(feature, StringComparer.Ordinal));
 
     public void Validate()
@@ -54,6 +57,7 @@ public sealed class SemanticCacheOptions
         if (Generator is not ("auto" or "minilm" or "local" or "openai" or "onnx")) throw new InvalidOperationException($"Bursar:SemanticCache:Generator must be 'auto', 'minilm', 'local', 'openai' or 'onnx', not '{Generator}'.");
         if (Generator == "onnx" && (string.IsNullOrEmpty(OnnxModelPath) || string.IsNullOrEmpty(OnnxVocabPath)))
             throw new InvalidOperationException("Bursar:SemanticCache:Generator 'onnx' needs Bursar:SemanticCache:OnnxModelPath (the .onnx file) and OnnxVocabPath (its vocab.txt).");
+        Batching.Validate();
         if (EmbeddingsBaseUrl is not null && !Uri.TryCreate(EmbeddingsBaseUrl, UriKind.Absolute, out _)) throw new InvalidOperationException($"Bursar:SemanticCache:EmbeddingsBaseUrl '{EmbeddingsBaseUrl}' is not an absolute URL.");
     }
 }
@@ -66,7 +70,11 @@ public sealed class SemanticCacheOptions
 /// </summary>
 public sealed class SemanticResponseCache : IDisposable
 {
-    public sealed record Entry(string Question, CachedResponse Response);
+    public sealed record Entry(string Question, CachedResponse Response)
+    {
+        /// <summary>What this entry adds to <see cref="Bytes"/> beside its vector (given back when it is removed).</summary>
+        public long Charge { get; init; }
+    }
 
     private readonly SemanticCacheOptions options;
     private readonly TimeProvider time;
@@ -92,6 +100,7 @@ public sealed class SemanticResponseCache : IDisposable
     public void Dispose()
     {
         if (_ownsEncoder && _encoder.IsValueCreated) _encoder.Value.Generator?.Dispose();
+        (_index as IDisposable)?.Dispose(); // an approximate index holds native graphs
     }
 
     /// <summary>The encoder in use (loading it on first call).</summary>
@@ -107,6 +116,7 @@ public sealed class SemanticResponseCache : IDisposable
 
 
     private long _entryBytes;
+    private long _lastSweepTicks = long.MinValue / 2;
 
     /// <summary>About how many bytes the cache holds: its questions and answers, and the index.</summary>
     public long Bytes => Interlocked.Read(ref _entryBytes) + (_index?.Bytes ?? 0);
@@ -124,7 +134,7 @@ public sealed class SemanticResponseCache : IDisposable
 
     private IVectorIndex<Entry> Index(int dimensions)
     {
-        lock (_indexLock) return _index ??= Encoder.Dense ? new VectorIndex<Entry>(dimensions) : new SparseVectorIndex<Entry>(dimensions);
+        lock (_indexLock) return _index ??= Encoder.IndexFactory?.Create<Entry>(dimensions) ?? (Encoder.Dense ? new VectorIndex<Entry>(dimensions) : new SparseVectorIndex<Entry>(dimensions));
     }
 
     /// <summary>The question a request asks (its newest user text) and the partition it belongs to; null when it is not a candidate.</summary>
@@ -159,28 +169,92 @@ public sealed class SemanticResponseCache : IDisposable
 
     public async Task<(Entry? Hit, float Score, string? Rejected)> LookupAsync(string partition, string question, CancellationToken ct = default)
     {
+        var (hit, score, rejected, _) = await LookupWithVectorAsync(partition, question, ct).ConfigureAwait(false);
+        return (hit, score, rejected);
+    }
+
+    /// <summary>
+    /// As <see cref="LookupAsync"/>, and the question's vector, so that a miss stores its answer with <see cref="Add"/> without
+    /// embedding the question a second time (the add then costs an index insertion, not an encoder run).
+    /// </summary>
+    public async Task<(Entry? Hit, float Score, string? Rejected, float[]? Vector)> LookupWithVectorAsync(string partition, string question, CancellationToken ct = default)
+    {
         // a multi-megabyte "question" is neither embedded nor stored: it bypasses the semantic cache
-        if (question.Length > options.MaxQuestionChars) return (null, float.NegativeInfinity, "too long");
-        if (await EmbedAsync(question, ct).ConfigureAwait(false) is not { } vector) return (null, float.NegativeInfinity, "disabled");
-        var (entry, score) = Index(vector.Length).Nearest(partition, vector);
+        if (question.Length > options.MaxQuestionChars) return (null, float.NegativeInfinity, "too long", null);
+        if (await EmbedAsync(question, ct).ConfigureAwait(false) is not { } vector) return (null, float.NegativeInfinity, "disabled", null);
+        var (hit, score, rejected) = Search(partition, question, vector);
+        return (hit, score, rejected, vector);
+    }
+
+    private (Entry? Hit, float Score, string? Rejected) Search(string partition, string question, float[] vector)
+    {
+        var index = Index(vector.Length);
+        var (entry, score) = index.Nearest(partition, vector);
+        // an expired entry is removed, so it no longer hides a live one behind it (or holds a slot of MaxEntries)
+        for (var tries = 0; entry is not null && score >= Threshold && Expired(entry) && tries < 4; tries++)
+        {
+            if (index.Remove(partition, entry)) Interlocked.Add(ref _entryBytes, -entry.Charge);
+            (entry, score) = index.Nearest(partition, vector);
+        }
         if (entry is null || score < Threshold) return (null, score, null);
-        if (time.GetUtcNow() - entry.Response.StoredAt > options.Ttl) return (null, score, "expired");
+        if (Expired(entry)) return (null, score, "expired");
         if (!SemanticGuards.Compatible(question, entry.Question, Encoder.Guards, out var why)) return (null, score, why);
         return (entry, score, null);
     }
 
-    /// <summary>Adds an entry to the index; false when it was not added (bounds, an expired answer, no encoder).</summary>
+    private bool Expired(Entry e) => time.GetUtcNow() - e.Response.StoredAt > options.Ttl;
+
+    /// <summary>Removes the expired entries; returns how many.</summary>
+    public int RemoveExpired()
+    {
+        if (_index is not { } index) return 0;
+        long freed = 0;
+        var removed = index.RemoveWhere(e =>
+        {
+            if (!Expired(e)) return false;
+            freed += e.Charge;
+            return true;
+        });
+        Interlocked.Add(ref _entryBytes, -freed);
+        return removed;
+    }
+
+    /// <summary>Adds an entry, embedding its question; false when it was not added (bounds, an expired answer, no encoder).</summary>
     public async Task<bool> AddAsync(string partition, string question, CachedResponse response, CancellationToken ct = default)
     {
-        if (Count >= options.MaxEntries || question.Length > options.MaxQuestionChars || response.Body.Length > options.MaxEntryBytes) return false;
-        if (time.GetUtcNow() - response.StoredAt > options.Ttl) return false; // another instance's entry that expired meanwhile
-        var charge = 2L * question.Length + response.Body.Length + 2L * (response.ContentType.Length + (response.Model?.Length ?? 0)) + 200;
-        if (Bytes + charge > options.MaxTotalBytes) return false;
+        if (!Admits(question, response, out _)) return false;
         if (await EmbedAsync(question, ct).ConfigureAwait(false) is not { } vector) return false;
+        return Add(partition, question, vector, response);
+    }
+
+    /// <summary>Stores an answer under the vector its question's lookup already computed (<see cref="LookupWithVectorAsync"/>): no encoder run; false when it was not added.</summary>
+    public bool Add(string partition, string question, float[] vector, CachedResponse response)
+    {
+        if (!Admits(question, response, out var charge)) return false;
         var index = Index(vector.Length);
         if (Bytes + charge + index.CostOf(partition, vector) > options.MaxTotalBytes) return false;
-        index.Add(partition, vector, new Entry(question, response));
+        index.Add(partition, vector, new Entry(question, response) { Charge = charge });
         Interlocked.Add(ref _entryBytes, charge);
         return true;
+    }
+
+    /// <summary>
+    /// Whether an answer may go in: within the bounds (a full cache first sweeps its expired entries, at most once a tenth of the
+    /// TTL, so a cache full of live entries is not swept per add) and still fresh (another instance's entry may have expired
+    /// meanwhile); <paramref name="charge"/> is what it costs in bytes, the index's share aside.
+    /// </summary>
+    private bool Admits(string question, CachedResponse response, out long charge)
+    {
+        charge = 0;
+        var now = time.GetUtcNow();
+        if (Count >= options.MaxEntries && now.UtcTicks - Interlocked.Read(ref _lastSweepTicks) > options.Ttl.Ticks / 10)
+        {
+            Interlocked.Exchange(ref _lastSweepTicks, now.UtcTicks);
+            RemoveExpired();
+        }
+        if (Count >= options.MaxEntries || question.Length > options.MaxQuestionChars || response.Body.Length > options.MaxEntryBytes) return false;
+        if (now - response.StoredAt > options.Ttl) return false;
+        charge = 2L * question.Length + response.Body.Length + 2L * (response.ContentType.Length + (response.Model?.Length ?? 0)) + 200;
+        return Bytes + charge <= options.MaxTotalBytes;
     }
 }

@@ -22,6 +22,7 @@ public sealed class SparseVectorIndex<T>(int dimensions) : IVectorIndex<T>
         public readonly List<float>[] Weights = new List<float>[dimensions];
         public readonly List<(int[] Index, float[] Value)> Vectors = [];
         public readonly List<T> Items = [];
+        public readonly HashSet<int> Removed = [];
         public readonly ReaderWriterLockSlim Lock = new();
         /// <summary>Score buffers owned by this index: always handed back all-zero (only touched slots are written).</summary>
         public readonly System.Collections.Concurrent.ConcurrentBag<float[]> Buffers = [];
@@ -121,6 +122,7 @@ public sealed class SparseVectorIndex<T>(int dimensions) : IVectorIndex<T>
                     var d = touched[t];
                     var s = acc[d];
                     acc[d] = 0;
+                    if (p.Removed.Contains(d)) continue;
                     if (heap.Count < Candidates) heap.Enqueue(d, s);
                     else if (heap.TryPeek(out _, out var lowest) && s > lowest) heap.DequeueEnqueue(d, s);
                 }
@@ -135,6 +137,7 @@ public sealed class SparseVectorIndex<T>(int dimensions) : IVectorIndex<T>
                 {
                     for (var d = 0; d < n; d++)
                     {
+                        if (p.Removed.Contains(d)) continue;
                         var score = Dot(qi, qv, p.Vectors[d]);
                         if (score > bestScore) { bestScore = score; bestDoc = d; }
                     }
@@ -152,6 +155,53 @@ public sealed class SparseVectorIndex<T>(int dimensions) : IVectorIndex<T>
         {
             p.Lock.ExitReadLock();
         }
+    }
+
+    /// <summary>Removed entries become tombstones: their postings stay (charged) but they are never returned; <see cref="Count"/> drops.</summary>
+    public bool Remove(string partition, T item)
+    {
+        Partition? p;
+        lock (_lock) _partitions.TryGetValue(partition, out p);
+        if (p is null) return false;
+        p.Lock.EnterWriteLock();
+        try
+        {
+            for (var i = 0; i < p.Items.Count; i++)
+                if (!p.Removed.Contains(i) && ReferenceEquals(p.Items[i], item)) { Tombstone(p, i); return true; }
+            return false;
+        }
+        finally
+        {
+            p.Lock.ExitWriteLock();
+        }
+    }
+
+    public int RemoveWhere(Func<T, bool> stale)
+    {
+        Partition[] all;
+        lock (_lock) all = [.. _partitions.Values];
+        var removed = 0;
+        foreach (var p in all)
+        {
+            p.Lock.EnterWriteLock();
+            try
+            {
+                for (var i = 0; i < p.Items.Count; i++)
+                    if (!p.Removed.Contains(i) && stale(p.Items[i])) { Tombstone(p, i); removed++; }
+            }
+            finally
+            {
+                p.Lock.ExitWriteLock();
+            }
+        }
+        return removed;
+    }
+
+    private void Tombstone(Partition p, int doc)
+    {
+        p.Removed.Add(doc);
+        p.Items[doc] = default!;
+        Interlocked.Decrement(ref _count);
     }
 
     private static float Dot(int[] qi, float[] qv, (int[] Index, float[] Value) v)

@@ -13,6 +13,16 @@ public interface IVectorIndex<T>
     void Add(string partition, ReadOnlySpan<float> vector, T item);
     /// <summary>The most similar item in the partition and its exact cosine, or none when the partition is empty.</summary>
     (T? Item, float Score) Nearest(string partition, ReadOnlySpan<float> query);
+    /// <summary>Removes <paramref name="item"/> (by reference) from the partition; false when it is not there.</summary>
+    bool Remove(string partition, T item);
+    /// <summary>Removes every item <paramref name="stale"/> says is (expired entries); returns how many.</summary>
+    int RemoveWhere(Func<T, bool> stale);
+}
+
+/// <summary>Builds the index a semantic cache keeps its entries in (an encoder may bring its own, e.g. an approximate one for large partitions).</summary>
+public interface IVectorIndexFactory
+{
+    IVectorIndex<T> Create<T>(int dimensions) where T : class;
 }
 
 /// <summary>
@@ -83,6 +93,59 @@ public sealed class VectorIndex<T>(int dimensions) : IVectorIndex<T>
             p.Lock.ExitWriteLock();
         }
         Interlocked.Increment(ref _count);
+    }
+
+    public bool Remove(string partition, T item)
+    {
+        Partition? p;
+        lock (_lock) _partitions.TryGetValue(partition, out p);
+        if (p is null) return false;
+        p.Lock.EnterWriteLock();
+        try
+        {
+            for (var i = 0; i < p.Items.Count; i++)
+                if (ReferenceEquals(p.Items[i], item)) { RemoveAt(p, i); return true; }
+            return false;
+        }
+        finally
+        {
+            p.Lock.ExitWriteLock();
+        }
+    }
+
+    public int RemoveWhere(Func<T, bool> stale)
+    {
+        Partition[] all;
+        lock (_lock) all = [.. _partitions.Values];
+        var removed = 0;
+        foreach (var p in all)
+        {
+            p.Lock.EnterWriteLock();
+            try
+            {
+                for (var i = p.Items.Count - 1; i >= 0; i--)
+                    if (stale(p.Items[i])) { RemoveAt(p, i); removed++; }
+            }
+            finally
+            {
+                p.Lock.ExitWriteLock();
+            }
+        }
+        return removed;
+    }
+
+    /// <summary>The last entry moves into the hole (order does not matter to a nearest-neighbour scan).</summary>
+    private void RemoveAt(Partition p, int i)
+    {
+        var last = p.Items.Count - 1;
+        if (i != last)
+        {
+            p.Vectors.AsSpan(last * dimensions, dimensions).CopyTo(p.Vectors.AsSpan(i * dimensions, dimensions));
+            p.Items[i] = p.Items[last];
+        }
+        p.Items.RemoveAt(last);
+        Interlocked.Add(ref _bytes, -IntPtr.Size); // the array keeps its length: its floats stay charged
+        Interlocked.Decrement(ref _count);
     }
 
     /// <summary>The most similar item (cosine) in the partition, or none when it is empty.</summary>
