@@ -70,12 +70,22 @@ internal static class EvalCommand
                 if (missing.Length > 0)
                 {
                     var fresh = new System.Collections.Concurrent.ConcurrentDictionary<string, float[]>(StringComparer.Ordinal);
+                    var done = 0;
+                    var clock = System.Diagnostics.Stopwatch.StartNew();
                     Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(0, missing.Length, 32), r =>
                     {
                         var batch = missing[r.Item1..r.Item2];
                         var v = onnx.EmbedBatch(batch);
                         for (var i = 0; i < batch.Length; i++) fresh[batch[i]] = v[i];
+                        // the encoder's pass over every text takes minutes: say how far it is and when it should end
+                        var n = Interlocked.Add(ref done, batch.Length);
+                        if (n / 2_000 != (n - batch.Length) / 2_000 || n == missing.Length)
+                        {
+                            var left = TimeSpan.FromSeconds(clock.Elapsed.TotalSeconds / n * (missing.Length - n));
+                            Console.Error.Write(string.Create(CultureInfo.InvariantCulture, $"\r  embedding {n:N0} of {missing.Length:N0} texts ({(double)n / missing.Length:P0}, {n / clock.Elapsed.TotalSeconds:F0}/s, about {left.TotalMinutes:F0} min left)   "));
+                        }
                     });
+                    Console.Error.WriteLine();
                     foreach (var (k, v) in fresh) cached[k] = v;
                     WriteVectors(cacheFile.FullName, cached);
                 }
