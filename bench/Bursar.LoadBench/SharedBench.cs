@@ -32,7 +32,7 @@ internal static class SharedBench
         Process? upstream = null, embedded = null, shared = null;
         try
         {
-            var redisPort = FreePort();
+            var redisPort = Bursar.Testing.LocalPostgres.FreePort();
             redis = Process.Start(new ProcessStartInfo("redis-server", $"--port {redisPort} --bind 127.0.0.1 --save \"\" --appendonly no") { UseShellExecute = false, RedirectStandardOutput = true })
                 ?? throw new InvalidOperationException("redis-server did not start (Debian's redis-server)");
             pg = new Bursar.Testing.LocalPostgres();
@@ -158,13 +158,4 @@ internal static class SharedBench
     private static double Median(List<double> v) { var s = v.Order().ToArray(); return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2; }
 
     private static string List(List<double> v) => string.Join(", ", v.Select(d => d.ToString("F3", CultureInfo.InvariantCulture)));
-
-    private static int FreePort()
-    {
-        var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
-    }
 }

@@ -109,7 +109,8 @@ public class LocalPostgres
 
     private static bool UserExists(string name) => File.ReadLines("/etc/passwd").Any(l => l.StartsWith(name + ":", StringComparison.Ordinal));
 
-    private static int FreePort()
+    /// <summary>A loopback port free at the moment of asking (for this server, and for the other servers a test or benchmark starts).</summary>
+    public static int FreePort()
     {
         var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
