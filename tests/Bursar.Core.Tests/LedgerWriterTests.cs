@@ -62,6 +62,52 @@ public sealed class LedgerWriterTests : IDisposable
     }
 
     /// <summary>A store that commits part of a batch and then dies: a writer killed mid-batch.</summary>
+    /// <summary>Notes the thread each write ran on: its name, whether it was one of the pool's, and its nice value.</summary>
+    private sealed class ThreadNotingStore(ILedgerStore inner) : ILedgerStore
+    {
+        public readonly System.Collections.Concurrent.ConcurrentBag<(string? Name, bool Pool, int? Nice)> Writes = [];
+
+        public Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken cancellationToken)
+        {
+            Writes.Add((Thread.CurrentThread.Name, Thread.CurrentThread.IsThreadPoolThread, BackgroundThread.CurrentNice()));
+            return inner.WriteAsync(records, cancellationToken);
+        }
+
+        public Task<IReadOnlyList<LedgerRecord>> ReadAsync(LedgerQuery query, CancellationToken cancellationToken) => inner.ReadAsync(query, cancellationToken);
+
+        public Task<long> CountAsync(CancellationToken cancellationToken) => inner.CountAsync(cancellationToken);
+    }
+
+    [Theory]
+    [InlineData(10)]
+    [InlineData(0)]
+    public async Task The_store_is_written_on_the_writer_s_own_thread_below_the_request_path_s_priority(int backgroundNice)
+    {
+        // the request path's threads (the pool's) keep the process's priority; the writer's batches of rows must not take a
+        // pool thread, and on Linux they run BackgroundNice lower so a request wins the CPU over them
+        var store = new ThreadNotingStore(new SqliteStore(Path.Combine(_dir, "t.db")));
+        var processNice = BackgroundThread.CurrentNice();
+        var options = Options();
+        options.BackgroundNice = backgroundNice;
+        await using (var w = new LedgerWriter(store, options, NullLogger<LedgerWriter>.Instance))
+        {
+            w.Start();
+            for (var i = 0; i < 300; i++) w.Enqueue(Record(i));
+        }
+        Assert.Equal(300, await store.CountAsync(default));
+        Assert.NotEmpty(store.Writes);
+        Assert.All(store.Writes, t => Assert.Equal(("bursar-ledger-writer", false), (t.Name, t.Pool)));
+        if (OperatingSystem.IsLinux() && processNice is { } nice)
+            Assert.All(store.Writes, t => Assert.Equal(Math.Min(19, nice + backgroundNice), t.Nice));
+    }
+
+    [Fact]
+    public void A_background_nice_outside_0_to_19_is_refused_naming_the_setting()
+    {
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new LedgerWriterOptions { BackgroundNice = 20 }.Validate());
+        Assert.Contains("Bursar:Ledger:BackgroundNice", e.Message);
+    }
+
     private sealed class DiesMidBatch(ILedgerStore inner, int commitBeforeDying) : ILedgerStore
     {
         public async Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken ct)

@@ -61,7 +61,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             SingleReader = true,
         });
         Directory.CreateDirectory(options.SpoolDirectory);
-        _flusher = Task.Run(FlushLoopAsync);
+        _flusher = BackgroundThread.Start("bursar-journal-fsync", options.BackgroundNice, FlushLoop);
     }
 
     public LedgerWriterOptions Options => _options;
@@ -96,7 +96,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
 
     public void Start()
     {
-        _loop ??= Task.Run(() => RunAsync(_stop.Token));
+        _loop ??= BackgroundThread.Start("bursar-ledger-writer", _options.BackgroundNice, () => Run(_stop.Token));
     }
 
     private TaskCompletionSource? Write(LedgerRecord record)
@@ -185,15 +185,16 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     }
 
     /// <summary>Group commit: one fsync of each dirty segment serves every record appended before it started.</summary>
-    private async Task FlushLoopAsync()
+    /// <remarks>Runs on its own <see cref="BackgroundThread"/>: an fsync blocks this thread, never one of the pool's.</remarks>
+    private void FlushLoop()
     {
         var stop = _stop.Token;
         while (true)
         {
             try
             {
-                if (_options.Fsync == LedgerFsync.Always) await _syncSignal.WaitAsync(stop).ConfigureAwait(false);
-                else await Task.Delay(_options.FsyncInterval, _time, stop).ConfigureAwait(false);
+                if (_options.Fsync == LedgerFsync.Always) _syncSignal.Wait(stop);
+                else Block(Task.Delay(_options.FsyncInterval, _time, stop));
             }
             catch (OperationCanceledException)
             {
@@ -278,16 +279,21 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         return replayed;
     }
 
-    private async Task RunAsync(CancellationToken stop)
+    /// <summary>
+    /// The writer loop, on its own <see cref="BackgroundThread"/> (below the request path's priority): it blocks on the
+    /// queue and on the store, so the SQLite rows and rollups of a batch are written on this thread, not the pool's.
+    /// </summary>
+    private void Run(CancellationToken stop)
     {
-        await TryReplayAsync(stop).ConfigureAwait(false);
+        Block(TryReplayAsync(stop));
         var batch = new List<Entry>(_options.MaxBatchSize);
         var reader = _queue.Reader;
         while (true)
         {
             try
             {
-                if (!await reader.WaitToReadAsync(stop).ConfigureAwait(false)) break;
+                var more = reader.WaitToReadAsync(stop);
+                if (!(more.IsCompletedSuccessfully ? more.Result : more.AsTask().GetAwaiter().GetResult())) break;
             }
             catch (OperationCanceledException)
             {
@@ -303,15 +309,15 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                 if (batch.Count >= _options.MaxBatchSize || left <= 0 || _closing || stop.IsCancellationRequested) break;
                 try
                 {
-                    await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5, left * 1000.0 / _time.TimestampFrequency)), _time, stop).ConfigureAwait(false);
+                    Block(Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5, left * 1000.0 / _time.TimestampFrequency)), _time, stop));
                 }
                 catch (OperationCanceledException)
                 {
                     break;
                 }
             }
-            await CommitAsync(batch).ConfigureAwait(false);
-            if (_replayNeeded) await TryReplayAsync(CancellationToken.None).ConfigureAwait(false);
+            Commit(batch);
+            if (_replayNeeded) Block(TryReplayAsync(CancellationToken.None));
         }
         // drain what is left on shutdown
         batch.Clear();
@@ -320,15 +326,18 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             batch.Add(r);
             if (batch.Count == _options.MaxBatchSize)
             {
-                await CommitAsync(batch).ConfigureAwait(false);
+                Commit(batch);
                 batch.Clear();
             }
         }
-        if (batch.Count > 0) await CommitAsync(batch).ConfigureAwait(false);
+        if (batch.Count > 0) Commit(batch);
     }
 
+    /// <summary>Waits for <paramref name="task"/> on the calling (dedicated) thread, rethrowing its exception as is.</summary>
+    private static void Block(Task task) => task.GetAwaiter().GetResult();
+
     /// <summary>Writes the batch to the store, retrying while the store is down; when closing, a failed batch stays in the journal for the next start.</summary>
-    private async Task CommitAsync(List<Entry> batch)
+    private void Commit(List<Entry> batch)
     {
         if (batch.Count == 0) return;
         var records = new LedgerRecord[batch.Count];
@@ -337,7 +346,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         {
             try
             {
-                await _store.WriteAsync(records, CancellationToken.None).ConfigureAwait(false);
+                Block(_store.WriteAsync(records, CancellationToken.None));
                 Interlocked.Add(ref _written, records.Length);
                 break;
             }
@@ -346,11 +355,11 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                 Interlocked.Increment(ref _storeFailures);
                 LogStoreFailed(_logger, records.Length, _options.SpoolDirectory, e);
                 if (_closing) return; // the journal keeps them: replayed at the next start
-                try { await Task.Delay(_options.RetryDelay, _time, _closingToken.Token).ConfigureAwait(false); }
+                try { Block(Task.Delay(_options.RetryDelay, _time, _closingToken.Token)); }
                 catch (OperationCanceledException) { return; }
             }
         }
-        await ReleaseAsync(batch).ConfigureAwait(false);
+        Block(ReleaseAsync(batch));
     }
 
     /// <summary>The batch is in the store: segments whose every record is committed are removed (an overflowed one is replayed from its file first).</summary>
