@@ -33,6 +33,9 @@ public class LibraryBenchmarks
         _bursar.GetResponseAsync(_messages, _options).GetAwaiter().GetResult();
     }
 
+    /// <summary>The ledger writer behind the library (for the library-loop diagnostics).</summary>
+    public Bursar.Core.Ledger.LedgerWriter Writer => _services.GetRequiredService<Bursar.Core.Ledger.LedgerWriter>();
+
     [GlobalCleanup]
     public void Cleanup()
     {

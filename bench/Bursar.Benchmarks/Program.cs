@@ -31,9 +31,13 @@ if (args.Length > 0 && args[0] == "library-loop")
     var b = new Bursar.Benchmarks.LibraryBenchmarks();
     b.Setup();
     var n = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 200_000;
+    var writer = b.Writer;
+    var (spooled0, thread0, total0) = (writer.Spooled, GC.GetAllocatedBytesForCurrentThread(), GC.GetTotalAllocatedBytes(precise: true));
     var sw = System.Diagnostics.Stopwatch.StartNew();
     for (var i = 0; i < n; i++) await b.ThroughUseBursar();
-    Console.WriteLine($"{n} calls, {sw.Elapsed.TotalMilliseconds * 1000 / n:F2} us per call");
+    var (thread1, total1) = (GC.GetAllocatedBytesForCurrentThread(), GC.GetTotalAllocatedBytes(precise: true));
+    Console.WriteLine($"{n} calls, {sw.Elapsed.TotalMilliseconds * 1000 / n:F2} us per call; allocated per call {(thread1 - thread0) / (double)n:F0} B on the calling thread, "
+        + $"{(total1 - total0) / (double)n:F0} B process-wide (the ledger writer's rows and rollups included); {writer.Spooled - spooled0:N0} records overflowed the queue into the journal");
     b.Cleanup();
     return;
 }
