@@ -11,7 +11,7 @@ using Microsoft.Extensions.Logging;
 
 // The field's benchmark method (the public board's: added latency at concurrency 1, throughput, sustained load against a
 // slow upstream, concurrent paced SSE streams, memory, cold start), Bursar and its peers in one run on this machine:
-//   dotnet bench/Bursar.LoadBench/bin/Release/net10.0/Bursar.LoadBench.dll field [--seconds 5] [--smoke] [--only latency] [--bursar-args "..."]
+//   dotnet bench/Bursar.LoadBench/bin/Release/net10.0/Bursar.LoadBench.dll field [--seconds 5] [--smoke] [--only latency|streams] [--bursar-args "..."] [--bursar-env "NAME=value ..."]
 // The gateway is the real `bursar serve` (src/Bursar.Cli's Release build), metering, ledger and rollups on. Peers: nginx
 // proxy_pass when `nginx` is on PATH (the floor), and Portkey's OSS gateway (npm @portkey-ai/gateway 1.15.2 on Node) when
 // bench/portkey holds it (`npm ci --prefix bench/portkey`; --portkey DIR for another place, --no-portkey to leave it out).
@@ -39,7 +39,9 @@ internal static class FieldBench
         var (deltas, paceMs, delayMs) = smoke ? (4, 5, 5) : (64, 20, 20);
         var streamCounts = smoke ? new[] { 8 } : [64, 128, 256, 512, 1024];
         var extra = Arg("--bursar-args", ""); // more configuration for every `bursar serve` of the run, e.g. "--Bursar:Ledger:FsyncInterval=00:00:01"
-        var only = Arg("--only", "all"); // "latency": the added-latency table alone (quicker A/B runs)
+        var only = Arg("--only", "all"); // "latency": the added-latency table alone, "streams": the paced streams and RSS alone (quicker A/B runs)
+        // environment of every `bursar serve` of the run only (not the load generator's or the upstreams'), e.g. "DOTNET_gcServer=1"
+        var bursarEnv = Arg("--bursar-env", "").Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(kv => kv.Split('=', 2)).ToDictionary(kv => kv[0], kv => kv.Length > 1 ? kv[1] : "");
 
         var self = typeof(FieldBench).Assembly.Location;
         var bursarDll = System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(self)!, "../../../../../src/Bursar.Cli/bin/Release/net10.0/bursar.dll"));
@@ -58,9 +60,11 @@ internal static class FieldBench
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
 
         var processes = new List<Process>();
-        Process Start(string file, string arguments, string? workDir = null)
+        Process Start(string file, string arguments, string? workDir = null, IReadOnlyDictionary<string, string>? env = null)
         {
-            var p = Process.Start(new ProcessStartInfo(file, arguments) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workDir ?? Environment.CurrentDirectory })!;
+            var psi = new ProcessStartInfo(file, arguments) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workDir ?? Environment.CurrentDirectory };
+            foreach (var (name, value) in env ?? new Dictionary<string, string>()) psi.Environment[name] = value;
+            var p = Process.Start(psi)!;
             p.OutputDataReceived += (_, _) => { };
             p.ErrorDataReceived += (_, _) => { };
             p.BeginOutputReadLine();
@@ -72,7 +76,7 @@ internal static class FieldBench
             $"\"{bursarDll}\" serve --port {port} --data-dir \"{dir}\" "
             + $"--Bursar:Providers:Deployments:openai:BaseUrl=http://127.0.0.1:{upstream}/v1 --Bursar:Providers:Deployments:openai:ApiKey=sk-field "
             + $"--Bursar:Providers:Deployments:anthropic:BaseUrl=http://127.0.0.1:{upstream} --Bursar:Providers:Deployments:anthropic:ApiKey=sk-ant-field "
-            + "--Logging:LogLevel:Default=Warning " + extra);
+            + "--Logging:LogLevel:Default=Warning " + extra, env: bursarEnv);
         using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 4096, UseProxy = false, PooledConnectionLifetime = Timeout.InfiniteTimeSpan }) { Timeout = TimeSpan.FromSeconds(60) };
         try
         {
@@ -129,57 +133,63 @@ internal static class FieldBench
             var errors = 0L;
             Console.WriteLine($"Bursar field benchmark, {TimeProvider.System.GetUtcNow():yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores shared by load generator, upstreams and gateways (not pinned); {seconds} s per cell after a 1 s warm-up{(smoke ? " (smoke: short cells, errors only)" : "")}");
             Console.WriteLine($"Bursar: `bursar serve` ({bursarDll}), metering, ledger (SQLite, journal) and rollups on; peers: {string.Join(", ", fast.Skip(2).Select(p => p.Name).DefaultIfEmpty("none found"))}");
-            Console.WriteLine();
-            Console.WriteLine("Added latency at concurrency 1 (path minus direct, same run), instant upstream:");
-            Console.WriteLine();
-            Console.WriteLine("| path | dialect | mode | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |");
-            Console.WriteLine("|---|---|---|---:|---:|---:|---:|---:|");
-            foreach (var (dialect, stream) in new[] { ("openai", false), ("openai", true), ("anthropic", false), ("anthropic", true) })
-            {
-                Cell? direct = null;
-                foreach (var p in fast)
-                {
-                    var c = await Load(http, p.Name, p.BaseUrl, p.Key, stream, dialect, 1, seconds, upstream: p.Upstream);
-                    direct ??= c;
-                    errors += c.Errors;
-                    Console.WriteLine(Row($"| {p.Name} | {dialect} | {(stream ? "SSE" : "JSON")} | {c.P50:F3} | {c.P99:F3} | {(p.Name == "direct" ? "" : (c.P50 - direct.P50).ToString("F3", CultureInfo.InvariantCulture))} | {(p.Name == "direct" ? "" : (c.P99 - direct.P99).ToString("F3", CultureInfo.InvariantCulture))} | {c.Errors} |"));
-                }
-            }
-            if (only == "latency") return errors == 0 ? 0 : 1;
-            Console.WriteLine();
-            Console.WriteLine("Throughput at concurrency 64, instant upstream, OpenAI JSON:");
-            Console.WriteLine();
-            Console.WriteLine("| path | req/s | p50 ms | p99 ms | share of the floor | errors |");
-            Console.WriteLine("|---|---:|---:|---:|---:|---:|");
-            var throughput = new List<Cell>();
-            foreach (var p in fast)
-            {
-                var c = await Load(http, p.Name, p.BaseUrl, p.Key, false, "openai", 64, seconds, upstream: p.Upstream);
-                throughput.Add(c);
-                errors += c.Errors;
-            }
-            var floor = throughput.FirstOrDefault(c => c.Path == "nginx proxy_pass") ?? throughput[0];
-            foreach (var c in throughput)
-                Console.WriteLine(Row($"| {c.Path} | {c.Rps:F0} | {c.P50:F3} | {c.P99:F3} | {c.Rps / floor.Rps:P0} | {c.Errors} |"));
-            if (throughput.FirstOrDefault(c => c.Path == "portkey") is { Rps: > 0 } pk && throughput.FirstOrDefault(c => c.Path == "bursar") is { } bu)
+            if (only is "all" or "latency")
             {
                 Console.WriteLine();
-                Console.WriteLine(Row($"Bursar / Portkey throughput: {bu.Rps / pk.Rps:F1}x"));
-            }
-
-            Console.WriteLine();
-            var bound = delayMs * 1.5;
-            Console.WriteLine($"Sustained load against a {delayMs} ms upstream, OpenAI JSON (p99 bound {bound:F0} ms):");
-            Console.WriteLine();
-            Console.WriteLine("| path | concurrency | req/s | p50 ms | p99 ms | within bound | errors |");
-            Console.WriteLine("|---|---:|---:|---:|---:|---|---:|");
-            foreach (var p in slow)
-                foreach (var n in smoke ? new[] { 4 } : [64, 256, 512])
+                Console.WriteLine("Added latency at concurrency 1 (path minus direct, same run), instant upstream:");
+                Console.WriteLine();
+                Console.WriteLine("| path | dialect | mode | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |");
+                Console.WriteLine("|---|---|---|---:|---:|---:|---:|---:|");
+                foreach (var (dialect, stream) in new[] { ("openai", false), ("openai", true), ("anthropic", false), ("anthropic", true) })
                 {
-                    var c = await Load(http, p.Name, p.BaseUrl, p.Key, false, "openai", n, seconds, upstream: p.Upstream);
-                    errors += c.Errors;
-                    Console.WriteLine(Row($"| {p.Name} | {n} | {c.Rps:F0} | {c.P50:F3} | {c.P99:F3} | {(c.P99 <= bound && c.Errors == 0 ? "yes" : "no")} | {c.Errors} |"));
+                    Cell? direct = null;
+                    foreach (var p in fast)
+                    {
+                        var c = await Load(http, p.Name, p.BaseUrl, p.Key, stream, dialect, 1, seconds, upstream: p.Upstream);
+                        direct ??= c;
+                        errors += c.Errors;
+                        Console.WriteLine(Row($"| {p.Name} | {dialect} | {(stream ? "SSE" : "JSON")} | {c.P50:F3} | {c.P99:F3} | {(p.Name == "direct" ? "" : (c.P50 - direct.P50).ToString("F3", CultureInfo.InvariantCulture))} | {(p.Name == "direct" ? "" : (c.P99 - direct.P99).ToString("F3", CultureInfo.InvariantCulture))} | {c.Errors} |"));
+                    }
                 }
+                if (only == "latency") return errors == 0 ? 0 : 1;
+            }
+            if (only is "all")
+            {
+                Console.WriteLine();
+                Console.WriteLine("Throughput at concurrency 64, instant upstream, OpenAI JSON:");
+                Console.WriteLine();
+                Console.WriteLine("| path | req/s | p50 ms | p99 ms | share of the floor | errors |");
+                Console.WriteLine("|---|---:|---:|---:|---:|---:|");
+                var throughput = new List<Cell>();
+                foreach (var p in fast)
+                {
+                    var c = await Load(http, p.Name, p.BaseUrl, p.Key, false, "openai", 64, seconds, upstream: p.Upstream);
+                    throughput.Add(c);
+                    errors += c.Errors;
+                }
+                var floor = throughput.FirstOrDefault(c => c.Path == "nginx proxy_pass") ?? throughput[0];
+                foreach (var c in throughput)
+                    Console.WriteLine(Row($"| {c.Path} | {c.Rps:F0} | {c.P50:F3} | {c.P99:F3} | {c.Rps / floor.Rps:P0} | {c.Errors} |"));
+                if (throughput.FirstOrDefault(c => c.Path == "portkey") is { Rps: > 0 } pk && throughput.FirstOrDefault(c => c.Path == "bursar") is { } bu)
+                {
+                    Console.WriteLine();
+                    Console.WriteLine(Row($"Bursar / Portkey throughput: {bu.Rps / pk.Rps:F1}x"));
+                }
+
+                Console.WriteLine();
+                var bound = delayMs * 1.5;
+                Console.WriteLine($"Sustained load against a {delayMs} ms upstream, OpenAI JSON (p99 bound {bound:F0} ms):");
+                Console.WriteLine();
+                Console.WriteLine("| path | concurrency | req/s | p50 ms | p99 ms | within bound | errors |");
+                Console.WriteLine("|---|---:|---:|---:|---:|---|---:|");
+                foreach (var p in slow)
+                    foreach (var n in smoke ? new[] { 4 } : [64, 256, 512])
+                    {
+                        var c = await Load(http, p.Name, p.BaseUrl, p.Key, false, "openai", n, seconds, upstream: p.Upstream);
+                        errors += c.Errors;
+                        Console.WriteLine(Row($"| {p.Name} | {n} | {c.Rps:F0} | {c.P50:F3} | {c.P99:F3} | {(c.P99 <= bound && c.Errors == 0 ? "yes" : "no")} | {c.Errors} |"));
+                    }
+            }
 
             Console.WriteLine();
             Console.WriteLine($"Concurrent SSE streams, {deltas} deltas {paceMs} ms apart (OpenAI): held = every stream complete, no gap between deltas over {2 * paceMs} ms:");
@@ -199,14 +209,17 @@ internal static class FieldBench
                 }
             }
 
-            Console.WriteLine();
-            Console.WriteLine("Cold start (a fresh `bursar serve`, concurrency 1, OpenAI JSON, instant upstream):");
-            Console.WriteLine();
-            Console.WriteLine("| measure | value |");
-            Console.WriteLine("|---|---:|");
-            Console.WriteLine(Row($"| process start to /health/ready | {readyMs:F0} ms |"));
-            Console.WriteLine(Row($"| first {(smoke ? 1 : 10)} s after ready: p50 / p99 | {coldCell.P50:F3} / {coldCell.P99:F3} ms ({coldCell.Count} calls, {coldCell.Errors} errors) |"));
+            if (only is "all")
+            {
+                Console.WriteLine();
+                Console.WriteLine("Cold start (a fresh `bursar serve`, concurrency 1, OpenAI JSON, instant upstream):");
+                Console.WriteLine();
+                Console.WriteLine("| measure | value |");
+                Console.WriteLine("|---|---:|");
+                Console.WriteLine(Row($"| process start to /health/ready | {readyMs:F0} ms |"));
+                Console.WriteLine(Row($"| first {(smoke ? 1 : 10)} s after ready: p50 / p99 | {coldCell.P50:F3} / {coldCell.P99:F3} ms ({coldCell.Count} calls, {coldCell.Errors} errors) |"));
             errors += coldCell.Errors;
+            }
             Console.WriteLine();
             Console.WriteLine("| gateway memory | RSS MB |");
             Console.WriteLine("|---|---:|");
