@@ -60,7 +60,7 @@ foreach (var task in tasks)
 }
 
 // 5. what the ledger holds for this sample, per run
-await Task.Delay(200); // the ledger is written off the call path
+await services.GetRequiredService<LedgerWriter>().FlushAsync(); // the ledger is written off the call path: wait until this run's rows are in the store
 var rows = (await store.ReadAsync(new LedgerQuery { Limit = 100_000 }, default)).Where(r => r.Feature == "sample-agent").ToList();
 Console.WriteLine();
 Console.WriteLine($"{"run",-12} {"calls",5} {"refused",7} {"tokens in",9} {"tokens out",10} {"cost $",10}");

@@ -209,6 +209,40 @@ public sealed class LedgerWriterTests : IDisposable
     }
 
     [Fact]
+    public async Task Flush_completes_once_every_earlier_record_is_in_the_store_including_those_a_full_queue_left_in_the_journal()
+    {
+        var store = new SqliteStore(Path.Combine(_dir, "flush.db"));
+        var blocked = new BlockedStore(store);
+        var options = Options(capacity: 4, batch: 2);
+        options.FlushInterval = TimeSpan.FromSeconds(30); // a batch would otherwise wait this long to fill: the flush must cut it short
+        await using var w = new LedgerWriter(blocked, options, NullLogger<LedgerWriter>.Instance);
+        w.Start();
+        for (var i = 0; i < 100; i++) w.Enqueue(Record(i));
+        Assert.True(w.Spooled > 50, $"spooled {w.Spooled}");
+        var flush = w.FlushAsync();
+        await Task.Delay(100);
+        Assert.False(flush.IsCompleted, "the flush completed while the store still held every record back");
+        blocked.Gate.SetResult();
+        await flush.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal(100, await store.CountAsync(default)); // read at once: no waiting, no polling
+        w.Enqueue(Record(100));
+        await w.FlushAsync().WaitAsync(TimeSpan.FromSeconds(20)); // one record, far from a full batch, with a 30 s fill interval
+        Assert.Equal(101, await store.CountAsync(default));
+    }
+
+    [Fact]
+    public async Task Flush_on_a_closed_writer_returns_at_once()
+    {
+        var store = new SqliteStore(Path.Combine(_dir, "flush-closed.db"));
+        var w = new LedgerWriter(store, Options(), NullLogger<LedgerWriter>.Instance);
+        w.Start();
+        w.Enqueue(Record(1));
+        await w.DisposeAsync();
+        await w.FlushAsync().WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.Equal(1, await store.CountAsync(default));
+    }
+
+    [Fact]
     public async Task Overflow_spooling_races_safely_with_the_replay_loop()
     {
         // the loop's replay once took in-flight .tmp overflow files for crash leftovers and deleted them mid-write (seen once in CI

@@ -28,6 +28,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     private readonly Lock _journalLock = new();
     private readonly HashSet<string> _live = new(StringComparer.Ordinal); // segment files owned by this writer (under _journalLock)
     private readonly List<Segment> _sealed = [];
+    private readonly HashSet<string> _overflowOpen = new(StringComparer.Ordinal); // journal files holding records a full queue refused, not yet in the store (under _journalLock)
     private readonly SemaphoreSlim _syncSignal = new(0);
     private readonly CancellationTokenSource _stop = new();
     private readonly CancellationTokenSource _closingToken = new(); // cuts a store retry's wait short when the writer closes
@@ -94,6 +95,34 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     /// <summary>Appends the record without waiting for an fsync (see <see cref="AppendAsync"/>).</summary>
     public void Enqueue(LedgerRecord record) => Write(record);
 
+    /// <summary>
+    /// Completes when every record appended before the call is in the store: committed from the queue, or replayed from
+    /// the journal when a full queue left it there. A store that is down makes it wait (the writer retries); a closing
+    /// writer completes it at once (what it did not commit stays in the journal for the next start). Call it before
+    /// reading the ledger back in the same process, as a report at the end of a job does.
+    /// </summary>
+    public async Task FlushAsync(CancellationToken cancellationToken = default)
+    {
+        string[] overflowed;
+        lock (_journalLock) overflowed = [.. _overflowOpen];
+        while (true)
+        {
+            if (_closing || _loop is null) return;
+            var flushed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            try
+            {
+                await _queue.Writer.WriteAsync(new Entry(null!, null, flushed), cancellationToken).ConfigureAwait(false);
+            }
+            catch (ChannelClosedException)
+            {
+                return;
+            }
+            await flushed.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            // a segment a full queue overflowed is replayed once its queued records are committed
+            lock (_journalLock) if (!overflowed.Any(_overflowOpen.Contains)) return;
+        }
+    }
+
     public void Start()
     {
         _loop ??= BackgroundThread.Start("bursar-ledger-writer", _options.BackgroundNice, () => Run(_stop.Token));
@@ -132,7 +161,11 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             else if (segment is not null)
             {
                 // the store is behind: the journal keeps the record and the writer replays it from there
-                if (!segment.Overflowed) LogQueueFull(_logger, _options.QueueCapacity, segment.Path);
+                if (!segment.Overflowed)
+                {
+                    LogQueueFull(_logger, _options.QueueCapacity, segment.Path);
+                    _overflowOpen.Add(segment.Path);
+                }
                 segment.Overflowed = true;
                 Interlocked.Increment(ref _spooled);
             }
@@ -271,6 +304,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                 await _store.WriteAsync(records, cancellationToken).ConfigureAwait(false);
                 Interlocked.Add(ref _written, records.Count);
             }
+            lock (_journalLock) _overflowOpen.Remove(file);
             File.Delete(file);
             replayed += records.Count;
         }
@@ -287,6 +321,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     {
         Block(TryReplayAsync(stop));
         var batch = new List<Entry>(_options.MaxBatchSize);
+        List<TaskCompletionSource>? barriers = null;
         var reader = _queue.Reader;
         while (true)
         {
@@ -304,9 +339,14 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             var deadline = _time.GetTimestamp() + (long)(_options.FlushInterval.TotalSeconds * _time.TimestampFrequency);
             while (batch.Count < _options.MaxBatchSize)
             {
-                while (batch.Count < _options.MaxBatchSize && reader.TryRead(out var r)) batch.Add(r);
+                while (batch.Count < _options.MaxBatchSize && reader.TryRead(out var r))
+                {
+                    if (r.Flushed is not null) (barriers ??= []).Add(r.Flushed);
+                    else batch.Add(r);
+                    if (barriers is not null) break; // a flush is waiting: commit what came before it now
+                }
                 var left = deadline - _time.GetTimestamp();
-                if (batch.Count >= _options.MaxBatchSize || left <= 0 || _closing || stop.IsCancellationRequested) break;
+                if (barriers is not null || batch.Count >= _options.MaxBatchSize || left <= 0 || _closing || stop.IsCancellationRequested) break;
                 try
                 {
                     Block(Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5, left * 1000.0 / _time.TimestampFrequency)), _time, stop));
@@ -318,11 +358,21 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             }
             Commit(batch);
             if (_replayNeeded) Block(TryReplayAsync(CancellationToken.None));
+            if (barriers is not null)
+            {
+                foreach (var b in barriers) b.TrySetResult();
+                barriers = null;
+            }
         }
         // drain what is left on shutdown
         batch.Clear();
         while (reader.TryRead(out var r))
         {
+            if (r.Flushed is not null)
+            {
+                r.Flushed.TrySetResult();
+                continue;
+            }
             batch.Add(r);
             if (batch.Count == _options.MaxBatchSize)
             {
@@ -412,6 +462,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             {
                 var records = ReadSpoolFile(s.Path);
                 if (records.Count > 0) await _store.WriteAsync(records, CancellationToken.None).ConfigureAwait(false);
+                lock (_journalLock) _overflowOpen.Remove(s.Path);
                 LogReplayed(_logger, records.Count);
             }
             catch (Exception e)
@@ -528,7 +579,8 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         _syncSignal.Dispose();
     }
 
-    private readonly record struct Entry(LedgerRecord Record, Segment? Segment);
+    /// <summary>A queued record and the journal segment holding it; or, with <paramref name="Flushed"/>, a <see cref="FlushAsync"/> barrier.</summary>
+    private readonly record struct Entry(LedgerRecord Record, Segment? Segment, TaskCompletionSource? Flushed = null);
 
     /// <summary>
     /// One journal file, preallocated to its capacity (so a full disk fails when the segment is opened, as an
