@@ -22,10 +22,26 @@ public class LibraryBenchmarks
     private readonly List<ChatMessage> _messages = [new(ChatRole.System, "You are a helpful assistant."), new(ChatRole.User, "What is the capital of France?")];
     private readonly ChatOptions _options = new() { MaxOutputTokens = 256 };
 
+    /// <summary>Extra configuration for the library-loop diagnostics (<c>Bursar:Ledger:QueueCapacity=...</c>); empty in the benchmark.</summary>
+    public static Dictionary<string, string?> Settings { get; } = [];
+
+    /// <summary>library-loop diagnostics only: the ledger writer commits to a store that discards every batch (what the SQLite writer costs the caller).</summary>
+    public static bool NullLedgerStore { get; set; }
+
+    private sealed class DiscardingLedgerStore : Bursar.Core.Ledger.ILedgerStore
+    {
+        public Task WriteAsync(IReadOnlyList<Bursar.Core.Ledger.LedgerRecord> records, CancellationToken ct) => Task.CompletedTask;
+        public Task<IReadOnlyList<Bursar.Core.Ledger.LedgerRecord>> ReadAsync(Bursar.Core.Ledger.LedgerQuery q, CancellationToken ct) => Task.FromResult<IReadOnlyList<Bursar.Core.Ledger.LedgerRecord>>([]);
+        public Task<long> CountAsync(CancellationToken ct) => Task.FromResult(0L);
+    }
+
     [GlobalSetup]
     public void Setup()
     {
-        _services = new ServiceCollection().AddBursar(new Dictionary<string, string?> { ["Bursar:DataDirectory"] = _dir }).BuildServiceProvider();
+        var settings = new Dictionary<string, string?>(Settings) { ["Bursar:DataDirectory"] = _dir };
+        var collection = new ServiceCollection().AddBursar(settings);
+        if (NullLedgerStore) collection.AddSingleton<Bursar.Core.Ledger.ILedgerStore>(new DiscardingLedgerStore());
+        _services = collection.BuildServiceProvider();
         _services.GetRequiredService<SqliteStore>().UpsertBudgetAsync(new BudgetDefinition { Id = "bench", Scope = BudgetScope.Global, Period = BudgetPeriod.Month, LimitUsd = 1_000_000_000m }, default).GetAwaiter().GetResult();
         _services.GetRequiredService<BudgetManager>().ReloadAsync(default).GetAwaiter().GetResult();
         _direct = new NoOpChatClient();

@@ -313,6 +313,25 @@ public sealed class LedgerWriterTests : IDisposable
     }
 
     [Fact]
+    public async Task A_journal_line_leaves_out_default_fields_and_reads_back_equal_required_fields_included()
+    {
+        var zero = new LedgerRecord { Id = "rec-zero", Timestamp = default, Dialect = "openai", Outcome = "ok" }; // every other field at its default
+        var full = Record(7) with { Cost = 0.000007m, SavingPromptCache = 0.0000012m, Streamed = true, LatencyMs = 12.5, StatusCode = 200 };
+        var w = new LedgerWriter(new BlockedStore(new SqliteStore(Path.Combine(_dir, "lines.db"))), Options(), NullLogger<LedgerWriter>.Instance);
+        w.Enqueue(zero);
+        w.Enqueue(full);
+        var journal = Directory.GetFiles(Path.Combine(_dir, "spool"), "*.jsonl").Single();
+        var text = System.Text.Encoding.UTF8.GetString(File.ReadAllBytes(journal)).TrimEnd('\0');
+        var zeroLine = text.Split('\n')[0];
+        Assert.DoesNotContain("input_tokens", zeroLine);   // 0: left out
+        Assert.DoesNotContain("priced", zeroLine);         // false: left out
+        Assert.Contains("\"timestamp\":", zeroLine);       // required: written even at its default
+        var back = LedgerWriter.ReadSpoolFile(journal);
+        Assert.Equal([zero, full], back);
+        await w.DisposeAsync();
+    }
+
+    [Fact]
     public async Task Journal_segments_roll_over_and_are_removed_once_committed()
     {
         var store = new SqliteStore(Path.Combine(_dir, "roll.db"));

@@ -9,7 +9,9 @@ namespace Bursar.Core.Ledger;
 /// </summary>
 public sealed record LedgerRecord
 {
+    [JsonIgnore(Condition = JsonIgnoreCondition.Never)] // required: written even at its default, so a journal line always reads back
     public required string Id { get; init; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.Never)] // required: written even at its default, so a journal line always reads back
     public required DateTimeOffset Timestamp { get; init; }
 
     // who
@@ -25,6 +27,7 @@ public sealed record LedgerRecord
     public string? RunId { get; init; }
 
     // how
+    [JsonIgnore(Condition = JsonIgnoreCondition.Never)] // required: written even at its default, so a journal line always reads back
     public required string Dialect { get; init; }
     public string? Provider { get; init; }
     public string? RequestedModel { get; init; }
@@ -81,6 +84,7 @@ public sealed record LedgerRecord
     public double LatencyMs { get; init; }
     public double? TimeToFirstTokenMs { get; init; }
     /// <summary>ok, client_error, upstream_error, canceled, refused.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.Never)] // required: written even at its default, so a journal line always reads back
     public required string Outcome { get; init; }
     public int StatusCode { get; init; }
     public string? ErrorType { get; init; }
@@ -92,6 +96,7 @@ public sealed record LedgerRecord
     public TokenUsage Usage => new(InputTokens, CacheReadTokens, CacheWrite5mTokens, CacheWrite1hTokens, OutputTokens, ReasoningTokens);
 }
 
-[JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+/// <remarks>The journal's line format: a field at its default (null, 0, false) is left out and reads back as that default.</remarks>
+[JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingDefault, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(LedgerRecord))]
 public sealed partial class LedgerJsonContext : JsonSerializerContext;
