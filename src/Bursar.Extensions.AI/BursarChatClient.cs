@@ -196,8 +196,7 @@ public sealed class BursarChatClient : DelegatingChatClient
         var list = messages as IList<ChatMessage> ?? messages.ToList();
         var streaming = updates is not null;
         var slot = CallSlot.Rent();
-        ChatRequestJson.Write(list, options, model, streaming, slot.Body);
-        var scan = RequestScan.Run(slot.Body.WrittenSpan, Dialect.OpenAI);
+        var scan = ChatRequestJson.Write(list, options, model, streaming, slot.Body);
         var call = slot.Call;
         call.Restart(CallIds.New(now), now, time.GetTimestamp(), DialectName);
         call.Key = _options.Key ?? BursarChatClientOptions.InProcessKey;

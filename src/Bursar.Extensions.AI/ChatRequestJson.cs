@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text.Json;
+using Bursar.Providers.Dialects;
 using Microsoft.Extensions.AI;
 
 namespace Bursar.Extensions.AI;
@@ -7,7 +8,9 @@ namespace Bursar.Extensions.AI;
 /// <summary>
 /// A .NET chat call written as the OpenAI Chat Completions body it stands for, so the stages read it exactly as the
 /// gateway reads an OpenAI caller's body: the same one-pass scan (estimate, input bound, output limit, choices), the
-/// same cache keys, the same prompt text for routing.
+/// same cache keys, the same prompt text for routing. The writer measures each string as it writes it, so the scan's
+/// counts come with the body instead of from a second pass over it (a call with tools is scanned: its schemas are
+/// written whole).
 /// </summary>
 internal static class ChatRequestJson
 {
@@ -15,9 +18,13 @@ internal static class ChatRequestJson
     /// <summary>What an idle writer points at (never written to): not the last call's buffer.</summary>
     private static readonly ArrayBufferWriter<byte> Detached = new(1);
 
-    /// <summary>Writes the call's body into <paramref name="buffer"/> (emptied first).</summary>
-    public static void Write(IList<ChatMessage> messages, ChatOptions? options, string model, bool stream, ArrayBufferWriter<byte> buffer)
+    /// <summary>
+    /// Writes the call's body into <paramref name="buffer"/> (emptied first) and returns what
+    /// <see cref="RequestScan.Run"/> reads from it: the same estimate, input bound, output limit and determinism.
+    /// </summary>
+    public static RequestScan Write(IList<ChatMessage> messages, ChatOptions? options, string model, bool stream, ArrayBufferWriter<byte> buffer)
     {
+        var c = new RequestScan.PromptCounts();
         // one writer per thread, reused
         buffer.ResetWrittenCount();
         var w = t_writer;
@@ -30,12 +37,13 @@ internal static class ChatRequestJson
             {
                 w.WriteStartArray("messages");
                 w.WriteStartObject();
-                w.WriteString("role", "system");
-                w.WriteString("content", instructions);
+                c.Messages++;
+                Text(w, "role"u8, "system", ref c);
+                Text(w, "content"u8, instructions, ref c);
                 w.WriteEndObject();
             }
             else w.WriteStartArray("messages");
-            for (var i = 0; i < messages.Count; i++) WriteMessage(w, messages[i]);
+            for (var i = 0; i < messages.Count; i++) WriteMessage(w, messages[i], ref c);
             w.WriteEndArray();
             if (stream) w.WriteBoolean("stream", true);
             if (options is not null)
@@ -90,9 +98,36 @@ internal static class ChatRequestJson
             w.Flush();
         }
         w.Reset(Detached); // the writer keeps no reference to the call's buffer
+        var maxOutput = options?.MaxOutputTokens;
+        if (options?.Tools is { Count: > 0 } || maxOutput < 0 || model.Length is 0 or > 256)
+            return RequestScan.Run(buffer.WrittenSpan, Dialect.OpenAI); // tool schemas counted by the scan; a bad value is its to report
+        return new RequestScan
+        {
+            Model = model,
+            Stream = stream,
+            MaxTokens = maxOutput,
+            Choices = 1,
+            Deterministic = options is not null && (options.Temperature == 0 || options.TopK == 1),
+            EstimatedInputTokens = c.Estimate,
+            InputTokenBound = c.Bound,
+        };
     }
 
-    private static void WriteMessage(Utf8JsonWriter w, ChatMessage m)
+    /// <summary>Writes a string property of a message, counting its value's bytes as they stand in the body (escapes included), as the scan does.</summary>
+    private static void Text(Utf8JsonWriter w, ReadOnlySpan<byte> name, string? value, ref RequestScan.PromptCounts c)
+    {
+        if (value is null)
+        {
+            w.WriteNull(name);
+            return;
+        }
+        w.WritePropertyName(name);
+        var at = w.BytesCommitted + w.BytesPending;
+        w.WriteStringValue(value);
+        c.TextBytes += w.BytesCommitted + w.BytesPending - at - 2; // less the quotes
+    }
+
+    private static void WriteMessage(Utf8JsonWriter w, ChatMessage m, ref RequestScan.PromptCounts c)
     {
         var contents = m.Contents;
         int results = 0, parts = 0, calls = 0;
@@ -114,16 +149,18 @@ internal static class ChatRequestJson
             {
                 if (contents[i] is not FunctionResultContent r) continue;
                 w.WriteStartObject();
-                w.WriteString("role", "tool");
-                w.WriteString("tool_call_id", r.CallId);
-                w.WriteString("content", r.Result switch { null => "", string s => s, JsonElement e => e.GetRawText(), var o => JsonSerializer.Serialize(o, AIJsonUtilities.DefaultOptions.GetTypeInfo(o.GetType())) });
+                c.Messages++;
+                Text(w, "role"u8, "tool", ref c);
+                Text(w, "tool_call_id"u8, r.CallId, ref c);
+                Text(w, "content"u8, r.Result switch { null => "", string s => s, JsonElement e => e.GetRawText(), var o => JsonSerializer.Serialize(o, AIJsonUtilities.DefaultOptions.GetTypeInfo(o.GetType())) }, ref c);
                 w.WriteEndObject();
             }
             return;
         }
         w.WriteStartObject();
-        w.WriteString("role", m.Role == ChatRole.System ? "system" : m.Role == ChatRole.Assistant ? "assistant" : m.Role == ChatRole.Tool ? "tool" : "user");
-        if (parts == 1 && onlyText is not null) w.WriteString("content", onlyText.Text);
+        c.Messages++;
+        Text(w, "role"u8, m.Role == ChatRole.System ? "system" : m.Role == ChatRole.Assistant ? "assistant" : m.Role == ChatRole.Tool ? "tool" : "user", ref c);
+        if (parts == 1 && onlyText is not null) Text(w, "content"u8, onlyText.Text, ref c);
         else
         {
             w.WriteStartArray("content");
@@ -133,15 +170,15 @@ internal static class ChatRequestJson
                 {
                     case TextContent t:
                         w.WriteStartObject();
-                        w.WriteString("type", "text");
-                        w.WriteString("text", t.Text);
+                        Text(w, "type"u8, "text", ref c);
+                        Text(w, "text"u8, t.Text, ref c);
                         w.WriteEndObject();
                         break;
                     case DataContent d:
-                        WriteImage(w, d.Uri);
+                        WriteImage(w, d.Uri, ref c);
                         break;
                     case UriContent u:
-                        WriteImage(w, u.Uri.ToString());
+                        WriteImage(w, u.Uri.ToString(), ref c);
                         break;
                 }
             }
@@ -154,11 +191,11 @@ internal static class ChatRequestJson
             {
                 if (contents[i] is not FunctionCallContent call) continue;
                 w.WriteStartObject();
-                w.WriteString("id", call.CallId);
-                w.WriteString("type", "function");
+                Text(w, "id"u8, call.CallId, ref c);
+                Text(w, "type"u8, "function", ref c);
                 w.WriteStartObject("function");
-                w.WriteString("name", call.Name);
-                w.WriteString("arguments", call.Arguments is null ? "{}" : JsonSerializer.Serialize(call.Arguments, AIJsonUtilities.DefaultOptions.GetTypeInfo(typeof(IDictionary<string, object?>))));
+                Text(w, "name"u8, call.Name, ref c);
+                Text(w, "arguments"u8, call.Arguments is null ? "{}" : JsonSerializer.Serialize(call.Arguments, AIJsonUtilities.DefaultOptions.GetTypeInfo(typeof(IDictionary<string, object?>))), ref c);
                 w.WriteEndObject();
                 w.WriteEndObject();
             }
@@ -167,12 +204,19 @@ internal static class ChatRequestJson
         w.WriteEndObject();
     }
 
-    private static void WriteImage(Utf8JsonWriter w, string url)
+    /// <summary>An image part; its URL counts as the scan counts it: inline data by its bytes, a fetched URL by the image bound.</summary>
+    private static void WriteImage(Utf8JsonWriter w, string url, ref RequestScan.PromptCounts c)
     {
         w.WriteStartObject();
-        w.WriteString("type", "image_url");
+        Text(w, "type"u8, "image_url", ref c);
         w.WriteStartObject("image_url");
-        w.WriteString("url", url);
+        w.WritePropertyName("url"u8);
+        var at = w.BytesCommitted + w.BytesPending;
+        w.WriteStringValue(url);
+        var bytes = w.BytesCommitted + w.BytesPending - at - 2;
+        c.Images++;
+        if (bytes > 5 && url.StartsWith("data:", StringComparison.Ordinal)) c.DataBytes += bytes;
+        else c.ImageUrls++;
         w.WriteEndObject();
         w.WriteEndObject();
     }

@@ -147,8 +147,8 @@ public partial struct RequestScan
             s.Error = ProviderError.BadRequest($"The request body has a string that is not valid text (at byte {r.BytesConsumed}): {e.Message}");
             return s;
         }
-        s.EstimatedInputTokens = (long)Math.Ceiling(c.TextBytes / BytesPerToken) + c.Images * ImageTokens + c.Messages * 4 + 3;
-        s.InputTokenBound = unknown ? UnknownInputBound : c.TextBytes + c.DataBytes + c.ImageUrls * ImageUrlTokenBound + (c.Messages + 1) * MessageOverheadTokens;
+        s.EstimatedInputTokens = c.Estimate;
+        s.InputTokenBound = unknown ? UnknownInputBound : c.Bound;
         if (s.Model is null) return Fail(ref s, "model", "'model' is required.");
         if (s.Model.Length == 0 || s.Model.Length > 256) return Fail(ref s, "model", "'model' must be 1-256 characters.");
         if (!sawInput && s.PreviousResponseId is null) return Fail(ref s, "input", "'input' is required: a string or an array of input items.");

@@ -166,8 +166,8 @@ public partial struct RequestScan
             s.Error = ProviderError.BadRequest($"The request body has a string that is not valid text (at byte {r.BytesConsumed}): {e.Message}");
             return s;
         }
-        s.EstimatedInputTokens = (long)Math.Ceiling(c.TextBytes / BytesPerToken) + c.Images * ImageTokens + c.Messages * 4 + 3;
-        s.InputTokenBound = c.TextBytes + c.DataBytes + c.ImageUrls * ImageUrlTokenBound + (c.Messages + 1) * MessageOverheadTokens;
+        s.EstimatedInputTokens = c.Estimate;
+        s.InputTokenBound = c.Bound;
         s.Choices = Math.Max(n, bestOf); // best_of generates (and bills) best_of completions and returns n of them
         if (s.Model is null) return Fail(ref s, "model", "'model' is required.");
         if (s.Model.Length == 0 || s.Model.Length > 256) return Fail(ref s, "model", "'model' must be 1-256 characters.");
@@ -176,9 +176,16 @@ public partial struct RequestScan
         return s;
     }
 
-    private struct PromptCounts
+    /// <summary>What the estimate and the input bound are made of: string bytes as they stand in the JSON body, inline data, images, messages.</summary>
+    public struct PromptCounts
     {
         public long TextBytes, DataBytes, Images, ImageUrls, Messages;
+
+        /// <summary>The high estimate of the input tokens (see <see cref="RequestScan.EstimatedInputTokens"/>).</summary>
+        public readonly long Estimate => (long)Math.Ceiling(TextBytes / BytesPerToken) + Images * ImageTokens + Messages * 4 + 3;
+
+        /// <summary>The count the input cannot exceed (see <see cref="RequestScan.InputTokenBound"/>).</summary>
+        public readonly long Bound => TextBytes + DataBytes + ImageUrls * ImageUrlTokenBound + (Messages + 1) * MessageOverheadTokens;
     }
 
     /// <summary>Walks one value (array, object or scalar), summing string bytes; base64 image data and URLs count as images.</summary>
