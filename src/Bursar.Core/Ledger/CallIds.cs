@@ -59,8 +59,10 @@ public static class CallIds
             var low = (NextRandom() & 0x3FFF_FFFF_FFFF_FFFFUL) | 0x8000_0000_0000_0000UL; // var (2) | rand_b (62)
             return string.Create(32, (high, low), static (chars, v) =>
             {
-                v.high.TryFormat(chars[..16], out _, "x16");
-                v.low.TryFormat(chars[16..], out _, "x16");
+                Span<byte> bytes = stackalloc byte[16]; // big-endian: the hex reads as the two numbers do, most significant first
+                System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(bytes, v.high);
+                System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(bytes[8..], v.low);
+                Convert.TryToHexStringLower(bytes, chars, out _);
             });
         }
     }
