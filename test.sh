@@ -82,6 +82,12 @@ field_status=$?
 set -e
 if [ "$field_status" -eq 0 ]; then echo "field benchmark smoke: every cell ran without errors"; echo "# pass 1" >> "$log"
 else echo "field benchmark smoke FAILED:"; tail -40 "$data/field.log"; echo "# fail 1" >> "$log"; [ "$status" -eq 0 ] && status=1; fi
+set +e
+dotnet bench/Bursar.LoadBench/bin/Release/net10.0/Bursar.LoadBench.dll field --only levers --smoke --no-portkey --base-port $((40000 + RANDOM % 10000)) > "$data/levers.log" 2>&1
+levers_status=$?
+set -e
+if [ "$levers_status" -eq 0 ]; then echo "lever costs smoke: every configuration ran without errors"; echo "# pass 1" >> "$log"
+else echo "lever costs smoke FAILED:"; tail -40 "$data/levers.log"; echo "# fail 1" >> "$log"; [ "$status" -eq 0 ] && status=1; fi
 
 passed=$(( $(grep -oE 'Passed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}') + $(grep -oE '^# pass [0-9]+' "$log" | awk '{s+=$3} END {print s+0}') ))
 failed=$(( $(grep -oE 'Failed: +[0-9]+' "$log" | awk '{s+=$2} END {print s+0}') + $(grep -oE '^# fail [0-9]+' "$log" | awk '{s+=$3} END {print s+0}') ))

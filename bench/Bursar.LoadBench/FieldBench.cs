@@ -39,7 +39,7 @@ internal static class FieldBench
         var (deltas, paceMs, delayMs) = smoke ? (4, 5, 5) : (64, 20, 20);
         var streamCounts = smoke ? new[] { 8 } : [64, 128, 256, 512, 1024];
         var extra = Arg("--bursar-args", ""); // more configuration for every `bursar serve` of the run, e.g. "--Bursar:Ledger:FsyncInterval=00:00:01"
-        var only = Arg("--only", "all"); // "latency": the added-latency table alone, "streams": the paced streams and RSS alone (quicker A/B runs)
+        var only = Arg("--only", "all"); // "latency": the added-latency table alone, "streams": the paced streams and RSS alone (quicker A/B runs), "levers": what each lever costs a call
         // environment of every `bursar serve` of the run only (not the load generator's or the upstreams'), e.g. "DOTNET_gcServer=1"
         var bursarEnv = Arg("--bursar-env", "").Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(kv => kv.Split('=', 2)).ToDictionary(kv => kv[0], kv => kv.Length > 1 ? kv[1] : "");
 
@@ -72,11 +72,11 @@ internal static class FieldBench
             processes.Add(p);
             return p;
         }
-        Process StartBursar(int port, int upstream, string dir) => Start("dotnet",
+        Process StartBursar(int port, int upstream, string dir, string? settings = null) => Start("dotnet",
             $"\"{bursarDll}\" serve --port {port} --data-dir \"{dir}\" "
             + $"--Bursar:Providers:Deployments:openai:BaseUrl=http://127.0.0.1:{upstream}/v1 --Bursar:Providers:Deployments:openai:ApiKey=sk-field "
             + $"--Bursar:Providers:Deployments:anthropic:BaseUrl=http://127.0.0.1:{upstream} --Bursar:Providers:Deployments:anthropic:ApiKey=sk-ant-field "
-            + "--Logging:LogLevel:Default=Warning " + extra, env: bursarEnv);
+            + "--Logging:LogLevel:Default=Warning " + extra + " " + settings, env: bursarEnv);
         using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 4096, UseProxy = false, PooledConnectionLifetime = Timeout.InfiniteTimeSpan }) { Timeout = TimeSpan.FromSeconds(60) };
         try
         {
@@ -84,6 +84,7 @@ internal static class FieldBench
             Start("dotnet", $"\"{self}\" upstream --port {upSlow} --delay-ms {delayMs} --deltas {deltas} --pace-ms {paceMs}");
             await WaitReady(http, $"http://127.0.0.1:{upFast}/ready");
             await WaitReady(http, $"http://127.0.0.1:{upSlow}/ready");
+            if (only == "levers") return await LeverCosts(http, StartBursar, data, secret, basePort + 10, upFast, seconds, smoke);
 
             // cold start: a fresh gateway, timed from the moment it says ready, on its own
             var coldPort = basePort + 9;
@@ -234,7 +235,7 @@ internal static class FieldBench
         {
             foreach (var p in processes) Stop(p);
             Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-            foreach (var dir in new[] { data, data + "-slow", data + "-cold" })
+            foreach (var dir in new[] { data, data + "-slow", data + "-cold" }.Concat(Enumerable.Range(0, 8).Select(i => data + "-lever-" + i.ToString(CultureInfo.InvariantCulture))))
                 try { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }
     }
@@ -282,6 +283,86 @@ internal static class FieldBench
         {
             return null;
         }
+    }
+
+    /// <summary>
+    /// What each lever costs a call: one `bursar serve` per configuration (every lever off, the defaults, then the defaults
+    /// with one more lever on), each started alone, warmed up and measured against the instant upstream: added p50/p99 at
+    /// concurrency 1 (OpenAI and Anthropic JSON) and req/s at concurrency 64 (OpenAI JSON). Every OpenAI body asks for
+    /// temperature 0 with a prompt of its own, so the exact cache looks up and stores on every call and never answers.
+    /// </summary>
+    private static async Task<int> LeverCosts(HttpClient http, Func<int, int, string, string?, Process> startBursar, string data, string secret, int port, int upstream, int seconds, bool smoke)
+    {
+        const string off = "--Bursar:ResponseCache:Enabled=false --Bursar:PromptCache:PlaceBreakpoints=false --Bursar:PromptCache:SetOpenAIPromptCacheKey=false";
+        var configs = new (string Name, string Settings, bool Budgets)[]
+        {
+            ("every lever off", off, false),
+            ("defaults (exact cache, prompt caching)", "", false),
+            ("defaults + budgets (global and team)", "", true),
+            ("defaults + a route (gpt-4o-mini -> gpt-4.1-mini)", "--Bursar:Routing:Routes:0:Name=bench --Bursar:Routing:Routes:0:RequestedModel=gpt-4o-mini --Bursar:Routing:Routes:0:Model=gpt-4.1-mini", false),
+        };
+        var unique = 0L;
+        HttpRequestMessage Unique(string baseUrl, string? key)
+        {
+            var n = Interlocked.Increment(ref unique);
+            var body = "{\"model\":\"gpt-4o-mini\",\"temperature\":0,\"messages\":[{\"role\":\"system\",\"content\":\"You answer briefly.\"},{\"role\":\"user\",\"content\":\"What is the capital of France? ("
+                + n.ToString(CultureInfo.InvariantCulture) + ")\"}],\"max_tokens\":16}";
+            var req = new HttpRequestMessage(HttpMethod.Post, baseUrl + "/v1/chat/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+            if (key is not null) req.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            return req;
+        }
+        async Task<Cell> Measure(string name, string baseUrl, string? key, string dialect, int concurrency)
+        {
+            var (latencies, errors) = dialect == "openai"
+                ? await LoadLoop.RunAsync(http, () => Unique(baseUrl, key), concurrency, seconds, 1)
+                : await LoadLoop.RunAsync(http, () => Request(baseUrl, key, false, "anthropic"), concurrency, seconds, 1);
+            if (latencies.Length == 0) return new Cell(name, double.NaN, double.NaN, 0, errors, 0);
+            return new Cell(name, LoadLoop.Percentile(latencies, 0.50), LoadLoop.Percentile(latencies, 0.99), latencies.Length / (double)seconds, errors, latencies.Length);
+        }
+        var direct = $"http://127.0.0.1:{upstream}";
+        var directOpenAi = await Measure("direct", direct, null, "openai", 1);
+        var directAnthropic = await Measure("direct", direct, null, "anthropic", 1);
+        var directRps = await Measure("direct", direct, null, "openai", smoke ? 4 : 64);
+        Console.WriteLine($"What each lever costs a call, {TimeProvider.System.GetUtcNow():yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} cores; {seconds} s per cell; one `bursar serve` per configuration, started alone:");
+        Console.WriteLine();
+        Console.WriteLine("| configuration | added p50 / p99 ms, OpenAI JSON (cacheable, every call a miss) | added p50 / p99 ms, Anthropic JSON | req/s at 64, OpenAI JSON | errors |");
+        Console.WriteLine("|---|---:|---:|---:|---:|");
+        Console.WriteLine(Row($"| direct (the upstream; absolute) | {directOpenAi.P50:F3} / {directOpenAi.P99:F3} | {directAnthropic.P50:F3} / {directAnthropic.P99:F3} | {directRps.Rps:F0} | {directOpenAi.Errors + directAnthropic.Errors + directRps.Errors} |"));
+        long errors = 0;
+        for (var i = 0; i < configs.Length; i++)
+        {
+            var (name, settings, budgets) = configs[i];
+            var dir = data + "-lever-" + i.ToString(CultureInfo.InvariantCulture);
+            Directory.CreateDirectory(dir);
+            var store = new SqliteStore(System.IO.Path.Combine(dir, "bursar.db"));
+            await store.AddAsync(new VirtualKey { Id = "key_field", Hash = VirtualKey.HashSecret(secret), Prefix = VirtualKey.DisplayPrefix(secret), Team = "bench", CreatedAt = TimeProvider.System.GetUtcNow() }, default);
+            if (budgets)
+            {
+                await store.UpsertBudgetAsync(new Bursar.Core.Budgets.BudgetDefinition { Id = "bench-global", Scope = Bursar.Core.Budgets.BudgetScope.Global, Period = Bursar.Core.Budgets.BudgetPeriod.Month, LimitUsd = 1_000_000m }, default);
+                await store.UpsertBudgetAsync(new Bursar.Core.Budgets.BudgetDefinition { Id = "bench-team", Scope = Bursar.Core.Budgets.BudgetScope.Team, Value = "bench", Period = Bursar.Core.Budgets.BudgetPeriod.Day, LimitUsd = 1_000_000m }, default);
+            }
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            var p = startBursar(port + i, upstream, dir, settings);
+            try
+            {
+                var url = $"http://127.0.0.1:{port + i}";
+                await WaitReady(http, url + "/health/ready");
+                await Measure(name, url, secret, "openai", 4); // warm-up: JIT tiers, connection pools
+                await Measure(name, url, secret, "anthropic", 4);
+                var o = await Measure(name, url, secret, "openai", 1);
+                var a = await Measure(name, url, secret, "anthropic", 1);
+                var r = await Measure(name, url, secret, "openai", smoke ? 4 : 64);
+                errors += o.Errors + a.Errors + r.Errors;
+                Console.WriteLine(Row($"| {name} | {o.P50 - directOpenAi.P50:F3} / {o.P99 - directOpenAi.P99:F3} | {a.P50 - directAnthropic.P50:F3} / {a.P99 - directAnthropic.P99:F3} | {r.Rps:F0} | {o.Errors + a.Errors + r.Errors} |"));
+            }
+            finally
+            {
+                Stop(p);
+            }
+        }
+        Console.WriteLine();
+        Console.WriteLine(errors == 0 ? "Every cell ran without errors." : $"{errors} errors.");
+        return errors == 0 ? 0 : 1;
     }
 
     private static void Stop(Process p)
