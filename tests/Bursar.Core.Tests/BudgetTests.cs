@@ -59,6 +59,29 @@ public sealed class BudgetTests
     }
 
     [Fact]
+    public async Task A_settled_reservation_is_reused_for_the_next_hold_and_a_live_one_never_is()
+    {
+        var (m, _, _, _) = await Manager(Daily("c", BudgetScope.Customer, "acme", 1.00m));
+        var first = (await m.TryReserveAsync(Acme, 0.40m, default)).Reservation;
+
+        // still live: a new reservation, and both holds count
+        var second = (await m.TryReserveAsync(Acme, 0.30m, default, spare: first)).Reservation;
+        Assert.NotSame(first, second);
+        Assert.Equal(0.70m, m.Snapshot()[0].ReservedUsd);
+
+        m.Settle(first, 0.10m);
+        var third = (await m.TryReserveAsync(Acme, 0.20m, default, spare: first)).Reservation; // settled: written into it
+        Assert.Same(first, third);
+        Assert.Equal(0.20m, third.Amount);
+        Assert.Equal((0.10m, 0.50m), (m.Snapshot()[0].SpentUsd, m.Snapshot()[0].ReservedUsd));
+
+        m.Settle(third, 0.05m);
+        m.Settle(third, 0.05m); // settled once, as any reservation
+        m.Settle(second, 0.30m);
+        Assert.Equal((0.45m, 0m), (m.Snapshot()[0].SpentUsd, m.Snapshot()[0].ReservedUsd));
+    }
+
+    [Fact]
     public async Task Every_applicable_budget_must_admit_the_call_and_others_are_untouched()
     {
         var (m, _, _, _) = await Manager(Daily("team", BudgetScope.Team, "eng", 10m), Daily("cust", BudgetScope.Customer, "acme", 0.5m), Daily("other", BudgetScope.Customer, "globex", 0.1m));

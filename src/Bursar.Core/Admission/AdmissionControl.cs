@@ -55,14 +55,15 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
     /// Admits the call or refuses it (rate limits, run caps, budgets). In process it completes at once; with shared
     /// counters (rate-limit cells, run state, budgets) each step is one round trip to their store.
     /// </summary>
-    public ValueTask<(AdmissionDecision Decision, LeverRefusal? Refusal)> AdmitAsync(VirtualKey key, CallAttribution a, string model, long estimatedInputTokens, long inputTokenBound, long? maxTokens, int choices, CancellationToken cancellationToken)
+    /// <param name="spare">A settled reservation of an earlier call the caller reuses its state from: the budget hold is written into it instead of a new one (see <see cref="BudgetManager.TryReserveAsync"/>).</param>
+    public ValueTask<(AdmissionDecision Decision, LeverRefusal? Refusal)> AdmitAsync(VirtualKey key, CallAttribution a, string model, long estimatedInputTokens, long inputTokenBound, long? maxTokens, int choices, CancellationToken cancellationToken, BudgetReservation? spare = null)
     {
         var price = catalog.Find(model).Price;
         choices = Math.Max(1, choices);
         var output = maxTokens ?? price?.MaxOutputTokens ?? DefaultMaxOutputTokens;
         var bound = InputBound(model, price, inputTokenBound);
         var worst = WorstCase(price, bound, output * choices);
-        var ask = new Ask(key, a, model, price, bound, maxTokens, output, choices, worst);
+        var ask = new Ask(key, a, model, price, bound, maxTokens, output, choices, worst, spare);
 
         if (limiter.Any)
         {
@@ -74,7 +75,7 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
     }
 
     /// <summary>What one call asks admission for, carried from step to step.</summary>
-    private readonly record struct Ask(VirtualKey Key, CallAttribution A, string Model, ModelPrice? Price, long Bound, long? MaxTokens, long Output, int Choices, decimal Worst);
+    private readonly record struct Ask(VirtualKey Key, CallAttribution A, string Model, ModelPrice? Price, long Bound, long? MaxTokens, long Output, int Choices, decimal Worst, BudgetReservation? Spare);
 
     private async ValueTask<(AdmissionDecision, LeverRefusal?)> AfterRateLimitAsync(ValueTask<RateLimitDecision> limited, Ask ask, CancellationToken cancellationToken)
     {
@@ -120,7 +121,7 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
         if (!budgets.Any)
             return ValueTask.FromResult((new AdmissionDecision { Model = model, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = ask.Worst, RunLocal = runLocal }, (LeverRefusal?)null));
 
-        var admitted = AdmitBudgetsAsync(key, a, model, ask.Price, ask.Bound, ask.MaxTokens, ask.Output, ask.Choices, ask.Worst, cancellationToken);
+        var admitted = AdmitBudgetsAsync(key, a, model, ask.Price, ask.Bound, ask.MaxTokens, ask.Output, ask.Choices, ask.Worst, ask.Spare, cancellationToken);
         if (admitted.IsCompletedSuccessfully)
         {
             var done = admitted.Result;
@@ -149,7 +150,7 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
         return WithRunLocal(done, runLocal);
     }
 
-    private async ValueTask<(AdmissionDecision Decision, LeverRefusal? Refusal)> AdmitBudgetsAsync(VirtualKey key, CallAttribution a, string model, ModelPrice? price, long bound, long? maxTokens, long output, int choices, decimal worst, CancellationToken cancellationToken)
+    private async ValueTask<(AdmissionDecision Decision, LeverRefusal? Refusal)> AdmitBudgetsAsync(VirtualKey key, CallAttribution a, string model, ModelPrice? price, long bound, long? maxTokens, long output, int choices, decimal worst, BudgetReservation? spare, CancellationToken cancellationToken)
     {
         if (price is null && key.UnpricedPolicy == "refuse")
         {
@@ -160,7 +161,7 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
             return (new AdmissionDecision { Model = model, RunId = a.RunId, KeyId = key.Id, WorstCaseUsd = 0 }, null);
 
         var subject = new BudgetSubject(key.Id, a.Team, a.Customer, a.Feature, price.Model);
-        var first = await budgets.TryReserveAsync(subject, worst, cancellationToken).ConfigureAwait(false);
+        var first = await budgets.TryReserveAsync(subject, worst, cancellationToken, spare).ConfigureAwait(false);
         if (first.Held)
             return (new AdmissionDecision { Model = model, Reservation = first.Reservation, WorstCaseUsd = worst, RunId = a.RunId, KeyId = key.Id }, null);
 
@@ -174,7 +175,7 @@ public sealed class AdmissionControl(BudgetManager budgets, RateLimiter limiter,
             && served.Serves(cheaper) && catalog.Find(cheaper).Price is { } cheaperPrice)
         {
             var worstCheaper = WorstCase(cheaperPrice, InputBound(cheaper, cheaperPrice, bound), (maxTokens ?? cheaperPrice.MaxOutputTokens ?? DefaultMaxOutputTokens) * choices);
-            var second = await budgets.TryReserveAsync(subject with { Model = cheaperPrice.Model }, worstCheaper, cancellationToken).ConfigureAwait(false);
+            var second = await budgets.TryReserveAsync(subject with { Model = cheaperPrice.Model }, worstCheaper, cancellationToken, spare).ConfigureAwait(false);
             if (second.Held)
             {
                 return (new AdmissionDecision

@@ -14,7 +14,7 @@ public sealed class AdmissionStage(AdmissionControl admission) : ILeverStage
     public ValueTask InvokeAsync(LeverCall call, LeverNext next, CancellationToken cancellationToken)
     {
         var req = call.Request;
-        var pending = admission.AdmitAsync(call.Key, call.Attribution, call.Model, req.EstimatedInputTokens, req.InputTokenBound, call.MaxTokens ?? req.MaxTokens, req.Choices, cancellationToken);
+        var pending = admission.AdmitAsync(call.Key, call.Attribution, call.Model, req.EstimatedInputTokens, req.InputTokenBound, call.MaxTokens ?? req.MaxTokens, req.Choices, cancellationToken, call.SpareReservation);
         // in process admission completes at once (no state machine); shared budget counters take a round trip
         if (pending.IsCompletedSuccessfully) return Continue(call, pending.Result, next, cancellationToken);
         return AwaitedAsync(pending, call, next, cancellationToken);
@@ -27,6 +27,7 @@ public sealed class AdmissionStage(AdmissionControl admission) : ILeverStage
     {
         var (admitted, refusal) = result;
         call.Admitted = admitted;
+        if (admitted.Reservation.Holds.Length > 0) call.SpareReservation = admitted.Reservation;
         if (refusal is not null)
         {
             call.Refuse(refusal, "refused");

@@ -32,9 +32,23 @@ public sealed class BudgetReservation
     internal bool Shared { get; }
 
     /// <summary>The budgets held, each for <see cref="Amount"/>.</summary>
-    internal BudgetManager.State[] Holds { get; }
-    public decimal Amount { get; }
+    internal BudgetManager.State[] Holds { get; private set; }
+    public decimal Amount { get; private set; }
     internal int Settled;
+
+    /// <summary>
+    /// Holds <paramref name="amount"/> against <paramref name="holds"/> in this object again, once its earlier hold was
+    /// settled (a settled reservation is never settled twice, so nothing else can still act on it). False (and unchanged)
+    /// while it is live, when it is shared, or for <see cref="None"/>.
+    /// </summary>
+    internal bool TryReuse(BudgetManager.State[] holds, decimal amount)
+    {
+        if (Shared || ReferenceEquals(this, None) || Volatile.Read(ref Settled) != 1) return false;
+        Holds = holds;
+        Amount = amount;
+        Volatile.Write(ref Settled, 0);
+        return true;
+    }
 
     public static BudgetReservation None { get; } = new([], 0m);
 
@@ -179,14 +193,15 @@ public sealed partial class BudgetManager : IAsyncDisposable
     /// Holds the worst case against every budget that applies (all or none). In process this completes at once; with
     /// shared counters it is one round trip to their store.
     /// </summary>
-    public ValueTask<BudgetDecision> TryReserveAsync(BudgetSubject subject, decimal worstCaseUsd, CancellationToken cancellationToken)
+    /// <param name="spare">A settled reservation to hold the money in instead of a new one (a face that reuses its call state passes its last call's); ignored when live or shared.</param>
+    public ValueTask<BudgetDecision> TryReserveAsync(BudgetSubject subject, decimal worstCaseUsd, CancellationToken cancellationToken, BudgetReservation? spare = null)
     {
         if (_shared is null || _states.Length == 0)
-            return ValueTask.FromResult(TryReserveLocal(subject, worstCaseUsd, out var r, out var refusal) ? new BudgetDecision(true, r, null) : new BudgetDecision(false, r, refusal));
+            return ValueTask.FromResult(TryReserveLocal(subject, worstCaseUsd, out var r, out var refusal, spare) ? new BudgetDecision(true, r, null) : new BudgetDecision(false, r, refusal));
         return TryReserveSharedAsync(subject, worstCaseUsd, cancellationToken);
     }
 
-    private bool TryReserveLocal(in BudgetSubject subject, decimal worstCaseUsd, out BudgetReservation reservation, out BudgetRefusal? refusal)
+    private bool TryReserveLocal(in BudgetSubject subject, decimal worstCaseUsd, out BudgetReservation reservation, out BudgetRefusal? refusal, BudgetReservation? spare = null)
     {
         refusal = null;
         reservation = BudgetReservation.None;
@@ -218,7 +233,7 @@ public sealed partial class BudgetManager : IAsyncDisposable
                 if (one) holds = s.Alone;
                 else holds![held++] = s;
             }
-            reservation = new BudgetReservation(holds!, worstCaseUsd);
+            reservation = spare is not null && spare.TryReuse(holds!, worstCaseUsd) ? spare : new BudgetReservation(holds!, worstCaseUsd);
         }
         return true;
     }

@@ -140,6 +140,11 @@ public sealed class LeverCall
     public Context.ContextReport? Context { get; set; }
     /// <summary>What admission decided (the reservation to settle, the run to advance).</summary>
     public AdmissionDecision Admitted { get; set; } = AdmissionDecision.None;
+    /// <summary>
+    /// The budget reservation of the last call this object served, kept across <see cref="Restart"/> on purpose: once
+    /// settled, admission writes the next call's hold into it instead of a new object (a live one is never reused).
+    /// </summary>
+    public Budgets.BudgetReservation? SpareReservation { get; set; }
     /// <summary>The ledger record is written: set once, before the call's last byte reaches the caller.</summary>
     public bool Sealed { get; set; }
     /// <summary>

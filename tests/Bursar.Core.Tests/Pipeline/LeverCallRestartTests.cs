@@ -34,6 +34,16 @@ public sealed class LeverCallRestartTests
     }
 
     [Fact]
+    public void Restart_keeps_the_spare_budget_reservation_on_purpose()
+    {
+        var call = new LeverCall { Id = "a", Started = DateTimeOffset.UnixEpoch, StartTimestamp = 1, Dialect = "extensions-ai" };
+        var spare = Bursar.Core.Budgets.BudgetReservation.None;
+        call.SpareReservation = spare;
+        call.Restart("b", DateTimeOffset.UnixEpoch, 2, "extensions-ai");
+        Assert.Same(spare, call.SpareReservation); // admission reuses it only once it is settled (BudgetTests)
+    }
+
+    [Fact]
     public void Restart_of_a_request_view_reads_the_new_scalars_and_parses_the_body_again()
     {
         var body = "{\"model\":\"gpt-4o\",\"messages\":[]}";
@@ -126,6 +136,7 @@ public sealed class LeverCallRestartTests
         foreach (var f in type.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic))
         {
             if (f.FieldType == typeof(CallSummary) || f.FieldType == typeof(RequestEdits)) continue; // compared on their own
+            if (f.Name.Contains(nameof(LeverCall.SpareReservation), StringComparison.Ordinal)) continue; // kept across calls by design (tested above)
             var (x, y) = (f.GetValue(a), f.GetValue(b));
             if (!Equals(x, y) && !(x is System.Text.StringBuilder sx && y is System.Text.StringBuilder sy && sx.ToString() == sy.ToString()))
                 diffs.Add(prefix + f.Name);
