@@ -39,12 +39,13 @@ internal static class FieldBench
         var (deltas, paceMs, delayMs) = smoke ? (4, 5, 5) : (64, 20, 20);
         var streamCounts = smoke ? new[] { 8 } : [64, 128, 256, 512, 1024];
         var extra = Arg("--bursar-args", ""); // more configuration for every `bursar serve` of the run, e.g. "--Bursar:Ledger:FsyncInterval=00:00:01"
-        var only = Arg("--only", "all"); // "latency": the added-latency table alone, "streams": the paced streams and RSS alone (quicker A/B runs), "levers": what each lever costs a call
+        var only = Arg("--only", "all"); // "latency": the added-latency table alone, "streams": the paced streams and RSS alone (quicker A/B runs), "levers": what each lever costs a call, "cold": the first 10 s after a cold start against the next 10 s
         // environment of every `bursar serve` of the run only (not the load generator's or the upstreams'), e.g. "DOTNET_gcServer=1"
         var bursarEnv = Arg("--bursar-env", "").Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(kv => kv.Split('=', 2)).ToDictionary(kv => kv[0], kv => kv.Length > 1 ? kv[1] : "");
 
         var self = typeof(FieldBench).Assembly.Location;
-        var bursarDll = System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(self)!, "../../../../../src/Bursar.Cli/bin/Release/net10.0/bursar.dll"));
+        // --bursar-dll: another build of the gateway, e.g. a ReadyToRun publish (dotnet publish src/Bursar.Cli -c Release -r linux-x64 -p:PublishReadyToRun=true)
+        var bursarDll = System.IO.Path.GetFullPath(Arg("--bursar-dll", System.IO.Path.Combine(System.IO.Path.GetDirectoryName(self)!, "../../../../../src/Bursar.Cli/bin/Release/net10.0/bursar.dll")));
         if (!File.Exists(bursarDll)) throw new InvalidOperationException($"Build the gateway first: dotnet build -c Release src/Bursar.Cli (looked for {bursarDll}).");
         var (upFast, upSlow) = (basePort, basePort + 1);
         var data = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "bursar-field-" + Guid.NewGuid().ToString("N")[..8]);
@@ -93,6 +94,15 @@ internal static class FieldBench
             await WaitReady(http, $"http://127.0.0.1:{coldPort}/health/ready");
             var readyMs = Stopwatch.GetElapsedTime(coldStarted).TotalMilliseconds;
             var coldCell = await Load(http, "bursar, first 10 s", $"http://127.0.0.1:{coldPort}", secret, false, "openai", 1, smoke ? 1 : 10, warmSeconds: 0);
+            if (only == "cold")
+            {
+                // and the next 10 s of the same process, for the ratio the issue asks (first 10 s vs steady)
+                var steadyCell = await Load(http, "bursar, next 10 s", $"http://127.0.0.1:{coldPort}", secret, false, "openai", 1, smoke ? 1 : 10, warmSeconds: 0);
+                Stop(cold);
+                Console.WriteLine($"Cold start of {bursarDll}: ready in {readyMs:F0} ms; first {(smoke ? 1 : 10)} s p50 / p99 {coldCell.P50:F3} / {coldCell.P99:F3} ms ({coldCell.Count} calls); "
+                    + $"next {(smoke ? 1 : 10)} s {steadyCell.P50:F3} / {steadyCell.P99:F3} ms ({steadyCell.Count} calls); first / next p99 {coldCell.P99 / steadyCell.P99:F2}x; errors {coldCell.Errors + steadyCell.Errors}");
+                return coldCell.Errors + steadyCell.Errors == 0 ? 0 : 1;
+            }
             Stop(cold);
 
             var bursarFast = new Path("bursar", $"http://127.0.0.1:{basePort + 2}", secret, StartBursar(basePort + 2, upFast, data));
