@@ -28,22 +28,27 @@ public sealed partial class RedisResponseCacheFillLock(IConnectionMultiplexer re
     public async ValueTask<bool> TryAcquireAsync(string key, CancellationToken cancellationToken)
     {
         var token = Guid.NewGuid().ToString("N");
+        // kept before the answer: a SET that times out here may still land, and the release must then delete it
+        // (else the key stays locked for FillLockTtl and the other instances wait that long for an entry)
+        _held[key] = token;
         try
         {
             var taken = await redis.GetDatabase().StringSetAsync(prefix + key, token, options.FillLockTtl, When.NotExists)
                 .WaitAsync(options.RedisTimeout, cancellationToken).ConfigureAwait(false);
-            if (!taken)
-            {
-                Interlocked.Increment(ref _contended);
-                return false;
-            }
-            _held[key] = token;
-            return true;
+            if (taken) return true;
+            _held.TryRemove(new KeyValuePair<string, string>(key, token));
+            Interlocked.Increment(ref _contended);
+            return false;
         }
         catch (Exception e) when (e is RedisException or TimeoutException)
         {
             LogUnavailable(logger, "acquire", e.Message);
             return true;
+        }
+        catch
+        {
+            _held.TryRemove(new KeyValuePair<string, string>(key, token));
+            throw;
         }
     }
 
