@@ -17,16 +17,37 @@ public static class PostgresScale
     {
         var rows = args.Length > 1 ? long.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 1_000_000;
         var batch = args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 512;
-        var cs = Environment.GetEnvironmentVariable("BURSAR_BENCH_POSTGRES")
-            ?? throw new InvalidOperationException("Set BURSAR_BENCH_POSTGRES to the connection string of an empty PostgreSQL database.");
+        var spread = args.Length > 3 ? long.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : rows;
+        var cs = Environment.GetEnvironmentVariable("BURSAR_BENCH_POSTGRES");
+        Bursar.Testing.LocalPostgres? own = null;
+        if (string.IsNullOrEmpty(cs))
+        {
+            // none given: a PostgreSQL of its own (initdb on a free port, default settings), stopped at the end
+            own = new Bursar.Testing.LocalPostgres();
+            await own.StartAsync();
+            cs = await own.CreateDatabaseAsync();
+            Console.WriteLine($"PostgreSQL {own.Version} of its own on port {own.Port} (BURSAR_BENCH_POSTGRES unset)");
+        }
+        try
+        {
+            await RunOnAsync(cs, rows, batch, spread);
+        }
+        finally
+        {
+            if (own is not null) await own.StopAsync();
+        }
+    }
+
+    private static async Task RunOnAsync(string cs, long rows, int batch, long spread)
+    {
         using var store = new PostgresStore(cs);
         var end = new DateTimeOffset(2026, 11, 1, 0, 0, 0, TimeSpan.Zero);
         var start = end.AddDays(-30);
         var have = await store.CountAsync(default);
         if (have < rows)
         {
-            var perSecond = await ReportScale.FillAsync(store, have, rows, start, end, batch);
-            Console.WriteLine($"COPY write path: {rows - have:N0} rows in batches of {batch:N0}: {perSecond:N0} rows/s (rollups included, one transaction per batch)");
+            var perSecond = await ReportScale.FillAsync(store, have, rows, start, end, batch, spread);
+            Console.WriteLine($"COPY write path: {rows - have:N0} rows in batches of {batch:N0}, spaced as {spread:N0} rows a month: {perSecond:N0} rows/s (rollups included, one transaction per batch)");
             var w = store.WriteStats;
             var all = (w.Copy + w.MoveIntoLedger + w.Rollups + w.Commit).TotalSeconds;
             Console.WriteLine($"  by phase: binary COPY {w.Records / w.Copy.TotalSeconds:N0} rows/s ({w.Copy.TotalSeconds / all:P0}), into the ledger with ON CONFLICT {w.MoveIntoLedger.TotalSeconds / all:P0}, rollups {w.Rollups.TotalSeconds / all:P0}, commit {w.Commit.TotalSeconds / all:P0}; the store alone {w.Records / all:N0} rows/s");
