@@ -62,5 +62,47 @@ public static class PostgresScale
         var scan = Stopwatch.StartNew();
         await using (var r = await cmd.ExecuteReaderAsync()) while (await r.ReadAsync()) { }
         Console.WriteLine($"| plain GROUP BY feature over the ledger rows (no cost sum), for scale | {scan.Elapsed.TotalMilliseconds:0} | | |");
+        await TimeCliReportsAsync(store, start, end);
+    }
+
+    /// <summary>
+    /// What <c>bursar report --by X</c> runs, for every dimension it accepts (30 days, the catalog loaded as the CLI loads it):
+    /// <see cref="Bursar.Core.Reporting.SpendReport.QueryAsync"/>, served by the rollups. <c>report --cache</c> reads the ledger
+    /// rows of its window (<see cref="Bursar.Core.Reporting.CacheReport"/>): timed over one day, and over the 30 days up to 3,000,000 rows.
+    /// </summary>
+    private static async Task TimeCliReportsAsync(PostgresStore store, DateTimeOffset start, DateTimeOffset end)
+    {
+        var catalog = Bursar.Hosting.BursarServices.LoadCatalog(store, new Bursar.Hosting.BursarOptions());
+        Console.WriteLine();
+        Console.WriteLine("| bursar report --by (30 days) | first (cold) ms | median of 5 ms | max of 5 ms | groups |");
+        Console.WriteLine("|---|---:|---:|---:|---:|");
+        foreach (var by in Enum.GetValues<Bursar.Core.Reporting.ReportDimension>())
+        {
+            var sw = Stopwatch.StartNew();
+            var report = await Bursar.Core.Reporting.SpendReport.QueryAsync(store, by, start, end, default, catalog);
+            var cold = sw.Elapsed.TotalMilliseconds;
+            var times = new List<double>();
+            for (var i = 0; i < 5; i++)
+            {
+                sw.Restart();
+                await Bursar.Core.Reporting.SpendReport.QueryAsync(store, by, start, end, default, catalog);
+                times.Add(sw.Elapsed.TotalMilliseconds);
+            }
+            times.Sort();
+            Console.WriteLine($"| {by.ToString().ToLowerInvariant()} | {cold:0.0} | {times[2]:0.0} | {times[^1]:0.0} | {report.Rows.Count:N0} |");
+        }
+        var rows = await store.CountAsync(default);
+        foreach (var (name, from) in new[] { ("one day", end.AddDays(-1)), ("30 days", start) })
+        {
+            if (name == "30 days" && rows > 3_000_000)
+            {
+                Console.WriteLine($"| report --cache, {name} (reads the ledger rows) | not run: {rows:N0} rows would all be read into memory | | | |");
+                continue;
+            }
+            var sw = Stopwatch.StartNew();
+            var records = await store.ReadAsync(new Bursar.Core.Ledger.LedgerQuery { From = from, To = end, Limit = int.MaxValue }, default);
+            var cache = Bursar.Core.Reporting.CacheReport.Build(records, catalog);
+            Console.WriteLine($"| report --cache, {name} (reads the ledger rows: {records.Count:N0}) | {sw.Elapsed.TotalMilliseconds:0.0} | | | {cache.Rows.Count:N0} |");
+        }
     }
 }
