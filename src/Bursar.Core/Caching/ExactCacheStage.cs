@@ -98,8 +98,9 @@ public sealed class ExactCacheStage(IResponseCacheStore cache, ResponseCacheOpti
 
     /// <summary>
     /// Takes the key's fill lock (true), or waits while another instance holds it until its entry appears (returned)
-    /// or the lock is free again (the holder failed or died: taken, true); after <see cref="ResponseCacheOptions.FillLockTtl"/>
-    /// of waiting the call goes upstream without it (false). Each time the lock is taken the cache is looked at once more:
+    /// or the lock is free again (the holder failed, or died and its lock lapsed after <see cref="ResponseCacheOptions.FillLockTtl"/>:
+    /// taken, true); a live holder keeps its lock however slow its call, and after <see cref="FollowerWait"/> of waiting
+    /// the call goes upstream without it (false), as a follower in one instance does. Each time the lock is taken the cache is looked at once more:
     /// a leader (of this instance or another) may have stored its entry and let go since this call's first look.
     /// </summary>
     private async ValueTask<(bool Locked, CachedResponse? Filled)> LeadAcrossInstancesAsync(string key, CancellationToken cancellationToken)
@@ -107,7 +108,7 @@ public sealed class ExactCacheStage(IResponseCacheStore cache, ResponseCacheOpti
         if (await _fillLock.TryAcquireAsync(key, cancellationToken).ConfigureAwait(false)) return await TakenAsync(key, cancellationToken).ConfigureAwait(false);
         var started = time.GetTimestamp();
         var delay = TimeSpan.FromMilliseconds(10);
-        while (time.GetElapsedTime(started) < options.FillLockTtl)
+        while (time.GetElapsedTime(started) < FollowerWait)
         {
             await Task.Delay(delay, time, cancellationToken).ConfigureAwait(false);
             if (delay < FillPollInterval) delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, FillPollInterval.Ticks));

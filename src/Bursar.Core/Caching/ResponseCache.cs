@@ -54,9 +54,10 @@ public sealed class ResponseCacheOptions
     public TimeSpan RedisTimeout { get; set; } = TimeSpan.FromMilliseconds(50);
 
     /// <summary>
-    /// With Redis: how long an instance's claim to fill a missed entry lasts (the lock key's TTL). Identical misses on
-    /// other instances wait up to this long for the entry, then call the provider themselves; a holder that fails
-    /// gives the lock back at once, one that dies lets it lapse. Default 30 s.
+    /// With Redis: the TTL of an instance's claim to fill a missed entry (the lock key). A live holder renews it every
+    /// third of this, however long its provider call takes; a holder that fails gives the lock back at once, one that
+    /// dies lets it lapse after this long. Identical misses on other instances wait for the entry while the lock is
+    /// held (up to <see cref="ExactCacheStage.FollowerWait"/>), then call the provider themselves. Default 30 s.
     /// </summary>
     public TimeSpan FillLockTtl { get; set; } = TimeSpan.FromSeconds(30);
 
