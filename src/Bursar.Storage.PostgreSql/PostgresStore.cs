@@ -462,4 +462,9 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
 }
 
 /// <summary>Cumulative time of the PostgreSQL store's ledger writes by phase.</summary>
+/// <summary>
+/// Where ledger writes spent their time: <see cref="Copy"/> the binary COPY (straight into the ledger, or into the staging
+/// table for a batch that met a concurrent writer), <see cref="MoveIntoLedger"/> the id lookup before it (or the staged
+/// batch's move with ON CONFLICT DO NOTHING), the rollup upserts and the commit.
+/// </summary>
 public sealed record PostgresWriteStats(long Records, TimeSpan Copy, TimeSpan MoveIntoLedger, TimeSpan Rollups, TimeSpan Commit);
