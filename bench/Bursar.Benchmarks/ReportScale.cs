@@ -73,8 +73,11 @@ public static class ReportScale
     }
 
     /// <summary>Writes synthetic calls <paramref name="from"/>..<paramref name="rows"/> through the store's write path in batches; returns the rows per second.</summary>
-    internal static async Task<double> FillAsync(ILedgerStore store, long from, long rows, DateTimeOffset start, DateTimeOffset end, int batch = 20_000)
+    /// <param name="spread">The timestamps are spaced as if this many rows filled <paramref name="start"/>..<paramref name="end"/> (default
+    /// <paramref name="rows"/>): a larger number writes a denser traffic, whose batches cover minutes, not hours, as at a high call rate.</param>
+    internal static async Task<double> FillAsync(ILedgerStore store, long from, long rows, DateTimeOffset start, DateTimeOffset end, int batch = 20_000, long spread = 0)
     {
+        if (spread < rows) spread = rows;
         string[] models = ["gpt-4.1", "gpt-4.1-mini", "gpt-4o-mini", "claude-sonnet-4-5", "claude-haiku-4-5", "gpt-5"];
         decimal[] inRate = [2m, 0.4m, 0.15m, 3m, 1m, 1.25m], outRate = [8m, 1.6m, 0.6m, 15m, 5m, 10m];
         string[] tasks = ["classification", "extraction", "summarization", "chat", "code", "analysis", "reasoning", "eval", "report", "search"];
@@ -94,7 +97,7 @@ public static class ReportScale
                 list[i] = new LedgerRecord
                 {
                     Id = "bench" + k.ToString("x12", System.Globalization.CultureInfo.InvariantCulture),
-                    Timestamp = start.AddTicks(span * k / rows),
+                    Timestamp = start.AddTicks((long)((System.Int128)span * k / spread)),
                     Dialect = m >= 3 && m <= 4 ? "anthropic" : "openai", Provider = m >= 3 && m <= 4 ? "anthropic" : "openai",
                     KeyId = "key" + rng.Next(40), Team = "team" + rng.Next(8), Customer = "customer" + rng.Next(500), Feature = "feature" + rng.Next(20),
                     Task = tasks[rng.Next(tasks.Length)], Template = "v" + rng.Next(5), RunId = rng.Next(10) == 0 ? "run" + (k / 4) : null,

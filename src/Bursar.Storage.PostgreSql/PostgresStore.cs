@@ -19,6 +19,7 @@ namespace Bursar.Storage.PostgreSql;
 public sealed partial class PostgresStore : IBursarStore, IDisposable
 {
     private readonly NpgsqlDataSource _data;
+    private readonly NpgsqlDataSource _writes;
     private readonly TimeProvider _time;
 
     /// <param name="connectionString">An Npgsql connection string (<c>Host=...;Database=...;Username=...;Password=...</c>).</param>
@@ -32,6 +33,15 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
         Location = $"PostgreSQL {builder.Host}:{builder.Port}/{builder.Database ?? builder.Username}";
         _data = NpgsqlDataSource.Create(builder);
         if (migrate) PostgresMigrations.Apply(_data, _time);
+        // ledger writes on connections of their own that keep their session across uses (no DISCARD ALL when pooled): the
+        // staging table is made once per connection, not created and dropped by every batch (catalog churn), and the
+        // batch statements stay prepared
+        var writes = new NpgsqlConnectionStringBuilder(builder.ConnectionString)
+        {
+            NoResetOnClose = true, MaxPoolSize = Math.Min(builder.MaxPoolSize, 4), MaxAutoPrepare = Math.Max(builder.MaxAutoPrepare, 16), AutoPrepareMinUsages = 2,
+            Options = ((builder.Options ?? "") + " -c client_min_messages=warning").Trim(),
+        };
+        _writes = NpgsqlDataSource.Create(writes);
     }
 
     /// <summary>Host, port and database (never the password).</summary>
@@ -40,7 +50,11 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
     /// <summary>The data source, for tools and tests that run their own SQL.</summary>
     public NpgsqlDataSource DataSource => _data;
 
-    public void Dispose() => _data.Dispose();
+    public void Dispose()
+    {
+        _writes.Dispose();
+        _data.Dispose();
+    }
 
     private long _copyTicks, _insertTicks, _rollupTicks, _commitTicks, _written;
 
@@ -193,38 +207,84 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
     }
 
     /// <summary>
-    /// Writes a batch idempotently by id: the rows are copied (binary COPY) into a transaction-local table, moved into the ledger with
-    /// <c>ON CONFLICT DO NOTHING</c>, and the rows that were new (a replayed record is not counted twice) are added to the report
-    /// rollups, all in one transaction: a report never sees a row without its rollup or the reverse.
+    /// Writes a batch idempotently by id, its new rows (a replayed record is not counted twice) added to the report rollups in
+    /// the same transaction: a report never sees a row without its rollup or the reverse. The ids already in the ledger are
+    /// looked up first and only the new rows are copied (binary COPY) straight into the ledger; should another writer insert
+    /// one of them meanwhile (a unique violation), the batch is written again through a staging table moved into the ledger
+    /// with <c>ON CONFLICT DO NOTHING</c>.
     /// </summary>
     public async Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken cancellationToken)
     {
         if (records.Count == 0) return;
-        var mark = System.Diagnostics.Stopwatch.GetTimestamp();
-        await using var c = await _data.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var tx = await c.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-        await using (var create = new NpgsqlCommand("CREATE TEMP TABLE ledger_in (LIKE ledger) ON COMMIT DROP", c, tx))
-            await create.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        await using (var copy = await c.BeginBinaryImportAsync($"COPY ledger_in ({LedgerColumnList}) FROM STDIN (FORMAT BINARY)", cancellationToken).ConfigureAwait(false))
+        try
         {
-            foreach (var r in records) WriteRow(copy, r);
-            await copy.CompleteAsync(cancellationToken).ConfigureAwait(false);
+            await WriteBatchAsync(records, staged: false, cancellationToken).ConfigureAwait(false);
         }
-        Lap(ref _copyTicks, ref mark);
-        var inserted = new HashSet<string>(StringComparer.Ordinal);
-        await using (var move = new NpgsqlCommand($"INSERT INTO ledger ({LedgerColumnList}) SELECT {LedgerColumnList} FROM ledger_in ON CONFLICT (id) DO NOTHING RETURNING id", c, tx))
-        await using (var r = await move.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
-            while (await r.ReadAsync(cancellationToken).ConfigureAwait(false)) inserted.Add(r.GetString(0));
-        // the first record of each inserted id (a batch may carry one id twice: the later copy is ignored, as in SQLite)
-        var fresh = new List<LedgerRecord>(inserted.Count);
-        foreach (var r in records)
-            if (inserted.Remove(Clean(r.Id))) fresh.Add(r);
-        Lap(ref _insertTicks, ref mark);
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UniqueViolation)
+        {
+            await WriteBatchAsync(records, staged: true, cancellationToken).ConfigureAwait(false);
+        }
+        Interlocked.Add(ref _written, records.Count);
+    }
+
+    /// <summary>Batches that met a concurrent writer's row and were written again through the staging table.</summary>
+    public long StagedWrites => Interlocked.Read(ref _staged);
+
+    private long _staged;
+
+    private async Task WriteBatchAsync(IReadOnlyList<LedgerRecord> records, bool staged, CancellationToken cancellationToken)
+    {
+        var mark = System.Diagnostics.Stopwatch.GetTimestamp();
+        await using var c = await _writes.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var tx = await c.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+        List<LedgerRecord> fresh;
+        if (!staged)
+        {
+            // the first record of each id the ledger lacks (a batch may carry one id twice: the later copy is ignored, as in SQLite)
+            var known = new HashSet<string>(StringComparer.Ordinal);
+            await using (var look = new NpgsqlCommand("SELECT id FROM ledger WHERE id = ANY(@ids)", c, tx))
+            {
+                look.Parameters.AddWithValue("ids", records.Select(r => Clean(r.Id)).ToArray());
+                await using var r = await look.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                while (await r.ReadAsync(cancellationToken).ConfigureAwait(false)) known.Add(r.GetString(0));
+            }
+            fresh = new List<LedgerRecord>(records.Count - known.Count);
+            foreach (var r in records)
+                if (known.Add(Clean(r.Id))) fresh.Add(r);
+            Lap(ref _insertTicks, ref mark);
+            if (fresh.Count > 0)
+            {
+                await using var copy = await c.BeginBinaryImportAsync($"COPY ledger ({LedgerColumnList}) FROM STDIN (FORMAT BINARY)", cancellationToken).ConfigureAwait(false);
+                foreach (var r in fresh) WriteRow(copy, r);
+                await copy.CompleteAsync(cancellationToken).ConfigureAwait(false);
+            }
+            Lap(ref _copyTicks, ref mark);
+        }
+        else
+        {
+            Interlocked.Increment(ref _staged);
+            // the connection's own staging table, emptied by every commit (and by a rollback, which undoes the copy)
+            await using (var create = new NpgsqlCommand("CREATE TEMP TABLE IF NOT EXISTS ledger_in (LIKE ledger) ON COMMIT DELETE ROWS", c, tx))
+                await create.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            await using (var copy = await c.BeginBinaryImportAsync($"COPY ledger_in ({LedgerColumnList}) FROM STDIN (FORMAT BINARY)", cancellationToken).ConfigureAwait(false))
+            {
+                foreach (var r in records) WriteRow(copy, r);
+                await copy.CompleteAsync(cancellationToken).ConfigureAwait(false);
+            }
+            Lap(ref _copyTicks, ref mark);
+            var inserted = new HashSet<string>(StringComparer.Ordinal);
+            await using (var move = new NpgsqlCommand($"INSERT INTO ledger ({LedgerColumnList}) SELECT {LedgerColumnList} FROM ledger_in ON CONFLICT (id) DO NOTHING RETURNING id", c, tx))
+            await using (var r = await move.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+                while (await r.ReadAsync(cancellationToken).ConfigureAwait(false)) inserted.Add(r.GetString(0));
+            fresh = new List<LedgerRecord>(inserted.Count);
+            foreach (var r in records)
+                if (inserted.Remove(Clean(r.Id))) fresh.Add(r);
+            Lap(ref _insertTicks, ref mark);
+        }
         await UpdateRollupsAsync(c, tx, fresh, cancellationToken).ConfigureAwait(false);
         Lap(ref _rollupTicks, ref mark);
         await tx.CommitAsync(cancellationToken).ConfigureAwait(false);
         Lap(ref _commitTicks, ref mark);
-        Interlocked.Add(ref _written, records.Count);
     }
 
     public async Task<IReadOnlyList<LedgerRecord>> ReadAsync(LedgerQuery query, CancellationToken cancellationToken)
@@ -402,4 +462,9 @@ public sealed partial class PostgresStore : IBursarStore, IDisposable
 }
 
 /// <summary>Cumulative time of the PostgreSQL store's ledger writes by phase.</summary>
+/// <summary>
+/// Where ledger writes spent their time: <see cref="Copy"/> the binary COPY (straight into the ledger, or into the staging
+/// table for a batch that met a concurrent writer), <see cref="MoveIntoLedger"/> the id lookup before it (or the staged
+/// batch's move with ON CONFLICT DO NOTHING), the rollup upserts and the commit.
+/// </summary>
 public sealed record PostgresWriteStats(long Records, TimeSpan Copy, TimeSpan MoveIntoLedger, TimeSpan Rollups, TimeSpan Commit);

@@ -81,8 +81,9 @@ public sealed class ResponseCacheStoreTests
         Assert.True(f.TryLead("k", out _));
         Assert.False(f.TryLead("k", out var wait));
         Assert.False(wait.IsCompleted);
-        f.Complete("k", stored: true);
-        Assert.True(await wait);
+        var answer = new CachedResponse([1, 2], "application/json", "m", 0.01m, 3, 4, DateTimeOffset.UnixEpoch);
+        f.Complete("k", answer);
+        Assert.Same(answer, await wait); // the follower is handed the leader's answer itself
         Assert.True(f.TryLead("k", out _)); // a new round after completion
     }
 }

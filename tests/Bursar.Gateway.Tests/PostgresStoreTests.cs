@@ -291,4 +291,33 @@ public sealed class PostgresStoreTests(PostgresServer pg) : IClassFixture<Postgr
             foreach (var s in stores) s.Dispose();
         }
     }
+
+    [Fact]
+    public async Task A_row_another_writer_inserts_after_the_id_lookup_sends_the_batch_through_the_staging_table_once()
+    {
+        using var store = await FreshAsync();
+        var records = LedgerWorkload.Records(3, seed: 11);
+        await store.WriteAsync([records[0]], default); // its rollups counted once
+        Assert.Equal(0, store.StagedWrites);
+        // another instance is writing records[0] now: its insert is not committed, so this store's id lookup misses it
+        await using var other = await store.DataSource.OpenConnectionAsync();
+        await using (var keep = new NpgsqlCommand("CREATE TEMP TABLE keep AS SELECT * FROM ledger WHERE id = @id; DELETE FROM ledger WHERE id = @id", other))
+        {
+            keep.Parameters.AddWithValue("id", records[0].Id);
+            await keep.ExecuteNonQueryAsync();
+        }
+        var tx = await other.BeginTransactionAsync();
+        await using (var insert = new NpgsqlCommand("INSERT INTO ledger SELECT * FROM keep", other, tx)) Assert.Equal(1, await insert.ExecuteNonQueryAsync());
+        var writing = store.WriteAsync(records, default);
+        // the copy waits on the other transaction's row, then meets it: a unique violation, the batch written again
+        await Task.Delay(500);
+        Assert.False(writing.IsCompleted, "the copy did not wait on the uncommitted row");
+        await tx.CommitAsync();
+        await writing.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(1, store.StagedWrites);
+        Assert.Equal(3, await store.CountAsync(default));
+        var slice = await store.SliceAsync(ReportDimension.All, DateTimeOffset.UtcNow.AddDays(-4), DateTimeOffset.UtcNow.AddHours(1), default);
+        Assert.Equal(3, slice.Rows.Sum(r => r.Totals.Calls)); // records[0] counted once, the two new ones once each
+        Assert.Equal(records.Sum(r => r.Cost ?? 0), slice.Rows.Sum(r => r.Totals.Cost));
+    }
 }

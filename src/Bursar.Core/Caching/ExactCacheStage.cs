@@ -54,10 +54,10 @@ public sealed class ExactCacheStage(IResponseCacheStore cache, ResponseCacheOpti
         if (!fills.TryLead(key, out var wait))
         {
             // an identical call is already on its way upstream: wait for its answer instead of paying twice
-            bool stored;
-            try { stored = await wait.WaitAsync(FollowerWait, time, cancellationToken).ConfigureAwait(false); }
-            catch (TimeoutException) { stored = false; }
-            if (stored && await cache.GetAsync(key, cancellationToken).ConfigureAwait(false) is { } filled)
+            CachedResponse? filled;
+            try { filled = await wait.WaitAsync(FollowerWait, time, cancellationToken).ConfigureAwait(false); }
+            catch (TimeoutException) { filled = null; }
+            if (filled is not null)
             {
                 Hit(call, filled, semantic: false);
                 return;
@@ -65,7 +65,7 @@ public sealed class ExactCacheStage(IResponseCacheStore cache, ResponseCacheOpti
             await next(call, cancellationToken).ConfigureAwait(false);
             return;
         }
-        var done = false;
+        CachedResponse? shared = null;
         var locked = false;
         try
         {
@@ -74,7 +74,7 @@ public sealed class ExactCacheStage(IResponseCacheStore cache, ResponseCacheOpti
             if (filledElsewhere is not null)
             {
                 Hit(call, filledElsewhere, semantic: false);
-                done = true;
+                shared = filledElsewhere;
                 return;
             }
             locked = lead;
@@ -83,45 +83,48 @@ public sealed class ExactCacheStage(IResponseCacheStore cache, ResponseCacheOpti
             await next(call, cancellationToken).ConfigureAwait(false);
             if (call.Answer is { } answer && call.Outcome == "ok" && !cancellationToken.IsCancellationRequested)
             {
-                await cache.SetAsync(key, Stored(call, answer, meter, time), ttl, CancellationToken.None).ConfigureAwait(false);
-                done = true;
+                var entry = Stored(call, answer, meter, time);
+                await cache.SetAsync(key, entry, ttl, CancellationToken.None).ConfigureAwait(false);
+                shared = entry;
             }
         }
         finally
         {
             // released after the entry is stored: an instance waiting on the lock finds the entry, not an empty key
             if (locked) await _fillLock.ReleaseAsync(key).ConfigureAwait(false);
-            fills.Complete(key, done);
+            fills.Complete(key, shared);
         }
     }
 
     /// <summary>
     /// Takes the key's fill lock (true), or waits while another instance holds it until its entry appears (returned)
-    /// or the lock is free again (the holder failed or died: taken, true); after <see cref="ResponseCacheOptions.FillLockTtl"/>
-    /// of waiting the call goes upstream without it (false).
+    /// or the lock is free again (the holder failed, or died and its lock lapsed after <see cref="ResponseCacheOptions.FillLockTtl"/>:
+    /// taken, true); a live holder keeps its lock however slow its call, and after <see cref="FollowerWait"/> of waiting
+    /// the call goes upstream without it (false), as a follower in one instance does. Each time the lock is taken the cache is looked at once more:
+    /// a leader (of this instance or another) may have stored its entry and let go since this call's first look.
     /// </summary>
     private async ValueTask<(bool Locked, CachedResponse? Filled)> LeadAcrossInstancesAsync(string key, CancellationToken cancellationToken)
     {
-        if (await _fillLock.TryAcquireAsync(key, cancellationToken).ConfigureAwait(false)) return (true, null);
+        if (await _fillLock.TryAcquireAsync(key, cancellationToken).ConfigureAwait(false)) return await TakenAsync(key, cancellationToken).ConfigureAwait(false);
         var started = time.GetTimestamp();
         var delay = TimeSpan.FromMilliseconds(10);
-        while (time.GetElapsedTime(started) < options.FillLockTtl)
+        while (time.GetElapsedTime(started) < FollowerWait)
         {
             await Task.Delay(delay, time, cancellationToken).ConfigureAwait(false);
             if (delay < FillPollInterval) delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, FillPollInterval.Ticks));
             if (await cache.GetAsync(key, cancellationToken).ConfigureAwait(false) is { } filled) return (false, filled);
-            if (await _fillLock.TryAcquireAsync(key, cancellationToken).ConfigureAwait(false))
-            {
-                // free again: the holder failed or died, or stored its entry and let go between the two looks
-                if (await cache.GetAsync(key, cancellationToken).ConfigureAwait(false) is { } late)
-                {
-                    await _fillLock.ReleaseAsync(key).ConfigureAwait(false);
-                    return (false, late);
-                }
-                return (true, null);
-            }
+            // free again: the holder failed or died, or stored its entry and let go between the two looks
+            if (await _fillLock.TryAcquireAsync(key, cancellationToken).ConfigureAwait(false)) return await TakenAsync(key, cancellationToken).ConfigureAwait(false);
         }
         return (false, null);
+    }
+
+    /// <summary>The lock is this call's: the entry stored meanwhile is served (and the lock given back), else the call leads.</summary>
+    private async ValueTask<(bool Locked, CachedResponse? Filled)> TakenAsync(string key, CancellationToken cancellationToken)
+    {
+        if (await cache.GetAsync(key, cancellationToken).ConfigureAwait(false) is not { } late) return (true, null);
+        await _fillLock.ReleaseAsync(key).ConfigureAwait(false);
+        return (false, late);
     }
 
     /// <summary>Ends the call with a cached answer: $0, the saving of the call it replays.</summary>

@@ -54,9 +54,10 @@ public sealed class ResponseCacheOptions
     public TimeSpan RedisTimeout { get; set; } = TimeSpan.FromMilliseconds(50);
 
     /// <summary>
-    /// With Redis: how long an instance's claim to fill a missed entry lasts (the lock key's TTL). Identical misses on
-    /// other instances wait up to this long for the entry, then call the provider themselves; a holder that fails
-    /// gives the lock back at once, one that dies lets it lapse. Default 30 s.
+    /// With Redis: the TTL of an instance's claim to fill a missed entry (the lock key). A live holder renews it every
+    /// third of this, however long its provider call takes; a holder that fails gives the lock back at once, one that
+    /// dies lets it lapse after this long. Identical misses on other instances wait for the entry while the lock is
+    /// held (up to <see cref="ExactCacheStage.FollowerWait"/>), then call the provider themselves. Default 30 s.
     /// </summary>
     public TimeSpan FillLockTtl { get; set; } = TimeSpan.FromSeconds(30);
 
@@ -245,24 +246,25 @@ public static class ResponseCacheKey
 
 /// <summary>
 /// Stampede protection: concurrent identical misses make one upstream call. The first caller becomes the leader and
-/// fills the entry; the others wait for it (up to a timeout) and are then served from the cache.
+/// fills the entry; the others wait for it (up to a timeout) and are handed the leader's answer itself, so a follower
+/// never depends on reading the entry back (a shared store that is slow to answer is a miss, which would be a second call).
 /// </summary>
 public sealed class CacheFillCoordinator
 {
-    private readonly ConcurrentDictionary<string, TaskCompletionSource<bool>> _inflight = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, TaskCompletionSource<CachedResponse?>> _inflight = new(StringComparer.Ordinal);
 
-    /// <summary>True when this caller leads the fill of <paramref name="key"/>; otherwise <paramref name="wait"/> completes when the leader is done.</summary>
-    public bool TryLead(string key, out Task<bool> wait)
+    /// <summary>True when this caller leads the fill of <paramref name="key"/>; otherwise <paramref name="wait"/> completes with the leader's answer (null: none to share).</summary>
+    public bool TryLead(string key, out Task<CachedResponse?> wait)
     {
-        var mine = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var mine = new TaskCompletionSource<CachedResponse?>(TaskCreationOptions.RunContinuationsAsynchronously);
         var tcs = _inflight.GetOrAdd(key, mine);
         wait = tcs.Task;
         return ReferenceEquals(tcs, mine);
     }
 
-    /// <summary>The leader is done; <paramref name="stored"/> says whether followers will find an entry.</summary>
-    public void Complete(string key, bool stored)
+    /// <summary>The leader is done; <paramref name="answer"/> is what it stored (or found stored by another instance), null when the call failed.</summary>
+    public void Complete(string key, CachedResponse? answer)
     {
-        if (_inflight.TryRemove(key, out var tcs)) tcs.TrySetResult(stored);
+        if (_inflight.TryRemove(key, out var tcs)) tcs.TrySetResult(answer);
     }
 }

@@ -271,4 +271,103 @@ public sealed class ExactCacheStageTests : IAsyncLifetime
         Assert.Equal("bypass", call.CacheStatus);
         Assert.Equal(0, _store.Count);
     }
+
+    /// <summary>A store whose chosen read is a miss answered late (the look was taken before a leader stored, its answer arrives after), or whose reads all miss.</summary>
+    private sealed class LateReads(IResponseCacheStore inner) : IResponseCacheStore
+    {
+        private int _reads;
+        /// <summary>The read (1-based) that sees a miss and is held until <see cref="Gate"/>; 0: none.</summary>
+        public int Held { get; init; }
+        /// <summary>Every read misses, as a Redis slower than its timeout does.</summary>
+        public bool ReadsMiss { get; init; }
+        public TaskCompletionSource Gate { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public TaskCompletionSource Parked { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public async ValueTask<CachedResponse?> GetAsync(string key, CancellationToken cancellationToken)
+        {
+            if (Interlocked.Increment(ref _reads) == Held)
+            {
+                Parked.TrySetResult();
+                await Gate.Task;
+                return null;
+            }
+            return ReadsMiss ? null : await inner.GetAsync(key, cancellationToken);
+        }
+
+        public ValueTask SetAsync(string key, CachedResponse response, TimeSpan ttl, CancellationToken cancellationToken) => inner.SetAsync(key, response, ttl, cancellationToken);
+    }
+
+    /// <summary>One lock key per entry shared by the instances (what Redis's SET NX gives them).</summary>
+    private sealed class SharedFillLock : IResponseCacheFillLock
+    {
+        private readonly HashSet<string> _held = new(StringComparer.Ordinal);
+        public ValueTask<bool> TryAcquireAsync(string key, CancellationToken cancellationToken) { lock (_held) return new(_held.Add(key)); }
+        public ValueTask ReleaseAsync(string key) { lock (_held) _held.Remove(key); return ValueTask.CompletedTask; }
+    }
+
+    [Fact]
+    public async Task A_miss_whose_first_look_came_before_the_leader_stored_and_finished_is_served_not_sent_upstream()
+    {
+        var json = Levers.OpenAI("gpt-4o-mini", "Late first look");
+        var store = new LateReads(_store) { Held = 1 };
+        var stage = new ExactCacheStage(store, _options, new CacheFillCoordinator(), _kit.Meter, _time);
+        var provider = new FakeProvider();
+        var late = Levers.Call(json);
+        var lateRun = stage.InvokeAsync(late, provider.Next, default).AsTask();
+        await store.Parked.Task.WaitAsync(TimeSpan.FromSeconds(10)); // its look saw no entry, its answer is on the way
+        var leader = Levers.Call(json);
+        await stage.InvokeAsync(leader, provider.Next, default); // leads, stores, lets go: nothing in flight any more
+        Assert.Equal("miss", leader.CacheStatus);
+        store.Gate.SetResult();
+        await lateRun.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(1, provider.Calls); // it leads a new round, looks again and finds the entry
+        Assert.Equal("hit", late.CacheStatus);
+        Assert.Equal(FakeProvider.AnswerFor(leader), late.CacheHit!.Body);
+    }
+
+    [Fact]
+    public async Task Across_instances_a_miss_whose_first_look_came_before_the_other_s_fill_is_served_once_it_takes_the_free_lock()
+    {
+        var json = Levers.OpenAI("gpt-4o-mini", "Late first look, two instances");
+        var store = new LateReads(_store) { Held = 1 }; // one shared cache
+        var fillLock = new SharedFillLock();
+        var one = new ExactCacheStage(_store, _options, new CacheFillCoordinator(), _kit.Meter, _time, fillLock);
+        var two = new ExactCacheStage(store, _options, new CacheFillCoordinator(), _kit.Meter, _time, fillLock);
+        var provider = new FakeProvider();
+        var late = Levers.Call(json);
+        var lateRun = two.InvokeAsync(late, provider.Next, default).AsTask();
+        await store.Parked.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        var leader = Levers.Call(json);
+        await one.InvokeAsync(leader, provider.Next, default); // takes the lock, calls, stores, gives the lock back
+        store.Gate.SetResult();
+        await lateRun.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(1, provider.Calls); // the lock is free, but the entry is there: served, the lock given back
+        Assert.Equal("hit", late.CacheStatus);
+        Assert.True(await fillLock.TryAcquireAsync(ResponseCacheKeyOf(late), default));
+    }
+
+    [Fact]
+    public async Task A_follower_is_handed_the_leader_s_answer_even_when_the_store_cannot_read_it_back()
+    {
+        var json = Levers.OpenAI("gpt-4o-mini", "A store slower than its timeout");
+        var stage = new ExactCacheStage(new LateReads(_store) { ReadsMiss = true }, _options, new CacheFillCoordinator(), _kit.Meter, _time);
+        var upstream = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var provider = new FakeProvider { Gate = upstream.Task };
+        var leader = Levers.Call(json);
+        var follower = Levers.Call(json);
+        var leading = stage.InvokeAsync(leader, provider.Next, default).AsTask();
+        var following = stage.InvokeAsync(follower, provider.Next, default).AsTask();
+        Assert.False(following.IsCompleted);
+        upstream.SetResult();
+        await Task.WhenAll(leading, following).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(1, provider.Calls);
+        Assert.Equal("hit", follower.CacheStatus);
+        Assert.Equal(FakeProvider.AnswerFor(leader), follower.CacheHit!.Body);
+    }
+
+    private static string ResponseCacheKeyOf(LeverCall call)
+    {
+        Assert.True(call.Request.TryBody(out var body));
+        return ResponseCacheKey.Compute(ResponseCacheKey.Tenant(call.Key, call.Attribution), call.Dialect, call.Request.Stream, body);
+    }
 }
