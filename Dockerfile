@@ -13,8 +13,10 @@ WORKDIR /app
 COPY --from=build /app .
 RUN mkdir -p /data && chown -R app:app /data
 USER app
+# a 16 MB gen0 budget (settable only from the environment): ~25 MB less RSS with 512 streams (bench/RESULTS.md, issue 18)
 ENV BURSAR_DATA_DIR=/data \
-    DOTNET_gcServer=0
+    DOTNET_gcServer=0 \
+    DOTNET_GCgen0size=0x1000000
 # orchestrators probe GET /health/live and /health/ready (the image has no curl)
 EXPOSE 8080
 VOLUME ["/data"]
