@@ -404,7 +404,9 @@ public sealed partial class BudgetManager : IAsyncDisposable
     /// <summary>Replaces the reservation by the actual cost (0 for a call that never reached the provider). Idempotent.</summary>
     public void Settle(BudgetReservation reservation, decimal actualUsd)
     {
-        if (reservation.Holds.Length == 0 || Interlocked.Exchange(ref reservation.Settled, 1) == 1) return;
+        // read before the reservation is marked settled: from then on it may be reused for another hold (TryReuse)
+        var (holds, amount) = (reservation.Holds, reservation.Amount);
+        if (holds.Length == 0 || Interlocked.Exchange(ref reservation.Settled, 1) == 1) return;
         if (reservation.Shared)
         {
             Interlocked.Increment(ref _pendingSettles);
@@ -415,8 +417,7 @@ public sealed partial class BudgetManager : IAsyncDisposable
         List<BudgetStatus>? alerts = null;
         lock (_lock)
         {
-            var amount = reservation.Amount;
-            foreach (var s in reservation.Holds)
+            foreach (var s in holds)
             {
                 Roll(s, now);
                 s.Reserved = Math.Max(0, s.Reserved - amount);
@@ -445,10 +446,11 @@ public sealed partial class BudgetManager : IAsyncDisposable
             Settle(reservation, 0m); // the shared hold is released in the store, nothing added to the spend
             return;
         }
+        var (holds, amount) = (reservation.Holds, reservation.Amount); // before it is marked settled (and may be reused)
         if (Interlocked.Exchange(ref reservation.Settled, 1) == 1) return;
         lock (_lock)
         {
-            foreach (var s in reservation.Holds) s.Reserved = Math.Max(0, s.Reserved - reservation.Amount);
+            foreach (var s in holds) s.Reserved = Math.Max(0, s.Reserved - amount);
         }
     }
 
