@@ -80,6 +80,7 @@ npm ci --prefix bench/portkey --no-audit --no-fund --loglevel=error >/dev/null 2
 dotnet bench/Bursar.LoadBench/bin/Release/net10.0/Bursar.LoadBench.dll field --smoke --base-port $((40000 + RANDOM % 10000)) > "$data/field.log" 2>&1
 field_status=$?
 set -e
+grep -h "left out of this run" -A3 "$data/field.log" || true
 if [ "$field_status" -eq 0 ]; then echo "field benchmark smoke: every cell ran without errors"; echo "# pass 1" >> "$log"
 else echo "field benchmark smoke FAILED:"; tail -40 "$data/field.log"; echo "# fail 1" >> "$log"; [ "$status" -eq 0 ] && status=1; fi
 set +e

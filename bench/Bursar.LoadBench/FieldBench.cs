@@ -35,7 +35,8 @@ internal static class FieldBench
         string Arg(string name, string fallback) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() ?? fallback;
         var smoke = args.Contains("--smoke");
         var seconds = smoke ? 1 : int.Parse(Arg("--seconds", "5"), CultureInfo.InvariantCulture);
-        var basePort = int.Parse(Arg("--base-port", "5401"), CultureInfo.InvariantCulture);
+        // the run's ports are --base-port and the next 12; a base whose ports are taken moves on to the next free block
+        var basePort = FreeBlock(int.Parse(Arg("--base-port", "5401"), CultureInfo.InvariantCulture), 13);
         var (deltas, paceMs, delayMs) = smoke ? (4, 5, 5) : (64, 20, 20);
         var streamCounts = smoke ? new[] { 8 } : [64, 128, 256, 512, 1024];
         var extra = Arg("--bursar-args", ""); // more configuration for every `bursar serve` of the run, e.g. "--Bursar:Ledger:FsyncInterval=00:00:01"
@@ -66,10 +67,7 @@ internal static class FieldBench
             var psi = new ProcessStartInfo(file, arguments) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workDir ?? Environment.CurrentDirectory };
             foreach (var (name, value) in env ?? new Dictionary<string, string>()) psi.Environment[name] = value;
             var p = Process.Start(psi)!;
-            p.OutputDataReceived += (_, _) => { };
-            p.ErrorDataReceived += (_, _) => { };
-            p.BeginOutputReadLine();
-            p.BeginErrorReadLine();
+            Output.Follow(p);
             processes.Add(p);
             return p;
         }
@@ -81,17 +79,17 @@ internal static class FieldBench
         using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 4096, UseProxy = false, PooledConnectionLifetime = Timeout.InfiniteTimeSpan }) { Timeout = TimeSpan.FromSeconds(60) };
         try
         {
-            Start("dotnet", $"\"{self}\" upstream --port {upFast}");
-            Start("dotnet", $"\"{self}\" upstream --port {upSlow} --delay-ms {delayMs} --deltas {deltas} --pace-ms {paceMs}");
-            await WaitReady(http, $"http://127.0.0.1:{upFast}/ready");
-            await WaitReady(http, $"http://127.0.0.1:{upSlow}/ready");
+            var upstreamFast = Start("dotnet", $"\"{self}\" upstream --port {upFast}");
+            var upstreamSlow = Start("dotnet", $"\"{self}\" upstream --port {upSlow} --delay-ms {delayMs} --deltas {deltas} --pace-ms {paceMs}");
+            await WaitReady(http, $"http://127.0.0.1:{upFast}/ready", upstreamFast);
+            await WaitReady(http, $"http://127.0.0.1:{upSlow}/ready", upstreamSlow);
             if (only == "levers") return await LeverCosts(http, StartBursar, data, secret, basePort + 10, upFast, seconds, smoke);
 
             // cold start: a fresh gateway, timed from the moment it says ready, on its own
             var coldPort = basePort + 9;
             var coldStarted = Stopwatch.GetTimestamp();
             var cold = StartBursar(coldPort, upFast, data + "-cold");
-            await WaitReady(http, $"http://127.0.0.1:{coldPort}/health/ready");
+            await WaitReady(http, $"http://127.0.0.1:{coldPort}/health/ready", cold);
             var readyMs = Stopwatch.GetElapsedTime(coldStarted).TotalMilliseconds;
             var coldCell = await Load(http, "bursar, first 10 s", $"http://127.0.0.1:{coldPort}", secret, false, "openai", 1, smoke ? 1 : 10, warmSeconds: 0);
             if (only == "cold")
@@ -112,28 +110,36 @@ internal static class FieldBench
             if (Which("nginx") is { } nginx)
             {
                 var conf = NginxConfig(data, basePort + 4, upFast, basePort + 5, upSlow);
-                processes.Add(Start(nginx, $"-p \"{data}\" -c \"{conf}\" -g \"daemon off;\""));
-                fast.Add(new Path("nginx proxy_pass", $"http://127.0.0.1:{basePort + 4}", null, null));
-                slow.Add(new Path("nginx proxy_pass", $"http://127.0.0.1:{basePort + 5}", null, null));
+                var nginxProcess = Start(nginx, $"-p \"{data}\" -c \"{conf}\" -g \"daemon off;\"");
+                fast.Add(new Path("nginx proxy_pass", $"http://127.0.0.1:{basePort + 4}", null, nginxProcess));
+                slow.Add(new Path("nginx proxy_pass", $"http://127.0.0.1:{basePort + 5}", null, nginxProcess));
             }
             var portkeyDir = args.Contains("--no-portkey") ? null : System.IO.Path.GetFullPath(Arg("--portkey", System.IO.Path.Combine(System.IO.Path.GetDirectoryName(self)!, "../../../../portkey")));
             var portkeyServer = portkeyDir is null ? null : System.IO.Path.Combine(portkeyDir, "node_modules/@portkey-ai/gateway/build/start-server.js");
             if (portkeyServer is not null && File.Exists(portkeyServer) && Which("node") is { } node)
             {
-                var psi = new ProcessStartInfo(node, $"--import \"{System.IO.Path.Combine(portkeyDir!, "wrap-fetch.mjs")}\" \"{portkeyServer}\" --port={basePort + 6} --headless")
-                    { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = portkeyDir };
-                psi.Environment["NODE_ENV"] = "production";
-                var portkey = Process.Start(psi)!;
-                portkey.OutputDataReceived += (_, _) => { };
-                portkey.ErrorDataReceived += (_, _) => { };
-                portkey.BeginOutputReadLine();
-                portkey.BeginErrorReadLine();
-                processes.Add(portkey);
+                var portkey = Start(node, $"--import \"{System.IO.Path.Combine(portkeyDir!, "wrap-fetch.mjs")}\" \"{portkeyServer}\" --port={basePort + 6} --headless",
+                    portkeyDir, new Dictionary<string, string> { ["NODE_ENV"] = "production" });
                 fast.Add(new Path("portkey", $"http://127.0.0.1:{basePort + 6}", "sk-field", portkey, upFast));
                 slow.Add(new Path("portkey", $"http://127.0.0.1:{basePort + 6}", "sk-field", portkey, upSlow));
             }
-            foreach (var p in fast.Concat(slow))
-                await WaitReady(http, p.Name == "bursar" ? p.BaseUrl + "/health/ready" : p.Name == "direct" ? p.BaseUrl + "/ready" : p.BaseUrl + "/");
+            foreach (var p in fast.Concat(slow).ToList())
+            {
+                if (p.Name is "bursar" or "direct")
+                {
+                    await WaitReady(http, p.BaseUrl + (p.Name == "bursar" ? "/health/ready" : "/ready"), p.Process);
+                    continue;
+                }
+                // a peer that cannot start on this machine is left out of the run, loudly, with what it printed; Bursar's cells still run
+                if (!fast.Contains(p) && !slow.Contains(p)) continue;
+                try { await WaitReady(http, p.BaseUrl + "/", p.Process); }
+                catch (InvalidOperationException e)
+                {
+                    Console.WriteLine($"peer {p.Name} left out of this run: {e.Message}");
+                    fast.RemoveAll(x => x.Name == p.Name);
+                    slow.RemoveAll(x => x.Name == p.Name);
+                }
+            }
             var bursarPids = new[] { bursarFast.Process!, bursarSlow.Process! };
 
             // every path warmed up first (JIT tiers, connection pools)
@@ -356,7 +362,7 @@ internal static class FieldBench
             try
             {
                 var url = $"http://127.0.0.1:{port + i}";
-                await WaitReady(http, url + "/health/ready");
+                await WaitReady(http, url + "/health/ready", p);
                 await Measure(name, url, secret, "openai", 4); // warm-up: JIT tiers, connection pools
                 await Measure(name, url, secret, "anthropic", 4);
                 var o = await Measure(name, url, secret, "openai", 1);
@@ -454,19 +460,73 @@ internal static class FieldBench
         return new StreamResult(completed, stalls, dropped, ft.Length == 0 ? double.NaN : LoadLoop.Percentile(ft, 0.99));
     }
 
-    private static async Task WaitReady(HttpClient http, string url)
+    /// <summary>Waits up to 60 s for <paramref name="url"/> to answer below 500; fails at once when <paramref name="process"/> has exited, with what it printed.</summary>
+    private static async Task WaitReady(HttpClient http, string url, Process? process)
     {
-        for (var i = 0; i < 600; i++)
+        var started = Stopwatch.GetTimestamp();
+        var last = "no answer";
+        while (Stopwatch.GetElapsedTime(started) < TimeSpan.FromSeconds(60))
         {
+            if (process is { HasExited: true })
+                throw new InvalidOperationException($"not ready: {url}: {process.StartInfo.FileName} exited with code {process.ExitCode}; it printed:{Environment.NewLine}{Output.Tail(process)}");
             try
             {
                 using var r = await http.GetAsync(url);
                 if ((int)r.StatusCode < 500) return;
+                last = "HTTP " + (int)r.StatusCode;
             }
-            catch (HttpRequestException) { }
+            catch (HttpRequestException e) { last = e.Message; }
             await Task.Delay(50);
         }
-        throw new InvalidOperationException("not ready: " + url);
+        throw new InvalidOperationException($"not ready after 60 s: {url} ({last}){(process is null ? "" : "; it printed:" + Environment.NewLine + Output.Tail(process))}");
+    }
+
+    /// <summary>The first port of <paramref name="span"/> consecutive ports on 127.0.0.1 that are free now, from <paramref name="start"/> on.</summary>
+    private static int FreeBlock(int start, int span)
+    {
+        for (var block = start; block + span < 65536; block += span)
+        {
+            var listeners = new List<System.Net.Sockets.TcpListener>();
+            try
+            {
+                for (var port = block; port < block + span; port++)
+                {
+                    var l = new System.Net.Sockets.TcpListener(IPAddress.Loopback, port);
+                    l.Start();
+                    listeners.Add(l);
+                }
+                return block;
+            }
+            catch (System.Net.Sockets.SocketException) { }
+            finally
+            {
+                foreach (var l in listeners) l.Stop();
+            }
+        }
+        throw new InvalidOperationException($"no {span} free consecutive ports from {start}");
+    }
+
+    /// <summary>The last lines each started process printed (stdout and stderr), for the message when one does not come up.</summary>
+    private static class Output
+    {
+        private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Process, System.Collections.Concurrent.ConcurrentQueue<string>> Lines = new();
+
+        public static void Follow(Process p)
+        {
+            var lines = Lines.GetOrCreateValue(p);
+            void Add(string? line)
+            {
+                if (line is null) return;
+                lines.Enqueue(line);
+                while (lines.Count > 40) lines.TryDequeue(out _);
+            }
+            p.OutputDataReceived += (_, e) => Add(e.Data);
+            p.ErrorDataReceived += (_, e) => Add(e.Data);
+            p.BeginOutputReadLine();
+            p.BeginErrorReadLine();
+        }
+
+        public static string Tail(Process p) => Lines.TryGetValue(p, out var lines) && !lines.IsEmpty ? string.Join(Environment.NewLine, lines) : "(nothing)";
     }
 }
 
