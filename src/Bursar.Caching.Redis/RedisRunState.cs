@@ -14,6 +14,13 @@ namespace Bursar.Caching.Redis;
 /// never leaves a run stuck. Times are Redis's own clock (<c>TIME</c>). The hash expires when the run has been idle for
 /// <see cref="RunCapOptions.IdleExpiry"/> (as the in-process tracker forgets it). The caps and messages are
 /// <see cref="RunTracker"/>'s; each operation is one Lua script.
+/// <para>
+/// A Redis restarted without its data (no persistence, a failover to an empty replica) must not start every run over
+/// from zero turns and $0: each instance remembers what it last saw of each run it served (turns, tool calls, spend,
+/// end) for <see cref="RunCapOptions.IdleExpiry"/>, and a start or finish that finds the run's hash gone seeds it from
+/// that. A run served by several instances resumes from the freshest count the serving instance saw, so after such a
+/// restart it can get at most the turns the other instances served since then, never a whole new allowance.
+/// </para>
 /// </summary>
 public sealed class RedisRunState : ISharedRunState, IDisposable
 {
@@ -25,9 +32,17 @@ public sealed class RedisRunState : ISharedRunState, IDisposable
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         """;
 
-    // KEYS: 1 the run. ARGV: 1 instance, 2 worst case (nano), 3 max turns (-1 none), 4 max spend (nano, -1 none), 5 idle (ms), 6 hold ttl (ms), 7 the max_turns reason
-    // returns {0} started; {1, end, turns, tools, spent} ended; {2, turns, in flight} turn cap with calls in flight; {3, spent, held} spend cap
-    private static readonly LuaScript StartScript = LuaScript.Prepare((Now + "\n" + """
+    // a run whose hash is gone (or never was) seeded from what this instance last saw of it: ARGV[s..s+3] turns (-1: nothing seen), tools, spent (nano), end ('' none)
+    private static string Seed(int s) => $$"""
+        if redis.call('HEXISTS', KEYS[1], 'last') == 0 and tonumber(ARGV[{{s}}]) >= 0 then
+          redis.call('HSET', KEYS[1], 'turns', ARGV[{{s}}], 'tools', ARGV[{{s + 1}}], 'spent', ARGV[{{s + 2}}], 'last', now)
+          if ARGV[{{s + 3}}] ~= '' then redis.call('HSET', KEYS[1], 'end', ARGV[{{s + 3}}]) end
+        end
+        """;
+
+    // KEYS: 1 the run. ARGV: 1 instance, 2 worst case (nano), 3 max turns (-1 none), 4 max spend (nano, -1 none), 5 idle (ms), 6 hold ttl (ms), 7 the max_turns reason, 8-11 seen (Seed)
+    // returns {0, turns, tools, spent} started; {1, end, turns, tools, spent} ended; {2, turns, in flight} turn cap with calls in flight; {3, spent, held} spend cap
+    private static readonly LuaScript StartScript = LuaScript.Prepare((Now + "\n" + Seed(8) + "\n" + """
         local k = KEYS[1]
         local me = ARGV[1]
         local idle = tonumber(ARGV[5])
@@ -74,7 +89,7 @@ public sealed class RedisRunState : ISharedRunState, IDisposable
         redis.call('HINCRBY', k, 'h:' .. me, ARGV[2])
         redis.call('HINCRBY', k, 'n:' .. me, 1)
         redis.call('HSET', k, 'x:' .. me, now + tonumber(ARGV[6]))
-        return {0}
+        return {0, turns, tools, string.format('%.0f', spent)}
         """).Replace("\r", "", StringComparison.Ordinal));
 
     // this instance's hold of one call given back. KEYS: 1 the run. ARGV: 1 instance, 2 held (nano)
@@ -93,22 +108,24 @@ public sealed class RedisRunState : ISharedRunState, IDisposable
     private static readonly LuaScript ReleaseScript = LuaScript.Prepare((Unhold + "\nreturn 1").Replace("\r", "", StringComparison.Ordinal));
 
     // KEYS: 1 the run. ARGV: 1 instance, 2 held (nano), 3 tool calls, 4 cost (nano), 5 done reason ('' none),
-    // 6 max tool calls (-1), 7 its reason, 8 max spend (nano, -1), 9 its reason, 10 max turns (-1), 11 its reason, 12 idle + ttl (ms)
-    // returns the reason the run ended with this call, or nil
-    private static readonly LuaScript CompleteScript = LuaScript.Prepare((Now + "\n" + Unhold + "\n" + """
+    // 6 max tool calls (-1), 7 its reason, 8 max spend (nano, -1), 9 its reason, 10 max turns (-1), 11 its reason, 12 idle + ttl (ms), 13-16 seen (Seed)
+    // returns {the reason the run ended with this call or '', the run's end or '', turns, tools, spent}
+    private static readonly LuaScript CompleteScript = LuaScript.Prepare((Now + "\n" + Seed(13) + "\n" + Unhold + "\n" + """
         local turns = redis.call('HINCRBY', k, 'turns', 1)
         local tools = redis.call('HINCRBY', k, 'tools', ARGV[3])
         local spent = redis.call('HINCRBY', k, 'spent', ARGV[4])
         redis.call('HSET', k, 'last', now)
         if redis.call('PTTL', k) < tonumber(ARGV[12]) then redis.call('PEXPIRE', k, ARGV[12]) end
-        if redis.call('HEXISTS', k, 'end') == 1 then return false end
-        local reason = false
+        local counts = {turns, tools, string.format('%.0f', spent)}
+        local ended = redis.call('HGET', k, 'end')
+        if ended then return {'', ended, unpack(counts)} end
+        local reason = ''
         if tonumber(ARGV[6]) >= 0 and tools >= tonumber(ARGV[6]) then reason = ARGV[7]
         elseif tonumber(ARGV[8]) >= 0 and spent >= tonumber(ARGV[8]) then reason = ARGV[9]
         elseif tonumber(ARGV[10]) >= 0 and turns >= tonumber(ARGV[10]) then reason = ARGV[11]
         elseif ARGV[5] ~= '' then reason = ARGV[5] end
-        if reason then redis.call('HSET', k, 'end', reason) end
-        return reason
+        if reason ~= '' then redis.call('HSET', k, 'end', reason) end
+        return {reason, reason, unpack(counts)}
         """).Replace("\r", "", StringComparison.Ordinal));
 
     // KEYS: 1 the run. ARGV: 1 idle (ms). returns nil, or {end, turns, tools, spent} of an ended run not idle since
@@ -132,7 +149,12 @@ public sealed class RedisRunState : ISharedRunState, IDisposable
     private readonly RunCapOptions _options;
     private readonly string _prefix;
     private readonly ConcurrentDictionary<string, int> _inFlight = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, Seen> _seen = new(StringComparer.Ordinal);
+    private readonly TimeProvider _time;
     private readonly ITimer _heartbeat;
+
+    /// <summary>A run's counts as this instance last saw them, and when (this process's clock, ms).</summary>
+    private readonly record struct Seen(long Turns, long Tools, long SpentNano, string? End, long AtMs);
 
     public RedisRunState(IConnectionMultiplexer redis, RunCapOptions options, TimeProvider time, string prefix = "bursar:{runs}:", string? instance = null, TimeSpan? holdTtl = null)
     {
@@ -141,6 +163,7 @@ public sealed class RedisRunState : ISharedRunState, IDisposable
         _redis = redis;
         _options = options;
         _prefix = prefix;
+        _time = time;
         Instance = instance ?? Guid.NewGuid().ToString("N");
         Name = $"Redis at {string.Join(", ", redis.GetEndPoints().Select(e => e.ToString()))}";
         _heartbeat = time.CreateTimer(_ => _ = HeartbeatAsync(), null, HoldTtl / 3, HoldTtl / 3);
@@ -177,7 +200,7 @@ public sealed class RedisRunState : ISharedRunState, IDisposable
             var maxTurns = _options.MaxTurns ?? -1;
             v = (RedisResult[])(await _redis.GetDatabase().ScriptEvaluateAsync(StartScript.ExecutableScript, [key], [
                 Instance, RedisBudgetCounters.Nano(worstCaseUsd), maxTurns, _options.MaxSpendUsd is { } ms ? RedisBudgetCounters.Nano(ms) : -1,
-                IdleMs, (long)HoldTtl.TotalMilliseconds, $"max_turns ({maxTurns})"]).WaitAsync(cancellationToken).ConfigureAwait(false))!;
+                IdleMs, (long)HoldTtl.TotalMilliseconds, $"max_turns ({maxTurns})", .. SeenArgs(key!)]).WaitAsync(cancellationToken).ConfigureAwait(false))!;
         }
         catch
         {
@@ -186,8 +209,8 @@ public sealed class RedisRunState : ISharedRunState, IDisposable
         }
         switch ((int)v[0])
         {
-            case 0: return null;
-            case 1: Done(key!); return RunTracker.Ended(runId, (string)v[1]!, Long(v[2]), Long(v[3]), Usd(Long(v[4])));
+            case 0: Saw(key!, Long(v[1]), Long(v[2]), Long(v[3]), null); return null;
+            case 1: Done(key!); Saw(key!, Long(v[2]), Long(v[3]), Long(v[4]), (string)v[1]!); return RunTracker.Ended(runId, (string)v[1]!, Long(v[2]), Long(v[3]), Usd(Long(v[4])));
             case 2: Done(key!); return RunTracker.InFlight(runId, Long(v[2]), Long(v[1]), _options.MaxTurns!.Value);
             default: Done(key!); return RunTracker.OverSpend(runId, _options.MaxSpendUsd!.Value, Usd(Long(v[1])), Usd(Long(v[2])), worstCaseUsd);
         }
@@ -211,8 +234,11 @@ public sealed class RedisRunState : ISharedRunState, IDisposable
                 o.MaxToolCalls ?? -1, $"max_tool_calls ({o.MaxToolCalls})",
                 o.MaxSpendUsd is { } ms ? RedisBudgetCounters.Nano(ms) : -1, $"max_spend (${o.MaxSpendUsd})",
                 o.MaxTurns ?? -1, $"max_turns ({o.MaxTurns})",
-                (long)Math.Max(o.IdleExpiry.TotalMilliseconds, HoldTtl.TotalMilliseconds) + 60_000]).ConfigureAwait(false);
-            return r.IsNull ? null : (string?)r;
+                (long)Math.Max(o.IdleExpiry.TotalMilliseconds, HoldTtl.TotalMilliseconds) + 60_000, .. SeenArgs(key!)]).ConfigureAwait(false);
+            var v = (RedisResult[])r!;
+            var (reason, end) = ((string?)v[0], (string?)v[1]);
+            Saw(key!, Long(v[2]), Long(v[3]), Long(v[4]), string.IsNullOrEmpty(end) ? null : end);
+            return string.IsNullOrEmpty(reason) ? null : reason;
         }
         finally { Done(key!); }
     }
@@ -228,8 +254,23 @@ public sealed class RedisRunState : ISharedRunState, IDisposable
         }
     }
 
+    /// <summary>Runs whose counts this instance remembers (those it served within <see cref="RunCapOptions.IdleExpiry"/>).</summary>
+    public int RunsRemembered => _seen.Count;
+
+    private RedisValue[] SeenArgs(string key) =>
+        _seen.TryGetValue(key, out var s) && _time.GetUtcNow().ToUnixTimeMilliseconds() - s.AtMs <= IdleMs
+            ? [s.Turns, s.Tools, s.SpentNano, s.End ?? ""]
+            : [-1, 0, 0, ""];
+
+    private void Saw(string key, long turns, long tools, long spentNano, string? end) =>
+        _seen[key] = new Seen(turns, tools, spentNano, end, _time.GetUtcNow().ToUnixTimeMilliseconds());
+
     private async Task HeartbeatAsync()
     {
+        // runs gone idle are forgotten here as Redis forgets them
+        var idleBefore = _time.GetUtcNow().ToUnixTimeMilliseconds() - IdleMs;
+        foreach (var (key, seen) in _seen)
+            if (seen.AtMs < idleBefore) _seen.TryRemove(new KeyValuePair<string, Seen>(key, seen));
         var keys = _inFlight.Keys.ToArray();
         if (keys.Length == 0) return;
         try

@@ -212,6 +212,69 @@ public sealed class RedisSharedStateTests(RedisServer redis) : IClassFixture<Red
     }
 
     [Fact]
+    public async Task A_redis_restarted_empty_resumes_each_run_from_what_the_instance_last_saw_not_from_zero()
+    {
+        var own = new RedisServer();
+        await own.InitializeAsync();
+        var port = own.Port;
+        try
+        {
+            var config = ConfigurationOptions.Parse(own.ConnectionString);
+            config.AbortOnConnectFail = false;
+            var connection = ConnectionMultiplexer.Connect(config);
+            _owned.Add(connection);
+            var caps = new RunCapOptions { MaxTurns = 3, MaxSpendUsd = 1m };
+            var state = new RedisRunState(connection, caps, TimeProvider.System, _prefix, holdTtl: TimeSpan.FromSeconds(30));
+            _owned.Add(state);
+            var run = "run-" + Guid.NewGuid().ToString("N");
+            var answered = run + "-answered";
+            for (var i = 0; i < 2; i++)
+            {
+                Assert.Null(await state.TryStartAsync("k", run, 0.30m, default));
+                Assert.Null(await state.CompleteAsync("k", run, 1, 0.30m, null, 0.30m));
+            }
+            Assert.Null(await state.TryStartAsync("k", answered, 0.10m, default));
+            Assert.Equal("done: answered", await state.CompleteAsync("k", answered, 0, 0.05m, "done: answered", 0.10m));
+            Assert.Equal(2, state.RunsRemembered);
+
+            own.Stop();
+            await own.DisposeAsync();
+            own = RedisServer.OnPort(port); // back on the same address with no data (no persistence)
+            await own.InitializeAsync();
+            RunRefusal? third = null;
+            for (var i = 0; i < 100; i++)
+            {
+                try
+                {
+                    third = await state.TryStartAsync("k", run, 0.30m, default);
+                    break;
+                }
+                catch (RedisConnectionException) { await Task.Delay(100); } // reconnecting
+            }
+            // the run is at two turns and $0.60, as before the restart: this is its third and last turn
+            Assert.Null(third);
+            var over = await state.TryStartAsync("k", run, 0.50m, default);
+            Assert.NotNull(over);
+            Assert.Contains("has 1 calls in flight and 2 finished", over.Message); // the turn cap counts the call in flight
+            Assert.Equal("max_turns (3)", await state.CompleteAsync("k", run, 1, 0.30m, null, 0.30m));
+
+            // an instance that never saw these runs reads them from Redis, seeded: ended, with their counts
+            var other = new RedisRunState(connection, caps, TimeProvider.System, _prefix, holdTtl: TimeSpan.FromSeconds(30));
+            _owned.Add(other);
+            var ended = await other.TryStartAsync("k", run, 0.01m, default);
+            Assert.Contains("has ended: max_turns (3), after 3 turns, 3 tool calls and $0.90 spent", ended!.Message);
+            var done = await state.TryStartAsync("k", answered, 0.01m, default);
+            Assert.Equal("done: answered", done!.Reason);
+            // a run nobody has seen starts from zero
+            Assert.Null(await other.TryStartAsync("k", run + "-new", 0.01m, default));
+        }
+        finally
+        {
+            await own.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task Done_conditions_and_tool_call_caps_end_a_shared_run()
     {
         var caps = new RunCapOptions { MaxTurns = 10, MaxToolCalls = 3, StopMarker = "<DONE>" };
