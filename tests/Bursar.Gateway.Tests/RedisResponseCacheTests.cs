@@ -14,6 +14,11 @@ public sealed class RedisServer : IAsyncLifetime
     /// <summary>A server on a given port (a restart on the address clients already use).</summary>
     public static RedisServer OnPort(int port) => new() { _port = port };
 
+    /// <summary>A server that keeps its data in <paramref name="dir"/> (append-only file, fsync on every write), as production should run it; a restart on the same port and folder has it back.</summary>
+    public static RedisServer Persistent(string dir, int port = 0) => new() { _port = port, _dir = dir };
+
+    private string? _dir;
+
     public int Port { get; private set; }
     public string ConnectionString => $"127.0.0.1:{Port}";
 
@@ -28,7 +33,9 @@ public sealed class RedisServer : IAsyncLifetime
         }
         else Port = _port;
         var exe = File.Exists("/usr/bin/redis-server") ? "/usr/bin/redis-server" : "redis-server";
-        _process = Process.Start(new ProcessStartInfo(exe, $"--port {Port} --bind 127.0.0.1 --save \"\" --appendonly no")
+        if (_dir is not null) Directory.CreateDirectory(_dir);
+        var persistence = _dir is null ? "--appendonly no" : $"--appendonly yes --appendfsync always --dir \"{_dir}\"";
+        _process = Process.Start(new ProcessStartInfo(exe, $"--port {Port} --bind 127.0.0.1 --save \"\" {persistence}")
             { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false })
             ?? throw new InvalidOperationException("redis-server did not start (install Debian's redis-server; test.sh does)");
         for (var i = 0; i < 100; i++)

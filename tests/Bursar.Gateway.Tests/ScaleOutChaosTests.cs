@@ -12,16 +12,19 @@ namespace Bursar.Gateway.Tests;
 /// Three real <c>bursar serve</c> processes on one PostgreSQL and one Redis, a client spreading calls round-robin over
 /// them: together they never overspend a budget, an instance killed with SIGKILL mid-load leaves every answered call
 /// with exactly one ledger row (after its restart replays its journal), and its reservations expire so the budget is
-/// not stuck.
+/// not stuck; Redis (run as production should, append-only with fsync) and PostgreSQL each crashed and restarted mid-load
+/// lose no answered call's row, never reopen a spent budget, and while down give what the documented policy says.
 /// </summary>
 [Collection("processes")]
 public sealed class ScaleOutChaosTests : IAsyncLifetime
 {
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "bursar-chaos-" + Guid.NewGuid().ToString("N"));
     private readonly PostgresServer _postgres = new();
-    private readonly RedisServer _redis = new();
+    private RedisServer _redis;
     private const string AdminKey = "chaos-admin-key";
     private string _db = "";
+
+    public ScaleOutChaosTests() => _redis = RedisServer.Persistent(Path.Combine(_dir, "redis"));
 
     public async Task InitializeAsync()
     {
@@ -58,6 +61,7 @@ public sealed class ScaleOutChaosTests : IAsyncLifetime
     }.ToJsonString();
 
     private static string? LastUnavailable;
+    private static string? LastServerError;
 
     private static async Task<(HttpStatusCode Status, string? RequestId)> SendAsync(HttpClient http, string baseUrl, string key, string text, CancellationToken ct = default)
     {
@@ -66,6 +70,7 @@ public sealed class ScaleOutChaosTests : IAsyncLifetime
         using var resp = await http.SendAsync(req, ct);
         var body = await resp.Content.ReadAsStringAsync(ct); // the whole answer, or an exception when the instance dies first
         if (resp.StatusCode == HttpStatusCode.ServiceUnavailable) LastUnavailable = body;
+        if ((int)resp.StatusCode >= 500) LastServerError = $"{(int)resp.StatusCode} {body}";
         return (resp.StatusCode, resp.Headers.TryGetValues("x-bursar-request-id", out var v) ? v.Single() : null);
     }
 
@@ -172,6 +177,92 @@ public sealed class ScaleOutChaosTests : IAsyncLifetime
         {
             foreach (var p in instances) if (p is not null) await p.DisposeAsync();
         }
+    }
+
+    [Fact]
+    public async Task Redis_and_postgres_crashed_mid_load_lose_no_answered_row_and_never_reopen_a_spent_budget()
+    {
+        var key = await BursarProcess.CreateKeyAsync(Path.Combine(_dir, "cli"), Env(), "--customer", "chaos-c");
+        var instances = new BursarProcess?[3];
+        for (var i = 0; i < 3; i++) instances[i] = await StartAsync(i);
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
+        try
+        {
+            var urls = instances.Select(p => p!.BaseUrl).ToArray();
+            foreach (var u in urls) await PutBudgetAsync(http, u, "chaos-c");
+            var received = new ConcurrentDictionary<string, HttpStatusCode>();
+            var statuses = new ConcurrentDictionary<HttpStatusCode, int>();
+            var phase = "before";
+            var byPhase = new ConcurrentDictionary<string, int>(); // answered calls per phase
+            var unanswered = new ConcurrentQueue<string>();
+            using var stop = new CancellationTokenSource();
+            var clients = Enumerable.Range(0, 12).Select(c => Task.Run(async () =>
+            {
+                for (var i = 0; !stop.IsCancellationRequested; i++)
+                {
+                    try
+                    {
+                        var (status, id) = await SendAsync(http, urls[(c + i) % 3], key, $"client {c} call {i}", stop.Token);
+                        statuses.AddOrUpdate(status, 1, (_, n) => n + 1);
+                        byPhase.AddOrUpdate(phase + " " + (int)status, 1, (_, n) => n + 1);
+                        if (id is not null && status is HttpStatusCode.OK or HttpStatusCode.TooManyRequests) received[id] = status;
+                    }
+                    catch (OperationCanceledException) when (stop.IsCancellationRequested) { }
+                    catch (Exception e) when (e is HttpRequestException or IOException) { unanswered.Enqueue(e.Message); }
+                }
+            })).ToArray();
+            await Task.Delay(TimeSpan.FromSeconds(2));
+
+            // Redis crashes (SIGKILL) and is back a second later on the same address with what it had written
+            phase = "redis down";
+            var port = _redis.Port;
+            _redis.Stop();
+            await _redis.DisposeAsync();
+            await Task.Delay(TimeSpan.FromSeconds(1));
+            _redis = RedisServer.Persistent(Path.Combine(_dir, "redis"), port);
+            await _redis.InitializeAsync();
+            phase = "redis back";
+            await Task.Delay(TimeSpan.FromSeconds(2));
+
+            // PostgreSQL crashes (immediate stop: no checkpoint, connections cut) and is back a second later
+            phase = "postgres down";
+            await _postgres.CrashAndRestartAsync(TimeSpan.FromSeconds(1));
+            phase = "postgres back";
+            await Task.Delay(TimeSpan.FromSeconds(2));
+            await stop.CancelAsync();
+            await Task.WhenAll(clients);
+
+            var seen = string.Join(", ", byPhase.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key}: {p.Value}"));
+            // answered, refused by the budget, or refused as the policy says while Redis is down (503 naming it): never a 500, never a dropped connection
+            Assert.True(statuses.Keys.All(s => s is HttpStatusCode.OK or HttpStatusCode.TooManyRequests or HttpStatusCode.ServiceUnavailable), $"{seen}; last: {LastServerError}; {FirstError(instances)}");
+            Assert.True(unanswered.IsEmpty, $"{unanswered.Count} calls got no answer: {unanswered.FirstOrDefault()}");
+            Assert.True(statuses.GetValueOrDefault(HttpStatusCode.OK) > 0, seen);
+            // the budget was spent before Redis crashed; back with its data, Redis must not hand it out again
+            Assert.True(byPhase.GetValueOrDefault("redis back 200") + byPhase.GetValueOrDefault("postgres down 200") + byPhase.GetValueOrDefault("postgres back 200") == 0
+                || byPhase.GetValueOrDefault("before 429") == 0, $"a spent budget was reopened: {seen}");
+
+            // every answered call has its row once PostgreSQL is back (the instances replay what they spooled), and the spend stays within $1.00
+            var rows = await EventuallyAsync(() => LedgerAsync("chaos-c"), r => received.Keys.All(r.ContainsKey), TimeSpan.FromSeconds(30));
+            var missing = received.Keys.Where(id => !rows.ContainsKey(id)).ToArray();
+            Assert.True(missing.Length == 0, $"{missing.Length} of {received.Count} answered calls have no ledger row ({seen})");
+            Assert.True(rows.Values.Sum() <= 1.00m, $"settled ${rows.Values.Sum()} against $1.00 with Redis and PostgreSQL crashed mid-load ({seen})");
+        }
+        finally
+        {
+            foreach (var p in instances) if (p is not null) await p.DisposeAsync();
+        }
+    }
+
+    /// <summary>The first unexpected error the instances logged, with its stack, for a failure message.</summary>
+    private static string FirstError(IEnumerable<BursarProcess?> instances)
+    {
+        foreach (var p in instances)
+        {
+            var log = p?.Log ?? "";
+            var at = log.IndexOf("Exception", StringComparison.Ordinal);
+            if (at >= 0) return log.Substring(Math.Max(0, at - 300), Math.Min(4000, log.Length - Math.Max(0, at - 300)));
+        }
+        return "no instance logged an exception";
     }
 
     private static async Task<T> EventuallyAsync<T>(Func<Task<T>> read, Func<T, bool> done, TimeSpan? within = null)

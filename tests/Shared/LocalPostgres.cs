@@ -63,6 +63,16 @@ public class LocalPostgres
         return ConnectionString(name);
     }
 
+    /// <summary>Stops the server as a crash would (<c>pg_ctl stop -m immediate</c>: no checkpoint, clients cut off), waits <paramref name="down"/>, and starts it again on the same port and data.</summary>
+    public async Task CrashAndRestartAsync(TimeSpan down)
+    {
+        var data = Path.Combine(_dir, "data");
+        await RunAsync("pg_ctl", ["stop", "-w", "-m", "immediate", "-D", data]);
+        await Task.Delay(down);
+        await RunAsync("pg_ctl", ["start", "-w", "-t", "60", "-D", data, "-l", Path.Combine(_dir, "server.log"),
+            "-o", $"-h 127.0.0.1 -p {Port} -k {_dir} -c max_connections=200"]);
+    }
+
     public string Log => File.Exists(Path.Combine(_dir, "server.log")) ? File.ReadAllText(Path.Combine(_dir, "server.log")) : "";
 
     public async Task StopAsync()

@@ -4,6 +4,7 @@ using Bursar.Core.Keys;
 using Bursar.Gateway.Hosting;
 using Bursar.Providers.Dialects;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
 
 namespace Bursar.Gateway.Auth;
 
@@ -12,8 +13,11 @@ namespace Bursar.Gateway.Auth;
 /// Keys are found by the SHA-256 of the secret (no secret is compared, or kept, in memory) and trusted for
 /// <see cref="BursarOptions.KeyCacheDuration"/>. A revocation through this instance's admin API evicts the key at once
 /// (<see cref="Evict"/>); one made elsewhere (the CLI, another instance) takes effect within the cache duration.
+/// While the key store is unreachable (PostgreSQL restarting, a network cut) a key this instance has seen goes on being
+/// trusted as it was last read, the store retried at most once a second per key, with a logged warning; a key it has
+/// not seen gets a 503 naming the store (retry-after), never a 500.
 /// </summary>
-public sealed class KeyAuthenticator(IKeyStore store, BursarOptions options, TimeProvider time)
+public sealed partial class KeyAuthenticator(IKeyStore store, BursarOptions options, TimeProvider time, ILogger<KeyAuthenticator> logger)
 {
     private const int MaxCachedEntries = 100_000;
     private readonly ConcurrentDictionary<string, (VirtualKey? Key, long Until)> _cache = new(StringComparer.Ordinal);
@@ -44,10 +48,28 @@ public sealed class KeyAuthenticator(IKeyStore store, BursarOptions options, Tim
         if (!_cache.TryGetValue(hash, out var entry) || entry.Until < now)
         {
             var generation = Interlocked.Read(ref _evictions);
-            var key = await store.FindByHashAsync(hash, ct).ConfigureAwait(false);
-            entry = (key, now + _ttlTicks);
+            VirtualKey? key = null;
+            Exception? down = null;
+            try
+            {
+                key = await store.FindByHashAsync(hash, ct).ConfigureAwait(false);
+            }
+            catch (Exception e) when (!ct.IsCancellationRequested && e is not OutOfMemoryException)
+            {
+                down = e;
+            }
+            if (down is null) entry = (key, now + _ttlTicks);
+            else if (entry.Key is null)
+                return (null, new ProviderError(503, $"Bursar's key store is unreachable ({down.GetType().Name}: {down.Message}), so key '{VirtualKey.DisplayPrefix(secret)}…' cannot be checked; retry shortly.", ErrorSource.Gateway)
+                    { TypeOverride = "key_store_unavailable", Code = "key_store_unavailable", RetryAfterSeconds = 2 });
+            else
+            {
+                // trusted as last read; the store is asked again in a second, not on every call
+                LogStaleKey(logger, entry.Key.Id, down.GetType().Name, down.Message);
+                entry = (entry.Key, now + Math.Min(_ttlTicks, time.TimestampFrequency));
+            }
             // a revoke that evicted while this read was in flight may have been read before it landed: do not cache that answer
-            if (generation == Interlocked.Read(ref _evictions) && (key is not null || _cache.Count < MaxCachedEntries)) _cache[hash] = entry;
+            if (generation == Interlocked.Read(ref _evictions) && (entry.Key is not null || _cache.Count < MaxCachedEntries)) _cache[hash] = entry;
         }
         if (entry.Key is null)
             return (null, ProviderError.Unauthorized($"Invalid Bursar virtual key '{VirtualKey.DisplayPrefix(secret)}…': no such key. Provider keys are not accepted here; use a key from `bursar keys create`."));
@@ -55,6 +77,9 @@ public sealed class KeyAuthenticator(IKeyStore store, BursarOptions options, Tim
             return (null, ProviderError.Unauthorized($"Bursar virtual key {entry.Key.Prefix}… was revoked at {entry.Key.RevokedAt:u}."));
         return (entry.Key, null);
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Key store unreachable ({ErrorType}: {Error}): key {KeyId} is trusted as last read; retried in a second")]
+    private static partial void LogStaleKey(ILogger logger, string keyId, string errorType, string error);
 
     /// <summary>Forgets a key (by id or displayed prefix, as revoke takes it) so the next call reads the store again.</summary>
     public void Evict(string idOrPrefix)
