@@ -35,8 +35,8 @@ internal static class FieldBench
         string Arg(string name, string fallback) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault() ?? fallback;
         var smoke = args.Contains("--smoke");
         var seconds = smoke ? 1 : int.Parse(Arg("--seconds", "5"), CultureInfo.InvariantCulture);
-        // the run's ports are --base-port and the next 12; a base whose ports are taken moves on to the next free block
-        var basePort = FreeBlock(int.Parse(Arg("--base-port", "5401"), CultureInfo.InvariantCulture), 13);
+        // the run's ports are --base-port and the next 19; a base whose ports are taken moves on to the next free block
+        var basePort = FreeBlock(int.Parse(Arg("--base-port", "5401"), CultureInfo.InvariantCulture), 20);
         var (deltas, paceMs, delayMs) = smoke ? (4, 5, 5) : (64, 20, 20);
         var streamCounts = smoke ? new[] { 8 } : [64, 128, 256, 512, 1024];
         var extra = Arg("--bursar-args", ""); // more configuration for every `bursar serve` of the run, e.g. "--Bursar:Ledger:FsyncInterval=00:00:01"
@@ -314,6 +314,8 @@ internal static class FieldBench
         {
             ("every lever off", off, false),
             ("defaults (exact cache, prompt caching)", "", false),
+            ("exact cache alone", "--Bursar:PromptCache:PlaceBreakpoints=false --Bursar:PromptCache:SetOpenAIPromptCacheKey=false", false),
+            ("prompt caching alone", "--Bursar:ResponseCache:Enabled=false", false),
             ("defaults + budgets (global and team)", "", true),
             ("defaults + a route (gpt-4o-mini -> gpt-4.1-mini)", "--Bursar:Routing:Routes:0:Name=bench --Bursar:Routing:Routes:0:RequestedModel=gpt-4o-mini --Bursar:Routing:Routes:0:Model=gpt-4.1-mini", false),
         };
