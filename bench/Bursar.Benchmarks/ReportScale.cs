@@ -16,6 +16,7 @@ public static class ReportScale
     /// <summary>Times the reports of <paramref name="store"/> over the synthetic month; returns the median of each.</summary>
     internal static async Task<List<double>> TimeReportsAsync(Bursar.Core.Reporting.IReportStore store, DateTimeOffset start, DateTimeOffset end)
     {
+        var catalog = new Bursar.Core.Pricing.PriceCatalog(Bursar.Core.Pricing.PriceFiles.LoadBuiltIn());
         var cases = new (string Name, Func<Task<object>> Run)[]
         {
             ("spend by feature, 30 days (full report: rows, drivers, trend, savings, tasks)", async () => await SpendReport.QueryAsync(store, ReportDimension.Feature, start, end, default)),
@@ -23,6 +24,8 @@ public static class ReportScale
             ("spend by model, 7 days 5 hours (ragged edges)", async () => await SpendReport.QueryAsync(store, ReportDimension.Model, end.AddDays(-7).AddHours(-5), end.AddMinutes(-30), default)),
             ("spend per day, 30 days", async () => await SpendReport.QueryAsync(store, ReportDimension.Day, start, end, default)),
             ("spend by team, one day", async () => await SpendReport.QueryAsync(store, ReportDimension.Team, end.AddDays(-1), end, default)),
+            ("report --cache (rollups), one day", async () => await CacheReport.QueryAsync(store, end.AddDays(-1), end, catalog, default)),
+            ("report --cache (rollups), 30 days", async () => await CacheReport.QueryAsync(store, start, end, catalog, default)),
         };
         Console.WriteLine();
         Console.WriteLine("| report | first (cold) ms | median of 5 ms | max of 5 ms |");
@@ -59,6 +62,7 @@ public static class ReportScale
         Console.WriteLine($"ledger: {await store.CountAsync(default):N0} rows, file {new FileInfo(store.Path).Length / 1e9:0.00} GB");
 
         var medians = await TimeReportsAsync(store, start, end);
+        await TimeCacheFromLedgerAsync(store, end.AddDays(-1), end);
         // the same question answered by scanning the ledger rows, for scale
         using var c = new SqliteConnection($"Data Source={store.Path};Mode=ReadOnly");
         c.Open();
@@ -70,6 +74,27 @@ public static class ReportScale
         using (var r = cmd.ExecuteReader()) while (r.Read()) { }
         Console.WriteLine($"| plain GROUP BY feature over the ledger rows (no cost sum), for scale | {scan.Elapsed.TotalMilliseconds:0} | | |");
         Console.WriteLine($"\nrollup report / ledger scan (spend by feature, median): {medians[0] / scan.Elapsed.TotalMilliseconds:0.0000}");
+    }
+
+    /// <summary>
+    /// <c>report --cache</c> as it was before the cache report read rollups: every ledger row of the window read into memory and grouped
+    /// (<see cref="CacheReport.Build(IEnumerable{LedgerRecord}, Bursar.Core.Pricing.PriceCatalog)"/>), for the before/after comparison.
+    /// </summary>
+    internal static async Task TimeCacheFromLedgerAsync(ILedgerStore store, DateTimeOffset from, DateTimeOffset to)
+    {
+        var catalog = new Bursar.Core.Pricing.PriceCatalog(Bursar.Core.Pricing.PriceFiles.LoadBuiltIn());
+        var times = new List<double>();
+        var count = 0;
+        for (var i = 0; i < 3; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            var records = await store.ReadAsync(new LedgerQuery { From = from, To = to, Limit = int.MaxValue }, default);
+            CacheReport.Build(records, catalog);
+            times.Add(sw.Elapsed.TotalMilliseconds);
+            count = records.Count;
+        }
+        times.Sort();
+        Console.WriteLine($"| report --cache as before (reads the window's {count:N0} ledger rows), one day | {times[0]:0.0} (min of 3) | {times[1]:0.0} (median of 3) | {times[2]:0.0} |");
     }
 
     /// <summary>Writes synthetic calls <paramref name="from"/>..<paramref name="rows"/> through the store's write path in batches; returns the rows per second.</summary>
