@@ -1,5 +1,6 @@
 using Bursar.Core.Ledger;
 using Bursar.Core.Reporting;
+using Bursar.Core.Usage;
 using Npgsql;
 
 namespace Bursar.Storage.PostgreSql;
@@ -142,10 +143,15 @@ public sealed partial class PostgresStore
             merged.Select(kv => (kv.Key.Item1, kv.Key.Item2, kv.Value)).ToArray());
     }
 
-    public async Task<IReadOnlyList<LedgerRecord>> ReadUncostedCacheCallsAsync(DateTimeOffset from, DateTimeOffset to, int limit, CancellationToken cancellationToken) =>
+    public async Task<IReadOnlyList<UncostedCacheCall>> ReadUncostedCacheCallsAsync(DateTimeOffset from, DateTimeOffset to, int limit, CancellationToken cancellationToken) =>
         // the WHERE holds the partial index's predicate (migration 8) word for word, so the planner reads only those rows
-        await QueryAsync($"SELECT {LedgerColumnList} FROM ledger WHERE {PostgresMigrations.UncostedCacheWhere} AND ts_unix_ms >= @from AND ts_unix_ms < @to ORDER BY ts_unix_ms, id LIMIT @limit",
-            r => ReadLedger(r, 0), cancellationToken, ("from", from.ToUnixTimeMilliseconds()), ("to", to.ToUnixTimeMilliseconds()), ("limit", (long)limit)).ConfigureAwait(false);
+        await QueryAsync($"""
+            SELECT feature, served_model, requested_model, batch, input_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens
+            FROM ledger WHERE {PostgresMigrations.UncostedCacheWhere} AND ts_unix_ms >= @from AND ts_unix_ms < @to ORDER BY ts_unix_ms, id LIMIT @limit
+            """,
+            r => new UncostedCacheCall(r.IsDBNull(0) ? null : r.GetString(0), r.IsDBNull(1) ? null : r.GetString(1), r.IsDBNull(2) ? null : r.GetString(2), r.GetBoolean(3),
+                new TokenUsage(r.GetInt64(4), r.GetInt64(5), r.GetInt64(6), r.GetInt64(7), r.GetInt64(8), r.GetInt64(9))),
+            cancellationToken, ("from", from.ToUnixTimeMilliseconds()), ("to", to.ToUnixTimeMilliseconds()), ("limit", (long)limit)).ConfigureAwait(false);
 
     public async Task<IReadOnlyList<RunCostRow>> RunCostsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken)
     {

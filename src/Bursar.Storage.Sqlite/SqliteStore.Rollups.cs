@@ -1,6 +1,7 @@
 using System.Globalization;
 using Bursar.Core.Ledger;
 using Bursar.Core.Reporting;
+using Bursar.Core.Usage;
 using Microsoft.Data.Sqlite;
 
 namespace Bursar.Storage.Sqlite;
@@ -59,11 +60,15 @@ public sealed partial class SqliteStore
     /// </summary>
     private const string UncostedCacheWhere = "CAST(saving_prompt_cache AS REAL) = 0 AND (cache_read_tokens <> 0 OR cache_write_5m_tokens <> 0 OR cache_write_1h_tokens <> 0)";
 
-    public Task<IReadOnlyList<LedgerRecord>> ReadUncostedCacheCallsAsync(DateTimeOffset from, DateTimeOffset to, int limit, CancellationToken cancellationToken)
+    public Task<IReadOnlyList<UncostedCacheCall>> ReadUncostedCacheCallsAsync(DateTimeOffset from, DateTimeOffset to, int limit, CancellationToken cancellationToken)
     {
-        IReadOnlyList<LedgerRecord> rows = Query(
-            $"SELECT {string.Join(',', LedgerColumns)} FROM ledger INDEXED BY ledger_uncosted_cache WHERE {UncostedCacheWhere} AND ts_unix_ms >= $from AND ts_unix_ms < $to ORDER BY ts_unix_ms LIMIT $limit",
-            r => ReadLedger(r, 0), ("$from", from.ToUnixTimeMilliseconds()), ("$to", to.ToUnixTimeMilliseconds()), ("$limit", limit));
+        IReadOnlyList<UncostedCacheCall> rows = Query($"""
+            SELECT feature, served_model, requested_model, batch, input_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens
+            FROM ledger INDEXED BY ledger_uncosted_cache WHERE {UncostedCacheWhere} AND ts_unix_ms >= $from AND ts_unix_ms < $to ORDER BY ts_unix_ms LIMIT $limit
+            """,
+            r => new UncostedCacheCall(r.IsDBNull(0) ? null : r.GetString(0), r.IsDBNull(1) ? null : r.GetString(1), r.IsDBNull(2) ? null : r.GetString(2), r.GetInt64(3) != 0,
+                new TokenUsage(r.GetInt64(4), r.GetInt64(5), r.GetInt64(6), r.GetInt64(7), r.GetInt64(8), r.GetInt64(9))),
+            ("$from", from.ToUnixTimeMilliseconds()), ("$to", to.ToUnixTimeMilliseconds()), ("$limit", limit));
         return Task.FromResult(rows);
     }
 

@@ -51,23 +51,33 @@ public sealed record CacheReport(IReadOnlyList<CacheRow> Rows)
             if (!map.TryGetValue(route, out var t)) map[route] = t = new RollupTotals();
             t.Add(r);
         }
-        return Build(map.Select(kv => (kv.Key, kv.Value)).ToArray(), list.Where(RollupTotals.IsUncostedCacheCall), catalog);
+        return Build(map.Select(kv => (kv.Key, kv.Value)).ToArray(), list.Where(RollupTotals.IsUncostedCacheCall).Select(UncostedCacheCall.Of), catalog);
     }
 
     /// <summary>
     /// The report from each route's totals and the calls among them that carry cache tokens but no recorded saving: those are costed now
     /// with <paramref name="catalog"/>; the ones it cannot price (or that were not read) are counted in <see cref="CacheRow.UncostedCalls"/>.
     /// </summary>
-    public static CacheReport Build(IReadOnlyList<(string Route, RollupTotals Totals)> routes, IEnumerable<LedgerRecord> uncosted, PriceCatalog catalog)
+    public static CacheReport Build(IReadOnlyList<(string Route, RollupTotals Totals)> routes, IEnumerable<UncostedCacheCall> uncosted, PriceCatalog catalog)
     {
-        var recosted = new Dictionary<string, (decimal Saving, long Calls)>(StringComparer.Ordinal);
+        var perPair = new Dictionary<(string?, string?), (decimal Saving, long Calls)>(); // by (feature, served model): no route name made per call
+        var prices = new Dictionary<string, ModelPrice?>(StringComparer.Ordinal); // one catalog look-up per model, not per call
         foreach (var r in uncosted)
         {
-            if (!RollupTotals.IsUncostedCacheCall(r)) continue;
             var model = r.ServedModel ?? r.RequestedModel;
-            if (model is null || catalog.Find(model).Price is not { } price) continue;
-            ref var sum = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(recosted, LedgerRollup.Value(r, ReportDimension.Driver), out _);
+            if (model is null) continue;
+            ref var found = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(prices, model, out var known);
+            if (!known) found = catalog.Find(model).Price;
+            if (found is not { } price) continue;
+            ref var sum = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(perPair, (r.Feature, r.ServedModel), out _);
             sum = (sum.Saving + CostCalculator.PromptCacheSaving(price, r.Usage, r.Batch), sum.Calls + 1);
+        }
+        var recosted = new Dictionary<string, (decimal Saving, long Calls)>(StringComparer.Ordinal);
+        foreach (var ((feature, model), (saving, calls)) in perPair)
+        {
+            // (null, x) and ("(none)", x) are one route, as in the rollups
+            ref var sum = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(recosted, new UncostedCacheCall(feature, model, null, false, default).Route, out _);
+            sum = (sum.Saving + saving, sum.Calls + calls);
         }
         var rows = routes.Select(g =>
         {
