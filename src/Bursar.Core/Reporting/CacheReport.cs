@@ -104,8 +104,8 @@ public sealed record CacheReport(IReadOnlyList<CacheRow> Rows)
     public long UncostedCalls => Rows.Sum(r => r.UncostedCalls);
 
     /// <summary>The note every printer ends with when some calls could not be costed: unknown, never shown as $0.</summary>
-    public string? UncostedNote => UncostedCalls == 0 ? null
-        : $"NOTE: {UncostedCalls:N0} calls carry cache tokens but no recorded saving (written by an older version, or their model had no price) and the catalog cannot price them now: their saving is unknown and not in the net figures. Import prices with `bursar prices import`.";
+    public string? UncostedNote => UncostedCalls == 0 ? null : string.Create(CultureInfo.InvariantCulture,
+        $"NOTE: {UncostedCalls:N0} calls carry cache tokens but no recorded saving (written by an older version, or their model had no price) and could not be costed now (no price in the catalog, or past the {DefaultRecostLimit:N0} calls a report costs): their saving is unknown and not in the net figures. Import prices with `bursar prices import`.");
 
     public string ToTable()
     {
