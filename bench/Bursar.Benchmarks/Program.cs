@@ -20,6 +20,11 @@ if (args.Length > 0 && args[0] == "router-percentiles")
     Bursar.Benchmarks.RouterBenchmarks.Percentiles();
     return;
 }
+if (args.Length > 0 && args[0] == "report-scale-uncosted")
+{
+    await Bursar.Benchmarks.ReportScale.RunUncostedAsync(args);
+    return;
+}
 if (args.Length > 0 && args[0] == "report-scale")
 {
     await Bursar.Benchmarks.ReportScale.RunAsync(args);

@@ -25,6 +25,47 @@ public static class PostgresMigrations
           PRIMARY KEY (dim, bucket, value)) WITH (fillfactor = 70);
         """;
 
+    /// <summary>
+    /// <see cref="Bursar.Core.Reporting.RollupTotals.IsUncostedCacheCall"/> in SQL: a call with cache tokens and no recorded prompt-cache saving.
+    /// The partial index of migration 8 and the cache report's read of those rows share it word for word.
+    /// </summary>
+    internal const string UncostedCacheWhere = "saving_prompt_cache = 0 AND (cache_read_tokens <> 0 OR cache_write_5m_tokens <> 0 OR cache_write_1h_tokens <> 0)";
+
+    /// <summary>A ledger column's value as <see cref="Bursar.Core.Reporting.LedgerRollup.Value"/> names its group, per stored dimension.</summary>
+    private static readonly (int Dim, string Value)[] RollupDimensionValues =
+    [
+        (13, "'all'"), (0, "COALESCE(feature, '(none)')"), (1, "COALESCE(team, '(none)')"), (2, "COALESCE(customer, '(none)')"),
+        (3, "COALESCE(served_model, '(none)')"), (4, "COALESCE(requested_model, '(none)')"), (5, "COALESCE(task, '(none)')"),
+        (6, "COALESCE(template, '(none)')"), (7, "COALESCE(key_id, '(none)')"), (8, "COALESCE(provider, '(none)')"), (9, "outcome"),
+        (10, "COALESCE(route, '(none)')"), (11, "COALESCE(feature, '(none)') || ' / ' || COALESCE(served_model, '(none)')"),
+    ];
+
+    /// <summary>
+    /// Migration 8's backfill: the new rollup counts for the ledger rows already written, computed in SQL (the rollups' other columns are
+    /// already right, so only these two are set). The rows that count at all (volatile prefix, or cache tokens without a saving) are
+    /// copied once into a temporary table; each dimension's hourly and daily rows are then updated from it.
+    /// </summary>
+    private static string BackfillCacheCounts()
+    {
+        const string Volatile = "volatile_prefix IS NOT NULL AND left(volatile_prefix, 6) <> 'moved:'";
+        var sb = new System.Text.StringBuilder($"""
+            CREATE TEMP TABLE rollup_backfill ON COMMIT DROP AS
+              SELECT (floor(ts_unix_ms / 3600000.0) * 3600)::bigint AS hour, feature, team, customer, served_model, requested_model, task, template,
+                key_id, provider, outcome, route, ({Volatile})::int AS v, ({UncostedCacheWhere})::int AS u
+              FROM ledger WHERE ({Volatile}) OR ({UncostedCacheWhere});
+
+            """);
+        foreach (var (dim, value) in RollupDimensionValues)
+            foreach (var (table, bucket) in new[] { ("rollup_hour", "hour"), ("rollup_day", "(floor(hour / 86400.0) * 86400)::bigint") })
+                sb.Append(CultureInfo.InvariantCulture, $"""
+                    UPDATE {table} r SET volatile_calls = s.v, uncosted_cache_calls = s.u
+                    FROM (SELECT {value} AS value, {bucket} AS bucket, SUM(v)::bigint AS v, SUM(u)::bigint AS u FROM rollup_backfill GROUP BY 1, 2) s
+                    WHERE r.dim = {dim} AND r.bucket = s.bucket AND r.value = s.value;
+
+                    """);
+        return sb.ToString();
+    }
+
     /// <summary>Every migration, oldest first.</summary>
     public static readonly IReadOnlyList<(int Version, string Name, string Sql)> All =
     [
@@ -107,6 +148,14 @@ public static class PostgresMigrations
             ALTER TABLE rollup_hour ADD COLUMN IF NOT EXISTS context_removed bigint NOT NULL DEFAULT 0;
             ALTER TABLE rollup_day ADD COLUMN IF NOT EXISTS context_calls bigint NOT NULL DEFAULT 0;
             ALTER TABLE rollup_day ADD COLUMN IF NOT EXISTS context_removed bigint NOT NULL DEFAULT 0;
+            """),
+        (8, "report rollups: calls with a volatile prefix and calls with cache tokens but no recorded saving (the cache report per route, served by rollups); backfilled from the ledger; a partial index on the latter", $"""
+            ALTER TABLE rollup_hour ADD COLUMN IF NOT EXISTS volatile_calls bigint NOT NULL DEFAULT 0;
+            ALTER TABLE rollup_hour ADD COLUMN IF NOT EXISTS uncosted_cache_calls bigint NOT NULL DEFAULT 0;
+            ALTER TABLE rollup_day ADD COLUMN IF NOT EXISTS volatile_calls bigint NOT NULL DEFAULT 0;
+            ALTER TABLE rollup_day ADD COLUMN IF NOT EXISTS uncosted_cache_calls bigint NOT NULL DEFAULT 0;
+            CREATE INDEX IF NOT EXISTS ledger_uncosted_cache ON ledger (ts_unix_ms) WHERE {UncostedCacheWhere};
+            {BackfillCacheCounts()}
             """),
     ];
 

@@ -1,5 +1,6 @@
 using Bursar.Core.Ledger;
 using Bursar.Core.Reporting;
+using Bursar.Core.Usage;
 using Npgsql;
 
 namespace Bursar.Storage.PostgreSql;
@@ -12,11 +13,11 @@ namespace Bursar.Storage.PostgreSql;
 /// </summary>
 public sealed partial class PostgresStore
 {
-    private static readonly string[] RollupCounts = ["calls", "unpriced", "errors", "cache_hits", "routed", "truncated", "input", "cache_read", "cache_write", "output", "estimated", "batched", "context_calls", "context_removed"];
+    private static readonly string[] RollupCounts = ["calls", "unpriced", "errors", "cache_hits", "routed", "truncated", "input", "cache_read", "cache_write", "output", "estimated", "batched", "context_calls", "context_removed", "volatile_calls", "uncosted_cache_calls"];
     private static readonly string[] RollupMoney = ["cost", "s_routing", "s_response_cache", "s_prompt_cache", "s_batch", "s_compaction", "s_output_cap"];
 
     private static long[] Counts(RollupTotals t) =>
-        [t.Calls, t.UnpricedCalls, t.ErrorCalls, t.ResponseCacheHits, t.RoutedCalls, t.TruncatedCalls, t.InputTokens, t.CacheReadTokens, t.CacheWriteTokens, t.OutputTokens, t.EstimatedCalls, t.BatchCalls, t.ContextCalls, t.ContextTokensRemoved];
+        [t.Calls, t.UnpricedCalls, t.ErrorCalls, t.ResponseCacheHits, t.RoutedCalls, t.TruncatedCalls, t.InputTokens, t.CacheReadTokens, t.CacheWriteTokens, t.OutputTokens, t.EstimatedCalls, t.BatchCalls, t.ContextCalls, t.ContextTokensRemoved, t.VolatilePrefixCalls, t.UncostedCacheCalls];
 
     private static decimal[] Money(RollupTotals t) =>
         [t.Cost, t.SavingRouting, t.SavingResponseCache, t.SavingPromptCache, t.SavingBatch, t.SavingCompaction, t.SavingOutputCap];
@@ -24,7 +25,8 @@ public sealed partial class PostgresStore
     private static RollupTotals Totals(long[] n, double latency, decimal[] m) => new()
     {
         Calls = n[0], UnpricedCalls = n[1], ErrorCalls = n[2], ResponseCacheHits = n[3], RoutedCalls = n[4], TruncatedCalls = n[5],
-        InputTokens = n[6], CacheReadTokens = n[7], CacheWriteTokens = n[8], OutputTokens = n[9], EstimatedCalls = n[10], BatchCalls = n[11], ContextCalls = n[12], ContextTokensRemoved = n[13], LatencyMsSum = latency,
+        InputTokens = n[6], CacheReadTokens = n[7], CacheWriteTokens = n[8], OutputTokens = n[9], EstimatedCalls = n[10], BatchCalls = n[11], ContextCalls = n[12], ContextTokensRemoved = n[13],
+        VolatilePrefixCalls = n[14], UncostedCacheCalls = n[15], LatencyMsSum = latency,
         Cost = m[0], SavingRouting = m[1], SavingResponseCache = m[2], SavingPromptCache = m[3], SavingBatch = m[4], SavingCompaction = m[5], SavingOutputCap = m[6],
     };
 
@@ -140,6 +142,16 @@ public sealed partial class PostgresStore
         return new RollupSlice(by, DateTimeOffset.FromUnixTimeSeconds(fromHour), DateTimeOffset.FromUnixTimeSeconds(toHour),
             merged.Select(kv => (kv.Key.Item1, kv.Key.Item2, kv.Value)).ToArray());
     }
+
+    public async Task<IReadOnlyList<UncostedCacheCall>> ReadUncostedCacheCallsAsync(DateTimeOffset from, DateTimeOffset to, int limit, CancellationToken cancellationToken) =>
+        // the WHERE holds the partial index's predicate (migration 8) word for word, so the planner reads only those rows
+        await QueryAsync($"""
+            SELECT feature, served_model, requested_model, batch, input_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens
+            FROM ledger WHERE {PostgresMigrations.UncostedCacheWhere} AND ts_unix_ms >= @from AND ts_unix_ms < @to ORDER BY ts_unix_ms, id LIMIT @limit
+            """,
+            r => new UncostedCacheCall(r.IsDBNull(0) ? null : r.GetString(0), r.IsDBNull(1) ? null : r.GetString(1), r.IsDBNull(2) ? null : r.GetString(2), r.GetBoolean(3),
+                new TokenUsage(r.GetInt64(4), r.GetInt64(5), r.GetInt64(6), r.GetInt64(7), r.GetInt64(8), r.GetInt64(9))),
+            cancellationToken, ("from", from.ToUnixTimeMilliseconds()), ("to", to.ToUnixTimeMilliseconds()), ("limit", (long)limit)).ConfigureAwait(false);
 
     public async Task<IReadOnlyList<RunCostRow>> RunCostsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken)
     {

@@ -1,6 +1,7 @@
 using System.Globalization;
 using Bursar.Core.Ledger;
 using Bursar.Core.Reporting;
+using Bursar.Core.Usage;
 using Microsoft.Data.Sqlite;
 
 namespace Bursar.Storage.Sqlite;
@@ -12,7 +13,7 @@ namespace Bursar.Storage.Sqlite;
 /// </summary>
 public sealed partial class SqliteStore
 {
-    private const int RollupVersion = 5;
+    private const int RollupVersion = 6;
 
     /// <summary>The rollup tables' count columns and what each holds, in the order they are written and read back (<see cref="Totals"/>).</summary>
     private static readonly (string Column, Func<RollupTotals, long> Value)[] RollupCountColumns =
@@ -21,6 +22,7 @@ public sealed partial class SqliteStore
         ("routed", t => t.RoutedCalls), ("truncated", t => t.TruncatedCalls), ("input", t => t.InputTokens), ("cache_read", t => t.CacheReadTokens),
         ("cache_write", t => t.CacheWriteTokens), ("output", t => t.OutputTokens), ("estimated", t => t.EstimatedCalls), ("batched", t => t.BatchCalls),
         ("context_calls", t => t.ContextCalls), ("context_removed", t => t.ContextTokensRemoved),
+        ("volatile_calls", t => t.VolatilePrefixCalls), ("uncosted_cache_calls", t => t.UncostedCacheCalls),
     ];
 
     /// <summary>The money columns (exact decimal text), in the same order as <see cref="Totals"/> reads them.</summary>
@@ -47,9 +49,28 @@ public sealed partial class SqliteStore
     private static RollupTotals Totals(long[] n, double latency, decimal[] m) => new()
     {
         Calls = n[0], UnpricedCalls = n[1], ErrorCalls = n[2], ResponseCacheHits = n[3], RoutedCalls = n[4], TruncatedCalls = n[5],
-        InputTokens = n[6], CacheReadTokens = n[7], CacheWriteTokens = n[8], OutputTokens = n[9], EstimatedCalls = n[10], BatchCalls = n[11], ContextCalls = n[12], ContextTokensRemoved = n[13], LatencyMsSum = latency,
+        InputTokens = n[6], CacheReadTokens = n[7], CacheWriteTokens = n[8], OutputTokens = n[9], EstimatedCalls = n[10], BatchCalls = n[11], ContextCalls = n[12], ContextTokensRemoved = n[13],
+        VolatilePrefixCalls = n[14], UncostedCacheCalls = n[15], LatencyMsSum = latency,
         Cost = m[0], SavingRouting = m[1], SavingResponseCache = m[2], SavingPromptCache = m[3], SavingBatch = m[4], SavingCompaction = m[5], SavingOutputCap = m[6],
     };
+
+    /// <summary>
+    /// <see cref="RollupTotals.IsUncostedCacheCall"/> in SQL, word for word in the partial index and the query that reads it (SQLite uses
+    /// a partial index only for a query whose WHERE holds its terms). Money is decimal text: any spelling of zero casts to 0, and no non-zero decimal does (the smallest, 1e-28, is a double).
+    /// </summary>
+    private const string UncostedCacheWhere = "CAST(saving_prompt_cache AS REAL) = 0 AND (cache_read_tokens <> 0 OR cache_write_5m_tokens <> 0 OR cache_write_1h_tokens <> 0)";
+
+    public Task<IReadOnlyList<UncostedCacheCall>> ReadUncostedCacheCallsAsync(DateTimeOffset from, DateTimeOffset to, int limit, CancellationToken cancellationToken)
+    {
+        IReadOnlyList<UncostedCacheCall> rows = Query($"""
+            SELECT feature, served_model, requested_model, batch, input_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens
+            FROM ledger INDEXED BY ledger_uncosted_cache WHERE {UncostedCacheWhere} AND ts_unix_ms >= $from AND ts_unix_ms < $to ORDER BY ts_unix_ms LIMIT $limit
+            """,
+            r => new UncostedCacheCall(r.IsDBNull(0) ? null : r.GetString(0), r.IsDBNull(1) ? null : r.GetString(1), r.IsDBNull(2) ? null : r.GetString(2), r.GetInt64(3) != 0,
+                new TokenUsage(r.GetInt64(4), r.GetInt64(5), r.GetInt64(6), r.GetInt64(7), r.GetInt64(8), r.GetInt64(9))),
+            ("$from", from.ToUnixTimeMilliseconds()), ("$to", to.ToUnixTimeMilliseconds()), ("$limit", limit));
+        return Task.FromResult(rows);
+    }
 
     private void MigrateRollups(SqliteConnection c)
     {
@@ -74,7 +95,13 @@ public sealed partial class SqliteStore
         AddColumn(c, "rollup_hour", "batched", "INTEGER NOT NULL DEFAULT 0");
         AddColumn(c, "rollup_day", "batched", "INTEGER NOT NULL DEFAULT 0");
         foreach (var table in new[] { "rollup_hour", "rollup_day" })
-            foreach (var column in new[] { "context_calls", "context_removed" }) AddColumn(c, table, column, "INTEGER NOT NULL DEFAULT 0");
+            foreach (var column in new[] { "context_calls", "context_removed", "volatile_calls", "uncosted_cache_calls" }) AddColumn(c, table, column, "INTEGER NOT NULL DEFAULT 0");
+        // the calls the cache report costs from the ledger (cache tokens, no recorded saving): a partial index holds just these rows
+        using (var uncosted = c.CreateCommand())
+        {
+            uncosted.CommandText = $"CREATE INDEX IF NOT EXISTS ledger_uncosted_cache ON ledger(ts_unix_ms) WHERE {UncostedCacheWhere}";
+            uncosted.ExecuteNonQuery();
+        }
         using var version = c.CreateCommand();
         version.CommandText = "SELECT value FROM meta WHERE name = 'rollup_version'";
         if (version.ExecuteScalar() is string v && int.Parse(v, CultureInfo.InvariantCulture) == RollupVersion) return;

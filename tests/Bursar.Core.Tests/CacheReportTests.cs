@@ -34,4 +34,28 @@ public sealed class CacheReportTests
         Assert.Contains("COSTS MORE THAN IT SAVES", report.ToTable());
         Assert.Equal(0.02m, report.Rows.Single(r => r.Route.StartsWith("faq")).ResponseCacheSavingUsd);
     }
+
+    [Fact]
+    public void A_call_with_cache_tokens_but_no_recorded_saving_is_costed_from_the_catalog_and_one_it_cannot_price_is_counted_not_costed()
+    {
+        var catalog = new PriceCatalog(PriceFiles.LoadBuiltIn());
+        var report = CacheReport.Build(
+        [
+            R("old", 100, 10_000, 0), // written by a version that did not record the saving
+            R("old", 100, 0, 0) with { SavingPromptCache = 0.5m }, // a recorded saving is taken as it is
+            R("house", 100, 10_000, 0) with { ServedModel = "zz-unpriced-house-model" },
+            R("house", 100, 10_000, 0) with { ServedModel = "zz-unpriced-house-model", VolatilePrefix = "moved:date" },
+            R("house", 100, 10_000, 0) with { ServedModel = "zz-unpriced-house-model", VolatilePrefix = "date" },
+        ], catalog);
+        var old = report.Rows.Single(r => r.Route == "old / claude-sonnet-4-5");
+        Assert.Equal(0.5m + 10_000m * 2.70m / 1_000_000m, old.NetSavingUsd);
+        Assert.Equal(0, old.UncostedCalls);
+        var house = report.Rows.Single(r => r.Route == "house / zz-unpriced-house-model");
+        Assert.Equal(0m, house.NetSavingUsd);
+        Assert.Equal(3, house.UncostedCalls);
+        Assert.Equal(1, house.VolatileCalls);
+        Assert.Equal(3, report.UncostedCalls);
+        Assert.Contains("3 calls not costed", report.ToTable(), StringComparison.Ordinal);
+        Assert.Contains("NOTE: 3 calls carry cache tokens but no recorded saving", report.ToTable(), StringComparison.Ordinal);
+    }
 }

@@ -1,6 +1,5 @@
 using Bursar.Hosting;
 using System.CommandLine;
-using Bursar.Core.Ledger;
 using Bursar.Core.Reporting;
 
 namespace Bursar.Cli.Commands;
@@ -43,8 +42,7 @@ internal static class ReportCommand
             var (start, end) = window;
             if (pr.GetValue(cache))
             {
-                var records = await store.ReadAsync(new LedgerQuery { From = start, To = end, Limit = int.MaxValue }, ct);
-                ReportTables.Write(CacheReport.Build(records, Bursar.Hosting.BursarServices.LoadCatalog(store, new Bursar.Hosting.BursarOptions())));
+                ReportTables.Write(await CacheReport.QueryAsync(store, start, end, Bursar.Hosting.BursarServices.LoadCatalog(store, new Bursar.Hosting.BursarOptions()), ct));
                 return 0;
             }
             var report = await SpendReport.QueryAsync(store, pr.GetValue(by), start, end, ct, Bursar.Hosting.BursarServices.LoadCatalog(store, new Bursar.Hosting.BursarOptions()));

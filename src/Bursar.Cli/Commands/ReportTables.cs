@@ -83,7 +83,7 @@ internal static class ReportTables
             Col.R("net prompt-cache saving"), Col.R("resp. hits"), Col.R("resp. saving"), Col.L("note"));
         foreach (var r in report.Rows)
         {
-            var note = string.Join("; ", new[] { r.CostsMoreThanItSaves ? "COSTS MORE THAN IT SAVES" : null, r.VolatileCalls > 0 ? $"volatile prefix in {r.VolatileCalls} calls" : null }.Where(x => x is not null));
+            var note = string.Join("; ", new[] { r.CostsMoreThanItSaves ? "COSTS MORE THAN IT SAVES" : null, r.VolatileCalls > 0 ? $"volatile prefix in {r.VolatileCalls} calls" : null, r.UncostedCalls > 0 ? $"{r.UncostedCalls} calls not costed" : null }.Where(x => x is not null));
             t.AddRow(Safe(r.Route), N(r.Calls), r.HitRatio.ToString("P1", CultureInfo.InvariantCulture), N(r.CacheReadTokens), N(r.CacheWriteTokens),
                 Safe(SpendReport.Money(r.NetSavingUsd)), N(r.ResponseCacheHits), Safe(SpendReport.Money(r.ResponseCacheSavingUsd)), note);
         }
@@ -91,5 +91,6 @@ internal static class ReportTables
         var losing = report.Rows.Count(r => r.CostsMoreThanItSaves);
         if (losing > 0)
             Line($"{losing} route(s) pay more for cache writes than they get back in reads: their prefixes are written but rarely reused within the TTL.");
+        if (report.UncostedNote is { } uncosted) Line("\n" + uncosted);
     }
 }

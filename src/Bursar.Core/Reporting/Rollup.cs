@@ -1,5 +1,6 @@
 using System.Globalization;
 using Bursar.Core.Ledger;
+using Bursar.Core.Usage;
 
 namespace Bursar.Core.Reporting;
 
@@ -25,6 +26,13 @@ public sealed class RollupTotals
     /// <summary>Calls the context lever shortened (documents compressed, turns compacted) and the input tokens it removed from them.</summary>
     public long ContextCalls { get; set; }
     public long ContextTokensRemoved { get; set; }
+    /// <summary>Calls whose prompt prefix held a volatile value (a timestamp, an id) that defeats the provider's cache; one Bursar moved out of the prefix does not count.</summary>
+    public long VolatilePrefixCalls { get; set; }
+    /// <summary>
+    /// Calls that carry cache tokens but no recorded prompt-cache saving (<see cref="IsUncostedCacheCall"/>): rows from versions that did not
+    /// record it, or a model with no price when the call was written. Their saving is not in <see cref="SavingPromptCache"/>.
+    /// </summary>
+    public long UncostedCacheCalls { get; set; }
     public long InputTokens { get; set; }
     public long CacheReadTokens { get; set; }
     public long CacheWriteTokens { get; set; }
@@ -42,6 +50,16 @@ public sealed class RollupTotals
     public long TotalInputTokens => InputTokens + CacheReadTokens + CacheWriteTokens;
     public decimal Saved => SavingRouting + SavingResponseCache + SavingPromptCache + SavingBatch + SavingCompaction + SavingOutputCap;
 
+    /// <summary>The prefix held a volatile value the caller left in place (<c>moved:</c> marks one Bursar moved out of the cached prefix).</summary>
+    public static bool HasVolatilePrefix(LedgerRecord r) => r.VolatilePrefix is not null && !r.VolatilePrefix.StartsWith("moved:", StringComparison.Ordinal);
+
+    /// <summary>
+    /// The record read or wrote the provider's prompt cache but carries no prompt-cache saving. The stores keep the same condition
+    /// (their partial index on these rows and the PostgreSQL backfill), so the cache report can re-cost exactly these calls from the ledger.
+    /// </summary>
+    public static bool IsUncostedCacheCall(LedgerRecord r) =>
+        r.SavingPromptCache == 0 && (r.CacheReadTokens != 0 || r.CacheWrite5mTokens != 0 || r.CacheWrite1hTokens != 0);
+
     public void Add(LedgerRecord r)
     {
         Calls++;
@@ -53,6 +71,8 @@ public sealed class RollupTotals
         if (r.UsageEstimated) EstimatedCalls++;
         if (r.Batch) BatchCalls++;
         if (r.ContextTokensRemoved > 0) { ContextCalls++; ContextTokensRemoved += r.ContextTokensRemoved; }
+        if (HasVolatilePrefix(r)) VolatilePrefixCalls++;
+        if (IsUncostedCacheCall(r)) UncostedCacheCalls++;
         InputTokens += r.InputTokens;
         CacheReadTokens += r.CacheReadTokens;
         CacheWriteTokens += r.CacheWrite5mTokens + r.CacheWrite1hTokens;
@@ -72,6 +92,7 @@ public sealed class RollupTotals
         Calls += o.Calls; UnpricedCalls += o.UnpricedCalls; ErrorCalls += o.ErrorCalls; ResponseCacheHits += o.ResponseCacheHits;
         RoutedCalls += o.RoutedCalls; TruncatedCalls += o.TruncatedCalls; EstimatedCalls += o.EstimatedCalls; BatchCalls += o.BatchCalls;
         ContextCalls += o.ContextCalls; ContextTokensRemoved += o.ContextTokensRemoved;
+        VolatilePrefixCalls += o.VolatilePrefixCalls; UncostedCacheCalls += o.UncostedCacheCalls;
         InputTokens += o.InputTokens; CacheReadTokens += o.CacheReadTokens; CacheWriteTokens += o.CacheWriteTokens; OutputTokens += o.OutputTokens;
         LatencyMsSum += o.LatencyMsSum; Cost += o.Cost;
         SavingRouting += o.SavingRouting; SavingResponseCache += o.SavingResponseCache; SavingPromptCache += o.SavingPromptCache;
@@ -245,6 +266,18 @@ public static class RunRollup
             .Where(r => r.Runs > 0).OrderByDescending(r => r.Cost).ToArray();
 }
 
+/// <summary>
+/// A ledger row with cache tokens but no recorded prompt-cache saving, as much of it as costing it and naming its route take
+/// (<see cref="CacheReport"/>): a few columns instead of the whole row, so thousands of them read in milliseconds.
+/// </summary>
+public readonly record struct UncostedCacheCall(string? Feature, string? ServedModel, string? RequestedModel, bool Batch, TokenUsage Usage)
+{
+    public static UncostedCacheCall Of(LedgerRecord r) => new(r.Feature, r.ServedModel, r.RequestedModel, r.Batch, r.Usage);
+
+    /// <summary>The route it belongs to (<see cref="ReportDimension.Driver"/>'s value).</summary>
+    public string Route => $"{Feature ?? LedgerRollup.None} / {ServedModel ?? LedgerRollup.None}";
+}
+
 /// <summary>A store that keeps rollups as it writes the ledger and answers reports from them.</summary>
 public interface IReportStore
 {
@@ -253,4 +286,11 @@ public interface IReportStore
 
     /// <summary>Runs started on the window's UTC days (a run counts on the day of its first call), grouped by feature, with the calls and cost of those days.</summary>
     Task<IReadOnlyList<RunCostRow>> RunCostsAsync(DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// The calls in [<paramref name="from"/>, <paramref name="to"/>) that carry cache tokens but no recorded prompt-cache saving
+    /// (<see cref="RollupTotals.IsUncostedCacheCall"/>), oldest first, at most <paramref name="limit"/>: the only ledger rows the cache report
+    /// reads (a partial index holds just these), and only the columns costing them needs, with the price catalog the store does not have.
+    /// </summary>
+    Task<IReadOnlyList<UncostedCacheCall>> ReadUncostedCacheCallsAsync(DateTimeOffset from, DateTimeOffset to, int limit, CancellationToken cancellationToken);
 }
