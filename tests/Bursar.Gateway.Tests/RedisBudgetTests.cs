@@ -96,16 +96,24 @@ public sealed class RedisBudgetTests(RedisServer redis) : IClassFixture<RedisSer
     [Fact]
     public async Task A_dead_instance_s_holds_expire_so_the_budget_is_not_stuck_and_a_live_one_s_do_not()
     {
-        var dead = await Instance(1.00m, holdTtl: TimeSpan.FromSeconds(1));
-        var live = await Instance(1.00m, holdTtl: TimeSpan.FromSeconds(1));
-        var other = await Instance(1.00m, holdTtl: TimeSpan.FromSeconds(1));
+        // a 3 s hold: the live instance's heartbeat (every second) keeps its own even when a loaded machine delays a beat
+        var dead = await Instance(1.00m, holdTtl: TimeSpan.FromSeconds(3));
+        var live = await Instance(1.00m, holdTtl: TimeSpan.FromSeconds(3));
+        var other = await Instance(1.00m, holdTtl: TimeSpan.FromSeconds(3));
         Assert.True(dead.Budgets.TryReserve(Acme, 0.50m, out _, out _));
         Assert.True(live.Budgets.TryReserve(Acme, 0.40m, out var kept, out _));
         dead.Counters.Dispose(); // killed: its heartbeat stops, its call never settles
         Assert.False(other.Budgets.TryReserve(Acme, 0.20m, out _, out var refused));
         Assert.True(refused!.Message.Contains("$0.90 reserved", StringComparison.Ordinal), refused.Message);
-        await Task.Delay(TimeSpan.FromSeconds(2.5)); // the dead instance's hold expired; the live one's heartbeat kept its own
-        Assert.True(other.Budgets.TryReserve(Acme, 0.20m, out var r, out var still), still?.Message);
+        // the dead instance's hold expires (3 s after its last beat); the live one's heartbeat keeps its own
+        var started = TimeProvider.System.GetTimestamp();
+        Bursar.Core.Budgets.BudgetReservation r;
+        Bursar.Core.Budgets.BudgetRefusal? still;
+        bool held;
+        while (!(held = other.Budgets.TryReserve(Acme, 0.20m, out r, out still)) && TimeProvider.System.GetElapsedTime(started) < TimeSpan.FromSeconds(20))
+            await Task.Delay(200);
+        Assert.True(held, still?.Message);
+        Assert.True(TimeProvider.System.GetElapsedTime(started) >= TimeSpan.FromSeconds(2), "the dead instance's hold lapsed before its TTL");
         Assert.False(other.Budgets.TryReserve(Acme, 0.45m, out _, out var full));
         Assert.Contains("$0.60 reserved", full!.Message);
         live.Budgets.Settle(kept, 0.10m);
