@@ -63,6 +63,49 @@ public sealed class ResponseCacheStoreTests
     }
 
     [Fact]
+    public void An_entry_reads_back_exactly_as_stored_whatever_its_fields()
+    {
+        var store = new MemoryResponseCacheStore(new ResponseCacheOptions(), new FakeTimeProvider());
+        var stored = new DateTimeOffset(2026, 12, 3, 13, 5, 7, 123, TimeSpan.FromHours(5.5));
+        var entries = new Dictionary<string, CachedResponse>
+        {
+            [new string('a', 64)] = new("data: {\"x\":1}\n\n"u8.ToArray(), "text/event-stream", "claude-haiku-4-5", 0.000000123456789m, 1_234_567, 89, stored),
+            [new string('b', 64)] = new([], "application/json", null, null, 0, 0, DateTimeOffset.UnixEpoch),
+            ["not a hash: ключ 鍵"] = new(System.Text.Encoding.UTF8.GetBytes("{\"réponse\":\"日本語\"}"), "application/json; charset=utf-8", "modèle-ü", -1.5m, long.MaxValue, 1, stored),
+        };
+        foreach (var (key, r) in entries) store.Set(key, r, TimeSpan.FromHours(1));
+        foreach (var (key, r) in entries)
+        {
+            Assert.True(store.TryGet(key, out var back), key);
+            Assert.Equal(r.Body, back!.Body);
+            Assert.Equal((r.ContentType, r.Model, r.CostUsd, r.InputTokens, r.OutputTokens, r.StoredAt, r.StoredAt.Offset),
+                (back.ContentType, back.Model, back.CostUsd, back.InputTokens, back.OutputTokens, back.StoredAt, back.StoredAt.Offset));
+            if (r.Body.Length > 0) Assert.NotSame(r.Body, back.Body); // a copy: a caller cannot change the entry
+        }
+        Assert.False(store.TryGet(new string('a', 63) + "b", out _)); // same first 128 bits, another key: a miss
+        Assert.False(store.TryGet("not a hash: ключ", out _));
+    }
+
+    [Fact]
+    public async Task Concurrent_writers_and_readers_only_ever_read_the_answer_stored_under_a_key()
+    {
+        var store = new MemoryResponseCacheStore(new ResponseCacheOptions { MaxEntries = 500 }, new FakeTimeProvider());
+        var wrong = 0;
+        await Task.WhenAll(Enumerable.Range(0, 4).Select(t => Task.Run(() =>
+        {
+            for (var i = 0; i < 20_000; i++)
+            {
+                var key = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(BitConverter.GetBytes(i % 2000)));
+                if (store.TryGet(key, out var r) && System.Text.Encoding.UTF8.GetString(r!.Body) != "answer " + (i % 2000)) Interlocked.Increment(ref wrong);
+                else store.Set(key, R("answer " + (i % 2000)), TimeSpan.FromHours(1));
+            }
+        })));
+        Assert.Equal(0, wrong);
+        Assert.InRange(store.Count, 1, 500);
+        Assert.Equal(store.Count * MemoryResponseCacheStore.Charge(new string('0', 64), R("answer 1000")), store.Bytes, tolerance: store.Count * 4);
+    }
+
+    [Fact]
     public void Keys_ignore_order_and_non_semantic_fields_but_not_content()
     {
         var a = (JsonObject)JsonNode.Parse("""{"model":"m","temperature":0,"messages":[{"role":"user","content":"hi"}],"user":"u1"}""")!;

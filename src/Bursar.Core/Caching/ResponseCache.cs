@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text;
@@ -93,27 +94,42 @@ public sealed class ResponseCacheOptions
 /// In-process exact cache with TTLs on a <see cref="TimeProvider"/>, bounded by entries and by bytes (oldest out first).
 /// Each entry is charged its answer, its key and its bookkeeping, so a run of large answers cannot hold more than
 /// <see cref="ResponseCacheOptions.MaxTotalBytes"/>; the eviction order holds each live entry once, however often it expires and is filled again.
+/// <para>
+/// An entry is one byte array on the pinned object heap (its key, answer and bookkeeping encoded together) found through a
+/// dictionary of 128-bit ids: no object per entry holds a reference the collector must trace, and none is ever copied from
+/// generation to generation. A cache full of entries that each live for minutes and die in gen2 (every call a new answer,
+/// the oldest evicted) would otherwise keep the background collector busy on the cores serving calls. Entries are never
+/// changed once written, so a hit is decoded outside the lock.
+/// </para>
 /// </summary>
 public sealed class MemoryResponseCacheStore(ResponseCacheOptions options, TimeProvider time) : IResponseCacheStore
 {
-    private sealed record Entry(CachedResponse Response, DateTimeOffset Expires, long Seq, long Bytes);
+    // record layout: expires (UTC ticks) 8 | seq 8 | stored at (UTC ticks) 8 | its offset (minutes) 2 | flags 1 (1 cost, 2 model)
+    // | cost (decimal) 16 | input tokens 8 | output tokens 8 | key, content type, model byte lengths 3 x 4 | key | content type | model | body
+    private const int Fixed = 8 + 8 + 8 + 2 + 1 + 16 + 8 + 8 + 12;
 
-    private readonly ConcurrentDictionary<string, Entry> _entries = new(StringComparer.Ordinal);
-    private readonly Queue<(string Key, long Seq)> _order = new(); // oldest first; a key whose entry was replaced or removed is skipped
-    private readonly Lock _write = new();
+    /// <summary>What each entry costs beyond its record: its dictionary slot and its place in the eviction order.</summary>
+    private const int Bookkeeping = 64;
+
+    private readonly Dictionary<UInt128, byte[]> _entries = [];
+    private readonly Queue<(UInt128 Id, long Seq)> _order = new(); // oldest first; an id whose entry was replaced or removed is skipped
+    private readonly Lock _lock = new();
     private long _seq;
     private long _bytes;
 
-    public int Count => _entries.Count;
+    public int Count { get { lock (_lock) return _entries.Count; } }
 
     /// <summary>Bytes charged to the entries held now.</summary>
     public long Bytes => Interlocked.Read(ref _bytes);
 
     /// <summary>Length of the eviction order (live entries plus replaced ones not yet skipped).</summary>
-    internal int OrderLength { get { lock (_write) return _order.Count; } }
+    internal int OrderLength { get { lock (_lock) return _order.Count; } }
 
-    /// <summary>What an entry is charged: its answer, its key and strings (UTF-16), and about 200 bytes of records and dictionary nodes.</summary>
-    internal static long Charge(string key, CachedResponse r) => r.Body.Length + 2L * (key.Length + r.ContentType.Length + (r.Model?.Length ?? 0)) + 200;
+    /// <summary>What an entry is charged: its record (answer, key, strings as UTF-8, fixed fields) and its bookkeeping.</summary>
+    internal static long Charge(string key, CachedResponse r) => RecordLength(key, r) + Bookkeeping;
+
+    private static int RecordLength(string key, CachedResponse r) =>
+        Fixed + Encoding.UTF8.GetByteCount(key) + Encoding.UTF8.GetByteCount(r.ContentType) + (r.Model is null ? 0 : Encoding.UTF8.GetByteCount(r.Model)) + r.Body.Length;
 
     public ValueTask<CachedResponse?> GetAsync(string key, CancellationToken cancellationToken) => new(TryGet(key, out var r) ? r : null);
 
@@ -126,13 +142,19 @@ public sealed class MemoryResponseCacheStore(ResponseCacheOptions options, TimeP
     public bool TryGet(string key, out CachedResponse? response)
     {
         response = null;
-        if (!_entries.TryGetValue(key, out var e)) return false;
-        if (e.Expires <= time.GetUtcNow())
+        var id = Id(key);
+        byte[]? record;
+        lock (_lock)
         {
-            lock (_write) Remove(key, e);
-            return false;
+            if (!_entries.TryGetValue(id, out record)) return false;
+            if (Expires(record) <= time.GetUtcNow().UtcTicks)
+            {
+                Remove(id, record);
+                return false;
+            }
         }
-        response = e.Response;
+        if (!KeyOf(record).SequenceEqual(Encoding.UTF8.GetBytes(key))) return false; // another key with the same id (never seen; 2^-128)
+        response = Decode(record);
         return true;
     }
 
@@ -141,34 +163,100 @@ public sealed class MemoryResponseCacheStore(ResponseCacheOptions options, TimeP
         if (ttl <= TimeSpan.Zero || response.Body.Length > options.MaxEntryBytes) return;
         var charge = Charge(key, response);
         if (charge > options.MaxTotalBytes) return;
-        lock (_write)
+        var id = Id(key);
+        var record = GC.AllocateUninitializedArray<byte>(RecordLength(key, response), pinned: true);
+        lock (_lock)
         {
-            var entry = new Entry(response, time.GetUtcNow() + ttl, ++_seq, charge);
-            if (_entries.TryGetValue(key, out var old)) Interlocked.Add(ref _bytes, -old.Bytes);
-            _entries[key] = entry;
+            var seq = ++_seq;
+            Encode(record, key, response, (time.GetUtcNow() + ttl).UtcTicks, seq);
+            if (_entries.TryGetValue(id, out var old)) Interlocked.Add(ref _bytes, -(old.Length + Bookkeeping));
+            _entries[id] = record;
             Interlocked.Add(ref _bytes, charge);
-            _order.Enqueue((key, entry.Seq));
+            _order.Enqueue((id, seq));
             while ((_entries.Count > options.MaxEntries || _bytes > options.MaxTotalBytes) && _order.TryDequeue(out var oldest))
             {
-                if (_entries.TryGetValue(oldest.Key, out var e) && e.Seq == oldest.Seq) Remove(oldest.Key, e);
+                if (_entries.TryGetValue(oldest.Id, out var e) && Seq(e) == oldest.Seq) Remove(oldest.Id, e);
             }
             if (_order.Count > 2 * _entries.Count + 1024) Compact();
         }
     }
 
-    /// <summary>Under <see cref="_write"/>: removes <paramref name="key"/> if it still holds <paramref name="e"/>.</summary>
-    private void Remove(string key, Entry e)
+    /// <summary>Under <see cref="_lock"/>: removes <paramref name="id"/> if it still holds <paramref name="record"/>.</summary>
+    private void Remove(UInt128 id, byte[] record)
     {
-        if (_entries.TryRemove(KeyValuePair.Create(key, e))) Interlocked.Add(ref _bytes, -e.Bytes);
+        if (_entries.TryGetValue(id, out var held) && ReferenceEquals(held, record) && _entries.Remove(id)) Interlocked.Add(ref _bytes, -(record.Length + Bookkeeping));
     }
 
-    /// <summary>Under <see cref="_write"/>: the eviction order again with only the live entries, oldest first.</summary>
+    /// <summary>Under <see cref="_lock"/>: the eviction order again with only the live entries, oldest first.</summary>
     private void Compact()
     {
-        var live = _entries.Select(kv => (kv.Key, kv.Value.Seq)).OrderBy(x => x.Seq).ToList();
+        var live = _entries.Select(kv => (kv.Key, Seq(kv.Value))).OrderBy(x => x.Item2).ToList();
         _order.Clear();
         foreach (var x in live) _order.Enqueue(x);
     }
+
+    /// <summary>
+    /// The entry's id: an exact-cache key is the hex of a SHA-256 (<see cref="ResponseCacheKey"/>), whose first 128 bits are
+    /// used as they are; any other key is hashed first. The whole key is kept in the record and compared on every hit.
+    /// </summary>
+    private static UInt128 Id(string key)
+    {
+        Span<byte> bytes = stackalloc byte[32];
+        if (key.Length == 64 && Convert.FromHexString(key.AsSpan(0, 32), bytes[..16], out _, out var written) == System.Buffers.OperationStatus.Done && written == 16)
+            return BinaryPrimitives.ReadUInt128LittleEndian(bytes);
+        SHA256.HashData(Encoding.UTF8.GetBytes(key), bytes);
+        return BinaryPrimitives.ReadUInt128LittleEndian(bytes);
+    }
+
+    private static long Expires(byte[] r) => BinaryPrimitives.ReadInt64LittleEndian(r);
+    private static long Seq(byte[] r) => BinaryPrimitives.ReadInt64LittleEndian(r.AsSpan(8));
+    private static int Length(byte[] r, int i) => BinaryPrimitives.ReadInt32LittleEndian(r.AsSpan(Fixed - 12 + 4 * i));
+    private static ReadOnlySpan<byte> KeyOf(byte[] r) => r.AsSpan(Fixed, Length(r, 0));
+
+    private static void Encode(Span<byte> r, string key, CachedResponse c, long expires, long seq)
+    {
+        BinaryPrimitives.WriteInt64LittleEndian(r, expires);
+        BinaryPrimitives.WriteInt64LittleEndian(r[8..], seq);
+        BinaryPrimitives.WriteInt64LittleEndian(r[16..], c.StoredAt.UtcTicks);
+        BinaryPrimitives.WriteInt16LittleEndian(r[24..], (short)c.StoredAt.Offset.TotalMinutes);
+        r[26] = (byte)((c.CostUsd is null ? 0 : 1) | (c.Model is null ? 0 : 2));
+        Span<int> bits = stackalloc int[4];
+        decimal.GetBits(c.CostUsd ?? 0m, bits);
+        for (var i = 0; i < 4; i++) BinaryPrimitives.WriteInt32LittleEndian(r[(27 + 4 * i)..], bits[i]);
+        BinaryPrimitives.WriteInt64LittleEndian(r[43..], c.InputTokens);
+        BinaryPrimitives.WriteInt64LittleEndian(r[51..], c.OutputTokens);
+        var at = Fixed;
+        var lengths = Fixed - 12;
+        foreach (var text in (ReadOnlySpan<string?>)[key, c.ContentType, c.Model])
+        {
+            var n = text is null ? 0 : Encoding.UTF8.GetBytes(text, r[at..]);
+            BinaryPrimitives.WriteInt32LittleEndian(r[lengths..], n);
+            (at, lengths) = (at + n, lengths + 4);
+        }
+        c.Body.CopyTo(r[at..]);
+    }
+
+    private static CachedResponse Decode(byte[] r)
+    {
+        var s = (ReadOnlySpan<byte>)r;
+        var flags = r[26];
+        Span<int> bits = stackalloc int[4];
+        for (var i = 0; i < 4; i++) bits[i] = BinaryPrimitives.ReadInt32LittleEndian(s[(27 + 4 * i)..]);
+        var (keyLength, typeLength, modelLength) = (Length(r, 0), Length(r, 1), Length(r, 2));
+        var at = Fixed + keyLength;
+        var contentType = ContentType(s.Slice(at, typeLength));
+        at += typeLength;
+        var model = (flags & 2) == 0 ? null : Encoding.UTF8.GetString(s.Slice(at, modelLength));
+        at += modelLength;
+        var storedAt = new DateTimeOffset(BinaryPrimitives.ReadInt64LittleEndian(s[16..]), TimeSpan.Zero)
+            .ToOffset(TimeSpan.FromMinutes(BinaryPrimitives.ReadInt16LittleEndian(s[24..])));
+        return new CachedResponse(s[at..].ToArray(), contentType, model, (flags & 1) == 0 ? null : new decimal(bits),
+            BinaryPrimitives.ReadInt64LittleEndian(s[43..]), BinaryPrimitives.ReadInt64LittleEndian(s[51..]), storedAt);
+    }
+
+    /// <summary>The two content types answers have, without a string per hit.</summary>
+    private static string ContentType(ReadOnlySpan<byte> utf8) =>
+        utf8.SequenceEqual("application/json"u8) ? "application/json" : utf8.SequenceEqual("text/event-stream"u8) ? "text/event-stream" : Encoding.UTF8.GetString(utf8);
 }
 
 /// <summary>
