@@ -40,3 +40,29 @@ public class CachingBenchmarks
         return node.ToJsonString().Length + r.Placed;
     }
 }
+
+/// <summary>The in-process exact cache's hot path: a hit (lookup, key check, decode) and a store that evicts the oldest entry, on a full cache of 100,000 entries.</summary>
+[MemoryDiagnoser]
+public class MemoryCacheStoreBenchmarks
+{
+    private MemoryResponseCacheStore _store = null!;
+    private string[] _keys = [];
+    private CachedResponse _answer = null!;
+    private int _next;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _store = new MemoryResponseCacheStore(new ResponseCacheOptions(), TimeProvider.System);
+        _answer = new CachedResponse(Encoding.UTF8.GetBytes("""{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Paris."},"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":2,"total_tokens":26}}"""),
+            "application/json", "gpt-4o-mini", 0.0000048m, 24, 2, TimeProvider.System.GetUtcNow());
+        _keys = Enumerable.Range(0, 200_000).Select(i => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(BitConverter.GetBytes(i)))).ToArray();
+        for (var i = 0; i < 100_000; i++) _store.Set(_keys[i], _answer, TimeSpan.FromHours(1));
+    }
+
+    [Benchmark]
+    public bool Hit() => _store.TryGet(_keys[99_999 - (_next++ % 50_000)], out _);
+
+    [Benchmark]
+    public void StoreEvictingTheOldest() => _store.Set(_keys[(100_000 + _next++) % 200_000], _answer, TimeSpan.FromHours(1));
+}

@@ -153,7 +153,8 @@ public sealed class MemoryResponseCacheStore(ResponseCacheOptions options, TimeP
                 return false;
             }
         }
-        if (!KeyOf(record).SequenceEqual(Encoding.UTF8.GetBytes(key))) return false; // another key with the same id (never seen; 2^-128)
+        Span<byte> utf8 = key.Length <= 128 ? stackalloc byte[key.Length * 3] : new byte[Encoding.UTF8.GetMaxByteCount(key.Length)];
+        if (!KeyOf(record).SequenceEqual(utf8[..Encoding.UTF8.GetBytes(key, utf8)])) return false; // another key with the same id (never seen; 2^-128)
         response = Decode(record);
         return true;
     }
