@@ -208,6 +208,38 @@ public sealed class LedgerWriterTests : IDisposable
         Assert.Equal(100, await store.CountAsync(default));
     }
 
+    private sealed class BatchNotingStore(ILedgerStore inner) : ILedgerStore
+    {
+        public readonly TaskCompletionSource Gate = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public readonly System.Collections.Concurrent.ConcurrentQueue<int> Sizes = new();
+
+        public async Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken ct)
+        {
+            await Gate.Task;
+            Sizes.Enqueue(records.Count);
+            await inner.WriteAsync(records, ct);
+        }
+
+        public Task<IReadOnlyList<LedgerRecord>> ReadAsync(LedgerQuery q, CancellationToken ct) => inner.ReadAsync(q, ct);
+        public Task<long> CountAsync(CancellationToken ct) => inner.CountAsync(ct);
+    }
+
+    [Fact]
+    public async Task A_segment_a_full_queue_overflowed_is_replayed_in_batches_never_all_at_once()
+    {
+        var store = new SqliteStore(Path.Combine(_dir, "chunks.db"));
+        var noting = new BatchNotingStore(store);
+        await using var w = new LedgerWriter(noting, Options(capacity: 4, batch: 16), NullLogger<LedgerWriter>.Instance);
+        w.Start();
+        for (var i = 0; i < 500; i++) w.Enqueue(Record(i));
+        Assert.True(w.Spooled > 400, $"spooled {w.Spooled}");
+        noting.Gate.SetResult();
+        await w.FlushAsync().WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal(500, await store.CountAsync(default)); // each once: what the queue held and the journal replays overlap
+        Assert.True(noting.Sizes.Max() <= 16, $"a write of {noting.Sizes.Max()} records: the replay read the whole segment into one batch");
+        Assert.True(noting.Sizes.Sum() >= 500, string.Join(",", noting.Sizes));
+    }
+
     [Fact]
     public async Task Flush_completes_once_every_earlier_record_is_in_the_store_including_those_a_full_queue_left_in_the_journal()
     {

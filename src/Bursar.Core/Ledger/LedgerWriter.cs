@@ -460,10 +460,22 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         {
             try
             {
-                var records = ReadSpoolFile(s.Path);
-                if (records.Count > 0) await _store.WriteAsync(records, CancellationToken.None).ConfigureAwait(false);
+                // written in batches as it is read: a 16 MB segment's ~20,000 records are never all in memory at once, so
+                // they die young instead of being promoted through the collector's generations while one long write runs
+                var replayed = 0;
+                var chunk = new List<LedgerRecord>(_options.MaxBatchSize);
+                ReadSpoolFile(s.Path, r =>
+                {
+                    chunk.Add(r);
+                    if (chunk.Count < _options.MaxBatchSize) return;
+                    _store.WriteAsync(chunk, CancellationToken.None).GetAwaiter().GetResult(); // on the writer's own thread
+                    replayed += chunk.Count;
+                    chunk = new List<LedgerRecord>(_options.MaxBatchSize);
+                });
+                if (chunk.Count > 0) await _store.WriteAsync(chunk, CancellationToken.None).ConfigureAwait(false);
+                replayed += chunk.Count;
                 lock (_journalLock) _overflowOpen.Remove(s.Path);
-                LogReplayed(_logger, records.Count);
+                LogReplayed(_logger, replayed);
             }
             catch (Exception e)
             {
@@ -501,6 +513,13 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     internal static List<LedgerRecord> ReadSpoolFile(string path)
     {
         var list = new List<LedgerRecord>();
+        ReadSpoolFile(path, list.Add);
+        return list;
+    }
+
+    /// <summary>Hands each record of a journal file to <paramref name="each"/> as it is read (a cut-off last line is skipped).</summary>
+    internal static void ReadSpoolFile(string path, Action<LedgerRecord> each)
+    {
         using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1);
         var chunk = ArrayPool<byte>.Shared.Rent(1 << 16);
         var line = new ArrayBufferWriter<byte>(2048);
@@ -521,7 +540,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                         break;
                     }
                     line.Write(span[..nl]);
-                    Parse(line.WrittenSpan, list);
+                    Parse(line.WrittenSpan, each);
                     line.ResetWrittenCount();
                     span = span[(nl + 1)..];
                 }
@@ -532,17 +551,16 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         {
             ArrayPool<byte>.Shared.Return(chunk);
         }
-        Parse(line.WrittenSpan, list); // a last line without its newline: whole if it parses, cut off if not
-        return list;
+        Parse(line.WrittenSpan, each); // a last line without its newline: whole if it parses, cut off if not
 
-        static void Parse(ReadOnlySpan<byte> json, List<LedgerRecord> into)
+        static void Parse(ReadOnlySpan<byte> json, Action<LedgerRecord> into)
         {
             json = json.Trim(" \t\r"u8);
             if (json.IsEmpty) return;
             try
             {
                 var r = JsonSerializer.Deserialize(json, LedgerJsonContext.Default.LedgerRecord);
-                if (r is not null) into.Add(r);
+                if (r is not null) into(r);
             }
             catch (JsonException)
             {
