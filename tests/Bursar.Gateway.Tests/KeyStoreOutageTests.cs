@@ -14,7 +14,9 @@ public sealed class KeyStoreOutageTests
     {
         public Dictionary<string, VirtualKey> Keys { get; } = [];
         public bool Down { get; set; }
-        public int Reads { get; private set; }
+        public int Reads => _reads;
+        public Task Gate { get; set; } = Task.CompletedTask;
+        private int _reads;
 
         public Task AddAsync(VirtualKey key, CancellationToken cancellationToken)
         {
@@ -22,11 +24,12 @@ public sealed class KeyStoreOutageTests
             return Task.CompletedTask;
         }
 
-        public Task<VirtualKey?> FindByHashAsync(string hash, CancellationToken cancellationToken)
+        public async Task<VirtualKey?> FindByHashAsync(string hash, CancellationToken cancellationToken)
         {
-            Reads++;
+            Interlocked.Increment(ref _reads);
+            await Gate;
             if (Down) throw new IOException("connection refused (127.0.0.1:5432)");
-            return Task.FromResult(Keys.GetValueOrDefault(hash));
+            return Keys.GetValueOrDefault(hash);
         }
 
         public Task<IReadOnlyList<VirtualKey>> ListAsync(CancellationToken cancellationToken) => Task.FromResult<IReadOnlyList<VirtualKey>>([.. Keys.Values]);
@@ -77,5 +80,25 @@ public sealed class KeyStoreOutageTests
         time.Advance(TimeSpan.FromSeconds(1.1));
         Assert.Equal("key_unseen", (await auth.AuthenticateAsync(Request(unseen), default)).Key!.Id);
         Assert.Equal("key_known", (await auth.AuthenticateAsync(Request(known), default)).Key!.Id);
+    }
+
+    [Fact]
+    public async Task A_burst_of_calls_on_a_cold_key_reads_the_store_once()
+    {
+        var time = new FakeTimeProvider();
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var store = new FlakyKeyStore { Gate = gate.Task };
+        var secret = VirtualKey.NewSecret();
+        await store.AddAsync(new VirtualKey { Id = "key_burst", Hash = VirtualKey.HashSecret(secret), Prefix = VirtualKey.DisplayPrefix(secret), CreatedAt = time.GetUtcNow() }, default);
+        var auth = new KeyAuthenticator(store, new BursarOptions(), time, NullLogger<KeyAuthenticator>.Instance);
+        var calls = Enumerable.Range(0, 200).Select(_ => auth.AuthenticateAsync(Request(secret), default).AsTask()).ToArray();
+        using var gone = new CancellationTokenSource();
+        var abandoned = auth.AuthenticateAsync(Request(secret), gone.Token).AsTask();
+        await gone.CancelAsync(); // one caller going away does not fail the read the others wait for
+        gate.SetResult();
+        var results = await Task.WhenAll(calls);
+        Assert.All(results, r => Assert.Equal("key_burst", r.Key!.Id));
+        Assert.Equal(1, store.Reads);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => abandoned);
     }
 }

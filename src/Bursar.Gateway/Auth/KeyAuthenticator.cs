@@ -21,6 +21,9 @@ public sealed partial class KeyAuthenticator(IKeyStore store, BursarOptions opti
 {
     private const int MaxCachedEntries = 100_000;
     private readonly ConcurrentDictionary<string, (VirtualKey? Key, long Until)> _cache = new(StringComparer.Ordinal);
+    // one store read per key at a time: a burst of calls on a cold (or just expired) key waits for the same read instead of
+    // each taking a store connection (200 concurrent first calls would otherwise exhaust a PostgreSQL's connections)
+    private readonly ConcurrentDictionary<string, Task<VirtualKey?>> _reads = new(StringComparer.Ordinal);
     private readonly long _ttlTicks = (long)(options.KeyCacheDuration.TotalSeconds * time.TimestampFrequency);
     private long _evictions;
 
@@ -52,7 +55,7 @@ public sealed partial class KeyAuthenticator(IKeyStore store, BursarOptions opti
             Exception? down = null;
             try
             {
-                key = await store.FindByHashAsync(hash, ct).ConfigureAwait(false);
+                key = await ReadAsync(hash).WaitAsync(ct).ConfigureAwait(false);
             }
             catch (Exception e) when (!ct.IsCancellationRequested && e is not OutOfMemoryException)
             {
@@ -76,6 +79,24 @@ public sealed partial class KeyAuthenticator(IKeyStore store, BursarOptions opti
         if (entry.Key.IsRevoked)
             return (null, ProviderError.Unauthorized($"Bursar virtual key {entry.Key.Prefix}… was revoked at {entry.Key.RevokedAt:u}."));
         return (entry.Key, null);
+    }
+
+    /// <summary>The store's answer for <paramref name="hash"/>, shared by every call asking while it is read (not cancelled by any one caller).</summary>
+    private Task<VirtualKey?> ReadAsync(string hash)
+    {
+        if (_reads.TryGetValue(hash, out var running)) return running;
+        var mine = new TaskCompletionSource<VirtualKey?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var read = _reads.GetOrAdd(hash, mine.Task);
+        if (!ReferenceEquals(read, mine.Task)) return read;
+        _ = ReadIntoAsync(hash, mine);
+        return mine.Task;
+    }
+
+    private async Task ReadIntoAsync(string hash, TaskCompletionSource<VirtualKey?> into)
+    {
+        try { into.SetResult(await store.FindByHashAsync(hash, CancellationToken.None).ConfigureAwait(false)); }
+        catch (Exception e) { into.SetException(e); }
+        finally { _reads.TryRemove(new KeyValuePair<string, Task<VirtualKey?>>(hash, into.Task)); }
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Key store unreachable ({ErrorType}: {Error}): key {KeyId} is trusted as last read; retried in a second")]
