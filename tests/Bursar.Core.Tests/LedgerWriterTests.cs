@@ -181,10 +181,13 @@ public sealed class LedgerWriterTests : IDisposable
     private sealed class BlockedStore(ILedgerStore inner) : ILedgerStore
     {
         public readonly TaskCompletionSource Gate = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        /// <summary>How many records each write let through held, in order.</summary>
+        public readonly System.Collections.Concurrent.ConcurrentQueue<int> Sizes = new();
 
         public async Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken ct)
         {
             await Gate.Task;
+            Sizes.Enqueue(records.Count);
             await inner.WriteAsync(records, ct);
         }
 
@@ -208,27 +211,11 @@ public sealed class LedgerWriterTests : IDisposable
         Assert.Equal(100, await store.CountAsync(default));
     }
 
-    private sealed class BatchNotingStore(ILedgerStore inner) : ILedgerStore
-    {
-        public readonly TaskCompletionSource Gate = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        public readonly System.Collections.Concurrent.ConcurrentQueue<int> Sizes = new();
-
-        public async Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken ct)
-        {
-            await Gate.Task;
-            Sizes.Enqueue(records.Count);
-            await inner.WriteAsync(records, ct);
-        }
-
-        public Task<IReadOnlyList<LedgerRecord>> ReadAsync(LedgerQuery q, CancellationToken ct) => inner.ReadAsync(q, ct);
-        public Task<long> CountAsync(CancellationToken ct) => inner.CountAsync(ct);
-    }
-
     [Fact]
     public async Task A_segment_a_full_queue_overflowed_is_replayed_in_batches_never_all_at_once()
     {
         var store = new SqliteStore(Path.Combine(_dir, "chunks.db"));
-        var noting = new BatchNotingStore(store);
+        var noting = new BlockedStore(store);
         await using var w = new LedgerWriter(noting, Options(capacity: 4, batch: 16), NullLogger<LedgerWriter>.Instance);
         w.Start();
         for (var i = 0; i < 500; i++) w.Enqueue(Record(i));
