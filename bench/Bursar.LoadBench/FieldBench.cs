@@ -40,7 +40,7 @@ internal static class FieldBench
         var (deltas, paceMs, delayMs) = smoke ? (4, 5, 5) : (64, 20, 20);
         var streamCounts = smoke ? new[] { 8 } : [64, 128, 256, 512, 1024];
         var extra = Arg("--bursar-args", ""); // more configuration for every `bursar serve` of the run, e.g. "--Bursar:Ledger:FsyncInterval=00:00:01"
-        var only = Arg("--only", "all"); // "latency": the added-latency table alone, "streams": the paced streams and RSS alone (quicker A/B runs), "levers": what each lever costs a call, "cold": the first 10 s after a cold start against the next 10 s
+        var only = Arg("--only", "all"); // "latency": the added-latency table alone, "streams": the paced streams and RSS alone (quicker A/B runs), "levers": what each lever costs a call, "cold": the first 10 s after a cold start against the next 10 s, "throughput": the req/s at 64 table alone
         // environment of every `bursar serve` of the run only (not the load generator's or the upstreams'), e.g. "DOTNET_gcServer=1"
         var bursarEnv = Arg("--bursar-env", "").Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(kv => kv.Split('=', 2)).ToDictionary(kv => kv[0], kv => kv.Length > 1 ? kv[1] : "");
 
@@ -170,28 +170,32 @@ internal static class FieldBench
                 }
                 if (only == "latency") return errors == 0 ? 0 : 1;
             }
-            if (only is "all")
+            if (only is "all" or "throughput")
             {
                 Console.WriteLine();
                 Console.WriteLine("Throughput at concurrency 64, instant upstream, OpenAI JSON:");
                 Console.WriteLine();
-                Console.WriteLine("| path | req/s | p50 ms | p99 ms | share of the floor | errors |");
-                Console.WriteLine("|---|---:|---:|---:|---:|---:|");
-                var throughput = new List<Cell>();
+                Console.WriteLine("| path | req/s | p50 ms | p99 ms | share of the floor | proxy CPU us per request | errors |");
+                Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
+                var throughput = new List<(Cell Cell, double? CpuUs)>();
                 foreach (var p in fast)
                 {
+                    // the proxy's own CPU per request (process and children, user + system) over the measured cell and its warm-up
+                    var cpuBefore = CpuSeconds(p.Process);
                     var c = await Load(http, p.Name, p.BaseUrl, p.Key, false, "openai", 64, seconds, upstream: p.Upstream);
-                    throughput.Add(c);
+                    var cpu = cpuBefore is { } b && CpuSeconds(p.Process) is { } a ? (a - b) * 1e6 / (c.Rps * (seconds + 1)) : (double?)null;
+                    throughput.Add((c, cpu));
                     errors += c.Errors;
                 }
-                var floor = throughput.FirstOrDefault(c => c.Path == "nginx proxy_pass") ?? throughput[0];
-                foreach (var c in throughput)
-                    Console.WriteLine(Row($"| {c.Path} | {c.Rps:F0} | {c.P50:F3} | {c.P99:F3} | {c.Rps / floor.Rps:P0} | {c.Errors} |"));
-                if (throughput.FirstOrDefault(c => c.Path == "portkey") is { Rps: > 0 } pk && throughput.FirstOrDefault(c => c.Path == "bursar") is { } bu)
+                var floor = throughput.FirstOrDefault(c => c.Cell.Path == "nginx proxy_pass").Cell ?? throughput[0].Cell;
+                foreach (var (c, cpu) in throughput)
+                    Console.WriteLine(Row($"| {c.Path} | {c.Rps:F0} | {c.P50:F3} | {c.P99:F3} | {c.Rps / floor.Rps:P0} | {(cpu is { } us ? us.ToString("F0", CultureInfo.InvariantCulture) : "")} | {c.Errors} |"));
+                if (throughput.FirstOrDefault(c => c.Cell.Path == "portkey").Cell is { Rps: > 0 } pk && throughput.FirstOrDefault(c => c.Cell.Path == "bursar").Cell is { } bu)
                 {
                     Console.WriteLine();
                     Console.WriteLine(Row($"Bursar / Portkey throughput: {bu.Rps / pk.Rps:F1}x"));
                 }
+                if (only == "throughput") return errors == 0 ? 0 : 1;
 
                 Console.WriteLine();
                 var bound = delayMs * 1.5;
@@ -287,6 +291,29 @@ internal static class FieldBench
     private static string? Which(string program) =>
         (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Select(d => System.IO.Path.Combine(d, program)).FirstOrDefault(File.Exists)
         ?? new[] { "/usr/sbin/" + program, "/sbin/" + program }.FirstOrDefault(File.Exists);
+
+    /// <summary>CPU time (user + system) of a process and its children (nginx's worker), in seconds, from /proc; null off Linux.</summary>
+    private static double? CpuSeconds(Process? p)
+    {
+        if (p is null) return null;
+        try
+        {
+            double Of(int pid)
+            {
+                var stat = File.ReadAllText($"/proc/{pid}/stat");
+                var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                // utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3
+                var ticks = long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture);
+                var children = File.Exists($"/proc/{pid}/task/{pid}/children") ? File.ReadAllText($"/proc/{pid}/task/{pid}/children") : "";
+                return ticks / 100.0 + children.Split(' ', StringSplitOptions.RemoveEmptyEntries).Sum(c => Of(int.Parse(c, CultureInfo.InvariantCulture)));
+            }
+            return Of(p.Id);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
+        {
+            return null;
+        }
+    }
 
     private static double? RssMb(Process p)
     {

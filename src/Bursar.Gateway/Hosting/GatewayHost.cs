@@ -37,7 +37,10 @@ public static partial class GatewayHost
 {
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
-        var builder = WebApplication.CreateSlimBuilder(args);
+        // appsettings files are read once: the host's default reload-on-change watches the content root and everything under
+        // it, and the default data folder (.bursar) sits there, so every ledger write woke a file-watcher thread. A later
+        // --hostBuilder:reloadConfigOnChange=true still turns it back on.
+        var builder = WebApplication.CreateSlimBuilder(["--hostBuilder:reloadConfigOnChange=false", .. args]);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("System.Net.Http.HttpClient", LogLevel.Warning);
         builder.WebHost.ConfigureKestrel(k =>
