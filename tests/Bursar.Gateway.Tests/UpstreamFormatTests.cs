@@ -178,4 +178,22 @@ public sealed class UpstreamFormatTests(RawUpstreamFixture raw) : IClassFixture<
         Assert.InRange(row.OutputTokens, 5, 10);
         Assert.True(row.Cost > 0m);
     }
+
+    [Fact]
+    public async Task With_tracing_off_the_gateway_starts_no_activity_per_request_so_no_trace_header_reaches_the_upstream()
+    {
+        // ASP.NET Core starts an Activity per request while its hosting log category is enabled, and HttpClient then adds a
+        // child one and a traceparent header to the upstream call: per-request work nobody reads when no exporter is set
+        string? traceparent = "<not called>";
+        raw.Respond = async ctx =>
+        {
+            traceparent = ctx.Request.Headers.TryGetValue("traceparent", out var v) ? v.ToString() : null;
+            ctx.Response.ContentType = "application/json";
+            await ctx.Response.WriteAsync("""{"id":"c1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Paris."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":2,"total_tokens":14}}""");
+        };
+        var (status, _, row) = await Call("/v1/chat/completions", OpenAIBody(stream: false), "fmt-no-trace");
+        Assert.Equal(200, status);
+        Assert.Equal("ok", row.Outcome);
+        Assert.Null(traceparent);
+    }
 }
