@@ -357,7 +357,7 @@ public static class WhatIfSimulator
             var fixedTokens = FixedTokens(first, warm.GetValueOrDefault(first.Model));
             var series = new Bursar.Core.Context.RunCall[run.Count];
             for (var i = 0; i < run.Count; i++)
-                series[i] = new Bursar.Core.Context.RunCall(run[i].Usage.TotalInputTokens, run[i].Usage.CacheReadTokens, run[i].Usage.OutputTokens,
+                series[i] = new Bursar.Core.Context.RunCall(run[i].Usage.TotalInputTokens, run[i].Usage.CacheReadTokens, run[i].Source.OutputTokens,
                     ContinuesTurn: i > 0 && run[i - 1].Source.FinishReason is "tool_calls" or "tool_use");
             var rates = Bursar.Core.Context.CacheRates.Of(first.Price!.Rates, first.Source.Dialect == "anthropic");
             var replay = Bursar.Core.Context.CompactionReplay.Run(series, policy, rates, fixedTokens, first.Source.PrefixTokens, headerTokens);
@@ -390,7 +390,7 @@ public static class WhatIfSimulator
             .GroupBy(c => (c.Source.RunId!, c.Model)).Select(g => g.ToList()).ToList();
         var warm = runs.GroupBy(r => r[0].Model, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Max(r => r[0].Usage.CacheReadTokens), StringComparer.Ordinal);
         var compacted = runs.Select(run => new Bursar.Core.Context.CompactedRun(
-            run.Select((c, i) => new Bursar.Core.Context.RunCall(c.Usage.TotalInputTokens + c.Source.ContextTokensRemoved, c.Usage.CacheReadTokens, c.Usage.OutputTokens, i > 0 && run[i - 1].Source.FinishReason is "tool_calls" or "tool_use")).ToArray(),
+            run.Select((c, i) => new Bursar.Core.Context.RunCall(c.Usage.TotalInputTokens + c.Source.ContextTokensRemoved, c.Usage.CacheReadTokens, c.Source.OutputTokens, i > 0 && run[i - 1].Source.FinishReason is "tool_calls" or "tool_use")).ToArray(),
             run.Select(c => c.Source.ContextTokensRemoved).ToArray(), policies[run[0].Source.Route!],
             Bursar.Core.Context.CacheRates.Of(run[0].Price!.Rates, run[0].Source.Dialect == "anthropic"), FixedTokens(run[0], warm[run[0].Model]), run[0].Source.PrefixTokens)).ToList();
         return Bursar.Core.Context.CompactionReplay.FitHeaderTokens(compacted) is { } share ? (share, compacted.Count) : null;

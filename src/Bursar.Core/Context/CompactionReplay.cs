@@ -80,7 +80,7 @@ public static class CompactionReplay
     /// The tokens a sliding window's header keeps of each message it replaces, at most (what the user asked, clipped; the tool called
     /// with its arguments; the identifiers a result named): fitted on tau-bench airline conversations 0-79 (2026-12-03).
     /// </summary>
-    public const long DefaultHeaderTokens = 60;
+    public const long DefaultHeaderTokens = 55;
 
     /// <summary>Whether a strategy can be replayed from tokens alone (a sliding window; pruning, summaries and retrieval need the messages).</summary>
     public static bool CanReplay(string strategy) => strategy == CompactionPolicy.SlidingWindow;
@@ -129,17 +129,12 @@ public static class CompactionReplay
         for (var i = 0; i < calls.Count; i++)
         {
             var c = calls[i];
+            // what the call added: the previous call's answer (its output), then the tool results or the user message after it
             var grown = Math.Max(0, i == 0 ? c.InputTokens - start : c.InputTokens - calls[i - 1].InputTokens);
-            if (i == 0 || !c.ContinuesTurn)
-            {
-                if (turns.Count > 0)
-                {
-                    var answer = Math.Min(grown, calls[i - 1].OutputTokens);
-                    turns[^1] = (turns[^1].Tokens + answer, turns[^1].Saving + Saving(answer));
-                    grown -= answer;
-                }
-                turns.Add((grown, Saving(grown)));
-            }
+            var answer = i == 0 ? 0 : Math.Min(grown, calls[i - 1].OutputTokens);
+            if (answer > 0) turns[^1] = (turns[^1].Tokens + answer, turns[^1].Saving + Saving(answer));
+            grown -= answer;
+            if (i == 0 || !c.ContinuesTurn) turns.Add((grown, Saving(grown)));
             else turns[^1] = (turns[^1].Tokens + grown, turns[^1].Saving + Saving(grown));
             var series = new TokenSeries(system, turns);
             // the stage compacts a request estimated at the trigger or more, with more turns than it keeps
