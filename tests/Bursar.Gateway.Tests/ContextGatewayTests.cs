@@ -158,8 +158,8 @@ public sealed class ContextGatewayTests(ContextGatewayFixture gw, ITestOutputHel
         Assert.Equal(Math.Round(share * offCost, 6), Math.Round(flat, 6));
         Assert.Contains($"{off.Count:N0} calls compacted with sliding-window", flatText);
         Assert.Contains($"measured on {calibration.Count:N0} ledger calls already on such a route", flatText);
-        // a share measured elsewhere (`bursar eval compaction` on the team's own conversations) replaces the ledger's
-        var (given, _, givenText) = Step(noRuns, new() { Routes = routes, ContextReductions = new Dictionary<string, decimal> { ["sliding-window"] = 0.05m } });
+        // a share measured elsewhere (`bursar eval compaction` on the team's own conversations) replaces the ledger's, and the per-run replay
+        var (given, _, givenText) = Step(window, new() { Routes = routes, ContextReductions = new Dictionary<string, decimal> { ["sliding-window"] = 0.05m } });
         Assert.Equal(Math.Round(0.05m * offCost, 6), Math.Round(given, 6));
         Assert.Contains("5.0% of their cost (given)", givenText);
         // the calls already compacted are in the baseline: a ladder over them alone has nothing left to trim

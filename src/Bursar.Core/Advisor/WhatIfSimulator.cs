@@ -38,8 +38,9 @@ public sealed record WhatIfAssumptions
 
     /// <summary>
     /// When <see cref="Routes"/> turn compaction on: the share of a call's cost each strategy removes, by strategy name. A strategy
-    /// missing here takes the share measured on the ledger's own rows of routes where it is already on (their credited compaction
-    /// saving over what they would have cost), else <see cref="DefaultContextReductions"/>.
+    /// missing here is simulated per run on the calls of agent runs, where it can be from tokens (a sliding window,
+    /// <see cref="Context.CompactionReplay"/>); on other calls it takes the share measured on the ledger's own rows of routes where it is
+    /// already on (their credited compaction saving over what they would have cost), else <see cref="DefaultContextReductions"/>.
     /// </summary>
     public IReadOnlyDictionary<string, decimal> ContextReductions { get; init; } = new Dictionary<string, decimal>();
 
@@ -284,7 +285,7 @@ public static class WhatIfSimulator
     /// The tighter-context step when route policies turn compaction on. The calls of an agent run (a run id on the ledger) a sliding-window
     /// route would take are replayed per run: the stage's own cache-aware step decision on the run's token series, each call re-priced with
     /// the input it would have sent and read from the cache (what compaction saves is dominated by a few long runs, so a share measured on
-    /// other conversations does not carry). Every other call a compaction route would take loses the share of its cost its strategy
+    /// other conversations does not carry), unless a share is given for the strategy. Every other call a compaction route would take loses the share of its cost its strategy
     /// removes, as measured (the assumption's, else the ledger's rows already on such a route, else the recorded trajectories'); calls
     /// already compacted in the window are in the baseline and have nothing left to save here.
     /// </summary>
@@ -307,6 +308,7 @@ public static class WhatIfSimulator
             : (WhatIfAssumptions.DefaultContextReductions.GetValueOrDefault(s), "measured on recorded agent conversations");
         var moved = new Dictionary<string, long>(StringComparer.Ordinal);
         // calls of one agent run a route would compact with a strategy replayable from tokens: simulated per run, not a flat share
+        // (unless a share for the strategy is given: measured on the team's own conversations, it is what the caller asked for)
         var runs = new Dictionary<(string Run, string Model), (Bursar.Core.Context.CompactionPolicy Policy, List<Call> Calls)>();
         foreach (var c in calls)
         {
@@ -315,7 +317,7 @@ public static class WhatIfSimulator
             var route = routes.Match(new Attribution.CallAttribution { Task = r.Task, Feature = r.Feature, Team = r.Team, KeyId = r.KeyId, Customer = r.Customer },
                 r.RequestedModel ?? c.Model, r.Usage.TotalInputTokens);
             if (route?.Compaction is not { } policy) continue;
-            if (r.RunId is { Length: > 0 } run && Bursar.Core.Context.CompactionReplay.CanReplay(policy.Strategy))
+            if (r.RunId is { Length: > 0 } run && Bursar.Core.Context.CompactionReplay.CanReplay(policy.Strategy) && !a.ContextReductions.ContainsKey(policy.Strategy))
             {
                 var key = (run, c.Model);
                 if (!runs.TryGetValue(key, out var list)) runs[key] = list = (policy, []);
