@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
+using Xunit.Abstractions;
 
 namespace Bursar.Gateway.Tests;
 
@@ -23,11 +24,13 @@ public sealed class ContextGatewayFixture : GatewayFixture
         "--Bursar:Routing:Routes:6:Name=window-a", "--Bursar:Routing:Routes:6:Feature=ctx-window-a", "--Bursar:Routing:Routes:6:Compaction:Strategy=sliding-window",
         "--Bursar:Runs:MaxTurns=1000", "--Bursar:Runs:MaxToolCalls=1000", "--Bursar:Runs:DoneWhenAnsweredWithoutTools=false", // replayed agent conversations run long and answer between tool calls
         "--Bursar:Routing:Routes:7:Name=window-b", "--Bursar:Routing:Routes:7:Feature=ctx-window-b", "--Bursar:Routing:Routes:7:Compaction:Strategy=sliding-window",
+        "--Bursar:Routing:Routes:8:Name=window-a2", "--Bursar:Routing:Routes:8:Feature=ctx-window-a2", "--Bursar:Routing:Routes:8:Compaction:Strategy=sliding-window",
+        "--Bursar:Routing:Routes:9:Name=window-b2", "--Bursar:Routing:Routes:9:Feature=ctx-window-b2", "--Bursar:Routing:Routes:9:Compaction:Strategy=sliding-window",
     ];
 }
 
 /// <summary>The context lever end to end: the gateway's edit reaches the Simulator, the ledger row says what it removed; provider-native context management passes through and bills its iterations.</summary>
-public sealed class ContextGatewayTests(ContextGatewayFixture gw) : IClassFixture<ContextGatewayFixture>
+public sealed class ContextGatewayTests(ContextGatewayFixture gw, ITestOutputHelper output) : IClassFixture<ContextGatewayFixture>
 {
     private static string Conversation(int turns)
     {
@@ -79,8 +82,14 @@ public sealed class ContextGatewayTests(ContextGatewayFixture gw) : IClassFixtur
         foreach (var t in conversations)
             foreach (var end in t.CallPoints())
             {
+                // the Simulator answers as the recorded agent did: the tool it called, or text where it answered the user (so the ledger's
+                // finish reasons say, as a real agent's do, whether the next call carries tool results or a new user message)
+                var request = t.Request(end, tools, "gpt-4o");
+                request["tool_choice"] = t.Messages[end]?["tool_calls"] is JsonArray { Count: > 0 } called
+                    ? new JsonObject { ["type"] = "function", ["function"] = new JsonObject { ["name"] = called[0]!["function"]!["name"]!.DeepClone() } }
+                    : "none";
                 // the response cache off: a second replay must reach the provider as the first did
-                using var req = gw.Post("/v1/chat/completions", t.Request(end, tools, "gpt-4o").ToJsonString(), feature: feature);
+                using var req = gw.Post("/v1/chat/completions", request.ToJsonString(), feature: feature);
                 req.Headers.Add("x-bursar-cache", "off");
                 req.Headers.Add("x-bursar-run", $"{feature}-{t.Id}"); // one agent run per conversation, as an agent framework tags it
                 using var resp = await gw.Http.SendAsync(req);
@@ -91,42 +100,66 @@ public sealed class ContextGatewayTests(ContextGatewayFixture gw) : IClassFixtur
 
     /// <summary>
     /// The what-if ladder's tighter-context step with route policies: the ledger holds 40 conversations already on a sliding-window route
-    /// and 40 others not compacted; told a route would compact the second set, the ladder applies the share of cost the first set's rows
-    /// measured (their credited saving over what they would have cost), or the share it is given. The report shows the lever per route.
+    /// and 40 others not compacted, each conversation one agent run (<c>x-bursar-run</c>). Told a route would compact the second set, the
+    /// ladder replays each of its runs through the stage's cache-aware step decision on the run's token series and re-prices the calls:
+    /// within 10% of the saving measured by replaying the second set with compaction on, on both splits (a flat share measured on the
+    /// first set misses by 30% and 80%). Without run ids it applies the share of cost the first set's rows measured (their credited
+    /// saving over what they would have cost), or the share it is given. The report shows the lever per route.
     /// </summary>
-    [Fact]
-    public async Task The_tighter_context_step_applies_the_reduction_measured_on_the_ledgers_compacted_calls_to_the_calls_a_route_would_compact()
+    [Theory]
+    [InlineData("halves")]
+    [InlineData("alternate")]
+    public async Task The_tighter_context_step_replays_each_run_through_the_compaction_step_and_lands_within_10_percent_of_the_measured_saving(string split)
     {
-        var all = TauBench();
-        var calibration = await Replay(all.Take(80).Where((_, k) => k % 2 == 0).ToArray(), "ctx-window-a");
-        var off = await Replay(all.Take(80).Where((_, k) => k % 2 == 1).ToArray(), "ctx-whatif");
+        var all = TauBench().Take(80).ToArray();
+        var (first, second) = split == "halves"
+            ? (all.Take(40).ToArray(), all.Skip(40).ToArray())
+            : (all.Where((_, k) => k % 2 == 0).ToArray(), all.Where((_, k) => k % 2 == 1).ToArray());
+        var suffix = split == "halves" ? "" : "2";
+        var calibration = await Replay(first, "ctx-window-a" + suffix);
+        var off = await Replay(second, "ctx-whatif" + suffix);
+        var on = await Replay(second, "ctx-window-b" + suffix); // the second set with compaction on: what the step should predict
         var routes = new Bursar.Core.Routing.RoutingOptions
         {
             Routes =
             [
-                new() { Name = "window-a", Feature = "ctx-window-a", Compaction = new() { Strategy = Bursar.Core.Context.CompactionPolicy.SlidingWindow } },
-                new() { Name = "window-b", Feature = "ctx-whatif", Compaction = new() { Strategy = Bursar.Core.Context.CompactionPolicy.SlidingWindow } },
+                new() { Name = "window-a" + suffix, Feature = "ctx-window-a" + suffix, Compaction = new() { Strategy = Bursar.Core.Context.CompactionPolicy.SlidingWindow } },
+                new() { Name = "window-b" + suffix, Feature = "ctx-whatif" + suffix, Compaction = new() { Strategy = Bursar.Core.Context.CompactionPolicy.SlidingWindow } },
             ],
         };
-        var window = calibration.Concat(off).ToArray();
         var catalog = new Bursar.Core.Pricing.PriceCatalog(Bursar.Core.Pricing.PriceFiles.LoadBuiltIn());
         var i = Array.IndexOf(Bursar.Core.Advisor.WhatIfSimulator.Order, "tighter context");
-        (decimal Saving, decimal Before, string Assumption) Step(Bursar.Core.Advisor.WhatIfAssumptions a)
+        (decimal Saving, decimal Before, string Assumption) Step(IReadOnlyList<Bursar.Core.Ledger.LedgerRecord> window, Bursar.Core.Advisor.WhatIfAssumptions a)
         {
             var ladder = Bursar.Core.Advisor.WhatIfSimulator.Run(window, catalog, a, window.Min(r => r.Timestamp), window.Max(r => r.Timestamp).AddSeconds(1));
             return (ladder.Steps[i - 1].WindowCost - ladder.Steps[i].WindowCost, ladder.Steps[i - 1].WindowCost, ladder.Steps[i].Assumption);
         }
 
-        // measured on the ledger: the compacted calls' credited saving over their cost without it, applied to the others' cost
+        // per run: each conversation of the second set replayed through the compaction step's decision on its tokens
+        var window = calibration.Concat(off).ToArray();
+        var (predicted, _, text) = Step(window, new() { Routes = routes });
+        var measured = off.Sum(r => r.Cost!.Value) - on.Sum(r => r.Cost!.Value);
+        var credited = on.Sum(r => r.SavingCompaction);
+        var noRuns = calibration.Concat(off.Select(r => r with { RunId = null })).ToArray();
+        var offCost = Step(noRuns, new() { Routes = routes }).Before - Step(calibration, new() { Routes = routes }).Before; // the second set's cost after the earlier steps (output caps, prompt caching)
+        // measured on the ledger: the compacted calls' credited saving over their cost without it
         var share = calibration.Sum(r => r.SavingCompaction) / calibration.Sum(r => r.Cost!.Value + r.SavingCompaction);
         Assert.True(share > 0, $"the calibration set's compaction saved nothing: {share}");
-        var (measured, before, text) = Step(new() { Routes = routes });
-        var offCost = before - calibration.Sum(r => r.Cost!.Value); // the earlier steps change nothing on these gpt-4o calls
-        Assert.Equal(Math.Round(share * offCost, 6), Math.Round(measured, 6));
+        output.WriteLine($"split {split}: calibration share {share:P2} ({calibration.Sum(r => r.SavingCompaction):F4} of {calibration.Sum(r => r.Cost!.Value + r.SavingCompaction):F2}); "
+            + $"second set cost {offCost:F4}: predicted per run {predicted:F4}, flat share {share * offCost:F4}, measured {measured:F4}, credited {credited:F4}; "
+            + $"predicted vs measured {(predicted - measured) / measured:P1}; {text}");
+        Assert.True(measured > 0);
+        Assert.True(Math.Abs(predicted - measured) <= 0.10m * measured, $"predicted {predicted:F4} vs measured {measured:F4} ({(predicted - measured) / measured:P1})");
         Assert.Contains($"{off.Count:N0} calls compacted with sliding-window", text);
-        Assert.Contains($"measured on {calibration.Count:N0} ledger calls already on such a route", text);
-        // a share measured elsewhere (`bursar eval compaction` on the team's own conversations) replaces the ledger's
-        var (given, _, givenText) = Step(new() { Routes = routes, ContextReductions = new Dictionary<string, decimal> { ["sliding-window"] = 0.05m } });
+        Assert.Contains($"simulated per run on {second.Length:N0} runs", text);
+
+        // without run ids: the share measured on the ledger's calls already compacted, applied to the others' cost
+        var (flat, _, flatText) = Step(noRuns, new() { Routes = routes });
+        Assert.Equal(Math.Round(share * offCost, 6), Math.Round(flat, 6));
+        Assert.Contains($"{off.Count:N0} calls compacted with sliding-window", flatText);
+        Assert.Contains($"measured on {calibration.Count:N0} ledger calls already on such a route", flatText);
+        // a share measured elsewhere (`bursar eval compaction` on the team's own conversations) replaces the ledger's, and the per-run replay
+        var (given, _, givenText) = Step(window, new() { Routes = routes, ContextReductions = new Dictionary<string, decimal> { ["sliding-window"] = 0.05m } });
         Assert.Equal(Math.Round(0.05m * offCost, 6), Math.Round(given, 6));
         Assert.Contains("5.0% of their cost (given)", givenText);
         // the calls already compacted are in the baseline: a ladder over them alone has nothing left to trim
@@ -135,12 +168,12 @@ public sealed class ContextGatewayTests(ContextGatewayFixture gw) : IClassFixtur
 
         // the report: the lever per route, calls shortened, tokens removed, the saving
         var report = Bursar.Core.Reporting.SpendReport.Build(window, Bursar.Core.Reporting.ReportDimension.Route);
-        var row = Assert.Single(report.Rows, r => r.Group == "window-a");
+        var row = Assert.Single(report.Rows, r => r.Group == "window-a" + suffix);
         Assert.True(row.ContextCalls > 0);
         Assert.Equal(calibration.Count(r => r.ContextTokensRemoved > 0), row.ContextCalls);
         Assert.Equal(calibration.Sum(r => r.ContextTokensRemoved), row.ContextTokensRemoved);
         Assert.Equal(calibration.Sum(r => r.SavingCompaction), row.SavingContext);
-        Assert.Equal(0, report.Rows.Single(r => r.Group != "window-a").ContextCalls);
+        Assert.Equal(0, report.Rows.Single(r => r.Group != "window-a" + suffix).ContextCalls);
         Assert.Contains("Context lever per route", report.ToTable());
         Assert.Contains("\"context_tokens_removed\": " + row.ContextTokensRemoved, report.ToJson());
     }

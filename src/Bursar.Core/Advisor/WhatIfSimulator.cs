@@ -38,8 +38,9 @@ public sealed record WhatIfAssumptions
 
     /// <summary>
     /// When <see cref="Routes"/> turn compaction on: the share of a call's cost each strategy removes, by strategy name. A strategy
-    /// missing here takes the share measured on the ledger's own rows of routes where it is already on (their credited compaction
-    /// saving over what they would have cost), else <see cref="DefaultContextReductions"/>.
+    /// missing here is simulated per run on the calls of agent runs, where it can be from tokens (a sliding window,
+    /// <see cref="Context.CompactionReplay"/>); on other calls it takes the share measured on the ledger's own rows of routes where it is
+    /// already on (their credited compaction saving over what they would have cost), else <see cref="DefaultContextReductions"/>.
     /// </summary>
     public IReadOnlyDictionary<string, decimal> ContextReductions { get; init; } = new Dictionary<string, decimal>();
 
@@ -47,6 +48,13 @@ public sealed record WhatIfAssumptions
     /// The cost change each strategy made on 200 recorded tau-bench airline agent conversations (gpt-4o, the Simulator's prompt caching,
     /// KeepTurns 3, cache-aware; `bursar eval compaction`, bench/RESULTS.md, 2026-12-02): the fallback when the ledger has no rows of it.
     /// </summary>
+    /// <summary>
+    /// When a sliding window is replayed per run (<see cref="Context.CompactionReplay"/>): the tokens its header keeps of each message
+    /// it replaces, at most. Null (default): fitted on the ledger's runs a sliding-window route already compacted, else
+    /// <see cref="Context.CompactionReplay.DefaultHeaderTokens"/> (measured on tau-bench airline conversations).
+    /// </summary>
+    public long? ContextHeaderTokens { get; init; }
+
     public static readonly IReadOnlyDictionary<string, decimal> DefaultContextReductions = new Dictionary<string, decimal>
     {
         [Context.CompactionPolicy.PruneToolResults] = 0.009m, [Context.CompactionPolicy.SlidingWindow] = 0.028m,
@@ -274,9 +282,12 @@ public static class WhatIfSimulator
     }
 
     /// <summary>
-    /// The tighter-context step when route policies turn compaction on: each call a compaction route would take loses the share of its
-    /// cost its strategy removes, as measured (the assumption's, else the ledger's rows already on such a route, else the recorded
-    /// trajectories'); calls already compacted in the window are in the baseline and have nothing left to save here.
+    /// The tighter-context step when route policies turn compaction on. The calls of an agent run (a run id on the ledger) a sliding-window
+    /// route would take are replayed per run: the stage's own cache-aware step decision on the run's token series, each call re-priced with
+    /// the input it would have sent and read from the cache (what compaction saves is dominated by a few long runs, so a share measured on
+    /// other conversations does not carry), unless a share is given for the strategy. Every other call a compaction route would take loses the share of its cost its strategy
+    /// removes, as measured (the assumption's, else the ledger's rows already on such a route, else the recorded trajectories'); calls
+    /// already compacted in the window are in the baseline and have nothing left to save here.
     /// </summary>
     private static string RouteContext(List<Call> calls, RoutingOptions routes, WhatIfAssumptions a)
     {
@@ -296,6 +307,9 @@ public static class WhatIfSimulator
             : measured.TryGetValue(s, out var m) && m.Without > 0 ? (m.Saved / m.Without, $"measured on {m.Calls:N0} ledger calls already on such a route")
             : (WhatIfAssumptions.DefaultContextReductions.GetValueOrDefault(s), "measured on recorded agent conversations");
         var moved = new Dictionary<string, long>(StringComparer.Ordinal);
+        // calls of one agent run a route would compact with a strategy replayable from tokens: simulated per run, not a flat share
+        // (unless a share for the strategy is given: measured on the team's own conversations, it is what the caller asked for)
+        var runs = new Dictionary<(string Run, string Model), (Bursar.Core.Context.CompactionPolicy Policy, List<Call> Calls)>();
         foreach (var c in calls)
         {
             var r = c.Source;
@@ -303,15 +317,98 @@ public static class WhatIfSimulator
             var route = routes.Match(new Attribution.CallAttribution { Task = r.Task, Feature = r.Feature, Team = r.Team, KeyId = r.KeyId, Customer = r.Customer },
                 r.RequestedModel ?? c.Model, r.Usage.TotalInputTokens);
             if (route?.Compaction is not { } policy) continue;
+            if (r.RunId is { Length: > 0 } run && Bursar.Core.Context.CompactionReplay.CanReplay(policy.Strategy) && !a.ContextReductions.ContainsKey(policy.Strategy))
+            {
+                var key = (run, c.Model);
+                if (!runs.TryGetValue(key, out var list)) runs[key] = list = (policy, []);
+                list.Calls.Add(c);
+                continue;
+            }
             c.ContextShare = Math.Clamp(ShareOf(policy.Strategy).Share, 0m, 1m);
             moved[policy.Strategy] = moved.GetValueOrDefault(policy.Strategy) + 1;
         }
-        if (moved.Count == 0) return "no call of the window is on a compaction route that is not on already";
-        return string.Join("; ", moved.OrderBy(m => m.Key, StringComparer.Ordinal).Select(m =>
+        // the header share: fitted on the ledger's runs a sliding window already compacted, else the assumption's
+        var fitted = runs.Count == 0 || a.ContextHeaderTokens is not null ? null : FitHeaderTokens(calls, routes);
+        var header = a.ContextHeaderTokens ?? fitted?.Tokens ?? Bursar.Core.Context.CompactionReplay.DefaultHeaderTokens;
+        var headerFrom = a.ContextHeaderTokens is not null ? "given" : fitted is { } f ? $"fitted on {f.Runs:N0} ledger runs already compacted" : "measured on recorded agent conversations";
+        var replayed = Replay(runs.Values, header);
+        if (moved.Count == 0 && replayed.Count == 0) return "no call of the window is on a compaction route that is not on already";
+        return string.Join("; ", replayed.OrderBy(m => m.Key, StringComparer.Ordinal).Select(m =>
+                $"{m.Value.Calls:N0} calls compacted with {m.Key}: {(m.Value.Before == 0 ? 0 : m.Value.Saved / m.Value.Before * 100).ToString("0.0", CultureInfo.InvariantCulture)}% of their cost "
+                + $"(simulated per run on {m.Value.Runs:N0} runs: the stage's cache-aware step on each run's token series, a header of at most {header:N0} tokens per replaced message, {headerFrom})")
+            .Concat(moved.OrderBy(m => m.Key, StringComparer.Ordinal).Select(m =>
         {
             var (share, from) = ShareOf(m.Key);
             return $"{m.Value:N0} calls compacted with {m.Key}: {(share * 100).ToString("0.0", CultureInfo.InvariantCulture)}% of their cost ({from})";
-        }));
+        })));
+    }
+
+    /// <summary>
+    /// Each run replayed through its route's compaction (<see cref="Context.CompactionReplay"/>) and its calls re-priced with the input
+    /// they would have sent and read from the cache; per strategy, the calls and runs replayed and their cost before and after.
+    /// </summary>
+    private static Dictionary<string, (long Calls, long Runs, decimal Before, decimal Saved)> Replay(IEnumerable<(Bursar.Core.Context.CompactionPolicy Policy, List<Call> Calls)> runs, long headerTokens)
+    {
+        var result = new Dictionary<string, (long Calls, long Runs, decimal Before, decimal Saved)>(StringComparer.Ordinal);
+        var list = runs.ToList();
+        // the fixed prefix (system prompt and tools) a run's first call reads from the cache another run wrote; a run that found it cold takes the largest seen on its model
+        var warm = list.GroupBy(r => r.Calls[0].Model, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Max(r => r.Calls[0].Usage.CacheReadTokens), StringComparer.Ordinal);
+        foreach (var (policy, run) in list)
+        {
+            var first = run[0];
+            var fixedTokens = FixedTokens(first, warm.GetValueOrDefault(first.Model));
+            var series = new Bursar.Core.Context.RunCall[run.Count];
+            for (var i = 0; i < run.Count; i++)
+                series[i] = new Bursar.Core.Context.RunCall(run[i].Usage.TotalInputTokens, run[i].Usage.CacheReadTokens, run[i].Source.OutputTokens,
+                    ContinuesTurn: i > 0 && run[i - 1].Source.FinishReason is "tool_calls" or "tool_use");
+            var rates = Bursar.Core.Context.CacheRates.Of(first.Price!.Rates, first.Source.Dialect == "anthropic");
+            var replay = Bursar.Core.Context.CompactionReplay.Run(series, policy, rates, fixedTokens, first.Source.PrefixTokens, headerTokens);
+            decimal before = 0, after = 0;
+            for (var i = 0; i < run.Count; i++)
+            {
+                var c = run[i];
+                before += CostCalculator.Compute(c.Price!, c.Usage, c.Batch).Total;
+                if (replay[i].TokensRemoved > 0) c.Usage = Compacted(c.Usage, replay[i], c.Price!.Rates.CacheWrite5m is not null);
+                after += CostCalculator.Compute(c.Price!, c.Usage, c.Batch).Total;
+            }
+            var m = result.GetValueOrDefault(policy.Strategy);
+            result[policy.Strategy] = (m.Calls + run.Count, m.Runs + 1, m.Before + before, m.Saved + before - after);
+        }
+        return result;
+    }
+
+    /// <summary>The fixed prefix (system prompt and tools) of a run: what its first call read from the cache another run wrote, else <paramref name="warm"/>, else its system prompt.</summary>
+    private static long FixedTokens(Call first, long warm) =>
+        first.Usage.CacheReadTokens > 0 ? first.Usage.CacheReadTokens : warm > 0 ? warm : first.Source.PrefixTokens;
+
+    /// <summary>
+    /// The header share fitted on the ledger's runs a sliding-window route already compacted (their input before compaction is what they
+    /// sent plus what the stage removed); null when there are none.
+    /// </summary>
+    private static (long Tokens, int Runs)? FitHeaderTokens(List<Call> calls, RoutingOptions routes)
+    {
+        var policies = routes.Routes.Where(r => r.Compaction is { Strategy: Bursar.Core.Context.CompactionPolicy.SlidingWindow }).ToDictionary(r => r.Name, r => r.Compaction!, StringComparer.Ordinal);
+        var runs = calls.Where(c => !c.Free && c.Source is { RunId.Length: > 0, Route: { } route } && policies.ContainsKey(route) && c.Source.ContextStrategy is null or Bursar.Core.Context.CompactionPolicy.SlidingWindow)
+            .GroupBy(c => (c.Source.RunId!, c.Model)).Select(g => g.ToList()).ToList();
+        var warm = runs.GroupBy(r => r[0].Model, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Max(r => r[0].Usage.CacheReadTokens), StringComparer.Ordinal);
+        var compacted = runs.Select(run => new Bursar.Core.Context.CompactedRun(
+            run.Select((c, i) => new Bursar.Core.Context.RunCall(c.Usage.TotalInputTokens + c.Source.ContextTokensRemoved, c.Usage.CacheReadTokens, c.Source.OutputTokens, i > 0 && run[i - 1].Source.FinishReason is "tool_calls" or "tool_use")).ToArray(),
+            run.Select(c => c.Source.ContextTokensRemoved).ToArray(), policies[run[0].Source.Route!],
+            Bursar.Core.Context.CacheRates.Of(run[0].Price!.Rates, run[0].Source.Dialect == "anthropic"), FixedTokens(run[0], warm[run[0].Model]), run[0].Source.PrefixTokens)).ToList();
+        return Bursar.Core.Context.CompactionReplay.FitHeaderTokens(compacted) is { } share ? (share, compacted.Count) : null;
+    }
+
+    /// <summary>A call's usage with the input compaction would have removed, and the cache reads (and, where writes bill, writes) it would have made.</summary>
+    private static TokenUsage Compacted(TokenUsage u, Bursar.Core.Context.ReplayedCall r, bool explicitWrites)
+    {
+        var total = Math.Max(0, u.TotalInputTokens - r.TokensRemoved);
+        var read = Math.Clamp(r.CachedTokens, 0, total);
+        if (!explicitWrites) return u with { InputTokens = total - read, CacheReadTokens = read, CacheWrite5mTokens = 0, CacheWrite1hTokens = 0 };
+        var input = Math.Min(u.InputTokens, total - read);
+        var written = total - read - input;
+        return u.CacheWrite1hTokens > 0 && u.CacheWrite5mTokens == 0
+            ? u with { InputTokens = input, CacheReadTokens = read, CacheWrite5mTokens = 0, CacheWrite1hTokens = written }
+            : u with { InputTokens = input, CacheReadTokens = read, CacheWrite5mTokens = written, CacheWrite1hTokens = 0 };
     }
 
     private static string Pct(double share) => (share * 100).ToString("0", CultureInfo.InvariantCulture) + "%";

@@ -97,7 +97,7 @@ public sealed class Compactor(TokenCounter counter)
     /// again from the first changed message up to what the previous call sent (the newest turn is written either way); the same conversation prefix therefore yields the same boundary on every later call.
     /// </summary>
     /// <returns>The boundary, the previous turn's, and how many turns the conversation had when the boundary last stepped (its newest user turn then is what retrieval ranks the older turns against).</returns>
-    internal static (int Cut, int Previous, int At) Boundary(Conversation conv, CompactionPolicy policy, bool sliding, CacheRates rates)
+    internal static (int Cut, int Previous, int At) Boundary(ICompactionSeries conv, CompactionPolicy policy, bool sliding, CacheRates rates)
     {
         var turns = conv.TurnStarts.Count;
         if (!policy.CacheAware) return (Candidate(conv, turns, policy.KeepTurns, sliding), Candidate(conv, turns - 1, policy.KeepTurns, sliding), turns);
@@ -106,7 +106,7 @@ public sealed class Compactor(TokenCounter counter)
         for (var n = policy.KeepTurns + 1; n <= turns; n++)
         {
             if (n == turns) previous = cut;
-            var end = n < turns ? conv.TurnStarts[n] : conv.Messages.Count;
+            var end = n < turns ? conv.TurnStarts[n] : conv.Count;
             var history = conv.Tokens(0, end);
             if (history < policy.TriggerTokens) continue;
             var candidate = Candidate(conv, n, policy.KeepTurns, sliding);
@@ -124,7 +124,7 @@ public sealed class Compactor(TokenCounter counter)
     }
 
     /// <summary>The boundary that keeps the last <paramref name="keep"/> of the first <paramref name="turns"/> turns (a sliding window never cuts at the newest turn, and on Anthropic only at a user turn without tool results).</summary>
-    private static int Candidate(Conversation conv, int turns, int keep, bool sliding)
+    private static int Candidate(ICompactionSeries conv, int turns, int keep, bool sliding)
     {
         if (turns <= keep) return 0;
         var t = turns - keep;

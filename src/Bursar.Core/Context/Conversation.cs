@@ -12,7 +12,7 @@ internal sealed record ToolResult(int Message, JsonObject Owner, string Property
 /// that is not only tool results), the tool results with the tools that produced them, and rough token sizes (4 characters a token
 /// of the text the provider bills, <see cref="PromptTokenEstimator.AppendMessage"/>) for weighing steps. Reading never changes the messages.
 /// </summary>
-internal sealed class Conversation
+internal sealed class Conversation : ICompactionSeries
 {
     private readonly JsonArray _messages;
     private readonly bool _anthropic;
@@ -35,6 +35,8 @@ internal sealed class Conversation
 
     public JsonArray Messages => _messages;
     public List<int> TurnStarts { get; } = [];
+    IReadOnlyList<int> ICompactionSeries.TurnStarts => TurnStarts;
+    int ICompactionSeries.Count => _messages.Count;
     public List<ToolResult> Results { get; } = [];
     public int FirstConversational { get; private set; } = -1;
 
