@@ -39,6 +39,16 @@ public static partial class AdminBadRequest
         return app;
     }
 
+    /// <summary>
+    /// An optional integer query parameter, bound here rather than by the framework: the source-generated request delegates
+    /// answer a malformed optional number with an empty 400 instead of throwing, so this throws what the framework's binder
+    /// throws and the middleware above names the parameter in problem details.
+    /// </summary>
+    public static int? OptionalInt(string? raw, string name) =>
+        string.IsNullOrEmpty(raw) ? null
+        : int.TryParse(raw, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var v) ? v
+        : throw new BadHttpRequestException($"Failed to bind parameter \"int? {name}\" from \"{raw}\".");
+
     private static bool IsAdminPath(PathString path) =>
         path.StartsWithSegments("/admin") || path.StartsWithSegments("/dashboard/api");
 

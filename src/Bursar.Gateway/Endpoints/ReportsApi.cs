@@ -26,24 +26,26 @@ public static class ReportsApi
         return app;
     }
 
-    private static async Task<Results<Ok<SpendReport>, ProblemHttpResult>> SpendAsync(string? by, string? from, string? to, int? days,
+    private static async Task<Results<Ok<SpendReport>, ProblemHttpResult>> SpendAsync(string? by, string? from, string? to, string? days,
         IReportStore store, Bursar.Core.Pricing.PriceCatalog catalog, TimeProvider time, CancellationToken ct)
     {
+        var dayCount = AdminBadRequest.OptionalInt(days, nameof(days));
         var dimension = ReportDimension.Feature;
         if (by is not null && !Enum.TryParse(by.Replace("_", "", StringComparison.Ordinal), ignoreCase: true, out dimension))
             return TypedResults.Problem(statusCode: 400, title: "Unknown report dimension",
                 detail: $"by='{by}' is not a dimension; use one of: {string.Join(", ", Enum.GetNames<ReportDimension>().Select(n => n.ToLowerInvariant()))}.");
-        if (!ReportWindow.TryParse(from, to, days, time.GetUtcNow(), out var window, out var error))
+        if (!ReportWindow.TryParse(from, to, dayCount, time.GetUtcNow(), out var window, out var error))
             return TypedResults.Problem(statusCode: 400, title: "Bad report window", detail: error);
         return TypedResults.Ok(await SpendReport.QueryAsync(store, dimension, window.From, window.To, ct, catalog));
     }
 
     /// <summary>The what-if ladder over the last <c>days</c> (default 30) of the ledger, with the gateway's own route policies when it has any.</summary>
-    private static async Task<Results<Ok<WhatIfLadder>, ProblemHttpResult>> WhatIfAsync(int? days, ILedgerStore ledger, PriceCatalog catalog, RouteTable routes, TimeProvider time, CancellationToken ct)
+    private static async Task<Results<Ok<WhatIfLadder>, ProblemHttpResult>> WhatIfAsync(string? days, ILedgerStore ledger, PriceCatalog catalog, RouteTable routes, TimeProvider time, CancellationToken ct)
     {
-        if (days is <= 0 or > 366) return TypedResults.Problem(statusCode: 400, title: "Bad report window", detail: $"days={days} must be between 1 and 366.");
+        var dayCount = AdminBadRequest.OptionalInt(days, nameof(days));
+        if (dayCount is <= 0 or > 366) return TypedResults.Problem(statusCode: 400, title: "Bad report window", detail: $"days={days} must be between 1 and 366.");
         var to = time.GetUtcNow();
-        var from = to.AddDays(-(days ?? 30));
+        var from = to.AddDays(-(dayCount ?? 30));
         var records = await ledger.ReadAsync(new LedgerQuery { From = from, To = to, Limit = MaxWhatIfCalls, Newest = true }, ct);
         // a busy ledger is replayed over the span its newest calls cover (the ladder is monthly either way)
         if (records.Count == MaxWhatIfCalls) from = records[0].Timestamp;
