@@ -524,9 +524,10 @@ public sealed class RedisSharedStateTests(RedisServer redis) : IClassFixture<Red
     public async Task A_held_fill_lock_is_renewed_past_its_ttl_until_released()
     {
         var key = "lock-" + Guid.NewGuid().ToString("N");
-        using var holder = FillLock(TimeSpan.FromSeconds(1));
+        // a 2 s lock renewed every 667 ms: a 1 s lock lapsed once in a loaded CI run, when the pool ran no renewal for over 667 ms
+        using var holder = FillLock(TimeSpan.FromSeconds(2));
         Assert.True(await holder.TryAcquireAsync(key, default));
-        await Task.Delay(TimeSpan.FromSeconds(2.5)); // two and a half TTLs
+        await Task.Delay(TimeSpan.FromSeconds(5)); // two and a half TTLs
         Assert.True(holder.Renewed >= 2, $"renewed {holder.Renewed} times");
         Assert.False(await FillLock(TimeSpan.FromSeconds(30)).TryAcquireAsync(key, default)); // still held
         await holder.ReleaseAsync(key);
