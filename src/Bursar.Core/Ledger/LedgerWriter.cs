@@ -462,18 +462,22 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             {
                 // written in batches as it is read: a 16 MB segment's ~20,000 records are never all in memory at once, so
                 // they die young instead of being promoted through the collector's generations while one long write runs
+                // Every batch is written blocking, on the writer's own thread as the rest of the replay: an awaited last
+                // batch let an async store (PostgreSQL) resume the next segment's blocking writes on a pool thread.
                 var replayed = 0;
                 var chunk = new List<LedgerRecord>(_options.MaxBatchSize);
+                void Write()
+                {
+                    Block(_store.WriteAsync(chunk, CancellationToken.None));
+                    replayed += chunk.Count;
+                    chunk = new List<LedgerRecord>(_options.MaxBatchSize);
+                }
                 ReadSpoolFile(s.Path, r =>
                 {
                     chunk.Add(r);
-                    if (chunk.Count < _options.MaxBatchSize) return;
-                    _store.WriteAsync(chunk, CancellationToken.None).GetAwaiter().GetResult(); // on the writer's own thread
-                    replayed += chunk.Count;
-                    chunk = new List<LedgerRecord>(_options.MaxBatchSize);
+                    if (chunk.Count == _options.MaxBatchSize) Write();
                 });
-                if (chunk.Count > 0) await _store.WriteAsync(chunk, CancellationToken.None).ConfigureAwait(false);
-                replayed += chunk.Count;
+                if (chunk.Count > 0) Write();
                 lock (_journalLock) _overflowOpen.Remove(s.Path);
                 LogReplayed(_logger, replayed);
             }
