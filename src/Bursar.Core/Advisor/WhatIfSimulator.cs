@@ -45,16 +45,16 @@ public sealed record WhatIfAssumptions
     public IReadOnlyDictionary<string, decimal> ContextReductions { get; init; } = new Dictionary<string, decimal>();
 
     /// <summary>
-    /// The cost change each strategy made on 200 recorded tau-bench airline agent conversations (gpt-4o, the Simulator's prompt caching,
-    /// KeepTurns 3, cache-aware; `bursar eval compaction`, bench/RESULTS.md, 2026-12-02): the fallback when the ledger has no rows of it.
-    /// </summary>
-    /// <summary>
     /// When a sliding window is replayed per run (<see cref="Context.CompactionReplay"/>): the tokens its header keeps of each message
     /// it replaces, at most. Null (default): fitted on the ledger's runs a sliding-window route already compacted, else
     /// <see cref="Context.CompactionReplay.DefaultHeaderTokens"/> (measured on tau-bench airline conversations).
     /// </summary>
     public long? ContextHeaderTokens { get; init; }
 
+    /// <summary>
+    /// The cost change each strategy made on 200 recorded tau-bench airline agent conversations (gpt-4o, the Simulator's prompt caching,
+    /// KeepTurns 3, cache-aware; `bursar eval compaction`, bench/RESULTS.md, 2026-12-02): the fallback when the ledger has no rows of it.
+    /// </summary>
     public static readonly IReadOnlyDictionary<string, decimal> DefaultContextReductions = new Dictionary<string, decimal>
     {
         [Context.CompactionPolicy.PruneToolResults] = 0.009m, [Context.CompactionPolicy.SlidingWindow] = 0.028m,
@@ -352,15 +352,12 @@ public static class WhatIfSimulator
         var result = new Dictionary<string, (long Calls, long Runs, decimal Before, decimal Saved)>(StringComparer.Ordinal);
         var list = runs.ToList();
         // the fixed prefix (system prompt and tools) a run's first call reads from the cache another run wrote; a run that found it cold takes the largest seen on its model
-        var warm = list.GroupBy(r => r.Calls[0].Model, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Max(r => r.Calls[0].Usage.CacheReadTokens), StringComparer.Ordinal);
+        var warm = WarmPrefix(list.Select(r => r.Calls));
         foreach (var (policy, run) in list)
         {
             var first = run[0];
             var fixedTokens = FixedTokens(first, warm.GetValueOrDefault(first.Model));
-            var series = new Bursar.Core.Context.RunCall[run.Count];
-            for (var i = 0; i < run.Count; i++)
-                series[i] = new Bursar.Core.Context.RunCall(run[i].Usage.TotalInputTokens, run[i].Usage.CacheReadTokens, run[i].Source.OutputTokens,
-                    ContinuesTurn: i > 0 && run[i - 1].Source.FinishReason is "tool_calls" or "tool_use");
+            var series = Series(run, removed: false);
             var rates = Bursar.Core.Context.CacheRates.Of(first.Price!.Rates, first.Source.Dialect == "anthropic");
             var replay = Bursar.Core.Context.CompactionReplay.Run(series, policy, rates, fixedTokens, first.Source.PrefixTokens, headerTokens);
             decimal before = 0, after = 0;
@@ -377,6 +374,23 @@ public static class WhatIfSimulator
         return result;
     }
 
+    /// <summary>
+    /// A run's token series as the replay reads it: each call's input (with <paramref name="removed"/>, plus what the stage already
+    /// removed: its input before compaction), cache reads and output; a call after a tool call continues its predecessor's turn.
+    /// </summary>
+    private static Bursar.Core.Context.RunCall[] Series(List<Call> run, bool removed)
+    {
+        var series = new Bursar.Core.Context.RunCall[run.Count];
+        for (var i = 0; i < run.Count; i++)
+            series[i] = new Bursar.Core.Context.RunCall(run[i].Usage.TotalInputTokens + (removed ? run[i].Source.ContextTokensRemoved : 0), run[i].Usage.CacheReadTokens,
+                run[i].Source.OutputTokens, ContinuesTurn: i > 0 && run[i - 1].Source.FinishReason is "tool_calls" or "tool_use");
+        return series;
+    }
+
+    /// <summary>Per model, the largest prefix a run's first call read from the cache (what another run had written): the fixed prefix of a run that found it cold.</summary>
+    private static Dictionary<string, long> WarmPrefix(IEnumerable<List<Call>> runs) =>
+        runs.GroupBy(r => r[0].Model, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Max(r => r[0].Usage.CacheReadTokens), StringComparer.Ordinal);
+
     /// <summary>The fixed prefix (system prompt and tools) of a run: what its first call read from the cache another run wrote, else <paramref name="warm"/>, else its system prompt.</summary>
     private static long FixedTokens(Call first, long warm) =>
         first.Usage.CacheReadTokens > 0 ? first.Usage.CacheReadTokens : warm > 0 ? warm : first.Source.PrefixTokens;
@@ -390,9 +404,9 @@ public static class WhatIfSimulator
         var policies = routes.Routes.Where(r => r.Compaction is { Strategy: Bursar.Core.Context.CompactionPolicy.SlidingWindow }).ToDictionary(r => r.Name, r => r.Compaction!, StringComparer.Ordinal);
         var runs = calls.Where(c => !c.Free && c.Source is { RunId.Length: > 0, Route: { } route } && policies.ContainsKey(route) && c.Source.ContextStrategy is null or Bursar.Core.Context.CompactionPolicy.SlidingWindow)
             .GroupBy(c => (c.Source.RunId!, c.Model)).Select(g => g.ToList()).ToList();
-        var warm = runs.GroupBy(r => r[0].Model, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Max(r => r[0].Usage.CacheReadTokens), StringComparer.Ordinal);
+        var warm = WarmPrefix(runs);
         var compacted = runs.Select(run => new Bursar.Core.Context.CompactedRun(
-            run.Select((c, i) => new Bursar.Core.Context.RunCall(c.Usage.TotalInputTokens + c.Source.ContextTokensRemoved, c.Usage.CacheReadTokens, c.Source.OutputTokens, i > 0 && run[i - 1].Source.FinishReason is "tool_calls" or "tool_use")).ToArray(),
+            Series(run, removed: true),
             run.Select(c => c.Source.ContextTokensRemoved).ToArray(), policies[run[0].Source.Route!],
             Bursar.Core.Context.CacheRates.Of(run[0].Price!.Rates, run[0].Source.Dialect == "anthropic"), FixedTokens(run[0], warm[run[0].Model]), run[0].Source.PrefixTokens)).ToList();
         return Bursar.Core.Context.CompactionReplay.FitHeaderTokens(compacted) is { } share ? (share, compacted.Count) : null;
