@@ -1,10 +1,9 @@
-using Microsoft.ML.Tokenizers;
-
 namespace Bursar.Core.Tokens;
 
 /// <summary>
 /// Counts tokens before a call, for estimates only (billing always uses the provider's reported usage).
-/// OpenAI models use their real tiktoken encodings (o200k for gpt-4o and newer, cl100k for older ones).
+/// OpenAI models use their real tiktoken encodings (o200k for gpt-4o and newer, cl100k for older ones), held compactly
+/// by <see cref="BpeEncoding"/>.
 /// Claude's tokenizer is not public: its count is an estimate from o200k scaled by <see cref="ClaudeFactor"/>.
 /// </summary>
 /// <remarks>
@@ -25,11 +24,8 @@ public sealed class TokenCounter
     /// <summary>The longest pre-tokenized piece encoded in one go; longer pieces are encoded in chunks of this many characters.</summary>
     public const int MaxPieceChars = 128;
 
-    /// <summary>The chunk length for pieces over <see cref="MaxPieceChars"/>: short enough for the tokenizer's piece cache, long enough that the count stays close (o200k's longest runs of one letter are 8 long).</summary>
+    /// <summary>The chunk length for pieces over <see cref="MaxPieceChars"/>: short enough that merging stays cheap, long enough that the count stays close (o200k's longest runs of one letter are 8 long).</summary>
     public const int ChunkChars = 8;
-
-    private static readonly Lazy<Tokenizer> O200k = new(() => TiktokenTokenizer.CreateForEncoding("o200k_base"));
-    private static readonly Lazy<Tokenizer> Cl100k = new(() => TiktokenTokenizer.CreateForEncoding("cl100k_base"));
 
     public TokenCounter(double claudeFactor = 1.15)
     {
@@ -44,85 +40,87 @@ public sealed class TokenCounter
 
     public static bool IsClaude(string model) => model.Contains("claude", StringComparison.OrdinalIgnoreCase);
 
-    public static Tokenizer TokenizerFor(string model) =>
+    /// <summary>The encoding <paramref name="model"/> is counted with: cl100k for gpt-4 and gpt-3.5, o200k for every other model.</summary>
+    public static BpeEncoding EncodingFor(string model) =>
         model.StartsWith("gpt-3.5", StringComparison.OrdinalIgnoreCase) || model.StartsWith("gpt-4-", StringComparison.OrdinalIgnoreCase) || model.Equals("gpt-4", StringComparison.OrdinalIgnoreCase)
-            ? Cl100k.Value
-            : O200k.Value;
+            ? BpeEncoding.Cl100k
+            : BpeEncoding.O200k;
 
     /// <summary>Tokens in <paramref name="text"/> for <paramref name="model"/> (an estimate for Claude); linear in the text, and stops when <paramref name="ct"/> is canceled.</summary>
     public int Count(string model, string text, CancellationToken ct = default)
     {
         if (string.IsNullOrEmpty(text)) return 0;
         ct.ThrowIfCancellationRequested();
-        var tokenizer = TokenizerFor(model);
+        var encoding = EncodingFor(model);
         long n = 0;
-        if (text.Length <= MaxPieceChars || tokenizer.PreTokenizer is not { } pre)
+        if (text.Length <= MaxPieceChars)
         {
-            n = tokenizer.CountTokens(text);
+            n = encoding.CountTokens(text);
         }
         else
         {
-            // one pre-tokenization pass; each piece is encoded as the tokenizer would, long ones in chunks
             var span = text.AsSpan();
-            var pieces = 0;
-            foreach (var (offset, length) in pre.PreTokenize(text))
+            var pieces = encoding.Pieces(span);
+            var count = 0;
+            while (pieces.MoveNext())
             {
-                if ((++pieces & 1023) == 0) ct.ThrowIfCancellationRequested();
-                if (length <= MaxPieceChars)
-                {
-                    n += tokenizer.CountTokens(span.Slice(offset, length), considerPreTokenization: false);
-                    continue;
-                }
-                for (var i = 0; i < length; i += ChunkChars)
-                {
-                    if ((i & 0x1FFF) == 0) ct.ThrowIfCancellationRequested();
-                    n += tokenizer.CountTokens(span.Slice(offset + i, Math.Min(ChunkChars, length - i)), considerPreTokenization: false);
-                }
+                if ((++count & 1023) == 0) ct.ThrowIfCancellationRequested();
+                if (pieces.SpecialId >= 0) n++;
+                else if (pieces.Length <= MaxPieceChars) n += encoding.CountPiece(span.Slice(pieces.Offset, pieces.Length));
+                else n += CountChunked(encoding, span.Slice(pieces.Offset, pieces.Length), ct);
             }
         }
-        var count = (int)Math.Min(n, int.MaxValue);
-        return IsClaude(model) ? (int)Math.Min(Math.Ceiling(count * ClaudeFactor), int.MaxValue) : count;
+        var total = (int)Math.Min(n, int.MaxValue);
+        return IsClaude(model) ? (int)Math.Min(Math.Ceiling(total * ClaudeFactor), int.MaxValue) : total;
+    }
+
+    private static long CountChunked(BpeEncoding encoding, ReadOnlySpan<char> piece, CancellationToken ct)
+    {
+        long n = 0;
+        for (var i = 0; i < piece.Length;)
+        {
+            if ((i & 0x1FFF) < ChunkChars) ct.ThrowIfCancellationRequested();
+            var chunk = Chunk(piece, i);
+            n += encoding.CountPiece(piece.Slice(i, chunk));
+            i += chunk;
+        }
+        return n;
+    }
+
+    /// <summary>The next chunk's length at <paramref name="at"/>: <see cref="ChunkChars"/>, one more rather than split a surrogate pair.</summary>
+    private static int Chunk(ReadOnlySpan<char> piece, int at)
+    {
+        var length = Math.Min(ChunkChars, piece.Length - at);
+        return at + length < piece.Length && char.IsHighSurrogate(piece[at + length - 1]) ? length + 1 : length;
     }
 
     /// <summary>Token ids with the model's encoding (o200k for Claude, whose ids are not public); long pieces are chunked as in <see cref="Count"/>.</summary>
     public static IReadOnlyList<int> Encode(string model, string text, CancellationToken ct = default)
     {
-        var tokenizer = TokenizerFor(model);
-        if (text.Length <= MaxPieceChars) return tokenizer.EncodeToIds(text);
-        var ids = new List<int>(text.Length / 3);
-        Walk(tokenizer, text, ct, segment => ids.AddRange(tokenizer.EncodeToIds(segment)));
-        return ids;
-    }
-
-    private delegate void SegmentAction(ReadOnlySpan<char> segment);
-
-    /// <summary>
-    /// Hands <paramref name="text"/> to <paramref name="encode"/> in segments: runs of ordinary pieces whole (so their
-    /// encoding is the tokenizer's own), pieces longer than <see cref="MaxPieceChars"/> in chunks of <see cref="ChunkChars"/>.
-    /// </summary>
-    private static void Walk(Tokenizer tokenizer, string text, CancellationToken ct, SegmentAction encode)
-    {
         ct.ThrowIfCancellationRequested();
-        if (tokenizer.PreTokenizer is not { } pre)
-        {
-            encode(text);
-            return;
-        }
+        var encoding = EncodingFor(model);
+        if (text.Length <= MaxPieceChars) return encoding.EncodeToIds(text);
+        var ids = new List<int>(text.Length / 3);
         var span = text.AsSpan();
-        var start = 0; // the first character not yet encoded
-        var pieces = 0;
-        foreach (var (offset, length) in pre.PreTokenize(text))
+        var pieces = encoding.Pieces(span);
+        var count = 0;
+        while (pieces.MoveNext())
         {
-            if ((++pieces & 1023) == 0) ct.ThrowIfCancellationRequested();
-            if (length <= MaxPieceChars) continue;
-            if (offset > start) encode(span[start..offset]);
-            for (var i = 0; i < length; i += ChunkChars)
+            if ((++count & 1023) == 0) ct.ThrowIfCancellationRequested();
+            var piece = span.Slice(pieces.Offset, pieces.Length);
+            if (pieces.SpecialId >= 0) ids.Add(pieces.SpecialId);
+            else if (piece.Length <= MaxPieceChars) encoding.EncodePiece(piece, ids);
+            else
             {
-                if ((i & 0x1FFF) == 0) ct.ThrowIfCancellationRequested();
-                encode(span.Slice(offset + i, Math.Min(ChunkChars, length - i)));
+                for (var i = 0; i < piece.Length;)
+                {
+                    if ((i & 0x1FFF) < ChunkChars) ct.ThrowIfCancellationRequested();
+                    var chunk = Chunk(piece, i);
+                    encoding.EncodePiece(piece.Slice(i, chunk), ids);
+                    i += chunk;
+                }
             }
-            start = offset + length;
         }
-        if (start < span.Length) encode(span[start..]);
+        return ids;
     }
 }
