@@ -227,6 +227,103 @@ public sealed class LedgerWriterTests : IDisposable
         Assert.True(noting.Sizes.Sum() >= 500, string.Join(",", noting.Sizes));
     }
 
+    /// <summary>Notes the ids of every write, in order; fails the write numbered <see cref="FailWrite"/> (from 1); with <see cref="Yield"/>, completes each write asynchronously as PostgreSQL's does.</summary>
+    private sealed class RecordingStore(ILedgerStore inner) : ILedgerStore
+    {
+        public readonly System.Collections.Concurrent.ConcurrentQueue<string[]> Writes = new();
+        public volatile int FailWrite;
+        public bool Yield;
+        private int _calls;
+
+        public async Task WriteAsync(IReadOnlyList<LedgerRecord> records, CancellationToken ct)
+        {
+            if (Yield) await Task.Yield();
+            if (Interlocked.Increment(ref _calls) == FailWrite) throw new IOException("the store went away mid-replay");
+            Writes.Enqueue(records.Select(r => r.Id).ToArray());
+            await inner.WriteAsync(records, ct);
+        }
+
+        public Task<IReadOnlyList<LedgerRecord>> ReadAsync(LedgerQuery q, CancellationToken ct) => inner.ReadAsync(q, ct);
+        public Task<long> CountAsync(CancellationToken ct) => inner.CountAsync(ct);
+    }
+
+    /// <summary>
+    /// A journal segment left on disk by a process killed mid-append: <paramref name="count"/> whole records, a last line
+    /// cut off, then the zeros of the preallocated rest.
+    /// </summary>
+    private string LeaveJournal(int count)
+    {
+        var spool = Path.Combine(_dir, "spool");
+        Directory.CreateDirectory(spool);
+        var path = Path.Combine(spool, "20260101000000000-journal-left.jsonl");
+        using var file = File.Create(path);
+        for (var i = 0; i < count; i++)
+        {
+            file.Write(System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(Record(i), LedgerJsonContext.Default.LedgerRecord));
+            file.WriteByte((byte)'\n');
+        }
+        file.Write(System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(Record(count), LedgerJsonContext.Default.LedgerRecord).AsSpan(0, 40));
+        file.Write(new byte[8192]);
+        return path;
+    }
+
+    private static string[] Ids(int count) => Enumerable.Range(0, count).Select(i => $"rec-{i:D6}").ToArray();
+
+    [Fact]
+    public async Task A_journal_left_on_disk_is_replayed_in_writes_of_at_most_MaxBatchSize_each_record_once_and_then_removed()
+    {
+        var journal = LeaveJournal(1300);
+        var store = new SqliteStore(Path.Combine(_dir, "left.db"));
+        var recording = new RecordingStore(store);
+        await using var w = new LedgerWriter(recording, Options(batch: 500), NullLogger<LedgerWriter>.Instance);
+        Assert.Equal(1300, await w.ReplaySpoolAsync(default));
+        Assert.Equal([500, 500, 300], recording.Writes.Select(b => b.Length)); // not one write of the whole file
+        Assert.Equal(Ids(1300), recording.Writes.SelectMany(b => b)); // each once, in file order; the cut-off last line skipped
+        Assert.Equal(1300, w.Written);
+        Assert.Equal(1300, await store.CountAsync(default));
+        Assert.False(File.Exists(journal));
+    }
+
+    [Fact]
+    public async Task A_store_failing_part_way_through_a_journal_leaves_the_file_and_a_later_replay_writes_every_record()
+    {
+        var journal = LeaveJournal(1300);
+        var store = new SqliteStore(Path.Combine(_dir, "left-fail.db"));
+        var recording = new RecordingStore(store) { FailWrite = 2 };
+        await using var w = new LedgerWriter(recording, Options(batch: 500), NullLogger<LedgerWriter>.Instance);
+        await Assert.ThrowsAsync<IOException>(() => w.ReplaySpoolAsync(default));
+        Assert.True(File.Exists(journal), "the file was removed before all of it was in the store");
+        Assert.Equal(500, await store.CountAsync(default)); // the first batch is in
+        Assert.Equal(500, w.Written);
+
+        Assert.Equal(1300, await w.ReplaySpoolAsync(default));
+        var writes = recording.Writes.ToArray();
+        Assert.Equal([500, 500, 500, 300], writes.Select(b => b.Length));
+        // the only records written twice are the first batch's, written again by id: the store ignores them
+        Assert.Equal(Ids(500).Concat(Ids(1300)), writes.SelectMany(b => b));
+        Assert.Equal(1300, await store.CountAsync(default));
+        Assert.Equal(1300, (await store.ReadAsync(new LedgerQuery { Limit = 5000 }, default)).Select(r => r.Id).Distinct().Count());
+        Assert.False(File.Exists(journal));
+    }
+
+    [Fact]
+    public async Task The_writer_thread_replays_a_left_journal_batch_by_batch_on_its_own_thread_even_with_an_async_store()
+    {
+        // the writer's start-up replay blocks on each batch: awaiting a store whose writes complete asynchronously would
+        // carry the rest of the file's batches on to a pool thread
+        var journal = LeaveJournal(1300);
+        var store = new SqliteStore(Path.Combine(_dir, "left-thread.db"));
+        var recording = new RecordingStore(store) { Yield = true };
+        var noting = new ThreadNotingStore(recording);
+        await using (var w = new LedgerWriter(noting, Options(batch: 500), NullLogger<LedgerWriter>.Instance))
+        {
+            w.Start();
+            await Eventually(async () => !File.Exists(journal) && await store.CountAsync(default) == 1300, "the left journal replayed and removed");
+        }
+        Assert.Equal([500, 500, 300], recording.Writes.Select(b => b.Length));
+        Assert.All(noting.Writes, t => Assert.Equal(("bursar-ledger-writer", false), (t.Name, t.Pool)));
+    }
+
     [Fact]
     public async Task Flush_completes_once_every_earlier_record_is_in_the_store_including_those_a_full_queue_left_in_the_journal()
     {

@@ -276,41 +276,103 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         done?.TrySetResult();
     }
 
-    /// <summary>Replays every journal file this writer does not own (left by a crash, an earlier run, a failed replay) into the store, then removes it.</summary>
+    /// <summary>
+    /// Replays every journal file this writer does not own (left by a crash, an earlier run, a failed replay) into the
+    /// store, a batch of at most <see cref="LedgerWriterOptions.MaxBatchSize"/> records at a time as the file is read, each
+    /// write awaited before the next batch is read; a file is removed once all of it is in the store.
+    /// </summary>
+    /// <remarks>
+    /// A failure part way through a file leaves the whole file for the next replay: the batches already written are
+    /// written again then, and the stores ignore a record whose id they hold. The writer's own thread replays through
+    /// <see cref="TryReplay"/> instead, which blocks on each write.
+    /// </remarks>
     public async Task<int> ReplaySpoolAsync(CancellationToken cancellationToken)
     {
-        string[] files;
+        var replayed = 0;
+        foreach (var file in UnownedJournals())
+        {
+            if (OpenJournal(file) is not { } journal) continue;
+            using (journal)
+            {
+                while (journal.ReadBatch() is { } batch)
+                {
+                    await _store.WriteAsync(batch, cancellationToken).ConfigureAwait(false);
+                    Interlocked.Add(ref _written, batch.Count);
+                    replayed += batch.Count;
+                }
+            }
+            Replayed(file);
+        }
+        _replayNeeded = false;
+        if (replayed > 0) LogReplayed(_logger, replayed);
+        return replayed;
+    }
+
+    /// <summary>
+    /// <see cref="ReplaySpoolAsync"/> on the writer's own thread (as it starts, and after a store failure), every batch
+    /// written blocking: an awaited write of an async store (PostgreSQL) would resume the rest of the replay, its reads and
+    /// its writes, on a pool thread. A failure is logged and the replay tried again after the next batch.
+    /// </summary>
+    private void TryReplay(CancellationToken ct)
+    {
+        try
+        {
+            var replayed = 0;
+            foreach (var file in UnownedJournals())
+            {
+                if (OpenJournal(file) is not { } journal) continue;
+                using (journal)
+                {
+                    while (journal.ReadBatch() is { } batch)
+                    {
+                        Block(_store.WriteAsync(batch, ct));
+                        Interlocked.Add(ref _written, batch.Count);
+                        replayed += batch.Count;
+                    }
+                }
+                Replayed(file);
+            }
+            _replayNeeded = false;
+            if (replayed > 0) LogReplayed(_logger, replayed);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            Interlocked.Increment(ref _storeFailures);
+            _replayNeeded = true;
+            LogReplayFailed(_logger, e);
+        }
+    }
+
+    /// <summary>The journal files no segment of this writer holds, oldest first.</summary>
+    private string[] UnownedJournals()
+    {
         lock (_journalLock)
         {
             // a .tmp file is a journal of an older version whose write was cut off by a crash: replay what can be read of it
             foreach (var tmp in Directory.EnumerateFiles(_options.SpoolDirectory, "*.tmp").ToArray())
                 File.Move(tmp, Path.ChangeExtension(tmp, ".recovered.jsonl"), overwrite: true);
-            files = Directory.EnumerateFiles(_options.SpoolDirectory, "*.jsonl").Where(f => !_live.Contains(f)).Order(StringComparer.Ordinal).ToArray();
+            return Directory.EnumerateFiles(_options.SpoolDirectory, "*.jsonl").Where(f => !_live.Contains(f)).Order(StringComparer.Ordinal).ToArray();
         }
-        var replayed = 0;
-        foreach (var file in files)
+    }
+
+    /// <summary>A reader of the journal file in batches of <see cref="LedgerWriterOptions.MaxBatchSize"/>; null when a concurrent replay has written and removed it.</summary>
+    private LedgerJournalReader? OpenJournal(string file)
+    {
+        try
         {
-            List<LedgerRecord> records;
-            try
-            {
-                records = ReadSpoolFile(file);
-            }
-            catch (FileNotFoundException)
-            {
-                continue; // replayed and removed by a concurrent replay
-            }
-            if (records.Count > 0)
-            {
-                await _store.WriteAsync(records, cancellationToken).ConfigureAwait(false);
-                Interlocked.Add(ref _written, records.Count);
-            }
-            lock (_journalLock) _overflowOpen.Remove(file);
-            File.Delete(file);
-            replayed += records.Count;
+            return LedgerJournalReader.Open(file, _options.MaxBatchSize);
         }
-        _replayNeeded = false;
-        if (replayed > 0) LogReplayed(_logger, replayed);
-        return replayed;
+        catch (FileNotFoundException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Every record of the unowned journal file is in the store: it is not needed any more.</summary>
+    private void Replayed(string file)
+    {
+        lock (_journalLock) _overflowOpen.Remove(file);
+        File.Delete(file);
     }
 
     /// <summary>
@@ -319,7 +381,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     /// </summary>
     private void Run(CancellationToken stop)
     {
-        Block(TryReplayAsync(stop));
+        TryReplay(stop);
         var batch = new List<Entry>(_options.MaxBatchSize);
         List<TaskCompletionSource>? barriers = null;
         var reader = _queue.Reader;
@@ -357,7 +419,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                 }
             }
             Commit(batch);
-            if (_replayNeeded) Block(TryReplayAsync(CancellationToken.None));
+            if (_replayNeeded) TryReplay(CancellationToken.None);
             if (barriers is not null)
             {
                 foreach (var b in barriers) b.TrySetResult();
@@ -409,11 +471,11 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                 catch (OperationCanceledException) { return; }
             }
         }
-        Block(ReleaseAsync(batch));
+        Release(batch);
     }
 
     /// <summary>The batch is in the store: segments whose every record is committed are removed (an overflowed one is replayed from its file first).</summary>
-    private async Task ReleaseAsync(List<Entry> batch)
+    private void Release(List<Entry> batch)
     {
         List<Segment>? retire = null;
         lock (_journalLock)
@@ -450,34 +512,33 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             }
         }
         if (retire is null) return;
-        foreach (var s in retire) await RetireAsync(s).ConfigureAwait(false);
+        foreach (var s in retire) Retire(s);
     }
 
-    private async Task RetireAsync(Segment s)
+    /// <summary>
+    /// The segment's every queued record is in the store: closes it and removes its file, after writing the file's records
+    /// to the store if a full queue left some of them only there. Blocks on the store: it runs on the writer's own thread
+    /// (or, once the loop has ended, on the one disposing the writer).
+    /// </summary>
+    private void Retire(Segment s)
     {
         s.Dispose();
         if (s.Overflowed)
         {
             try
             {
-                // written in batches as it is read: a 16 MB segment's ~20,000 records are never all in memory at once, so
-                // they die young instead of being promoted through the collector's generations while one long write runs
-                // Every batch is written blocking, on the writer's own thread as the rest of the replay: an awaited last
-                // batch let an async store (PostgreSQL) resume the next segment's blocking writes on a pool thread.
+                // written in batches as the file is read, every batch blocking on the writer's own thread as the rest of the
+                // replay: an awaited write let an async store (PostgreSQL) resume the next segment's blocking writes on a pool
+                // thread. Not added to Written: the queue's commits counted the records of the file that it held.
                 var replayed = 0;
-                var chunk = new List<LedgerRecord>(_options.MaxBatchSize);
-                void Write()
+                using (var journal = LedgerJournalReader.Open(s.Path, _options.MaxBatchSize))
                 {
-                    Block(_store.WriteAsync(chunk, CancellationToken.None));
-                    replayed += chunk.Count;
-                    chunk = new List<LedgerRecord>(_options.MaxBatchSize);
+                    while (journal.ReadBatch() is { } batch)
+                    {
+                        Block(_store.WriteAsync(batch, CancellationToken.None));
+                        replayed += batch.Count;
+                    }
                 }
-                ReadSpoolFile(s.Path, r =>
-                {
-                    chunk.Add(r);
-                    if (chunk.Count == _options.MaxBatchSize) Write();
-                });
-                if (chunk.Count > 0) Write();
                 lock (_journalLock) _overflowOpen.Remove(s.Path);
                 LogReplayed(_logger, replayed);
             }
@@ -496,81 +557,16 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         lock (_journalLock) _live.Remove(s.Path);
     }
 
-    private async Task TryReplayAsync(CancellationToken ct)
-    {
-        try
-        {
-            await ReplaySpoolAsync(ct).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            Interlocked.Increment(ref _storeFailures);
-            _replayNeeded = true;
-            LogReplayFailed(_logger, e);
-        }
-    }
-
     /// <summary>
-    /// The records of a journal file: one JSON line each, up to the first zero byte (the unused, preallocated rest of a
-    /// mapped segment). A line cut off by a crash mid-copy is skipped; the rest of the file is still good.
+    /// The records of a journal file, all at once (see <see cref="LedgerJournalReader"/> for what is read and what is
+    /// skipped). For tests and tools only: the writer's replays read a batch at a time.
     /// </summary>
     internal static List<LedgerRecord> ReadSpoolFile(string path)
     {
-        var list = new List<LedgerRecord>();
-        ReadSpoolFile(path, list.Add);
-        return list;
-    }
-
-    /// <summary>Hands each record of a journal file to <paramref name="each"/> as it is read (a cut-off last line is skipped).</summary>
-    internal static void ReadSpoolFile(string path, Action<LedgerRecord> each)
-    {
-        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1);
-        var chunk = ArrayPool<byte>.Shared.Rent(1 << 16);
-        var line = new ArrayBufferWriter<byte>(2048);
-        try
-        {
-            int n;
-            while ((n = fs.Read(chunk, 0, chunk.Length)) > 0)
-            {
-                var span = chunk.AsSpan(0, n);
-                var zero = span.IndexOf((byte)0);
-                if (zero >= 0) span = span[..zero];
-                while (true)
-                {
-                    var nl = span.IndexOf((byte)'\n');
-                    if (nl < 0)
-                    {
-                        line.Write(span);
-                        break;
-                    }
-                    line.Write(span[..nl]);
-                    Parse(line.WrittenSpan, each);
-                    line.ResetWrittenCount();
-                    span = span[(nl + 1)..];
-                }
-                if (zero >= 0) break;
-            }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(chunk);
-        }
-        Parse(line.WrittenSpan, each); // a last line without its newline: whole if it parses, cut off if not
-
-        static void Parse(ReadOnlySpan<byte> json, Action<LedgerRecord> into)
-        {
-            json = json.Trim(" \t\r"u8);
-            if (json.IsEmpty) return;
-            try
-            {
-                var r = JsonSerializer.Deserialize(json, LedgerJsonContext.Default.LedgerRecord);
-                if (r is not null) into(r);
-            }
-            catch (JsonException)
-            {
-                // a line cut off by a crash mid-write
-            }
-        }
+        var all = new List<LedgerRecord>();
+        using var journal = LedgerJournalReader.Open(path, 1024);
+        while (journal.ReadBatch() is { } batch) all.AddRange(batch);
+        return all;
     }
 
     /// <summary>Stops the loop after writing everything queued; whatever the store did not take stays in the journal.</summary>
@@ -593,7 +589,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         }
         foreach (var s in left)
         {
-            if (s.Queued == 0) await RetireAsync(s).ConfigureAwait(false);
+            if (s.Queued == 0) Retire(s); // blocks here: the writer's thread, where a segment is retired otherwise, has ended
             else s.Dispose(); // records the store has not committed: the file is replayed at the next start
         }
         _stop.Dispose();
