@@ -286,27 +286,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     /// written again then, and the stores ignore a record whose id they hold. The writer's own thread replays through
     /// <see cref="TryReplay"/> instead, which blocks on each write.
     /// </remarks>
-    public async Task<int> ReplaySpoolAsync(CancellationToken cancellationToken)
-    {
-        var replayed = 0;
-        foreach (var file in UnownedJournals())
-        {
-            if (OpenJournal(file) is not { } journal) continue;
-            using (journal)
-            {
-                while (journal.ReadBatch() is { } batch)
-                {
-                    await _store.WriteAsync(batch, cancellationToken).ConfigureAwait(false);
-                    Interlocked.Add(ref _written, batch.Count);
-                    replayed += batch.Count;
-                }
-            }
-            Replayed(file);
-        }
-        _replayNeeded = false;
-        if (replayed > 0) LogReplayed(_logger, replayed);
-        return replayed;
-    }
+    public Task<int> ReplaySpoolAsync(CancellationToken cancellationToken) => ReplayUnownedAsync(blocking: false, cancellationToken).AsTask();
 
     /// <summary>
     /// <see cref="ReplaySpoolAsync"/> on the writer's own thread (as it starts, and after a store failure), every batch
@@ -317,23 +297,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     {
         try
         {
-            var replayed = 0;
-            foreach (var file in UnownedJournals())
-            {
-                if (OpenJournal(file) is not { } journal) continue;
-                using (journal)
-                {
-                    while (journal.ReadBatch() is { } batch)
-                    {
-                        Block(_store.WriteAsync(batch, ct));
-                        Interlocked.Add(ref _written, batch.Count);
-                        replayed += batch.Count;
-                    }
-                }
-                Replayed(file);
-            }
-            _replayNeeded = false;
-            if (replayed > 0) LogReplayed(_logger, replayed);
+            Block(ReplayUnownedAsync(blocking: true, ct)); // completes synchronously: every write in it was blocked on
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -341,6 +305,38 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             _replayNeeded = true;
             LogReplayFailed(_logger, e);
         }
+    }
+
+    private async ValueTask<int> ReplayUnownedAsync(bool blocking, CancellationToken ct)
+    {
+        var replayed = 0;
+        foreach (var file in UnownedJournals())
+        {
+            if (OpenJournal(file) is not { } journal) continue;
+            using (journal) replayed += await WriteJournalAsync(journal, blocking, countWritten: true, ct).ConfigureAwait(false);
+            Replayed(file);
+        }
+        _replayNeeded = false;
+        if (replayed > 0) LogReplayed(_logger, replayed);
+        return replayed;
+    }
+
+    /// <summary>
+    /// Writes a journal's records to the store a batch at a time as it reads them, each write finished before the next
+    /// batch is read: blocked on (<paramref name="blocking"/>, the writer's own thread) or awaited. Returns the records written.
+    /// </summary>
+    private async ValueTask<int> WriteJournalAsync(LedgerJournalReader journal, bool blocking, bool countWritten, CancellationToken ct)
+    {
+        var n = 0;
+        while (journal.ReadBatch() is { } batch)
+        {
+            var write = _store.WriteAsync(batch, ct);
+            if (blocking) Block(write);
+            else await write.ConfigureAwait(false);
+            if (countWritten) Interlocked.Add(ref _written, batch.Count);
+            n += batch.Count;
+        }
+        return n;
     }
 
     /// <summary>The journal files no segment of this writer holds, oldest first.</summary>
@@ -448,6 +444,8 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     /// <summary>Waits for <paramref name="task"/> on the calling (dedicated) thread, rethrowing its exception as is.</summary>
     private static void Block(Task task) => task.GetAwaiter().GetResult();
 
+    private static T Block<T>(ValueTask<T> task) => task.GetAwaiter().GetResult();
+
     /// <summary>Writes the batch to the store, retrying while the store is down; when closing, a failed batch stays in the journal for the next start.</summary>
     private void Commit(List<Entry> batch)
     {
@@ -530,15 +528,9 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                 // written in batches as the file is read, every batch blocking on the writer's own thread as the rest of the
                 // replay: an awaited write let an async store (PostgreSQL) resume the next segment's blocking writes on a pool
                 // thread. Not added to Written: the queue's commits counted the records of the file that it held.
-                var replayed = 0;
+                int replayed;
                 using (var journal = LedgerJournalReader.Open(s.Path, _options.MaxBatchSize))
-                {
-                    while (journal.ReadBatch() is { } batch)
-                    {
-                        Block(_store.WriteAsync(batch, CancellationToken.None));
-                        replayed += batch.Count;
-                    }
-                }
+                    replayed = Block(WriteJournalAsync(journal, blocking: true, countWritten: false, CancellationToken.None));
                 lock (_journalLock) _overflowOpen.Remove(s.Path);
                 LogReplayed(_logger, replayed);
             }
