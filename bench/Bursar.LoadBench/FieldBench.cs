@@ -11,7 +11,7 @@ using Microsoft.Extensions.Logging;
 
 // The field's benchmark method (the public board's: added latency at concurrency 1, throughput, sustained load against a
 // slow upstream, concurrent paced SSE streams, memory, cold start), Bursar and its peers in one run on this machine:
-//   dotnet bench/Bursar.LoadBench/bin/Release/net10.0/Bursar.LoadBench.dll field [--seconds 5] [--smoke] [--only latency|streams] [--bursar-args "..."] [--bursar-env "NAME=value ..."]
+//   dotnet bench/Bursar.LoadBench/bin/Release/net10.0/Bursar.LoadBench.dll field [--seconds 5] [--smoke] [--only latency|streams|throughput|levers|cold] [--streams 64,512] [--no-portkey] [--bursar-args "..."] [--bursar-env "NAME=value ..."]
 // The gateway is the real `bursar serve` (src/Bursar.Cli's Release build), metering, ledger and rollups on. Peers: nginx
 // proxy_pass when `nginx` is on PATH (the floor), and Portkey's OSS gateway (npm @portkey-ai/gateway 1.15.2 on Node) when
 // bench/portkey holds it (`npm ci --prefix bench/portkey`; --portkey DIR for another place, --no-portkey to leave it out).
@@ -38,7 +38,8 @@ internal static class FieldBench
         // the run's ports are --base-port and the next 19; a base whose ports are taken moves on to the next free block
         var basePort = FreeBlock(int.Parse(Arg("--base-port", "5401"), CultureInfo.InvariantCulture), 20);
         var (deltas, paceMs, delayMs) = smoke ? (4, 5, 5) : (64, 20, 20);
-        var streamCounts = smoke ? new[] { 8 } : [64, 128, 256, 512, 1024];
+        // "--streams 512" runs the paced-streams table at those counts only (a quicker A/B of one count)
+        var streamCounts = smoke ? new[] { 8 } : Arg("--streams", "64,128,256,512,1024").Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
         var extra = Arg("--bursar-args", ""); // more configuration for every `bursar serve` of the run, e.g. "--Bursar:Ledger:FsyncInterval=00:00:01"
         var only = Arg("--only", "all"); // "latency": the added-latency table alone, "streams": the paced streams and RSS alone (quicker A/B runs), "levers": what each lever costs a call, "cold": the first 10 s after a cold start against the next 10 s, "throughput": the req/s at 64 table alone
         // environment of every `bursar serve` of the run only (not the load generator's or the upstreams'), e.g. "DOTNET_gcServer=1"

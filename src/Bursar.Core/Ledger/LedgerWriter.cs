@@ -29,7 +29,8 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     private readonly HashSet<string> _live = new(StringComparer.Ordinal); // segment files owned by this writer (under _journalLock)
     private readonly List<Segment> _sealed = [];
     private readonly HashSet<string> _overflowOpen = new(StringComparer.Ordinal); // journal files holding records a full queue refused, not yet in the store (under _journalLock)
-    private readonly SemaphoreSlim _syncSignal = new(0);
+    private readonly SemaphoreSlim _syncSignal = new(0); // Always: a record waits for an fsync; Interval: the first record since the last fsync
+    private readonly ManualResetEventSlim _wake = new(false, spinCount: 0); // a flush barrier or the close cuts the batch's fill short
     private readonly CancellationTokenSource _stop = new();
     private readonly CancellationTokenSource _closingToken = new(); // cuts a store retry's wait short when the writer closes
     private Segment? _active;
@@ -112,6 +113,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             try
             {
                 await _queue.Writer.WriteAsync(new Entry(null!, null, flushed), cancellationToken).ConfigureAwait(false);
+                _wake.Set(); // commit now rather than at the end of the batch's fill
             }
             catch (ChannelClosedException)
             {
@@ -146,6 +148,8 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                 }
                 segment ??= _active = OpenSegment(line.Length);
                 segment.Append(line);
+                // Interval: the fsync thread sleeps until there is something to sync (an idle gateway never wakes it)
+                if (!_dirty && _options.Fsync != LedgerFsync.Always) signal = true;
                 _dirty = true;
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -226,8 +230,8 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         {
             try
             {
-                if (_options.Fsync == LedgerFsync.Always) _syncSignal.Wait(stop);
-                else Block(Task.Delay(_options.FsyncInterval, _time, stop));
+                _syncSignal.Wait(stop);
+                if (_options.Fsync != LedgerFsync.Always) Sleep(_options.FsyncInterval, null, stop);
             }
             catch (OperationCanceledException)
             {
@@ -395,6 +399,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
             batch.Clear();
             // let the batch fill for up to FlushInterval: one transaction serves many calls
             var deadline = _time.GetTimestamp() + (long)(_options.FlushInterval.TotalSeconds * _time.TimestampFrequency);
+            _wake.Reset(); // before the queue is read: a barrier queued after this read still cuts the wait short
             while (batch.Count < _options.MaxBatchSize)
             {
                 while (batch.Count < _options.MaxBatchSize && reader.TryRead(out var r))
@@ -407,7 +412,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
                 if (barriers is not null || batch.Count >= _options.MaxBatchSize || left <= 0 || _closing || stop.IsCancellationRequested) break;
                 try
                 {
-                    Block(Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5, left * 1000.0 / _time.TimestampFrequency)), _time, stop));
+                    Sleep(TimeSpan.FromSeconds((double)left / _time.TimestampFrequency), _wake, stop);
                 }
                 catch (OperationCanceledException)
                 {
@@ -445,6 +450,25 @@ public sealed partial class LedgerWriter : IAsyncDisposable
     private static void Block(Task task) => task.GetAwaiter().GetResult();
 
     private static T Block<T>(ValueTask<T> task) => task.GetAwaiter().GetResult();
+
+    /// <summary>
+    /// Waits on this background thread for <paramref name="delay"/>, until <paramref name="wake"/> is set or until
+    /// <paramref name="stop"/> is canceled (then throws). With the system clock a timed wait on an event: nothing else
+    /// wakes (a timer's callback would wake a pool thread, several times a second, on a machine whose cores serve the
+    /// request path). With another clock (a test's) the clock's delay, in steps of at most 5 ms so a set
+    /// <paramref name="wake"/> is seen.
+    /// </summary>
+    private void Sleep(TimeSpan delay, ManualResetEventSlim? wake, CancellationToken stop)
+    {
+        if (ReferenceEquals(_time, TimeProvider.System))
+        {
+            if (wake is not null) wake.Wait(delay, stop);
+            else if (stop.WaitHandle.WaitOne(delay)) stop.ThrowIfCancellationRequested();
+            return;
+        }
+        if (wake is not null) delay = TimeSpan.FromMilliseconds(Math.Min(5, delay.TotalMilliseconds));
+        if (wake?.IsSet != true) Block(Task.Delay(delay, _time, stop));
+    }
 
     /// <summary>Writes the batch to the store, retrying while the store is down; when closing, a failed batch stays in the journal for the next start.</summary>
     private void Commit(List<Entry> batch)
@@ -567,6 +591,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
         _closing = true;
         _queue.Writer.TryComplete();
+        _wake.Set();
         await _closingToken.CancelAsync().ConfigureAwait(false);
         if (_loop is not null) await _loop.ConfigureAwait(false);
         await _stop.CancelAsync().ConfigureAwait(false);
@@ -587,6 +612,7 @@ public sealed partial class LedgerWriter : IAsyncDisposable
         _stop.Dispose();
         _closingToken.Dispose();
         _syncSignal.Dispose();
+        _wake.Dispose();
     }
 
     /// <summary>A queued record and the journal segment holding it; or, with <paramref name="Flushed"/>, a <see cref="FlushAsync"/> barrier.</summary>
