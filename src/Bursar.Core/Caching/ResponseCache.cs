@@ -269,13 +269,6 @@ public static class ResponseCacheKey
 {
     private static readonly HashSet<string> Ignored = new(StringComparer.Ordinal) { "stream_options", "user", "metadata", "safety_identifier", "store", "prompt_cache_key", "service_tier" };
 
-    /// <summary>Deterministic requests only: temperature 0 (or top_k 1), unless the caller opts in explicitly.</summary>
-    public static bool IsDeterministic(JsonObject body)
-    {
-        if (body["temperature"] is JsonValue t && t.TryGetValue<double>(out var temp) && temp == 0) return true;
-        return body["top_k"] is JsonValue k && k.TryGetValue<int>(out var topK) && topK == 1;
-    }
-
     public static string Compute(string tenant, string dialect, bool stream, JsonObject body)
     {
         using var ms = new MemoryStream(1024);

@@ -21,6 +21,11 @@ internal static class Levers
 {
     public static readonly PriceCatalog Catalog = new(PriceFiles.LoadBuiltIn());
 
+    /// <summary>The faces' rule (RequestScan for the gateway, ChatRequestJson for the library): temperature 0 or top_k 1.</summary>
+    private static bool IsDeterministic(System.Text.Json.Nodes.JsonObject body) =>
+        (body["temperature"] is System.Text.Json.Nodes.JsonValue t && t.TryGetValue<double>(out var temp) && temp == 0)
+        || (body["top_k"] is System.Text.Json.Nodes.JsonValue k && k.TryGetValue<int>(out var topK) && topK == 1);
+
     public static VirtualKey Key(string id = "key_1", string? team = null, string? customer = null, string? feature = null, string[]? allowed = null,
         string[]? customers = null, string? downgrade = null) => new()
         {
@@ -80,7 +85,7 @@ internal static class Levers
         {
             Model = model,
             Stream = call.Streamed,
-            Deterministic = deterministic ?? ResponseCacheKey.IsDeterministic(body),
+            Deterministic = deterministic ?? IsDeterministic(body),
             EstimatedInputTokens = estimate,
             InputTokenBound = estimate,
             MaxTokens = maxTokens,
