@@ -89,7 +89,12 @@ public sealed partial class CallMeter
         return price is null ? null : CostCalculator.Compute(price, c.Summary.Usage).Total;
     }
 
-    public LedgerRecord Build(LeverCall c)
+    public LedgerRecord Build(LeverCall c) => Build(c, observe: true);
+
+    /// <summary>The record a warm-up call (<see cref="LeverCall.Rehearsal"/>) would have had: built and priced, not written, not counted.</summary>
+    public LedgerRecord Rehearse(LeverCall c) => Build(c, observe: false);
+
+    private LedgerRecord Build(LeverCall c, bool observe)
     {
         var s = c.Summary;
         var served = s.Model ?? c.RequestedModel;
@@ -115,7 +120,7 @@ public sealed partial class CallMeter
             }
             estimated = $"usage estimated: the provider's usage never arrived; input {usage.TotalInputTokens} tokens {(inputKnown ? "from message_start" : "estimated before the call")}, output {output} tokens counted from the streamed output ({s.Deltas} deltas)";
         }
-        if ((c.ErrorType ?? s.ErrorType) == "usage_unreadable")
+        if (observe && (c.ErrorType ?? s.ErrorType) == "usage_unreadable")
         {
             _usageUnreadable.Add(1, new KeyValuePair<string, object?>("gen_ai.provider.name", c.Provider ?? "unknown"));
             LogUsageUnreadable(_logger, c.Provider, served, c.Id);
@@ -154,7 +159,7 @@ public sealed partial class CallMeter
                 // saving summed over a conversation is net of the summary calls (and its counterfactual cost is zero)
                 if (c.Attribution.Task == Context.SummaryCall.Task) contextSaving = -cost.Value;
             }
-            else if (!usage.IsEmpty)
+            else if (observe && !usage.IsEmpty)
             {
                 Interlocked.Increment(ref _unpricedCount);
                 _unpriced.Add(1, new KeyValuePair<string, object?>("model", served));
@@ -215,7 +220,7 @@ public sealed partial class CallMeter
             FinishReason = s.FinishReason,
             UpstreamRequestId = c.UpstreamRequestId ?? s.ResponseId,
         };
-        Observe(c, record, usage);
+        if (observe) Observe(c, record, usage);
         return record;
     }
 

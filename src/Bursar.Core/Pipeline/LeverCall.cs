@@ -76,6 +76,7 @@ public sealed class LeverCall
         Sealed = false;
         DeferredJob = null;
         EstimatedInputTokens = 0;
+        Rehearsal = false;
         Pipeline = null;
     }
 
@@ -154,6 +155,12 @@ public sealed class LeverCall
     public string? DeferredJob { get; set; }
     /// <summary>The request's input tokens estimated before the call: billed when the provider's usage never arrives.</summary>
     public long EstimatedInputTokens { get; set; }
+    /// <summary>
+    /// A warm-up call the gateway sends itself before it says ready: it skips the lever stages (no budget, rate limit,
+    /// cache, route or learner sees it), is answered by a Simulator of its own, and settles without a ledger record or a
+    /// metric. Only the face that made it sets this.
+    /// </summary>
+    public bool Rehearsal { get; set; }
 
     internal LeverPipeline? Pipeline { get; set; }
 

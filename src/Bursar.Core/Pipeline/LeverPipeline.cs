@@ -24,6 +24,7 @@ public sealed class LeverPipeline
         ["attribution", "run-guard", "exact-cache", "semantic-cache", "route", "context", "output-cap", "prompt-cache", "admission", "batch"];
 
     private readonly LeverNext _first;
+    private readonly LeverNext _provider;
     private readonly CallMeter _meter;
     private readonly AdmissionControl _admission;
     private readonly Func<LeverCall, LedgerRecord, LedgerRecord> _completeRun;
@@ -38,7 +39,7 @@ public sealed class LeverPipeline
         Stages = stages.OrderBy(s => IndexOf(s.Name)).ToArray();
         var dup = Stages.GroupBy(s => s.Name).FirstOrDefault(g => g.Count() > 1);
         if (dup is not null) throw new InvalidOperationException($"The lever stage '{dup.Key}' is registered twice.");
-        LeverNext next = provider.CallAsync;
+        LeverNext next = _provider = provider.CallAsync;
         for (var i = Stages.Count - 1; i >= 0; i--)
         {
             var stage = Stages[i];
@@ -61,6 +62,12 @@ public sealed class LeverPipeline
     public ValueTask RunAsync(LeverCall call, CancellationToken cancellationToken)
     {
         call.Pipeline = this;
+        if (call.Rehearsal)
+        {
+            // a warm-up: the provider call alone, on the model asked (no stage keeps state of it)
+            call.Model = call.Request.Model;
+            return _provider(call, cancellationToken);
+        }
         return _first(call, cancellationToken);
     }
 
@@ -72,6 +79,12 @@ public sealed class LeverPipeline
     {
         if (call.Sealed) return;
         call.Sealed = true;
+        if (call.Rehearsal)
+        {
+            // priced and built as a record would be (the same code, compiled before ready), then dropped: no row, no metric
+            _meter.Rehearse(call);
+            return;
+        }
         if (call.DeferredJob is not null)
         {
             // queued as a job: no record now (the job writes its one record when its answer arrives), nothing stays held

@@ -71,6 +71,8 @@ public static partial class GatewayHost
         services.AddSingleton(sp => ProvidersOptions.WithDefaults(sp.GetRequiredService<IOptions<ProvidersOptions>>().Value));
         services.AddHostedService<LargeBodyMemoryTrim>();
         services.AddSingleton(sp => new UpstreamRegistry(sp.GetRequiredService<ProvidersOptions>(), sp.GetRequiredService<ProviderSimulator>()));
+        // the warm-up's calls and their upstream, a Simulator of their own: nothing they do stays in the one callers' simulated deployments use
+        services.AddSingleton(sp => new RehearsalGate(new ProviderSimulator(new SimulatorOptions(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<PriceCatalog>(), sp.GetRequiredService<TokenCounter>())));
         services.AddSingleton<UpstreamClient>();
         services.AddSingleton<KeyAuthenticator>();
         services.AddSingleton<AdminAuth>();
@@ -143,6 +145,7 @@ public static partial class GatewayHost
     public static WebApplication MapBursarGateway(this WebApplication app)
     {
         app.UseAdminBadRequestProblems();
+        app.MapWarmUpUpstream();
         app.MapChatCompletionsApi();
         app.MapResponsesApi();
         app.MapEmbeddingsApi();

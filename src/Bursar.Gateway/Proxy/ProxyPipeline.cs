@@ -17,7 +17,7 @@ namespace Bursar.Gateway.Proxy;
 /// the answer), answer what a stage ended early (a refusal, a cache hit), and leave exactly one ledger record,
 /// whatever happened.
 /// </summary>
-public sealed partial class ProxyPipeline(KeyAuthenticator auth, LeverPipeline levers, BursarOptions options, ResponseChains chains, TimeProvider time, ILogger<ProxyPipeline> logger)
+public sealed partial class ProxyPipeline(KeyAuthenticator auth, LeverPipeline levers, BursarOptions options, ResponseChains chains, RehearsalGate rehearsals, TimeProvider time, ILogger<ProxyPipeline> logger)
 {
     /// <summary>The ledger's name for what the caller spoke: the dialect, or OpenAI's Responses and embeddings APIs.</summary>
     public static string LedgerDialect(Dialect dialect, WireApi api) => api switch
@@ -44,7 +44,10 @@ public sealed partial class ProxyPipeline(KeyAuthenticator auth, LeverPipeline l
         byte[]? rented = null;
         try
         {
-            var (key, authError) = await auth.AuthenticateAsync(ctx.Request, ctx.RequestAborted).ConfigureAwait(false);
+            // the gateway's own warm-up call before it is ready (never once it is): no key to find, nothing to settle
+            var (key, authError) = rehearsals.Admits(ctx) ? ((Bursar.Core.Keys.VirtualKey?)RehearsalGate.Key, (ProviderError?)null) : await auth.AuthenticateAsync(ctx.Request, ctx.RequestAborted).ConfigureAwait(false);
+            call.Rehearsal = ReferenceEquals(key, RehearsalGate.Key);
+            if (!call.Rehearsal) rehearsals.NoteCaller();
             if (authError is not null)
             {
                 await CallerAnswer.RefuseAsync(ctx, call, dialect, authError).ConfigureAwait(false);

@@ -29,7 +29,8 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
         var x = (GatewayExchange)call.Host!;
         var ctx = x.Http;
         if (call.CacheStatus is { } status) ctx.Response.Headers["x-bursar-cache"] = status;
-        var first = registry.Find(call.Model)!; // the route stage refused models no deployment serves
+        // the route stage refused models no deployment serves; a warm-up call goes to the warm-up Simulator in its own dialect
+        var first = call.Rehearsal ? registry.Rehearsal(x.Dialect) ?? throw new InvalidOperationException("the warm-up has ended: its upstream is closed") : registry.Find(call.Model)!;
         call.Provider = first.ProviderName;
         // the chain: the chosen model, then the route's fallbacks (deployments in cooldown last; models whose context window is too small skipped, and said so)
         var (models, skipped) = FallbackChain.For(call, catalog, m => registry.Find(m) is not null);
@@ -72,7 +73,7 @@ public sealed partial class UpstreamCall(UpstreamRegistry registry, UpstreamClie
             }
             catch (Exception e) when (e is HttpRequestException or TimeoutException && !cancellationToken.IsCancellationRequested)
             {
-                health.Failed(deployment.Name, call.Routes!.Cooldown);
+                if (!call.Rehearsal) health.Failed(deployment.Name, call.Routes!.Cooldown);
                 failures.Add($"{model}: {(e is TimeoutException ? "timed out" : "unreachable")}");
                 if (!last) continue;
                 var note = failures.Count > 1 ? $" (tried {string.Join("; ", failures)})" : "";

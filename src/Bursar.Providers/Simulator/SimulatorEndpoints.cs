@@ -8,27 +8,30 @@ namespace Bursar.Providers.Simulator;
 public static class SimulatorEndpoints
 {
     public static IEndpointConventionBuilder MapProviderSimulator(this IEndpointRouteBuilder app, ProviderSimulator simulator) =>
-        app.Map("/v1/{**rest}", async (HttpContext ctx) =>
+        app.Map("/v1/{**rest}", (HttpContext ctx) => ServeAsync(ctx, simulator));
+
+    /// <summary>Answers <paramref name="ctx"/> as the provider its path names (<c>/v1/...</c>) would.</summary>
+    public static async Task ServeAsync(HttpContext ctx, ProviderSimulator simulator)
+    {
+        ContextExchange x;
+        if (ProviderSimulator.StreamsRequestBody(ctx.Request.Method, ctx.Request.Path.Value ?? "/"))
         {
-            ContextExchange x;
-            if (ProviderSimulator.StreamsRequestBody(ctx.Request.Method, ctx.Request.Path.Value ?? "/"))
-            {
-                x = new ContextExchange(ctx, [], ctx.Request.Body); // an upload: read as it arrives, never held whole
-            }
-            else
-            {
-                using var ms = new MemoryStream();
-                await ctx.Request.Body.CopyToAsync(ms, ctx.RequestAborted).ConfigureAwait(false);
-                x = new ContextExchange(ctx, ms.ToArray(), null);
-            }
-            try
-            {
-                await simulator.HandleAsync(x, ctx.RequestAborted).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
-            {
-            }
-        });
+            x = new ContextExchange(ctx, [], ctx.Request.Body); // an upload: read as it arrives, never held whole
+        }
+        else
+        {
+            using var ms = new MemoryStream();
+            await ctx.Request.Body.CopyToAsync(ms, ctx.RequestAborted).ConfigureAwait(false);
+            x = new ContextExchange(ctx, ms.ToArray(), null);
+        }
+        try
+        {
+            await simulator.HandleAsync(x, ctx.RequestAborted).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
+        {
+        }
+    }
 
     private sealed class ContextExchange : SimulatorExchange
     {

@@ -75,23 +75,60 @@ public sealed class UpstreamRegistry : IDisposable
             }
             else
             {
-                var handler = new SocketsHttpHandler
-                {
-                    PooledConnectionLifetime = TimeSpan.FromMinutes(5),
-                    PooledConnectionIdleTimeout = TimeSpan.FromMinutes(1),
-                    AutomaticDecompression = DecompressionMethods.None,
-                    UseCookies = false,
-                    UseProxy = false,
-                    ConnectTimeout = TimeSpan.FromSeconds(15),
-                    MaxConnectionsPerServer = int.MaxValue,
-                };
-                invoker = new HttpMessageInvoker(handler, disposeHandler: true);
+                invoker = ProviderInvoker();
                 _owned.Add(invoker);
             }
             list.Add(new UpstreamDeployment(name, d, invoker, simulated));
         }
         if (simInvoker is not null) _owned.Add(simInvoker);
         Deployments = list;
+    }
+
+    /// <summary>The connection pool of a provider deployment (one per deployment).</summary>
+    private static HttpMessageInvoker ProviderInvoker() => new(new SocketsHttpHandler
+    {
+        PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+        PooledConnectionIdleTimeout = TimeSpan.FromMinutes(1),
+        AutomaticDecompression = DecompressionMethods.None,
+        UseCookies = false,
+        UseProxy = false,
+        ConnectTimeout = TimeSpan.FromSeconds(15),
+        MaxConnectionsPerServer = int.MaxValue,
+    }, disposeHandler: true);
+
+    private volatile UpstreamDeployment[] _rehearsals = [];
+    private HttpMessageInvoker? _rehearsalInvoker;
+
+    /// <summary>
+    /// Opens the deployments the gateway's warm-up calls go to (<see cref="Rehearsal"/>): an upstream on this machine
+    /// (the gateway's own warm-up Simulator) reached over a connection pool like a provider's, so the warm-up runs the
+    /// same upstream code a provider call does; <paramref name="headers"/> go with every call. Not among
+    /// <see cref="Deployments"/>: no caller's model resolves to them. Closed by <see cref="CloseRehearsals"/>.
+    /// </summary>
+    public void OpenRehearsals(Uri openAiBase, Uri anthropicBase, IReadOnlyDictionary<string, string> headers)
+    {
+        var invoker = _rehearsalInvoker = ProviderInvoker();
+        UpstreamDeployment Make(string dialect, Uri baseUri) => new("warm-up", new DeploymentOptions
+        {
+            Dialect = dialect, BaseUrl = baseUri.ToString(), ApiKey = "warm-up", Models = ["*"], MaxRetries = 0, Timeout = TimeSpan.FromSeconds(10),
+            Headers = new Dictionary<string, string>(headers, StringComparer.OrdinalIgnoreCase),
+        }, invoker, simulated: false);
+        _rehearsals = [Make("openai", openAiBase), Make("anthropic", anthropicBase)];
+    }
+
+    /// <summary>Closes what <see cref="OpenRehearsals"/> opened: a warm-up call after this finds no deployment.</summary>
+    public void CloseRehearsals()
+    {
+        _rehearsals = [];
+        Interlocked.Exchange(ref _rehearsalInvoker, null)?.Dispose();
+    }
+
+    /// <summary>The deployment a warm-up call of <paramref name="dialect"/> goes to while they are open (<see cref="OpenRehearsals"/>), else null.</summary>
+    public UpstreamDeployment? Rehearsal(Dialect dialect)
+    {
+        foreach (var d in _rehearsals)
+            if (d.Dialect == dialect) return d;
+        return null;
     }
 
     public ProvidersOptions Options { get; }
@@ -107,6 +144,7 @@ public sealed class UpstreamRegistry : IDisposable
 
     public void Dispose()
     {
+        CloseRehearsals();
         foreach (var d in _owned) d.Dispose();
     }
 }
