@@ -34,6 +34,8 @@ public class GatewayFixture : IAsyncLifetime
     {
         _app = GatewayHost.Build(
             ["--urls=http://127.0.0.1:0", $"--Bursar:DataDirectory={_dir}", "--Bursar:MaxRequestBodyBytes=1048576", "--Bursar:Providers:BaseRetryDelay=00:00:00.010",
+             // ready at once: the warm-up's calls through the request path have their own tests (WarmupTests)
+             "--Bursar:Server:WarmUpTime=0",
              $"--Bursar:AdminKey={AdminKey}", "--Bursar:Runs:MaxTurns=4", "--Bursar:Runs:DoneWhenAnsweredWithoutTools=true",
              "--Bursar:Prices:0:Model=gpt-local-free", "--Bursar:Prices:0:Provider=local", "--Bursar:Prices:0:Input=0", "--Bursar:Prices:0:Output=0",
              "--Bursar:ResponseCache:TtlByFeature:cache-off=00:00:00", "--Bursar:PromptCache:MoveVolatileToEnd:0=volatile-moved",
