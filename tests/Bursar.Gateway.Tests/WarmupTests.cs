@@ -56,6 +56,17 @@ public sealed class WarmupTests
         Headers = { { RehearsalGate.Header, warmUpToken ?? new string('0', 64) } },
     };
 
+    /// <summary>A call straight to the warm-up's upstream (the Simulator behind <see cref="RehearsalGate.UpstreamPath"/>) with <paramref name="token"/>.</summary>
+    private static Task<HttpResponseMessage> WarmUpUpstreamAsync(HttpClient http, string token)
+    {
+        var req = new HttpRequestMessage(HttpMethod.Post, RehearsalGate.UpstreamPath + "/v1/chat/completions")
+        {
+            Content = new StringContent("""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""", Encoding.UTF8, "application/json"),
+        };
+        req.Headers.Add(RehearsalGate.Header, token);
+        return http.SendAsync(req);
+    }
+
     [Fact]
     public async Task The_request_path_is_rehearsed_before_ready_and_leaves_no_ledger_row_metric_or_simulator_state()
     {
@@ -106,9 +117,8 @@ public sealed class WarmupTests
             using var late = await http.SendAsync(Chat(token));
             Assert.Equal(HttpStatusCode.Unauthorized, late.StatusCode);
             Assert.Contains("Missing Bursar virtual key", await late.Content.ReadAsStringAsync());
-            using var upstream = new HttpRequestMessage(HttpMethod.Post, RehearsalGate.UpstreamPath + "/v1/chat/completions") { Content = new StringContent("""{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}""", Encoding.UTF8, "application/json") };
-            upstream.Headers.Add(RehearsalGate.Header, token);
-            Assert.Equal(HttpStatusCode.NotFound, (await http.SendAsync(upstream)).StatusCode);
+            using var upstream = await WarmUpUpstreamAsync(http, token!);
+            Assert.Equal(HttpStatusCode.NotFound, upstream.StatusCode);
         }
         finally { await StopAsync(app, dir); }
     }
@@ -132,9 +142,8 @@ public sealed class WarmupTests
                 Assert.Equal(HttpStatusCode.Unauthorized, resp.StatusCode);
             }
             // the warm-up upstream does not answer a forged token either
-            using var upstream = new HttpRequestMessage(HttpMethod.Post, RehearsalGate.UpstreamPath + "/v1/chat/completions") { Content = new StringContent("{}", Encoding.UTF8, "application/json") };
-            upstream.Headers.Add(RehearsalGate.Header, new string('b', 64));
-            Assert.Equal(HttpStatusCode.NotFound, (await http.SendAsync(upstream)).StatusCode);
+            using var upstream = await WarmUpUpstreamAsync(http, new string('b', 64));
+            Assert.Equal(HttpStatusCode.NotFound, upstream.StatusCode);
             // callers' calls arrived: the warm-up ends well before its 30 s and says why
             var said = (await ReadyAsync(http))["checks"]!["warm_up"]!["description"]!.GetValue<string>();
             Assert.Contains("ended early: callers' calls arrived", said);

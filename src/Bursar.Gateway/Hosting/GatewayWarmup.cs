@@ -49,16 +49,22 @@ internal sealed partial class GatewayWarmup : IHostedService, IHealthCheck
     /// <summary>The same window counted in calls: ends the warm-up under a clock that does not move (a test's fake time).</summary>
     internal const int QuietCalls = 4_000;
 
-    private static readonly byte[] OpenAiSample = Encoding.UTF8.GetBytes("""{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You answer briefly."},{"role":"user","content":"Warm-up: what is the capital of France?"}],"max_tokens":16,"stream":true,"stream_options":{"include_usage":true}}""");
-    private static readonly byte[] AnthropicSample = Encoding.UTF8.GetBytes("""{"model":"claude-haiku-4-5","max_tokens":16,"system":"You answer briefly.","messages":[{"role":"user","content":"Warm-up: what is the capital of France?"}]}""");
+    private const string Question = "Warm-up: what is the capital of France?";
+
+    private static byte[] OpenAi(string stream) => Encoding.UTF8.GetBytes($$"""{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You answer briefly."},{"role":"user","content":"{{Question}}"}],"max_tokens":16{{stream}}}""");
+
+    private static byte[] Anthropic(string stream) => Encoding.UTF8.GetBytes($$"""{"model":"claude-haiku-4-5","max_tokens":16{{stream}},"system":"You answer briefly.","messages":[{"role":"user","content":"{{Question}}"}]}""");
+
+    private static readonly byte[] OpenAiSample = OpenAi(""","stream":true,"stream_options":{"include_usage":true}""");
+    private static readonly byte[] AnthropicSample = Anthropic("");
 
     /// <summary>The calls of the rehearsal, in turn: both dialects, JSON and SSE.</summary>
     private static readonly (string Path, byte[] Body)[] Kinds =
     [
-        ("v1/chat/completions", Encoding.UTF8.GetBytes("""{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You answer briefly."},{"role":"user","content":"Warm-up: what is the capital of France?"}],"max_tokens":16}""")),
+        ("v1/chat/completions", OpenAi("")),
         ("v1/chat/completions", OpenAiSample),
         ("v1/messages", AnthropicSample),
-        ("v1/messages", Encoding.UTF8.GetBytes("""{"model":"claude-haiku-4-5","max_tokens":16,"stream":true,"system":"You answer briefly.","messages":[{"role":"user","content":"Warm-up: what is the capital of France?"}]}""")),
+        ("v1/messages", Anthropic(""","stream":true""")),
     ];
 
     private readonly TokenCounter _tokens;
@@ -79,17 +85,13 @@ internal sealed partial class GatewayWarmup : IHostedService, IHealthCheck
         IConfiguration configuration, TimeProvider time, ILogger<GatewayWarmup> logger)
     {
         (_tokens, _keys, _gate, _registry, _services, _lifetime, _time, _logger) = (tokens, keys, gate, registry, services, lifetime, time, logger);
-        var setting = configuration[TimeSetting];
-        _callTime = TimeSpan.FromSeconds(10);
-        if (!string.IsNullOrEmpty(setting) && (!TimeSpan.TryParse(setting, System.Globalization.CultureInfo.InvariantCulture, out _callTime) || _callTime < TimeSpan.Zero))
-            throw new InvalidOperationException($"{TimeSetting} must be a time span of 0 or more (e.g. 00:00:10; 0 warms only the tokenizers, scan, JSON and key store), not '{setting}'.");
+        _callTime = configuration.GetValue(TimeSetting, TimeSpan.FromSeconds(10)); // not a time span: the binder's error names the setting
+        if (_callTime < TimeSpan.Zero)
+            throw new InvalidOperationException($"{TimeSetting} must be a time span of 0 or more (e.g. 00:00:10; 0 warms only the tokenizers, scan, JSON and key store), not '{configuration[TimeSetting]}'.");
     }
 
     /// <summary>The warm-up calls made (for the health check and the tests).</summary>
     internal int Calls { get; private set; }
-
-    /// <summary>Ends when the warm-up has.</summary>
-    internal Task Completion => _warm ?? Task.CompletedTask;
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
